@@ -1,0 +1,95 @@
+//! `loadfleet-agent`: dials a controller and runs the load it is assigned.
+#![forbid(unsafe_code)]
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use loadfleet_agent::{AgentOptions, run_agent};
+use tokio_util::sync::CancellationToken;
+
+/// A small, frugal loadfleet load generator. It dials the controller (no
+/// inbound port needed), runs its share of each run, streams latency
+/// histograms back every second, and waits for the next run.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    /// Controller to dial, e.g. http://10.0.0.5:7700.
+    #[arg(long, env = "LOADFLEET_CONTROLLER")]
+    controller: String,
+    /// Region this agent reports its results under.
+    #[arg(long, env = "LOADFLEET_REGION", default_value = "default")]
+    region: String,
+    /// Name of this agent in reports (default: the host name).
+    #[arg(long, env = "LOADFLEET_NAME")]
+    name: Option<String>,
+    /// Relative share of the fleet's load this agent takes.
+    #[arg(long, env = "LOADFLEET_WEIGHT", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    weight: u32,
+    /// Worker threads for virtual users (default: the number of CPUs).
+    #[arg(long, env = "LOADFLEET_WORKERS")]
+    workers: Option<usize>,
+    /// Exit after one run instead of waiting for the next.
+    #[arg(long)]
+    once: bool,
+    /// Longest wait between attempts to reach the controller, in seconds.
+    #[arg(long, default_value_t = 3)]
+    max_backoff_s: u64,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let workers = args
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let opts = AgentOptions {
+        controller: args.controller,
+        name: args.name.unwrap_or_else(default_name),
+        region: args.region,
+        weight: args.weight,
+        workers,
+        once: args.once,
+        max_backoff: Duration::from_secs(args.max_backoff_s.max(1)),
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start runtime: {e}");
+            return ExitCode::from(3);
+        }
+    };
+    let shutdown = CancellationToken::new();
+    let on_signal = shutdown.clone();
+    rt.block_on(async move {
+        tokio::spawn(async move {
+            let _ = tokio::signal::ctrl_c().await;
+            on_signal.cancel();
+        });
+        match run_agent(opts, shutdown).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e @ loadfleet_agent::AgentError::BadControllerUrl(_)) => {
+                eprintln!("error: {e}");
+                ExitCode::from(2)
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(3)
+            }
+        }
+    })
+}
+
+fn default_name() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| format!("agent-{}", std::process::id()))
+}

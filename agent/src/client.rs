@@ -1,0 +1,168 @@
+//! One virtual user's HTTP connection: kept alive across requests like a
+//! browser's, reopened (and the connect time counted) when the server closes it.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::Request;
+use http::header::HOST;
+use http_body_util::{BodyExt, Empty};
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+
+use crate::assignment::{Step, Target};
+use crate::recorder::ErrorKind;
+
+/// TLS settings shared by every connection of a run (built once).
+#[derive(Clone)]
+pub struct Tls {
+    connector: tokio_rustls::TlsConnector,
+}
+
+impl Tls {
+    /// Verifies servers against the Mozilla root store (webpki-roots).
+    pub fn webpki() -> Result<Tls, rustls::Error> {
+        let roots = rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Tls {
+            connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
+        })
+    }
+}
+
+/// A failed request: its kind and what happened.
+pub type Failure = (ErrorKind, String);
+
+/// The connection of one virtual user.
+pub struct UserClient {
+    target: Arc<Target>,
+    tls: Option<Tls>,
+    sender: Option<SendRequest<Empty<Bytes>>>,
+}
+
+impl UserClient {
+    pub fn new(target: Arc<Target>, tls: Option<Tls>) -> UserClient {
+        UserClient {
+            target,
+            tls,
+            sender: None,
+        }
+    }
+
+    /// Forgets the connection, so the next request opens a new one.
+    pub fn reset(&mut self) {
+        self.sender = None;
+    }
+
+    /// Sends one step's request and reads the whole body. Returns the status.
+    /// The caller bounds it with the target's timeout.
+    pub async fn send(&mut self, step: &Step) -> Result<u16, Failure> {
+        let result = self.send_inner(step).await;
+        if result.is_err() {
+            self.sender = None;
+        }
+        result
+    }
+
+    async fn send_inner(&mut self, step: &Step) -> Result<u16, Failure> {
+        let mut sender = match self.sender.take() {
+            Some(mut s) => match s.ready().await {
+                Ok(()) => s,
+                // The server closed the kept-alive connection: open a new one (timed).
+                Err(_) => self.connect().await?,
+            },
+            None => self.connect().await?,
+        };
+        let mut req = Request::new(Empty::<Bytes>::new());
+        *req.method_mut() = step.method.clone();
+        *req.uri_mut() = step.uri.clone();
+        let headers = req.headers_mut();
+        headers.insert(HOST, self.target.authority.clone());
+        for (name, value) in &step.headers {
+            headers.insert(name.clone(), value.clone());
+        }
+        let resp = sender.send_request(req).await.map_err(classify_hyper)?;
+        let status = resp.status().as_u16();
+        let mut body = resp.into_body();
+        while let Some(frame) = body.frame().await {
+            frame.map_err(classify_hyper)?;
+        }
+        self.sender = Some(sender);
+        Ok(status)
+    }
+
+    async fn connect(&mut self) -> Result<SendRequest<Empty<Bytes>>, Failure> {
+        let t = &self.target;
+        let stream = match t.host.parse::<std::net::IpAddr>() {
+            Ok(ip) => TcpStream::connect((ip, t.port)).await,
+            Err(_) => {
+                let mut addrs = tokio::net::lookup_host((t.host.as_str(), t.port))
+                    .await
+                    .map_err(|e| (ErrorKind::Dns, format!("resolving {}: {e}", t.host)))?;
+                let addr = addrs
+                    .next()
+                    .ok_or_else(|| (ErrorKind::Dns, format!("{} has no address", t.host)))?;
+                TcpStream::connect(addr).await
+            }
+        }
+        .map_err(|e| (ErrorKind::Connect, format!("connecting to {}:{}: {e}", t.host, t.port)))?;
+        let _ = stream.set_nodelay(true);
+        match &self.tls {
+            None => handshake(stream).await,
+            Some(tls) => {
+                let name = rustls::pki_types::ServerName::try_from(t.host.clone())
+                    .map_err(|e| (ErrorKind::Tls, format!("server name {}: {e}", t.host)))?;
+                let stream = tls
+                    .connector
+                    .connect(name, stream)
+                    .await
+                    .map_err(|e| (ErrorKind::Tls, format!("TLS handshake with {}: {e}", t.host)))?;
+                handshake(stream).await
+            }
+        }
+    }
+}
+
+async fn handshake<S>(stream: S) -> Result<SendRequest<Empty<Bytes>>, Failure>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) = http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(classify_hyper)?;
+    // The connection task ends when the user drops its sender or the peer closes.
+    tokio::task::spawn_local(async move {
+        let _ = conn.await;
+    });
+    Ok(sender)
+}
+
+fn classify_hyper(e: hyper::Error) -> Failure {
+    use std::error::Error as _;
+    let kind = if e.is_parse() || e.is_parse_status() || e.is_user() {
+        ErrorKind::Protocol
+    } else if e.is_timeout() {
+        ErrorKind::Timeout
+    } else if e.is_incomplete_message() || e.is_canceled() || e.is_closed() {
+        ErrorKind::Reset
+    } else {
+        match e.source().and_then(|s| s.downcast_ref::<std::io::Error>()).map(|io| io.kind()) {
+            Some(
+                std::io::ErrorKind::ConnectionReset
+                | std::io::ErrorKind::ConnectionAborted
+                | std::io::ErrorKind::BrokenPipe
+                | std::io::ErrorKind::UnexpectedEof,
+            ) => ErrorKind::Reset,
+            _ => ErrorKind::Io,
+        }
+    };
+    (kind, e.to_string())
+}

@@ -1,0 +1,17 @@
+//! loadfleet's load engine and agent.
+//!
+//! - [`assignment`]: an agent's share of a run, validated from the wire.
+//! - [`engine`]: virtual users on per-thread runtimes, lock-free recording,
+//!   interval reports with serialized histograms.
+//! - [`session`]: the agent's side of the fleet protocol (dial, run, report).
+#![forbid(unsafe_code)]
+#![deny(rust_2018_idioms)]
+
+pub mod assignment;
+pub mod backoff;
+pub mod client;
+pub mod engine;
+pub mod recorder;
+pub mod session;
+
+pub use session::{AgentError, AgentOptions, run_agent};

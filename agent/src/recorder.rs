@@ -1,0 +1,193 @@
+//! Recording on the hot path: one histogram per step, owned by one worker
+//! thread, so a sample is a plain `record()` with no lock, atomic or channel.
+
+use std::borrow::Cow;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+
+/// Lowest latency the histograms distinguish, in microseconds.
+pub const LOWEST_US: u64 = 1;
+/// Highest latency the histograms hold (one hour), in microseconds; longer
+/// samples are clamped to it.
+pub const HIGHEST_US: u64 = 3_600_000_000;
+/// Significant decimal digits kept for every value.
+pub const SIGNIFICANT_DIGITS: u8 = 3;
+
+/// A histogram with loadfleet's fixed range and precision (microseconds).
+pub fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(LOWEST_US, HIGHEST_US, SIGNIFICANT_DIGITS)
+        .expect("constant histogram bounds are valid")
+}
+
+/// Why a request counts as an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// A response with status >= 400 (its latency is still recorded).
+    Status(u16),
+    /// The name of the target did not resolve.
+    Dns,
+    /// The TCP connection could not be opened (refused, unreachable).
+    Connect,
+    /// No complete response within the target's timeout.
+    Timeout,
+    /// The connection was reset or closed mid-request.
+    Reset,
+    /// The TLS handshake failed.
+    Tls,
+    /// The response was not valid HTTP.
+    Protocol,
+    /// Any other I/O failure.
+    Io,
+}
+
+impl ErrorKind {
+    /// The label used on the wire and in reports: `http_503`, `timeout`, ...
+    pub fn label(self) -> Cow<'static, str> {
+        match self {
+            ErrorKind::Status(code) => Cow::Owned(format!("http_{code}")),
+            ErrorKind::Dns => Cow::Borrowed("dns"),
+            ErrorKind::Connect => Cow::Borrowed("connect"),
+            ErrorKind::Timeout => Cow::Borrowed("timeout"),
+            ErrorKind::Reset => Cow::Borrowed("reset"),
+            ErrorKind::Tls => Cow::Borrowed("tls"),
+            ErrorKind::Protocol => Cow::Borrowed("protocol"),
+            ErrorKind::Io => Cow::Borrowed("io"),
+        }
+    }
+}
+
+/// Errors of one kind in one interval, with one example message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorTally {
+    pub kind: ErrorKind,
+    pub count: u64,
+    pub sample: String,
+}
+
+/// What one step recorded in one interval.
+#[derive(Debug, Clone)]
+pub struct StepRecord {
+    /// Latencies of completed responses (any status), microseconds.
+    pub histogram: Histogram<u64>,
+    /// Errors by kind; a handful of entries at most, so a linear search is fastest.
+    pub errors: Vec<ErrorTally>,
+}
+
+impl StepRecord {
+    fn new() -> StepRecord {
+        StepRecord {
+            histogram: new_histogram(),
+            errors: Vec::new(),
+        }
+    }
+
+    /// Completed responses (any status).
+    pub fn count(&self) -> u64 {
+        self.histogram.len()
+    }
+
+    /// Whether nothing was recorded.
+    pub fn is_empty(&self) -> bool {
+        self.histogram.is_empty() && self.errors.is_empty()
+    }
+
+    /// Adds another record of the same step into this one.
+    pub fn add(&mut self, other: &StepRecord) {
+        self.histogram
+            .add(&other.histogram)
+            .expect("histograms share loadfleet's fixed bounds");
+        for e in &other.errors {
+            self.tally(e.kind, e.count, || e.sample.clone());
+        }
+    }
+
+    fn tally(&mut self, kind: ErrorKind, count: u64, sample: impl FnOnce() -> String) {
+        match self.errors.iter_mut().find(|t| t.kind == kind) {
+            Some(t) => t.count += count,
+            None => self.errors.push(ErrorTally {
+                kind,
+                count,
+                sample: sample(),
+            }),
+        }
+    }
+}
+
+/// One worker's recordings for the current interval, one entry per step.
+#[derive(Debug)]
+pub struct Recorder {
+    steps: Vec<StepRecord>,
+}
+
+impl Recorder {
+    /// A recorder for `step_count` steps.
+    pub fn new(step_count: usize) -> Recorder {
+        Recorder {
+            steps: (0..step_count).map(|_| StepRecord::new()).collect(),
+        }
+    }
+
+    /// Records a completed response; statuses >= 400 also count as errors.
+    #[inline]
+    pub fn record_response(&mut self, step: usize, latency: Duration, status: u16) {
+        let Some(rec) = self.steps.get_mut(step) else {
+            return;
+        };
+        let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        rec.histogram.saturating_record(us.max(LOWEST_US));
+        if status >= 400 {
+            rec.tally(ErrorKind::Status(status), 1, || format!("HTTP status {status}"));
+        }
+    }
+
+    /// Records a request that got no response; `message` is built only for
+    /// the first error of its kind in an interval.
+    pub fn record_failure(&mut self, step: usize, kind: ErrorKind, message: impl FnOnce() -> String) {
+        if let Some(rec) = self.steps.get_mut(step) {
+            rec.tally(kind, 1, message);
+        }
+    }
+
+    /// Takes this interval's records and starts empty ones. Called once per
+    /// interval, never per request.
+    pub fn take(&mut self) -> Vec<StepRecord> {
+        let fresh = (0..self.steps.len()).map(|_| StepRecord::new()).collect();
+        std::mem::replace(&mut self.steps, fresh)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_statuses_and_failures() {
+        let mut r = Recorder::new(2);
+        r.record_response(0, Duration::from_micros(1500), 200);
+        r.record_response(0, Duration::from_micros(2500), 503);
+        r.record_response(1, Duration::ZERO, 404);
+        r.record_failure(1, ErrorKind::Timeout, || "timed out".into());
+        r.record_failure(1, ErrorKind::Timeout, || unreachable!("sample kept from the first"));
+        r.record_response(7, Duration::from_micros(1), 200); // unknown step: ignored
+        let steps = r.take();
+        assert_eq!(steps[0].count(), 2);
+        assert_eq!(steps[0].histogram.max(), steps[0].histogram.highest_equivalent(2500));
+        assert_eq!(steps[0].errors.len(), 1);
+        assert_eq!(steps[0].errors[0].kind.label(), "http_503");
+        assert_eq!(steps[1].count(), 1);
+        assert_eq!(steps[1].histogram.min(), 1, "zero latency is recorded as 1 µs");
+        let timeout = steps[1].errors.iter().find(|e| e.kind == ErrorKind::Timeout).unwrap();
+        assert_eq!((timeout.count, timeout.sample.as_str()), (2, "timed out"));
+        assert!(r.take().iter().all(StepRecord::is_empty), "take starts empty records");
+    }
+
+    #[test]
+    fn clamps_beyond_one_hour() {
+        let mut r = Recorder::new(1);
+        r.record_response(0, Duration::from_secs(7200), 200);
+        let steps = r.take();
+        assert_eq!(steps[0].count(), 1);
+        assert!(steps[0].histogram.max() >= HIGHEST_US);
+    }
+}

@@ -1,0 +1,235 @@
+//! The agent's side of the fleet protocol: dial the controller, take an
+//! assignment, run it with the engine, stream intervals back; then dial again
+//! for the next run.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use loadfleet_proto::v1::{self, agent_message, controller_message, fleet_client::FleetClient};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::assignment::Assignment;
+use crate::backoff::Backoff;
+use crate::engine;
+
+/// Largest message an agent accepts from its controller.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// How an agent identifies itself and finds its controller.
+#[derive(Debug, Clone)]
+pub struct AgentOptions {
+    /// `http://HOST:PORT` of the controller.
+    pub controller: String,
+    pub name: String,
+    pub region: String,
+    /// Relative share of the fleet's load.
+    pub weight: u32,
+    /// Worker threads (single-threaded runtimes) for virtual users.
+    pub workers: usize,
+    /// Exit after one run instead of waiting for the next.
+    pub once: bool,
+    /// Longest wait between reconnect attempts.
+    pub max_backoff: Duration,
+}
+
+/// Why an agent stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("controller address `{0}` is not a valid URL")]
+    BadControllerUrl(String),
+    #[error("controller rejected this agent: {0}")]
+    Rejected(String),
+}
+
+/// What one attachment to a controller came to.
+#[derive(Debug)]
+enum Attach {
+    /// A run was assigned and ended (completed, stopped, or failed to start).
+    RunEnded,
+    /// The controller closed the stream without assigning a run.
+    Idle,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum AttachError {
+    #[error("cannot reach controller: {0}")]
+    Connect(#[from] tonic::transport::Error),
+    #[error("controller stream failed: {0}")]
+    Stream(#[from] tonic::Status),
+    #[error("controller went away")]
+    Gone,
+    #[error("controller rejected this agent: {0}")]
+    Rejected(String),
+    #[error("protocol error: {0}")]
+    Protocol(String),
+}
+
+/// Runs the agent until `shutdown` fires, or after one run with `once`.
+pub async fn run_agent(opts: AgentOptions, shutdown: CancellationToken) -> Result<(), AgentError> {
+    let endpoint = tonic::transport::Endpoint::from_shared(opts.controller.clone())
+        .map_err(|_| AgentError::BadControllerUrl(opts.controller.clone()))?
+        .connect_timeout(Duration::from_secs(5))
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(10))
+        .keep_alive_while_idle(true)
+        .tcp_nodelay(true);
+    let seed = u64::from(std::process::id()) ^ (Instant::now().elapsed().as_nanos() as u64) ^ hash(&opts.name);
+    let mut backoff = Backoff::new(Duration::from_millis(100), opts.max_backoff, seed);
+    loop {
+        let attempt = tokio::select! {
+            r = attach_once(&endpoint, &opts, &shutdown) => r,
+            _ = shutdown.cancelled() => return Ok(()),
+        };
+        match attempt {
+            Ok(Attach::RunEnded) => {
+                backoff.reset();
+                if opts.once {
+                    return Ok(());
+                }
+            }
+            Ok(Attach::Idle) => {}
+            Err(AttachError::Rejected(why)) if opts.once => return Err(AgentError::Rejected(why)),
+            Err(e) => tracing::info!(error = %e, controller = %opts.controller, "not attached"),
+        }
+        let delay = backoff.next_delay();
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = shutdown.cancelled() => return Ok(()),
+        }
+    }
+}
+
+fn hash(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+}
+
+fn msg(body: agent_message::Body) -> v1::AgentMessage {
+    v1::AgentMessage { body: Some(body) }
+}
+
+async fn attach_once(
+    endpoint: &tonic::transport::Endpoint,
+    opts: &AgentOptions,
+    shutdown: &CancellationToken,
+) -> Result<Attach, AttachError> {
+    let channel = endpoint.connect().await?;
+    let mut client = FleetClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let (tx, rx) = mpsc::channel::<v1::AgentMessage>(128);
+    let hello = v1::Hello {
+        name: opts.name.clone(),
+        region: opts.region.clone(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        weight: opts.weight,
+    };
+    tx.send(msg(agent_message::Body::Hello(hello)))
+        .await
+        .map_err(|_| AttachError::Gone)?;
+    let mut inbound = client.attach(ReceiverStream::new(rx)).await?.into_inner();
+    tracing::info!(controller = %opts.controller, name = %opts.name, "attached; waiting for a run");
+
+    // Wait for an assignment.
+    let assign = loop {
+        match inbound.message().await? {
+            None => return Ok(Attach::Idle),
+            Some(m) => match m.body {
+                Some(controller_message::Body::Assign(a)) => break a,
+                Some(controller_message::Body::Reject(r)) => return Err(AttachError::Rejected(r.reason)),
+                Some(controller_message::Body::Stop(_)) => return Ok(Attach::Idle),
+                other => return Err(AttachError::Protocol(format!("expected Assign, got {other:?}"))),
+            },
+        }
+    };
+    let run_id = assign.run_id.clone();
+    let assignment = match Assignment::try_from(assign) {
+        Ok(a) => Arc::new(a),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot run assignment");
+            let failed = v1::Failed {
+                run_id,
+                reason: e.to_string(),
+            };
+            let _ = tx.send(msg(agent_message::Body::Failed(failed))).await;
+            return Ok(Attach::RunEnded);
+        }
+    };
+    tracing::info!(run_id = %run_id, users = assignment.users.len(), "assigned");
+    tx.send(msg(agent_message::Body::Ready(v1::Ready { run_id: run_id.clone() })))
+        .await
+        .map_err(|_| AttachError::Gone)?;
+
+    // Wait for the start signal: a relative offset, never a wall-clock time.
+    let start_at = loop {
+        match inbound.message().await? {
+            None => return Err(AttachError::Gone),
+            Some(m) => match m.body {
+                Some(controller_message::Body::Start(s)) if s.run_id == run_id => {
+                    break Instant::now() + Duration::from_micros(s.start_in_us);
+                }
+                Some(controller_message::Body::Stop(_)) => return Ok(Attach::RunEnded),
+                other => return Err(AttachError::Protocol(format!("expected Start, got {other:?}"))),
+            },
+        }
+    };
+
+    let mut engine = match engine::start(assignment, start_at, opts.workers) {
+        Ok(e) => e,
+        Err(e) => {
+            let failed = v1::Failed {
+                run_id,
+                reason: e.to_string(),
+            };
+            let _ = tx.send(msg(agent_message::Body::Failed(failed))).await;
+            return Ok(Attach::RunEnded);
+        }
+    };
+    let mut last_seq = 0;
+    loop {
+        tokio::select! {
+            interval = engine.intervals.recv() => match interval {
+                Some(i) => {
+                    last_seq = i.seq;
+                    if tx.send(msg(agent_message::Body::Interval(i))).await.is_err() {
+                        engine.stop.hard();
+                        return Err(AttachError::Gone);
+                    }
+                }
+                None => break,
+            },
+            m = inbound.message() => match m {
+                Ok(Some(v1::ControllerMessage { body: Some(controller_message::Body::Stop(s)) })) => {
+                    tracing::info!(graceful = s.graceful, "controller asked to stop");
+                    if s.graceful { engine.stop.graceful() } else { engine.stop.hard() }
+                }
+                Ok(Some(other)) => tracing::warn!(message = ?other, "ignored unexpected message during a run"),
+                Ok(None) | Err(_) => {
+                    // The controller is gone: nobody is watching this load, so it stops now.
+                    tracing::warn!("controller went away during the run; stopping all load");
+                    engine.stop.hard();
+                    return Err(AttachError::Gone);
+                }
+            },
+            _ = shutdown.cancelled() => {
+                engine.stop.hard();
+                return Ok(Attach::RunEnded);
+            }
+        }
+    }
+    drop(engine);
+    tx.send(msg(agent_message::Body::Done(v1::Done {
+        run_id: run_id.clone(),
+        last_seq,
+    })))
+    .await
+    .map_err(|_| AttachError::Gone)?;
+    // Wait (briefly) for the controller to close the stream, so the Done is delivered.
+    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Ok(Some(_)) = inbound.message().await {}
+    })
+    .await;
+    tracing::info!(run_id = %run_id, "run finished");
+    Ok(Attach::RunEnded)
+}

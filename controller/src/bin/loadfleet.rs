@@ -1,0 +1,40 @@
+//! `loadfleet`: the controller command line.
+#![forbid(unsafe_code)]
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use loadfleet_controller::cli::{Cli, EXIT_FLEET, main_with};
+use tokio_util::sync::CancellationToken;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start runtime: {e}");
+            return ExitCode::from(EXIT_FLEET);
+        }
+    };
+    rt.block_on(async {
+        let interrupt = CancellationToken::new();
+        let hard = CancellationToken::new();
+        let (first, second) = (interrupt.clone(), hard.clone());
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                first.cancel();
+            }
+            if tokio::signal::ctrl_c().await.is_ok() {
+                second.cancel();
+            }
+        });
+        main_with(cli, interrupt, hard).await
+    })
+}

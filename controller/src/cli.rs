@@ -1,0 +1,301 @@
+//! The `loadfleet` command line: arguments become [`RunOptions`], results
+//! become outputs and an exit code. The binary only calls [`main_with`].
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use crate::duration::parse_duration;
+use crate::fleet::{self, LocalAgent, RunOptions, RunResult, RunStatus};
+use crate::output::{self, Summary};
+use crate::plan::{self, Plan};
+use crate::progress::ProgressMode;
+
+/// Exit code: the run completed without errors.
+pub const EXIT_OK: u8 = 0;
+/// Exit code: the run completed, but some requests failed (or it was interrupted).
+pub const EXIT_ERRORS: u8 = 1;
+/// Exit code: the plan or the command line is wrong; nothing was sent.
+pub const EXIT_USAGE: u8 = 2;
+/// Exit code: the fleet failed (agents never attached, all agents lost).
+pub const EXIT_FLEET: u8 = 3;
+
+/// loadfleet: distributed HTTP load testing with exact merged percentiles.
+#[derive(Parser, Debug)]
+#[command(name = "loadfleet", version, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run a plan: on this machine (default) or on a fleet of agents (--expect-agents).
+    Run(RunArgs),
+    /// Check a plan and print what it would do; sends nothing.
+    Validate {
+        /// The plan file (TOML).
+        plan: PathBuf,
+    },
+    /// Start a test target in-process and run a small plan on two local agents over gRPC.
+    Demo(DemoArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// The plan file (TOML).
+    pub plan: PathBuf,
+    /// Address agents dial (default: 127.0.0.1 on a free port).
+    #[arg(long, env = "LOADFLEET_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Remote agents to wait for; with 0, agents run in this process.
+    #[arg(long, default_value_t = 0)]
+    pub expect_agents: usize,
+    /// Agents to run in this process (default: 1 without --expect-agents, else 0).
+    #[arg(long)]
+    pub local_agents: Option<usize>,
+    /// How long to wait for the expected agents, e.g. 60s or 5m.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub wait_agents: Duration,
+    /// Run directory (default: runs/<UTC timestamp>-<plan name>/).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Worker threads of each local agent (default: the number of CPUs).
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// No live progress line.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    /// Run directory (default: runs/<UTC timestamp>-demo/).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// No live progress line.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// Parses `args` and runs the command; returns the process exit code.
+pub async fn main_with(cli: Cli, interrupt: CancellationToken, hard_interrupt: CancellationToken) -> ExitCode {
+    match cli.command {
+        Command::Validate { plan } => match plan::load(&plan) {
+            Ok(p) => {
+                println!("{}", describe(&p));
+                ExitCode::from(EXIT_OK)
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(EXIT_USAGE)
+            }
+        },
+        Command::Run(args) => {
+            let plan = match plan::load(&args.plan) {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(EXIT_USAGE);
+                }
+            };
+            let local = args.local_agents.unwrap_or(if args.expect_agents == 0 { 1 } else { 0 });
+            if local + args.expect_agents == 0 {
+                eprintln!("error: no agents: give --expect-agents N or --local-agents N");
+                return ExitCode::from(EXIT_USAGE);
+            }
+            let workers = args.workers.unwrap_or_else(default_workers);
+            let local_agents = (0..local)
+                .map(|i| LocalAgent {
+                    name: if local == 1 { "local".into() } else { format!("local-{}", i + 1) },
+                    region: "local".into(),
+                    workers,
+                })
+                .collect();
+            let listen = args.listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
+            let opts = RunOptions {
+                plan,
+                listen,
+                expect_agents: args.expect_agents,
+                local_agents,
+                wait_for_agents: args.wait_agents,
+                start_delay: Duration::from_millis(250),
+                progress: if args.quiet { ProgressMode::Off } else { ProgressMode::Auto },
+                interrupt,
+                hard_interrupt,
+                on_listening: None,
+            };
+            run_and_report(opts, args.out, Some(&args.plan)).await
+        }
+        Command::Demo(args) => demo(args, interrupt, hard_interrupt).await,
+    }
+}
+
+fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// A short description of what a plan will do.
+pub fn describe(p: &Plan) -> String {
+    let plan::LoadModel::Closed { users, ramp_up, bound } = p.load;
+    let bound = match bound {
+        plan::RunBound::Iterations(n) => format!("{n} iteration(s) each"),
+        plan::RunBound::Duration(d) => format!("for {}", crate::duration::format_duration(d)),
+    };
+    let steps: usize = p.scenarios.iter().map(|s| s.steps.len()).sum();
+    format!(
+        "plan \"{}\" is valid: {} users over a {} ramp-up, {bound}; {} scenario(s), {steps} step(s); target {}",
+        p.name,
+        users,
+        crate::duration::format_duration(ramp_up),
+        p.scenarios.len(),
+        p.target.base_url
+    )
+}
+
+/// Runs, prints the table, writes the run directory, and maps the outcome to an exit code.
+pub async fn run_and_report(opts: RunOptions, out: Option<PathBuf>, plan_file: Option<&Path>) -> ExitCode {
+    let out = out.unwrap_or_else(|| plan::default_out_dir(&opts.plan, time::OffsetDateTime::now_utc()));
+    // Fail before sending anything if the results could not be kept.
+    if let Err(e) = std::fs::create_dir_all(&out) {
+        eprintln!("error: cannot create run directory {}: {e}", out.display());
+        return ExitCode::from(EXIT_USAGE);
+    }
+    match fleet::execute(opts).await {
+        Ok(result) => finish(&result, &out, plan_file),
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(EXIT_FLEET)
+        }
+    }
+}
+
+fn finish(result: &RunResult, out: &Path, plan_file: Option<&Path>) -> ExitCode {
+    let summary = Summary::of(result);
+    print!("{}", output::table::render(&summary));
+    if let Some(p) = plan_file {
+        let _ = std::fs::copy(p, out.join("plan.toml"));
+    }
+    match output::write_run_dir(result, &summary, out) {
+        Ok(files) => println!(
+            "run directory: {}\n  summary: {}\n  histograms: {}\n  report: {}",
+            files.dir.display(),
+            files.summary.display(),
+            files.hlog.display(),
+            files.report.display()
+        ),
+        Err(e) => {
+            eprintln!("error: cannot write results to {}: {e}", out.display());
+            return ExitCode::from(EXIT_FLEET);
+        }
+    }
+    for a in result.agents.iter().filter(|a| a.end != fleet::AgentEnd::Finished) {
+        eprintln!("warning: agent {} ({}) did not finish: {:?} {}", a.name, a.region, a.end, a.note);
+    }
+    match result.status {
+        RunStatus::Completed => ExitCode::from(EXIT_OK),
+        RunStatus::CompletedWithErrors | RunStatus::Interrupted => ExitCode::from(EXIT_ERRORS),
+    }
+}
+
+/// The plan the demo runs against its in-process test target.
+pub fn demo_plan(base_url: &str) -> String {
+    format!(
+        r#"name = "demo"
+
+[target]
+base_url = "{base_url}"
+timeout = "5s"
+
+[load]
+users = 12
+ramp_up = "3s"
+duration = "8s"
+
+[[scenario]]
+name = "browse"
+weight = 3
+
+[[scenario.step]]
+name = "front page"
+path = "/"
+
+[[scenario.step]]
+name = "catalog"
+path = "/catalog"
+
+[[scenario.step]]
+name = "product"
+path = "/product?id=42"
+
+[[scenario]]
+name = "search"
+weight = 1
+
+[[scenario.step]]
+name = "front page"
+path = "/"
+
+[[scenario.step]]
+name = "search"
+path = "/search?q=shoes"
+"#
+    )
+}
+
+async fn demo(args: DemoArgs, interrupt: CancellationToken, hard_interrupt: CancellationToken) -> ExitCode {
+    let config = loadfleet_testbed::Config {
+        latencies: vec![
+            ("/catalog".into(), Duration::from_millis(15)),
+            ("/product".into(), Duration::from_millis(40)),
+            ("/search".into(), Duration::from_millis(80)),
+        ],
+        default_latency: Duration::from_millis(2),
+    };
+    let bed = match loadfleet_testbed::Testbed::start(SocketAddr::from(([127, 0, 0, 1], 0)), config).await {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("error: cannot start the demo target: {e}");
+            return ExitCode::from(EXIT_FLEET);
+        }
+    };
+    let text = demo_plan(&bed.base_url());
+    let plan = match plan::parse("demo.toml", &text, "demo") {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    println!(
+        "demo: test target on {}; two agents (regions region-a, region-b) dial the controller over gRPC",
+        bed.base_url()
+    );
+    let out = args.out.unwrap_or_else(|| plan::default_out_dir(&plan, time::OffsetDateTime::now_utc()));
+    let _ = std::fs::create_dir_all(&out);
+    let _ = std::fs::write(out.join("plan.toml"), &text);
+    let workers = 1;
+    let opts = RunOptions {
+        plan,
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        expect_agents: 0,
+        local_agents: vec![
+            LocalAgent { name: "agent-a".into(), region: "region-a".into(), workers },
+            LocalAgent { name: "agent-b".into(), region: "region-b".into(), workers },
+        ],
+        wait_for_agents: Duration::from_secs(10),
+        start_delay: Duration::from_millis(250),
+        progress: if args.quiet { ProgressMode::Off } else { ProgressMode::Auto },
+        interrupt,
+        hard_interrupt,
+        on_listening: None,
+    };
+    let code = run_and_report(opts, Some(out), None).await;
+    println!("the target served {} responses", bed.stats().served());
+    bed.stop().await;
+    code
+}

@@ -1,0 +1,601 @@
+//! One run, from the controller's side: listen, gather the fleet, deal the
+//! schedule, start everyone together, merge what they send.
+//!
+//! A single owner task holds the fleet and the merged data; the gRPC
+//! handlers only forward [`Event`]s to it over a bounded channel.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use loadfleet_agent::{AgentOptions, run_agent};
+use loadfleet_proto::v1::{self, agent_message, controller_message, fleet_server::FleetServer};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::plan::{LoadModel, Plan, RunBound};
+use crate::progress::{Progress, ProgressMode, Snapshot};
+use crate::schedule;
+use crate::service::{ConnId, Event, FleetService, MAX_MESSAGE_BYTES, Outbound};
+use crate::stats::Collector;
+
+/// Length of one reporting interval.
+pub const INTERVAL: Duration = Duration::from_secs(1);
+
+/// An agent the controller starts in its own process.
+#[derive(Debug, Clone)]
+pub struct LocalAgent {
+    pub name: String,
+    pub region: String,
+    pub workers: usize,
+}
+
+/// How to run a plan.
+#[derive(Debug)]
+pub struct RunOptions {
+    pub plan: Plan,
+    /// Where agents dial in (port 0 for any free port).
+    pub listen: SocketAddr,
+    /// Remote agents to wait for.
+    pub expect_agents: usize,
+    /// Agents run in this process (the embedded default), dialing `listen`.
+    pub local_agents: Vec<LocalAgent>,
+    /// How long to wait for the expected agents.
+    pub wait_for_agents: Duration,
+    /// Delay between the start signal and the schedule's zero.
+    pub start_delay: Duration,
+    pub progress: ProgressMode,
+    /// First cancellation: stop gracefully (users finish their step).
+    pub interrupt: CancellationToken,
+    /// Stop at once.
+    pub hard_interrupt: CancellationToken,
+    /// Told the bound address once the controller listens.
+    pub on_listening: Option<oneshot::Sender<SocketAddr>>,
+}
+
+/// Why a run could not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum FleetError {
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+    #[error("expected {expected} agent(s), {attached} attached after {waited:?}{names}")]
+    NotEnoughAgents {
+        expected: usize,
+        attached: usize,
+        waited: Duration,
+        names: String,
+    },
+    #[error("agent {agent} cannot run the plan: {reason}")]
+    AgentFailed { agent: String, reason: String },
+    #[error("agent {agent} left before the run started ({reason})")]
+    AgentLeft { agent: String, reason: String },
+    #[error("agents were not ready within {0:?}")]
+    NotReady(Duration),
+    #[error("interrupted before the run started")]
+    InterruptedBeforeStart,
+    #[error("every agent was lost; nothing was measured")]
+    AllLost,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Completed,
+    CompletedWithErrors,
+    Interrupted,
+}
+
+/// How one agent's part of the run ended.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentEnd {
+    Finished,
+    Lost,
+    Failed,
+}
+
+/// One agent of the run.
+#[derive(Debug, Clone)]
+pub struct AgentReport {
+    pub name: String,
+    pub region: String,
+    pub peer: String,
+    pub users: usize,
+    pub end: AgentEnd,
+    /// Seconds from the start at which it was lost or failed.
+    pub ended_at_s: Option<f64>,
+    pub note: String,
+}
+
+/// What a run measured.
+#[derive(Debug)]
+pub struct RunResult {
+    pub run_id: String,
+    pub plan: Plan,
+    pub listen: SocketAddr,
+    pub started_at: time::OffsetDateTime,
+    pub duration: Duration,
+    pub collector: Collector,
+    pub agents: Vec<AgentReport>,
+    pub status: RunStatus,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum State {
+    Attached,
+    Ready,
+    Running,
+    Finished,
+    Lost,
+    Failed,
+}
+
+struct Agent {
+    conn: ConnId,
+    name: String,
+    region: String,
+    weight: u32,
+    peer: String,
+    outbound: Outbound,
+    state: State,
+    next_seq: u64,
+    users: usize,
+    ended_at: Option<Duration>,
+    note: String,
+}
+
+impl Agent {
+    fn send(&self, body: controller_message::Body) {
+        // A full or closed channel means the agent is gone or stuck; its
+        // stream's end is reported separately, so nothing else to do here.
+        let _ = self.outbound.try_send(Ok(v1::ControllerMessage { body: Some(body) }));
+    }
+
+    fn is_running(&self) -> bool {
+        matches!(self.state, State::Running)
+    }
+}
+
+fn reject(outbound: &Outbound, reason: &str) {
+    let body = controller_message::Body::Reject(v1::Reject {
+        reason: reason.to_string(),
+    });
+    let _ = outbound.try_send(Ok(v1::ControllerMessage { body: Some(body) }));
+}
+
+/// Runs a plan on the fleet and returns what was measured.
+pub async fn execute(mut opts: RunOptions) -> Result<RunResult, FleetError> {
+    let listener = TcpListener::bind(opts.listen)
+        .await
+        .map_err(|source| FleetError::Listen {
+            addr: opts.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| FleetError::Listen {
+        addr: opts.listen,
+        source,
+    })?;
+    if !addr.ip().is_loopback() {
+        tracing::warn!(%addr, "listening beyond loopback without authentication: anyone who can reach this port can attach an agent");
+    }
+    let (events_tx, mut events) = mpsc::channel::<Event>(1024);
+    let server_stop = CancellationToken::new();
+    let service = FleetServer::new(FleetService::new(events_tx))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(10)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            .add_service(service)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), server_stop.clone().cancelled_owned()),
+    );
+    if let Some(tx) = opts.on_listening.take() {
+        let _ = tx.send(addr);
+    }
+
+    let local_stop = CancellationToken::new();
+    let mut local_tasks = Vec::new();
+    for la in &opts.local_agents {
+        let agent_opts = AgentOptions {
+            controller: format!("http://{addr}"),
+            name: la.name.clone(),
+            region: la.region.clone(),
+            weight: 1,
+            workers: la.workers,
+            once: true,
+            max_backoff: Duration::from_millis(500),
+        };
+        local_tasks.push(tokio::spawn(run_agent(agent_opts, local_stop.clone())));
+    }
+
+    let progress = Progress::new(opts.progress);
+    let result = drive(&mut opts, &mut events, &progress, addr).await;
+    progress.finish();
+
+    // Closing the agents' streams tells them the run is over.
+    drop(events);
+    server_stop.cancel();
+    local_stop.cancel();
+    for t in local_tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(3), server).await;
+    result
+}
+
+async fn drive(
+    opts: &mut RunOptions,
+    events: &mut mpsc::Receiver<Event>,
+    progress: &Progress,
+    addr: SocketAddr,
+) -> Result<RunResult, FleetError> {
+    let expected = opts.expect_agents + opts.local_agents.len();
+    if opts.expect_agents > 0 {
+        progress.note(&format!("listening on {addr}; waiting for {expected} agent(s)"));
+    }
+    let mut agents = gather(opts, events, progress, expected).await?;
+    // Deal in a stable order, whatever order the agents attached in.
+    agents.sort_by(|a, b| a.name.cmp(&b.name));
+    let plan = opts.plan.clone();
+    let run_id = format!(
+        "{}-{:x}",
+        plan.name,
+        time::OffsetDateTime::now_utc().unix_timestamp_nanos() & 0xffff_ffff
+    );
+
+    // Deal the single-machine schedule to agents by weight.
+    let LoadModel::Closed { users, ramp_up, bound } = plan.load;
+    let weights: Vec<u32> = plan.scenarios.iter().map(|s| s.weight).collect();
+    let slots = schedule::closed_slots(users, ramp_up, &weights);
+    let agent_weights: Vec<u32> = agents.iter().map(|a| a.weight).collect();
+    let dealt = schedule::deal(&slots, &agent_weights);
+    let (iterations, duration_us) = match bound {
+        RunBound::Iterations(n) => (n, 0),
+        RunBound::Duration(d) => (0, micros(d)),
+    };
+    let max_run = plan.max_run();
+    let scenarios: Vec<v1::Scenario> = plan
+        .scenarios
+        .iter()
+        .map(|s| v1::Scenario {
+            name: s.name.clone(),
+            steps: s
+                .steps
+                .iter()
+                .map(|st| v1::Step {
+                    id: st.id as u32,
+                    method: st.method.clone(),
+                    path: st.path.clone(),
+                    headers: st
+                        .headers
+                        .iter()
+                        .map(|(k, v)| v1::Header {
+                            name: k.clone(),
+                            value: v.clone(),
+                        })
+                        .collect(),
+                })
+                .collect(),
+        })
+        .collect();
+    for (agent, slots) in agents.iter_mut().zip(dealt) {
+        agent.users = slots.len();
+        agent.send(controller_message::Body::Assign(v1::Assign {
+            run_id: run_id.clone(),
+            epoch: 1,
+            target: Some(v1::Target {
+                base_url: plan.target.base_url.clone(),
+                timeout_us: micros(plan.target.timeout),
+            }),
+            scenarios: scenarios.clone(),
+            users: slots
+                .iter()
+                .map(|s| v1::UserSlot {
+                    index: s.index,
+                    start_offset_us: micros(s.start_offset),
+                    scenario: s.scenario,
+                })
+                .collect(),
+            iterations,
+            duration_us,
+            interval_us: micros(INTERVAL),
+            step_names: plan.step_names.clone(),
+            max_run_us: micros(max_run),
+        }));
+    }
+    wait_ready(opts, events, &mut agents, &run_id).await?;
+
+    // Start together: one relative offset, the same for every agent.
+    let start = Instant::now() + opts.start_delay;
+    let started_at = time::OffsetDateTime::now_utc() + opts.start_delay;
+    for a in agents.iter_mut() {
+        let start_in = start.saturating_duration_since(Instant::now());
+        a.send(controller_message::Body::Start(v1::Start {
+            run_id: run_id.clone(),
+            start_in_us: micros(start_in),
+        }));
+        a.state = State::Running;
+    }
+    let total = match bound {
+        RunBound::Duration(d) => Some(d),
+        RunBound::Iterations(_) => None,
+    };
+    let mut collector = Collector::new(plan.step_names.clone(), INTERVAL);
+    let hard_deadline = start + max_run + Duration::from_secs(10);
+    let mut tick = tokio::time::interval_at(start + INTERVAL + Duration::from_millis(150), INTERVAL);
+    let mut stopping = false;
+    loop {
+        if agents.iter().all(|a| !a.is_running()) {
+            break;
+        }
+        tokio::select! {
+            ev = events.recv() => {
+                let Some(ev) = ev else { break };
+                on_event(ev, &mut agents, &mut collector, &run_id, start, progress);
+            }
+            _ = tick.tick() => {
+                close_reported(&mut collector, &agents);
+                let snap = Snapshot {
+                    elapsed: start.elapsed(),
+                    total,
+                    last: collector.timeline.last().cloned(),
+                    errors_total: collector.total.error_count(),
+                    agents_running: agents.iter().filter(|a| a.is_running()).count(),
+                    agents_total: agents.len(),
+                };
+                progress.show(&snap);
+            }
+            _ = opts.interrupt.cancelled(), if !stopping => {
+                stopping = true;
+                progress.note("stopping: users finish their current step (Ctrl-C again to stop at once)");
+                for a in agents.iter().filter(|a| a.is_running()) {
+                    a.send(controller_message::Body::Stop(v1::Stop { run_id: run_id.clone(), graceful: true }));
+                }
+            }
+            _ = opts.hard_interrupt.cancelled() => {
+                stopping = true;
+                for a in agents.iter().filter(|a| a.is_running()) {
+                    a.send(controller_message::Body::Stop(v1::Stop { run_id: run_id.clone(), graceful: false }));
+                }
+                break;
+            }
+            _ = tokio::time::sleep_until(hard_deadline) => {
+                progress.note("the run passed its time limit; stopping every agent");
+                for a in agents.iter().filter(|a| a.is_running()) {
+                    a.send(controller_message::Body::Stop(v1::Stop { run_id: run_id.clone(), graceful: false }));
+                }
+                break;
+            }
+        }
+    }
+    collector.close_all();
+    if agents.iter().all(|a| a.state != State::Finished) && collector.total.requests() == 0 {
+        return Err(FleetError::AllLost);
+    }
+    let duration = if collector.elapsed.is_zero() {
+        start.elapsed()
+    } else {
+        collector.elapsed
+    };
+    let degraded = agents.iter().any(|a| a.state != State::Finished);
+    let status = if stopping {
+        RunStatus::Interrupted
+    } else if collector.total.error_count() > 0 || degraded {
+        RunStatus::CompletedWithErrors
+    } else {
+        RunStatus::Completed
+    };
+    let reports = agents
+        .into_iter()
+        .map(|a| AgentReport {
+            end: match a.state {
+                State::Finished => AgentEnd::Finished,
+                State::Failed => AgentEnd::Failed,
+                _ => AgentEnd::Lost,
+            },
+            name: a.name,
+            region: a.region,
+            peer: a.peer,
+            users: a.users,
+            ended_at_s: a.ended_at.map(|d| d.as_secs_f64()),
+            note: a.note,
+        })
+        .collect();
+    Ok(RunResult {
+        run_id,
+        plan,
+        listen: addr,
+        started_at,
+        duration,
+        collector,
+        agents: reports,
+        status,
+    })
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// Waits until the expected number of agents is attached.
+async fn gather(
+    opts: &RunOptions,
+    events: &mut mpsc::Receiver<Event>,
+    progress: &Progress,
+    expected: usize,
+) -> Result<Vec<Agent>, FleetError> {
+    let mut agents: Vec<Agent> = Vec::new();
+    let deadline = Instant::now() + opts.wait_for_agents;
+    while agents.len() < expected {
+        tokio::select! {
+            ev = events.recv() => match ev {
+                Some(Event::Attached { conn, hello, peer, outbound }) => {
+                    if agents.iter().any(|a| a.name == hello.name) {
+                        reject(&outbound, &format!("an agent named {} is already attached", hello.name));
+                        continue;
+                    }
+                    progress.note(&format!(
+                        "agent {} (region {}) attached from {peer} [{}/{expected}]",
+                        hello.name, hello.region, agents.len() + 1
+                    ));
+                    agents.push(Agent {
+                        conn,
+                        name: hello.name,
+                        region: hello.region,
+                        weight: hello.weight.clamp(1, 1000),
+                        peer,
+                        outbound,
+                        state: State::Attached,
+                        next_seq: 0,
+                        users: 0,
+                        ended_at: None,
+                        note: String::new(),
+                    });
+                }
+                Some(Event::Detached { conn, reason }) => {
+                    if let Some(i) = agents.iter().position(|a| a.conn == conn) {
+                        let a = agents.remove(i);
+                        progress.note(&format!("agent {} left before the start ({reason})", a.name));
+                    }
+                }
+                Some(Event::Message { .. }) | None => {}
+            },
+            _ = tokio::time::sleep_until(deadline) => {
+                let names: Vec<String> = agents.iter().map(|a| format!("{} ({})", a.name, a.region)).collect();
+                return Err(FleetError::NotEnoughAgents {
+                    expected,
+                    attached: agents.len(),
+                    waited: opts.wait_for_agents,
+                    names: if names.is_empty() { String::new() } else { format!(": {}", names.join(", ")) },
+                });
+            }
+            _ = opts.interrupt.cancelled() => return Err(FleetError::InterruptedBeforeStart),
+        }
+    }
+    Ok(agents)
+}
+
+/// Waits for every agent to acknowledge its assignment.
+async fn wait_ready(
+    opts: &RunOptions,
+    events: &mut mpsc::Receiver<Event>,
+    agents: &mut [Agent],
+    run_id: &str,
+) -> Result<(), FleetError> {
+    let limit = Duration::from_secs(30);
+    let deadline = Instant::now() + limit;
+    let abort = |agents: &[Agent]| {
+        for a in agents {
+            a.send(controller_message::Body::Stop(v1::Stop {
+                run_id: run_id.to_string(),
+                graceful: false,
+            }));
+        }
+    };
+    while agents.iter().any(|a| a.state != State::Ready) {
+        tokio::select! {
+            ev = events.recv() => match ev {
+                Some(Event::Message { conn, body }) => {
+                    let Some(a) = agents.iter_mut().find(|a| a.conn == conn) else { continue };
+                    match body {
+                        agent_message::Body::Ready(r) if r.run_id == run_id => a.state = State::Ready,
+                        agent_message::Body::Failed(f) => {
+                            let err = FleetError::AgentFailed { agent: a.name.clone(), reason: f.reason };
+                            abort(agents);
+                            return Err(err);
+                        }
+                        other => tracing::warn!(agent = %a.name, message = ?other, "unexpected message before the start"),
+                    }
+                }
+                Some(Event::Detached { conn, reason }) => {
+                    if let Some(a) = agents.iter().find(|a| a.conn == conn) {
+                        let err = FleetError::AgentLeft { agent: a.name.clone(), reason };
+                        abort(agents);
+                        return Err(err);
+                    }
+                }
+                Some(Event::Attached { outbound, .. }) => reject(&outbound, "a run is starting; try again later"),
+                None => return Err(FleetError::NotReady(limit)),
+            },
+            _ = tokio::time::sleep_until(deadline) => {
+                abort(agents);
+                return Err(FleetError::NotReady(limit));
+            }
+            _ = opts.interrupt.cancelled() => {
+                abort(agents);
+                return Err(FleetError::InterruptedBeforeStart);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn on_event(
+    ev: Event,
+    agents: &mut [Agent],
+    collector: &mut Collector,
+    run_id: &str,
+    start: Instant,
+    progress: &Progress,
+) {
+    match ev {
+        Event::Attached { outbound, hello, .. } => {
+            tracing::info!(agent = %hello.name, "rejected: a run is in progress");
+            reject(&outbound, "a run is in progress; try again later");
+        }
+        Event::Message { conn, body } => {
+            let Some(a) = agents.iter_mut().find(|a| a.conn == conn) else { return };
+            match body {
+                agent_message::Body::Interval(iv) => {
+                    if iv.run_id != run_id {
+                        tracing::warn!(agent = %a.name, run = %iv.run_id, "dropped an interval of another run");
+                        return;
+                    }
+                    if iv.seq < a.next_seq {
+                        tracing::debug!(agent = %a.name, seq = iv.seq, "duplicate interval ignored");
+                        return;
+                    }
+                    match collector.apply(&a.name, &a.region, &iv) {
+                        Ok(()) => {}
+                        Err(e) => {
+                            collector.dropped_reports += 1;
+                            progress.note(&format!("dropped a report from agent {}: {e}", a.name));
+                        }
+                    }
+                    a.next_seq = iv.seq + 1;
+                }
+                agent_message::Body::Done(d) if d.run_id == run_id => a.state = State::Finished,
+                agent_message::Body::Failed(f) => {
+                    progress.note(&format!("agent {} failed: {}", a.name, f.reason));
+                    a.state = State::Failed;
+                    a.ended_at = Some(start.elapsed());
+                    a.note = f.reason;
+                }
+                other => tracing::warn!(agent = %a.name, message = ?other, "unexpected message during the run"),
+            }
+        }
+        Event::Detached { conn, reason } => {
+            let Some(a) = agents.iter_mut().find(|a| a.conn == conn) else { return };
+            if a.state == State::Running {
+                progress.note(&format!("agent {} was lost ({reason})", a.name));
+                a.state = State::Lost;
+                a.ended_at = Some(start.elapsed());
+                a.note = reason;
+            }
+        }
+    }
+}
+
+/// Closes the intervals every running agent has reported; a lagging agent
+/// holds intervals open for at most five intervals (its later reports still
+/// count in the totals).
+fn close_reported(collector: &mut Collector, agents: &[Agent]) {
+    let running: Vec<u64> = agents.iter().filter(|a| a.is_running()).map(|a| a.next_seq).collect();
+    let reported = running.iter().copied().min().unwrap_or(u64::MAX);
+    let lag_limit = collector.newest_seq().map_or(0, |n| n.saturating_sub(5));
+    collector.close_before(reported.max(lag_limit));
+}

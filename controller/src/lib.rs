@@ -1,0 +1,14 @@
+//! loadfleet's controller: plan parsing, schedule splitting, the fleet
+//! service, exact histogram merging and outputs.
+#![forbid(unsafe_code)]
+#![deny(rust_2018_idioms)]
+
+pub mod cli;
+pub mod duration;
+pub mod fleet;
+pub mod output;
+pub mod plan;
+pub mod progress;
+pub mod schedule;
+pub mod service;
+pub mod stats;

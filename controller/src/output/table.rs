@@ -1,0 +1,71 @@
+//! The percentile tables printed at the end of a run.
+
+use comfy_table::presets::UTF8_FULL_CONDENSED;
+use comfy_table::{CellAlignment, Table};
+
+use super::{Entry, Summary};
+
+const HEADER: [&str; 11] = [
+    "", "requests", "errors", "req/s", "mean", "p50", "p90", "p95", "p99", "p99.9", "max",
+];
+
+fn row(label: &str, e: &Entry) -> Vec<String> {
+    let mut r = vec![
+        label.to_string(),
+        e.requests.to_string(),
+        e.errors.to_string(),
+        format!("{:.1}", e.rps),
+    ];
+    match &e.latency_ms {
+        Some(l) => r.extend([l.mean, l.p50, l.p90, l.p95, l.p99, l.p99_9, l.max].map(|v| format!("{v:.2}"))),
+        None => r.extend(std::iter::repeat_n("-".to_string(), 7)),
+    }
+    r
+}
+
+fn table<'a>(title: &str, rows: impl IntoIterator<Item = (&'a String, &'a Entry)>) -> Table {
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL_CONDENSED);
+    let mut header = HEADER.map(String::from).to_vec();
+    header[0] = title.to_string();
+    t.set_header(header);
+    for (name, e) in rows {
+        t.add_row(row(name, e));
+    }
+    for i in 1..HEADER.len() {
+        if let Some(col) = t.column_mut(i) {
+            col.set_cell_alignment(CellAlignment::Right);
+        }
+    }
+    t
+}
+
+/// The tables: overall, by step, by region. Latencies in milliseconds.
+pub fn render(s: &Summary) -> String {
+    let overall = "overall".to_string();
+    let mut out = String::new();
+    out.push_str(&format!(
+        "{} — {} in {:.1}s, status {}; latency in ms, measured from send\n",
+        s.name,
+        s.target,
+        s.duration_s,
+        serde_json::to_value(s.status).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
+    ));
+    out.push_str(&table("all steps", [(&overall, &s.total)]).to_string());
+    out.push('\n');
+    out.push_str(&table("step", s.requests.iter()).to_string());
+    out.push('\n');
+    out.push_str(&table("region", s.regions.iter()).to_string());
+    out.push('\n');
+    if !s.errors.is_empty() {
+        let mut t = Table::new();
+        t.load_preset(UTF8_FULL_CONDENSED);
+        t.set_header(["error", "count", "example"]);
+        for (kind, e) in &s.errors {
+            t.add_row([kind.clone(), e.count.to_string(), e.sample.clone()]);
+        }
+        out.push_str(&t.to_string());
+        out.push('\n');
+    }
+    out
+}

@@ -1,0 +1,394 @@
+//! Plan files: TOML in, one validated [`Plan`] out, before anything is sent.
+//!
+//! Every error names the file, line and column, the key and what was expected.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::duration::PlanDuration;
+
+/// Most virtual users one plan may ask for.
+pub const MAX_USERS: u64 = 10_000_000;
+/// Default per-request timeout.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A plan that failed to load: where, and what was expected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}:{line}:{column}: {message}")]
+pub struct PlanError {
+    pub file: String,
+    /// 1-based; 0 when the error has no position (e.g. the file is unreadable).
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+/// A validated plan.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub name: String,
+    pub target: TargetSpec,
+    pub load: LoadModel,
+    pub scenarios: Vec<ScenarioSpec>,
+    /// Distinct step names; steps with the same name share one row in results.
+    pub step_names: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TargetSpec {
+    pub base_url: String,
+    pub timeout: Duration,
+}
+
+/// How much load, and for how long.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum LoadModel {
+    /// A fixed number of users started over a ramp, as in a JMeter thread group.
+    Closed {
+        users: u64,
+        ramp_up: Duration,
+        bound: RunBound,
+    },
+}
+
+/// How long each user of a closed model runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunBound {
+    Iterations(u64),
+    Duration(Duration),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScenarioSpec {
+    pub name: String,
+    pub weight: u32,
+    pub steps: Vec<StepSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepSpec {
+    /// Index into [`Plan::step_names`].
+    pub id: usize,
+    pub name: String,
+    pub method: String,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+}
+
+impl Plan {
+    /// The fleet-wide user count.
+    pub fn users(&self) -> u64 {
+        match self.load {
+            LoadModel::Closed { users, .. } => users,
+        }
+    }
+
+    /// The longest the run may take before agents stop by themselves.
+    pub fn max_run(&self) -> Duration {
+        let slack = Duration::from_secs(5);
+        match self.load {
+            LoadModel::Closed { ramp_up, bound, .. } => match bound {
+                RunBound::Duration(d) => d + self.target.timeout + slack,
+                RunBound::Iterations(n) => {
+                    let longest = self.scenarios.iter().map(|s| s.steps.len()).max().unwrap_or(1) as u64;
+                    let per_user = self
+                        .target
+                        .timeout
+                        .saturating_mul(u32::try_from(n.saturating_mul(longest)).unwrap_or(u32::MAX));
+                    ramp_up.saturating_add(per_user).saturating_add(slack)
+                }
+            },
+        }
+    }
+}
+
+// === raw TOML model ===
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPlan {
+    name: Option<Spanned<String>>,
+    target: Spanned<RawTarget>,
+    load: Spanned<RawLoad>,
+    #[serde(default)]
+    scenario: Vec<Spanned<RawScenario>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTarget {
+    base_url: Spanned<String>,
+    timeout: Option<Spanned<PlanDuration>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLoad {
+    users: Spanned<u64>,
+    ramp_up: Option<Spanned<PlanDuration>>,
+    iterations: Option<Spanned<u64>>,
+    duration: Option<Spanned<PlanDuration>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawScenario {
+    name: Spanned<String>,
+    weight: Option<Spanned<u32>>,
+    #[serde(default)]
+    step: Vec<Spanned<RawStep>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStep {
+    name: Option<Spanned<String>>,
+    method: Option<Spanned<String>>,
+    path: Spanned<String>,
+    #[serde(default)]
+    headers: BTreeMap<String, Spanned<String>>,
+}
+
+// === loading ===
+
+/// Reads and validates a plan file.
+pub fn load(path: &Path) -> Result<Plan, PlanError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| PlanError {
+        file: file.clone(),
+        line: 0,
+        column: 0,
+        message: format!("cannot read plan: {e}"),
+    })?;
+    let default_name = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "plan".into());
+    parse(&file, &text, &default_name)
+}
+
+/// Parses and validates plan text; `file` is used in error messages.
+pub fn parse(file: &str, text: &str, default_name: &str) -> Result<Plan, PlanError> {
+    let v = Validator { file, text };
+    let raw: RawPlan = toml::from_str(text).map_err(|e| {
+        let message = e.message().trim().to_string();
+        v.error(e.span().unwrap_or(0..0), message)
+    })?;
+    v.plan(raw, default_name)
+}
+
+struct Validator<'a> {
+    file: &'a str,
+    text: &'a str,
+}
+
+impl Validator<'_> {
+    fn error(&self, span: Range<usize>, message: impl Into<String>) -> PlanError {
+        let (line, column) = line_column(self.text, span.start);
+        PlanError {
+            file: self.file.to_string(),
+            line,
+            column,
+            message: message.into(),
+        }
+    }
+
+    fn plan(&self, raw: RawPlan, default_name: &str) -> Result<Plan, PlanError> {
+        let name = match raw.name {
+            Some(n) if n.get_ref().trim().is_empty() => {
+                return Err(self.error(n.span(), "`name`: expected a non-empty string"));
+            }
+            Some(n) => n.into_inner(),
+            None => default_name.to_string(),
+        };
+        let target = self.target(raw.target)?;
+        let load = self.load(raw.load)?;
+        if raw.scenario.is_empty() {
+            return Err(self.error(0..0, "expected at least one [[scenario]] with at least one [[scenario.step]]"));
+        }
+        let mut step_ids: HashMap<String, usize> = HashMap::new();
+        let mut step_names = Vec::new();
+        let mut seen = HashMap::new();
+        let mut scenarios = Vec::with_capacity(raw.scenario.len());
+        for s in raw.scenario {
+            let span = s.span();
+            let s = s.into_inner();
+            let sname = s.name.get_ref().trim().to_string();
+            if sname.is_empty() {
+                return Err(self.error(s.name.span(), "scenario `name`: expected a non-empty string"));
+            }
+            if seen.insert(sname.clone(), ()).is_some() {
+                return Err(self.error(s.name.span(), format!("scenario `name`: \"{sname}\" is used twice; expected unique names")));
+            }
+            let weight = match s.weight {
+                Some(w) if *w.get_ref() == 0 => {
+                    return Err(self.error(w.span(), "scenario `weight`: expected an integer of at least 1"));
+                }
+                Some(w) => w.into_inner(),
+                None => 1,
+            };
+            if s.step.is_empty() {
+                return Err(self.error(span, format!("scenario \"{sname}\": expected at least one [[scenario.step]]")));
+            }
+            let mut steps = Vec::with_capacity(s.step.len());
+            for st in s.step {
+                let st = st.into_inner();
+                let step = self.step(st, &target)?;
+                let id = *step_ids.entry(step.0.clone()).or_insert_with(|| {
+                    step_names.push(step.0.clone());
+                    step_names.len() - 1
+                });
+                steps.push(StepSpec {
+                    id,
+                    name: step.0,
+                    method: step.1,
+                    path: step.2,
+                    headers: step.3,
+                });
+            }
+            scenarios.push(ScenarioSpec {
+                name: sname,
+                weight,
+                steps,
+            });
+        }
+        Ok(Plan {
+            name,
+            target,
+            load,
+            scenarios,
+            step_names,
+        })
+    }
+
+    fn target(&self, raw: Spanned<RawTarget>) -> Result<TargetSpec, PlanError> {
+        let raw = raw.into_inner();
+        let timeout = match raw.timeout {
+            Some(t) if t.get_ref().0.is_zero() => {
+                return Err(self.error(t.span(), "`target.timeout`: expected a duration above zero"));
+            }
+            Some(t) => t.into_inner().0,
+            None => DEFAULT_TIMEOUT,
+        };
+        let url = raw.base_url.get_ref().trim().to_string();
+        if let Err(e) = loadfleet_agent::assignment::Target::parse(&url, timeout) {
+            return Err(self.error(raw.base_url.span(), format!("`target.base_url`: {e}")));
+        }
+        Ok(TargetSpec { base_url: url, timeout })
+    }
+
+    fn load(&self, raw: Spanned<RawLoad>) -> Result<LoadModel, PlanError> {
+        let span = raw.span();
+        let raw = raw.into_inner();
+        let users = *raw.users.get_ref();
+        if users == 0 || users > MAX_USERS {
+            return Err(self.error(
+                raw.users.span(),
+                format!("`load.users`: expected an integer from 1 to {MAX_USERS}, found {users}"),
+            ));
+        }
+        let ramp_up = raw.ramp_up.map(|r| r.into_inner().0).unwrap_or_default();
+        let bound = match (raw.iterations, raw.duration) {
+            (Some(_), Some(d)) => {
+                return Err(self.error(d.span(), "`load.duration`: expected either `iterations` or `duration`, not both"));
+            }
+            (None, None) => {
+                return Err(self.error(span, "[load]: expected `iterations = N` or `duration = \"2m\"`"));
+            }
+            (Some(i), None) => {
+                if *i.get_ref() == 0 {
+                    return Err(self.error(i.span(), "`load.iterations`: expected an integer of at least 1"));
+                }
+                RunBound::Iterations(i.into_inner())
+            }
+            (None, Some(d)) => {
+                if d.get_ref().0.is_zero() {
+                    return Err(self.error(d.span(), "`load.duration`: expected a duration above zero"));
+                }
+                RunBound::Duration(d.into_inner().0)
+            }
+        };
+        Ok(LoadModel::Closed { users, ramp_up, bound })
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn step(
+        &self,
+        st: RawStep,
+        target: &TargetSpec,
+    ) -> Result<(String, String, String, Vec<(String, String)>), PlanError> {
+        let method = match st.method {
+            Some(m) => {
+                let upper = m.get_ref().trim().to_ascii_uppercase();
+                if upper.is_empty() || !upper.bytes().all(|b| b.is_ascii_alphabetic()) {
+                    return Err(self.error(
+                        m.span(),
+                        format!("step `method`: expected an HTTP method such as \"GET\" or \"POST\", found \"{}\"", m.get_ref()),
+                    ));
+                }
+                upper
+            }
+            None => "GET".to_string(),
+        };
+        let path = st.path.get_ref().trim().to_string();
+        let probe = loadfleet_agent::assignment::Target::parse(&target.base_url, target.timeout)
+            .map_err(|e| self.error(st.path.span(), e.to_string()))?;
+        if let Err(e) = probe.request_uri(&path) {
+            return Err(self.error(st.path.span(), format!("step `path`: expected a path starting with `/`: {e}")));
+        }
+        let name = match st.name {
+            Some(n) if n.get_ref().trim().is_empty() => {
+                return Err(self.error(n.span(), "step `name`: expected a non-empty string"));
+            }
+            Some(n) => n.get_ref().trim().to_string(),
+            None => format!("{method} {path}"),
+        };
+        let mut headers = Vec::with_capacity(st.headers.len());
+        for (k, v) in st.headers {
+            if http_header_name_ok(&k) && http_header_value_ok(v.get_ref()) {
+                headers.push((k, v.into_inner()));
+            } else {
+                return Err(self.error(v.span(), format!("step header `{k}`: expected a valid header name and a printable value")));
+            }
+        }
+        Ok((name, method, path, headers))
+    }
+}
+
+fn http_header_name_ok(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+fn http_header_value_ok(value: &str) -> bool {
+    value.bytes().all(|b| b == b'\t' || (0x20..0x7f).contains(&b))
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..text.floor_char_boundary(offset)];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (line, before[line_start..].chars().count() + 1)
+}
+
+/// Where outputs go by default: `runs/<UTC timestamp>-<plan name>/`.
+pub fn default_out_dir(plan: &Plan, now: time::OffsetDateTime) -> PathBuf {
+    let stamp = now
+        .format(time::macros::format_description!("[year][month][day]T[hour][minute][second]Z"))
+        .unwrap_or_else(|_| "run".into());
+    let safe: String = plan
+        .name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .collect();
+    PathBuf::from("runs").join(format!("{stamp}-{safe}"))
+}

@@ -1,0 +1,90 @@
+//! The live progress line: elapsed/total, active users, req/s, errors, p95 of
+//! the last interval, agents attached. A bar on a terminal, plain lines
+//! otherwise (CI logs), or nothing.
+
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::stats::IntervalPoint;
+
+/// How progress is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProgressMode {
+    /// A live line on a terminal, plain lines elsewhere.
+    Auto,
+    /// Nothing.
+    Off,
+}
+
+/// What the progress line shows.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub elapsed: Duration,
+    pub total: Option<Duration>,
+    pub last: Option<IntervalPoint>,
+    pub errors_total: u64,
+    pub agents_running: usize,
+    pub agents_total: usize,
+}
+
+impl Snapshot {
+    /// The text of the progress line.
+    pub fn line(&self) -> String {
+        let elapsed = format!("{:.0}s", self.elapsed.as_secs_f64());
+        let total = self.total.map_or_else(String::new, |t| format!("/{:.0}s", t.as_secs_f64()));
+        let (users, rps, p95) = match &self.last {
+            Some(p) => (
+                p.active_users.to_string(),
+                format!("{:.1}", p.requests as f64 / p.length_s.max(0.001)),
+                p.latency_ms.map_or_else(|| "-".to_string(), |l| format!("{:.1} ms", l.p95)),
+            ),
+            None => ("-".into(), "-".into(), "-".into()),
+        };
+        format!(
+            "{elapsed}{total}  users {users}  {rps} req/s  errors {}  p95 {p95} (last 1s)  agents {}/{}",
+            self.errors_total, self.agents_running, self.agents_total
+        )
+    }
+}
+
+/// Draws snapshots.
+pub struct Progress {
+    mode: ProgressMode,
+    bar: Option<ProgressBar>,
+}
+
+impl Progress {
+    pub fn new(mode: ProgressMode) -> Progress {
+        let bar = (mode == ProgressMode::Auto && std::io::stderr().is_terminal()).then(|| {
+            let bar = ProgressBar::new_spinner();
+            bar.set_style(ProgressStyle::with_template("{spinner} {msg}").unwrap_or_else(|_| ProgressStyle::default_spinner()));
+            bar
+        });
+        Progress { mode, bar }
+    }
+
+    pub fn show(&self, snap: &Snapshot) {
+        match (&self.bar, self.mode) {
+            (Some(bar), _) => bar.set_message(snap.line()),
+            (None, ProgressMode::Auto) => eprintln!("{}", snap.line()),
+            (None, ProgressMode::Off) => {}
+        }
+    }
+
+    /// Prints a message above the progress line.
+    pub fn note(&self, msg: &str) {
+        match (&self.bar, self.mode) {
+            (Some(bar), _) => bar.println(msg),
+            (None, ProgressMode::Auto) => eprintln!("{msg}"),
+            (None, ProgressMode::Off) => {}
+        }
+    }
+
+    pub fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}

@@ -1,0 +1,141 @@
+//! Dealing the schedule: compute the single-machine schedule first, then deal
+//! its users to agents in order, by weight. Each agent receives the global
+//! offsets of its own users, so the fleet's merged ramp is the single-machine
+//! ramp by construction, whatever the number of agents.
+
+use std::time::Duration;
+
+/// One user of the fleet-wide schedule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Slot {
+    pub index: u64,
+    pub start_offset: Duration,
+    pub scenario: u32,
+}
+
+/// Smooth weighted round-robin: over any window of `sum(weights)` picks each
+/// index `i` is chosen exactly `weights[i]` times, spread out rather than in
+/// runs (the nginx algorithm). Deterministic.
+#[derive(Debug, Clone)]
+pub struct SmoothRoundRobin {
+    weights: Vec<i64>,
+    current: Vec<i64>,
+    total: i64,
+}
+
+impl SmoothRoundRobin {
+    /// `weights` must be non-empty; zero weights are never picked.
+    pub fn new(weights: &[u32]) -> SmoothRoundRobin {
+        let weights: Vec<i64> = weights.iter().map(|&w| i64::from(w)).collect();
+        SmoothRoundRobin {
+            total: weights.iter().sum(),
+            current: vec![0; weights.len()],
+            weights,
+        }
+    }
+
+    /// The next index.
+    pub fn pick(&mut self) -> usize {
+        let mut best = 0;
+        for i in 0..self.weights.len() {
+            self.current[i] += self.weights[i];
+            if self.current[i] > self.current[best] {
+                best = i;
+            }
+        }
+        self.current[best] -= self.total;
+        best
+    }
+}
+
+/// The closed-model schedule of one machine: user `k` of `n` starts at
+/// `k * ramp_up / n`; its scenario is dealt by scenario weight.
+pub fn closed_slots(users: u64, ramp_up: Duration, scenario_weights: &[u32]) -> Vec<Slot> {
+    let ramp_us = ramp_up.as_micros();
+    let mut scenarios = SmoothRoundRobin::new(scenario_weights);
+    (0..users)
+        .map(|k| {
+            let offset_us = ramp_us * u128::from(k) / u128::from(users.max(1));
+            Slot {
+                index: k,
+                start_offset: Duration::from_micros(u64::try_from(offset_us).unwrap_or(u64::MAX)),
+                scenario: scenarios.pick() as u32,
+            }
+        })
+        .collect()
+}
+
+/// Deals slots to agents by weight: `result[a]` holds agent `a`'s slots in
+/// schedule order. One weighted round-robin runs over the users grouped by
+/// scenario, so each agent gets its exact share of users overall and of every
+/// scenario (the same mix in every region), and consecutive users of a
+/// scenario land on different agents, so no agent's share clumps in time.
+pub fn deal(slots: &[Slot], agent_weights: &[u32]) -> Vec<Vec<Slot>> {
+    let mut out = vec![Vec::new(); agent_weights.len()];
+    if agent_weights.is_empty() {
+        return out;
+    }
+    let mut order: Vec<&Slot> = slots.iter().collect();
+    order.sort_by_key(|s| s.scenario);
+    let mut rr = SmoothRoundRobin::new(agent_weights);
+    for s in order {
+        out[rr.pick()].push(*s);
+    }
+    for share in &mut out {
+        share.sort_by_key(|s| s.index);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ramp_offsets_are_k_times_ramp_over_n() {
+        let slots = closed_slots(4, Duration::from_secs(2), &[1]);
+        let offsets: Vec<u128> = slots.iter().map(|s| s.start_offset.as_millis()).collect();
+        assert_eq!(offsets, [0, 500, 1000, 1500]);
+        assert!(closed_slots(3, Duration::ZERO, &[1]).iter().all(|s| s.start_offset.is_zero()));
+    }
+
+    #[test]
+    fn scenario_mix_is_exact_and_spread() {
+        let slots = closed_slots(10, Duration::ZERO, &[3, 1, 1]);
+        let picks: Vec<u32> = slots.iter().map(|s| s.scenario).collect();
+        assert_eq!(picks.iter().filter(|&&p| p == 0).count(), 6);
+        assert_eq!(picks.iter().filter(|&&p| p == 1).count(), 2);
+        assert_eq!(picks.iter().filter(|&&p| p == 2).count(), 2);
+        assert_eq!(&picks[..5], &[0, 1, 0, 2, 0], "spread, not in runs");
+    }
+
+    #[test]
+    fn dealing_interleaves_by_weight() {
+        let slots = closed_slots(10, Duration::from_secs(5), &[1]);
+        let dealt = deal(&slots, &[1, 1]);
+        let idx: Vec<Vec<u64>> = dealt.iter().map(|v| v.iter().map(|s| s.index).collect()).collect();
+        assert_eq!(idx, [vec![0, 2, 4, 6, 8], vec![1, 3, 5, 7, 9]]);
+        // Agents keep the global offsets: the merged ramp is the single-machine one.
+        let mut merged: Vec<Slot> = dealt.concat();
+        merged.sort_by_key(|s| s.index);
+        assert_eq!(merged, slots);
+
+        let dealt = deal(&closed_slots(9, Duration::ZERO, &[1]), &[2, 1]);
+        assert_eq!((dealt[0].len(), dealt[1].len()), (6, 3));
+        assert!(deal(&slots, &[]).is_empty());
+    }
+
+    #[test]
+    fn every_agent_gets_the_scenario_mix() {
+        let slots = closed_slots(16, Duration::from_secs(8), &[3, 1]);
+        let dealt = deal(&slots, &[1, 1]);
+        for share in &dealt {
+            let browse = share.iter().filter(|s| s.scenario == 0).count();
+            let search = share.iter().filter(|s| s.scenario == 1).count();
+            assert_eq!((browse, search), (6, 2), "each agent runs the 3:1 mix");
+        }
+        // 9 + 3 users on two agents: 6 each, not 7 and 5.
+        let dealt = deal(&closed_slots(12, Duration::ZERO, &[3, 1]), &[1, 1]);
+        assert_eq!((dealt[0].len(), dealt[1].len()), (6, 6));
+    }
+}

@@ -1,0 +1,110 @@
+//! The gRPC face of the controller. Handlers only decode and forward: the
+//! fleet's state belongs to one owner task (see [`crate::fleet`]).
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use loadfleet_proto::v1::{self, agent_message, fleet_server::Fleet};
+use tokio::sync::mpsc;
+use tokio_stream::{Stream, wrappers::ReceiverStream};
+use tonic::{Request, Response, Status, Streaming};
+
+/// Largest message the controller accepts from an agent.
+pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+
+/// Identifies one attached stream.
+pub type ConnId = u64;
+
+/// Sends to one agent.
+pub type Outbound = mpsc::Sender<Result<v1::ControllerMessage, Status>>;
+
+/// What the service tells the owner.
+#[derive(Debug)]
+pub enum Event {
+    Attached {
+        conn: ConnId,
+        hello: v1::Hello,
+        peer: String,
+        outbound: Outbound,
+    },
+    Message {
+        conn: ConnId,
+        body: agent_message::Body,
+    },
+    Detached {
+        conn: ConnId,
+        reason: String,
+    },
+}
+
+/// Forwards every stream's messages to the owner.
+pub struct FleetService {
+    events: mpsc::Sender<Event>,
+    next_conn: AtomicU64,
+}
+
+impl FleetService {
+    pub fn new(events: mpsc::Sender<Event>) -> FleetService {
+        FleetService {
+            events,
+            next_conn: AtomicU64::new(1),
+        }
+    }
+}
+
+type ControllerStream = Pin<Box<dyn Stream<Item = Result<v1::ControllerMessage, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Fleet for FleetService {
+    type AttachStream = ControllerStream;
+
+    async fn attach(
+        &self,
+        request: Request<Streaming<v1::AgentMessage>>,
+    ) -> Result<Response<Self::AttachStream>, Status> {
+        let peer = request
+            .remote_addr()
+            .map_or_else(|| "unknown".to_string(), |a| a.to_string());
+        let mut inbound = request.into_inner();
+        let hello = match inbound.message().await? {
+            Some(v1::AgentMessage {
+                body: Some(agent_message::Body::Hello(h)),
+            }) => h,
+            _ => return Err(Status::invalid_argument("the first message must be Hello")),
+        };
+        if hello.name.trim().is_empty() || hello.name.len() > 128 {
+            return Err(Status::invalid_argument("agent name must be 1 to 128 bytes"));
+        }
+        if hello.region.trim().is_empty() || hello.region.len() > 128 {
+            return Err(Status::invalid_argument("agent region must be 1 to 128 bytes"));
+        }
+        let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        let (outbound, rx) = mpsc::channel(64);
+        self.events
+            .send(Event::Attached {
+                conn,
+                hello,
+                peer,
+                outbound,
+            })
+            .await
+            .map_err(|_| Status::unavailable("controller is shutting down"))?;
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            let reason = loop {
+                match inbound.message().await {
+                    Ok(Some(v1::AgentMessage { body: Some(body) })) => {
+                        if events.send(Event::Message { conn, body }).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(Some(v1::AgentMessage { body: None })) => {}
+                    Ok(None) => break "stream closed".to_string(),
+                    Err(status) => break status.message().to_string(),
+                }
+            };
+            let _ = events.send(Event::Detached { conn, reason }).await;
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}

@@ -1,0 +1,322 @@
+//! Exact merging: agents' serialized histograms are decoded and added with
+//! HdrHistogram addition, so a merged percentile equals the percentile of one
+//! histogram fed every sample.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use hdrhistogram::serialization::{Deserializer, Serializer, V2DeflateSerializer};
+use loadfleet_agent::recorder::{HIGHEST_US, LOWEST_US, SIGNIFICANT_DIGITS, new_histogram};
+use loadfleet_proto::v1;
+use serde::Serialize;
+
+/// Largest serialized histogram accepted from an agent.
+pub const MAX_HISTOGRAM_BYTES: usize = 1024 * 1024;
+
+/// Why an agent's interval report was dropped.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("step {step}: histogram of {len} bytes exceeds the {MAX_HISTOGRAM_BYTES}-byte limit")]
+    TooLarge { step: u32, len: usize },
+    #[error("step {step}: undecodable histogram: {reason}")]
+    Undecodable { step: u32, reason: String },
+    #[error("step {step}: histogram bounds differ from loadfleet's (1 µs..1 h, 3 digits)")]
+    Bounds { step: u32 },
+    #[error("step {step}: count {claimed} does not match the histogram's {actual} samples")]
+    Count { step: u32, claimed: u64, actual: u64 },
+    #[error("unknown step {step} (the plan has {steps})")]
+    UnknownStep { step: u32, steps: usize },
+}
+
+/// Decodes one V2 (+DEFLATE) histogram and checks it has loadfleet's bounds.
+pub fn decode_histogram(step: u32, bytes: &[u8]) -> Result<Histogram<u64>, ReportError> {
+    if bytes.len() > MAX_HISTOGRAM_BYTES {
+        return Err(ReportError::TooLarge { step, len: bytes.len() });
+    }
+    let h: Histogram<u64> = Deserializer::new()
+        .deserialize(&mut &bytes[..])
+        .map_err(|e| ReportError::Undecodable {
+            step,
+            reason: format!("{e:?}"),
+        })?;
+    if h.low() != LOWEST_US || h.high() < HIGHEST_US || h.sigfig() != SIGNIFICANT_DIGITS {
+        return Err(ReportError::Bounds { step });
+    }
+    Ok(h)
+}
+
+/// Errors of one kind.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ErrorAgg {
+    pub count: u64,
+    pub sample: String,
+}
+
+/// Results of some slice of the run (a step, a region, an agent, everything).
+#[derive(Debug, Clone)]
+pub struct Tally {
+    /// Latencies of completed responses (any status), microseconds.
+    pub histogram: Histogram<u64>,
+    /// Requests that got no response (connect, timeout, reset, ...).
+    pub transport_errors: u64,
+    pub errors: BTreeMap<String, ErrorAgg>,
+}
+
+impl Default for Tally {
+    fn default() -> Self {
+        Tally {
+            histogram: new_histogram(),
+            transport_errors: 0,
+            errors: BTreeMap::new(),
+        }
+    }
+}
+
+impl Tally {
+    /// Requests sent: responses plus requests that got none.
+    pub fn requests(&self) -> u64 {
+        self.histogram.len() + self.transport_errors
+    }
+
+    /// Responses with status >= 400 plus requests that got no response.
+    pub fn error_count(&self) -> u64 {
+        self.errors.values().map(|e| e.count).sum()
+    }
+
+    fn add(&mut self, h: &Histogram<u64>, errors: &[v1::ErrorCount]) {
+        self.histogram.add(h).expect("decoded histograms have loadfleet's bounds");
+        for e in errors {
+            if !e.kind.starts_with("http_") {
+                self.transport_errors += e.count;
+            }
+            let agg = self.errors.entry(e.kind.clone()).or_default();
+            agg.count += e.count;
+            if agg.sample.is_empty() {
+                agg.sample = e.sample.chars().take(300).collect();
+            }
+        }
+    }
+
+    /// Latency percentiles in milliseconds; `None` when nothing completed.
+    pub fn latency(&self) -> Option<LatencyMs> {
+        LatencyMs::of(&self.histogram)
+    }
+}
+
+/// Latency figures of a histogram, in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct LatencyMs {
+    pub min: f64,
+    pub mean: f64,
+    pub p50: f64,
+    pub p90: f64,
+    pub p95: f64,
+    pub p99: f64,
+    pub p99_9: f64,
+    pub max: f64,
+}
+
+impl LatencyMs {
+    pub fn of(h: &Histogram<u64>) -> Option<LatencyMs> {
+        if h.is_empty() {
+            return None;
+        }
+        let ms = |us: u64| us as f64 / 1000.0;
+        Some(LatencyMs {
+            min: ms(h.min()),
+            mean: h.mean() / 1000.0,
+            p50: ms(h.value_at_quantile(0.50)),
+            p90: ms(h.value_at_quantile(0.90)),
+            p95: ms(h.value_at_quantile(0.95)),
+            p99: ms(h.value_at_quantile(0.99)),
+            p99_9: ms(h.value_at_quantile(0.999)),
+            max: ms(h.max()),
+        })
+    }
+}
+
+/// One finished interval of the whole fleet, for progress and charts.
+#[derive(Debug, Clone, Serialize)]
+pub struct IntervalPoint {
+    pub seq: u64,
+    /// Start of the interval, seconds from the run's start.
+    pub start_s: f64,
+    pub length_s: f64,
+    pub requests: u64,
+    pub errors: u64,
+    pub active_users: u64,
+    pub latency_ms: Option<LatencyMs>,
+}
+
+/// An interval histogram as it goes into `latency.hlog`.
+#[derive(Debug, Clone)]
+pub struct LoggedInterval {
+    pub start: Duration,
+    pub length: Duration,
+    /// `None` for all steps together.
+    pub step: Option<usize>,
+    /// V2 + DEFLATE bytes.
+    pub bytes: Vec<u8>,
+}
+
+#[derive(Debug)]
+struct OpenInterval {
+    steps: BTreeMap<usize, Histogram<u64>>,
+    total: Tally,
+    active: BTreeMap<String, u32>,
+    end: Duration,
+}
+
+/// Everything merged so far: cumulative tallies and the finished timeline.
+#[derive(Debug)]
+pub struct Collector {
+    pub step_names: Vec<String>,
+    pub interval: Duration,
+    pub total: Tally,
+    pub steps: Vec<Tally>,
+    pub regions: BTreeMap<String, Tally>,
+    pub agents: BTreeMap<String, Tally>,
+    pub timeline: Vec<IntervalPoint>,
+    pub logged: Vec<LoggedInterval>,
+    /// Reports that arrived after their interval was closed (counted in the
+    /// totals, missing from the timeline).
+    pub late_reports: u64,
+    /// Reports dropped as undecodable.
+    pub dropped_reports: u64,
+    /// End of the latest interval, from the run's start.
+    pub elapsed: Duration,
+    open: BTreeMap<u64, OpenInterval>,
+    closed_before: u64,
+}
+
+impl Collector {
+    pub fn new(step_names: Vec<String>, interval: Duration) -> Collector {
+        Collector {
+            steps: vec![Tally::default(); step_names.len()],
+            step_names,
+            interval,
+            total: Tally::default(),
+            regions: BTreeMap::new(),
+            agents: BTreeMap::new(),
+            timeline: Vec::new(),
+            logged: Vec::new(),
+            late_reports: 0,
+            dropped_reports: 0,
+            elapsed: Duration::ZERO,
+            open: BTreeMap::new(),
+            closed_before: 0,
+        }
+    }
+
+    /// Merges one interval report. A report with any bad histogram is
+    /// dropped whole, so nothing is half-applied.
+    pub fn apply(&mut self, agent: &str, region: &str, iv: &v1::Interval) -> Result<(), ReportError> {
+        let mut decoded = Vec::with_capacity(iv.steps.len());
+        for s in &iv.steps {
+            let idx = s.step as usize;
+            if idx >= self.steps.len() {
+                return Err(ReportError::UnknownStep {
+                    step: s.step,
+                    steps: self.steps.len(),
+                });
+            }
+            let h = decode_histogram(s.step, &s.histogram)?;
+            if h.len() != s.count {
+                return Err(ReportError::Count {
+                    step: s.step,
+                    claimed: s.count,
+                    actual: h.len(),
+                });
+            }
+            decoded.push((idx, h, &s.errors));
+        }
+        self.agents.entry(agent.to_string()).or_default();
+        self.regions.entry(region.to_string()).or_default();
+        let end = Duration::from_micros(iv.elapsed_us);
+        self.elapsed = self.elapsed.max(end);
+        let open = if iv.seq >= self.closed_before {
+            let o = self.open.entry(iv.seq).or_insert_with(|| OpenInterval {
+                steps: BTreeMap::new(),
+                total: Tally::default(),
+                active: BTreeMap::new(),
+                end,
+            });
+            o.end = o.end.max(end);
+            o.active.insert(agent.to_string(), iv.active_users);
+            Some(o)
+        } else {
+            self.late_reports += 1;
+            None
+        };
+        let mut open = open;
+        for (idx, h, errors) in &decoded {
+            self.total.add(h, errors);
+            self.steps[*idx].add(h, errors);
+            if let Some(t) = self.regions.get_mut(region) {
+                t.add(h, errors);
+            }
+            if let Some(t) = self.agents.get_mut(agent) {
+                t.add(h, errors);
+            }
+            if let Some(o) = open.as_deref_mut() {
+                o.total.add(h, errors);
+                o.steps
+                    .entry(*idx)
+                    .or_insert_with(new_histogram)
+                    .add(h)
+                    .expect("same bounds");
+            }
+        }
+        Ok(())
+    }
+
+    /// Closes every interval before `seq`: computes its timeline point and
+    /// keeps its serialized histograms for the interval log.
+    pub fn close_before(&mut self, seq: u64) {
+        let mut serializer = V2DeflateSerializer::new();
+        while let Some((&s, _)) = self.open.first_key_value() {
+            if s >= seq {
+                break;
+            }
+            let o = self.open.remove(&s).expect("key just seen");
+            let start = self.interval.saturating_mul(u32::try_from(s).unwrap_or(u32::MAX));
+            let length = o.end.saturating_sub(start).min(self.interval).max(Duration::from_millis(1));
+            self.timeline.push(IntervalPoint {
+                seq: s,
+                start_s: start.as_secs_f64(),
+                length_s: length.as_secs_f64(),
+                requests: o.total.requests(),
+                errors: o.total.error_count(),
+                active_users: o.active.values().map(|&a| u64::from(a)).sum(),
+                latency_ms: o.total.latency(),
+            });
+            let mut log = |step: Option<usize>, h: &Histogram<u64>, ser: &mut V2DeflateSerializer| {
+                let mut bytes = Vec::new();
+                if ser.serialize(h, &mut bytes).is_ok() {
+                    self.logged.push(LoggedInterval {
+                        start,
+                        length,
+                        step,
+                        bytes,
+                    });
+                }
+            };
+            log(None, &o.total.histogram, &mut serializer);
+            for (idx, h) in &o.steps {
+                log(Some(*idx), h, &mut serializer);
+            }
+        }
+        self.closed_before = self.closed_before.max(seq);
+    }
+
+    /// Closes every interval still open.
+    pub fn close_all(&mut self) {
+        self.close_before(u64::MAX);
+    }
+
+    /// The newest interval seen, open or closed.
+    pub fn newest_seq(&self) -> Option<u64> {
+        self.open.last_key_value().map(|(&s, _)| s)
+    }
+}

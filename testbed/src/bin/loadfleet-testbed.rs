@@ -1,0 +1,45 @@
+//! `loadfleet-testbed`: the test target as a standalone server.
+#![forbid(unsafe_code)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// A real HTTP server to aim loadfleet at: per-path latency, counts what it served.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    /// Address to listen on (port 0 picks a free port; the address is printed).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Latency for a path prefix, as PREFIX=DURATION (e.g. /slow=200ms); repeatable.
+    #[arg(long = "latency", value_parser = loadfleet_testbed::parse_latency)]
+    latencies: Vec<(String, Duration)>,
+    /// Stop by itself after this many seconds (0 = run until Ctrl-C).
+    #[arg(long, default_value_t = 0)]
+    exit_after: u64,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt().with_writer(std::io::stderr).init();
+    let args = Args::parse();
+    let config = loadfleet_testbed::Config {
+        latencies: args.latencies,
+        default_latency: Duration::ZERO,
+    };
+    let bed = loadfleet_testbed::Testbed::start(args.listen, config).await?;
+    println!("listening on http://{}", bed.addr());
+    if args.exit_after > 0 {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = tokio::time::sleep(Duration::from_secs(args.exit_after)) => {}
+        }
+    } else {
+        tokio::signal::ctrl_c().await?;
+    }
+    println!("served {} responses", bed.stats().served());
+    bed.stop().await;
+    Ok(())
+}

@@ -1,0 +1,289 @@
+//! A real HTTP/1.1 server to aim loadfleet at in tests and demos.
+//!
+//! It binds a given address (port 0 for tests), answers every request after
+//! a per-path latency, and counts what it served: in total, by path, and the
+//! arrival time of the first request on every connection (a virtual user
+//! keeps one keep-alive connection, so this is when each user arrived).
+//!
+//! Special paths: `/status/<code>` answers with that status; `/close` answers
+//! and closes the connection.
+#![forbid(unsafe_code)]
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// How the test target behaves.
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    /// Latency added before answering, by path prefix; the longest matching prefix wins.
+    pub latencies: Vec<(String, Duration)>,
+    /// Latency for paths no prefix matches.
+    pub default_latency: Duration,
+}
+
+impl Config {
+    fn latency_for(&self, path: &str) -> Duration {
+        self.latencies
+            .iter()
+            .filter(|(prefix, _)| path.starts_with(prefix.as_str()))
+            .max_by_key(|(prefix, _)| prefix.len())
+            .map_or(self.default_latency, |(_, d)| *d)
+    }
+}
+
+/// Parses `PREFIX=DURATION` (for example `/slow=200ms`).
+pub fn parse_latency(s: &str) -> Result<(String, Duration), String> {
+    let (prefix, d) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected PREFIX=DURATION such as /slow=200ms, got `{s}`"))?;
+    if !prefix.starts_with('/') {
+        return Err(format!("path prefix must start with `/`, got `{prefix}`"));
+    }
+    Ok((prefix.to_string(), parse_millis(d)?))
+}
+
+fn parse_millis(s: &str) -> Result<Duration, String> {
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("expected a duration such as 200ms or 1s, got `{s}`"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        _ => Err(format!("expected a duration such as 200ms or 1s, got `{s}`")),
+    }
+}
+
+/// What the server has served so far.
+#[derive(Debug, Default)]
+pub struct Stats {
+    served: AtomicU64,
+    by_path: Mutex<HashMap<String, u64>>,
+    first_requests: Mutex<Vec<Duration>>,
+    started: Mutex<Option<Instant>>,
+}
+
+impl Stats {
+    /// Responses served, of any status.
+    pub fn served(&self) -> u64 {
+        self.served.load(Ordering::SeqCst)
+    }
+
+    /// Responses served for one path (without the query).
+    pub fn served_path(&self, path: &str) -> u64 {
+        let map = self.by_path.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(path).copied().unwrap_or(0)
+    }
+
+    /// Arrival times of the first request on each connection, from the server's
+    /// start, sorted.
+    pub fn first_request_times(&self) -> Vec<Duration> {
+        let mut v = self
+            .first_requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        v.sort();
+        v
+    }
+}
+
+/// A running test target. Dropping it stops the server.
+pub struct Testbed {
+    addr: SocketAddr,
+    stats: Arc<Stats>,
+    shutdown: watch::Sender<bool>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Testbed {
+    /// Binds `addr` (use port 0 for any free port) and serves until dropped.
+    pub async fn start(addr: SocketAddr, config: Config) -> std::io::Result<Testbed> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let stats = Arc::new(Stats::default());
+        *stats.started.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+        let (shutdown, rx) = watch::channel(false);
+        let task = tokio::spawn(serve(listener, Arc::new(config), stats.clone(), rx));
+        Ok(Testbed {
+            addr,
+            stats,
+            shutdown,
+            task: Some(task),
+        })
+    }
+
+    /// The address the server listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://ADDR` of this server.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// What was served so far.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Stops accepting connections and waits for the accept loop to end.
+    pub async fn stop(mut self) {
+        let _ = self.shutdown.send(true);
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Testbed {
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+    }
+}
+
+async fn serve(
+    listener: TcpListener,
+    config: Arc<Config>,
+    stats: Arc<Stats>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.changed() => return,
+        };
+        let (stream, _) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let config = config.clone();
+        let stats = stats.clone();
+        let mut conn_shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let first = Arc::new(std::sync::atomic::AtomicBool::new(true));
+            let service = service_fn(move |req| {
+                let config = config.clone();
+                let stats = stats.clone();
+                let first = first.clone();
+                async move { Ok::<_, Infallible>(handle(req, &config, &stats, &first).await) }
+            });
+            let conn = http1::Builder::new()
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = conn_shutdown.changed() => {}
+            }
+        });
+    }
+}
+
+async fn handle(
+    req: Request<Incoming>,
+    config: &Config,
+    stats: &Stats,
+    first: &std::sync::atomic::AtomicBool,
+) -> Response<Full<Bytes>> {
+    if first.swap(false, Ordering::SeqCst) {
+        let started = stats.started.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(t0) = *started {
+            stats
+                .first_requests
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(t0.elapsed());
+        }
+    }
+    let path = req.uri().path().to_string();
+    let latency = config.latency_for(&path);
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    let mut status = StatusCode::OK;
+    if let Some(code) = path.strip_prefix("/status/") {
+        status = code
+            .parse::<u16>()
+            .ok()
+            .and_then(|c| StatusCode::from_u16(c).ok())
+            .unwrap_or(StatusCode::BAD_REQUEST);
+    }
+    let body = format!(
+        "<!doctype html><html><body><h1>loadfleet testbed</h1><p>{} {}</p></body></html>\n",
+        req.method(),
+        path
+    );
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    if path == "/close" {
+        resp.headers_mut().insert(
+            hyper::header::CONNECTION,
+            hyper::header::HeaderValue::from_static("close"),
+        );
+    }
+    stats.served.fetch_add(1, Ordering::SeqCst);
+    *stats
+        .by_path
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(path)
+        .or_default() += 1;
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn longest_prefix_wins() {
+        let c = Config {
+            latencies: vec![
+                ("/a".into(), Duration::from_millis(5)),
+                ("/a/b".into(), Duration::from_millis(7)),
+            ],
+            default_latency: Duration::from_millis(1),
+        };
+        assert_eq!(c.latency_for("/a/b/c"), Duration::from_millis(7));
+        assert_eq!(c.latency_for("/a/x"), Duration::from_millis(5));
+        assert_eq!(c.latency_for("/z"), Duration::from_millis(1));
+    }
+
+    #[test]
+    fn latency_flag_grammar() {
+        assert_eq!(
+            parse_latency("/slow=200ms").unwrap(),
+            ("/slow".to_string(), Duration::from_millis(200))
+        );
+        assert_eq!(parse_latency("/s=2s").unwrap().1, Duration::from_secs(2));
+        assert!(parse_latency("slow=200ms").is_err());
+        assert!(parse_latency("/slow=200").is_err());
+        assert!(parse_latency("/slow").is_err());
+    }
+}
