@@ -235,7 +235,8 @@ async fn drive(
 ) -> Result<RunResult, FleetError> {
     let expected = opts.expect_agents + opts.local_agents.len();
     if opts.expect_agents > 0 {
-        progress.note(&format!("listening on {addr}; waiting for {expected} agent(s)"));
+        // Always printed (also with --quiet): scripts read the port from it.
+        eprintln!("loadfleet: listening on {addr}; waiting for {expected} agent(s)");
     }
     let mut agents = gather(opts, events, progress, expected).await?;
     // Deal in a stable order, whatever order the agents attached in.

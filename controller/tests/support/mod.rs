@@ -1,0 +1,165 @@
+//! Helpers shared by the controller's integration tests: real processes,
+//! real servers on loopback, port 0 everywhere.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use loadfleet_testbed::{Config, Testbed};
+
+/// The `loadfleet` binary built for these tests.
+pub fn loadfleet() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_loadfleet"))
+}
+
+/// The `loadfleet-agent` binary: built by the same `cargo test --workspace`
+/// into the same directory as `loadfleet`.
+pub fn agent_bin() -> PathBuf {
+    let p = loadfleet().with_file_name("loadfleet-agent");
+    assert!(
+        p.exists(),
+        "{} is missing: run the tests with `cargo test --workspace` so the agent binary is built",
+        p.display()
+    );
+    p
+}
+
+/// A test target on 127.0.0.1, port 0.
+pub async fn testbed(config: Config) -> Testbed {
+    Testbed::start(SocketAddr::from(([127, 0, 0, 1], 0)), config)
+        .await
+        .expect("testbed starts")
+}
+
+/// Writes a plan file into `dir`.
+pub fn write_plan(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).expect("write plan");
+    p
+}
+
+/// A child process that is killed if the test ends early.
+pub struct Proc {
+    pub child: Child,
+    lines: mpsc::Receiver<String>,
+    stderr: Option<std::thread::JoinHandle<String>>,
+    stdout: Option<std::thread::JoinHandle<String>>,
+}
+
+/// How a process ended.
+#[derive(Debug)]
+pub struct Exit {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Proc {
+    pub fn spawn(bin: &Path, args: &[&str]) -> Proc {
+        let mut child = Command::new(bin)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .env("RUST_LOG", "info")
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
+        let (tx, lines) = mpsc::channel();
+        let err = child.stderr.take().expect("stderr");
+        let name = bin.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let stderr = std::thread::spawn(move || {
+            let mut all = String::new();
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                eprintln!("[{name}] {line}");
+                all.push_str(&line);
+                all.push('\n');
+                let _ = tx.send(line);
+            }
+            all
+        });
+        let mut out = child.stdout.take().expect("stdout");
+        let stdout = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = std::io::Read::read_to_string(&mut out, &mut s);
+            s
+        });
+        Proc {
+            child,
+            lines,
+            stderr: Some(stderr),
+            stdout: Some(stdout),
+        }
+    }
+
+    /// Waits for a stderr line containing `needle`; returns it.
+    pub fn wait_for_line(&self, needle: &str, timeout: Duration) -> String {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(_) => panic!("no stderr line containing {needle:?} within {timeout:?}"),
+            }
+        }
+    }
+
+    /// The address a controller started with `--listen 127.0.0.1:0` printed.
+    pub fn listen_addr(&self) -> String {
+        let line = self.wait_for_line("listening on", Duration::from_secs(20));
+        line.split("listening on ")
+            .nth(1)
+            .and_then(|s| s.split(';').next())
+            .expect("address in line")
+            .trim()
+            .to_string()
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Waits for exit (bounded; killed and failed past `timeout`).
+    pub fn wait(mut self, timeout: Duration) -> Exit {
+        let deadline = std::time::Instant::now() + timeout;
+        let code = loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                break status.code().unwrap_or(-1);
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("process did not exit within {timeout:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let join = |h: Option<std::thread::JoinHandle<String>>| h.map(|h| h.join().unwrap_or_default()).unwrap_or_default();
+        Exit {
+            code,
+            stdout: join(self.stdout.take()),
+            stderr: join(self.stderr.take()),
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs a process to completion (bounded).
+pub fn run(bin: &Path, args: &[&str], timeout: Duration) -> Exit {
+    Proc::spawn(bin, args).wait(timeout)
+}
+
+/// Reads a run directory's summary.json.
+pub fn summary(dir: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(dir.join("summary.json")).expect("summary.json exists");
+    serde_json::from_str(&text).expect("summary.json is JSON")
+}
