@@ -169,6 +169,8 @@ pub async fn run_and_report(opts: RunOptions, out: Option<PathBuf>, plan_file: O
         Ok(result) => finish(&result, &out, plan_file),
         Err(e) => {
             eprintln!("error: {e}");
+            // Nothing ran: leave no empty run directory behind.
+            let _ = std::fs::remove_dir(&out);
             ExitCode::from(EXIT_FLEET)
         }
     }

@@ -176,8 +176,18 @@ pub fn load(path: &Path) -> Result<Plan, PlanError> {
 pub fn parse(file: &str, text: &str, default_name: &str) -> Result<Plan, PlanError> {
     let v = Validator { file, text };
     let raw: RawPlan = toml::from_str(text).map_err(|e| {
-        let message = e.message().trim().to_string();
-        v.error(e.span().unwrap_or(0..0), message)
+        let span = e.span().unwrap_or(0..0);
+        let mut message = e
+            .message()
+            .trim()
+            .replace("expected u64", "expected a non-negative integer")
+            .replace("expected u32", "expected a non-negative integer");
+        if let Some(key) = key_at(text, span.start)
+            && !message.contains(&format!("`{}`", key.rsplit('.').next().unwrap_or(&key)))
+        {
+            message = format!("`{key}`: {message}");
+        }
+        v.error(span, message)
     })?;
     v.plan(raw, default_name)
 }
@@ -369,6 +379,33 @@ fn http_header_name_ok(name: &str) -> bool {
 
 fn http_header_value_ok(value: &str) -> bool {
     value.bytes().all(|b| b == b'\t' || (0x20..0x7f).contains(&b))
+}
+
+/// The dotted key whose value starts at `offset` (`load.users`), read from
+/// the line's `key =` and the nearest table header above it.
+fn key_at(text: &str, offset: usize) -> Option<String> {
+    let offset = text.floor_char_boundary(offset.min(text.len()));
+    let line_start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let line_end = text[offset..].find('\n').map_or(text.len(), |i| offset + i);
+    let line = &text[line_start..line_end];
+    let eq = line.find('=')?;
+    if offset - line_start <= eq {
+        return None;
+    }
+    let key = line[..eq].trim().trim_matches('"');
+    if key.is_empty() || key.starts_with('#') {
+        return None;
+    }
+    let table = text[..line_start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_string());
+    Some(match table {
+        Some(t) if !t.is_empty() => format!("{t}.{key}"),
+        _ => key.to_string(),
+    })
 }
 
 /// 1-based line and column (in characters) of a byte offset.

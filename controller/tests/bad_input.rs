@@ -1,0 +1,48 @@
+//! Bad plans exit 2 with file:line:column, the key and what was expected,
+//! and the target receives nothing.
+
+mod support;
+
+use std::time::Duration;
+
+use loadfleet_testbed::Config;
+use support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_bad_plan_exits_2_and_sends_nothing() {
+    let bed = testbed(Config::default()).await;
+    let good = format!(
+        "[target]\nbase_url = \"{}\"\n[load]\nusers = 2\nramp_up = \"1s\"\niterations = 1\n[[scenario]]\nname = \"s\"\n[[scenario.step]]\npath = \"/\"\n",
+        bed.base_url()
+    );
+    let cases = [
+        ("syntax", good.replace("users = 2", "users = "), "bad.toml:4:9: ", "`load.users`"),
+        ("unknown key", good.replace("users = 2", "users = 2\nspeed = 3"), "bad.toml:5:1: ", "unknown field `speed`"),
+        ("bad duration", good.replace("\"1s\"", "\"1 sec\""), "bad.toml:5:11: ", "`load.ramp_up`: expected a duration"),
+        ("negative count", good.replace("users = 2", "users = -2"), "bad.toml:4:9: ", "expected a non-negative integer"),
+        ("zero iterations", good.replace("iterations = 1", "iterations = 0"), "bad.toml:6:14: ", "`load.iterations`: expected an integer of at least 1"),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    for (what, text, position, message) in cases {
+        let plan = write_plan(dir.path(), "bad.toml", &text);
+        let out = dir.path().join(format!("out-{}", what.replace(' ', "-")));
+        let args = vec![
+            "run".to_string(),
+            plan.to_str().unwrap().to_string(),
+            "-q".into(),
+            "--out".into(),
+            out.to_str().unwrap().to_string(),
+        ];
+        let exit = tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            run(&loadfleet(), &args, Duration::from_secs(20))
+        })
+        .await
+        .unwrap();
+        assert_eq!(exit.code, 2, "{what}: {}", exit.stderr);
+        let line = exit.stderr.lines().find(|l| l.starts_with("error: ")).unwrap_or_default().to_string();
+        assert!(line.contains(position) && line.contains(message), "{what}: got {line:?}, wanted {position}…{message}");
+        assert!(!out.exists(), "{what}: no run directory for a plan that never ran");
+    }
+    assert_eq!(bed.stats().served(), 0, "nothing was sent for any bad plan");
+}
