@@ -564,7 +564,7 @@ fn on_event(
                         Ok(()) => {}
                         Err(e) => {
                             collector.dropped_reports += 1;
-                            progress.note(&format!("dropped a report from agent {}: {e}", a.name));
+                            tracing::warn!("dropped a report from agent {}: {e}", a.name);
                         }
                     }
                     a.next_seq = iv.seq + 1;

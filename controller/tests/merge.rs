@@ -1,0 +1,111 @@
+//! Merge exactness: samples split across agents and intervals, serialized as
+//! agents serialize them, decoded and merged by the controller, give exactly
+//! the percentiles of one histogram fed every sample.
+
+use std::time::Duration;
+
+use hdrhistogram::serialization::{Serializer, V2DeflateSerializer};
+use loadfleet_agent::recorder::Recorder;
+use loadfleet_controller::stats::{Collector, LatencyMs};
+use loadfleet_proto::v1;
+
+/// A deterministic, heavy-tailed latency in microseconds (50 µs .. ~60 s).
+fn sample(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    let u = (*state >> 11) as f64 / (1u64 << 53) as f64;
+    (50.0 * (1.0 / (1.0 - u * 0.99999)).powf(1.2)) as u64 + (*state % 50)
+}
+
+#[test]
+fn merged_percentiles_equal_one_histogram_of_all_samples() {
+    let agents = ["a1", "a2", "a3", "a4", "a5"];
+    let regions = ["eu", "eu", "us", "us", "ap"];
+    let mut single = loadfleet_agent::recorder::new_histogram();
+    let mut collector = Collector::new(vec!["step".into()], Duration::from_secs(1));
+    let mut serializer = V2DeflateSerializer::new();
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    let mut total = 0u64;
+    for seq in 0..4u64 {
+        for (i, agent) in agents.iter().enumerate() {
+            // Each agent records its share in its own recorder, as the engine does.
+            let mut rec = Recorder::new(1);
+            let n = 5_000 + 1_000 * i as u64 + seq * 17;
+            for _ in 0..n {
+                let us = sample(&mut rng);
+                rec.record_response(0, Duration::from_micros(us), 200);
+                single.record(us.max(1)).unwrap();
+            }
+            total += n;
+            let step = rec.take().remove(0);
+            let mut bytes = Vec::new();
+            serializer.serialize(&step.histogram, &mut bytes).unwrap();
+            let iv = v1::Interval {
+                run_id: "r".into(),
+                seq,
+                active_users: 1,
+                steps: vec![v1::StepInterval { step: 0, histogram: bytes, count: n, errors: vec![] }],
+                elapsed_us: (seq + 1) * 1_000_000,
+            };
+            collector.apply(agent, regions[i], &iv).expect("valid report merges");
+        }
+    }
+    collector.close_all();
+    let merged = &collector.total.histogram;
+    assert_eq!(merged.len(), total);
+    assert_eq!(single.len(), total);
+    for q in [0.0, 0.1, 0.5, 0.75, 0.9, 0.95, 0.99, 0.999, 0.9999, 0.99999, 1.0] {
+        let (m, s) = (merged.value_at_quantile(q), single.value_at_quantile(q));
+        assert_eq!(m, s, "quantile {q}: merged {m} µs, single {s} µs");
+    }
+    assert_eq!(merged.min(), single.min());
+    assert_eq!(merged.max(), single.max());
+    assert_eq!(merged.mean(), single.mean());
+    assert_eq!(LatencyMs::of(merged), LatencyMs::of(&single));
+    eprintln!(
+        "{total} samples: p50 {} µs, p99 {} µs, p99.99 {} µs, max {} µs",
+        single.value_at_quantile(0.5),
+        single.value_at_quantile(0.99),
+        single.value_at_quantile(0.9999),
+        single.max()
+    );
+    // Per region and per step, the same exactness.
+    let eu = &collector.regions["eu"].histogram;
+    assert_eq!(eu.len() + collector.regions["us"].histogram.len() + collector.regions["ap"].histogram.len(), total);
+    assert_eq!(collector.steps[0].histogram.value_at_quantile(0.999), single.value_at_quantile(0.999));
+    // Every interval of the timeline holds what the five agents sent for it.
+    assert_eq!(collector.timeline.len(), 4);
+    assert_eq!(collector.timeline.iter().map(|p| p.requests).sum::<u64>(), total);
+}
+
+#[test]
+fn a_bad_report_is_dropped_whole() {
+    let mut collector = Collector::new(vec!["a".into(), "b".into()], Duration::from_secs(1));
+    let mut rec = Recorder::new(2);
+    rec.record_response(0, Duration::from_millis(3), 200);
+    let steps = rec.take();
+    let mut good = Vec::new();
+    V2DeflateSerializer::new().serialize(&steps[0].histogram, &mut good).unwrap();
+    let report = |steps: Vec<v1::StepInterval>| v1::Interval {
+        run_id: "r".into(),
+        seq: 0,
+        active_users: 1,
+        steps,
+        elapsed_us: 1_000_000,
+    };
+    let good_step = v1::StepInterval { step: 0, histogram: good.clone(), count: 1, errors: vec![] };
+    let cases = [
+        (vec![good_step.clone(), v1::StepInterval { step: 1, histogram: b"not a histogram".to_vec(), count: 1, errors: vec![] }], "undecodable"),
+        (vec![good_step.clone(), v1::StepInterval { step: 7, histogram: good.clone(), count: 1, errors: vec![] }], "unknown step"),
+        (vec![v1::StepInterval { step: 0, histogram: good.clone(), count: 5, errors: vec![] }], "does not match"),
+        (vec![v1::StepInterval { step: 0, histogram: vec![0; 2 * 1024 * 1024], count: 1, errors: vec![] }], "exceeds"),
+    ];
+    for (steps, expected) in cases {
+        let err = collector.apply("a1", "eu", &report(steps)).unwrap_err();
+        assert!(err.to_string().contains(expected), "{err}");
+    }
+    assert_eq!(collector.total.requests(), 0, "nothing of a bad report was applied");
+    collector.apply("a1", "eu", &report(vec![good_step])).unwrap();
+    assert_eq!(collector.total.requests(), 1);
+}

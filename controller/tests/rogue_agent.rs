@@ -1,0 +1,87 @@
+//! An agent that sends an undecodable histogram: its report is logged and
+//! dropped, the run goes on, and the real agent's numbers are intact.
+
+mod support;
+
+use std::time::Duration;
+
+use loadfleet_proto::v1::{self, agent_message, controller_message, fleet_client::FleetClient};
+use loadfleet_testbed::Config;
+use support::*;
+use tokio_stream::wrappers::ReceiverStream;
+
+fn msg(body: agent_message::Body) -> v1::AgentMessage {
+    v1::AgentMessage { body: Some(body) }
+}
+
+/// Speaks the protocol by hand and sends garbage where a histogram belongs.
+async fn rogue(url: String) {
+    let mut client = FleetClient::connect(url).await.expect("connect");
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    tx.send(msg(agent_message::Body::Hello(v1::Hello {
+        name: "rogue".into(),
+        region: "nowhere".into(),
+        version: "0".into(),
+        weight: 1,
+    })))
+    .await
+    .unwrap();
+    let mut inbound = client.attach(ReceiverStream::new(rx)).await.expect("attach").into_inner();
+    let mut run_id = String::new();
+    while let Ok(Some(m)) = inbound.message().await {
+        match m.body {
+            Some(controller_message::Body::Assign(a)) => {
+                run_id = a.run_id.clone();
+                tx.send(msg(agent_message::Body::Ready(v1::Ready { run_id: run_id.clone() }))).await.unwrap();
+            }
+            Some(controller_message::Body::Start(_)) => {
+                let bad = v1::Interval {
+                    run_id: run_id.clone(),
+                    seq: 0,
+                    active_users: 1,
+                    steps: vec![v1::StepInterval {
+                        step: 0,
+                        histogram: b"HISTFAAA garbage".to_vec(),
+                        count: 1_000_000,
+                        errors: vec![],
+                    }],
+                    elapsed_us: 1_000_000,
+                };
+                tx.send(msg(agent_message::Body::Interval(bad))).await.unwrap();
+                tx.send(msg(agent_message::Body::Done(v1::Done { run_id: run_id.clone(), last_seq: 0 }))).await.unwrap();
+            }
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undecodable_histogram_is_dropped_and_the_run_goes_on() {
+    let bed = testbed(Config::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let plan = write_plan(
+        dir.path(),
+        "p.toml",
+        &format!(
+            "[target]\nbase_url = \"{}\"\n[load]\nusers = 4\niterations = 25\n[[scenario]]\nname = \"s\"\n[[scenario.step]]\nname = \"home\"\npath = \"/\"\n",
+            bed.base_url()
+        ),
+    );
+    let out = dir.path().join("run");
+    let ctl = Proc::spawn(
+        &loadfleet(),
+        &["run", plan.to_str().unwrap(), "--listen", "127.0.0.1:0", "--expect-agents", "2", "--out", out.to_str().unwrap(), "-q"],
+    );
+    let url = format!("http://{}", ctl.listen_addr());
+    let rogue_task = tokio::spawn(rogue(url.clone()));
+    let _agent = Proc::spawn(&agent_bin(), &["--controller", &url, "--region", "eu", "--name", "real", "--once"]);
+    let exit = tokio::task::spawn_blocking(move || ctl.wait(Duration::from_secs(60))).await.unwrap();
+    let _ = tokio::time::timeout(Duration::from_secs(5), rogue_task).await;
+    assert_eq!(exit.code, 0, "{}", exit.stderr);
+    assert!(exit.stderr.contains("dropped a report from agent rogue") || exit.stdout.contains("dropped"), "{}", exit.stderr);
+    let s = summary(&out);
+    assert_eq!(s["dropped_reports"], 1);
+    assert_eq!(s["total"]["requests"], bed.stats().served(), "only real samples counted");
+    assert_eq!(s["agents"]["real"]["requests"], 50, "the real agent ran its 2 users x 25");
+    assert_eq!(s["agents"]["rogue"]["requests"], 0);
+}
