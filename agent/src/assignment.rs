@@ -101,8 +101,13 @@ impl Target {
             url: url.to_string(),
             reason: reason.to_string(),
         };
-        let uri: Uri = url.parse().map_err(|e: http::uri::InvalidUri| bad(&e.to_string()))?;
-        let scheme = uri.scheme().cloned().ok_or_else(|| bad("missing http:// or https://"))?;
+        let uri: Uri = url
+            .parse()
+            .map_err(|e: http::uri::InvalidUri| bad(&e.to_string()))?;
+        let scheme = uri
+            .scheme()
+            .cloned()
+            .ok_or_else(|| bad("missing http:// or https://"))?;
         let default_port = if scheme == Scheme::HTTP {
             80
         } else if scheme == Scheme::HTTPS {
@@ -114,7 +119,10 @@ impl Target {
         if authority.as_str().contains('@') {
             return Err(bad("credentials in the URL are not supported"));
         }
-        let host = authority.host().trim_start_matches('[').trim_end_matches(']');
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']');
         if host.is_empty() {
             return Err(bad("missing host"));
         }
@@ -163,7 +171,9 @@ impl TryFrom<v1::Assign> for Assignment {
                 };
                 let id = st.id as usize;
                 if id >= step_count {
-                    return Err(bad(format!("step id {id} but only {step_count} step names")));
+                    return Err(bad(format!(
+                        "step id {id} but only {step_count} step names"
+                    )));
                 }
                 let method = Method::from_bytes(st.method.as_bytes())
                     .map_err(|_| bad(format!("bad method `{}`", st.method)))?;
@@ -256,7 +266,13 @@ mod tests {
         assert_eq!(t.request_uri("/").unwrap().to_string(), "/");
         let t = Target::parse("http://[::1]:81", Duration::from_secs(1)).unwrap();
         assert_eq!(t.host, "::1");
-        for bad in ["ftp://x", "127.0.0.1:80", "http://u:p@h/", "http://h/?q=1", "http://"] {
+        for bad in [
+            "ftp://x",
+            "127.0.0.1:80",
+            "http://u:p@h/",
+            "http://h/?q=1",
+            "http://",
+        ] {
             assert!(Target::parse(bad, Duration::from_secs(1)).is_err(), "{bad}");
         }
     }

@@ -36,7 +36,11 @@ impl Backoff {
         self.attempt = self.attempt.saturating_add(1);
         let half = step / 2;
         let jitter_ns = u64::try_from(half.as_nanos()).unwrap_or(u64::MAX);
-        let r = if jitter_ns == 0 { 0 } else { self.next_random() % (jitter_ns + 1) };
+        let r = if jitter_ns == 0 {
+            0
+        } else {
+            self.next_random() % (jitter_ns + 1)
+        };
         half + Duration::from_nanos(r)
     }
 
@@ -65,7 +69,11 @@ mod tests {
         let b = Backoff::new(Duration::from_millis(100), Duration::from_secs(3), 7);
         let steps: Vec<u128> = (0..8).map(|n| b.step(n).as_millis()).collect();
         assert_eq!(steps, [100, 200, 400, 800, 1600, 3000, 3000, 3000]);
-        assert_eq!(b.step(1000), Duration::from_secs(3), "huge attempt counts do not overflow");
+        assert_eq!(
+            b.step(1000),
+            Duration::from_secs(3),
+            "huge attempt counts do not overflow"
+        );
     }
 
     #[test]
@@ -75,7 +83,11 @@ mod tests {
         for n in 0..50 {
             let step = b.step(n);
             let d = b.next_delay();
-            assert!(d >= step / 2 && d <= step, "attempt {n}: {d:?} not in [{:?}, {step:?}]", step / 2);
+            assert!(
+                d >= step / 2 && d <= step,
+                "attempt {n}: {d:?} not in [{:?}, {step:?}]",
+                step / 2
+            );
             seen.insert(d);
         }
         assert!(seen.len() > 40, "only {} distinct delays", seen.len());

@@ -24,7 +24,8 @@ pub struct Tls {
 impl Tls {
     /// Verifies servers against the Mozilla root store (webpki-roots).
     pub fn webpki() -> Result<Tls, rustls::Error> {
-        let roots = rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        let roots =
+            rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
         let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
         ))
@@ -113,18 +114,24 @@ impl UserClient {
                 TcpStream::connect(addr).await
             }
         }
-        .map_err(|e| (ErrorKind::Connect, format!("connecting to {}:{}: {e}", t.host, t.port)))?;
+        .map_err(|e| {
+            (
+                ErrorKind::Connect,
+                format!("connecting to {}:{}: {e}", t.host, t.port),
+            )
+        })?;
         let _ = stream.set_nodelay(true);
         match &self.tls {
             None => handshake(stream).await,
             Some(tls) => {
                 let name = rustls::pki_types::ServerName::try_from(t.host.clone())
                     .map_err(|e| (ErrorKind::Tls, format!("server name {}: {e}", t.host)))?;
-                let stream = tls
-                    .connector
-                    .connect(name, stream)
-                    .await
-                    .map_err(|e| (ErrorKind::Tls, format!("TLS handshake with {}: {e}", t.host)))?;
+                let stream = tls.connector.connect(name, stream).await.map_err(|e| {
+                    (
+                        ErrorKind::Tls,
+                        format!("TLS handshake with {}: {e}", t.host),
+                    )
+                })?;
                 handshake(stream).await
             }
         }
@@ -154,7 +161,11 @@ fn classify_hyper(e: hyper::Error) -> Failure {
     } else if e.is_incomplete_message() || e.is_canceled() || e.is_closed() {
         ErrorKind::Reset
     } else {
-        match e.source().and_then(|s| s.downcast_ref::<std::io::Error>()).map(|io| io.kind()) {
+        match e
+            .source()
+            .and_then(|s| s.downcast_ref::<std::io::Error>())
+            .map(|io| io.kind())
+        {
             Some(
                 std::io::ErrorKind::ConnectionReset
                 | std::io::ErrorKind::ConnectionAborted

@@ -78,7 +78,11 @@ struct WorkerPart {
 
 /// Starts the agent's users on `workers` threads. The schedule's zero is
 /// `start_at`; every offset in the assignment is relative to it.
-pub fn start(assign: Arc<Assignment>, start_at: Instant, workers: usize) -> Result<Engine, EngineError> {
+pub fn start(
+    assign: Arc<Assignment>,
+    start_at: Instant,
+    workers: usize,
+) -> Result<Engine, EngineError> {
     let workers = workers.clamp(1, assign.users.len().max(1));
     let tls = if assign.target.scheme == http::uri::Scheme::HTTPS {
         Some(Tls::webpki()?)
@@ -90,7 +94,13 @@ pub fn start(assign: Arc<Assignment>, start_at: Instant, workers: usize) -> Resu
     let (out_tx, out_rx) = mpsc::channel(64);
     let mut threads = Vec::with_capacity(workers + 1);
     for w in 0..workers {
-        let users: Vec<UserSlot> = assign.users.iter().skip(w).step_by(workers).copied().collect();
+        let users: Vec<UserSlot> = assign
+            .users
+            .iter()
+            .skip(w)
+            .step_by(workers)
+            .copied()
+            .collect();
         let worker = Worker {
             id: w,
             assign: assign.clone(),
@@ -147,7 +157,10 @@ struct Shared {
 
 impl Worker {
     fn run(self) {
-        let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        let rt = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
             Ok(rt) => rt,
             Err(e) => {
                 tracing::error!(error = %e, "cannot build worker runtime");
@@ -181,7 +194,8 @@ impl Worker {
         let hard_deadline = start_at + self.assign.max_run;
         let mut seq: u64 = 0;
         loop {
-            let boundary = start_at + interval.saturating_mul(u32::try_from(seq + 1).unwrap_or(u32::MAX));
+            let boundary =
+                start_at + interval.saturating_mul(u32::try_from(seq + 1).unwrap_or(u32::MAX));
             let finished = tokio::select! {
                 _ = tokio::time::sleep_until(boundary) => false,
                 _ = shared.all_done.notified() => true,

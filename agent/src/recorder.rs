@@ -137,13 +137,20 @@ impl Recorder {
         let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
         rec.histogram.saturating_record(us.max(LOWEST_US));
         if status >= 400 {
-            rec.tally(ErrorKind::Status(status), 1, || format!("HTTP status {status}"));
+            rec.tally(ErrorKind::Status(status), 1, || {
+                format!("HTTP status {status}")
+            });
         }
     }
 
     /// Records a request that got no response; `message` is built only for
     /// the first error of its kind in an interval.
-    pub fn record_failure(&mut self, step: usize, kind: ErrorKind, message: impl FnOnce() -> String) {
+    pub fn record_failure(
+        &mut self,
+        step: usize,
+        kind: ErrorKind,
+        message: impl FnOnce() -> String,
+    ) {
         if let Some(rec) = self.steps.get_mut(step) {
             rec.tally(kind, 1, message);
         }
@@ -168,18 +175,34 @@ mod tests {
         r.record_response(0, Duration::from_micros(2500), 503);
         r.record_response(1, Duration::ZERO, 404);
         r.record_failure(1, ErrorKind::Timeout, || "timed out".into());
-        r.record_failure(1, ErrorKind::Timeout, || unreachable!("sample kept from the first"));
+        r.record_failure(1, ErrorKind::Timeout, || {
+            unreachable!("sample kept from the first")
+        });
         r.record_response(7, Duration::from_micros(1), 200); // unknown step: ignored
         let steps = r.take();
         assert_eq!(steps[0].count(), 2);
-        assert_eq!(steps[0].histogram.max(), steps[0].histogram.highest_equivalent(2500));
+        assert_eq!(
+            steps[0].histogram.max(),
+            steps[0].histogram.highest_equivalent(2500)
+        );
         assert_eq!(steps[0].errors.len(), 1);
         assert_eq!(steps[0].errors[0].kind.label(), "http_503");
         assert_eq!(steps[1].count(), 1);
-        assert_eq!(steps[1].histogram.min(), 1, "zero latency is recorded as 1 µs");
-        let timeout = steps[1].errors.iter().find(|e| e.kind == ErrorKind::Timeout).unwrap();
+        assert_eq!(
+            steps[1].histogram.min(),
+            1,
+            "zero latency is recorded as 1 µs"
+        );
+        let timeout = steps[1]
+            .errors
+            .iter()
+            .find(|e| e.kind == ErrorKind::Timeout)
+            .unwrap();
         assert_eq!((timeout.count, timeout.sample.as_str()), (2, "timed out"));
-        assert!(r.take().iter().all(StepRecord::is_empty), "take starts empty records");
+        assert!(
+            r.take().iter().all(StepRecord::is_empty),
+            "take starts empty records"
+        );
     }
 
     #[test]

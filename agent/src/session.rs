@@ -75,7 +75,9 @@ pub async fn run_agent(opts: AgentOptions, shutdown: CancellationToken) -> Resul
         .keep_alive_timeout(Duration::from_secs(10))
         .keep_alive_while_idle(true)
         .tcp_nodelay(true);
-    let seed = u64::from(std::process::id()) ^ (Instant::now().elapsed().as_nanos() as u64) ^ hash(&opts.name);
+    let seed = u64::from(std::process::id())
+        ^ (Instant::now().elapsed().as_nanos() as u64)
+        ^ hash(&opts.name);
     let mut backoff = Backoff::new(Duration::from_millis(100), opts.max_backoff, seed);
     loop {
         let attempt = tokio::select! {
@@ -102,7 +104,9 @@ pub async fn run_agent(opts: AgentOptions, shutdown: CancellationToken) -> Resul
 }
 
 fn hash(s: &str) -> u64 {
-    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
 }
 
 fn msg(body: agent_message::Body) -> v1::AgentMessage {
@@ -132,16 +136,20 @@ async fn attach_once(
     tracing::info!(controller = %opts.controller, name = %opts.name, "attached; waiting for a run");
 
     // Wait for an assignment.
-    let assign = loop {
-        match inbound.message().await? {
-            None => return Ok(Attach::Idle),
-            Some(m) => match m.body {
-                Some(controller_message::Body::Assign(a)) => break a,
-                Some(controller_message::Body::Reject(r)) => return Err(AttachError::Rejected(r.reason)),
-                Some(controller_message::Body::Stop(_)) => return Ok(Attach::Idle),
-                other => return Err(AttachError::Protocol(format!("expected Assign, got {other:?}"))),
-            },
-        }
+    let assign = match inbound.message().await? {
+        None => return Ok(Attach::Idle),
+        Some(m) => match m.body {
+            Some(controller_message::Body::Assign(a)) => a,
+            Some(controller_message::Body::Reject(r)) => {
+                return Err(AttachError::Rejected(r.reason));
+            }
+            Some(controller_message::Body::Stop(_)) => return Ok(Attach::Idle),
+            other => {
+                return Err(AttachError::Protocol(format!(
+                    "expected Assign, got {other:?}"
+                )));
+            }
+        },
     };
     let run_id = assign.run_id.clone();
     let assignment = match Assignment::try_from(assign) {
@@ -157,22 +165,26 @@ async fn attach_once(
         }
     };
     tracing::info!(run_id = %run_id, users = assignment.users.len(), "assigned");
-    tx.send(msg(agent_message::Body::Ready(v1::Ready { run_id: run_id.clone() })))
-        .await
-        .map_err(|_| AttachError::Gone)?;
+    tx.send(msg(agent_message::Body::Ready(v1::Ready {
+        run_id: run_id.clone(),
+    })))
+    .await
+    .map_err(|_| AttachError::Gone)?;
 
     // Wait for the start signal: a relative offset, never a wall-clock time.
-    let start_at = loop {
-        match inbound.message().await? {
-            None => return Err(AttachError::Gone),
-            Some(m) => match m.body {
-                Some(controller_message::Body::Start(s)) if s.run_id == run_id => {
-                    break Instant::now() + Duration::from_micros(s.start_in_us);
-                }
-                Some(controller_message::Body::Stop(_)) => return Ok(Attach::RunEnded),
-                other => return Err(AttachError::Protocol(format!("expected Start, got {other:?}"))),
-            },
-        }
+    let start_at = match inbound.message().await? {
+        None => return Err(AttachError::Gone),
+        Some(m) => match m.body {
+            Some(controller_message::Body::Start(s)) if s.run_id == run_id => {
+                Instant::now() + Duration::from_micros(s.start_in_us)
+            }
+            Some(controller_message::Body::Stop(_)) => return Ok(Attach::RunEnded),
+            other => {
+                return Err(AttachError::Protocol(format!(
+                    "expected Start, got {other:?}"
+                )));
+            }
+        },
     };
 
     let mut engine = match engine::start(assignment, start_at, opts.workers) {

@@ -11,7 +11,13 @@ use loadfleet_agent::engine;
 use loadfleet_proto::v1;
 use loadfleet_testbed::{Config, Testbed};
 
-fn assignment(base: &str, paths: &[&str], users: u64, bound: Bound, timeout: Duration) -> Assignment {
+fn assignment(
+    base: &str,
+    paths: &[&str],
+    users: u64,
+    bound: Bound,
+    timeout: Duration,
+) -> Assignment {
     let target = Target::parse(base, timeout).unwrap();
     let steps = paths
         .iter()
@@ -25,9 +31,16 @@ fn assignment(base: &str, paths: &[&str], users: u64, bound: Bound, timeout: Dur
         .collect();
     Assignment {
         run_id: "test".into(),
-        scenarios: vec![Scenario { name: "s".into(), steps }],
+        scenarios: vec![Scenario {
+            name: "s".into(),
+            steps,
+        }],
         users: (0..users)
-            .map(|k| UserSlot { index: k, start_offset: Duration::ZERO, scenario: 0 })
+            .map(|k| UserSlot {
+                index: k,
+                start_offset: Duration::ZERO,
+                scenario: 0,
+            })
             .collect(),
         bound,
         interval: Duration::from_millis(200),
@@ -39,7 +52,12 @@ fn assignment(base: &str, paths: &[&str], users: u64, bound: Bound, timeout: Dur
 
 /// Runs the engine to the end and returns its intervals.
 async fn run(a: Assignment, workers: usize) -> Vec<v1::Interval> {
-    let mut e = engine::start(Arc::new(a), Instant::now() + Duration::from_millis(20), workers).unwrap();
+    let mut e = engine::start(
+        Arc::new(a),
+        Instant::now() + Duration::from_millis(20),
+        workers,
+    )
+    .unwrap();
     let mut out = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while let Ok(Some(i)) = tokio::time::timeout_at(deadline, e.intervals.recv()).await {
@@ -52,8 +70,14 @@ fn step_total(intervals: &[v1::Interval], step: u32) -> (u64, Histogram<u64>, Ve
     let mut h = loadfleet_agent::recorder::new_histogram();
     let mut count = 0;
     let mut errors: Vec<(String, u64)> = Vec::new();
-    for s in intervals.iter().flat_map(|i| &i.steps).filter(|s| s.step == step) {
-        let part: Histogram<u64> = Deserializer::new().deserialize(&mut &s.histogram[..]).unwrap();
+    for s in intervals
+        .iter()
+        .flat_map(|i| &i.steps)
+        .filter(|s| s.step == step)
+    {
+        let part: Histogram<u64> = Deserializer::new()
+            .deserialize(&mut &s.histogram[..])
+            .unwrap();
         assert_eq!(part.len(), s.count, "count field matches the histogram");
         h.add(&part).unwrap();
         count += s.count;
@@ -68,7 +92,9 @@ fn step_total(intervals: &[v1::Interval], step: u32) -> (u64, Histogram<u64>, Ve
 }
 
 async fn bed(config: Config) -> Testbed {
-    Testbed::start(SocketAddr::from(([127, 0, 0, 1], 0)), config).await.unwrap()
+    Testbed::start(SocketAddr::from(([127, 0, 0, 1], 0)), config)
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
@@ -78,7 +104,13 @@ async fn counts_every_response_the_server_served() {
         ..Config::default()
     })
     .await;
-    let a = assignment(&bed.base_url(), &["/", "/slow"], 6, Bound::Iterations(5), Duration::from_secs(5));
+    let a = assignment(
+        &bed.base_url(),
+        &["/", "/slow"],
+        6,
+        Bound::Iterations(5),
+        Duration::from_secs(5),
+    );
     let intervals = run(a, 2).await;
     let (home, _, home_err) = step_total(&intervals, 0);
     let (slow, slow_h, _) = step_total(&intervals, 1);
@@ -86,7 +118,11 @@ async fn counts_every_response_the_server_served() {
     assert_eq!(slow, 30);
     assert!(home_err.is_empty(), "{home_err:?}");
     assert_eq!(bed.stats().served(), 60);
-    assert!(slow_h.min() >= 20_000, "a 20 ms path takes at least 20 ms, got {} µs", slow_h.min());
+    assert!(
+        slow_h.min() >= 20_000,
+        "a 20 ms path takes at least 20 ms, got {} µs",
+        slow_h.min()
+    );
     // Intervals arrive in order, once each, and the last one ends the run.
     let seqs: Vec<u64> = intervals.iter().map(|i| i.seq).collect();
     assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
@@ -96,21 +132,41 @@ async fn counts_every_response_the_server_served() {
 #[tokio::test]
 async fn each_user_keeps_one_connection() {
     let bed = bed(Config::default()).await;
-    let a = assignment(&bed.base_url(), &["/"], 4, Bound::Iterations(10), Duration::from_secs(5));
+    let a = assignment(
+        &bed.base_url(),
+        &["/"],
+        4,
+        Bound::Iterations(10),
+        Duration::from_secs(5),
+    );
     run(a, 1).await;
     assert_eq!(bed.stats().served(), 40);
-    assert_eq!(bed.stats().first_request_times().len(), 4, "4 users, 4 keep-alive connections");
+    assert_eq!(
+        bed.stats().first_request_times().len(),
+        4,
+        "4 users, 4 keep-alive connections"
+    );
 }
 
 #[tokio::test]
 async fn reconnects_when_the_server_closes_and_counts_no_error() {
     let bed = bed(Config::default()).await;
-    let a = assignment(&bed.base_url(), &["/close"], 2, Bound::Iterations(5), Duration::from_secs(5));
+    let a = assignment(
+        &bed.base_url(),
+        &["/close"],
+        2,
+        Bound::Iterations(5),
+        Duration::from_secs(5),
+    );
     let intervals = run(a, 1).await;
     let (count, _, errors) = step_total(&intervals, 0);
     assert_eq!(count, 10);
     assert!(errors.is_empty(), "{errors:?}");
-    assert_eq!(bed.stats().first_request_times().len(), 10, "a new connection for every request");
+    assert_eq!(
+        bed.stats().first_request_times().len(),
+        10,
+        "a new connection for every request"
+    );
 }
 
 #[tokio::test]
@@ -129,7 +185,10 @@ async fn statuses_and_timeouts_are_errors_by_kind() {
     );
     let started = Instant::now();
     let intervals = run(a, 1).await;
-    assert!(started.elapsed() < Duration::from_secs(3), "timeouts bound the run");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "timeouts bound the run"
+    );
     let (c503, h503, e503) = step_total(&intervals, 0);
     assert_eq!(c503, 4, "a 503 is a response: its latency is recorded");
     assert_eq!(h503.len(), 4);
@@ -145,7 +204,13 @@ async fn refused_connections_are_connect_errors() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let a = assignment(&format!("http://127.0.0.1:{port}"), &["/"], 2, Bound::Iterations(3), Duration::from_secs(2));
+    let a = assignment(
+        &format!("http://127.0.0.1:{port}"),
+        &["/"],
+        2,
+        Bound::Iterations(3),
+        Duration::from_secs(2),
+    );
     let intervals = run(a, 1).await;
     let (count, _, errors) = step_total(&intervals, 0);
     assert_eq!(count, 0);
@@ -182,12 +247,23 @@ async fn hard_stop_abandons_in_flight_requests() {
         ..Config::default()
     })
     .await;
-    let a = assignment(&bed.base_url(), &["/"], 2, Bound::Iterations(1), Duration::from_secs(20));
+    let a = assignment(
+        &bed.base_url(),
+        &["/"],
+        2,
+        Bound::Iterations(1),
+        Duration::from_secs(20),
+    );
     let mut e = engine::start(Arc::new(a), Instant::now(), 1).unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let stopped = Instant::now();
     e.stop.hard();
-    while let Ok(Some(_)) = tokio::time::timeout(Duration::from_secs(5), e.intervals.recv()).await {}
-    assert!(stopped.elapsed() < Duration::from_secs(1), "stopped in {:?}", stopped.elapsed());
+    while let Ok(Some(_)) = tokio::time::timeout(Duration::from_secs(5), e.intervals.recv()).await {
+    }
+    assert!(
+        stopped.elapsed() < Duration::from_secs(1),
+        "stopped in {:?}",
+        stopped.elapsed()
+    );
     assert_eq!(bed.stats().served(), 0);
 }

@@ -83,7 +83,11 @@ pub struct DemoArgs {
 }
 
 /// Parses `args` and runs the command; returns the process exit code.
-pub async fn main_with(cli: Cli, interrupt: CancellationToken, hard_interrupt: CancellationToken) -> ExitCode {
+pub async fn main_with(
+    cli: Cli,
+    interrupt: CancellationToken,
+    hard_interrupt: CancellationToken,
+) -> ExitCode {
     match cli.command {
         Command::Validate { plan } => match plan::load(&plan) {
             Ok(p) => {
@@ -103,7 +107,9 @@ pub async fn main_with(cli: Cli, interrupt: CancellationToken, hard_interrupt: C
                     return ExitCode::from(EXIT_USAGE);
                 }
             };
-            let local = args.local_agents.unwrap_or(if args.expect_agents == 0 { 1 } else { 0 });
+            let local = args
+                .local_agents
+                .unwrap_or(if args.expect_agents == 0 { 1 } else { 0 });
             if local + args.expect_agents == 0 {
                 eprintln!("error: no agents: give --expect-agents N or --local-agents N");
                 return ExitCode::from(EXIT_USAGE);
@@ -111,12 +117,18 @@ pub async fn main_with(cli: Cli, interrupt: CancellationToken, hard_interrupt: C
             let workers = args.workers.unwrap_or_else(default_workers);
             let local_agents = (0..local)
                 .map(|i| LocalAgent {
-                    name: if local == 1 { "local".into() } else { format!("local-{}", i + 1) },
+                    name: if local == 1 {
+                        "local".into()
+                    } else {
+                        format!("local-{}", i + 1)
+                    },
                     region: "local".into(),
                     workers,
                 })
                 .collect();
-            let listen = args.listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
+            let listen = args
+                .listen
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
             let opts = RunOptions {
                 plan,
                 listen,
@@ -124,7 +136,11 @@ pub async fn main_with(cli: Cli, interrupt: CancellationToken, hard_interrupt: C
                 local_agents,
                 wait_for_agents: args.wait_agents,
                 start_delay: Duration::from_millis(250),
-                progress: if args.quiet { ProgressMode::Off } else { ProgressMode::Auto },
+                progress: if args.quiet {
+                    ProgressMode::Off
+                } else {
+                    ProgressMode::Auto
+                },
                 interrupt,
                 hard_interrupt,
                 on_listening: None,
@@ -141,7 +157,11 @@ fn default_workers() -> usize {
 
 /// A short description of what a plan will do.
 pub fn describe(p: &Plan) -> String {
-    let plan::LoadModel::Closed { users, ramp_up, bound } = p.load;
+    let plan::LoadModel::Closed {
+        users,
+        ramp_up,
+        bound,
+    } = p.load;
     let bound = match bound {
         plan::RunBound::Iterations(n) => format!("{n} iteration(s) each"),
         plan::RunBound::Duration(d) => format!("for {}", crate::duration::format_duration(d)),
@@ -158,8 +178,13 @@ pub fn describe(p: &Plan) -> String {
 }
 
 /// Runs, prints the table, writes the run directory, and maps the outcome to an exit code.
-pub async fn run_and_report(opts: RunOptions, out: Option<PathBuf>, plan_file: Option<&Path>) -> ExitCode {
-    let out = out.unwrap_or_else(|| plan::default_out_dir(&opts.plan, time::OffsetDateTime::now_utc()));
+pub async fn run_and_report(
+    opts: RunOptions,
+    out: Option<PathBuf>,
+    plan_file: Option<&Path>,
+) -> ExitCode {
+    let out =
+        out.unwrap_or_else(|| plan::default_out_dir(&opts.plan, time::OffsetDateTime::now_utc()));
     // Fail before sending anything if the results could not be kept.
     if let Err(e) = std::fs::create_dir_all(&out) {
         eprintln!("error: cannot create run directory {}: {e}", out.display());
@@ -195,8 +220,15 @@ fn finish(result: &RunResult, out: &Path, plan_file: Option<&Path>) -> ExitCode 
             return ExitCode::from(EXIT_FLEET);
         }
     }
-    for a in result.agents.iter().filter(|a| a.end != fleet::AgentEnd::Finished) {
-        eprintln!("warning: agent {} ({}) did not finish: {:?} {}", a.name, a.region, a.end, a.note);
+    for a in result
+        .agents
+        .iter()
+        .filter(|a| a.end != fleet::AgentEnd::Finished)
+    {
+        eprintln!(
+            "warning: agent {} ({}) did not finish: {:?} {}",
+            a.name, a.region, a.end, a.note
+        );
     }
     match result.status {
         RunStatus::Completed => ExitCode::from(EXIT_OK),
@@ -249,7 +281,11 @@ path = "/search?q=shoes"
     )
 }
 
-async fn demo(args: DemoArgs, interrupt: CancellationToken, hard_interrupt: CancellationToken) -> ExitCode {
+async fn demo(
+    args: DemoArgs,
+    interrupt: CancellationToken,
+    hard_interrupt: CancellationToken,
+) -> ExitCode {
     let config = loadfleet_testbed::Config {
         latencies: vec![
             ("/catalog".into(), Duration::from_millis(15)),
@@ -258,7 +294,9 @@ async fn demo(args: DemoArgs, interrupt: CancellationToken, hard_interrupt: Canc
         ],
         default_latency: Duration::from_millis(2),
     };
-    let bed = match loadfleet_testbed::Testbed::start(SocketAddr::from(([127, 0, 0, 1], 0)), config).await {
+    let bed = match loadfleet_testbed::Testbed::start(SocketAddr::from(([127, 0, 0, 1], 0)), config)
+        .await
+    {
         Ok(b) => b,
         Err(e) => {
             eprintln!("error: cannot start the demo target: {e}");
@@ -277,7 +315,9 @@ async fn demo(args: DemoArgs, interrupt: CancellationToken, hard_interrupt: Canc
         "demo: test target on {}; two agents (regions region-a, region-b) dial the controller over gRPC",
         bed.base_url()
     );
-    let out = args.out.unwrap_or_else(|| plan::default_out_dir(&plan, time::OffsetDateTime::now_utc()));
+    let out = args
+        .out
+        .unwrap_or_else(|| plan::default_out_dir(&plan, time::OffsetDateTime::now_utc()));
     let _ = std::fs::create_dir_all(&out);
     let _ = std::fs::write(out.join("plan.toml"), &text);
     let workers = 1;
@@ -286,12 +326,24 @@ async fn demo(args: DemoArgs, interrupt: CancellationToken, hard_interrupt: Canc
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         expect_agents: 0,
         local_agents: vec![
-            LocalAgent { name: "agent-a".into(), region: "region-a".into(), workers },
-            LocalAgent { name: "agent-b".into(), region: "region-b".into(), workers },
+            LocalAgent {
+                name: "agent-a".into(),
+                region: "region-a".into(),
+                workers,
+            },
+            LocalAgent {
+                name: "agent-b".into(),
+                region: "region-b".into(),
+                workers,
+            },
         ],
         wait_for_agents: Duration::from_secs(10),
         start_delay: Duration::from_millis(250),
-        progress: if args.quiet { ProgressMode::Off } else { ProgressMode::Auto },
+        progress: if args.quiet {
+            ProgressMode::Off
+        } else {
+            ProgressMode::Auto
+        },
         interrupt,
         hard_interrupt,
         on_listening: None,

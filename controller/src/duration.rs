@@ -12,7 +12,9 @@ pub struct PlanDuration(pub Duration);
 
 /// Parses `<integer><unit>` with unit `ms`, `s`, `m` or `h`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let expected = || format!("expected a duration such as \"500ms\", \"30s\", \"2m\" or \"1h\", found \"{s}\"");
+    let expected = || {
+        format!("expected a duration such as \"500ms\", \"30s\", \"2m\" or \"1h\", found \"{s}\"")
+    };
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).ok_or_else(expected)?;
     let (num, unit) = s.split_at(split);
@@ -32,11 +34,11 @@ pub fn format_duration(d: Duration) -> String {
     let ms = d.as_millis();
     if ms == 0 {
         "0s".into()
-    } else if ms % 3_600_000 == 0 {
+    } else if ms.is_multiple_of(3_600_000) {
         format!("{}h", ms / 3_600_000)
-    } else if ms % 60_000 == 0 {
+    } else if ms.is_multiple_of(60_000) {
         format!("{}m", ms / 60_000)
-    } else if ms % 1000 == 0 {
+    } else if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else {
         format!("{ms}ms")
@@ -70,7 +72,17 @@ mod tests {
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
         assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
-        for bad in ["", "30", "s", "-1s", "1.5s", "10 s", "3d", "1sec", "99999999999999999999h"] {
+        for bad in [
+            "",
+            "30",
+            "s",
+            "-1s",
+            "1.5s",
+            "10 s",
+            "3d",
+            "1sec",
+            "99999999999999999999h",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad:?} should not parse");
         }
         let err = parse_duration("30x").unwrap_err();

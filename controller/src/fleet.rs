@@ -59,7 +59,10 @@ pub struct RunOptions {
 #[derive(Debug, thiserror::Error)]
 pub enum FleetError {
     #[error("cannot listen on {addr}: {source}")]
-    Listen { addr: SocketAddr, source: std::io::Error },
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("expected {expected} agent(s), {attached} attached after {waited:?}{names}")]
     NotEnoughAgents {
         expected: usize,
@@ -151,7 +154,9 @@ impl Agent {
     fn send(&self, body: controller_message::Body) {
         // A full or closed channel means the agent is gone or stuck; its
         // stream's end is reported separately, so nothing else to do here.
-        let _ = self.outbound.try_send(Ok(v1::ControllerMessage { body: Some(body) }));
+        let _ = self
+            .outbound
+            .try_send(Ok(v1::ControllerMessage { body: Some(body) }));
     }
 
     fn is_running(&self) -> bool {
@@ -191,7 +196,10 @@ pub async fn execute(mut opts: RunOptions) -> Result<RunResult, FleetError> {
             .http2_keepalive_interval(Some(Duration::from_secs(10)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
             .add_service(service)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), server_stop.clone().cancelled_owned()),
+            .serve_with_incoming_shutdown(
+                TcpListenerStream::new(listener),
+                server_stop.clone().cancelled_owned(),
+            ),
     );
     if let Some(tx) = opts.on_listening.take() {
         let _ = tx.send(addr);
@@ -249,7 +257,11 @@ async fn drive(
     );
 
     // Deal the single-machine schedule to agents by weight.
-    let LoadModel::Closed { users, ramp_up, bound } = plan.load;
+    let LoadModel::Closed {
+        users,
+        ramp_up,
+        bound,
+    } = plan.load;
     let weights: Vec<u32> = plan.scenarios.iter().map(|s| s.weight).collect();
     let slots = schedule::closed_slots(users, ramp_up, &weights);
     let agent_weights: Vec<u32> = agents.iter().map(|a| a.weight).collect();
@@ -327,7 +339,8 @@ async fn drive(
     };
     let mut collector = Collector::new(plan.step_names.clone(), INTERVAL);
     let hard_deadline = start + max_run + Duration::from_secs(10);
-    let mut tick = tokio::time::interval_at(start + INTERVAL + Duration::from_millis(150), INTERVAL);
+    let mut tick =
+        tokio::time::interval_at(start + INTERVAL + Duration::from_millis(150), INTERVAL);
     let mut stopping = false;
     loop {
         if agents.iter().all(|a| !a.is_running()) {
@@ -544,12 +557,16 @@ fn on_event(
     progress: &Progress,
 ) {
     match ev {
-        Event::Attached { outbound, hello, .. } => {
+        Event::Attached {
+            outbound, hello, ..
+        } => {
             tracing::info!(agent = %hello.name, "rejected: a run is in progress");
             reject(&outbound, "a run is in progress; try again later");
         }
         Event::Message { conn, body } => {
-            let Some(a) = agents.iter_mut().find(|a| a.conn == conn) else { return };
+            let Some(a) = agents.iter_mut().find(|a| a.conn == conn) else {
+                return;
+            };
             match body {
                 agent_message::Body::Interval(iv) => {
                     if iv.run_id != run_id {
@@ -576,11 +593,15 @@ fn on_event(
                     a.ended_at = Some(start.elapsed());
                     a.note = f.reason;
                 }
-                other => tracing::warn!(agent = %a.name, message = ?other, "unexpected message during the run"),
+                other => {
+                    tracing::warn!(agent = %a.name, message = ?other, "unexpected message during the run")
+                }
             }
         }
         Event::Detached { conn, reason } => {
-            let Some(a) = agents.iter_mut().find(|a| a.conn == conn) else { return };
+            let Some(a) = agents.iter_mut().find(|a| a.conn == conn) else {
+                return;
+            };
             if a.state == State::Running {
                 progress.note(&format!("agent {} was lost ({reason})", a.name));
                 a.state = State::Lost;
@@ -595,7 +616,11 @@ fn on_event(
 /// holds intervals open for at most five intervals (its later reports still
 /// count in the totals).
 fn close_reported(collector: &mut Collector, agents: &[Agent]) {
-    let running: Vec<u64> = agents.iter().filter(|a| a.is_running()).map(|a| a.next_seq).collect();
+    let running: Vec<u64> = agents
+        .iter()
+        .filter(|a| a.is_running())
+        .map(|a| a.next_seq)
+        .collect();
     let reported = running.iter().copied().min().unwrap_or(u64::MAX);
     let lag_limit = collector.newest_seq().map_or(0, |n| n.saturating_sub(5));
     collector.close_before(reported.max(lag_limit));

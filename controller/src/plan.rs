@@ -95,11 +95,15 @@ impl Plan {
             LoadModel::Closed { ramp_up, bound, .. } => match bound {
                 RunBound::Duration(d) => d + self.target.timeout + slack,
                 RunBound::Iterations(n) => {
-                    let longest = self.scenarios.iter().map(|s| s.steps.len()).max().unwrap_or(1) as u64;
-                    let per_user = self
-                        .target
-                        .timeout
-                        .saturating_mul(u32::try_from(n.saturating_mul(longest)).unwrap_or(u32::MAX));
+                    let longest = self
+                        .scenarios
+                        .iter()
+                        .map(|s| s.steps.len())
+                        .max()
+                        .unwrap_or(1) as u64;
+                    let per_user = self.target.timeout.saturating_mul(
+                        u32::try_from(n.saturating_mul(longest)).unwrap_or(u32::MAX),
+                    );
                     ramp_up.saturating_add(per_user).saturating_add(slack)
                 }
             },
@@ -219,7 +223,10 @@ impl Validator<'_> {
         let target = self.target(raw.target)?;
         let load = self.load(raw.load)?;
         if raw.scenario.is_empty() {
-            return Err(self.error(0..0, "expected at least one [[scenario]] with at least one [[scenario.step]]"));
+            return Err(self.error(
+                0..0,
+                "expected at least one [[scenario]] with at least one [[scenario.step]]",
+            ));
         }
         let mut step_ids: HashMap<String, usize> = HashMap::new();
         let mut step_names = Vec::new();
@@ -230,20 +237,32 @@ impl Validator<'_> {
             let s = s.into_inner();
             let sname = s.name.get_ref().trim().to_string();
             if sname.is_empty() {
-                return Err(self.error(s.name.span(), "scenario `name`: expected a non-empty string"));
+                return Err(self.error(
+                    s.name.span(),
+                    "scenario `name`: expected a non-empty string",
+                ));
             }
             if seen.insert(sname.clone(), ()).is_some() {
-                return Err(self.error(s.name.span(), format!("scenario `name`: \"{sname}\" is used twice; expected unique names")));
+                return Err(self.error(
+                    s.name.span(),
+                    format!("scenario `name`: \"{sname}\" is used twice; expected unique names"),
+                ));
             }
             let weight = match s.weight {
                 Some(w) if *w.get_ref() == 0 => {
-                    return Err(self.error(w.span(), "scenario `weight`: expected an integer of at least 1"));
+                    return Err(self.error(
+                        w.span(),
+                        "scenario `weight`: expected an integer of at least 1",
+                    ));
                 }
                 Some(w) => w.into_inner(),
                 None => 1,
             };
             if s.step.is_empty() {
-                return Err(self.error(span, format!("scenario \"{sname}\": expected at least one [[scenario.step]]")));
+                return Err(self.error(
+                    span,
+                    format!("scenario \"{sname}\": expected at least one [[scenario.step]]"),
+                ));
             }
             let mut steps = Vec::with_capacity(s.step.len());
             for st in s.step {
@@ -280,7 +299,9 @@ impl Validator<'_> {
         let raw = raw.into_inner();
         let timeout = match raw.timeout {
             Some(t) if t.get_ref().0.is_zero() => {
-                return Err(self.error(t.span(), "`target.timeout`: expected a duration above zero"));
+                return Err(
+                    self.error(t.span(), "`target.timeout`: expected a duration above zero")
+                );
             }
             Some(t) => t.into_inner().0,
             None => DEFAULT_TIMEOUT,
@@ -289,7 +310,10 @@ impl Validator<'_> {
         if let Err(e) = loadfleet_agent::assignment::Target::parse(&url, timeout) {
             return Err(self.error(raw.base_url.span(), format!("`target.base_url`: {e}")));
         }
-        Ok(TargetSpec { base_url: url, timeout })
+        Ok(TargetSpec {
+            base_url: url,
+            timeout,
+        })
     }
 
     fn load(&self, raw: Spanned<RawLoad>) -> Result<LoadModel, PlanError> {
@@ -305,25 +329,40 @@ impl Validator<'_> {
         let ramp_up = raw.ramp_up.map(|r| r.into_inner().0).unwrap_or_default();
         let bound = match (raw.iterations, raw.duration) {
             (Some(_), Some(d)) => {
-                return Err(self.error(d.span(), "`load.duration`: expected either `iterations` or `duration`, not both"));
+                return Err(self.error(
+                    d.span(),
+                    "`load.duration`: expected either `iterations` or `duration`, not both",
+                ));
             }
             (None, None) => {
-                return Err(self.error(span, "[load]: expected `iterations = N` or `duration = \"2m\"`"));
+                return Err(self.error(
+                    span,
+                    "[load]: expected `iterations = N` or `duration = \"2m\"`",
+                ));
             }
             (Some(i), None) => {
                 if *i.get_ref() == 0 {
-                    return Err(self.error(i.span(), "`load.iterations`: expected an integer of at least 1"));
+                    return Err(self.error(
+                        i.span(),
+                        "`load.iterations`: expected an integer of at least 1",
+                    ));
                 }
                 RunBound::Iterations(i.into_inner())
             }
             (None, Some(d)) => {
                 if d.get_ref().0.is_zero() {
-                    return Err(self.error(d.span(), "`load.duration`: expected a duration above zero"));
+                    return Err(
+                        self.error(d.span(), "`load.duration`: expected a duration above zero")
+                    );
                 }
                 RunBound::Duration(d.into_inner().0)
             }
         };
-        Ok(LoadModel::Closed { users, ramp_up, bound })
+        Ok(LoadModel::Closed {
+            users,
+            ramp_up,
+            bound,
+        })
     }
 
     #[allow(clippy::type_complexity)]
@@ -349,7 +388,10 @@ impl Validator<'_> {
         let probe = loadfleet_agent::assignment::Target::parse(&target.base_url, target.timeout)
             .map_err(|e| self.error(st.path.span(), e.to_string()))?;
         if let Err(e) = probe.request_uri(&path) {
-            return Err(self.error(st.path.span(), format!("step `path`: expected a path starting with `/`: {e}")));
+            return Err(self.error(
+                st.path.span(),
+                format!("step `path`: expected a path starting with `/`: {e}"),
+            ));
         }
         let name = match st.name {
             Some(n) if n.get_ref().trim().is_empty() => {
@@ -363,7 +405,12 @@ impl Validator<'_> {
             if http_header_name_ok(&k) && http_header_value_ok(v.get_ref()) {
                 headers.push((k, v.into_inner()));
             } else {
-                return Err(self.error(v.span(), format!("step header `{k}`: expected a valid header name and a printable value")));
+                return Err(self.error(
+                    v.span(),
+                    format!(
+                        "step header `{k}`: expected a valid header name and a printable value"
+                    ),
+                ));
             }
         }
         Ok((name, method, path, headers))
@@ -378,7 +425,9 @@ fn http_header_name_ok(name: &str) -> bool {
 }
 
 fn http_header_value_ok(value: &str) -> bool {
-    value.bytes().all(|b| b == b'\t' || (0x20..0x7f).contains(&b))
+    value
+        .bytes()
+        .all(|b| b == b'\t' || (0x20..0x7f).contains(&b))
 }
 
 /// The dotted key whose value starts at `offset` (`load.users`), read from
@@ -420,12 +469,20 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
 /// Where outputs go by default: `runs/<UTC timestamp>-<plan name>/`.
 pub fn default_out_dir(plan: &Plan, now: time::OffsetDateTime) -> PathBuf {
     let stamp = now
-        .format(time::macros::format_description!("[year][month][day]T[hour][minute][second]Z"))
+        .format(time::macros::format_description!(
+            "[year][month][day]T[hour][minute][second]Z"
+        ))
         .unwrap_or_else(|_| "run".into());
     let safe: String = plan
         .name
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     PathBuf::from("runs").join(format!("{stamp}-{safe}"))
 }

@@ -33,12 +33,15 @@ impl Snapshot {
     /// The text of the progress line.
     pub fn line(&self) -> String {
         let elapsed = format!("{:.0}s", self.elapsed.as_secs_f64());
-        let total = self.total.map_or_else(String::new, |t| format!("/{:.0}s", t.as_secs_f64()));
+        let total = self
+            .total
+            .map_or_else(String::new, |t| format!("/{:.0}s", t.as_secs_f64()));
         let (users, rps, p95) = match &self.last {
             Some(p) => (
                 p.active_users.to_string(),
                 format!("{:.1}", p.requests as f64 / p.length_s.max(0.001)),
-                p.latency_ms.map_or_else(|| "-".to_string(), |l| format!("{:.1} ms", l.p95)),
+                p.latency_ms
+                    .map_or_else(|| "-".to_string(), |l| format!("{:.1} ms", l.p95)),
             ),
             None => ("-".into(), "-".into(), "-".into()),
         };
@@ -59,7 +62,10 @@ impl Progress {
     pub fn new(mode: ProgressMode) -> Progress {
         let bar = (mode == ProgressMode::Auto && std::io::stderr().is_terminal()).then(|| {
             let bar = ProgressBar::new_spinner();
-            bar.set_style(ProgressStyle::with_template("{spinner} {msg}").unwrap_or_else(|_| ProgressStyle::default_spinner()));
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} {msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
             bar
         });
         Progress { mode, bar }

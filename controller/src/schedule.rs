@@ -96,7 +96,11 @@ mod tests {
         let slots = closed_slots(4, Duration::from_secs(2), &[1]);
         let offsets: Vec<u128> = slots.iter().map(|s| s.start_offset.as_millis()).collect();
         assert_eq!(offsets, [0, 500, 1000, 1500]);
-        assert!(closed_slots(3, Duration::ZERO, &[1]).iter().all(|s| s.start_offset.is_zero()));
+        assert!(
+            closed_slots(3, Duration::ZERO, &[1])
+                .iter()
+                .all(|s| s.start_offset.is_zero())
+        );
     }
 
     #[test]
@@ -113,7 +117,10 @@ mod tests {
     fn dealing_interleaves_by_weight() {
         let slots = closed_slots(10, Duration::from_secs(5), &[1]);
         let dealt = deal(&slots, &[1, 1]);
-        let idx: Vec<Vec<u64>> = dealt.iter().map(|v| v.iter().map(|s| s.index).collect()).collect();
+        let idx: Vec<Vec<u64>> = dealt
+            .iter()
+            .map(|v| v.iter().map(|s| s.index).collect())
+            .collect();
         assert_eq!(idx, [vec![0, 2, 4, 6, 8], vec![1, 3, 5, 7, 9]]);
         // Agents keep the global offsets: the merged ramp is the single-machine one.
         let mut merged: Vec<Slot> = dealt.concat();

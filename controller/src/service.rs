@@ -73,10 +73,14 @@ impl Fleet for FleetService {
             _ => return Err(Status::invalid_argument("the first message must be Hello")),
         };
         if hello.name.trim().is_empty() || hello.name.len() > 128 {
-            return Err(Status::invalid_argument("agent name must be 1 to 128 bytes"));
+            return Err(Status::invalid_argument(
+                "agent name must be 1 to 128 bytes",
+            ));
         }
         if hello.region.trim().is_empty() || hello.region.len() > 128 {
-            return Err(Status::invalid_argument("agent region must be 1 to 128 bytes"));
+            return Err(Status::invalid_argument(
+                "agent region must be 1 to 128 bytes",
+            ));
         }
         let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
         let (outbound, rx) = mpsc::channel(64);

@@ -24,7 +24,11 @@ pub enum ReportError {
     #[error("step {step}: histogram bounds differ from loadfleet's (1 µs..1 h, 3 digits)")]
     Bounds { step: u32 },
     #[error("step {step}: count {claimed} does not match the histogram's {actual} samples")]
-    Count { step: u32, claimed: u64, actual: u64 },
+    Count {
+        step: u32,
+        claimed: u64,
+        actual: u64,
+    },
     #[error("unknown step {step} (the plan has {steps})")]
     UnknownStep { step: u32, steps: usize },
 }
@@ -32,7 +36,10 @@ pub enum ReportError {
 /// Decodes one V2 (+DEFLATE) histogram and checks it has loadfleet's bounds.
 pub fn decode_histogram(step: u32, bytes: &[u8]) -> Result<Histogram<u64>, ReportError> {
     if bytes.len() > MAX_HISTOGRAM_BYTES {
-        return Err(ReportError::TooLarge { step, len: bytes.len() });
+        return Err(ReportError::TooLarge {
+            step,
+            len: bytes.len(),
+        });
     }
     let h: Histogram<u64> = Deserializer::new()
         .deserialize(&mut &bytes[..])
@@ -85,7 +92,9 @@ impl Tally {
     }
 
     fn add(&mut self, h: &Histogram<u64>, errors: &[v1::ErrorCount]) {
-        self.histogram.add(h).expect("decoded histograms have loadfleet's bounds");
+        self.histogram
+            .add(h)
+            .expect("decoded histograms have loadfleet's bounds");
         for e in errors {
             if !e.kind.starts_with("http_") {
                 self.transport_errors += e.count;
@@ -211,7 +220,12 @@ impl Collector {
 
     /// Merges one interval report. A report with any bad histogram is
     /// dropped whole, so nothing is half-applied.
-    pub fn apply(&mut self, agent: &str, region: &str, iv: &v1::Interval) -> Result<(), ReportError> {
+    pub fn apply(
+        &mut self,
+        agent: &str,
+        region: &str,
+        iv: &v1::Interval,
+    ) -> Result<(), ReportError> {
         let mut decoded = Vec::with_capacity(iv.steps.len());
         for s in &iv.steps {
             let idx = s.step as usize;
@@ -280,8 +294,14 @@ impl Collector {
                 break;
             }
             let o = self.open.remove(&s).expect("key just seen");
-            let start = self.interval.saturating_mul(u32::try_from(s).unwrap_or(u32::MAX));
-            let length = o.end.saturating_sub(start).min(self.interval).max(Duration::from_millis(1));
+            let start = self
+                .interval
+                .saturating_mul(u32::try_from(s).unwrap_or(u32::MAX));
+            let length = o
+                .end
+                .saturating_sub(start)
+                .min(self.interval)
+                .max(Duration::from_millis(1));
             self.timeline.push(IntervalPoint {
                 seq: s,
                 start_s: start.as_secs_f64(),
@@ -291,17 +311,18 @@ impl Collector {
                 active_users: o.active.values().map(|&a| u64::from(a)).sum(),
                 latency_ms: o.total.latency(),
             });
-            let mut log = |step: Option<usize>, h: &Histogram<u64>, ser: &mut V2DeflateSerializer| {
-                let mut bytes = Vec::new();
-                if ser.serialize(h, &mut bytes).is_ok() {
-                    self.logged.push(LoggedInterval {
-                        start,
-                        length,
-                        step,
-                        bytes,
-                    });
-                }
-            };
+            let mut log =
+                |step: Option<usize>, h: &Histogram<u64>, ser: &mut V2DeflateSerializer| {
+                    let mut bytes = Vec::new();
+                    if ser.serialize(h, &mut bytes).is_ok() {
+                        self.logged.push(LoggedInterval {
+                            start,
+                            length,
+                            step,
+                            bytes,
+                        });
+                    }
+                };
             log(None, &o.total.histogram, &mut serializer);
             for (idx, h) in &o.steps {
                 log(Some(*idx), h, &mut serializer);

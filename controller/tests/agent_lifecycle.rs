@@ -10,7 +10,9 @@ use loadfleet_testbed::Config;
 use support::*;
 
 fn plan_text(base: &str, load: &str) -> String {
-    format!("[target]\nbase_url = \"{base}\"\n[load]\n{load}\n[[scenario]]\nname = \"s\"\n[[scenario.step]]\nname = \"home\"\npath = \"/\"\n")
+    format!(
+        "[target]\nbase_url = \"{base}\"\n[load]\n{load}\n[[scenario]]\nname = \"s\"\n[[scenario.step]]\nname = \"home\"\npath = \"/\"\n"
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -21,15 +23,45 @@ async fn agent_stops_when_its_controller_dies_and_serves_the_next_run() {
     })
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let long = write_plan(dir.path(), "long.toml", &plan_text(&bed.base_url(), "users = 4\nduration = \"60s\""));
-    let short = write_plan(dir.path(), "short.toml", &plan_text(&bed.base_url(), "users = 2\niterations = 5"));
+    let long = write_plan(
+        dir.path(),
+        "long.toml",
+        &plan_text(&bed.base_url(), "users = 4\nduration = \"60s\""),
+    );
+    let short = write_plan(
+        dir.path(),
+        "short.toml",
+        &plan_text(&bed.base_url(), "users = 2\niterations = 5"),
+    );
 
     let mut first = Proc::spawn(
         &loadfleet(),
-        &["run", long.to_str().unwrap(), "--listen", "127.0.0.1:0", "--expect-agents", "1", "-q", "--out", dir.path().join("r1").to_str().unwrap()],
+        &[
+            "run",
+            long.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--expect-agents",
+            "1",
+            "-q",
+            "--out",
+            dir.path().join("r1").to_str().unwrap(),
+        ],
     );
     let addr = first.listen_addr();
-    let mut agent = Proc::spawn(&agent_bin(), &["--controller", &format!("http://{addr}"), "--name", "survivor", "--region", "eu", "--max-backoff-s", "1"]);
+    let mut agent = Proc::spawn(
+        &agent_bin(),
+        &[
+            "--controller",
+            &format!("http://{addr}"),
+            "--name",
+            "survivor",
+            "--region",
+            "eu",
+            "--max-backoff-s",
+            "1",
+        ],
+    );
 
     // Wait until load is flowing, then kill the controller outright.
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -46,7 +78,10 @@ async fn agent_stops_when_its_controller_dies_and_serves_the_next_run() {
     tokio::time::sleep(Duration::from_millis(2000)).await;
     let after_3s = bed.stats().served();
     eprintln!("served: {after_1s} one second after the kill, {after_3s} three seconds after");
-    assert_eq!(after_1s, after_3s, "no request is sent once the controller is gone");
+    assert_eq!(
+        after_1s, after_3s,
+        "no request is sent once the controller is gone"
+    );
     assert!(agent.is_running(), "the agent outlives the run");
     assert!(killed_at.elapsed() < Duration::from_secs(10));
 
@@ -54,9 +89,23 @@ async fn agent_stops_when_its_controller_dies_and_serves_the_next_run() {
     let served_before = bed.stats().served();
     let second = Proc::spawn(
         &loadfleet(),
-        &["run", short.to_str().unwrap(), "--listen", &addr, "--expect-agents", "1", "--wait-agents", "20s", "-q", "--out", dir.path().join("r2").to_str().unwrap()],
+        &[
+            "run",
+            short.to_str().unwrap(),
+            "--listen",
+            &addr,
+            "--expect-agents",
+            "1",
+            "--wait-agents",
+            "20s",
+            "-q",
+            "--out",
+            dir.path().join("r2").to_str().unwrap(),
+        ],
     );
-    let exit = tokio::task::spawn_blocking(move || second.wait(Duration::from_secs(60))).await.unwrap();
+    let exit = tokio::task::spawn_blocking(move || second.wait(Duration::from_secs(60)))
+        .await
+        .unwrap();
     assert_eq!(exit.code, 0, "{}", exit.stderr);
     let s = summary(&dir.path().join("r2"));
     assert_eq!(s["total"]["requests"], 10);

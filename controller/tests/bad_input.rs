@@ -16,17 +16,42 @@ async fn every_bad_plan_exits_2_and_sends_nothing() {
         bed.base_url()
     );
     let cases = [
-        ("syntax", good.replace("users = 2", "users = "), "bad.toml:4:9: ", "`load.users`"),
-        ("unknown key", good.replace("users = 2", "users = 2\nspeed = 3"), "bad.toml:5:1: ", "unknown field `speed`"),
-        ("bad duration", good.replace("\"1s\"", "\"1 sec\""), "bad.toml:5:11: ", "`load.ramp_up`: expected a duration"),
-        ("negative count", good.replace("users = 2", "users = -2"), "bad.toml:4:9: ", "expected a non-negative integer"),
-        ("zero iterations", good.replace("iterations = 1", "iterations = 0"), "bad.toml:6:14: ", "`load.iterations`: expected an integer of at least 1"),
+        (
+            "syntax",
+            good.replace("users = 2", "users = "),
+            "bad.toml:4:9: ",
+            "`load.users`",
+        ),
+        (
+            "unknown key",
+            good.replace("users = 2", "users = 2\nspeed = 3"),
+            "bad.toml:5:1: ",
+            "unknown field `speed`",
+        ),
+        (
+            "bad duration",
+            good.replace("\"1s\"", "\"1 sec\""),
+            "bad.toml:5:11: ",
+            "`load.ramp_up`: expected a duration",
+        ),
+        (
+            "negative count",
+            good.replace("users = 2", "users = -2"),
+            "bad.toml:4:9: ",
+            "expected a non-negative integer",
+        ),
+        (
+            "zero iterations",
+            good.replace("iterations = 1", "iterations = 0"),
+            "bad.toml:6:14: ",
+            "`load.iterations`: expected an integer of at least 1",
+        ),
     ];
     let dir = tempfile::tempdir().unwrap();
     for (what, text, position, message) in cases {
         let plan = write_plan(dir.path(), "bad.toml", &text);
         let out = dir.path().join(format!("out-{}", what.replace(' ', "-")));
-        let args = vec![
+        let args = [
             "run".to_string(),
             plan.to_str().unwrap().to_string(),
             "-q".into(),
@@ -40,9 +65,20 @@ async fn every_bad_plan_exits_2_and_sends_nothing() {
         .await
         .unwrap();
         assert_eq!(exit.code, 2, "{what}: {}", exit.stderr);
-        let line = exit.stderr.lines().find(|l| l.starts_with("error: ")).unwrap_or_default().to_string();
-        assert!(line.contains(position) && line.contains(message), "{what}: got {line:?}, wanted {position}…{message}");
-        assert!(!out.exists(), "{what}: no run directory for a plan that never ran");
+        let line = exit
+            .stderr
+            .lines()
+            .find(|l| l.starts_with("error: "))
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            line.contains(position) && line.contains(message),
+            "{what}: got {line:?}, wanted {position}…{message}"
+        );
+        assert!(
+            !out.exists(),
+            "{what}: no run directory for a plan that never ran"
+        );
     }
     assert_eq!(bed.stats().served(), 0, "nothing was sent for any bad plan");
 }

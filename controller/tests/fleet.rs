@@ -48,23 +48,78 @@ path = "/slow"
     let out = dir.path().join("run");
     let ctl = Proc::spawn(
         &loadfleet(),
-        &["run", plan.to_str().unwrap(), "--listen", "127.0.0.1:0", "--expect-agents", "2", "--out", out.to_str().unwrap(), "-q"],
+        &[
+            "run",
+            plan.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--expect-agents",
+            "2",
+            "--out",
+            out.to_str().unwrap(),
+            "-q",
+        ],
     );
     let url = format!("http://{}", ctl.listen_addr());
-    let a1 = Proc::spawn(&agent_bin(), &["--controller", &url, "--region", "eu-west", "--name", "a1", "--once", "--workers", "1"]);
-    let a2 = Proc::spawn(&agent_bin(), &["--controller", &url, "--region", "us-east", "--name", "a2", "--once", "--workers", "2"]);
+    let a1 = Proc::spawn(
+        &agent_bin(),
+        &[
+            "--controller",
+            &url,
+            "--region",
+            "eu-west",
+            "--name",
+            "a1",
+            "--once",
+            "--workers",
+            "1",
+        ],
+    );
+    let a2 = Proc::spawn(
+        &agent_bin(),
+        &[
+            "--controller",
+            &url,
+            "--region",
+            "us-east",
+            "--name",
+            "a2",
+            "--once",
+            "--workers",
+            "2",
+        ],
+    );
     let exit = blocking(move || ctl.wait(Duration::from_secs(60))).await;
     assert_eq!(exit.code, 0, "controller: {}\n{}", exit.stdout, exit.stderr);
-    let (e1, e2) = blocking(move || (a1.wait(Duration::from_secs(20)), a2.wait(Duration::from_secs(20)))).await;
-    assert_eq!((e1.code, e2.code), (0, 0), "agents exit 0 after one run with --once");
+    let (e1, e2) = blocking(move || {
+        (
+            a1.wait(Duration::from_secs(20)),
+            a2.wait(Duration::from_secs(20)),
+        )
+    })
+    .await;
+    assert_eq!(
+        (e1.code, e2.code),
+        (0, 0),
+        "agents exit 0 after one run with --once"
+    );
 
     let s = summary(&out);
     let served = bed.stats().served();
     assert_eq!(served, 8 * 20 * 2, "8 users x 20 iterations x 2 steps");
-    assert_eq!(s["total"]["requests"], served, "merged count equals what the target served");
+    assert_eq!(
+        s["total"]["requests"], served,
+        "merged count equals what the target served"
+    );
     assert_eq!(s["total"]["errors"], 0);
-    assert_eq!(s["requests"]["home"]["requests"], bed.stats().served_path("/"));
-    assert_eq!(s["requests"]["slow"]["requests"], bed.stats().served_path("/slow"));
+    assert_eq!(
+        s["requests"]["home"]["requests"],
+        bed.stats().served_path("/")
+    );
+    assert_eq!(
+        s["requests"]["slow"]["requests"],
+        bed.stats().served_path("/slow")
+    );
     let eu = s["regions"]["eu-west"]["requests"].as_u64().unwrap();
     let us = s["regions"]["us-east"]["requests"].as_u64().unwrap();
     assert_eq!(eu + us, served, "region rows add up to the total");
@@ -75,15 +130,25 @@ path = "/slow"
     assert_eq!(s["agents"]["a1"]["end"], "finished");
     assert_eq!(s["status"], "completed");
     let slow_p50 = s["requests"]["slow"]["latency_ms"]["p50"].as_f64().unwrap();
-    assert!(slow_p50 >= 10.0, "the /slow path sleeps 10 ms; p50 was {slow_p50} ms");
+    assert!(
+        slow_p50 >= 10.0,
+        "the /slow path sleeps 10 ms; p50 was {slow_p50} ms"
+    );
     assert!(s["started_at"].as_str().unwrap().ends_with('Z'));
     // The terminal table shows the same numbers.
-    assert!(exit.stdout.contains("eu-west") && exit.stdout.contains(&served.to_string()), "{}", exit.stdout);
+    assert!(
+        exit.stdout.contains("eu-west") && exit.stdout.contains(&served.to_string()),
+        "{}",
+        exit.stdout
+    );
 
     // latency.hlog is a standard interval log: its untagged histograms add up to the total.
     let log = std::fs::read(out.join("latency.hlog")).unwrap();
     let text = String::from_utf8_lossy(&log);
-    assert!(text.contains("#[Histogram log format version 1.3]") && text.contains("\"StartTimestamp\",\"Interval_Length\""));
+    assert!(
+        text.contains("#[Histogram log format version 1.3]")
+            && text.contains("\"StartTimestamp\",\"Interval_Length\"")
+    );
     let mut untagged = 0;
     let mut tagged = 0;
     for entry in IntervalLogIterator::new(&log) {
@@ -91,7 +156,11 @@ path = "/slow"
             let h: hdrhistogram::Histogram<u64> = hdrhistogram::serialization::Deserializer::new()
                 .deserialize(&mut base64_decode(i.encoded_histogram()).as_slice())
                 .unwrap();
-            if i.tag().is_some() { tagged += h.len() } else { untagged += h.len() }
+            if i.tag().is_some() {
+                tagged += h.len()
+            } else {
+                untagged += h.len()
+            }
         }
     }
     assert_eq!((untagged, tagged), (served, served));
@@ -101,7 +170,9 @@ path = "/slow"
 
 fn base64_decode(s: &str) -> Vec<u8> {
     use base64::Engine;
-    base64::engine::general_purpose::STANDARD.decode(s).expect("base64")
+    base64::engine::general_purpose::STANDARD
+        .decode(s)
+        .expect("base64")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -119,36 +190,93 @@ async fn ramp_is_the_single_machine_ramp_on_two_agents() {
     let out = dir.path().join("run");
     let ctl = Proc::spawn(
         &loadfleet(),
-        &["run", plan.to_str().unwrap(), "--listen", "127.0.0.1:0", "--expect-agents", "2", "--out", out.to_str().unwrap(), "-q"],
+        &[
+            "run",
+            plan.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--expect-agents",
+            "2",
+            "--out",
+            out.to_str().unwrap(),
+            "-q",
+        ],
     );
     let url = format!("http://{}", ctl.listen_addr());
-    let _a1 = Proc::spawn(&agent_bin(), &["--controller", &url, "--region", "r1", "--name", "a1", "--once"]);
-    let _a2 = Proc::spawn(&agent_bin(), &["--controller", &url, "--region", "r2", "--name", "a2", "--once"]);
+    let _a1 = Proc::spawn(
+        &agent_bin(),
+        &[
+            "--controller",
+            &url,
+            "--region",
+            "r1",
+            "--name",
+            "a1",
+            "--once",
+        ],
+    );
+    let _a2 = Proc::spawn(
+        &agent_bin(),
+        &[
+            "--controller",
+            &url,
+            "--region",
+            "r2",
+            "--name",
+            "a2",
+            "--once",
+        ],
+    );
     let exit = blocking(move || ctl.wait(Duration::from_secs(60))).await;
     assert_eq!(exit.code, 0, "{}", exit.stderr);
     let arrivals = bed.stats().first_request_times();
     assert_eq!(arrivals.len(), 10, "one connection per user");
-    let gaps: Vec<f64> = arrivals.windows(2).map(|w| (w[1] - w[0]).as_secs_f64()).collect();
+    let gaps: Vec<f64> = arrivals
+        .windows(2)
+        .map(|w| (w[1] - w[0]).as_secs_f64())
+        .collect();
     eprintln!("gaps between users' first requests (s): {gaps:?}");
     for g in &gaps {
-        assert!((0.4..=0.6).contains(g), "users arrive 0.5 s apart, not in pairs: gaps {gaps:?}");
+        assert!(
+            (0.4..=0.6).contains(g),
+            "users arrive 0.5 s apart, not in pairs: gaps {gaps:?}"
+        );
     }
     let span = (arrivals[9] - arrivals[0]).as_secs_f64();
-    assert!((4.4..=4.6).contains(&span), "first to last user: {span} s, expected 4.5 s");
+    assert!(
+        (4.4..=4.6).contains(&span),
+        "first to last user: {span} s, expected 4.5 s"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_target_is_counted_not_a_crash() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let dir = tempfile::tempdir().unwrap();
     let plan = write_plan(
         dir.path(),
         "down.toml",
-        &format!("[target]\nbase_url = \"http://127.0.0.1:{port}\"\ntimeout = \"2s\"\n[load]\nusers = 2\niterations = 3\n[[scenario]]\nname = \"s\"\n[[scenario.step]]\nname = \"home\"\npath = \"/\"\n"),
+        &format!(
+            "[target]\nbase_url = \"http://127.0.0.1:{port}\"\ntimeout = \"2s\"\n[load]\nusers = 2\niterations = 3\n[[scenario]]\nname = \"s\"\n[[scenario.step]]\nname = \"home\"\npath = \"/\"\n"
+        ),
     );
     let out = dir.path().join("run");
     let exit = blocking(move || {
-        run(&loadfleet(), &["run", plan.to_str().unwrap(), "--out", out.to_str().unwrap(), "-q"], Duration::from_secs(30))
+        run(
+            &loadfleet(),
+            &[
+                "run",
+                plan.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+                "-q",
+            ],
+            Duration::from_secs(30),
+        )
     })
     .await;
     assert_eq!(exit.code, 1, "completed with errors: {}", exit.stderr);
@@ -156,9 +284,16 @@ async fn unreachable_target_is_counted_not_a_crash() {
     assert_eq!(s["total"]["requests"], 6);
     assert_eq!(s["total"]["errors"], 6);
     assert_eq!(s["total"]["errors_by_kind"]["connect"], 6);
-    assert!(s["total"]["latency_ms"].is_null(), "no response, no latency");
+    assert!(
+        s["total"]["latency_ms"].is_null(),
+        "no response, no latency"
+    );
     assert_eq!(s["status"], "completed_with_errors");
-    assert!(exit.stdout.contains("connect"), "error table lists the kind: {}", exit.stdout);
+    assert!(
+        exit.stdout.contains("connect"),
+        "error table lists the kind: {}",
+        exit.stdout
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -174,12 +309,29 @@ async fn no_agents_is_a_fleet_error() {
     let exit = blocking(move || {
         run(
             &loadfleet(),
-            &["run", plan.to_str().unwrap(), "--listen", "127.0.0.1:0", "--expect-agents", "2", "--wait-agents", "1s", "-q", "--out", &out_arg],
+            &[
+                "run",
+                plan.to_str().unwrap(),
+                "--listen",
+                "127.0.0.1:0",
+                "--expect-agents",
+                "2",
+                "--wait-agents",
+                "1s",
+                "-q",
+                "--out",
+                &out_arg,
+            ],
             Duration::from_secs(20),
         )
     })
     .await;
     assert_eq!(exit.code, 3);
-    assert!(exit.stderr.contains("expected 2 agent(s), 0 attached after 1s"), "{}", exit.stderr);
+    assert!(
+        exit.stderr
+            .contains("expected 2 agent(s), 0 attached after 1s"),
+        "{}",
+        exit.stderr
+    );
     assert!(!out.exists(), "no empty run directory is left behind");
 }

@@ -45,17 +45,26 @@ fn merged_percentiles_equal_one_histogram_of_all_samples() {
                 run_id: "r".into(),
                 seq,
                 active_users: 1,
-                steps: vec![v1::StepInterval { step: 0, histogram: bytes, count: n, errors: vec![] }],
+                steps: vec![v1::StepInterval {
+                    step: 0,
+                    histogram: bytes,
+                    count: n,
+                    errors: vec![],
+                }],
                 elapsed_us: (seq + 1) * 1_000_000,
             };
-            collector.apply(agent, regions[i], &iv).expect("valid report merges");
+            collector
+                .apply(agent, regions[i], &iv)
+                .expect("valid report merges");
         }
     }
     collector.close_all();
     let merged = &collector.total.histogram;
     assert_eq!(merged.len(), total);
     assert_eq!(single.len(), total);
-    for q in [0.0, 0.1, 0.5, 0.75, 0.9, 0.95, 0.99, 0.999, 0.9999, 0.99999, 1.0] {
+    for q in [
+        0.0, 0.1, 0.5, 0.75, 0.9, 0.95, 0.99, 0.999, 0.9999, 0.99999, 1.0,
+    ] {
         let (m, s) = (merged.value_at_quantile(q), single.value_at_quantile(q));
         assert_eq!(m, s, "quantile {q}: merged {m} µs, single {s} µs");
     }
@@ -72,11 +81,22 @@ fn merged_percentiles_equal_one_histogram_of_all_samples() {
     );
     // Per region and per step, the same exactness.
     let eu = &collector.regions["eu"].histogram;
-    assert_eq!(eu.len() + collector.regions["us"].histogram.len() + collector.regions["ap"].histogram.len(), total);
-    assert_eq!(collector.steps[0].histogram.value_at_quantile(0.999), single.value_at_quantile(0.999));
+    assert_eq!(
+        eu.len()
+            + collector.regions["us"].histogram.len()
+            + collector.regions["ap"].histogram.len(),
+        total
+    );
+    assert_eq!(
+        collector.steps[0].histogram.value_at_quantile(0.999),
+        single.value_at_quantile(0.999)
+    );
     // Every interval of the timeline holds what the five agents sent for it.
     assert_eq!(collector.timeline.len(), 4);
-    assert_eq!(collector.timeline.iter().map(|p| p.requests).sum::<u64>(), total);
+    assert_eq!(
+        collector.timeline.iter().map(|p| p.requests).sum::<u64>(),
+        total
+    );
 }
 
 #[test]
@@ -86,7 +106,9 @@ fn a_bad_report_is_dropped_whole() {
     rec.record_response(0, Duration::from_millis(3), 200);
     let steps = rec.take();
     let mut good = Vec::new();
-    V2DeflateSerializer::new().serialize(&steps[0].histogram, &mut good).unwrap();
+    V2DeflateSerializer::new()
+        .serialize(&steps[0].histogram, &mut good)
+        .unwrap();
     let report = |steps: Vec<v1::StepInterval>| v1::Interval {
         run_id: "r".into(),
         seq: 0,
@@ -94,18 +116,67 @@ fn a_bad_report_is_dropped_whole() {
         steps,
         elapsed_us: 1_000_000,
     };
-    let good_step = v1::StepInterval { step: 0, histogram: good.clone(), count: 1, errors: vec![] };
+    let good_step = v1::StepInterval {
+        step: 0,
+        histogram: good.clone(),
+        count: 1,
+        errors: vec![],
+    };
     let cases = [
-        (vec![good_step.clone(), v1::StepInterval { step: 1, histogram: b"not a histogram".to_vec(), count: 1, errors: vec![] }], "undecodable"),
-        (vec![good_step.clone(), v1::StepInterval { step: 7, histogram: good.clone(), count: 1, errors: vec![] }], "unknown step"),
-        (vec![v1::StepInterval { step: 0, histogram: good.clone(), count: 5, errors: vec![] }], "does not match"),
-        (vec![v1::StepInterval { step: 0, histogram: vec![0; 2 * 1024 * 1024], count: 1, errors: vec![] }], "exceeds"),
+        (
+            vec![
+                good_step.clone(),
+                v1::StepInterval {
+                    step: 1,
+                    histogram: b"not a histogram".to_vec(),
+                    count: 1,
+                    errors: vec![],
+                },
+            ],
+            "undecodable",
+        ),
+        (
+            vec![
+                good_step.clone(),
+                v1::StepInterval {
+                    step: 7,
+                    histogram: good.clone(),
+                    count: 1,
+                    errors: vec![],
+                },
+            ],
+            "unknown step",
+        ),
+        (
+            vec![v1::StepInterval {
+                step: 0,
+                histogram: good.clone(),
+                count: 5,
+                errors: vec![],
+            }],
+            "does not match",
+        ),
+        (
+            vec![v1::StepInterval {
+                step: 0,
+                histogram: vec![0; 2 * 1024 * 1024],
+                count: 1,
+                errors: vec![],
+            }],
+            "exceeds",
+        ),
     ];
     for (steps, expected) in cases {
         let err = collector.apply("a1", "eu", &report(steps)).unwrap_err();
         assert!(err.to_string().contains(expected), "{err}");
     }
-    assert_eq!(collector.total.requests(), 0, "nothing of a bad report was applied");
-    collector.apply("a1", "eu", &report(vec![good_step])).unwrap();
+    assert_eq!(
+        collector.total.requests(),
+        0,
+        "nothing of a bad report was applied"
+    );
+    collector
+        .apply("a1", "eu", &report(vec![good_step]))
+        .unwrap();
     assert_eq!(collector.total.requests(), 1);
 }

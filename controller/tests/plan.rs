@@ -43,13 +43,20 @@ fn accepts_the_documented_format() {
     assert_eq!(p.target.timeout, Duration::from_secs(5));
     assert_eq!(
         p.load,
-        LoadModel::Closed { users: 20, ramp_up: Duration::from_secs(30), bound: RunBound::Iterations(1) }
+        LoadModel::Closed {
+            users: 20,
+            ramp_up: Duration::from_secs(30),
+            bound: RunBound::Iterations(1)
+        }
     );
     assert_eq!(p.scenarios.len(), 2);
     assert_eq!(p.scenarios[0].weight, 2);
     assert_eq!(p.scenarios[1].weight, 1, "weight defaults to 1");
     let login = &p.scenarios[0].steps[1];
-    assert_eq!((login.method.as_str(), login.name.as_str()), ("POST", "POST /login?x=1"));
+    assert_eq!(
+        (login.method.as_str(), login.name.as_str()),
+        ("POST", "POST /login?x=1")
+    );
     assert_eq!(login.headers, vec![("X-Test".to_string(), "1".to_string())]);
     // Steps with one name share one id (one row in results), across scenarios.
     assert_eq!(p.step_names, vec!["front page", "POST /login?x=1"]);
@@ -58,10 +65,14 @@ fn accepts_the_documented_format() {
 
 #[test]
 fn name_defaults_to_the_file_name_and_duration_mode_parses() {
-    let text = GOOD.replace("name = \"smoke\"\n", "").replace("iterations = 1", "duration = \"2m\"");
+    let text = GOOD
+        .replace("name = \"smoke\"\n", "")
+        .replace("iterations = 1", "duration = \"2m\"");
     let p = parse("x/checkout.toml", &text, "checkout").unwrap();
     assert_eq!(p.name, "checkout");
-    assert!(matches!(p.load, LoadModel::Closed { bound: RunBound::Duration(d), .. } if d == Duration::from_secs(120)));
+    assert!(
+        matches!(p.load, LoadModel::Closed { bound: RunBound::Duration(d), .. } if d == Duration::from_secs(120))
+    );
     assert_eq!(p.target.timeout, Duration::from_secs(5));
 }
 
@@ -73,29 +84,44 @@ fn err(text: &str) -> String {
 fn unknown_key_names_the_key_and_position() {
     let e = err(&GOOD.replace("users = 20", "users = 20\nuserz = 5"));
     assert!(e.starts_with("plan.toml:8:1: "), "{e}");
-    assert!(e.contains("unknown field `userz`") && e.contains("expected one of"), "{e}");
+    assert!(
+        e.contains("unknown field `userz`") && e.contains("expected one of"),
+        "{e}"
+    );
 }
 
 #[test]
 fn bad_duration_says_what_is_expected() {
     let e = err(&GOOD.replace("ramp_up = \"30s\"", "ramp_up = \"30x\""));
     assert!(e.starts_with("plan.toml:8:11: "), "{e}");
-    assert!(e.contains("`load.ramp_up`") && e.contains("\"30x\"") && e.contains("\"30s\""), "{e}");
+    assert!(
+        e.contains("`load.ramp_up`") && e.contains("\"30x\"") && e.contains("\"30s\""),
+        "{e}"
+    );
 }
 
 #[test]
 fn negative_count_is_rejected() {
     let e = err(&GOOD.replace("users = 20", "users = -3"));
     assert!(e.starts_with("plan.toml:7:9: "), "{e}");
-    assert!(e.contains("`load.users`") && e.contains("-3") && e.contains("non-negative integer"), "{e}");
+    assert!(
+        e.contains("`load.users`") && e.contains("-3") && e.contains("non-negative integer"),
+        "{e}"
+    );
 }
 
 #[test]
 fn zero_users_and_zero_iterations_are_rejected() {
     let e = err(&GOOD.replace("users = 20", "users = 0"));
-    assert!(e.starts_with("plan.toml:7:9: ") && e.contains("`load.users`"), "{e}");
+    assert!(
+        e.starts_with("plan.toml:7:9: ") && e.contains("`load.users`"),
+        "{e}"
+    );
     let e = err(&GOOD.replace("iterations = 1", "iterations = 0"));
-    assert!(e.starts_with("plan.toml:9:14: ") && e.contains("`load.iterations`"), "{e}");
+    assert!(
+        e.starts_with("plan.toml:9:14: ") && e.contains("`load.iterations`"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -114,15 +140,27 @@ fn iterations_and_duration_together_are_rejected() {
 #[test]
 fn bad_target_and_steps_are_rejected() {
     let e = err(&GOOD.replace("http://127.0.0.1:8080", "ftp://127.0.0.1"));
-    assert!(e.starts_with("plan.toml:3:12: ") && e.contains("`target.base_url`"), "{e}");
+    assert!(
+        e.starts_with("plan.toml:3:12: ") && e.contains("`target.base_url`"),
+        "{e}"
+    );
     let e = err(&GOOD.replace("path = \"/login?x=1\"", "path = \"login\""));
-    assert!(e.starts_with("plan.toml:21:8: ") && e.contains("starting with `/`"), "{e}");
+    assert!(
+        e.starts_with("plan.toml:21:8: ") && e.contains("starting with `/`"),
+        "{e}"
+    );
     let e = err(&GOOD.replace("method = \"post\"", "method = \"PO ST\""));
-    assert!(e.starts_with("plan.toml:20:10: ") && e.contains("HTTP method"), "{e}");
+    assert!(
+        e.starts_with("plan.toml:20:10: ") && e.contains("HTTP method"),
+        "{e}"
+    );
     let e = err(&GOOD.replace("timeout = \"5s\"", "timeout = \"0s\""));
     assert!(e.contains("`target.timeout`"), "{e}");
     let e = err(&GOOD.replace("weight = 2", "weight = 0"));
-    assert!(e.starts_with("plan.toml:13:10: ") && e.contains("`weight`"), "{e}");
+    assert!(
+        e.starts_with("plan.toml:13:10: ") && e.contains("`weight`"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -130,14 +168,25 @@ fn plans_need_a_scenario_with_steps() {
     let cut = GOOD.find("[[scenario]]").unwrap();
     let e = err(&GOOD[..cut]);
     assert!(e.contains("at least one [[scenario]]"), "{e}");
-    let e = err(&GOOD.replace("name = \"again\"\n\n[[scenario.step]]\nname = \"front page\"\npath = \"/\"\n", "name = \"again\"\n"));
-    assert!(e.contains("scenario \"again\": expected at least one [[scenario.step]]"), "{e}");
+    let e = err(&GOOD.replace(
+        "name = \"again\"\n\n[[scenario.step]]\nname = \"front page\"\npath = \"/\"\n",
+        "name = \"again\"\n",
+    ));
+    assert!(
+        e.contains("scenario \"again\": expected at least one [[scenario.step]]"),
+        "{e}"
+    );
     let e = err(&GOOD.replace("name = \"again\"", "name = \"browse\""));
     assert!(e.contains("used twice"), "{e}");
 }
 
 #[test]
 fn unreadable_file_is_a_plan_error() {
-    let e = loadfleet_controller::plan::load(std::path::Path::new("/nonexistent/plan.toml")).unwrap_err();
-    assert!(e.to_string().starts_with("/nonexistent/plan.toml:0:0: cannot read plan"), "{e}");
+    let e = loadfleet_controller::plan::load(std::path::Path::new("/nonexistent/plan.toml"))
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with("/nonexistent/plan.toml:0:0: cannot read plan"),
+        "{e}"
+    );
 }

@@ -26,13 +26,21 @@ async fn rogue(url: String) {
     })))
     .await
     .unwrap();
-    let mut inbound = client.attach(ReceiverStream::new(rx)).await.expect("attach").into_inner();
+    let mut inbound = client
+        .attach(ReceiverStream::new(rx))
+        .await
+        .expect("attach")
+        .into_inner();
     let mut run_id = String::new();
     while let Ok(Some(m)) = inbound.message().await {
         match m.body {
             Some(controller_message::Body::Assign(a)) => {
                 run_id = a.run_id.clone();
-                tx.send(msg(agent_message::Body::Ready(v1::Ready { run_id: run_id.clone() }))).await.unwrap();
+                tx.send(msg(agent_message::Body::Ready(v1::Ready {
+                    run_id: run_id.clone(),
+                })))
+                .await
+                .unwrap();
             }
             Some(controller_message::Body::Start(_)) => {
                 let bad = v1::Interval {
@@ -47,8 +55,15 @@ async fn rogue(url: String) {
                     }],
                     elapsed_us: 1_000_000,
                 };
-                tx.send(msg(agent_message::Body::Interval(bad))).await.unwrap();
-                tx.send(msg(agent_message::Body::Done(v1::Done { run_id: run_id.clone(), last_seq: 0 }))).await.unwrap();
+                tx.send(msg(agent_message::Body::Interval(bad)))
+                    .await
+                    .unwrap();
+                tx.send(msg(agent_message::Body::Done(v1::Done {
+                    run_id: run_id.clone(),
+                    last_seq: 0,
+                })))
+                .await
+                .unwrap();
             }
             _ => {}
         }
@@ -70,18 +85,53 @@ async fn undecodable_histogram_is_dropped_and_the_run_goes_on() {
     let out = dir.path().join("run");
     let ctl = Proc::spawn(
         &loadfleet(),
-        &["run", plan.to_str().unwrap(), "--listen", "127.0.0.1:0", "--expect-agents", "2", "--out", out.to_str().unwrap(), "-q"],
+        &[
+            "run",
+            plan.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--expect-agents",
+            "2",
+            "--out",
+            out.to_str().unwrap(),
+            "-q",
+        ],
     );
     let url = format!("http://{}", ctl.listen_addr());
     let rogue_task = tokio::spawn(rogue(url.clone()));
-    let _agent = Proc::spawn(&agent_bin(), &["--controller", &url, "--region", "eu", "--name", "real", "--once"]);
-    let exit = tokio::task::spawn_blocking(move || ctl.wait(Duration::from_secs(60))).await.unwrap();
+    let _agent = Proc::spawn(
+        &agent_bin(),
+        &[
+            "--controller",
+            &url,
+            "--region",
+            "eu",
+            "--name",
+            "real",
+            "--once",
+        ],
+    );
+    let exit = tokio::task::spawn_blocking(move || ctl.wait(Duration::from_secs(60)))
+        .await
+        .unwrap();
     let _ = tokio::time::timeout(Duration::from_secs(5), rogue_task).await;
     assert_eq!(exit.code, 0, "{}", exit.stderr);
-    assert!(exit.stderr.contains("dropped a report from agent rogue") || exit.stdout.contains("dropped"), "{}", exit.stderr);
+    assert!(
+        exit.stderr.contains("dropped a report from agent rogue")
+            || exit.stdout.contains("dropped"),
+        "{}",
+        exit.stderr
+    );
     let s = summary(&out);
     assert_eq!(s["dropped_reports"], 1);
-    assert_eq!(s["total"]["requests"], bed.stats().served(), "only real samples counted");
-    assert_eq!(s["agents"]["real"]["requests"], 50, "the real agent ran its 2 users x 25");
+    assert_eq!(
+        s["total"]["requests"],
+        bed.stats().served(),
+        "only real samples counted"
+    );
+    assert_eq!(
+        s["agents"]["real"]["requests"], 50,
+        "the real agent ran its 2 users x 25"
+    );
     assert_eq!(s["agents"]["rogue"]["requests"], 0);
 }

@@ -65,7 +65,9 @@ fn parse_millis(s: &str) -> Result<Duration, String> {
     match unit {
         "ms" => Ok(Duration::from_millis(n)),
         "s" => Ok(Duration::from_secs(n)),
-        _ => Err(format!("expected a duration such as 200ms or 1s, got `{s}`")),
+        _ => Err(format!(
+            "expected a duration such as 200ms or 1s, got `{s}`"
+        )),
     }
 }
 

@@ -16,7 +16,13 @@ use crate::fleet::RunResult;
 pub fn tag_for(step: &str) -> String {
     let t: String = step
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || "-_.:/".contains(c) { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.:/".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     if t.is_empty() { "_".into() } else { t }
 }
@@ -24,26 +30,56 @@ pub fn tag_for(step: &str) -> String {
 /// Writes the interval log of a run.
 pub fn write<W: Write>(out: &mut W, r: &RunResult) -> std::io::Result<()> {
     let c = &r.collector;
-    let start = UNIX_EPOCH + Duration::from_nanos(u64::try_from(r.started_at.unix_timestamp_nanos()).unwrap_or(0));
+    let start = UNIX_EPOCH
+        + Duration::from_nanos(u64::try_from(r.started_at.unix_timestamp_nanos()).unwrap_or(0));
     let mut serializer = V2DeflateSerializer::new();
     // The header as Java's HistogramLogWriter writes it: comment, format
     // version, start and base time, legend. Timestamps below are relative to it.
-    let start_s = start.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64();
+    let start_s = start
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64();
     let when = r
         .started_at
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default();
-    writeln!(out, "#[Logged with loadfleet {}]", env!("CARGO_PKG_VERSION"))?;
+    writeln!(
+        out,
+        "#[Logged with loadfleet {}]",
+        env!("CARGO_PKG_VERSION")
+    )?;
     writeln!(out, "#[Histogram log format version 1.3]")?;
-    writeln!(out, "#[StartTime: {start_s:.3} (seconds since epoch), {when}]")?;
+    writeln!(
+        out,
+        "#[StartTime: {start_s:.3} (seconds since epoch), {when}]"
+    )?;
     writeln!(out, "#[BaseTime: {start_s:.3} (seconds since epoch)]")?;
-    writeln!(out, "#plan: {}, run: {}", r.plan.name.replace('\n', " "), r.run_id)?;
-    writeln!(out, "#values: latency in microseconds; Interval_Max in milliseconds")?;
-    writeln!(out, "#untagged lines: all steps together; tagged lines: one step each")?;
+    writeln!(
+        out,
+        "#plan: {}, run: {}",
+        r.plan.name.replace('\n', " "),
+        r.run_id
+    )?;
+    writeln!(
+        out,
+        "#values: latency in microseconds; Interval_Max in milliseconds"
+    )?;
+    writeln!(
+        out,
+        "#untagged lines: all steps together; tagged lines: one step each"
+    )?;
     for name in &c.step_names {
-        writeln!(out, "#tag {} = step \"{}\"", tag_for(name), name.replace('\n', " "))?;
+        writeln!(
+            out,
+            "#tag {} = step \"{}\"",
+            tag_for(name),
+            name.replace('\n', " ")
+        )?;
     }
-    writeln!(out, "\"StartTimestamp\",\"Interval_Length\",\"Interval_Max\",\"Interval_Compressed_Histogram\"")?;
+    writeln!(
+        out,
+        "\"StartTimestamp\",\"Interval_Length\",\"Interval_Max\",\"Interval_Compressed_Histogram\""
+    )?;
     let mut builder = IntervalLogWriterBuilder::new();
     builder.with_max_value_divisor(1000.0);
     let mut writer = builder

@@ -45,6 +45,8 @@ impl Entry {
 #[derive(Debug, Clone, Serialize)]
 pub struct AgentEntry {
     pub region: String,
+    /// Where the agent connected from, as the controller saw it.
+    pub address: String,
     pub users: usize,
     pub end: AgentEnd,
     pub ended_at_s: Option<f64>,
@@ -116,14 +118,23 @@ impl Summary {
     pub fn of(r: &RunResult) -> Summary {
         let c = &r.collector;
         let d = r.duration.as_secs_f64();
-        let LoadModel::Closed { users, ramp_up, bound } = r.plan.load;
+        let LoadModel::Closed {
+            users,
+            ramp_up,
+            bound,
+        } = r.plan.load;
         let mut agents = BTreeMap::new();
         for a in &r.agents {
-            let results = c.agents.get(&a.name).map(|t| Entry::of(t, d)).unwrap_or_else(|| Entry::of(&Tally::default(), d));
+            let results = c
+                .agents
+                .get(&a.name)
+                .map(|t| Entry::of(t, d))
+                .unwrap_or_else(|| Entry::of(&Tally::default(), d));
             agents.insert(
                 a.name.clone(),
                 AgentEntry {
                     region: a.region.clone(),
+                    address: a.peer.clone(),
                     users: a.users,
                     end: a.end.clone(),
                     ended_at_s: a.ended_at_s.map(round3),
@@ -132,9 +143,15 @@ impl Summary {
                 },
             );
         }
-        let mut regions: BTreeMap<String, Entry> = c.regions.iter().map(|(k, t)| (k.clone(), Entry::of(t, d))).collect();
+        let mut regions: BTreeMap<String, Entry> = c
+            .regions
+            .iter()
+            .map(|(k, t)| (k.clone(), Entry::of(t, d)))
+            .collect();
         for a in &r.agents {
-            regions.entry(a.region.clone()).or_insert_with(|| Entry::of(&Tally::default(), d));
+            regions
+                .entry(a.region.clone())
+                .or_insert_with(|| Entry::of(&Tally::default(), d));
         }
         Summary {
             schema: SUMMARY_SCHEMA,
@@ -205,6 +222,9 @@ pub fn write_run_dir(r: &RunResult, summary: &Summary, dir: &Path) -> std::io::R
     let mut log = Vec::new();
     hlog::write(&mut log, r)?;
     std::fs::write(&files.hlog, log)?;
-    std::fs::write(&files.report, report::render(summary).map_err(std::io::Error::other)?)?;
+    std::fs::write(
+        &files.report,
+        report::render(summary).map_err(std::io::Error::other)?,
+    )?;
     Ok(files)
 }

@@ -35,42 +35,102 @@ pub fn render(s: &Summary) -> Result<String, askama::Error> {
     let lat = |f: fn(&crate::stats::LatencyMs) -> f64| -> Vec<(f64, f64)> {
         s.timeline
             .iter()
-            .filter_map(|p| p.latency_ms.as_ref().map(|l| (p.start_s + p.length_s, f(l))))
+            .filter_map(|p| {
+                p.latency_ms
+                    .as_ref()
+                    .map(|l| (p.start_s + p.length_s, f(l)))
+            })
             .collect()
     };
     let latency_chart = line_chart(
         "Latency over time (per 1 s interval)",
         "milliseconds",
         &[
-            Series { name: "p50", color: "#1f77b4", points: lat(|l| l.p50) },
-            Series { name: "p90", color: "#2ca02c", points: lat(|l| l.p90) },
-            Series { name: "p99", color: "#ff7f0e", points: lat(|l| l.p99) },
-            Series { name: "max", color: "#d62728", points: lat(|l| l.max) },
+            Series {
+                name: "p50",
+                color: "#1f77b4",
+                points: lat(|l| l.p50),
+            },
+            Series {
+                name: "p90",
+                color: "#2ca02c",
+                points: lat(|l| l.p90),
+            },
+            Series {
+                name: "p99",
+                color: "#ff7f0e",
+                points: lat(|l| l.p99),
+            },
+            Series {
+                name: "max",
+                color: "#d62728",
+                points: lat(|l| l.max),
+            },
         ],
     );
     let per_s = |f: fn(&crate::stats::IntervalPoint) -> f64| -> Vec<(f64, f64)> {
-        s.timeline.iter().map(|p| (p.start_s + p.length_s, f(p))).collect()
+        s.timeline
+            .iter()
+            .map(|p| (p.start_s + p.length_s, f(p)))
+            .collect()
     };
     let throughput_chart = line_chart(
         "Requests, errors and active users over time",
         "per second / users",
         &[
-            Series { name: "req/s", color: "#1f77b4", points: per_s(|p| p.requests as f64 / p.length_s.max(0.001)) },
-            Series { name: "errors/s", color: "#d62728", points: per_s(|p| p.errors as f64 / p.length_s.max(0.001)) },
-            Series { name: "users", color: "#7f7f7f", points: per_s(|p| p.active_users as f64) },
+            Series {
+                name: "req/s",
+                color: "#1f77b4",
+                points: per_s(|p| p.requests as f64 / p.length_s.max(0.001)),
+            },
+            Series {
+                name: "errors/s",
+                color: "#d62728",
+                points: per_s(|p| p.errors as f64 / p.length_s.max(0.001)),
+            },
+            Series {
+                name: "users",
+                color: "#7f7f7f",
+                points: per_s(|p| p.active_users as f64),
+            },
         ],
     );
     let load = match (s.load.iterations, s.load.duration_s) {
-        (Some(n), _) => format!("closed: {} users, ramp-up {}s, {} iteration(s) each", s.load.users, s.load.ramp_up_s, n),
-        (None, Some(d)) => format!("closed: {} users, ramp-up {}s, for {}s", s.load.users, s.load.ramp_up_s, d),
+        (Some(n), _) => format!(
+            "closed: {} users, ramp-up {}s, {} iteration(s) each",
+            s.load.users, s.load.ramp_up_s, n
+        ),
+        (None, Some(d)) => format!(
+            "closed: {} users, ramp-up {}s, for {}s",
+            s.load.users, s.load.ramp_up_s, d
+        ),
         (None, None) => format!("closed: {} users", s.load.users),
     };
     Report {
         s,
-        status: serde_json::to_value(s.status).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
+        status: serde_json::to_value(s.status)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default(),
         load,
-        steps: s.requests.iter().map(|(n, e)| Row { name: n, extra: String::new(), e }).collect(),
-        regions: s.regions.iter().map(|(n, e)| Row { name: n, extra: String::new(), e }).collect(),
+        steps: s
+            .requests
+            .iter()
+            .map(|(n, e)| Row {
+                name: n,
+                extra: String::new(),
+                e,
+            })
+            .collect(),
+        regions: s
+            .regions
+            .iter()
+            .map(|(n, e)| Row {
+                name: n,
+                extra: String::new(),
+                e,
+            })
+            .collect(),
         agents: s
             .agents
             .iter()

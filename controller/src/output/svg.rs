@@ -10,7 +10,10 @@ pub struct Series<'a> {
 }
 
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 /// A "nice" upper bound for an axis: 1, 2 or 5 times a power of ten.
@@ -19,7 +22,11 @@ pub fn nice_max(v: f64) -> f64 {
         return 1.0;
     }
     let p = 10f64.powf(v.log10().floor());
-    [1.0, 2.0, 5.0, 10.0].iter().map(|m| m * p).find(|&c| c >= v).unwrap_or(10.0 * p)
+    [1.0, 2.0, 5.0, 10.0]
+        .iter()
+        .map(|m| m * p)
+        .find(|&c| c >= v)
+        .unwrap_or(10.0 * p)
 }
 
 /// Renders a line chart of the series (x in seconds).
@@ -28,8 +35,18 @@ pub fn line_chart(title: &str, y_label: &str, series: &[Series<'_>]) -> String {
     let (left, right, top, bottom) = (60.0, 20.0, 30.0, 40.0);
     let pw = w - left - right;
     let ph = h - top - bottom;
-    let xmax = nice_max(series.iter().flat_map(|s| s.points.iter().map(|p| p.0)).fold(0.0, f64::max));
-    let ymax = nice_max(series.iter().flat_map(|s| s.points.iter().map(|p| p.1)).fold(0.0, f64::max));
+    let xmax = nice_max(
+        series
+            .iter()
+            .flat_map(|s| s.points.iter().map(|p| p.0))
+            .fold(0.0, f64::max),
+    );
+    let ymax = nice_max(
+        series
+            .iter()
+            .flat_map(|s| s.points.iter().map(|p| p.1))
+            .fold(0.0, f64::max),
+    );
     let x = |v: f64| left + v / xmax * pw;
     let y = |v: f64| top + ph - v / ymax * ph;
     let mut o = String::new();
@@ -38,7 +55,11 @@ pub fn line_chart(title: &str, y_label: &str, series: &[Series<'_>]) -> String {
         r#"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {w} {h}" width="{w}" height="{h}" role="img" aria-label="{t}">"#,
         t = esc(title)
     );
-    let _ = write!(o, r#"<text x="{left}" y="18" font-size="14" font-weight="bold">{}</text>"#, esc(title));
+    let _ = write!(
+        o,
+        r#"<text x="{left}" y="18" font-size="14" font-weight="bold">{}</text>"#,
+        esc(title)
+    );
     for i in 0..=4 {
         let v = ymax * f64::from(i) / 4.0;
         let _ = write!(
@@ -68,7 +89,11 @@ pub fn line_chart(title: &str, y_label: &str, series: &[Series<'_>]) -> String {
     );
     for (i, s) in series.iter().enumerate() {
         if !s.points.is_empty() {
-            let pts: Vec<String> = s.points.iter().map(|&(a, b)| format!("{:.1},{:.1}", x(a), y(b))).collect();
+            let pts: Vec<String> = s
+                .points
+                .iter()
+                .map(|&(a, b)| format!("{:.1},{:.1}", x(a), y(b)))
+                .collect();
             let _ = write!(
                 o,
                 r#"<polyline fill="none" stroke="{}" stroke-width="1.6" points="{}"><title>{}</title></polyline>"#,
@@ -93,7 +118,11 @@ pub fn line_chart(title: &str, y_label: &str, series: &[Series<'_>]) -> String {
 }
 
 fn fmt_num(v: f64) -> String {
-    if v >= 100.0 || v == v.trunc() { format!("{v:.0}") } else { format!("{v:.2}") }
+    if v >= 100.0 || v == v.trunc() {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.2}")
+    }
 }
 
 #[cfg(test)]
@@ -111,7 +140,15 @@ mod tests {
 
     #[test]
     fn escapes_names() {
-        let svg = line_chart("<t>", "ms", &[Series { name: "a&b", color: "red", points: vec![(0.0, 1.0), (1.0, 2.0)] }]);
+        let svg = line_chart(
+            "<t>",
+            "ms",
+            &[Series {
+                name: "a&b",
+                color: "red",
+                points: vec![(0.0, 1.0), (1.0, 2.0)],
+            }],
+        );
         assert!(svg.contains("&lt;t&gt;") && svg.contains("a&amp;b") && !svg.contains("<t>"));
         assert!(svg.contains("<polyline"));
     }

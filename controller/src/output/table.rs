@@ -17,7 +17,9 @@ fn row(label: &str, e: &Entry) -> Vec<String> {
         format!("{:.1}", e.rps),
     ];
     match &e.latency_ms {
-        Some(l) => r.extend([l.mean, l.p50, l.p90, l.p95, l.p99, l.p99_9, l.max].map(|v| format!("{v:.2}"))),
+        Some(l) => r.extend(
+            [l.mean, l.p50, l.p90, l.p95, l.p99, l.p99_9, l.max].map(|v| format!("{v:.2}")),
+        ),
         None => r.extend(std::iter::repeat_n("-".to_string(), 7)),
     }
     r
@@ -49,7 +51,10 @@ pub fn render(s: &Summary) -> String {
         s.name,
         s.target,
         s.duration_s,
-        serde_json::to_value(s.status).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
+        serde_json::to_value(s.status)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default()
     ));
     out.push_str(&table("all steps", [(&overall, &s.total)]).to_string());
     out.push('\n');

@@ -70,7 +70,10 @@ impl Proc {
             .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
         let (tx, lines) = mpsc::channel();
         let err = child.stderr.take().expect("stderr");
-        let name = bin.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = bin
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let stderr = std::thread::spawn(move || {
             let mut all = String::new();
             for line in BufReader::new(err).lines().map_while(Result::ok) {
@@ -137,7 +140,9 @@ impl Proc {
             }
             std::thread::sleep(Duration::from_millis(20));
         };
-        let join = |h: Option<std::thread::JoinHandle<String>>| h.map(|h| h.join().unwrap_or_default()).unwrap_or_default();
+        let join = |h: Option<std::thread::JoinHandle<String>>| {
+            h.map(|h| h.join().unwrap_or_default()).unwrap_or_default()
+        };
         Exit {
             code,
             stdout: join(self.stdout.take()),

@@ -23,14 +23,18 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt().with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
     let args = Args::parse();
     let config = loadfleet_testbed::Config {
         latencies: args.latencies,
         default_latency: Duration::ZERO,
     };
     let bed = loadfleet_testbed::Testbed::start(args.listen, config).await?;
-    println!("listening on http://{}", bed.addr());
+    // On stderr, so scripts can wait for it while stdout stays for results.
+    eprintln!("loadfleet-testbed: listening on http://{}", bed.addr());
     if args.exit_after > 0 {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
