@@ -1,0 +1,50 @@
+//! Cost of recording one sample on the agent's hot path, and of closing an
+//! interval (taking the records and serializing one step's histogram).
+//!
+//! `cargo bench -p loadfleet-agent --bench record`
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::serialization::{Serializer, V2DeflateSerializer};
+use loadfleet_agent::recorder::Recorder;
+
+fn main() {
+    let mut rec = Recorder::new(20);
+    let n: u64 = 20_000_000;
+    // Latencies spread over 100 µs .. ~100 ms, steps round-robin.
+    let samples: Vec<(usize, Duration)> = (0..4096u64)
+        .map(|i| {
+            (
+                (i % 20) as usize,
+                Duration::from_micros(100 + (i * 7919) % 100_000),
+            )
+        })
+        .collect();
+    let t = Instant::now();
+    for i in 0..n {
+        let (step, lat) = samples[(i & 4095) as usize];
+        rec.record_response(black_box(step), black_box(lat), 200);
+    }
+    let per = t.elapsed().as_nanos() as f64 / n as f64;
+    println!("record_response: {per:.1} ns per sample ({n} samples, 20 steps)");
+
+    let mut ser = V2DeflateSerializer::new();
+    let rounds = 200;
+    let mut bytes_total = 0;
+    let t = Instant::now();
+    for _ in 0..rounds {
+        for (step, lat) in samples.iter().take(1000) {
+            rec.record_response(*step, *lat, 200);
+        }
+        let steps = rec.take();
+        let mut buf = Vec::new();
+        ser.serialize(&steps[0].histogram, &mut buf).unwrap();
+        bytes_total += buf.len();
+    }
+    let per = t.elapsed().as_micros() as f64 / rounds as f64;
+    println!(
+        "close interval (take 20 steps + serialize one with 50 samples): {per:.0} µs; {} bytes per serialized step",
+        bytes_total / rounds
+    );
+}

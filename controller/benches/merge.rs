@@ -1,0 +1,70 @@
+//! Cost of merging on the controller: one agent's interval report of 20
+//! steps (decode V2+DEFLATE, check, add into step, region, agent, total and
+//! the open interval). 1,000 agents report once a second, so this number times
+//! 1,000 is the controller's CPU share per second at that scale.
+//!
+//! `cargo bench -p loadfleet-controller --bench merge`
+
+use std::time::{Duration, Instant};
+
+use hdrhistogram::serialization::{Serializer, V2DeflateSerializer};
+use loadfleet_agent::recorder::Recorder;
+use loadfleet_controller::stats::Collector;
+use loadfleet_proto::v1;
+
+fn main() {
+    let steps = 20;
+    let names: Vec<String> = (0..steps).map(|i| format!("step {i}")).collect();
+    // One agent's second: 200 samples per step, 100 µs .. 100 ms.
+    let mut rec = Recorder::new(steps);
+    for i in 0..(200 * steps as u64) {
+        rec.record_response(
+            (i % steps as u64) as usize,
+            Duration::from_micros(100 + (i * 7919) % 100_000),
+            200,
+        );
+    }
+    let mut ser = V2DeflateSerializer::new();
+    let step_msgs: Vec<v1::StepInterval> = rec
+        .take()
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let mut b = Vec::new();
+            ser.serialize(&s.histogram, &mut b).unwrap();
+            v1::StepInterval {
+                step: i as u32,
+                histogram: b,
+                count: s.count(),
+                errors: vec![],
+            }
+        })
+        .collect();
+    let wire: usize = step_msgs.iter().map(|s| s.histogram.len()).sum();
+    let mut c = Collector::new(names, Duration::from_secs(1));
+    let agents = 50;
+    let seconds = 20u64;
+    let t = Instant::now();
+    for seq in 0..seconds {
+        for a in 0..agents {
+            let iv = v1::Interval {
+                run_id: "r".into(),
+                seq,
+                active_users: 10,
+                steps: step_msgs.clone(),
+                elapsed_us: (seq + 1) * 1_000_000,
+            };
+            c.apply(&format!("agent-{a}"), &format!("region-{}", a % 3), &iv)
+                .unwrap();
+        }
+        c.close_before(seq);
+    }
+    c.close_all();
+    let reports = agents as u64 * seconds;
+    let per = t.elapsed().as_micros() as f64 / reports as f64;
+    println!(
+        "merge one agent-second ({steps} steps, 200 samples each, {wire} bytes of histograms): {per:.0} µs; \
+         1,000 agents would use {:.0}% of one core",
+        per * 1000.0 / 10_000.0
+    );
+}
