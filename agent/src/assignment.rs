@@ -41,6 +41,8 @@ pub struct Target {
     /// Path prefix of the base URL, without a trailing slash.
     pub base_path: String,
     pub timeout: Duration,
+    /// Extra certificate authorities (PEM) for https targets; may be empty.
+    pub ca_pem: String,
 }
 
 /// One HTTP request of a scenario, prepared once.
@@ -136,6 +138,7 @@ impl Target {
             base_path: uri.path().trim_end_matches('/').to_string(),
             scheme,
             timeout,
+            ca_pem: String::new(),
         })
     }
 
@@ -158,7 +161,13 @@ impl TryFrom<v1::Assign> for Assignment {
         if t.timeout_us == 0 {
             return Err(AssignmentError::Invalid("target timeout is zero".into()));
         }
-        let target = Target::parse(&t.base_url, Duration::from_micros(t.timeout_us))?;
+        let mut target = Target::parse(&t.base_url, Duration::from_micros(t.timeout_us))?;
+        if let Err(e) = crate::client::parse_pem_certs(&t.ca_pem) {
+            return Err(AssignmentError::Invalid(format!(
+                "target CA certificates: {e}"
+            )));
+        }
+        target.ca_pem = t.ca_pem;
         let step_count = a.step_names.len();
         let mut scenarios = Vec::with_capacity(a.scenarios.len());
         for s in a.scenarios {

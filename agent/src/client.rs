@@ -22,10 +22,14 @@ pub struct Tls {
 }
 
 impl Tls {
-    /// Verifies servers against the Mozilla root store (webpki-roots).
-    pub fn webpki() -> Result<Tls, rustls::Error> {
-        let roots =
+    /// Verifies servers against the Mozilla root store (webpki-roots) plus
+    /// the certificate authorities in `extra_ca_pem` (may be empty).
+    pub fn new(extra_ca_pem: &str) -> Result<Tls, rustls::Error> {
+        let mut roots =
             rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        for cert in parse_pem_certs(extra_ca_pem).map_err(rustls::Error::General)? {
+            roots.add(cert)?;
+        }
         let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
         ))
@@ -37,6 +41,23 @@ impl Tls {
             connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
         })
     }
+}
+
+/// Parses PEM certificates; an empty string is no certificate.
+pub fn parse_pem_certs(
+    pem: &str,
+) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
+    use rustls::pki_types::pem::PemObject;
+    if pem.trim().is_empty() {
+        return Ok(Vec::new());
+    }
+    let certs = rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("bad PEM: {e}"))?;
+    if certs.is_empty() {
+        return Err("no certificate found in the PEM text".into());
+    }
+    Ok(certs)
 }
 
 /// A failed request: its kind and what happened.

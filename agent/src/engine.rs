@@ -85,7 +85,7 @@ pub fn start(
 ) -> Result<Engine, EngineError> {
     let workers = workers.clamp(1, assign.users.len().max(1));
     let tls = if assign.target.scheme == http::uri::Scheme::HTTPS {
-        Some(Tls::webpki()?)
+        Some(Tls::new(&assign.target.ca_pem)?)
     } else {
         None
     };

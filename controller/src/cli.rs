@@ -293,6 +293,7 @@ async fn demo(
             ("/search".into(), Duration::from_millis(80)),
         ],
         default_latency: Duration::from_millis(2),
+        tls: None,
     };
     let bed = match loadfleet_testbed::Testbed::start(SocketAddr::from(([127, 0, 0, 1], 0)), config)
         .await

@@ -303,6 +303,7 @@ async fn drive(
             target: Some(v1::Target {
                 base_url: plan.target.base_url.clone(),
                 timeout_us: micros(plan.target.timeout),
+                ca_pem: plan.target.ca_pem.clone().unwrap_or_default(),
             }),
             scenarios: scenarios.clone(),
             users: slots

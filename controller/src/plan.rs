@@ -43,6 +43,9 @@ pub struct Plan {
 pub struct TargetSpec {
     pub base_url: String,
     pub timeout: Duration,
+    /// Extra certificate authorities (PEM) trusted for https targets, read
+    /// from `ca_file` and shipped to agents, so agents need no files.
+    pub ca_pem: Option<String>,
 }
 
 /// How much load, and for how long.
@@ -128,6 +131,7 @@ struct RawPlan {
 struct RawTarget {
     base_url: Spanned<String>,
     timeout: Option<Spanned<PlanDuration>>,
+    ca_file: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -310,10 +314,45 @@ impl Validator<'_> {
         if let Err(e) = loadfleet_agent::assignment::Target::parse(&url, timeout) {
             return Err(self.error(raw.base_url.span(), format!("`target.base_url`: {e}")));
         }
+        let ca_pem = match raw.ca_file {
+            None => None,
+            Some(f) => Some(self.ca_file(&f)?),
+        };
         Ok(TargetSpec {
             base_url: url,
             timeout,
+            ca_pem,
         })
+    }
+
+    /// Reads `target.ca_file` (relative to the plan's folder) and checks it
+    /// holds PEM certificates.
+    fn ca_file(&self, f: &Spanned<String>) -> Result<String, PlanError> {
+        let base = Path::new(self.file).parent().unwrap_or(Path::new("."));
+        let path = base.join(f.get_ref());
+        let pem = std::fs::read_to_string(&path).map_err(|e| {
+            self.error(
+                f.span(),
+                format!("`target.ca_file`: cannot read {}: {e}", path.display()),
+            )
+        })?;
+        match loadfleet_agent::client::parse_pem_certs(&pem) {
+            Ok(certs) if !certs.is_empty() => Ok(pem),
+            Ok(_) => Err(self.error(
+                f.span(),
+                format!(
+                    "`target.ca_file`: expected PEM certificates in {}",
+                    path.display()
+                ),
+            )),
+            Err(e) => Err(self.error(
+                f.span(),
+                format!(
+                    "`target.ca_file`: expected PEM certificates in {}: {e}",
+                    path.display()
+                ),
+            )),
+        }
     }
 
     fn load(&self, raw: Spanned<RawLoad>) -> Result<LoadModel, PlanError> {

@@ -113,3 +113,57 @@ async fn agent_stops_when_its_controller_dies_and_serves_the_next_run() {
     assert_eq!(bed.stats().served() - served_before, 10);
     assert!(agent.is_running(), "still waiting for the next run");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_stops_gracefully_and_still_writes_the_results() {
+    let bed = testbed(Config {
+        default_latency: Duration::from_millis(20),
+        ..Config::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let plan = write_plan(
+        dir.path(),
+        "long.toml",
+        &plan_text(&bed.base_url(), "users = 3\nduration = \"60s\""),
+    );
+    let out = dir.path().join("run");
+    let ctl = Proc::spawn(
+        &loadfleet(),
+        &[
+            "run",
+            plan.to_str().unwrap(),
+            "-q",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while bed.stats().served() < 30 {
+        assert!(Instant::now() < deadline, "load never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let interrupted = Instant::now();
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &ctl.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = tokio::task::spawn_blocking(move || ctl.wait(Duration::from_secs(20)))
+        .await
+        .unwrap();
+    let took = interrupted.elapsed();
+    assert!(
+        took < Duration::from_secs(5),
+        "stopped {took:?} after Ctrl-C"
+    );
+    assert_eq!(exit.code, 1, "an interrupted run exits 1: {}", exit.stderr);
+    let s = summary(&out);
+    assert_eq!(s["status"], "interrupted");
+    assert_eq!(
+        s["total"]["requests"],
+        bed.stats().served(),
+        "users finished their step and every response was counted"
+    );
+    assert_eq!(s["total"]["errors"], 0, "a graceful stop abandons nothing");
+}

@@ -34,6 +34,55 @@ pub struct Config {
     pub latencies: Vec<(String, Duration)>,
     /// Latency for paths no prefix matches.
     pub default_latency: Duration,
+    /// Serve HTTPS with this certificate instead of plain HTTP.
+    pub tls: Option<TlsIdentity>,
+}
+
+/// A certificate and its private key, both PEM.
+#[derive(Debug, Clone)]
+pub struct TlsIdentity {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+/// Errors setting up the server.
+#[derive(Debug, thiserror::Error)]
+pub enum TestbedError {
+    #[error("cannot listen: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("bad TLS identity: {0}")]
+    Tls(String),
+}
+
+/// A self-signed certificate for `names` (host names or IP addresses); the
+/// certificate is its own CA, so clients trust it by adding `cert_pem`.
+pub fn self_signed(names: &[&str]) -> Result<TlsIdentity, TestbedError> {
+    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    let ck =
+        rcgen::generate_simple_self_signed(names).map_err(|e| TestbedError::Tls(e.to_string()))?;
+    Ok(TlsIdentity {
+        cert_pem: ck.cert.pem(),
+        key_pem: ck.signing_key.serialize_pem(),
+    })
+}
+
+fn acceptor(id: &TlsIdentity) -> Result<tokio_rustls::TlsAcceptor, TestbedError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let bad = |e: &dyn std::fmt::Display| TestbedError::Tls(e.to_string());
+    let certs = CertificateDer::pem_slice_iter(id.cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(&e))?;
+    let key = PrivateKeyDer::from_pem_slice(id.key_pem.as_bytes()).map_err(|e| bad(&e))?;
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| bad(&e))?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .map_err(|e| bad(&e))?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
 impl Config {
@@ -107,6 +156,7 @@ impl Stats {
 
 /// A running test target. Dropping it stops the server.
 pub struct Testbed {
+    scheme: &'static str,
     addr: SocketAddr,
     stats: Arc<Stats>,
     shutdown: watch::Sender<bool>,
@@ -115,14 +165,17 @@ pub struct Testbed {
 
 impl Testbed {
     /// Binds `addr` (use port 0 for any free port) and serves until dropped.
-    pub async fn start(addr: SocketAddr, config: Config) -> std::io::Result<Testbed> {
+    pub async fn start(addr: SocketAddr, config: Config) -> Result<Testbed, TestbedError> {
+        let tls = config.tls.as_ref().map(acceptor).transpose()?;
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let stats = Arc::new(Stats::default());
         *stats.started.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
         let (shutdown, rx) = watch::channel(false);
-        let task = tokio::spawn(serve(listener, Arc::new(config), stats.clone(), rx));
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let task = tokio::spawn(serve(listener, tls, Arc::new(config), stats.clone(), rx));
         Ok(Testbed {
+            scheme,
             addr,
             stats,
             shutdown,
@@ -135,9 +188,9 @@ impl Testbed {
         self.addr
     }
 
-    /// `http://ADDR` of this server.
+    /// `http://ADDR` (or `https://ADDR`) of this server.
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", self.scheme, self.addr)
     }
 
     /// What was served so far.
@@ -162,6 +215,7 @@ impl Drop for Testbed {
 
 async fn serve(
     listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     config: Arc<Config>,
     stats: Arc<Stats>,
     mut shutdown: watch::Receiver<bool>,
@@ -180,26 +234,42 @@ async fn serve(
             }
         };
         let _ = stream.set_nodelay(true);
-        let config = config.clone();
-        let stats = stats.clone();
-        let mut conn_shutdown = shutdown.clone();
+        let (config, stats, shutdown, tls) =
+            (config.clone(), stats.clone(), shutdown.clone(), tls.clone());
         tokio::spawn(async move {
-            let first = Arc::new(std::sync::atomic::AtomicBool::new(true));
-            let service = service_fn(move |req| {
-                let config = config.clone();
-                let stats = stats.clone();
-                let first = first.clone();
-                async move { Ok::<_, Infallible>(handle(req, &config, &stats, &first).await) }
-            });
-            let conn = http1::Builder::new()
-                .keep_alive(true)
-                .serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                _ = conn_shutdown.changed() => {}
+            match tls {
+                None => serve_connection(stream, config, stats, shutdown).await,
+                Some(acceptor) => match acceptor.accept(stream).await {
+                    Ok(s) => serve_connection(s, config, stats, shutdown).await,
+                    Err(e) => tracing::debug!(error = %e, "TLS handshake failed"),
+                },
             }
         });
+    }
+}
+
+async fn serve_connection<S>(
+    stream: S,
+    config: Arc<Config>,
+    stats: Arc<Stats>,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let first = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let service = service_fn(move |req| {
+        let config = config.clone();
+        let stats = stats.clone();
+        let first = first.clone();
+        async move { Ok::<_, Infallible>(handle(req, &config, &stats, &first).await) }
+    });
+    let conn = http1::Builder::new()
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        _ = shutdown.changed() => {}
     }
 }
 
@@ -271,6 +341,7 @@ mod tests {
                 ("/a/b".into(), Duration::from_millis(7)),
             ],
             default_latency: Duration::from_millis(1),
+            tls: None,
         };
         assert_eq!(c.latency_for("/a/b/c"), Duration::from_millis(7));
         assert_eq!(c.latency_for("/a/x"), Duration::from_millis(5));
