@@ -10,9 +10,7 @@ use loadfleet_testbed::Config;
 use support::*;
 
 fn plan_text(base: &str, load: &str) -> String {
-    format!(
-        "[target]\nbase_url = \"{base}\"\n[load]\n{load}\n[[scenario]]\nname = \"s\"\n[[scenario.step]]\nname = \"home\"\npath = \"/\"\n"
-    )
+    plan_toml(base, load, &[("home", "/")])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -103,9 +101,7 @@ async fn agent_stops_when_its_controller_dies_and_serves_the_next_run() {
             dir.path().join("r2").to_str().unwrap(),
         ],
     );
-    let exit = tokio::task::spawn_blocking(move || second.wait(Duration::from_secs(60)))
-        .await
-        .unwrap();
+    let exit = exited(second, Duration::from_secs(60)).await;
     assert_eq!(exit.code, 0, "{}", exit.stderr);
     let s = summary(&dir.path().join("r2"));
     assert_eq!(s["total"]["requests"], 10);
@@ -149,9 +145,7 @@ async fn ctrl_c_stops_gracefully_and_still_writes_the_results() {
         .status()
         .unwrap();
     assert!(status.success());
-    let exit = tokio::task::spawn_blocking(move || ctl.wait(Duration::from_secs(20)))
-        .await
-        .unwrap();
+    let exit = exited(ctl, Duration::from_secs(20)).await;
     let took = interrupted.elapsed();
     assert!(
         took < Duration::from_secs(5),

@@ -9,10 +9,6 @@ use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
 use loadfleet_testbed::Config;
 use support::*;
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    tokio::task::spawn_blocking(f).await.expect("blocking task")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_agents_in_two_regions_merge_to_what_the_target_served() {
     let bed = testbed(Config {
@@ -22,83 +18,22 @@ async fn two_agents_in_two_regions_merge_to_what_the_target_served() {
     })
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let plan = write_plan(
-        dir.path(),
-        "fleet.toml",
-        &format!(
-            r#"name = "fleet"
-[target]
-base_url = "{}"
-timeout = "5s"
-[load]
-users = 8
-ramp_up = "1s"
-iterations = 20
-[[scenario]]
-name = "s"
-[[scenario.step]]
-name = "home"
-path = "/"
-[[scenario.step]]
-name = "slow"
-path = "/slow"
-"#,
-            bed.base_url()
-        ),
+    let text = plan_toml(
+        &bed.base_url(),
+        "users = 8\nramp_up = \"1s\"\niterations = 20",
+        &[("home", "/"), ("slow", "/slow")],
     );
+    let plan = write_plan(dir.path(), "fleet.toml", &text);
     let out = dir.path().join("run");
-    let ctl = Proc::spawn(
-        &loadfleet(),
-        &[
-            "run",
-            plan.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-            "--expect-agents",
-            "2",
-            "--out",
-            out.to_str().unwrap(),
-            "-q",
-        ],
-    );
-    let url = format!("http://{}", ctl.listen_addr());
-    let a1 = Proc::spawn(
-        &agent_bin(),
-        &[
-            "--controller",
-            &url,
-            "--region",
-            "eu-west",
-            "--name",
-            "a1",
-            "--once",
-            "--workers",
-            "1",
-        ],
-    );
-    let a2 = Proc::spawn(
-        &agent_bin(),
-        &[
-            "--controller",
-            &url,
-            "--region",
-            "us-east",
-            "--name",
-            "a2",
-            "--once",
-            "--workers",
-            "2",
-        ],
-    );
-    let exit = blocking(move || ctl.wait(Duration::from_secs(60))).await;
+    let (ctl, url) = fleet_controller(&plan, &out, 2);
+    let a1 = agent(&url, "eu-west", "a1", &["--workers", "1"]);
+    let a2 = agent(&url, "us-east", "a2", &["--workers", "2"]);
+    let exit = exited(ctl, Duration::from_secs(60)).await;
     assert_eq!(exit.code, 0, "controller: {}\n{}", exit.stdout, exit.stderr);
-    let (e1, e2) = blocking(move || {
-        (
-            a1.wait(Duration::from_secs(20)),
-            a2.wait(Duration::from_secs(20)),
-        )
-    })
-    .await;
+    let (e1, e2) = (
+        exited(a1, Duration::from_secs(20)).await,
+        exited(a2, Duration::from_secs(20)).await,
+    );
     assert_eq!(
         (e1.code, e2.code),
         (0, 0),
@@ -180,55 +115,16 @@ fn base64_decode(s: &str) -> Vec<u8> {
 async fn ramp_is_the_single_machine_ramp_on_two_agents() {
     let bed = testbed(Config::default()).await;
     let dir = tempfile::tempdir().unwrap();
-    let plan = write_plan(
-        dir.path(),
-        "ramp.toml",
-        &format!(
-            "[target]\nbase_url = \"{}\"\n[load]\nusers = 10\nramp_up = \"5s\"\niterations = 1\n[[scenario]]\nname = \"s\"\n[[scenario.step]]\npath = \"/\"\n",
-            bed.base_url()
-        ),
+    let text = plan_toml(
+        &bed.base_url(),
+        "users = 10\nramp_up = \"5s\"\niterations = 1",
+        &[("home", "/")],
     );
-    let out = dir.path().join("run");
-    let ctl = Proc::spawn(
-        &loadfleet(),
-        &[
-            "run",
-            plan.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-            "--expect-agents",
-            "2",
-            "--out",
-            out.to_str().unwrap(),
-            "-q",
-        ],
-    );
-    let url = format!("http://{}", ctl.listen_addr());
-    let _a1 = Proc::spawn(
-        &agent_bin(),
-        &[
-            "--controller",
-            &url,
-            "--region",
-            "r1",
-            "--name",
-            "a1",
-            "--once",
-        ],
-    );
-    let _a2 = Proc::spawn(
-        &agent_bin(),
-        &[
-            "--controller",
-            &url,
-            "--region",
-            "r2",
-            "--name",
-            "a2",
-            "--once",
-        ],
-    );
-    let exit = blocking(move || ctl.wait(Duration::from_secs(60))).await;
+    let plan = write_plan(dir.path(), "ramp.toml", &text);
+    let (ctl, url) = fleet_controller(&plan, &dir.path().join("run"), 2);
+    let _a1 = agent(&url, "r1", "a1", &[]);
+    let _a2 = agent(&url, "r2", "a2", &[]);
+    let exit = exited(ctl, Duration::from_secs(60)).await;
     assert_eq!(exit.code, 0, "{}", exit.stderr);
     let arrivals = bed.stats().first_request_times();
     assert_eq!(arrivals.len(), 10, "one connection per user");
@@ -258,28 +154,13 @@ async fn unreachable_target_is_counted_not_a_crash() {
         .unwrap()
         .port();
     let dir = tempfile::tempdir().unwrap();
-    let plan = write_plan(
-        dir.path(),
-        "down.toml",
-        &format!(
-            "[target]\nbase_url = \"http://127.0.0.1:{port}\"\ntimeout = \"2s\"\n[load]\nusers = 2\niterations = 3\n[[scenario]]\nname = \"s\"\n[[scenario.step]]\nname = \"home\"\npath = \"/\"\n"
-        ),
+    let text = plan_toml(
+        &format!("http://127.0.0.1:{port}"),
+        "users = 2\niterations = 3",
+        &[("home", "/")],
     );
-    let out = dir.path().join("run");
-    let exit = blocking(move || {
-        run(
-            &loadfleet(),
-            &[
-                "run",
-                plan.to_str().unwrap(),
-                "--out",
-                out.to_str().unwrap(),
-                "-q",
-            ],
-            Duration::from_secs(30),
-        )
-    })
-    .await;
+    let plan = write_plan(dir.path(), "down.toml", &text);
+    let exit = run_plan(&plan, &dir.path().join("run")).await;
     assert_eq!(exit.code, 1, "completed with errors: {}", exit.stderr);
     let s = summary(&dir.path().join("run"));
     assert_eq!(s["total"]["requests"], 6);
@@ -302,31 +183,29 @@ async fn no_agents_is_a_fleet_error() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("never");
     let out_arg = out.to_str().unwrap().to_string();
-    let plan = write_plan(
-        dir.path(),
-        "p.toml",
-        "[target]\nbase_url = \"http://127.0.0.1:9\"\n[load]\nusers = 1\niterations = 1\n[[scenario]]\nname = \"s\"\n[[scenario.step]]\npath = \"/\"\n",
+    let text = plan_toml(
+        "http://127.0.0.1:9",
+        "users = 1\niterations = 1",
+        &[("home", "/")],
     );
-    let exit = blocking(move || {
-        run(
-            &loadfleet(),
-            &[
-                "run",
-                plan.to_str().unwrap(),
-                "--listen",
-                "127.0.0.1:0",
-                "--expect-agents",
-                "2",
-                "--wait-agents",
-                "1s",
-                "-q",
-                "--out",
-                &out_arg,
-            ],
-            Duration::from_secs(20),
-        )
-    })
-    .await;
+    let plan = write_plan(dir.path(), "p.toml", &text);
+    let p = Proc::spawn(
+        &loadfleet(),
+        &[
+            "run",
+            plan.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--expect-agents",
+            "2",
+            "--wait-agents",
+            "1s",
+            "-q",
+            "--out",
+            &out_arg,
+        ],
+    );
+    let exit = exited(p, Duration::from_secs(20)).await;
     assert_eq!(exit.code, 3);
     assert!(
         exit.stderr

@@ -9,12 +9,14 @@ use loadfleet_testbed::{Config, self_signed};
 use support::*;
 
 fn plan(base: &str, ca: Option<&str>) -> String {
-    let ca = ca
-        .map(|f| format!("ca_file = \"{f}\"\n"))
-        .unwrap_or_default();
-    format!(
-        "[target]\nbase_url = \"{base}\"\ntimeout = \"3s\"\n{ca}[load]\nusers = 2\niterations = 10\n[[scenario]]\nname = \"s\"\n[[scenario.step]]\nname = \"home\"\npath = \"/\"\n"
-    )
+    let text = plan_toml(base, "users = 2\niterations = 10", &[("home", "/")]);
+    match ca {
+        Some(f) => text.replace(
+            "timeout = \"5s\"\n",
+            &format!("timeout = \"5s\"\nca_file = \"{f}\"\n"),
+        ),
+        None => text,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -36,24 +38,7 @@ async fn https_target_with_the_plans_ca_is_verified_and_loaded() {
         &plan(&bed.base_url(), Some("ca.pem")),
     );
     let out = dir.path().join("good");
-    let exit = tokio::task::spawn_blocking({
-        let out = out.clone();
-        move || {
-            run(
-                &loadfleet(),
-                &[
-                    "run",
-                    good.to_str().unwrap(),
-                    "-q",
-                    "--out",
-                    out.to_str().unwrap(),
-                ],
-                Duration::from_secs(30),
-            )
-        }
-    })
-    .await
-    .unwrap();
+    let exit = run_plan(&good, &out).await;
     assert_eq!(exit.code, 0, "{}", exit.stderr);
     let s = summary(&out);
     assert_eq!(s["total"]["requests"], 20);
@@ -67,24 +52,7 @@ async fn https_target_with_the_plans_ca_is_verified_and_loaded() {
     // Not trusted: the handshake fails, errors of kind tls, nothing served.
     let untrusted = write_plan(dir.path(), "untrusted.toml", &plan(&bed.base_url(), None));
     let out = dir.path().join("untrusted");
-    let exit = tokio::task::spawn_blocking({
-        let out = out.clone();
-        move || {
-            run(
-                &loadfleet(),
-                &[
-                    "run",
-                    untrusted.to_str().unwrap(),
-                    "-q",
-                    "--out",
-                    out.to_str().unwrap(),
-                ],
-                Duration::from_secs(30),
-            )
-        }
-    })
-    .await
-    .unwrap();
+    let exit = run_plan(&untrusted, &out).await;
     assert_eq!(exit.code, 1);
     let s = summary(&out);
     assert_eq!(s["total"]["errors_by_kind"]["tls"], 20, "{}", s["errors"]);

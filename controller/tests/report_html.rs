@@ -70,24 +70,7 @@ async fn report_renders_offline_with_the_summary_numbers() {
         ),
     );
     let out = dir.path().join("run");
-    let exit = tokio::task::spawn_blocking({
-        let (plan, out) = (plan.clone(), out.clone());
-        move || {
-            run(
-                &loadfleet(),
-                &[
-                    "run",
-                    plan.to_str().unwrap(),
-                    "-q",
-                    "--out",
-                    out.to_str().unwrap(),
-                ],
-                Duration::from_secs(30),
-            )
-        }
-    })
-    .await
-    .unwrap();
+    let exit = run_plan(&plan, &out).await;
     assert_eq!(
         exit.code, 1,
         "404s make it a run with errors: {}",

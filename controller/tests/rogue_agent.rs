@@ -74,46 +74,17 @@ async fn rogue(url: String) {
 async fn undecodable_histogram_is_dropped_and_the_run_goes_on() {
     let bed = testbed(Config::default()).await;
     let dir = tempfile::tempdir().unwrap();
-    let plan = write_plan(
-        dir.path(),
-        "p.toml",
-        &format!(
-            "[target]\nbase_url = \"{}\"\n[load]\nusers = 4\niterations = 25\n[[scenario]]\nname = \"s\"\n[[scenario.step]]\nname = \"home\"\npath = \"/\"\n",
-            bed.base_url()
-        ),
+    let text = plan_toml(
+        &bed.base_url(),
+        "users = 4\niterations = 25",
+        &[("home", "/")],
     );
+    let plan = write_plan(dir.path(), "p.toml", &text);
     let out = dir.path().join("run");
-    let ctl = Proc::spawn(
-        &loadfleet(),
-        &[
-            "run",
-            plan.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-            "--expect-agents",
-            "2",
-            "--out",
-            out.to_str().unwrap(),
-            "-q",
-        ],
-    );
-    let url = format!("http://{}", ctl.listen_addr());
+    let (ctl, url) = fleet_controller(&plan, &out, 2);
     let rogue_task = tokio::spawn(rogue(url.clone()));
-    let _agent = Proc::spawn(
-        &agent_bin(),
-        &[
-            "--controller",
-            &url,
-            "--region",
-            "eu",
-            "--name",
-            "real",
-            "--once",
-        ],
-    );
-    let exit = tokio::task::spawn_blocking(move || ctl.wait(Duration::from_secs(60)))
-        .await
-        .unwrap();
+    let _agent = agent(&url, "eu", "real", &[]);
+    let exit = exited(ctl, Duration::from_secs(60)).await;
     let _ = tokio::time::timeout(Duration::from_secs(5), rogue_task).await;
     assert_eq!(exit.code, 0, "{}", exit.stderr);
     assert!(

@@ -168,3 +168,75 @@ pub fn summary(dir: &Path) -> serde_json::Value {
     let text = std::fs::read_to_string(dir.join("summary.json")).expect("summary.json exists");
     serde_json::from_str(&text).expect("summary.json is JSON")
 }
+
+/// A one-scenario plan: the `[load]` body as given, steps as (name, path).
+pub fn plan_toml(base: &str, load: &str, steps: &[(&str, &str)]) -> String {
+    let mut t = format!(
+        "[target]\nbase_url = \"{base}\"\ntimeout = \"5s\"\n[load]\n{load}\n[[scenario]]\nname = \"s\"\n"
+    );
+    for (name, path) in steps {
+        t.push_str(&format!(
+            "[[scenario.step]]\nname = \"{name}\"\npath = \"{path}\"\n"
+        ));
+    }
+    t
+}
+
+/// Starts `loadfleet run PLAN` waiting for `agents` remote agents on
+/// 127.0.0.1 (port 0); returns the process and the URL agents dial.
+pub fn fleet_controller(plan: &Path, out: &Path, agents: usize) -> (Proc, String) {
+    let n = agents.to_string();
+    let ctl = Proc::spawn(
+        &loadfleet(),
+        &[
+            "run",
+            plan.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--expect-agents",
+            &n,
+            "--out",
+            out.to_str().unwrap(),
+            "-q",
+        ],
+    );
+    let url = format!("http://{}", ctl.listen_addr());
+    (ctl, url)
+}
+
+/// Starts a `loadfleet-agent` process for one run (`--once`).
+pub fn agent(url: &str, region: &str, name: &str, extra: &[&str]) -> Proc {
+    let mut args = vec![
+        "--controller",
+        url,
+        "--region",
+        region,
+        "--name",
+        name,
+        "--once",
+    ];
+    args.extend_from_slice(extra);
+    Proc::spawn(&agent_bin(), &args)
+}
+
+/// Waits for a process off the async runtime (bounded).
+pub async fn exited(p: Proc, timeout: Duration) -> Exit {
+    tokio::task::spawn_blocking(move || p.wait(timeout))
+        .await
+        .expect("wait task")
+}
+
+/// Runs `loadfleet run PLAN -q --out OUT` with an in-process agent, to completion.
+pub async fn run_plan(plan: &Path, out: &Path) -> Exit {
+    let p = Proc::spawn(
+        &loadfleet(),
+        &[
+            "run",
+            plan.to_str().unwrap(),
+            "-q",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    exited(p, Duration::from_secs(60)).await
+}
