@@ -1,0 +1,19 @@
+//! Every plan shipped in examples/ is valid, so the examples stay true.
+
+use loadfleet_controller::plan;
+
+#[test]
+fn every_example_plan_validates() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let mut checked = Vec::new();
+    for entry in std::fs::read_dir(&dir).expect("examples/ exists") {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let p = plan::load(&path).unwrap_or_else(|e| panic!("{e}"));
+            assert!(p.users() > 0);
+            checked.push(p.name);
+        }
+    }
+    checked.sort();
+    assert_eq!(checked, ["ramp-20", "smoke"]);
+}
