@@ -9,6 +9,7 @@
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::serialization::{Serializer, V2DeflateSerializer};
@@ -55,6 +56,14 @@ pub struct Engine {
     pub intervals: mpsc::Receiver<v1::Interval>,
     pub stop: StopHandle,
     threads: Vec<std::thread::JoinHandle<()>>,
+    start_lateness_us: Arc<AtomicU64>,
+}
+
+impl Engine {
+    /// How late the slowest worker woke after the schedule's zero.
+    pub fn start_lateness(&self) -> Duration {
+        Duration::from_micros(self.start_lateness_us.load(Ordering::Relaxed))
+    }
 }
 
 impl Drop for Engine {
@@ -93,6 +102,7 @@ pub fn start(
     let (part_tx, part_rx) = mpsc::channel(workers * 4);
     let (out_tx, out_rx) = mpsc::channel(64);
     let mut threads = Vec::with_capacity(workers + 1);
+    let start_lateness_us = Arc::new(AtomicU64::new(0));
     for w in 0..workers {
         let users: Vec<UserSlot> = assign
             .users
@@ -109,6 +119,7 @@ pub fn start(
             stop: stop.clone(),
             tls: tls.clone(),
             parts: part_tx.clone(),
+            start_lateness_us: start_lateness_us.clone(),
         };
         threads.push(
             std::thread::Builder::new()
@@ -127,6 +138,7 @@ pub fn start(
         intervals: out_rx,
         stop,
         threads,
+        start_lateness_us,
     })
 }
 
@@ -140,6 +152,7 @@ struct Worker {
     stop: StopHandle,
     tls: Option<Tls>,
     parts: mpsc::Sender<WorkerPart>,
+    start_lateness_us: Arc<AtomicU64>,
 }
 
 /// State shared by the users of one worker thread (never across threads).
@@ -190,6 +203,17 @@ impl Worker {
         for slot in &self.users {
             tokio::task::spawn_local(run_user(shared.clone(), *slot));
         }
+        // Users are spawned and asleep; wake at the schedule's zero with them
+        // and note how late that was.
+        tokio::select! {
+            _ = tokio::time::sleep_until(start_at) => {}
+            _ = self.stop.hard.cancelled() => {}
+        }
+        let late = tokio::time::Instant::now().saturating_duration_since(start_at);
+        self.start_lateness_us.fetch_max(
+            u64::try_from(late.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
         let interval = self.assign.interval;
         let hard_deadline = start_at + self.assign.max_run;
         let mut seq: u64 = 0;

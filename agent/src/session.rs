@@ -79,9 +79,11 @@ pub async fn run_agent(opts: AgentOptions, shutdown: CancellationToken) -> Resul
         ^ (Instant::now().elapsed().as_nanos() as u64)
         ^ hash(&opts.name);
     let mut backoff = Backoff::new(Duration::from_millis(100), opts.max_backoff, seed);
+    // The agent's clock for start synchronization: monotonic, never wall time.
+    let clock = Instant::now();
     loop {
         let attempt = tokio::select! {
-            r = attach_once(&endpoint, &opts, &shutdown) => r,
+            r = attach_once(&endpoint, &opts, clock, &shutdown) => r,
             _ = shutdown.cancelled() => return Ok(()),
         };
         match attempt {
@@ -113,9 +115,14 @@ fn msg(body: agent_message::Body) -> v1::AgentMessage {
     v1::AgentMessage { body: Some(body) }
 }
 
+fn micros_since(clock: Instant) -> u64 {
+    u64::try_from(clock.elapsed().as_micros()).unwrap_or(u64::MAX)
+}
+
 async fn attach_once(
     endpoint: &tonic::transport::Endpoint,
     opts: &AgentOptions,
+    clock: Instant,
     shutdown: &CancellationToken,
 ) -> Result<Attach, AttachError> {
     let channel = endpoint.connect().await?;
@@ -171,22 +178,37 @@ async fn attach_once(
     .await
     .map_err(|_| AttachError::Gone)?;
 
-    // Wait for the start signal: a relative offset, never a wall-clock time.
-    let start_at = match inbound.message().await? {
-        None => return Err(AttachError::Gone),
-        Some(m) => match m.body {
+    // Answer clock pings, then wait for the start signal: an instant on this
+    // agent's own clock (or a relative offset), never a wall-clock time.
+    let start_at = loop {
+        let Some(m) = inbound.message().await? else {
+            return Err(AttachError::Gone);
+        };
+        match m.body {
+            Some(controller_message::Body::Ping(p)) => {
+                let pong = v1::Pong {
+                    nonce: p.nonce,
+                    agent_clock_us: micros_since(clock),
+                };
+                tx.send(msg(agent_message::Body::Pong(pong)))
+                    .await
+                    .map_err(|_| AttachError::Gone)?;
+            }
             Some(controller_message::Body::Start(s)) if s.run_id == run_id => {
-                Instant::now() + Duration::from_micros(s.start_in_us)
+                break if s.start_at_us > 0 {
+                    clock + Duration::from_micros(s.start_at_us)
+                } else {
+                    Instant::now() + Duration::from_micros(s.start_in_us)
+                };
             }
             Some(controller_message::Body::Stop(_)) => return Ok(Attach::RunEnded),
             other => {
                 return Err(AttachError::Protocol(format!(
-                    "expected Start, got {other:?}"
+                    "expected Ping or Start, got {other:?}"
                 )));
             }
-        },
+        }
     };
-
     let mut engine = match engine::start(assignment, start_at, opts.workers) {
         Ok(e) => e,
         Err(e) => {
@@ -230,10 +252,12 @@ async fn attach_once(
             }
         }
     }
+    let start_lateness = engine.start_lateness();
     drop(engine);
     tx.send(msg(agent_message::Body::Done(v1::Done {
         run_id: run_id.clone(),
         last_seq,
+        start_lateness_us: u64::try_from(start_lateness.as_micros()).unwrap_or(u64::MAX),
     })))
     .await
     .map_err(|_| AttachError::Gone)?;

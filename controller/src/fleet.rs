@@ -111,6 +111,10 @@ pub struct AgentReport {
     /// Seconds from the start at which it was lost or failed.
     pub ended_at_s: Option<f64>,
     pub note: String,
+    /// Shortest round trip of the clock pings.
+    pub clock_rtt: Option<Duration>,
+    /// How late the agent began its schedule by its own clock (reported with Done).
+    pub start_lateness: Option<Duration>,
 }
 
 /// What a run measured.
@@ -148,6 +152,20 @@ struct Agent {
     users: usize,
     ended_at: Option<Duration>,
     note: String,
+    clock: ClockSync,
+    start_lateness: Option<Duration>,
+}
+
+/// What the pings told about one agent's clock.
+#[derive(Debug, Clone, Copy, Default)]
+struct ClockSync {
+    /// Pongs received.
+    samples: u32,
+    /// Nonce of the ping in flight and when it was sent.
+    in_flight: Option<(u64, Instant)>,
+    /// Shortest round trip seen, and the offset measured with it:
+    /// agent clock minus controller clock, in microseconds.
+    best: Option<(Duration, i64)>,
 }
 
 impl Agent {
@@ -241,6 +259,8 @@ async fn drive(
     progress: &Progress,
     addr: SocketAddr,
 ) -> Result<RunResult, FleetError> {
+    // The controller's clock for start synchronization (monotonic).
+    let clock = Instant::now();
     let expected = opts.expect_agents + opts.local_agents.len();
     if opts.expect_agents > 0 {
         // Always printed (also with --quiet): scripts read the port from it.
@@ -322,15 +342,22 @@ async fn drive(
         }));
     }
     wait_ready(opts, events, &mut agents, &run_id).await?;
+    sync_clocks(opts, events, &mut agents, clock).await?;
 
-    // Start together: one relative offset, the same for every agent.
+    // Start together: each agent gets the common instant on its own clock,
+    // corrected by the offset measured with its fastest ping.
     let start = Instant::now() + opts.start_delay;
     let started_at = time::OffsetDateTime::now_utc() + opts.start_delay;
+    let start_us = micros(start - clock) as i64;
     for a in agents.iter_mut() {
-        let start_in = start.saturating_duration_since(Instant::now());
+        let (start_in_us, start_at_us) = match a.clock.best {
+            Some((_, offset)) => (0, u64::try_from(start_us + offset).unwrap_or(1).max(1)),
+            None => (micros(start.saturating_duration_since(Instant::now())), 0),
+        };
         a.send(controller_message::Body::Start(v1::Start {
             run_id: run_id.clone(),
-            start_in_us: micros(start_in),
+            start_in_us,
+            start_at_us,
         }));
         a.state = State::Running;
     }
@@ -418,6 +445,8 @@ async fn drive(
             users: a.users,
             ended_at_s: a.ended_at.map(|d| d.as_secs_f64()),
             note: a.note,
+            clock_rtt: a.clock.best.map(|(rtt, _)| rtt),
+            start_lateness: a.start_lateness,
         })
         .collect();
     Ok(RunResult {
@@ -469,6 +498,8 @@ async fn gather(
                         users: 0,
                         ended_at: None,
                         note: String::new(),
+                        clock: ClockSync::default(),
+                        start_lateness: None,
                     });
                 }
                 Some(Event::Detached { conn, reason }) => {
@@ -549,6 +580,65 @@ async fn wait_ready(
     Ok(())
 }
 
+/// Pings each agent a few times (one ping in flight per agent) and keeps,
+/// per agent, the clock offset measured with the shortest round trip: the
+/// offset's error is at most half of that round trip.
+async fn sync_clocks(
+    opts: &RunOptions,
+    events: &mut mpsc::Receiver<Event>,
+    agents: &mut [Agent],
+    clock: Instant,
+) -> Result<(), FleetError> {
+    const PINGS: u32 = 5;
+    let ping = |a: &mut Agent| {
+        let nonce = u64::from(a.clock.samples) + 1;
+        a.clock.in_flight = Some((nonce, Instant::now()));
+        a.send(controller_message::Body::Ping(v1::Ping { nonce }));
+    };
+    agents.iter_mut().for_each(ping);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while agents.iter().any(|a| a.clock.samples < PINGS) {
+        tokio::select! {
+            ev = events.recv() => match ev {
+                Some(Event::Message { conn, body: agent_message::Body::Pong(p) }) => {
+                    let now = Instant::now();
+                    let Some(a) = agents.iter_mut().find(|a| a.conn == conn) else { continue };
+                    let Some((nonce, sent)) = a.clock.in_flight else { continue };
+                    if p.nonce != nonce {
+                        continue;
+                    }
+                    let rtt = now - sent;
+                    let midpoint = i64::try_from((sent - clock + rtt / 2).as_micros()).unwrap_or(i64::MAX);
+                    let offset = i64::try_from(p.agent_clock_us).unwrap_or(i64::MAX) - midpoint;
+                    if a.clock.best.is_none_or(|(best, _)| rtt < best) {
+                        a.clock.best = Some((rtt, offset));
+                    }
+                    a.clock.samples += 1;
+                    a.clock.in_flight = None;
+                    if a.clock.samples < PINGS {
+                        ping(a);
+                    }
+                }
+                Some(Event::Detached { conn, reason }) => {
+                    if let Some(a) = agents.iter().find(|a| a.conn == conn) {
+                        return Err(FleetError::AgentLeft { agent: a.name.clone(), reason });
+                    }
+                }
+                Some(Event::Attached { outbound, .. }) => reject(&outbound, "a run is starting; try again later"),
+                Some(Event::Message { .. }) => {}
+                None => return Err(FleetError::NotReady(Duration::from_secs(5))),
+            },
+            _ = tokio::time::sleep_until(deadline) => {
+                // Agents that answered no ping start on a relative offset instead.
+                tracing::warn!("clock sync incomplete after 5 s; starting with what was measured");
+                break;
+            }
+            _ = opts.interrupt.cancelled() => return Err(FleetError::InterruptedBeforeStart),
+        }
+    }
+    Ok(())
+}
+
 fn on_event(
     ev: Event,
     agents: &mut [Agent],
@@ -587,7 +677,10 @@ fn on_event(
                     }
                     a.next_seq = iv.seq + 1;
                 }
-                agent_message::Body::Done(d) if d.run_id == run_id => a.state = State::Finished,
+                agent_message::Body::Done(d) if d.run_id == run_id => {
+                    a.state = State::Finished;
+                    a.start_lateness = Some(Duration::from_micros(d.start_lateness_us));
+                }
                 agent_message::Body::Failed(f) => {
                     progress.note(&format!("agent {} failed: {}", a.name, f.reason));
                     a.state = State::Failed;

@@ -42,6 +42,13 @@ async fn rogue(url: String) {
                 .await
                 .unwrap();
             }
+            Some(controller_message::Body::Ping(p)) => {
+                let pong = v1::Pong {
+                    nonce: p.nonce,
+                    agent_clock_us: 1_000_000,
+                };
+                tx.send(msg(agent_message::Body::Pong(pong))).await.unwrap();
+            }
             Some(controller_message::Body::Start(_)) => {
                 let bad = v1::Interval {
                     run_id: run_id.clone(),
@@ -61,6 +68,7 @@ async fn rogue(url: String) {
                 tx.send(msg(agent_message::Body::Done(v1::Done {
                     run_id: run_id.clone(),
                     last_seq: 0,
+                    start_lateness_us: 0,
                 })))
                 .await
                 .unwrap();

@@ -52,6 +52,12 @@ pub struct AgentEntry {
     pub ended_at_s: Option<f64>,
     #[serde(skip_serializing_if = "String::is_empty")]
     pub note: String,
+    /// Shortest round trip of the clock-sync pings.
+    pub clock_rtt_ms: Option<f64>,
+    /// How late this agent began its schedule after the common start instant,
+    /// as translated to its own clock. The translation itself is exact on a
+    /// symmetric link and off by at most half of `clock_rtt_ms` otherwise.
+    pub start_skew_ms: Option<f64>,
     #[serde(flatten)]
     pub results: Entry,
 }
@@ -139,6 +145,8 @@ impl Summary {
                     end: a.end.clone(),
                     ended_at_s: a.ended_at_s.map(round3),
                     note: a.note.clone(),
+                    clock_rtt_ms: a.clock_rtt.map(|d| round3(d.as_secs_f64() * 1000.0)),
+                    start_skew_ms: a.start_lateness.map(|l| round3(l.as_secs_f64() * 1000.0)),
                     results,
                 },
             );
