@@ -7,6 +7,8 @@ use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderName, HeaderValue, Method, Uri};
 use loadfleet_proto::v1;
 
+use crate::arrivals::{RateSchedule, RateStage};
+
 /// Why an assignment from the controller cannot be run.
 #[derive(Debug, thiserror::Error)]
 pub enum AssignmentError {
@@ -82,9 +84,26 @@ pub enum Bound {
     Duration(Duration),
 }
 
+/// The open model: iterations start at scheduled instants.
+#[derive(Debug, Clone)]
+pub struct OpenLoad {
+    pub schedule: RateSchedule,
+    /// Fleet-wide arrival `i` is this agent's when `i mod period` is in `positions`.
+    pub period: u32,
+    pub positions: Vec<u32>,
+    /// This agent's share of the concurrency cap.
+    pub max_users: u32,
+    /// How long an arrival may wait for a free user before it is dropped.
+    pub max_wait: Duration,
+    /// Scenario of this agent's m-th arrival: `scenario_cycle[m % len]`.
+    pub scenario_cycle: Vec<usize>,
+}
+
 /// Everything an agent needs to run its share of a run.
 #[derive(Debug, Clone)]
 pub struct Assignment {
+    /// Set for the open model; `users` is then empty.
+    pub open: Option<OpenLoad>,
     pub run_id: String,
     pub target: Target,
     pub scenarios: Vec<Scenario>,
@@ -246,7 +265,9 @@ impl TryFrom<v1::Assign> for Assignment {
         if a.max_run_us == 0 {
             return Err(AssignmentError::Invalid("max run time is zero".into()));
         }
+        let open = a.open.map(|o| open_load(o, scenarios.len())).transpose()?;
         Ok(Assignment {
+            open,
             run_id: a.run_id,
             target,
             scenarios,
@@ -257,6 +278,45 @@ impl TryFrom<v1::Assign> for Assignment {
             max_run: Duration::from_micros(a.max_run_us),
         })
     }
+}
+
+fn open_load(o: v1::OpenModel, scenarios: usize) -> Result<OpenLoad, AssignmentError> {
+    let bad = |m: String| Err(AssignmentError::Invalid(format!("open model: {m}")));
+    if o.stages.is_empty() {
+        return bad("no rate stages".into());
+    }
+    let mut stages = Vec::with_capacity(o.stages.len());
+    for st in &o.stages {
+        let ok = |r: f64| r.is_finite() && (0.0..=10_000_000.0).contains(&r);
+        if !ok(st.from) || !ok(st.to) {
+            return bad(format!("rate {} -> {} is not a rate", st.from, st.to));
+        }
+        if st.duration_us == 0 {
+            return bad("a stage lasts zero time".into());
+        }
+        stages.push(RateStage {
+            from: st.from,
+            to: st.to,
+            duration: Duration::from_micros(st.duration_us),
+        });
+    }
+    if o.period == 0 || o.positions.iter().any(|&p| p >= o.period) || !o.positions.windows(2).all(|w| w[0] < w[1]) {
+        return bad(format!("positions {:?} do not fit period {}", o.positions, o.period));
+    }
+    if !o.positions.is_empty() && o.max_users == 0 {
+        return bad("arrivals but no users to run them".into());
+    }
+    if o.scenario_cycle.is_empty() || o.scenario_cycle.iter().any(|&s| s as usize >= scenarios) {
+        return bad(format!("scenario cycle {:?} for {scenarios} scenarios", o.scenario_cycle));
+    }
+    Ok(OpenLoad {
+        schedule: RateSchedule::new(stages),
+        period: o.period,
+        positions: o.positions,
+        max_users: o.max_users,
+        max_wait: Duration::from_micros(o.max_wait_us),
+        scenario_cycle: o.scenario_cycle.into_iter().map(|s| s as usize).collect(),
+    })
 }
 
 #[cfg(test)]

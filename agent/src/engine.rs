@@ -18,7 +18,10 @@ use tokio::sync::{Notify, mpsc};
 use tokio::task::LocalSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::assignment::{Assignment, Bound, UserSlot};
+use std::collections::VecDeque;
+
+use crate::arrivals::OwnArrivals;
+use crate::assignment::{Assignment, Bound, OpenLoad, Scenario, UserSlot};
 use crate::client::{Tls, UserClient};
 use crate::recorder::{ErrorKind, Recorder, StepRecord};
 
@@ -83,6 +86,7 @@ struct WorkerPart {
     active: u32,
     elapsed: Duration,
     last: bool,
+    dropped: u64,
 }
 
 /// Starts the agent's users on `workers` threads. The schedule's zero is
@@ -92,7 +96,11 @@ pub fn start(
     start_at: Instant,
     workers: usize,
 ) -> Result<Engine, EngineError> {
-    let workers = workers.clamp(1, assign.users.len().max(1));
+    let units = match &assign.open {
+        Some(open) => open.max_users as usize,
+        None => assign.users.len(),
+    };
+    let workers = workers.clamp(1, units.max(1));
     let tls = if assign.target.scheme == http::uri::Scheme::HTTPS {
         Some(Tls::new(&assign.target.ca_pem)?)
     } else {
@@ -113,6 +121,7 @@ pub fn start(
             .collect();
         let worker = Worker {
             id: w,
+            workers,
             assign: assign.clone(),
             users,
             start_at,
@@ -146,6 +155,7 @@ pub fn start(
 
 struct Worker {
     id: usize,
+    workers: usize,
     assign: Arc<Assignment>,
     users: Vec<UserSlot>,
     start_at: Instant,
@@ -166,6 +176,19 @@ struct Shared {
     remaining: Cell<usize>,
     all_done: Notify,
     graceful: CancellationToken,
+    /// Open model: arrivals dropped in the current interval.
+    dropped: Cell<u64>,
+}
+
+impl Shared {
+    /// A user (or the open model's generator) is done.
+    fn finished_one(&self) {
+        let left = self.remaining.get().saturating_sub(1);
+        self.remaining.set(left);
+        if left == 0 {
+            self.all_done.notify_one();
+        }
+    }
 }
 
 impl Worker {
@@ -190,18 +213,27 @@ impl Worker {
             target: Arc::new(self.assign.target.clone()),
             tls: self.tls.clone(),
             start_at,
-            recorder: RefCell::new(Recorder::new(self.assign.step_names.len())),
+            recorder: RefCell::new(Recorder::with_model(
+                self.assign.step_names.len(),
+                self.assign.open.is_some(),
+            )),
+            dropped: Cell::new(0),
             active: Cell::new(0),
             remaining: Cell::new(self.users.len()),
             all_done: Notify::new(),
             graceful: self.stop.graceful.clone(),
             assign: self.assign.clone(),
         });
-        if self.users.is_empty() {
-            shared.all_done.notify_one();
-        }
-        for slot in &self.users {
-            tokio::task::spawn_local(run_user(shared.clone(), *slot));
+        match &self.assign.open {
+            Some(open) => start_open(&shared, open, self.id, self.workers),
+            None => {
+                if self.users.is_empty() {
+                    shared.all_done.notify_one();
+                }
+                for slot in &self.users {
+                    tokio::task::spawn_local(run_user(shared.clone(), *slot));
+                }
+            }
         }
         // Users are spawned and asleep; wake at the schedule's zero with them
         // and note how late that was.
@@ -241,6 +273,7 @@ impl Worker {
                 active: if finished { 0 } else { shared.active.get() },
                 elapsed,
                 last: finished,
+                dropped: shared.dropped.replace(0),
             };
             if self.parts.send(part).await.is_err() || finished {
                 break;
@@ -257,51 +290,161 @@ async fn run_user(shared: Rc<Shared>, slot: UserSlot) {
         Bound::Duration(d) => Some(shared.start_at + d),
         Bound::Iterations(_) => None,
     };
-    let past_deadline = || deadline.is_some_and(|d| tokio::time::Instant::now() >= d);
     tokio::select! {
         _ = tokio::time::sleep_until(shared.start_at + slot.start_offset) => {}
         _ = shared.graceful.cancelled() => {}
     }
-    if !shared.graceful.is_cancelled() && !past_deadline() {
+    let past_deadline = deadline.is_some_and(|d| tokio::time::Instant::now() >= d);
+    if !shared.graceful.is_cancelled() && !past_deadline {
         shared.active.set(shared.active.get() + 1);
         let scenario = &assign.scenarios[slot.scenario];
         let mut client = UserClient::new(shared.target.clone(), shared.tls.clone());
-        let timeout = shared.target.timeout;
         let mut iteration: u64 = 0;
-        'iterations: loop {
+        loop {
             if let Bound::Iterations(n) = assign.bound
                 && iteration >= n
             {
                 break;
             }
-            for step in &scenario.steps {
-                if shared.graceful.is_cancelled() || past_deadline() {
-                    break 'iterations;
-                }
-                let sent = Instant::now();
-                let outcome = tokio::time::timeout(timeout, client.send(step)).await;
-                let latency = sent.elapsed();
-                let mut rec = shared.recorder.borrow_mut();
-                match outcome {
-                    Ok(Ok(status)) => rec.record_response(step.id, latency, status),
-                    Ok(Err((kind, msg))) => rec.record_failure(step.id, kind, || msg),
-                    Err(_) => {
-                        client.reset();
-                        rec.record_failure(step.id, ErrorKind::Timeout, || {
-                            format!("no complete response within {timeout:?}")
-                        });
-                    }
-                }
+            if !run_iteration(&shared, &mut client, scenario, None, deadline).await {
+                break;
             }
             iteration += 1;
         }
         shared.active.set(shared.active.get() - 1);
     }
-    let left = shared.remaining.get() - 1;
-    shared.remaining.set(left);
-    if left == 0 {
-        shared.all_done.notify_one();
+    shared.finished_one();
+}
+
+/// Runs one iteration of `scenario`; false when the user must stop (graceful
+/// stop or deadline). With `intended` (the open model's scheduled start),
+/// each step is also measured from its intended send time: the iteration's
+/// lateness is added to every step's latency, so a stall that delayed the
+/// iteration shows in the percentiles (coordinated-omission correction).
+async fn run_iteration(
+    shared: &Shared,
+    client: &mut UserClient,
+    scenario: &Scenario,
+    intended: Option<tokio::time::Instant>,
+    deadline: Option<tokio::time::Instant>,
+) -> bool {
+    let timeout = shared.target.timeout;
+    let lateness = intended.map(|t| tokio::time::Instant::now().saturating_duration_since(t));
+    for step in &scenario.steps {
+        if shared.graceful.is_cancelled() || deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+            return false;
+        }
+        let sent = Instant::now();
+        let outcome = tokio::time::timeout(timeout, client.send(step)).await;
+        let latency = sent.elapsed();
+        let mut rec = shared.recorder.borrow_mut();
+        match outcome {
+            Ok(Ok(status)) => match lateness {
+                Some(late) => rec.record_open(step.id, latency + late, latency, status),
+                None => rec.record_response(step.id, latency, status),
+            },
+            Ok(Err((kind, msg))) => rec.record_failure(step.id, kind, || msg),
+            Err(_) => {
+                client.reset();
+                rec.record_failure(step.id, ErrorKind::Timeout, || {
+                    format!("no complete response within {timeout:?}")
+                });
+            }
+        }
     }
+    true
+}
+
+// === open model ===
+
+/// Arrivals waiting for a free user, shared by one worker's open-model users.
+struct OpenQueue {
+    jobs: RefCell<VecDeque<(tokio::time::Instant, usize)>>,
+    idle: Cell<u32>,
+    more: Notify,
+    generating: Cell<bool>,
+}
+
+/// Starts this worker's share of the open model: its users (its part of
+/// `max_users`) and the arrival generator feeding them.
+fn start_open(shared: &Rc<Shared>, open: &OpenLoad, worker: usize, workers: usize) {
+    let w = worker as u32;
+    let n = workers as u32;
+    let users = open.max_users / n + u32::from(w < open.max_users % n);
+    let queue = Rc::new(OpenQueue {
+        jobs: RefCell::new(VecDeque::with_capacity(users as usize * 4 + 16)),
+        idle: Cell::new(0),
+        more: Notify::new(),
+        generating: Cell::new(true),
+    });
+    shared.remaining.set(users as usize + 1);
+    for _ in 0..users {
+        tokio::task::spawn_local(open_user(shared.clone(), queue.clone()));
+    }
+    tokio::task::spawn_local(generate(shared.clone(), queue, worker, workers));
+}
+
+async fn generate(shared: Rc<Shared>, queue: Rc<OpenQueue>, worker: usize, workers: usize) {
+    let open = shared.assign.open.as_ref().expect("open model");
+    let workers = workers as u64;
+    for (m, (_, due)) in OwnArrivals::new(&open.schedule, open.period, &open.positions).enumerate() {
+        let m = m as u64;
+        if m % workers != worker as u64 {
+            continue;
+        }
+        let at = shared.start_at + due;
+        tokio::select! {
+            _ = tokio::time::sleep_until(at) => {}
+            _ = shared.graceful.cancelled() => break,
+        }
+        if open.max_wait.is_zero() && queue.idle.get() == 0 {
+            shared.dropped.set(shared.dropped.get() + 1);
+            continue;
+        }
+        let scenario = open.scenario_cycle[(m % open.scenario_cycle.len() as u64) as usize];
+        queue.jobs.borrow_mut().push_back((at, scenario));
+        queue.more.notify_one();
+    }
+    // Arrivals still waiting when the load stops were never run: dropped, not lost.
+    if shared.graceful.is_cancelled() {
+        let left = queue.jobs.borrow_mut().drain(..).count() as u64;
+        shared.dropped.set(shared.dropped.get() + left);
+    }
+    queue.generating.set(false);
+    queue.more.notify_waiters();
+    shared.finished_one();
+}
+
+async fn open_user(shared: Rc<Shared>, queue: Rc<OpenQueue>) {
+    let open = shared.assign.open.as_ref().expect("open model");
+    let mut client = UserClient::new(shared.target.clone(), shared.tls.clone());
+    loop {
+        let job = loop {
+            if let Some(job) = queue.jobs.borrow_mut().pop_front() {
+                break Some(job);
+            }
+            if !queue.generating.get() {
+                break None;
+            }
+            // Single-threaded: nothing runs between the checks above and
+            // registering here, so no wake-up is missed.
+            queue.idle.set(queue.idle.get() + 1);
+            queue.more.notified().await;
+            queue.idle.set(queue.idle.get() - 1);
+        };
+        let Some((intended, scenario)) = job else { break };
+        if tokio::time::Instant::now().saturating_duration_since(intended) > open.max_wait && !open.max_wait.is_zero() {
+            shared.dropped.set(shared.dropped.get() + 1);
+            continue;
+        }
+        shared.active.set(shared.active.get() + 1);
+        let go_on = run_iteration(&shared, &mut client, &shared.assign.scenarios[scenario], Some(intended), None).await;
+        shared.active.set(shared.active.get() - 1);
+        if !go_on {
+            break;
+        }
+    }
+    shared.finished_one();
 }
 
 // === impl Aggregator ===
@@ -322,6 +465,7 @@ struct Pending {
     steps: Vec<StepRecord>,
     active: u32,
     elapsed: Duration,
+    dropped: u64,
 }
 
 impl Aggregator {
@@ -345,6 +489,7 @@ impl Aggregator {
                         steps: part.steps,
                         active: part.active,
                         elapsed: part.elapsed,
+                        dropped: part.dropped,
                     });
                 }
                 std::collections::btree_map::Entry::Occupied(mut o) => {
@@ -354,6 +499,7 @@ impl Aggregator {
                     }
                     p.active += part.active;
                     p.elapsed = p.elapsed.max(part.elapsed);
+                    p.dropped += part.dropped;
                 }
             }
             if !self.emit_complete() {
@@ -405,9 +551,17 @@ impl Aggregator {
                 tracing::error!(error = ?e, "cannot serialize histogram");
                 continue;
             }
+            let mut uncorrected = Vec::new();
+            if let Some(h) = &rec.uncorrected
+                && let Err(e) = self.serializer.serialize(h, &mut uncorrected)
+            {
+                tracing::error!(error = ?e, "cannot serialize histogram");
+                continue;
+            }
             steps.push(v1::StepInterval {
                 step: id as u32,
                 histogram: bytes,
+                uncorrected,
                 count: rec.count(),
                 errors: rec
                     .errors
@@ -426,6 +580,7 @@ impl Aggregator {
             active_users: p.active,
             steps,
             elapsed_us: u64::try_from(p.elapsed.as_micros()).unwrap_or(u64::MAX),
+            dropped: p.dropped,
         };
         self.out.blocking_send(interval).is_ok()
     }

@@ -68,16 +68,20 @@ pub struct ErrorTally {
 /// What one step recorded in one interval.
 #[derive(Debug, Clone)]
 pub struct StepRecord {
-    /// Latencies of completed responses (any status), microseconds.
+    /// Latencies of completed responses (any status), microseconds. In the
+    /// open model, measured from each request's intended send time.
     pub histogram: Histogram<u64>,
+    /// Open model only: the same responses measured from the actual send.
+    pub uncorrected: Option<Histogram<u64>>,
     /// Errors by kind; a handful of entries at most, so a linear search is fastest.
     pub errors: Vec<ErrorTally>,
 }
 
 impl StepRecord {
-    fn new() -> StepRecord {
+    fn new(open: bool) -> StepRecord {
         StepRecord {
             histogram: new_histogram(),
+            uncorrected: open.then(new_histogram),
             errors: Vec::new(),
         }
     }
@@ -97,6 +101,9 @@ impl StepRecord {
         self.histogram
             .add(&other.histogram)
             .expect("histograms share loadfleet's fixed bounds");
+        if let (Some(mine), Some(theirs)) = (&mut self.uncorrected, &other.uncorrected) {
+            mine.add(theirs).expect("histograms share loadfleet's fixed bounds");
+        }
         for e in &other.errors {
             self.tally(e.kind, e.count, || e.sample.clone());
         }
@@ -118,13 +125,20 @@ impl StepRecord {
 #[derive(Debug)]
 pub struct Recorder {
     steps: Vec<StepRecord>,
+    open: bool,
 }
 
 impl Recorder {
-    /// A recorder for `step_count` steps.
+    /// A recorder for `step_count` steps of the closed model.
     pub fn new(step_count: usize) -> Recorder {
+        Recorder::with_model(step_count, false)
+    }
+
+    /// A recorder that also keeps uncorrected latencies when `open`.
+    pub fn with_model(step_count: usize, open: bool) -> Recorder {
         Recorder {
-            steps: (0..step_count).map(|_| StepRecord::new()).collect(),
+            steps: (0..step_count).map(|_| StepRecord::new(open)).collect(),
+            open,
         }
     }
 
@@ -140,6 +154,17 @@ impl Recorder {
             rec.tally(ErrorKind::Status(status), 1, || {
                 format!("HTTP status {status}")
             });
+        }
+    }
+
+    /// Records a completed response of the open model: `corrected` from the
+    /// request's intended send time, `uncorrected` from its actual send.
+    #[inline]
+    pub fn record_open(&mut self, step: usize, corrected: Duration, uncorrected: Duration, status: u16) {
+        self.record_response(step, corrected, status);
+        if let Some(h) = self.steps.get_mut(step).and_then(|r| r.uncorrected.as_mut()) {
+            let us = u64::try_from(uncorrected.as_micros()).unwrap_or(u64::MAX);
+            h.saturating_record(us.max(LOWEST_US));
         }
     }
 
@@ -159,7 +184,7 @@ impl Recorder {
     /// Takes this interval's records and starts empty ones. Called once per
     /// interval, never per request.
     pub fn take(&mut self) -> Vec<StepRecord> {
-        let fresh = (0..self.steps.len()).map(|_| StepRecord::new()).collect();
+        let fresh = (0..self.steps.len()).map(|_| StepRecord::new(self.open)).collect();
         std::mem::replace(&mut self.steps, fresh)
     }
 }
@@ -203,6 +228,19 @@ mod tests {
             r.take().iter().all(StepRecord::is_empty),
             "take starts empty records"
         );
+    }
+
+    #[test]
+    fn open_model_keeps_both_latencies() {
+        let mut r = Recorder::with_model(1, true);
+        r.record_open(0, Duration::from_millis(900), Duration::from_millis(2), 200);
+        let steps = r.take();
+        let corrected = &steps[0].histogram;
+        let uncorrected = steps[0].uncorrected.as_ref().unwrap();
+        assert_eq!((corrected.len(), uncorrected.len()), (1, 1));
+        assert_eq!(corrected.max(), corrected.highest_equivalent(900_000));
+        assert_eq!(uncorrected.max(), uncorrected.highest_equivalent(2_000));
+        assert!(Recorder::new(1).take()[0].uncorrected.is_none());
     }
 
     #[test]

@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use hdrhistogram::serialization::Deserializer;
-use loadfleet_agent::assignment::{Assignment, Bound, Scenario, Step, Target, UserSlot};
+use loadfleet_agent::arrivals::{RateSchedule, RateStage};
+use loadfleet_agent::assignment::{Assignment, Bound, OpenLoad, Scenario, Step, Target, UserSlot};
 use loadfleet_agent::engine;
 use loadfleet_proto::v1;
 use loadfleet_testbed::{Config, Testbed};
@@ -47,7 +48,92 @@ fn assignment(
         step_names: paths.iter().map(|p| p.to_string()).collect(),
         max_run: Duration::from_secs(30),
         target,
+        open: None,
     }
+}
+
+/// An open-model assignment: `rate` arrivals per second for `secs`.
+fn open_assignment(base: &str, rate: f64, secs: u64, max_users: u32, max_wait: Duration) -> Assignment {
+    let mut a = assignment(base, &["/"], 0, Bound::Duration(Duration::from_secs(secs)), Duration::from_secs(10));
+    a.users.clear();
+    a.open = Some(OpenLoad {
+        schedule: RateSchedule::new(vec![RateStage { from: rate, to: rate, duration: Duration::from_secs(secs) }]),
+        period: 1,
+        positions: vec![0],
+        max_users,
+        max_wait,
+        scenario_cycle: vec![0],
+    });
+    a
+}
+
+fn dropped(intervals: &[v1::Interval]) -> u64 {
+    intervals.iter().map(|i| i.dropped).sum()
+}
+
+fn uncorrected_total(intervals: &[v1::Interval]) -> Histogram<u64> {
+    let mut h = loadfleet_agent::recorder::new_histogram();
+    for s in intervals.iter().flat_map(|i| &i.steps) {
+        let part: Histogram<u64> = Deserializer::new().deserialize(&mut &s.uncorrected[..]).unwrap();
+        h.add(&part).unwrap();
+    }
+    h
+}
+
+#[tokio::test]
+async fn open_model_starts_every_arrival_on_schedule() {
+    let bed = bed(Config::default()).await;
+    let a = open_assignment(&bed.base_url(), 200.0, 2, 10, Duration::from_secs(5));
+    let started = Instant::now();
+    let intervals = run(a, 2).await;
+    let (count, corrected, errors) = step_total(&intervals, 0);
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(count, 400, "200/s for 2 s");
+    assert_eq!(dropped(&intervals), 0);
+    assert_eq!(bed.stats().served(), 400);
+    assert!(started.elapsed() < Duration::from_millis(2600), "took {:?}", started.elapsed());
+    let uncorrected = uncorrected_total(&intervals);
+    assert_eq!(uncorrected.len(), 400);
+    assert!(corrected.value_at_quantile(0.5) >= uncorrected.value_at_quantile(0.5));
+}
+
+#[tokio::test]
+async fn open_model_drops_arrivals_when_no_user_is_free() {
+    let bed = bed(Config {
+        default_latency: Duration::from_millis(45),
+        ..Config::default()
+    })
+    .await;
+    // One user busy ~45 ms per iteration, arrivals every 10 ms, no waiting.
+    let a = open_assignment(&bed.base_url(), 100.0, 1, 1, Duration::ZERO);
+    let intervals = run(a, 1).await;
+    let (count, _, _) = step_total(&intervals, 0);
+    let dropped = dropped(&intervals);
+    eprintln!("ran {count}, dropped {dropped}");
+    assert_eq!(count + dropped, 100, "every arrival is either run or counted as dropped");
+    assert!((15..=25).contains(&count), "about one in five runs: {count}");
+    assert_eq!(bed.stats().served(), count);
+}
+
+#[tokio::test]
+async fn server_stall_shows_in_corrected_latency_only() {
+    // 200 arrivals/s for 4 s on two users; the server freezes for 1 s.
+    let bed = bed(Config {
+        stall: Some((Duration::from_millis(1500), Duration::from_secs(1))),
+        ..Config::default()
+    })
+    .await;
+    let a = open_assignment(&bed.base_url(), 200.0, 4, 2, Duration::from_secs(5));
+    let intervals = run(a, 1).await;
+    let (count, corrected, _) = step_total(&intervals, 0);
+    let uncorrected = uncorrected_total(&intervals);
+    assert_eq!(count, 800);
+    assert_eq!(dropped(&intervals), 0);
+    let (c99, u99) = (corrected.value_at_quantile(0.99), uncorrected.value_at_quantile(0.99));
+    eprintln!("p99 corrected {} ms, uncorrected {} ms", c99 / 1000, u99 / 1000);
+    assert!(c99 >= 500_000, "corrected p99 {c99} µs shows the 1 s stall");
+    assert!(u99 < 100_000, "uncorrected p99 {u99} µs stays low: only 2 requests were in flight during the stall");
+    assert!(uncorrected.max() >= 900_000, "the two requests caught in the stall took ~1 s");
 }
 
 /// Runs the engine to the end and returns its intervals.

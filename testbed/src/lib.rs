@@ -36,6 +36,10 @@ pub struct Config {
     pub default_latency: Duration,
     /// Serve HTTPS with this certificate instead of plain HTTP.
     pub tls: Option<TlsIdentity>,
+    /// A stall: (from, length) after the server's start. Requests that arrive
+    /// during it are held until it ends, as a server freezing for a garbage
+    /// collection or a lock would.
+    pub stall: Option<(Duration, Duration)>,
 }
 
 /// A certificate and its private key, both PEM.
@@ -289,6 +293,13 @@ async fn handle(
                 .push(t0.elapsed());
         }
     }
+    let t0 = *stats.started.lock().unwrap_or_else(|e| e.into_inner());
+    if let (Some((from, length)), Some(t0)) = (config.stall, t0) {
+        let now = t0.elapsed();
+        if now >= from && now < from + length {
+            tokio::time::sleep(from + length - now).await;
+        }
+    }
     let path = req.uri().path().to_string();
     let latency = config.latency_for(&path);
     if !latency.is_zero() {
@@ -341,7 +352,7 @@ mod tests {
                 ("/a/b".into(), Duration::from_millis(7)),
             ],
             default_latency: Duration::from_millis(1),
-            tls: None,
+            ..Config::default()
         };
         assert_eq!(c.latency_for("/a/b/c"), Duration::from_millis(7));
         assert_eq!(c.latency_for("/a/x"), Duration::from_millis(5));

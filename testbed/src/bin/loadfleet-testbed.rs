@@ -30,8 +30,7 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let config = loadfleet_testbed::Config {
         latencies: args.latencies,
-        default_latency: Duration::ZERO,
-        tls: None,
+        ..loadfleet_testbed::Config::default()
     };
     let bed = loadfleet_testbed::Testbed::start(args.listen, config).await?;
     // On stderr, so scripts can wait for it while stdout stays for results.
