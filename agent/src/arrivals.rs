@@ -60,7 +60,10 @@ impl RateSchedule {
         }
         let k = i as f64;
         // The last stage whose arrivals-before is <= k.
-        let s = self.starts.partition_point(|&(_, before)| before <= k).saturating_sub(1);
+        let s = self
+            .starts
+            .partition_point(|&(_, before)| before <= k)
+            .saturating_sub(1);
         let (start, before) = self.starts[s];
         let stage = self.stages[s];
         let d = stage.duration.as_secs_f64();
@@ -125,7 +128,11 @@ mod tests {
     use super::*;
 
     fn stage(from: f64, to: f64, secs: u64) -> RateStage {
-        RateStage { from, to, duration: Duration::from_secs(secs) }
+        RateStage {
+            from,
+            to,
+            duration: Duration::from_secs(secs),
+        }
     }
 
     #[test]
@@ -145,10 +152,17 @@ mod tests {
         assert_eq!(s.count(), 500);
         for k in [1u64, 20, 125, 499] {
             let t = s.time_of(k).unwrap().as_secs_f64();
-            assert!((t - (k as f64 / 5.0).sqrt()).abs() < 1e-6, "arrival {k} at {t}");
+            assert!(
+                (t - (k as f64 / 5.0).sqrt()).abs() < 1e-6,
+                "arrival {k} at {t}"
+            );
         }
         // Ramp, hold, ramp down: counts add up per stage.
-        let s = RateSchedule::new(vec![stage(0.0, 100.0, 10), stage(100.0, 100.0, 10), stage(100.0, 0.0, 10)]);
+        let s = RateSchedule::new(vec![
+            stage(0.0, 100.0, 10),
+            stage(100.0, 100.0, 10),
+            stage(100.0, 0.0, 10),
+        ]);
         assert_eq!(s.count(), 2000);
         assert_eq!(s.time_of(500), Some(Duration::from_secs(10)));
         assert_eq!(s.time_of(1500), Some(Duration::from_secs(20)));
@@ -177,7 +191,11 @@ mod tests {
         assert_eq!((a.len(), b.len()), (133, 67));
         let mut all: Vec<u64> = a.iter().chain(&b).copied().collect();
         all.sort();
-        assert_eq!(all, (0..200).collect::<Vec<_>>(), "together they are the single-machine schedule");
+        assert_eq!(
+            all,
+            (0..200).collect::<Vec<_>>(),
+            "together they are the single-machine schedule"
+        );
         assert_eq!(OwnArrivals::new(&s, 3, &[]).count(), 0);
     }
 }

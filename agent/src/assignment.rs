@@ -300,14 +300,23 @@ fn open_load(o: v1::OpenModel, scenarios: usize) -> Result<OpenLoad, AssignmentE
             duration: Duration::from_micros(st.duration_us),
         });
     }
-    if o.period == 0 || o.positions.iter().any(|&p| p >= o.period) || !o.positions.windows(2).all(|w| w[0] < w[1]) {
-        return bad(format!("positions {:?} do not fit period {}", o.positions, o.period));
+    if o.period == 0
+        || o.positions.iter().any(|&p| p >= o.period)
+        || !o.positions.windows(2).all(|w| w[0] < w[1])
+    {
+        return bad(format!(
+            "positions {:?} do not fit period {}",
+            o.positions, o.period
+        ));
     }
     if !o.positions.is_empty() && o.max_users == 0 {
         return bad("arrivals but no users to run them".into());
     }
     if o.scenario_cycle.is_empty() || o.scenario_cycle.iter().any(|&s| s as usize >= scenarios) {
-        return bad(format!("scenario cycle {:?} for {scenarios} scenarios", o.scenario_cycle));
+        return bad(format!(
+            "scenario cycle {:?} for {scenarios} scenarios",
+            o.scenario_cycle
+        ));
     }
     Ok(OpenLoad {
         schedule: RateSchedule::new(stages),

@@ -331,7 +331,9 @@ async fn run_iteration(
     let timeout = shared.target.timeout;
     let lateness = intended.map(|t| tokio::time::Instant::now().saturating_duration_since(t));
     for step in &scenario.steps {
-        if shared.graceful.is_cancelled() || deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+        if shared.graceful.is_cancelled()
+            || deadline.is_some_and(|d| tokio::time::Instant::now() >= d)
+        {
             return false;
         }
         let sent = Instant::now();
@@ -387,7 +389,8 @@ fn start_open(shared: &Rc<Shared>, open: &OpenLoad, worker: usize, workers: usiz
 async fn generate(shared: Rc<Shared>, queue: Rc<OpenQueue>, worker: usize, workers: usize) {
     let open = shared.assign.open.as_ref().expect("open model");
     let workers = workers as u64;
-    for (m, (_, due)) in OwnArrivals::new(&open.schedule, open.period, &open.positions).enumerate() {
+    for (m, (_, due)) in OwnArrivals::new(&open.schedule, open.period, &open.positions).enumerate()
+    {
         let m = m as u64;
         if m % workers != worker as u64 {
             continue;
@@ -432,13 +435,24 @@ async fn open_user(shared: Rc<Shared>, queue: Rc<OpenQueue>) {
             queue.more.notified().await;
             queue.idle.set(queue.idle.get() - 1);
         };
-        let Some((intended, scenario)) = job else { break };
-        if tokio::time::Instant::now().saturating_duration_since(intended) > open.max_wait && !open.max_wait.is_zero() {
+        let Some((intended, scenario)) = job else {
+            break;
+        };
+        if tokio::time::Instant::now().saturating_duration_since(intended) > open.max_wait
+            && !open.max_wait.is_zero()
+        {
             shared.dropped.set(shared.dropped.get() + 1);
             continue;
         }
         shared.active.set(shared.active.get() + 1);
-        let go_on = run_iteration(&shared, &mut client, &shared.assign.scenarios[scenario], Some(intended), None).await;
+        let go_on = run_iteration(
+            &shared,
+            &mut client,
+            &shared.assign.scenarios[scenario],
+            Some(intended),
+            None,
+        )
+        .await;
         shared.active.set(shared.active.get() - 1);
         if !go_on {
             break;

@@ -102,7 +102,8 @@ impl StepRecord {
             .add(&other.histogram)
             .expect("histograms share loadfleet's fixed bounds");
         if let (Some(mine), Some(theirs)) = (&mut self.uncorrected, &other.uncorrected) {
-            mine.add(theirs).expect("histograms share loadfleet's fixed bounds");
+            mine.add(theirs)
+                .expect("histograms share loadfleet's fixed bounds");
         }
         for e in &other.errors {
             self.tally(e.kind, e.count, || e.sample.clone());
@@ -160,9 +161,19 @@ impl Recorder {
     /// Records a completed response of the open model: `corrected` from the
     /// request's intended send time, `uncorrected` from its actual send.
     #[inline]
-    pub fn record_open(&mut self, step: usize, corrected: Duration, uncorrected: Duration, status: u16) {
+    pub fn record_open(
+        &mut self,
+        step: usize,
+        corrected: Duration,
+        uncorrected: Duration,
+        status: u16,
+    ) {
         self.record_response(step, corrected, status);
-        if let Some(h) = self.steps.get_mut(step).and_then(|r| r.uncorrected.as_mut()) {
+        if let Some(h) = self
+            .steps
+            .get_mut(step)
+            .and_then(|r| r.uncorrected.as_mut())
+        {
             let us = u64::try_from(uncorrected.as_micros()).unwrap_or(u64::MAX);
             h.saturating_record(us.max(LOWEST_US));
         }
@@ -184,7 +195,9 @@ impl Recorder {
     /// Takes this interval's records and starts empty ones. Called once per
     /// interval, never per request.
     pub fn take(&mut self) -> Vec<StepRecord> {
-        let fresh = (0..self.steps.len()).map(|_| StepRecord::new(self.open)).collect();
+        let fresh = (0..self.steps.len())
+            .map(|_| StepRecord::new(self.open))
+            .collect();
         std::mem::replace(&mut self.steps, fresh)
     }
 }

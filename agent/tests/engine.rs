@@ -53,11 +53,27 @@ fn assignment(
 }
 
 /// An open-model assignment: `rate` arrivals per second for `secs`.
-fn open_assignment(base: &str, rate: f64, secs: u64, max_users: u32, max_wait: Duration) -> Assignment {
-    let mut a = assignment(base, &["/"], 0, Bound::Duration(Duration::from_secs(secs)), Duration::from_secs(10));
+fn open_assignment(
+    base: &str,
+    rate: f64,
+    secs: u64,
+    max_users: u32,
+    max_wait: Duration,
+) -> Assignment {
+    let mut a = assignment(
+        base,
+        &["/"],
+        0,
+        Bound::Duration(Duration::from_secs(secs)),
+        Duration::from_secs(10),
+    );
     a.users.clear();
     a.open = Some(OpenLoad {
-        schedule: RateSchedule::new(vec![RateStage { from: rate, to: rate, duration: Duration::from_secs(secs) }]),
+        schedule: RateSchedule::new(vec![RateStage {
+            from: rate,
+            to: rate,
+            duration: Duration::from_secs(secs),
+        }]),
         period: 1,
         positions: vec![0],
         max_users,
@@ -74,7 +90,9 @@ fn dropped(intervals: &[v1::Interval]) -> u64 {
 fn uncorrected_total(intervals: &[v1::Interval]) -> Histogram<u64> {
     let mut h = loadfleet_agent::recorder::new_histogram();
     for s in intervals.iter().flat_map(|i| &i.steps) {
-        let part: Histogram<u64> = Deserializer::new().deserialize(&mut &s.uncorrected[..]).unwrap();
+        let part: Histogram<u64> = Deserializer::new()
+            .deserialize(&mut &s.uncorrected[..])
+            .unwrap();
         h.add(&part).unwrap();
     }
     h
@@ -91,7 +109,11 @@ async fn open_model_starts_every_arrival_on_schedule() {
     assert_eq!(count, 400, "200/s for 2 s");
     assert_eq!(dropped(&intervals), 0);
     assert_eq!(bed.stats().served(), 400);
-    assert!(started.elapsed() < Duration::from_millis(2600), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_millis(2600),
+        "took {:?}",
+        started.elapsed()
+    );
     let uncorrected = uncorrected_total(&intervals);
     assert_eq!(uncorrected.len(), 400);
     assert!(corrected.value_at_quantile(0.5) >= uncorrected.value_at_quantile(0.5));
@@ -110,8 +132,15 @@ async fn open_model_drops_arrivals_when_no_user_is_free() {
     let (count, _, _) = step_total(&intervals, 0);
     let dropped = dropped(&intervals);
     eprintln!("ran {count}, dropped {dropped}");
-    assert_eq!(count + dropped, 100, "every arrival is either run or counted as dropped");
-    assert!((15..=25).contains(&count), "about one in five runs: {count}");
+    assert_eq!(
+        count + dropped,
+        100,
+        "every arrival is either run or counted as dropped"
+    );
+    assert!(
+        (15..=25).contains(&count),
+        "about one in five runs: {count}"
+    );
     assert_eq!(bed.stats().served(), count);
 }
 
@@ -129,11 +158,24 @@ async fn server_stall_shows_in_corrected_latency_only() {
     let uncorrected = uncorrected_total(&intervals);
     assert_eq!(count, 800);
     assert_eq!(dropped(&intervals), 0);
-    let (c99, u99) = (corrected.value_at_quantile(0.99), uncorrected.value_at_quantile(0.99));
-    eprintln!("p99 corrected {} ms, uncorrected {} ms", c99 / 1000, u99 / 1000);
+    let (c99, u99) = (
+        corrected.value_at_quantile(0.99),
+        uncorrected.value_at_quantile(0.99),
+    );
+    eprintln!(
+        "p99 corrected {} ms, uncorrected {} ms",
+        c99 / 1000,
+        u99 / 1000
+    );
     assert!(c99 >= 500_000, "corrected p99 {c99} µs shows the 1 s stall");
-    assert!(u99 < 100_000, "uncorrected p99 {u99} µs stays low: only 2 requests were in flight during the stall");
-    assert!(uncorrected.max() >= 900_000, "the two requests caught in the stall took ~1 s");
+    assert!(
+        u99 < 100_000,
+        "uncorrected p99 {u99} µs stays low: only 2 requests were in flight during the stall"
+    );
+    assert!(
+        uncorrected.max() >= 900_000,
+        "the two requests caught in the stall took ~1 s"
+    );
 }
 
 /// Runs the engine to the end and returns its intervals.

@@ -37,6 +37,7 @@ fn main() {
                 histogram: b,
                 count: s.count(),
                 errors: vec![],
+                uncorrected: Vec::new(),
             }
         })
         .collect();
@@ -53,6 +54,7 @@ fn main() {
                 active_users: 10,
                 steps: step_msgs.clone(),
                 elapsed_us: (seq + 1) * 1_000_000,
+                dropped: 0,
             };
             c.apply(&format!("agent-{a}"), &format!("region-{}", a % 3), &iv)
                 .unwrap();

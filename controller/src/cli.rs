@@ -91,7 +91,7 @@ pub async fn main_with(
     match cli.command {
         Command::Validate { plan } => match plan::load(&plan) {
             Ok(p) => {
-                println!("{}", describe(&p));
+                say(&describe(&p));
                 ExitCode::from(EXIT_OK)
             }
             Err(e) => {
@@ -129,13 +129,11 @@ pub async fn main_with(
             let listen = args
                 .listen
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
-            let opts = RunOptions {
-                plan,
+            let settings = RunSettings {
                 listen,
                 expect_agents: args.expect_agents,
                 local_agents,
                 wait_for_agents: args.wait_agents,
-                start_delay: Duration::from_millis(250),
                 progress: if args.quiet {
                     ProgressMode::Off
                 } else {
@@ -143,11 +141,55 @@ pub async fn main_with(
                 },
                 interrupt,
                 hard_interrupt,
-                on_listening: None,
             };
-            run_and_report(opts, args.out, Some(&args.plan)).await
+            let code = match plan.sweep.clone() {
+                Some(sweep) => {
+                    crate::series::run_series(&settings, &plan, &sweep, args.out, &args.plan).await
+                }
+                None => {
+                    run_and_report(settings.options(plan), args.out, Some(&args.plan))
+                        .await
+                        .0
+                }
+            };
+            ExitCode::from(code)
         }
         Command::Demo(args) => demo(args, interrupt, hard_interrupt).await,
+    }
+}
+
+/// Prints a line to stdout; a closed pipe (`| head`) is not an error.
+fn say(text: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout().lock(), "{text}");
+}
+
+/// How to run plans: everything but the plan itself.
+pub struct RunSettings {
+    pub listen: SocketAddr,
+    pub expect_agents: usize,
+    pub local_agents: Vec<LocalAgent>,
+    pub wait_for_agents: Duration,
+    pub progress: ProgressMode,
+    pub interrupt: CancellationToken,
+    pub hard_interrupt: CancellationToken,
+}
+
+impl RunSettings {
+    /// Options to run `plan` with these settings.
+    pub fn options(&self, plan: Plan) -> RunOptions {
+        RunOptions {
+            plan,
+            listen: self.listen,
+            expect_agents: self.expect_agents,
+            local_agents: self.local_agents.clone(),
+            wait_for_agents: self.wait_for_agents,
+            start_delay: Duration::from_millis(250),
+            progress: self.progress,
+            interrupt: self.interrupt.clone(),
+            hard_interrupt: self.hard_interrupt.clone(),
+            on_listening: None,
+        }
     }
 }
 
@@ -157,21 +199,15 @@ fn default_workers() -> usize {
 
 /// A short description of what a plan will do.
 pub fn describe(p: &Plan) -> String {
-    let plan::LoadModel::Closed {
-        users,
-        ramp_up,
-        bound,
-    } = p.load;
-    let bound = match bound {
-        plan::RunBound::Iterations(n) => format!("{n} iteration(s) each"),
-        plan::RunBound::Duration(d) => format!("for {}", crate::duration::format_duration(d)),
-    };
     let steps: usize = p.scenarios.iter().map(|s| s.steps.len()).sum();
+    let sweep = p.sweep.as_ref().map_or_else(String::new, |s| {
+        let values: Vec<String> = s.values.iter().map(|v| v.to_string()).collect();
+        format!(" (a sweep: one run each at {})", values.join(", "))
+    });
     format!(
-        "plan \"{}\" is valid: {} users over a {} ramp-up, {bound}; {} scenario(s), {steps} step(s); target {}",
+        "plan \"{}\" is valid: {}{sweep}; {} scenario(s), {steps} step(s); target {}",
         p.name,
-        users,
-        crate::duration::format_duration(ramp_up),
+        p.load.describe(),
         p.scenarios.len(),
         p.target.base_url
     )
@@ -182,42 +218,44 @@ pub async fn run_and_report(
     opts: RunOptions,
     out: Option<PathBuf>,
     plan_file: Option<&Path>,
-) -> ExitCode {
+) -> (u8, Option<Summary>) {
     let out =
         out.unwrap_or_else(|| plan::default_out_dir(&opts.plan, time::OffsetDateTime::now_utc()));
     // Fail before sending anything if the results could not be kept.
     if let Err(e) = std::fs::create_dir_all(&out) {
         eprintln!("error: cannot create run directory {}: {e}", out.display());
-        return ExitCode::from(EXIT_USAGE);
+        return (EXIT_USAGE, None);
     }
     match fleet::execute(opts).await {
-        Ok(result) => finish(&result, &out, plan_file),
+        Ok(result) => {
+            let summary = Summary::of(&result);
+            (finish(&result, &summary, &out, plan_file), Some(summary))
+        }
         Err(e) => {
             eprintln!("error: {e}");
             // Nothing ran: leave no empty run directory behind.
             let _ = std::fs::remove_dir(&out);
-            ExitCode::from(EXIT_FLEET)
+            (EXIT_FLEET, None)
         }
     }
 }
 
-fn finish(result: &RunResult, out: &Path, plan_file: Option<&Path>) -> ExitCode {
-    let summary = Summary::of(result);
-    print!("{}", output::table::render(&summary));
+fn finish(result: &RunResult, summary: &Summary, out: &Path, plan_file: Option<&Path>) -> u8 {
+    say(output::table::render(summary).trim_end());
     if let Some(p) = plan_file {
         let _ = std::fs::copy(p, out.join("plan.toml"));
     }
-    match output::write_run_dir(result, &summary, out) {
-        Ok(files) => println!(
+    match output::write_run_dir(result, summary, out) {
+        Ok(files) => say(&format!(
             "run directory: {}\n  summary: {}\n  histograms: {}\n  report: {}",
             files.dir.display(),
             files.summary.display(),
             files.hlog.display(),
             files.report.display()
-        ),
+        )),
         Err(e) => {
             eprintln!("error: cannot write results to {}: {e}", out.display());
-            return ExitCode::from(EXIT_FLEET);
+            return EXIT_FLEET;
         }
     }
     for a in result
@@ -231,8 +269,8 @@ fn finish(result: &RunResult, out: &Path, plan_file: Option<&Path>) -> ExitCode 
         );
     }
     match result.status {
-        RunStatus::Completed => ExitCode::from(EXIT_OK),
-        RunStatus::CompletedWithErrors | RunStatus::Interrupted => ExitCode::from(EXIT_ERRORS),
+        RunStatus::Completed => EXIT_OK,
+        RunStatus::CompletedWithErrors | RunStatus::Interrupted => EXIT_ERRORS,
     }
 }
 
@@ -293,7 +331,7 @@ async fn demo(
             ("/search".into(), Duration::from_millis(80)),
         ],
         default_latency: Duration::from_millis(2),
-        tls: None,
+        ..loadfleet_testbed::Config::default()
     };
     let bed = match loadfleet_testbed::Testbed::start(SocketAddr::from(([127, 0, 0, 1], 0)), config)
         .await
@@ -312,10 +350,10 @@ async fn demo(
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    println!(
+    say(&format!(
         "demo: test target on {}; two agents (regions region-a, region-b) dial the controller over gRPC",
         bed.base_url()
-    );
+    ));
     let out = args
         .out
         .unwrap_or_else(|| plan::default_out_dir(&plan, time::OffsetDateTime::now_utc()));
@@ -349,8 +387,11 @@ async fn demo(
         hard_interrupt,
         on_listening: None,
     };
-    let code = run_and_report(opts, Some(out), None).await;
-    println!("the target served {} responses", bed.stats().served());
+    let (code, _) = run_and_report(opts, Some(out), None).await;
+    say(&format!(
+        "the target served {} responses",
+        bed.stats().served()
+    ));
     bed.stop().await;
-    code
+    ExitCode::from(code)
 }

@@ -80,6 +80,8 @@ pub enum FleetError {
     InterruptedBeforeStart,
     #[error("every agent was lost; nothing was measured")]
     AllLost,
+    #[error("the plan does not fit this fleet: {0}")]
+    Unfit(String),
 }
 
 /// How a run ended.
@@ -277,19 +279,9 @@ async fn drive(
     );
 
     // Deal the single-machine schedule to agents by weight.
-    let LoadModel::Closed {
-        users,
-        ramp_up,
-        bound,
-    } = plan.load;
     let weights: Vec<u32> = plan.scenarios.iter().map(|s| s.weight).collect();
-    let slots = schedule::closed_slots(users, ramp_up, &weights);
     let agent_weights: Vec<u32> = agents.iter().map(|a| a.weight).collect();
-    let dealt = schedule::deal(&slots, &agent_weights);
-    let (iterations, duration_us) = match bound {
-        RunBound::Iterations(n) => (n, 0),
-        RunBound::Duration(d) => (0, micros(d)),
-    };
+    let shares = Shares::of(&plan, &weights, &agent_weights)?;
     let max_run = plan.max_run();
     let scenarios: Vec<v1::Scenario> = plan
         .scenarios
@@ -315,8 +307,11 @@ async fn drive(
                 .collect(),
         })
         .collect();
-    for (agent, slots) in agents.iter_mut().zip(dealt) {
-        agent.users = slots.len();
+    for (i, agent) in agents.iter_mut().enumerate() {
+        let (users, open) = shares.for_agent(i);
+        agent.users = users
+            .len()
+            .max(open.as_ref().map_or(0, |o| o.max_users as usize));
         agent.send(controller_message::Body::Assign(v1::Assign {
             run_id: run_id.clone(),
             epoch: 1,
@@ -326,19 +321,13 @@ async fn drive(
                 ca_pem: plan.target.ca_pem.clone().unwrap_or_default(),
             }),
             scenarios: scenarios.clone(),
-            users: slots
-                .iter()
-                .map(|s| v1::UserSlot {
-                    index: s.index,
-                    start_offset_us: micros(s.start_offset),
-                    scenario: s.scenario,
-                })
-                .collect(),
-            iterations,
-            duration_us,
+            users,
+            iterations: shares.iterations,
+            duration_us: shares.duration_us,
             interval_us: micros(INTERVAL),
             step_names: plan.step_names.clone(),
             max_run_us: micros(max_run),
+            open,
         }));
     }
     wait_ready(opts, events, &mut agents, &run_id).await?;
@@ -361,10 +350,7 @@ async fn drive(
         }));
         a.state = State::Running;
     }
-    let total = match bound {
-        RunBound::Duration(d) => Some(d),
-        RunBound::Iterations(_) => None,
-    };
+    let total = plan.scheduled_duration();
     let mut collector = Collector::new(plan.step_names.clone(), INTERVAL);
     let hard_deadline = start + max_run + Duration::from_secs(10);
     let mut tick =
@@ -463,6 +449,99 @@ async fn drive(
 
 fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// The schedule dealt to agents: closed-model user slots, or the open
+/// model's arrival positions and concurrency shares.
+struct Shares {
+    closed: Vec<Vec<schedule::Slot>>,
+    open: Option<(v1::OpenModel, Vec<Vec<u32>>, Vec<u32>)>,
+    iterations: u64,
+    duration_us: u64,
+}
+
+impl Shares {
+    fn of(
+        plan: &Plan,
+        scenario_weights: &[u32],
+        agent_weights: &[u32],
+    ) -> Result<Shares, FleetError> {
+        match &plan.load {
+            LoadModel::Closed {
+                users,
+                ramp_up,
+                bound,
+            } => {
+                let slots = schedule::closed_slots(*users, *ramp_up, scenario_weights);
+                let (iterations, duration_us) = match bound {
+                    RunBound::Iterations(n) => (*n, 0),
+                    RunBound::Duration(d) => (0, micros(*d)),
+                };
+                Ok(Shares {
+                    closed: schedule::deal(&slots, agent_weights),
+                    open: None,
+                    iterations,
+                    duration_us,
+                })
+            }
+            LoadModel::Open {
+                stages,
+                max_users,
+                max_wait,
+            } => {
+                if (*max_users as usize) < agent_weights.len() {
+                    return Err(FleetError::Unfit(format!(
+                        "max_users = {max_users} cannot be shared by {} agents; raise it to at least {}",
+                        agent_weights.len(),
+                        agent_weights.len()
+                    )));
+                }
+                let positions = schedule::arrival_positions(agent_weights);
+                let caps = schedule::split_count(*max_users, agent_weights);
+                let model = v1::OpenModel {
+                    stages: stages
+                        .iter()
+                        .map(|s| v1::RateStage {
+                            from: s.from,
+                            to: s.to,
+                            duration_us: micros(s.duration),
+                        })
+                        .collect(),
+                    period: agent_weights.iter().sum(),
+                    positions: Vec::new(),
+                    max_users: 0,
+                    max_wait_us: micros(*max_wait),
+                    scenario_cycle: schedule::cycle(scenario_weights),
+                };
+                Ok(Shares {
+                    closed: vec![Vec::new(); agent_weights.len()],
+                    open: Some((model, positions, caps)),
+                    iterations: 0,
+                    duration_us: micros(plan.scheduled_duration().unwrap_or_default()),
+                })
+            }
+        }
+    }
+
+    fn for_agent(&self, i: usize) -> (Vec<v1::UserSlot>, Option<v1::OpenModel>) {
+        let users = self.closed[i]
+            .iter()
+            .map(|s| v1::UserSlot {
+                index: s.index,
+                start_offset_us: micros(s.start_offset),
+                scenario: s.scenario,
+            })
+            .collect();
+        let open = self
+            .open
+            .as_ref()
+            .map(|(model, positions, caps)| v1::OpenModel {
+                positions: positions[i].clone(),
+                max_users: caps[i],
+                ..model.clone()
+            });
+        (users, open)
+    }
 }
 
 /// Waits until the expected number of agents is attached.

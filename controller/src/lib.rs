@@ -10,5 +10,6 @@ pub mod output;
 pub mod plan;
 pub mod progress;
 pub mod schedule;
+pub mod series;
 pub mod service;
 pub mod stats;

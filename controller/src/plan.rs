@@ -14,6 +14,8 @@ use crate::duration::PlanDuration;
 
 /// Most virtual users one plan may ask for.
 pub const MAX_USERS: u64 = 10_000_000;
+/// Default concurrency cap of the open model.
+pub const DEFAULT_MAX_USERS: u64 = 1000;
 /// Default per-request timeout.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -34,6 +36,8 @@ pub struct Plan {
     pub name: String,
     pub target: TargetSpec,
     pub load: LoadModel,
+    /// Set when `users` or `rate` is a list: the plan runs once per value.
+    pub sweep: Option<Sweep>,
     pub scenarios: Vec<ScenarioSpec>,
     /// Distinct step names; steps with the same name share one row in results.
     pub step_names: Vec<String>,
@@ -49,7 +53,7 @@ pub struct TargetSpec {
 }
 
 /// How much load, and for how long.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum LoadModel {
     /// A fixed number of users started over a ramp, as in a JMeter thread group.
     Closed {
@@ -57,6 +61,69 @@ pub enum LoadModel {
         ramp_up: Duration,
         bound: RunBound,
     },
+    /// Iterations started at scheduled instants (arrivals per second),
+    /// whatever the target's response times.
+    Open {
+        stages: Vec<RateStage>,
+        /// Concurrency cap, fleet-wide.
+        max_users: u64,
+        /// How long an arrival may wait for a free user before it is dropped.
+        max_wait: Duration,
+    },
+}
+
+pub use loadfleet_agent::arrivals::RateStage;
+
+impl LoadModel {
+    /// One line a person reads: "20 users over a 30s ramp-up, 1 iteration(s) each".
+    pub fn describe(&self) -> String {
+        use crate::duration::format_duration as fd;
+        match self {
+            LoadModel::Closed {
+                users,
+                ramp_up,
+                bound,
+            } => {
+                let bound = match bound {
+                    RunBound::Iterations(n) => format!("{n} iteration(s) each"),
+                    RunBound::Duration(d) => format!("for {}", fd(*d)),
+                };
+                format!(
+                    "closed model: {users} users over a {} ramp-up, {bound}",
+                    fd(*ramp_up)
+                )
+            }
+            LoadModel::Open {
+                stages,
+                max_users,
+                max_wait,
+            } => {
+                let rates = match stages.as_slice() {
+                    [s] if s.from == s.to => {
+                        format!("{} arrivals/s for {}", s.from, fd(s.duration))
+                    }
+                    _ => stages
+                        .iter()
+                        .map(|s| format!("{}→{}/s over {}", s.from, s.to, fd(s.duration)))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                };
+                format!(
+                    "open model: {rates}; at most {max_users} users; arrivals wait up to {} for one",
+                    fd(*max_wait)
+                )
+            }
+        }
+    }
+}
+
+/// One plan run once per value, one after another.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sweep {
+    /// Users (closed model) or arrivals per second (open model), in order.
+    pub values: Vec<f64>,
+    /// Pause between two runs.
+    pub cooldown: Duration,
 }
 
 /// How long each user of a closed model runs.
@@ -84,17 +151,58 @@ pub struct StepSpec {
 }
 
 impl Plan {
-    /// The fleet-wide user count.
+    /// The fleet-wide user count (the concurrency cap in the open model).
     pub fn users(&self) -> u64 {
         match self.load {
             LoadModel::Closed { users, .. } => users,
+            LoadModel::Open { max_users, .. } => max_users,
+        }
+    }
+
+    /// The plan for one value of its sweep (users or rate), without the sweep.
+    pub fn at(&self, value: f64) -> Plan {
+        let mut p = self.clone();
+        p.sweep = None;
+        match &mut p.load {
+            LoadModel::Closed { users, .. } => *users = value as u64,
+            LoadModel::Open { stages, .. } => {
+                for s in stages {
+                    (s.from, s.to) = (value, value);
+                }
+            }
+        }
+        p
+    }
+
+    /// Length of the scheduled load, when the plan fixes it.
+    pub fn scheduled_duration(&self) -> Option<Duration> {
+        match &self.load {
+            LoadModel::Closed {
+                bound: RunBound::Duration(d),
+                ..
+            } => Some(*d),
+            LoadModel::Closed { .. } => None,
+            LoadModel::Open { stages, .. } => Some(stages.iter().map(|s| s.duration).sum()),
         }
     }
 
     /// The longest the run may take before agents stop by themselves.
     pub fn max_run(&self) -> Duration {
         let slack = Duration::from_secs(5);
+        let longest = self
+            .scenarios
+            .iter()
+            .map(|s| s.steps.len())
+            .max()
+            .unwrap_or(1) as u32;
+        let iteration = self.target.timeout.saturating_mul(longest);
         match self.load {
+            LoadModel::Open { max_wait, .. } => self
+                .scheduled_duration()
+                .unwrap_or_default()
+                .saturating_add(max_wait)
+                .saturating_add(iteration)
+                .saturating_add(slack),
             LoadModel::Closed { ramp_up, bound, .. } => match bound {
                 RunBound::Duration(d) => d + self.target.timeout + slack,
                 RunBound::Iterations(n) => {
@@ -137,10 +245,91 @@ struct RawTarget {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawLoad {
-    users: Spanned<u64>,
+    users: Option<Spanned<Numbers>>,
+    rate: Option<Spanned<Numbers>>,
     ramp_up: Option<Spanned<PlanDuration>>,
     iterations: Option<Spanned<u64>>,
     duration: Option<Spanned<PlanDuration>>,
+    stages: Option<Vec<Spanned<RawStage>>>,
+    max_users: Option<Spanned<u64>>,
+    max_wait: Option<Spanned<PlanDuration>>,
+    cooldown: Option<Spanned<PlanDuration>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStage {
+    rate: Option<Spanned<Numbers>>,
+    users: Option<Spanned<Numbers>>,
+    duration: Spanned<PlanDuration>,
+}
+
+/// A number or a list of numbers (a sweep), integers or floats.
+#[derive(Debug, Clone, PartialEq)]
+struct Numbers {
+    values: Vec<f64>,
+    list: bool,
+}
+
+impl<'de> Deserialize<'de> for Numbers {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Numbers;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a non-negative number or a list of them")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Numbers, E> {
+                if v < 0 {
+                    return Err(E::custom(format!(
+                        "expected a non-negative integer, found {v}"
+                    )));
+                }
+                Ok(Numbers {
+                    values: vec![v as f64],
+                    list: false,
+                })
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Numbers, E> {
+                Ok(Numbers {
+                    values: vec![v as f64],
+                    list: false,
+                })
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Numbers, E> {
+                if !v.is_finite() || v < 0.0 {
+                    return Err(E::custom(format!(
+                        "expected a non-negative number, found {v}"
+                    )));
+                }
+                Ok(Numbers {
+                    values: vec![v],
+                    list: false,
+                })
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Numbers, A::Error> {
+                let mut values = Vec::new();
+                while let Some(n) = seq.next_element::<Numbers>()? {
+                    if n.list {
+                        return Err(serde::de::Error::custom(
+                            "expected numbers, found a nested list",
+                        ));
+                    }
+                    values.extend(n.values);
+                }
+                if values.is_empty() {
+                    return Err(serde::de::Error::custom(
+                        "expected at least one value in the list",
+                    ));
+                }
+                Ok(Numbers { values, list: true })
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[derive(Deserialize)]
@@ -225,7 +414,7 @@ impl Validator<'_> {
             None => default_name.to_string(),
         };
         let target = self.target(raw.target)?;
-        let load = self.load(raw.load)?;
+        let (load, sweep) = self.load(raw.load, target.timeout)?;
         if raw.scenario.is_empty() {
             return Err(self.error(
                 0..0,
@@ -294,6 +483,7 @@ impl Validator<'_> {
             name,
             target,
             load,
+            sweep,
             scenarios,
             step_names,
         })
@@ -355,52 +545,194 @@ impl Validator<'_> {
         }
     }
 
-    fn load(&self, raw: Spanned<RawLoad>) -> Result<LoadModel, PlanError> {
+    fn load(
+        &self,
+        raw: Spanned<RawLoad>,
+        timeout: Duration,
+    ) -> Result<(LoadModel, Option<Sweep>), PlanError> {
         let span = raw.span();
         let raw = raw.into_inner();
-        let users = *raw.users.get_ref();
-        if users == 0 || users > MAX_USERS {
-            return Err(self.error(
-                raw.users.span(),
-                format!("`load.users`: expected an integer from 1 to {MAX_USERS}, found {users}"),
-            ));
-        }
-        let ramp_up = raw.ramp_up.map(|r| r.into_inner().0).unwrap_or_default();
-        let bound = match (raw.iterations, raw.duration) {
-            (Some(_), Some(d)) => {
-                return Err(self.error(
+        let not_with = |key: &str, other: &str, at: Range<usize>| {
+            self.error(at, format!("`load.{key}`: not allowed with {other}"))
+        };
+        let positive = |d: &Option<Spanned<PlanDuration>>, key: &str| -> Result<(), PlanError> {
+            match d {
+                Some(d) if d.get_ref().0.is_zero() => Err(self.error(
                     d.span(),
-                    "`load.duration`: expected either `iterations` or `duration`, not both",
-                ));
-            }
-            (None, None) => {
-                return Err(self.error(
-                    span,
-                    "[load]: expected `iterations = N` or `duration = \"2m\"`",
-                ));
-            }
-            (Some(i), None) => {
-                if *i.get_ref() == 0 {
-                    return Err(self.error(
-                        i.span(),
-                        "`load.iterations`: expected an integer of at least 1",
-                    ));
-                }
-                RunBound::Iterations(i.into_inner())
-            }
-            (None, Some(d)) => {
-                if d.get_ref().0.is_zero() {
-                    return Err(
-                        self.error(d.span(), "`load.duration`: expected a duration above zero")
-                    );
-                }
-                RunBound::Duration(d.into_inner().0)
+                    format!("`load.{key}`: expected a duration above zero"),
+                )),
+                _ => Ok(()),
             }
         };
-        Ok(LoadModel::Closed {
-            users,
-            ramp_up,
-            bound,
+        positive(&raw.duration, "duration")?;
+        let cooldown = raw
+            .cooldown
+            .as_ref()
+            .map(|c| c.get_ref().0)
+            .unwrap_or_default();
+        let sweep_of = |n: &Spanned<Numbers>| {
+            n.get_ref().list.then(|| Sweep {
+                values: n.get_ref().values.clone(),
+                cooldown,
+            })
+        };
+        match (&raw.users, &raw.rate) {
+            (Some(_), Some(r)) => Err(self.error(
+                r.span(),
+                "`load.rate`: expected either `users` (closed model) or `rate` (open model), not both",
+            )),
+            (None, None) if raw.stages.is_some() => self.open_stages(raw, timeout),
+            (None, None) => Err(self.error(
+                span,
+                "[load]: expected `users = N` (closed model) or `rate = N` (open model)",
+            )),
+            (Some(users), None) => {
+                for key in [("max_users", raw.max_users.as_ref().map(Spanned::span)), ("max_wait", raw.max_wait.as_ref().map(Spanned::span))] {
+                    if let (name, Some(at)) = key {
+                        return Err(not_with(name, "`users` (the closed model)", at));
+                    }
+                }
+                if let Some(st) = raw.stages.as_ref().and_then(|s| s.first()) {
+                    return Err(self.error(st.span(), "`load.stages`: stages of `users` are not supported yet; use `users` with `ramp_up`"));
+                }
+                for &u in &users.get_ref().values {
+                    if u < 1.0 || u > MAX_USERS as f64 || u.fract() != 0.0 {
+                        return Err(self.error(
+                            users.span(),
+                            format!("`load.users`: expected an integer from 1 to {MAX_USERS}, found {u}"),
+                        ));
+                    }
+                }
+                let ramp_up = raw.ramp_up.map(|r| r.into_inner().0).unwrap_or_default();
+                let bound = match (raw.iterations, raw.duration) {
+                    (Some(_), Some(d)) => {
+                        return Err(self.error(d.span(), "`load.duration`: expected either `iterations` or `duration`, not both"));
+                    }
+                    (None, None) => {
+                        return Err(self.error(span, "[load]: expected `iterations = N` or `duration = \"2m\"`"));
+                    }
+                    (Some(i), None) => {
+                        if *i.get_ref() == 0 {
+                            return Err(self.error(i.span(), "`load.iterations`: expected an integer of at least 1"));
+                        }
+                        RunBound::Iterations(i.into_inner())
+                    }
+                    (None, Some(d)) => RunBound::Duration(d.into_inner().0),
+                };
+                let model = LoadModel::Closed {
+                    users: users.get_ref().values[0] as u64,
+                    ramp_up,
+                    bound,
+                };
+                Ok((model, sweep_of(users)))
+            }
+            (None, Some(rate)) => {
+                if let Some(i) = &raw.iterations {
+                    return Err(not_with("iterations", "`rate` (the open model runs for a `duration`)", i.span()));
+                }
+                if let Some(r) = &raw.ramp_up {
+                    return Err(not_with("ramp_up", "`rate` (use `stages` to ramp the rate)", r.span()));
+                }
+                if let Some(st) = raw.stages.as_ref().and_then(|s| s.first()) {
+                    return Err(not_with("stages", "`rate`", st.span()));
+                }
+                for &r in &rate.get_ref().values {
+                    if r <= 0.0 || r > 10_000_000.0 {
+                        return Err(self.error(rate.span(), format!("`load.rate`: expected arrivals per second above 0 and at most 10000000, found {r}")));
+                    }
+                }
+                let Some(d) = raw.duration.as_ref() else {
+                    return Err(self.error(span, "[load]: the open model needs `duration = \"2m\"` (or `stages`)"));
+                };
+                let r = rate.get_ref().values[0];
+                let stages = vec![RateStage { from: r, to: r, duration: d.get_ref().0 }];
+                let sweep = sweep_of(rate);
+                Ok((self.open_model(&raw, stages, timeout)?, sweep))
+            }
+        }
+    }
+
+    fn open_stages(
+        &self,
+        raw: RawLoad,
+        timeout: Duration,
+    ) -> Result<(LoadModel, Option<Sweep>), PlanError> {
+        if let Some(d) = &raw.duration {
+            return Err(self.error(
+                d.span(),
+                "`load.duration`: not allowed with `stages` (each stage has its own)",
+            ));
+        }
+        if let Some(r) = &raw.ramp_up {
+            return Err(self.error(
+                r.span(),
+                "`load.ramp_up`: not allowed with `stages` (ramp between stages instead)",
+            ));
+        }
+        let mut stages = Vec::new();
+        let mut level = 0.0;
+        for st in raw.stages.iter().flatten() {
+            let at = st.span();
+            let st = st.get_ref();
+            if let Some(u) = &st.users {
+                return Err(self.error(u.span(), "`load.stages`: stages of `users` are not supported yet; use `rate` stages (open model) or `users` with `ramp_up`"));
+            }
+            let Some(rate) = &st.rate else {
+                return Err(self.error(at, "`load.stages`: each stage needs `rate` and `duration`"));
+            };
+            if rate.get_ref().list {
+                return Err(self.error(rate.span(), "`load.stages`: a stage's rate is one number"));
+            }
+            let r = rate.get_ref().values[0];
+            if r > 10_000_000.0 {
+                return Err(self.error(
+                    rate.span(),
+                    format!("`load.stages`: rate {r} is above 10000000 per second"),
+                ));
+            }
+            if st.duration.get_ref().0.is_zero() {
+                return Err(self.error(
+                    st.duration.span(),
+                    "`load.stages`: expected a duration above zero",
+                ));
+            }
+            stages.push(RateStage {
+                from: level,
+                to: r,
+                duration: st.duration.get_ref().0,
+            });
+            level = r;
+        }
+        if stages.is_empty() || stages.iter().all(|s| s.from == 0.0 && s.to == 0.0) {
+            return Err(self.error(
+                0..0,
+                "`load.stages`: expected at least one stage with a rate above zero",
+            ));
+        }
+        Ok((self.open_model(&raw, stages, timeout)?, None))
+    }
+
+    fn open_model(
+        &self,
+        raw: &RawLoad,
+        stages: Vec<RateStage>,
+        timeout: Duration,
+    ) -> Result<LoadModel, PlanError> {
+        let max_users = match &raw.max_users {
+            Some(m) if *m.get_ref() == 0 || *m.get_ref() > MAX_USERS => {
+                return Err(self.error(
+                    m.span(),
+                    format!("`load.max_users`: expected an integer from 1 to {MAX_USERS}"),
+                ));
+            }
+            Some(m) => *m.get_ref(),
+            None => DEFAULT_MAX_USERS,
+        };
+        let max_wait = raw.max_wait.as_ref().map_or(timeout, |w| w.get_ref().0);
+        Ok(LoadModel::Open {
+            stages,
+            max_users,
+            max_wait,
         })
     }
 

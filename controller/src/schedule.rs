@@ -87,6 +87,40 @@ pub fn deal(slots: &[Slot], agent_weights: &[u32]) -> Vec<Vec<Slot>> {
     out
 }
 
+/// One period of the weighted round-robin over agents: for each agent, the
+/// positions (mod `sum(weights)`) of the fleet-wide arrivals it runs.
+pub fn arrival_positions(agent_weights: &[u32]) -> Vec<Vec<u32>> {
+    let mut out = vec![Vec::new(); agent_weights.len()];
+    let period: u32 = agent_weights.iter().sum();
+    let mut rr = SmoothRoundRobin::new(agent_weights);
+    for pos in 0..period {
+        out[rr.pick()].push(pos);
+    }
+    out
+}
+
+/// Splits `count` units across agents by weight, exactly.
+pub fn split_count(count: u64, agent_weights: &[u32]) -> Vec<u32> {
+    let mut out = vec![0u32; agent_weights.len()];
+    if agent_weights.is_empty() {
+        return out;
+    }
+    let mut rr = SmoothRoundRobin::new(agent_weights);
+    for _ in 0..count {
+        let i = rr.pick();
+        out[i] = out[i].saturating_add(1);
+    }
+    out
+}
+
+/// One cycle of scenario indices in weighted round-robin order.
+pub fn cycle(weights: &[u32]) -> Vec<u32> {
+    let mut rr = SmoothRoundRobin::new(weights);
+    (0..weights.iter().sum::<u32>())
+        .map(|_| rr.pick() as u32)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,6 +164,15 @@ mod tests {
         let dealt = deal(&closed_slots(9, Duration::ZERO, &[1]), &[2, 1]);
         assert_eq!((dealt[0].len(), dealt[1].len()), (6, 3));
         assert!(deal(&slots, &[]).is_empty());
+    }
+
+    #[test]
+    fn open_model_shares() {
+        assert_eq!(arrival_positions(&[1, 1]), [vec![0], vec![1]]);
+        assert_eq!(arrival_positions(&[2, 1]), [vec![0, 2], vec![1]]);
+        assert_eq!(split_count(10, &[1, 1, 1]), [4, 3, 3]);
+        assert_eq!(split_count(9, &[2, 1]), [6, 3]);
+        assert_eq!(cycle(&[3, 1]), [0, 0, 1, 0]);
     }
 
     #[test]

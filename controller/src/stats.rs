@@ -95,11 +95,15 @@ pub struct Tally {
     /// Requests that got no response (connect, timeout, reset, ...).
     pub transport_errors: u64,
     pub errors: BTreeMap<String, ErrorAgg>,
+    /// Open model: latencies from the actual send (the main histogram is
+    /// then measured from the intended send).
+    pub uncorrected: Option<Histogram<u64>>,
 }
 
 impl Default for Tally {
     fn default() -> Self {
         Tally {
+            uncorrected: None,
             histogram: new_histogram(),
             transport_errors: 0,
             errors: BTreeMap::new(),
@@ -118,8 +122,11 @@ impl Tally {
         self.errors.values().map(|e| e.count).sum()
     }
 
-    fn add(&mut self, h: &Sparse, errors: &[v1::ErrorCount]) {
+    fn add(&mut self, h: &Sparse, uncorrected: Option<&Sparse>, errors: &[v1::ErrorCount]) {
         h.add_to(&mut self.histogram);
+        if let Some(u) = uncorrected {
+            u.add_to(self.uncorrected.get_or_insert_with(new_histogram));
+        }
         for e in errors {
             if !e.kind.starts_with("http_") {
                 self.transport_errors += e.count;
@@ -180,6 +187,8 @@ pub struct IntervalPoint {
     pub requests: u64,
     pub errors: u64,
     pub active_users: u64,
+    /// Open model: arrivals dropped in this interval.
+    pub dropped: u64,
     pub latency_ms: Option<LatencyMs>,
 }
 
@@ -196,6 +205,7 @@ pub struct LoggedInterval {
 
 #[derive(Debug)]
 struct OpenInterval {
+    dropped: u64,
     steps: BTreeMap<usize, Histogram<u64>>,
     total: Tally,
     active: BTreeMap<String, u32>,
@@ -218,6 +228,9 @@ pub struct Collector {
     pub late_reports: u64,
     /// Reports dropped as undecodable.
     pub dropped_reports: u64,
+    /// Open model: arrivals dropped because no user was free in time.
+    pub dropped: u64,
+    pub agent_dropped: BTreeMap<String, u64>,
     /// End of the latest interval, from the run's start.
     pub elapsed: Duration,
     open: BTreeMap<u64, OpenInterval>,
@@ -237,6 +250,8 @@ impl Collector {
             logged: Vec::new(),
             late_reports: 0,
             dropped_reports: 0,
+            dropped: 0,
+            agent_dropped: BTreeMap::new(),
             elapsed: Duration::ZERO,
             open: BTreeMap::new(),
             closed_before: 0,
@@ -268,7 +283,20 @@ impl Collector {
                     actual: h.len(),
                 });
             }
-            decoded.push((idx, Sparse::of(&h), &s.errors));
+            let uncorrected = if s.uncorrected.is_empty() {
+                None
+            } else {
+                let u = decode_histogram(s.step, &s.uncorrected)?;
+                if u.len() != s.count {
+                    return Err(ReportError::Count {
+                        step: s.step,
+                        claimed: s.count,
+                        actual: u.len(),
+                    });
+                }
+                Some(Sparse::of(&u))
+            };
+            decoded.push((idx, Sparse::of(&h), uncorrected, &s.errors));
         }
         self.agents.entry(agent.to_string()).or_default();
         self.regions.entry(region.to_string()).or_default();
@@ -276,6 +304,7 @@ impl Collector {
         self.elapsed = self.elapsed.max(end);
         let open = if iv.seq >= self.closed_before {
             let o = self.open.entry(iv.seq).or_insert_with(|| OpenInterval {
+                dropped: 0,
                 steps: BTreeMap::new(),
                 total: Tally::default(),
                 active: BTreeMap::new(),
@@ -289,17 +318,23 @@ impl Collector {
             None
         };
         let mut open = open;
-        for (idx, h, errors) in &decoded {
-            self.total.add(h, errors);
-            self.steps[*idx].add(h, errors);
+        self.dropped += iv.dropped;
+        *self.agent_dropped.entry(agent.to_string()).or_default() += iv.dropped;
+        if let Some(o) = open.as_deref_mut() {
+            o.dropped += iv.dropped;
+        }
+        for (idx, h, u, errors) in &decoded {
+            let u = u.as_ref();
+            self.total.add(h, u, errors);
+            self.steps[*idx].add(h, u, errors);
             if let Some(t) = self.regions.get_mut(region) {
-                t.add(h, errors);
+                t.add(h, u, errors);
             }
             if let Some(t) = self.agents.get_mut(agent) {
-                t.add(h, errors);
+                t.add(h, u, errors);
             }
             if let Some(o) = open.as_deref_mut() {
-                o.total.add(h, errors);
+                o.total.add(h, None, errors);
                 h.add_to(o.steps.entry(*idx).or_insert_with(new_histogram));
             }
         }
@@ -330,6 +365,7 @@ impl Collector {
                 requests: o.total.requests(),
                 errors: o.total.error_count(),
                 active_users: o.active.values().map(|&a| u64::from(a)).sum(),
+                dropped: o.dropped,
                 latency_ms: o.total.latency(),
             });
             let mut log =

@@ -14,7 +14,7 @@ async fn two_agents_in_two_regions_merge_to_what_the_target_served() {
     let bed = testbed(Config {
         latencies: vec![("/slow".into(), Duration::from_millis(10))],
         default_latency: Duration::from_millis(1),
-        tls: None,
+        ..Config::default()
     })
     .await;
     let dir = tempfile::tempdir().unwrap();

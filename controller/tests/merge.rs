@@ -50,8 +50,10 @@ fn merged_percentiles_equal_one_histogram_of_all_samples() {
                     histogram: bytes,
                     count: n,
                     errors: vec![],
+                    uncorrected: Vec::new(),
                 }],
                 elapsed_us: (seq + 1) * 1_000_000,
+                dropped: 0,
             };
             collector
                 .apply(agent, regions[i], &iv)
@@ -115,12 +117,14 @@ fn a_bad_report_is_dropped_whole() {
         active_users: 1,
         steps,
         elapsed_us: 1_000_000,
+        dropped: 0,
     };
     let good_step = v1::StepInterval {
         step: 0,
         histogram: good.clone(),
         count: 1,
         errors: vec![],
+        uncorrected: Vec::new(),
     };
     let cases = [
         (
@@ -131,6 +135,7 @@ fn a_bad_report_is_dropped_whole() {
                     histogram: b"not a histogram".to_vec(),
                     count: 1,
                     errors: vec![],
+                    uncorrected: Vec::new(),
                 },
             ],
             "undecodable",
@@ -143,6 +148,7 @@ fn a_bad_report_is_dropped_whole() {
                     histogram: good.clone(),
                     count: 1,
                     errors: vec![],
+                    uncorrected: Vec::new(),
                 },
             ],
             "unknown step",
@@ -153,6 +159,7 @@ fn a_bad_report_is_dropped_whole() {
                 histogram: good.clone(),
                 count: 5,
                 errors: vec![],
+                uncorrected: Vec::new(),
             }],
             "does not match",
         ),
@@ -162,6 +169,7 @@ fn a_bad_report_is_dropped_whole() {
                 histogram: vec![0; 2 * 1024 * 1024],
                 count: 1,
                 errors: vec![],
+                uncorrected: Vec::new(),
             }],
             "exceeds",
         ),

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use loadfleet_controller::plan::{LoadModel, RunBound, parse};
+use loadfleet_controller::plan::{LoadModel, RateStage, RunBound, parse};
 
 const GOOD: &str = r#"name = "smoke"
 [target]
@@ -189,4 +189,149 @@ fn unreadable_file_is_a_plan_error() {
             .starts_with("/nonexistent/plan.toml:0:0: cannot read plan"),
         "{e}"
     );
+}
+
+fn with_load(load: &str) -> String {
+    let start = GOOD.find("[load]").unwrap();
+    let end = GOOD.find("[[scenario]]").unwrap();
+    format!("{}[load]\n{load}\n\n{}", &GOOD[..start], &GOOD[end..])
+}
+
+#[test]
+fn open_model_grammar() {
+    let p = parse(
+        "plan.toml",
+        &with_load("rate = 200\nduration = \"30s\"\nmax_users = 50\nmax_wait = \"2s\""),
+        "p",
+    )
+    .unwrap();
+    assert_eq!(
+        p.load,
+        LoadModel::Open {
+            stages: vec![RateStage {
+                from: 200.0,
+                to: 200.0,
+                duration: Duration::from_secs(30)
+            }],
+            max_users: 50,
+            max_wait: Duration::from_secs(2),
+        }
+    );
+    // Defaults: 1000 users, arrivals wait up to the request timeout.
+    let p = parse(
+        "plan.toml",
+        &with_load("rate = 2.5\nduration = \"1m\""),
+        "p",
+    )
+    .unwrap();
+    assert!(
+        matches!(p.load, LoadModel::Open { max_users: 1000, max_wait, .. } if max_wait == Duration::from_secs(5))
+    );
+    // Stages ramp linearly from the previous rate, starting at 0.
+    let p = parse(
+        "plan.toml",
+        &with_load("stages = [{ rate = 100, duration = \"10s\" }, { rate = 100, duration = \"1m\" }, { rate = 0, duration = \"10s\" }]"),
+        "p",
+    )
+    .unwrap();
+    let LoadModel::Open { stages, .. } = &p.load else {
+        panic!("open")
+    };
+    let shape: Vec<(f64, f64, u64)> = stages
+        .iter()
+        .map(|s| (s.from, s.to, s.duration.as_secs()))
+        .collect();
+    assert_eq!(
+        shape,
+        [(0.0, 100.0, 10), (100.0, 100.0, 60), (100.0, 0.0, 10)]
+    );
+    assert_eq!(p.scheduled_duration(), Some(Duration::from_secs(80)));
+}
+
+#[test]
+fn open_model_errors() {
+    let cases = [
+        (
+            "users = 5\nrate = 10\nduration = \"1s\"",
+            "plan.toml:8:8: ",
+            "either `users` (closed model) or `rate` (open model)",
+        ),
+        (
+            "rate = 10\niterations = 3",
+            "plan.toml:8:14: ",
+            "`load.iterations`: not allowed with `rate`",
+        ),
+        (
+            "rate = 10",
+            "plan.toml:6:1: ",
+            "the open model needs `duration",
+        ),
+        (
+            "rate = 0\nduration = \"1s\"",
+            "plan.toml:7:8: ",
+            "arrivals per second above 0",
+        ),
+        (
+            "rate = -5\nduration = \"1s\"",
+            "plan.toml:7:8: ",
+            "non-negative integer, found -5",
+        ),
+        (
+            "rate = 10\nduration = \"1s\"\nmax_users = 0",
+            "plan.toml:9:13: ",
+            "`load.max_users`",
+        ),
+        (
+            "users = 3\niterations = 1\nmax_users = 4",
+            "plan.toml:9:13: ",
+            "`load.max_users`: not allowed with `users",
+        ),
+        (
+            "stages = [{ rate = 10 }]",
+            "plan.toml:7:",
+            "missing field `duration`",
+        ),
+        (
+            "stages = [{ rate = 10, duration = \"1s\", users = 3 }]",
+            "plan.toml:7:",
+            "stages of `users` are not supported yet",
+        ),
+    ];
+    for (load, position, message) in cases {
+        let e = err(&with_load(load));
+        assert!(
+            e.starts_with(position) && e.contains(message),
+            "{load:?}: got {e}, wanted {position}…{message}"
+        );
+    }
+}
+
+#[test]
+fn sweeps_are_lists_of_users_or_rates() {
+    let p = parse(
+        "plan.toml",
+        &with_load("users = [20, 30, 40]\nramp_up = \"30s\"\niterations = 1\ncooldown = \"10s\""),
+        "p",
+    )
+    .unwrap();
+    let sweep = p.sweep.clone().expect("a sweep");
+    assert_eq!(sweep.values, [20.0, 30.0, 40.0]);
+    assert_eq!(sweep.cooldown, Duration::from_secs(10));
+    assert_eq!(p.at(30.0).users(), 30);
+    assert!(p.at(30.0).sweep.is_none());
+    let p = parse(
+        "plan.toml",
+        &with_load("rate = [100, 200]\nduration = \"10s\""),
+        "p",
+    )
+    .unwrap();
+    assert_eq!(p.sweep.as_ref().unwrap().values, [100.0, 200.0]);
+    let LoadModel::Open { stages, .. } = p.at(200.0).load else {
+        panic!("open")
+    };
+    assert_eq!((stages[0].from, stages[0].to), (200.0, 200.0));
+    let e = err(&with_load("users = []\niterations = 1"));
+    assert!(e.contains("at least one value"), "{e}");
+    let e = err(&with_load("users = [10, 2.5]\niterations = 1"));
+    assert!(e.contains("`load.users`: expected an integer"), "{e}");
 }

@@ -59,8 +59,10 @@ async fn rogue(url: String) {
                         histogram: b"HISTFAAA garbage".to_vec(),
                         count: 1_000_000,
                         errors: vec![],
+                        uncorrected: Vec::new(),
                     }],
                     elapsed_us: 1_000_000,
+                    dropped: 0,
                 };
                 tx.send(msg(agent_message::Body::Interval(bad)))
                     .await

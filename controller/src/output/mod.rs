@@ -25,8 +25,12 @@ pub struct Entry {
     pub errors: u64,
     pub rps: f64,
     pub errors_by_kind: BTreeMap<String, u64>,
-    /// `null` when no response completed.
+    /// `null` when no response completed. In the open model, measured from
+    /// each request's intended send time (see `latency` in the summary).
     pub latency_ms: Option<LatencyMs>,
+    /// Open model only: the same responses measured from the actual send.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_uncorrected_ms: Option<LatencyMs>,
 }
 
 impl Entry {
@@ -37,6 +41,11 @@ impl Entry {
             rps: round3(t.requests() as f64 / duration_s.max(0.001)),
             errors_by_kind: t.errors.iter().map(|(k, v)| (k.clone(), v.count)).collect(),
             latency_ms: t.latency().map(round_latency),
+            latency_uncorrected_ms: t
+                .uncorrected
+                .as_ref()
+                .and_then(LatencyMs::of)
+                .map(round_latency),
         }
     }
 }
@@ -58,6 +67,7 @@ pub struct AgentEntry {
     /// as translated to its own clock. The translation itself is exact on a
     /// symmetric link and off by at most half of `clock_rtt_ms` otherwise.
     pub start_skew_ms: Option<f64>,
+    pub dropped_iterations: u64,
     #[serde(flatten)]
     pub results: Entry,
 }
@@ -65,11 +75,82 @@ pub struct AgentEntry {
 /// The load model as run.
 #[derive(Debug, Clone, Serialize)]
 pub struct LoadSummary {
+    /// `closed` or `open`.
     pub model: &'static str,
-    pub users: u64,
-    pub ramp_up_s: f64,
+    pub description: String,
+    /// Closed model: users, ramp-up, and iterations or duration.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub users: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ramp_up_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub iterations: Option<u64>,
     pub duration_s: Option<f64>,
+    /// Open model: arrivals per second, ramping linearly within each stage.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_stages: Option<Vec<RateStageSummary>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_users: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_wait_s: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RateStageSummary {
+    pub from: f64,
+    pub to: f64,
+    pub duration_s: f64,
+}
+
+impl LoadSummary {
+    fn of(load: &LoadModel) -> LoadSummary {
+        let mut s = LoadSummary {
+            model: "closed",
+            description: load.describe(),
+            users: None,
+            ramp_up_s: None,
+            iterations: None,
+            duration_s: None,
+            rate_stages: None,
+            max_users: None,
+            max_wait_s: None,
+        };
+        match load {
+            LoadModel::Closed {
+                users,
+                ramp_up,
+                bound,
+            } => {
+                s.users = Some(*users);
+                s.ramp_up_s = Some(ramp_up.as_secs_f64());
+                match bound {
+                    RunBound::Iterations(n) => s.iterations = Some(*n),
+                    RunBound::Duration(d) => s.duration_s = Some(d.as_secs_f64()),
+                }
+            }
+            LoadModel::Open {
+                stages,
+                max_users,
+                max_wait,
+            } => {
+                s.model = "open";
+                s.duration_s = Some(stages.iter().map(|x| x.duration.as_secs_f64()).sum());
+                s.rate_stages = Some(
+                    stages
+                        .iter()
+                        .map(|x| RateStageSummary {
+                            from: x.from,
+                            to: x.to,
+                            duration_s: x.duration.as_secs_f64(),
+                        })
+                        .collect(),
+                );
+                s.max_users = Some(*max_users);
+                s.max_wait_s = Some(max_wait.as_secs_f64());
+            }
+        }
+        s
+    }
 }
 
 /// How latency was measured.
@@ -92,6 +173,8 @@ pub struct Summary {
     pub target: String,
     pub load: LoadSummary,
     pub latency: LatencyInfo,
+    /// Open model: arrivals dropped because no user was free in time.
+    pub dropped_iterations: u64,
     pub total: Entry,
     pub requests: BTreeMap<String, Entry>,
     pub regions: BTreeMap<String, Entry>,
@@ -123,12 +206,8 @@ impl Summary {
     /// Summarizes a finished run.
     pub fn of(r: &RunResult) -> Summary {
         let c = &r.collector;
+        let open = matches!(r.plan.load, LoadModel::Open { .. });
         let d = r.duration.as_secs_f64();
-        let LoadModel::Closed {
-            users,
-            ramp_up,
-            bound,
-        } = r.plan.load;
         let mut agents = BTreeMap::new();
         for a in &r.agents {
             let results = c
@@ -147,6 +226,7 @@ impl Summary {
                     note: a.note.clone(),
                     clock_rtt_ms: a.clock_rtt.map(|d| round3(d.as_secs_f64() * 1000.0)),
                     start_skew_ms: a.start_lateness.map(|l| round3(l.as_secs_f64() * 1000.0)),
+                    dropped_iterations: c.agent_dropped.get(&a.name).copied().unwrap_or(0),
                     results,
                 },
             );
@@ -172,24 +252,21 @@ impl Summary {
                 .unwrap_or_default(),
             duration_s: round3(d),
             target: r.plan.target.base_url.clone(),
-            load: LoadSummary {
-                model: "closed",
-                users,
-                ramp_up_s: ramp_up.as_secs_f64(),
-                iterations: match bound {
-                    RunBound::Iterations(n) => Some(n),
-                    RunBound::Duration(_) => None,
-                },
-                duration_s: match bound {
-                    RunBound::Duration(x) => Some(x.as_secs_f64()),
-                    RunBound::Iterations(_) => None,
-                },
+            load: LoadSummary::of(&r.plan.load),
+            latency: if open {
+                LatencyInfo {
+                    unit: "ms",
+                    measured_from: "intended_send",
+                    coordinated_omission_corrected: true,
+                }
+            } else {
+                LatencyInfo {
+                    unit: "ms",
+                    measured_from: "send",
+                    coordinated_omission_corrected: false,
+                }
             },
-            latency: LatencyInfo {
-                unit: "ms",
-                measured_from: "send",
-                coordinated_omission_corrected: false,
-            },
+            dropped_iterations: c.dropped,
             total: Entry::of(&c.total, d),
             requests: c
                 .step_names
@@ -204,6 +281,15 @@ impl Summary {
             late_reports: c.late_reports,
             dropped_reports: c.dropped_reports,
         }
+    }
+}
+
+/// Which latency the numbers are, in words, for every output.
+pub fn latency_note(s: &Summary) -> &'static str {
+    if s.latency.coordinated_omission_corrected {
+        "latency in ms, measured from each request's intended send time (corrected for coordinated omission); the uncorrected row measures from the actual send"
+    } else {
+        "latency in ms, measured from when each request was sent (closed model: not corrected for coordinated omission)"
     }
 }
 

@@ -24,6 +24,7 @@ struct Report<'a> {
     agents: Vec<Row<'a>>,
     latency_chart: String,
     throughput_chart: String,
+    latency_note: &'static str,
 }
 
 fn fmt_ms(v: &f64) -> String {
@@ -95,17 +96,7 @@ pub fn render(s: &Summary) -> Result<String, askama::Error> {
             },
         ],
     );
-    let load = match (s.load.iterations, s.load.duration_s) {
-        (Some(n), _) => format!(
-            "closed: {} users, ramp-up {}s, {} iteration(s) each",
-            s.load.users, s.load.ramp_up_s, n
-        ),
-        (None, Some(d)) => format!(
-            "closed: {} users, ramp-up {}s, for {}s",
-            s.load.users, s.load.ramp_up_s, d
-        ),
-        (None, None) => format!("closed: {} users", s.load.users),
-    };
+    let load = s.load.description.clone();
     Report {
         s,
         status: serde_json::to_value(s.status)
@@ -142,6 +133,7 @@ pub fn render(s: &Summary) -> Result<String, askama::Error> {
             .collect(),
         latency_chart,
         throughput_chart,
+        latency_note: super::latency_note(s),
     }
     .render()
 }

@@ -47,16 +47,31 @@ pub fn render(s: &Summary) -> String {
     let overall = "overall".to_string();
     let mut out = String::new();
     out.push_str(&format!(
-        "{} — {} in {:.1}s, status {}; latency in ms, measured from send\n",
+        "{} — {} in {:.1}s, status {}; {}\n{}\n",
         s.name,
         s.target,
         s.duration_s,
         serde_json::to_value(s.status)
             .ok()
             .and_then(|v| v.as_str().map(String::from))
-            .unwrap_or_default()
+            .unwrap_or_default(),
+        super::latency_note(s),
+        s.load.description,
     ));
-    out.push_str(&table("all steps", [(&overall, &s.total)]).to_string());
+    if s.dropped_iterations > 0 {
+        out.push_str(&format!(
+            "dropped iterations: {} (no user was free within max_wait)\n",
+            s.dropped_iterations
+        ));
+    }
+    let mut overall_rows = vec![(overall.clone(), s.total.clone())];
+    if let Some(u) = s.total.latency_uncorrected_ms {
+        let mut e = s.total.clone();
+        e.latency_ms = Some(u);
+        overall_rows[0].0 = "overall, corrected".into();
+        overall_rows.push(("overall, uncorrected".into(), e));
+    }
+    out.push_str(&table("all steps", overall_rows.iter().map(|(n, e)| (n, e))).to_string());
     out.push('\n');
     out.push_str(&table("step", s.requests.iter()).to_string());
     out.push('\n');

@@ -1,0 +1,176 @@
+//! Sweeps: one plan run once per value of `users` (or `rate`), one after
+//! another, into one series directory with a run per value and a table of
+//! value against req/s, percentiles and errors — the "20, 30, 40 users"
+//! experiment people otherwise do by hand.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::cli::{EXIT_ERRORS, EXIT_OK, RunSettings, run_and_report};
+use crate::output::Summary;
+use crate::plan::{self, LoadModel, Plan, Sweep};
+
+/// One run of a series.
+#[derive(Debug, Clone, Serialize)]
+pub struct SeriesRow {
+    pub value: f64,
+    pub run: String,
+    pub exit_code: u8,
+    pub requests: u64,
+    pub rps: f64,
+    pub errors: u64,
+    pub dropped_iterations: u64,
+    pub p50_ms: Option<f64>,
+    pub p90_ms: Option<f64>,
+    pub p95_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+}
+
+/// `series.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Series {
+    pub name: String,
+    /// `users` or `rate`.
+    pub parameter: &'static str,
+    pub runs: Vec<SeriesRow>,
+}
+
+fn parameter(plan: &Plan) -> &'static str {
+    match plan.load {
+        LoadModel::Closed { .. } => "users",
+        LoadModel::Open { .. } => "rate",
+    }
+}
+
+/// Runs the sweep; returns the worst exit code of its runs.
+pub async fn run_series(
+    settings: &RunSettings,
+    plan: &Plan,
+    sweep: &Sweep,
+    out: Option<PathBuf>,
+    plan_file: &Path,
+) -> u8 {
+    let dir = out.unwrap_or_else(|| {
+        let mut d = plan::default_out_dir(plan, time::OffsetDateTime::now_utc()).into_os_string();
+        d.push("-series");
+        PathBuf::from(d)
+    });
+    if let Err(e) = std::fs::create_dir_all(&dir) {
+        eprintln!(
+            "error: cannot create series directory {}: {e}",
+            dir.display()
+        );
+        return crate::cli::EXIT_USAGE;
+    }
+    let _ = std::fs::copy(plan_file, dir.join("plan.toml"));
+    let param = parameter(plan);
+    let mut series = Series {
+        name: plan.name.clone(),
+        parameter: param,
+        runs: Vec::new(),
+    };
+    let mut worst = EXIT_OK;
+    for (i, &value) in sweep.values.iter().enumerate() {
+        if settings.interrupt.is_cancelled() {
+            eprintln!(
+                "series interrupted; {} of {} runs done",
+                i,
+                sweep.values.len()
+            );
+            worst = worst.max(EXIT_ERRORS);
+            break;
+        }
+        if i > 0 && !sweep.cooldown.is_zero() {
+            eprintln!("cooling down for {:?}", sweep.cooldown);
+            tokio::select! {
+                _ = tokio::time::sleep(sweep.cooldown) => {}
+                _ = settings.interrupt.cancelled() => continue,
+            }
+        }
+        let name = format!("{param}-{value}");
+        eprintln!(
+            "series {}: run {} of {}: {param} = {value}",
+            plan.name,
+            i + 1,
+            sweep.values.len()
+        );
+        let (code, summary) = run_and_report(
+            settings.options(plan.at(value)),
+            Some(dir.join(&name)),
+            None,
+        )
+        .await;
+        worst = worst.max(code);
+        series.runs.push(row(value, name, code, summary.as_ref()));
+        if summary.is_none() {
+            // The fleet failed; later values would fail the same way.
+            break;
+        }
+    }
+    let table = render(&series);
+    println!("{table}");
+    let json = serde_json::to_string_pretty(&series).unwrap_or_default();
+    if let Err(e) = std::fs::write(dir.join("series.json"), json + "\n")
+        .and_then(|()| std::fs::write(dir.join("series.txt"), table + "\n"))
+    {
+        eprintln!("error: cannot write the series table: {e}");
+        return crate::cli::EXIT_FLEET;
+    }
+    println!("series directory: {}", dir.display());
+    worst
+}
+
+fn row(value: f64, run: String, exit_code: u8, s: Option<&Summary>) -> SeriesRow {
+    let lat = s.and_then(|s| s.total.latency_ms);
+    SeriesRow {
+        value,
+        run,
+        exit_code,
+        requests: s.map_or(0, |s| s.total.requests),
+        rps: s.map_or(0.0, |s| s.total.rps),
+        errors: s.map_or(0, |s| s.total.errors),
+        dropped_iterations: s.map_or(0, |s| s.dropped_iterations),
+        p50_ms: lat.map(|l| l.p50),
+        p90_ms: lat.map(|l| l.p90),
+        p95_ms: lat.map(|l| l.p95),
+        p99_ms: lat.map(|l| l.p99),
+    }
+}
+
+/// The series table: one row per value.
+pub fn render(s: &Series) -> String {
+    let mut t = comfy_table::Table::new();
+    t.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
+    t.set_header([
+        s.parameter,
+        "req/s",
+        "p50 ms",
+        "p90 ms",
+        "p95 ms",
+        "p99 ms",
+        "requests",
+        "errors",
+        "dropped",
+        "exit",
+    ]);
+    let ms = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.2}"));
+    for r in &s.runs {
+        t.add_row([
+            r.value.to_string(),
+            format!("{:.1}", r.rps),
+            ms(r.p50_ms),
+            ms(r.p90_ms),
+            ms(r.p95_ms),
+            ms(r.p99_ms),
+            r.requests.to_string(),
+            r.errors.to_string(),
+            r.dropped_iterations.to_string(),
+            r.exit_code.to_string(),
+        ]);
+    }
+    let mut out = String::new();
+    let _ = write!(out, "series {} ({} per run)\n{t}", s.name, s.parameter);
+    out
+}

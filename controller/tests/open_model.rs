@@ -1,0 +1,143 @@
+//! The open model end to end: arrivals on schedule across a fleet, a server
+//! stall visible in corrected latency only, dropped iterations counted.
+
+mod support;
+
+use std::time::Duration;
+
+use loadfleet_testbed::Config;
+use support::*;
+
+fn open_plan(base: &str, load: &str) -> String {
+    plan_toml(base, load, &[("home", "/")])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fleet_arrivals_follow_the_schedule_at_1000_per_second() {
+    let bed = testbed(Config::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let plan = write_plan(
+        dir.path(),
+        "p.toml",
+        &open_plan(
+            &bed.base_url(),
+            "rate = 1000\nduration = \"3s\"\nmax_users = 50",
+        ),
+    );
+    let out = dir.path().join("run");
+    let (ctl, url) = fleet_controller(&plan, &out, 2);
+    let _a1 = agent(&url, "eu", "a1", &[]);
+    let _a2 = agent(&url, "us", "a2", &[]);
+    let exit = exited(ctl, Duration::from_secs(60)).await;
+    assert_eq!(exit.code, 0, "{}", exit.stderr);
+    let s = summary(&out);
+    assert_eq!(s["load"]["model"], "open");
+    assert_eq!(s["latency"]["measured_from"], "intended_send");
+    assert_eq!(s["total"]["requests"], 3000, "1000/s for 3 s, fleet-wide");
+    assert_eq!(bed.stats().served(), 3000);
+    assert_eq!(s["dropped_iterations"], 0);
+    assert_eq!(
+        s["agents"]["a1"]["requests"], 1500,
+        "arrivals split by weight"
+    );
+    assert_eq!(s["agents"]["a2"]["requests"], 1500);
+    let per_second: Vec<u64> = s["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["length_s"].as_f64().unwrap() >= 0.999)
+        .map(|p| p["requests"].as_u64().unwrap())
+        .collect();
+    eprintln!("requests per second: {per_second:?}");
+    assert!(per_second.len() >= 2, "{per_second:?}");
+    for n in &per_second[..3.min(per_second.len())] {
+        assert!(
+            (990..=1010).contains(n),
+            "each second within 1% of 1000: {per_second:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_second_stall_shows_in_corrected_p99_and_not_in_uncorrected() {
+    // The run starts about a second after the target; it freezes 2.5 s in.
+    let bed = testbed(Config {
+        stall: Some((Duration::from_millis(2500), Duration::from_secs(1))),
+        ..Config::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let plan = write_plan(
+        dir.path(),
+        "p.toml",
+        &open_plan(
+            &bed.base_url(),
+            "rate = 200\nduration = \"5s\"\nmax_users = 2",
+        ),
+    );
+    let out = dir.path().join("run");
+    let exit = run_plan(&plan, &out).await;
+    assert_eq!(exit.code, 0, "{}", exit.stderr);
+    let s = summary(&out);
+    assert_eq!(s["total"]["requests"], 1000);
+    let corrected = s["total"]["latency_ms"]["p99"].as_f64().unwrap();
+    let uncorrected = s["total"]["latency_uncorrected_ms"]["p99"]
+        .as_f64()
+        .unwrap();
+    eprintln!("p99 corrected {corrected} ms, uncorrected {uncorrected} ms");
+    assert!(
+        corrected >= 500.0,
+        "corrected p99 {corrected} ms shows the stall"
+    );
+    assert!(
+        uncorrected < 100.0,
+        "uncorrected p99 {uncorrected} ms stays low"
+    );
+    assert!(
+        exit.stdout.contains("overall, uncorrected")
+            && exit.stdout.contains("coordinated omission"),
+        "{}",
+        exit.stdout
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_few_users_drop_iterations_and_say_so() {
+    let bed = testbed(Config {
+        default_latency: Duration::from_millis(45),
+        ..Config::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let plan = write_plan(
+        dir.path(),
+        "p.toml",
+        &open_plan(
+            &bed.base_url(),
+            "rate = 100\nduration = \"2s\"\nmax_users = 2\nmax_wait = \"0s\"",
+        ),
+    );
+    let out = dir.path().join("run");
+    let exit = run_plan(&plan, &out).await;
+    assert_eq!(exit.code, 0, "{}", exit.stderr);
+    let s = summary(&out);
+    let ran = s["total"]["requests"].as_u64().unwrap();
+    let dropped = s["dropped_iterations"].as_u64().unwrap();
+    eprintln!("ran {ran}, dropped {dropped}");
+    assert_eq!(
+        ran + dropped,
+        200,
+        "every arrival ran or was counted as dropped"
+    );
+    assert!(
+        dropped >= 100,
+        "2 users of 45 ms cannot take 100/s: dropped {dropped}"
+    );
+    assert_eq!(s["agents"]["local"]["dropped_iterations"], dropped);
+    assert!(
+        exit.stdout
+            .contains(&format!("dropped iterations: {dropped}")),
+        "{}",
+        exit.stdout
+    );
+}

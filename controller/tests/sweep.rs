@@ -1,0 +1,62 @@
+//! Sweeps: `users = [2, 4, 6]` runs the plan once per value into one series
+//! directory, with a table of value against req/s, percentiles and errors.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use loadfleet_testbed::Config;
+use support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_users_sweep_writes_one_run_per_value_and_a_series_table() {
+    let bed = testbed(Config {
+        default_latency: Duration::from_millis(2),
+        ..Config::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let text = plan_toml(
+        &bed.base_url(),
+        "users = [2, 4, 6]\nramp_up = \"200ms\"\niterations = 5\ncooldown = \"500ms\"",
+        &[("home", "/")],
+    );
+    let plan = write_plan(dir.path(), "sweep.toml", &text);
+    let out = dir.path().join("series");
+    let started = Instant::now();
+    let exit = run_plan(&plan, &out).await;
+    assert_eq!(exit.code, 0, "{}", exit.stderr);
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "two cooldowns of 0.5 s between three runs"
+    );
+    for (users, requests) in [(2, 10), (4, 20), (6, 30)] {
+        let s = summary(&out.join(format!("users-{users}")));
+        assert_eq!(s["load"]["users"], users);
+        assert_eq!(
+            s["total"]["requests"], requests,
+            "{users} users x 5 iterations"
+        );
+    }
+    assert_eq!(bed.stats().served(), 60, "the three runs together");
+    let series: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("series.json")).unwrap()).unwrap();
+    assert_eq!(series["parameter"], "users");
+    let rows = series["runs"].as_array().unwrap();
+    let values: Vec<f64> = rows.iter().map(|r| r["value"].as_f64().unwrap()).collect();
+    assert_eq!(values, [2.0, 4.0, 6.0]);
+    assert!(
+        rows.iter()
+            .all(|r| r["p95_ms"].as_f64().unwrap() >= 2.0 && r["errors"] == 0)
+    );
+    let table = std::fs::read_to_string(out.join("series.txt")).unwrap();
+    assert!(
+        table.contains("users") && table.contains("p95 ms") && table.lines().count() >= 6,
+        "{table}"
+    );
+    assert!(
+        exit.stdout.contains("series sweep (users per run)"),
+        "{}",
+        exit.stdout
+    );
+}
