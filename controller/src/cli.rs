@@ -270,7 +270,9 @@ fn finish(result: &RunResult, summary: &Summary, out: &Path, plan_file: Option<&
     }
     match result.status {
         RunStatus::Completed => EXIT_OK,
-        RunStatus::CompletedWithErrors | RunStatus::Interrupted => EXIT_ERRORS,
+        RunStatus::CompletedWithErrors | RunStatus::ThresholdsFailed | RunStatus::Interrupted => {
+            EXIT_ERRORS
+        }
     }
 }
 

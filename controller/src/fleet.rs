@@ -90,6 +90,8 @@ pub enum FleetError {
 pub enum RunStatus {
     Completed,
     CompletedWithErrors,
+    /// A threshold failed (the run may have been stopped early by it).
+    ThresholdsFailed,
     Interrupted,
 }
 
@@ -130,6 +132,10 @@ pub struct RunResult {
     pub collector: Collector,
     pub agents: Vec<AgentReport>,
     pub status: RunStatus,
+    /// Every threshold rule's final outcome.
+    pub thresholds: Vec<crate::thresholds::Outcome>,
+    /// The rule that stopped the run early (`abort_on_fail`).
+    pub aborted_by: Option<String>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -356,6 +362,7 @@ async fn drive(
     let mut tick =
         tokio::time::interval_at(start + INTERVAL + Duration::from_millis(150), INTERVAL);
     let mut stopping = false;
+    let mut aborted_by: Option<String> = None;
     loop {
         if agents.iter().all(|a| !a.is_running()) {
             break;
@@ -367,6 +374,19 @@ async fn drive(
             }
             _ = tick.tick() => {
                 close_reported(&mut collector, &agents);
+                let t = &plan.thresholds;
+                if t.abort_on_fail && !stopping && aborted_by.is_none() && start.elapsed() >= t.grace
+                    && let Some(failed) = t.check(&collector, start.elapsed(), false).into_iter().find(|o| !o.passed)
+                {
+                    progress.note(&format!(
+                        "threshold failed: {} ({}) observed {:?}; stopping the run",
+                        failed.rule, failed.scope, failed.observed
+                    ));
+                    for a in agents.iter().filter(|a| a.is_running()) {
+                        a.send(controller_message::Body::Stop(v1::Stop { run_id: run_id.clone(), graceful: true }));
+                    }
+                    aborted_by = Some(format!("{} ({})", failed.rule, failed.scope));
+                }
                 let snap = Snapshot {
                     elapsed: start.elapsed(),
                     total,
@@ -410,8 +430,11 @@ async fn drive(
         collector.elapsed
     };
     let degraded = agents.iter().any(|a| a.state != State::Finished);
+    let thresholds = plan.thresholds.check(&collector, duration, true);
     let status = if stopping {
         RunStatus::Interrupted
+    } else if aborted_by.is_some() || thresholds.iter().any(|o| !o.passed) {
+        RunStatus::ThresholdsFailed
     } else if collector.total.error_count() > 0 || degraded {
         RunStatus::CompletedWithErrors
     } else {
@@ -444,6 +467,8 @@ async fn drive(
         collector,
         agents: reports,
         status,
+        thresholds,
+        aborted_by,
     })
 }
 

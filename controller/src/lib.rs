@@ -13,3 +13,4 @@ pub mod schedule;
 pub mod series;
 pub mod service;
 pub mod stats;
+pub mod thresholds;

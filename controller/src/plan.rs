@@ -41,7 +41,10 @@ pub struct Plan {
     pub scenarios: Vec<ScenarioSpec>,
     /// Distinct step names; steps with the same name share one row in results.
     pub step_names: Vec<String>,
+    pub thresholds: Thresholds,
 }
+
+pub use crate::thresholds::Thresholds;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct TargetSpec {
@@ -232,6 +235,19 @@ struct RawPlan {
     load: Spanned<RawLoad>,
     #[serde(default)]
     scenario: Vec<Spanned<RawScenario>>,
+    thresholds: Option<RawThresholds>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawThresholds {
+    #[serde(default)]
+    overall: Vec<Spanned<String>>,
+    #[serde(default)]
+    steps: BTreeMap<String, Spanned<Vec<Spanned<String>>>>,
+    #[serde(default)]
+    abort_on_fail: bool,
+    grace: Option<Spanned<PlanDuration>>,
 }
 
 #[derive(Deserialize)]
@@ -479,6 +495,10 @@ impl Validator<'_> {
                 steps,
             });
         }
+        let thresholds = match raw.thresholds {
+            Some(t) => self.thresholds(t, &step_names)?,
+            None => Thresholds::default(),
+        };
         Ok(Plan {
             name,
             target,
@@ -486,6 +506,40 @@ impl Validator<'_> {
             sweep,
             scenarios,
             step_names,
+            thresholds,
+        })
+    }
+
+    fn thresholds(
+        &self,
+        raw: RawThresholds,
+        step_names: &[String],
+    ) -> Result<Thresholds, PlanError> {
+        let mut rules = Vec::new();
+        let mut rule = |text: &Spanned<String>, step: Option<usize>| -> Result<(), PlanError> {
+            let r = crate::thresholds::parse_rule(text.get_ref(), step)
+                .map_err(|e| self.error(text.span(), format!("`thresholds`: {e}")))?;
+            rules.push(r);
+            Ok(())
+        };
+        for t in &raw.overall {
+            rule(t, None)?;
+        }
+        for (name, list) in &raw.steps {
+            let Some(id) = step_names.iter().position(|n| n == name) else {
+                return Err(self.error(
+                    list.span(),
+                    format!("`thresholds.steps`: no step is named \"{name}\"; expected one of {step_names:?}"),
+                ));
+            };
+            for t in list.get_ref() {
+                rule(t, Some(id))?;
+            }
+        }
+        Ok(Thresholds {
+            rules,
+            abort_on_fail: raw.abort_on_fail,
+            grace: raw.grace.map(|g| g.into_inner().0).unwrap_or_default(),
         })
     }
 

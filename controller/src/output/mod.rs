@@ -175,6 +175,12 @@ pub struct Summary {
     pub latency: LatencyInfo,
     /// Open model: arrivals dropped because no user was free in time.
     pub dropped_iterations: u64,
+    /// Every threshold rule with what was observed; empty without `[thresholds]`.
+    pub thresholds: Vec<crate::thresholds::Outcome>,
+    /// `null` without thresholds.
+    pub thresholds_passed: Option<bool>,
+    /// The rule that stopped the run early, with `abort_on_fail`.
+    pub aborted_by: Option<String>,
     pub total: Entry,
     pub requests: BTreeMap<String, Entry>,
     pub regions: BTreeMap<String, Entry>,
@@ -267,6 +273,10 @@ impl Summary {
                 }
             },
             dropped_iterations: c.dropped,
+            thresholds: r.thresholds.clone(),
+            thresholds_passed: (!r.thresholds.is_empty())
+                .then(|| r.thresholds.iter().all(|o| o.passed)),
+            aborted_by: r.aborted_by.clone(),
             total: Entry::of(&c.total, d),
             requests: c
                 .step_names

@@ -77,6 +77,27 @@ pub fn render(s: &Summary) -> String {
     out.push('\n');
     out.push_str(&table("region", s.regions.iter()).to_string());
     out.push('\n');
+    if !s.thresholds.is_empty() {
+        let mut t = Table::new();
+        t.load_preset(UTF8_FULL_CONDENSED);
+        t.set_header(["threshold", "scope", "observed", "result"]);
+        for o in &s.thresholds {
+            t.add_row([
+                o.rule.clone(),
+                o.scope.clone(),
+                o.observed
+                    .map_or_else(|| "-".to_string(), |v| v.to_string()),
+                if o.passed { "pass" } else { "FAIL" }.to_string(),
+            ]);
+        }
+        out.push_str(&t.to_string());
+        out.push('\n');
+        if let Some(rule) = &s.aborted_by {
+            out.push_str(&format!(
+                "the run was stopped early: threshold {rule} failed\n"
+            ));
+        }
+    }
     if !s.errors.is_empty() {
         let mut t = Table::new();
         t.load_preset(UTF8_FULL_CONDENSED);

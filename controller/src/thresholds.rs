@@ -1,0 +1,238 @@
+//! Thresholds: pass/fail rules on merged data (`p95 < 2s`, `errors < 1%`),
+//! overall or per step, checked by the controller every interval over the
+//! merged histograms (never per agent), and once more at the end.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::duration::parse_duration;
+use crate::stats::{Collector, Tally};
+
+/// What a rule measures.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Metric {
+    /// A latency quantile (0.95 for p95).
+    Quantile(f64),
+    Mean,
+    Max,
+    /// Errors as a share of requests.
+    ErrorRate,
+    /// Requests per second over the run so far.
+    Rps,
+}
+
+/// `<` `<=` `>` `>=`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Lt,
+    Le,
+    Gt,
+    Ge,
+}
+
+/// One rule, as written (`p95 < 2s`) and as understood.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rule {
+    pub text: String,
+    /// `None` for all steps together, else a step id.
+    pub step: Option<usize>,
+    pub metric: Metric,
+    pub op: Op,
+    /// Milliseconds for latency metrics, a fraction for errors, req/s for rps.
+    pub limit: f64,
+}
+
+/// The plan's `[thresholds]`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Thresholds {
+    pub rules: Vec<Rule>,
+    /// Stop the run as soon as a rule fails (after `grace`).
+    pub abort_on_fail: bool,
+    pub grace: Duration,
+}
+
+/// How a rule came out.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Outcome {
+    pub rule: String,
+    /// `overall` or the step's name.
+    pub scope: String,
+    /// The measured value in the rule's unit (ms, %, req/s); `null` when
+    /// there was nothing to measure (no responses yet).
+    pub observed: Option<f64>,
+    pub passed: bool,
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Op::Lt => "<",
+            Op::Le => "<=",
+            Op::Gt => ">",
+            Op::Ge => ">=",
+        })
+    }
+}
+
+/// Parses `p95 < 2s`, `errors < 1%`, `rps >= 100`, `max <= 500ms`.
+pub fn parse_rule(text: &str, step: Option<usize>) -> Result<Rule, String> {
+    let expected = || {
+        format!(
+            "expected a rule such as \"p95 < 2s\", \"errors < 1%\" or \"rps >= 100\", found \"{text}\""
+        )
+    };
+    let t = text.trim();
+    let op_at = t.find(['<', '>']).ok_or_else(expected)?;
+    let (lhs, rest) = t.split_at(op_at);
+    let (op, rhs) = if let Some(r) = rest.strip_prefix("<=") {
+        (Op::Le, r)
+    } else if let Some(r) = rest.strip_prefix(">=") {
+        (Op::Ge, r)
+    } else if let Some(r) = rest.strip_prefix('<') {
+        (Op::Lt, r)
+    } else if let Some(r) = rest.strip_prefix('>') {
+        (Op::Gt, r)
+    } else {
+        return Err(expected());
+    };
+    let (lhs, rhs) = (lhs.trim(), rhs.trim());
+    let latency_ms = |rhs: &str| -> Result<f64, String> {
+        parse_duration(rhs)
+            .map(|d| d.as_secs_f64() * 1000.0)
+            .map_err(|e| format!("in \"{text}\": {e}"))
+    };
+    let (metric, limit) = match lhs {
+        "mean" | "avg" => (Metric::Mean, latency_ms(rhs)?),
+        "max" => (Metric::Max, latency_ms(rhs)?),
+        "errors" | "error_rate" => {
+            let pct = rhs
+                .strip_suffix('%')
+                .and_then(|p| p.trim().parse::<f64>().ok())
+                .filter(|p| (0.0..=100.0).contains(p))
+                .ok_or_else(|| format!("in \"{text}\": expected a percentage such as 1%"))?;
+            (Metric::ErrorRate, pct / 100.0)
+        }
+        "rps" => {
+            let n = rhs
+                .parse::<f64>()
+                .ok()
+                .filter(|n| n.is_finite() && *n >= 0.0)
+                .ok_or_else(|| {
+                    format!("in \"{text}\": expected requests per second such as 100")
+                })?;
+            (Metric::Rps, n)
+        }
+        p if p.starts_with('p') => {
+            let q: f64 = p[1..]
+                .parse()
+                .ok()
+                .filter(|q| (0.0..=100.0).contains(q))
+                .ok_or_else(expected)?;
+            (Metric::Quantile(q / 100.0), latency_ms(rhs)?)
+        }
+        _ => return Err(expected()),
+    };
+    Ok(Rule {
+        text: t.to_string(),
+        step,
+        metric,
+        op,
+        limit,
+    })
+}
+
+impl Rule {
+    /// The measured value, in the rule's unit; `None` if nothing to measure.
+    pub fn observe(&self, t: &Tally, elapsed: Duration) -> Option<f64> {
+        let h = &t.histogram;
+        match self.metric {
+            Metric::ErrorRate => {
+                (t.requests() > 0).then(|| t.error_count() as f64 / t.requests() as f64)
+            }
+            Metric::Rps => {
+                (elapsed > Duration::ZERO).then(|| t.requests() as f64 / elapsed.as_secs_f64())
+            }
+            _ if h.is_empty() => None,
+            Metric::Quantile(q) => Some(h.value_at_quantile(q) as f64 / 1000.0),
+            Metric::Mean => Some(h.mean() / 1000.0),
+            Metric::Max => Some(h.max() as f64 / 1000.0),
+        }
+    }
+
+    fn holds(&self, v: f64) -> bool {
+        match self.op {
+            Op::Lt => v < self.limit,
+            Op::Le => v <= self.limit,
+            Op::Gt => v > self.limit,
+            Op::Ge => v >= self.limit,
+        }
+    }
+
+    /// Checks the rule on merged data. A latency rule with no response yet
+    /// passes while the run goes on, and fails at the end (nothing met it).
+    pub fn check(&self, c: &Collector, elapsed: Duration, final_check: bool) -> Outcome {
+        let tally = match self.step {
+            None => &c.total,
+            Some(i) => &c.steps[i],
+        };
+        let observed = self.observe(tally, elapsed);
+        let unit = match self.metric {
+            Metric::ErrorRate => 100.0,
+            _ => 1.0,
+        };
+        Outcome {
+            rule: self.text.clone(),
+            scope: self
+                .step
+                .map_or_else(|| "overall".to_string(), |i| c.step_names[i].clone()),
+            observed: observed.map(|v| (v * unit * 1000.0).round() / 1000.0),
+            passed: observed.map_or(!final_check, |v| self.holds(v)),
+        }
+    }
+}
+
+impl Thresholds {
+    /// Every rule's outcome.
+    pub fn check(&self, c: &Collector, elapsed: Duration, final_check: bool) -> Vec<Outcome> {
+        self.rules
+            .iter()
+            .map(|r| r.check(c, elapsed, final_check))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rule_grammar() {
+        let r = parse_rule("p95 < 2s", None).unwrap();
+        assert_eq!(
+            (r.metric, r.op, r.limit),
+            (Metric::Quantile(0.95), Op::Lt, 2000.0)
+        );
+        let r = parse_rule(" p99.9 <= 500ms ", Some(2)).unwrap();
+        assert_eq!(
+            (r.metric, r.op, r.limit, r.step),
+            (Metric::Quantile(0.999), Op::Le, 500.0, Some(2))
+        );
+        assert_eq!(parse_rule("errors < 1%", None).unwrap().limit, 0.01);
+        assert_eq!(parse_rule("rps >= 100", None).unwrap().op, Op::Ge);
+        assert_eq!(parse_rule("max > 1m", None).unwrap().limit, 60_000.0);
+        for bad in [
+            "p95 2s",
+            "p95 < 2",
+            "errors < 1",
+            "errors < 120%",
+            "p200 < 1s",
+            "latency < 1s",
+            "rps > fast",
+            "",
+        ] {
+            assert!(parse_rule(bad, None).is_err(), "{bad:?}");
+        }
+    }
+}
