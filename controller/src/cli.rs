@@ -41,6 +41,10 @@ pub enum Command {
         /// The plan file (TOML).
         plan: PathBuf,
     },
+    /// Find the highest load that meets every SLO: raise it step by step
+    /// until an SLO breaks, then narrow down between the last good and the
+    /// first bad step.
+    Capacity(CapacityArgs),
     /// Start a test target in-process and run a small plan on two local agents over gRPC.
     Demo(DemoArgs),
 }
@@ -49,6 +53,17 @@ pub enum Command {
 pub struct RunArgs {
     /// The plan file (TOML).
     pub plan: PathBuf,
+    /// Run directory (default: runs/<UTC timestamp>-<plan name>/; a sweep's
+    /// series directory ends in -series).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub fleet: FleetArgs,
+}
+
+/// Where the load comes from: agents in this process, or a fleet.
+#[derive(Args, Debug)]
+pub struct FleetArgs {
     /// Address agents dial (default: 127.0.0.1 on a free port).
     #[arg(long, env = "LOADFLEET_LISTEN")]
     pub listen: Option<SocketAddr>,
@@ -61,15 +76,78 @@ pub struct RunArgs {
     /// How long to wait for the expected agents, e.g. 60s or 5m.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub wait_agents: Duration,
-    /// Run directory (default: runs/<UTC timestamp>-<plan name>/).
-    #[arg(long)]
-    pub out: Option<PathBuf>,
     /// Worker threads of each local agent (default: the number of CPUs).
     #[arg(long)]
     pub workers: Option<usize>,
     /// No live progress line.
     #[arg(long, short)]
     pub quiet: bool,
+}
+
+impl FleetArgs {
+    /// The settings, or a usage error.
+    fn settings(
+        &self,
+        interrupt: CancellationToken,
+        hard_interrupt: CancellationToken,
+    ) -> Result<RunSettings, String> {
+        let local = self
+            .local_agents
+            .unwrap_or(if self.expect_agents == 0 { 1 } else { 0 });
+        if local + self.expect_agents == 0 {
+            return Err("no agents: give --expect-agents N or --local-agents N".into());
+        }
+        let workers = self.workers.unwrap_or_else(default_workers);
+        Ok(RunSettings {
+            listen: self
+                .listen
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0))),
+            expect_agents: self.expect_agents,
+            local_agents: (0..local)
+                .map(|i| LocalAgent {
+                    name: if local == 1 {
+                        "local".into()
+                    } else {
+                        format!("local-{}", i + 1)
+                    },
+                    region: "local".into(),
+                    workers,
+                })
+                .collect(),
+            wait_for_agents: self.wait_agents,
+            progress: if self.quiet {
+                ProgressMode::Off
+            } else {
+                ProgressMode::Auto
+            },
+            interrupt,
+            hard_interrupt,
+        })
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct CapacityArgs {
+    /// The plan file (TOML); its `users` (or `rate`) is where the search starts.
+    pub plan: PathBuf,
+    /// A service-level objective every step must meet, e.g. "p95 < 2s" or
+    /// "errors < 1%"; repeatable.
+    #[arg(long = "slo", required = true)]
+    pub slos: Vec<String>,
+    /// How long each step holds its load.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub step_duration: Duration,
+    /// Most steps (runs) the search may take.
+    #[arg(long, default_value_t = 8)]
+    pub max_steps: u32,
+    /// Highest load to try (users, or arrivals per second).
+    #[arg(long)]
+    pub max_load: Option<f64>,
+    /// Capacity directory (default: runs/<UTC timestamp>-<plan name>-capacity/).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub fleet: FleetArgs,
 }
 
 #[derive(Args, Debug)]
@@ -107,40 +185,12 @@ pub async fn main_with(
                     return ExitCode::from(EXIT_USAGE);
                 }
             };
-            let local = args
-                .local_agents
-                .unwrap_or(if args.expect_agents == 0 { 1 } else { 0 });
-            if local + args.expect_agents == 0 {
-                eprintln!("error: no agents: give --expect-agents N or --local-agents N");
-                return ExitCode::from(EXIT_USAGE);
-            }
-            let workers = args.workers.unwrap_or_else(default_workers);
-            let local_agents = (0..local)
-                .map(|i| LocalAgent {
-                    name: if local == 1 {
-                        "local".into()
-                    } else {
-                        format!("local-{}", i + 1)
-                    },
-                    region: "local".into(),
-                    workers,
-                })
-                .collect();
-            let listen = args
-                .listen
-                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
-            let settings = RunSettings {
-                listen,
-                expect_agents: args.expect_agents,
-                local_agents,
-                wait_for_agents: args.wait_agents,
-                progress: if args.quiet {
-                    ProgressMode::Off
-                } else {
-                    ProgressMode::Auto
-                },
-                interrupt,
-                hard_interrupt,
+            let settings = match args.fleet.settings(interrupt, hard_interrupt) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(EXIT_USAGE);
+                }
             };
             let code = match plan.sweep.clone() {
                 Some(sweep) => {
@@ -153,6 +203,30 @@ pub async fn main_with(
                 }
             };
             ExitCode::from(code)
+        }
+        Command::Capacity(args) => {
+            let plan = match plan::load(&args.plan) {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(EXIT_USAGE);
+                }
+            };
+            let search = match crate::capacity::Search::new(&plan, &args) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(EXIT_USAGE);
+                }
+            };
+            let settings = match args.fleet.settings(interrupt, hard_interrupt) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(EXIT_USAGE);
+                }
+            };
+            ExitCode::from(search.run(&settings, &plan, args.out).await)
         }
         Command::Demo(args) => demo(args, interrupt, hard_interrupt).await,
     }

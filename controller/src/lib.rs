@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
+pub mod capacity;
 pub mod cli;
 pub mod duration;
 pub mod fleet;

@@ -40,6 +40,9 @@ pub struct Config {
     /// during it are held until it ends, as a server freezing for a garbage
     /// collection or a lock would.
     pub stall: Option<(Duration, Duration)>,
+    /// At most this many requests are served at once; the others queue
+    /// (first come, first served), so latency rises past this concurrency.
+    pub concurrency: Option<usize>,
 }
 
 /// A certificate and its private key, both PEM.
@@ -224,6 +227,9 @@ async fn serve(
     stats: Arc<Stats>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let slots = config
+        .concurrency
+        .map(|n| Arc::new(tokio::sync::Semaphore::new(n.max(1))));
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -238,13 +244,18 @@ async fn serve(
             }
         };
         let _ = stream.set_nodelay(true);
-        let (config, stats, shutdown, tls) =
-            (config.clone(), stats.clone(), shutdown.clone(), tls.clone());
+        let (config, stats, shutdown, tls, slots) = (
+            config.clone(),
+            stats.clone(),
+            shutdown.clone(),
+            tls.clone(),
+            slots.clone(),
+        );
         tokio::spawn(async move {
             match tls {
-                None => serve_connection(stream, config, stats, shutdown).await,
+                None => serve_connection(stream, config, stats, slots, shutdown).await,
                 Some(acceptor) => match acceptor.accept(stream).await {
-                    Ok(s) => serve_connection(s, config, stats, shutdown).await,
+                    Ok(s) => serve_connection(s, config, stats, slots, shutdown).await,
                     Err(e) => tracing::debug!(error = %e, "TLS handshake failed"),
                 },
             }
@@ -256,6 +267,7 @@ async fn serve_connection<S>(
     stream: S,
     config: Arc<Config>,
     stats: Arc<Stats>,
+    slots: Option<Arc<tokio::sync::Semaphore>>,
     mut shutdown: watch::Receiver<bool>,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -265,7 +277,15 @@ async fn serve_connection<S>(
         let config = config.clone();
         let stats = stats.clone();
         let first = first.clone();
-        async move { Ok::<_, Infallible>(handle(req, &config, &stats, &first).await) }
+        let slots = slots.clone();
+        async move {
+            // Queue for a slot when the server is at its concurrency limit.
+            let _slot = match &slots {
+                Some(s) => s.clone().acquire_owned().await.ok(),
+                None => None,
+            };
+            Ok::<_, Infallible>(handle(req, &config, &stats, &first).await)
+        }
     });
     let conn = http1::Builder::new()
         .keep_alive(true)

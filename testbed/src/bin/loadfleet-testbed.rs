@@ -16,9 +16,20 @@ struct Args {
     /// Latency for a path prefix, as PREFIX=DURATION (e.g. /slow=200ms); repeatable.
     #[arg(long = "latency", value_parser = loadfleet_testbed::parse_latency)]
     latencies: Vec<(String, Duration)>,
+    /// Serve at most this many requests at once; the rest queue, so latency
+    /// rises past this concurrency (a knee for capacity searches).
+    #[arg(long)]
+    concurrency: Option<usize>,
+    /// Latency of paths no --latency prefix matches, e.g. 20ms.
+    #[arg(long, value_parser = parse_default_latency, default_value = "0ms")]
+    default_latency: Duration,
     /// Stop by itself after this many seconds (0 = run until Ctrl-C).
     #[arg(long, default_value_t = 0)]
     exit_after: u64,
+}
+
+fn parse_default_latency(s: &str) -> Result<Duration, String> {
+    loadfleet_testbed::parse_latency(&format!("/={s}")).map(|(_, d)| d)
 }
 
 #[tokio::main]
@@ -30,6 +41,8 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let config = loadfleet_testbed::Config {
         latencies: args.latencies,
+        default_latency: args.default_latency,
+        concurrency: args.concurrency,
         ..loadfleet_testbed::Config::default()
     };
     let bed = loadfleet_testbed::Testbed::start(args.listen, config).await?;

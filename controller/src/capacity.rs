@@ -1,0 +1,352 @@
+//! Capacity search: how much load can this system take? Raise the load in
+//! steps (doubling) until an SLO breaks, then bisect between the last good
+//! and the first bad step. Each step is a full run with the SLOs as
+//! thresholds that stop it early (after a third of the step) when broken.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::cli::{
+    CapacityArgs, EXIT_ERRORS, EXIT_FLEET, EXIT_OK, EXIT_USAGE, RunSettings, run_and_report,
+};
+use crate::plan::{self, LoadModel, Plan, RateStage, RunBound};
+use crate::thresholds::{Thresholds, parse_rule};
+
+/// A configured search.
+#[derive(Debug, Clone)]
+pub struct Search {
+    slos: Thresholds,
+    step: Duration,
+    max_steps: u32,
+    max_load: f64,
+    start: f64,
+    users: bool,
+}
+
+/// One step of the search.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepRow {
+    pub load: f64,
+    pub run: String,
+    pub passed: bool,
+    pub requests: u64,
+    pub rps: f64,
+    pub errors: u64,
+    pub p50_ms: Option<f64>,
+    pub p95_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    /// The SLO that failed first, if any.
+    pub failed: Option<String>,
+}
+
+/// `capacity.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub name: String,
+    pub parameter: &'static str,
+    pub slos: Vec<String>,
+    /// The highest load that met every SLO; `null` if none did.
+    pub capacity: Option<f64>,
+    /// The lowest load that broke an SLO; `null` if none did.
+    pub first_failure: Option<f64>,
+    pub steps: Vec<StepRow>,
+}
+
+impl Search {
+    /// Checks the arguments against the plan; nothing is sent yet.
+    pub fn new(plan: &Plan, args: &CapacityArgs) -> Result<Search, String> {
+        if plan.sweep.is_some() {
+            return Err(
+                "capacity search takes a plan with one `users` or `rate`, not a list".into(),
+            );
+        }
+        let mut rules = Vec::new();
+        for s in &args.slos {
+            rules.push(parse_rule(s, None).map_err(|e| format!("--slo: {e}"))?);
+        }
+        let (start, users) = match &plan.load {
+            LoadModel::Closed { users, .. } => (*users as f64, true),
+            LoadModel::Open { stages, .. } => match stages.as_slice() {
+                [s] if s.from == s.to => (s.from, false),
+                _ => return Err("capacity search needs a constant `rate`, not `stages`".into()),
+            },
+        };
+        if args.step_duration < Duration::from_secs(1) {
+            return Err("--step-duration must be at least 1s".into());
+        }
+        if args.max_steps == 0 {
+            return Err("--max-steps must be at least 1".into());
+        }
+        let max_load = args.max_load.unwrap_or(start * 1024.0);
+        if !(max_load >= start) {
+            return Err(format!(
+                "--max-load {max_load} is below the plan's starting load {start}"
+            ));
+        }
+        Ok(Search {
+            slos: Thresholds {
+                rules,
+                abort_on_fail: true,
+                grace: args.step_duration / 3,
+            },
+            step: args.step_duration,
+            max_steps: args.max_steps,
+            max_load,
+            start,
+            users,
+        })
+    }
+
+    fn parameter(&self) -> &'static str {
+        if self.users { "users" } else { "rate" }
+    }
+
+    /// The plan of one step: the load held for the step's duration.
+    fn step_plan(&self, plan: &Plan, load: f64) -> Plan {
+        let mut p = plan.clone();
+        p.thresholds = self.slos.clone();
+        p.load = match &plan.load {
+            LoadModel::Closed { ramp_up, .. } => LoadModel::Closed {
+                users: load as u64,
+                ramp_up: (*ramp_up).min(self.step / 3),
+                bound: RunBound::Duration(self.step),
+            },
+            LoadModel::Open {
+                max_users,
+                max_wait,
+                ..
+            } => LoadModel::Open {
+                stages: vec![RateStage {
+                    from: load,
+                    to: load,
+                    duration: self.step,
+                }],
+                max_users: *max_users,
+                max_wait: *max_wait,
+            },
+        };
+        p
+    }
+
+    /// The next load to try, or `None` when the search is done.
+    pub fn next(&self, good: Option<f64>, bad: Option<f64>, last: f64) -> Option<f64> {
+        let round = |x: f64| {
+            if self.users {
+                x.round()
+            } else {
+                (x * 100.0).round() / 100.0
+            }
+        };
+        let next = match (good, bad) {
+            (_, None) if last >= self.max_load => return None,
+            (_, None) => round((last * 2.0).min(self.max_load)),
+            (None, Some(b)) => round(b / 2.0),
+            (Some(g), Some(b)) => {
+                let close = if self.users {
+                    b - g <= 1.0
+                } else {
+                    (b - g) / g < 0.05
+                };
+                if close {
+                    return None;
+                }
+                round((g + b) / 2.0)
+            }
+        };
+        let tried = |x: f64| good == Some(x) || bad == Some(x);
+        (next >= if self.users { 1.0 } else { 0.01 } && !tried(next)).then_some(next)
+    }
+
+    /// Runs the search; exit 0 when some load met every SLO, 1 when none did.
+    pub async fn run(&self, settings: &RunSettings, plan: &Plan, out: Option<PathBuf>) -> u8 {
+        let dir = out.unwrap_or_else(|| {
+            let mut d =
+                plan::default_out_dir(plan, time::OffsetDateTime::now_utc()).into_os_string();
+            d.push("-capacity");
+            PathBuf::from(d)
+        });
+        if let Err(e) = std::fs::create_dir_all(&dir) {
+            eprintln!("error: cannot create {}: {e}", dir.display());
+            return EXIT_USAGE;
+        }
+        let param = self.parameter();
+        let mut report = Report {
+            name: plan.name.clone(),
+            parameter: param,
+            slos: self.slos.rules.iter().map(|r| r.text.clone()).collect(),
+            capacity: None,
+            first_failure: None,
+            steps: Vec::new(),
+        };
+        let mut load = self.start;
+        for n in 1..=self.max_steps {
+            if settings.interrupt.is_cancelled() {
+                break;
+            }
+            let name = format!("step-{n}-{param}-{load}");
+            eprintln!(
+                "capacity {}: step {n} of at most {}: {param} = {load}",
+                plan.name, self.max_steps
+            );
+            let (_, summary) = run_and_report(
+                settings.options(self.step_plan(plan, load)),
+                Some(dir.join(&name)),
+                None,
+            )
+            .await;
+            let Some(s) = summary else { return EXIT_FLEET };
+            let passed = s.thresholds_passed == Some(true);
+            let lat = s.total.latency_ms;
+            report.steps.push(StepRow {
+                load,
+                run: name,
+                passed,
+                requests: s.total.requests,
+                rps: s.total.rps,
+                errors: s.total.errors,
+                p50_ms: lat.map(|l| l.p50),
+                p95_ms: lat.map(|l| l.p95),
+                p99_ms: lat.map(|l| l.p99),
+                failed: s
+                    .thresholds
+                    .iter()
+                    .find(|o| !o.passed)
+                    .map(|o| o.rule.clone()),
+            });
+            if passed {
+                report.capacity = Some(report.capacity.map_or(load, |c: f64| c.max(load)));
+            } else {
+                report.first_failure =
+                    Some(report.first_failure.map_or(load, |f: f64| f.min(load)));
+            }
+            // A target that fails most requests has said enough: stop cleanly.
+            if s.total.requests > 0
+                && s.total.errors * 2 > s.total.requests
+                && report.capacity.is_some()
+            {
+                eprintln!("the target is failing hard at {param} = {load}; stopping the search");
+                break;
+            }
+            match self.next(report.capacity, report.first_failure, load) {
+                Some(next) => load = next,
+                None => break,
+            }
+        }
+        let text = render(&report);
+        println!("{text}");
+        let json = serde_json::to_string_pretty(&report).unwrap_or_default();
+        if let Err(e) = std::fs::write(dir.join("capacity.json"), json + "\n")
+            .and_then(|()| std::fs::write(dir.join("capacity.txt"), text + "\n"))
+        {
+            eprintln!("error: cannot write the capacity report: {e}");
+            return EXIT_FLEET;
+        }
+        println!("capacity directory: {}", dir.display());
+        if report.capacity.is_some() {
+            EXIT_OK
+        } else {
+            EXIT_ERRORS
+        }
+    }
+}
+
+/// The evidence table and the answer.
+pub fn render(r: &Report) -> String {
+    let mut t = comfy_table::Table::new();
+    t.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
+    t.set_header([
+        r.parameter,
+        "SLOs",
+        "req/s",
+        "p50 ms",
+        "p95 ms",
+        "p99 ms",
+        "requests",
+        "errors",
+        "failed",
+    ]);
+    let ms = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.2}"));
+    for s in &r.steps {
+        t.add_row([
+            s.load.to_string(),
+            if s.passed { "met" } else { "broken" }.to_string(),
+            format!("{:.1}", s.rps),
+            ms(s.p50_ms),
+            ms(s.p95_ms),
+            ms(s.p99_ms),
+            s.requests.to_string(),
+            s.errors.to_string(),
+            s.failed.clone().unwrap_or_default(),
+        ]);
+    }
+    let answer = match (r.capacity, r.first_failure) {
+        (Some(c), Some(f)) => format!(
+            "highest {} that met every SLO: {c} (first failure at {f})",
+            r.parameter
+        ),
+        (Some(c), None) => format!(
+            "highest {} that met every SLO: {c} (no step broke an SLO; raise --max-load or --max-steps to look further)",
+            r.parameter
+        ),
+        (None, _) => format!(
+            "no {} met every SLO, down to the lowest step tried",
+            r.parameter
+        ),
+    };
+    format!(
+        "capacity search for {} with SLOs {}\n{t}\n{answer}",
+        r.name,
+        r.slos.join(", ")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn search(users: bool, max_load: f64) -> Search {
+        Search {
+            slos: Thresholds::default(),
+            step: Duration::from_secs(1),
+            max_steps: 10,
+            max_load,
+            start: 1.0,
+            users,
+        }
+    }
+
+    #[test]
+    fn doubles_then_bisects() {
+        let s = search(true, 100.0);
+        assert_eq!(s.next(Some(1.0), None, 1.0), Some(2.0));
+        assert_eq!(s.next(Some(8.0), None, 8.0), Some(16.0));
+        assert_eq!(
+            s.next(Some(64.0), None, 64.0),
+            Some(100.0),
+            "capped at --max-load"
+        );
+        assert_eq!(s.next(Some(100.0), None, 100.0), None);
+        assert_eq!(s.next(Some(8.0), Some(16.0), 16.0), Some(12.0));
+        assert_eq!(s.next(Some(10.0), Some(12.0), 12.0), Some(11.0));
+        assert_eq!(
+            s.next(Some(10.0), Some(11.0), 11.0),
+            None,
+            "within one user"
+        );
+        assert_eq!(
+            s.next(None, Some(4.0), 4.0),
+            Some(2.0),
+            "the first step failed: go lower"
+        );
+        assert_eq!(s.next(None, Some(1.0), 1.0), None);
+        let r = search(false, 1e6);
+        assert_eq!(
+            r.next(Some(100.0), Some(104.0), 104.0),
+            None,
+            "rates stop within 5%"
+        );
+        assert_eq!(r.next(Some(100.0), Some(200.0), 200.0), Some(150.0));
+    }
+}
