@@ -80,7 +80,7 @@ impl Search {
             return Err("--max-steps must be at least 1".into());
         }
         let max_load = args.max_load.unwrap_or(start * 1024.0);
-        if !(max_load >= start) {
+        if max_load.is_nan() || max_load < start {
             return Err(format!(
                 "--max-load {max_load} is below the plan's starting load {start}"
             ));
