@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use hdrhistogram::Histogram;
 use hdrhistogram::serialization::{Serializer, V2DeflateSerializer};
 use loadfleet_proto::v1;
 use tokio::sync::{Notify, mpsc};
@@ -63,6 +64,19 @@ pub struct Engine {
 }
 
 impl Engine {
+    /// Waits for every thread; an error names a worker that panicked, whose
+    /// load stopped early (its results so far were still reported).
+    pub fn finish(mut self) -> Result<(), String> {
+        let mut failure = Ok(());
+        for t in self.threads.drain(..) {
+            let name = t.thread().name().unwrap_or("worker").to_string();
+            if t.join().is_err() {
+                failure = Err(format!("{name} crashed; its load stopped early"));
+            }
+        }
+        failure
+    }
+
     /// How late the slowest worker woke after the schedule's zero.
     pub fn start_lateness(&self) -> Duration {
         Duration::from_micros(self.start_lateness_us.load(Ordering::Relaxed))
@@ -87,6 +101,7 @@ struct WorkerPart {
     elapsed: Duration,
     last: bool,
     dropped: u64,
+    lateness: Option<Histogram<u64>>,
 }
 
 /// Starts the agent's users on `workers` threads. The schedule's zero is
@@ -266,14 +281,19 @@ impl Worker {
             } else {
                 boundary - start_at
             };
+            let (steps, lateness) = {
+                let mut rec = shared.recorder.borrow_mut();
+                (rec.take(), rec.take_lateness())
+            };
             let part = WorkerPart {
                 worker: self.id,
                 seq,
-                steps: shared.recorder.borrow_mut().take(),
+                steps,
                 active: if finished { 0 } else { shared.active.get() },
                 elapsed,
                 last: finished,
                 dropped: shared.dropped.replace(0),
+                lateness,
             };
             if self.parts.send(part).await.is_err() || finished {
                 break;
@@ -359,6 +379,9 @@ async fn run_iteration(
 
 // === open model ===
 
+/// Granularity of tokio's timer wheel.
+const TIMER_TICK: Duration = Duration::from_millis(1);
+
 /// Arrivals waiting for a free user, shared by one worker's open-model users.
 struct OpenQueue {
     jobs: RefCell<VecDeque<(tokio::time::Instant, usize)>>,
@@ -396,9 +419,19 @@ async fn generate(shared: Rc<Shared>, queue: Rc<OpenQueue>, worker: usize, worke
             continue;
         }
         let at = shared.start_at + due;
+        // tokio's timer fires on millisecond ticks, up to 1 ms late: sleep to
+        // just before the instant, then yield (other tasks keep running) until
+        // it arrives, so arrivals leave on time rather than on the next tick.
+        let coarse = at.checked_sub(TIMER_TICK).unwrap_or(at);
         tokio::select! {
-            _ = tokio::time::sleep_until(at) => {}
+            _ = tokio::time::sleep_until(coarse) => {}
             _ = shared.graceful.cancelled() => break,
+        }
+        while tokio::time::Instant::now() < at && !shared.graceful.is_cancelled() {
+            tokio::task::yield_now().await;
+        }
+        if shared.graceful.is_cancelled() {
+            break;
         }
         if open.max_wait.is_zero() && queue.idle.get() == 0 {
             shared.dropped.set(shared.dropped.get() + 1);
@@ -445,6 +478,10 @@ async fn open_user(shared: Rc<Shared>, queue: Rc<OpenQueue>) {
             continue;
         }
         shared.active.set(shared.active.get() + 1);
+        shared
+            .recorder
+            .borrow_mut()
+            .record_lateness(tokio::time::Instant::now().saturating_duration_since(intended));
         let go_on = run_iteration(
             &shared,
             &mut client,
@@ -480,6 +517,7 @@ struct Pending {
     active: u32,
     elapsed: Duration,
     dropped: u64,
+    lateness: Option<Histogram<u64>>,
 }
 
 impl Aggregator {
@@ -504,6 +542,7 @@ impl Aggregator {
                         active: part.active,
                         elapsed: part.elapsed,
                         dropped: part.dropped,
+                        lateness: part.lateness,
                     });
                 }
                 std::collections::btree_map::Entry::Occupied(mut o) => {
@@ -514,6 +553,9 @@ impl Aggregator {
                     p.active += part.active;
                     p.elapsed = p.elapsed.max(part.elapsed);
                     p.dropped += part.dropped;
+                    if let (Some(mine), Some(theirs)) = (&mut p.lateness, &part.lateness) {
+                        mine.add(theirs).expect("same bounds");
+                    }
                 }
             }
             if !self.emit_complete() {
@@ -588,6 +630,13 @@ impl Aggregator {
                     .collect(),
             });
         }
+        let mut lateness = Vec::new();
+        if let Some(h) = &p.lateness
+            && !h.is_empty()
+            && let Err(e) = self.serializer.serialize(h, &mut lateness)
+        {
+            tracing::error!(error = ?e, "cannot serialize histogram");
+        }
         let interval = v1::Interval {
             run_id: self.assign.run_id.clone(),
             seq,
@@ -595,6 +644,7 @@ impl Aggregator {
             steps,
             elapsed_us: u64::try_from(p.elapsed.as_micros()).unwrap_or(u64::MAX),
             dropped: p.dropped,
+            lateness,
         };
         self.out.blocking_send(interval).is_ok()
     }

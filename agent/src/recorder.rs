@@ -127,6 +127,8 @@ impl StepRecord {
 pub struct Recorder {
     steps: Vec<StepRecord>,
     open: bool,
+    /// Open model: send lateness of each iteration (actual minus intended).
+    lateness: Option<Histogram<u64>>,
 }
 
 impl Recorder {
@@ -140,6 +142,7 @@ impl Recorder {
         Recorder {
             steps: (0..step_count).map(|_| StepRecord::new(open)).collect(),
             open,
+            lateness: open.then(new_histogram),
         }
     }
 
@@ -177,6 +180,20 @@ impl Recorder {
             let us = u64::try_from(uncorrected.as_micros()).unwrap_or(u64::MAX);
             h.saturating_record(us.max(LOWEST_US));
         }
+    }
+
+    /// Open model: records how late an iteration started.
+    #[inline]
+    pub fn record_lateness(&mut self, late: Duration) {
+        if let Some(h) = &mut self.lateness {
+            h.saturating_record(u64::try_from(late.as_micros()).unwrap_or(u64::MAX));
+        }
+    }
+
+    /// Takes this interval's lateness histogram (open model).
+    pub fn take_lateness(&mut self) -> Option<Histogram<u64>> {
+        let fresh = self.lateness.as_ref().map(|_| new_histogram());
+        std::mem::replace(&mut self.lateness, fresh)
     }
 
     /// Records a request that got no response; `message` is built only for

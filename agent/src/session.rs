@@ -253,7 +253,12 @@ async fn attach_once(
         }
     }
     let start_lateness = engine.start_lateness();
-    drop(engine);
+    if let Err(reason) = engine.finish() {
+        tracing::error!(%reason, "engine failure");
+        let failed = v1::Failed { run_id, reason };
+        let _ = tx.send(msg(agent_message::Body::Failed(failed))).await;
+        return Ok(Attach::RunEnded);
+    }
     tx.send(msg(agent_message::Body::Done(v1::Done {
         run_id: run_id.clone(),
         last_seq,

@@ -55,6 +55,7 @@ fn main() {
                 steps: step_msgs.clone(),
                 elapsed_us: (seq + 1) * 1_000_000,
                 dropped: 0,
+                lateness: Vec::new(),
             };
             c.apply(&format!("agent-{a}"), &format!("region-{}", a % 3), &iv)
                 .unwrap();

@@ -231,6 +231,9 @@ pub struct Collector {
     /// Open model: arrivals dropped because no user was free in time.
     pub dropped: u64,
     pub agent_dropped: BTreeMap<String, u64>,
+    /// Open model: send lateness of iterations (actual minus intended), µs.
+    pub lateness: Histogram<u64>,
+    pub agent_lateness: BTreeMap<String, Histogram<u64>>,
     /// End of the latest interval, from the run's start.
     pub elapsed: Duration,
     open: BTreeMap<u64, OpenInterval>,
@@ -252,6 +255,8 @@ impl Collector {
             dropped_reports: 0,
             dropped: 0,
             agent_dropped: BTreeMap::new(),
+            lateness: new_histogram(),
+            agent_lateness: BTreeMap::new(),
             elapsed: Duration::ZERO,
             open: BTreeMap::new(),
             closed_before: 0,
@@ -298,6 +303,12 @@ impl Collector {
             };
             decoded.push((idx, Sparse::of(&h), uncorrected, &s.errors));
         }
+        let lateness = if iv.lateness.is_empty() {
+            None
+        } else {
+            Some(Sparse::of(&decode_histogram(u32::MAX, &iv.lateness)?))
+        };
+        // Everything decoded: from here on nothing fails, so nothing is half-applied.
         self.agents.entry(agent.to_string()).or_default();
         self.regions.entry(region.to_string()).or_default();
         let end = Duration::from_micros(iv.elapsed_us);
@@ -318,6 +329,14 @@ impl Collector {
             None
         };
         let mut open = open;
+        if let Some(l) = &lateness {
+            l.add_to(&mut self.lateness);
+            l.add_to(
+                self.agent_lateness
+                    .entry(agent.to_string())
+                    .or_insert_with(new_histogram),
+            );
+        }
         self.dropped += iv.dropped;
         *self.agent_dropped.entry(agent.to_string()).or_default() += iv.dropped;
         if let Some(o) = open.as_deref_mut() {

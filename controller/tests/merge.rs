@@ -54,6 +54,7 @@ fn merged_percentiles_equal_one_histogram_of_all_samples() {
                 }],
                 elapsed_us: (seq + 1) * 1_000_000,
                 dropped: 0,
+                lateness: Vec::new(),
             };
             collector
                 .apply(agent, regions[i], &iv)
@@ -118,6 +119,7 @@ fn a_bad_report_is_dropped_whole() {
         steps,
         elapsed_us: 1_000_000,
         dropped: 0,
+        lateness: Vec::new(),
     };
     let good_step = v1::StepInterval {
         step: 0,

@@ -63,6 +63,7 @@ async fn rogue(url: String) {
                     }],
                     elapsed_us: 1_000_000,
                     dropped: 0,
+                    lateness: Vec::new(),
                 };
                 tx.send(msg(agent_message::Body::Interval(bad)))
                     .await

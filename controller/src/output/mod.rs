@@ -68,6 +68,8 @@ pub struct AgentEntry {
     /// symmetric link and off by at most half of `clock_rtt_ms` otherwise.
     pub start_skew_ms: Option<f64>,
     pub dropped_iterations: u64,
+    /// Open model: this agent's send lateness.
+    pub send_lateness_ms: Option<LatencyMs>,
     #[serde(flatten)]
     pub results: Entry,
 }
@@ -175,6 +177,9 @@ pub struct Summary {
     pub latency: LatencyInfo,
     /// Open model: arrivals dropped because no user was free in time.
     pub dropped_iterations: u64,
+    /// Open model: how late iterations' first requests went out after their
+    /// intended instant (the generator's own accuracy); `null` in the closed model.
+    pub send_lateness_ms: Option<LatencyMs>,
     /// Every threshold rule with what was observed; empty without `[thresholds]`.
     pub thresholds: Vec<crate::thresholds::Outcome>,
     /// `null` without thresholds.
@@ -233,6 +238,11 @@ impl Summary {
                     clock_rtt_ms: a.clock_rtt.map(|d| round3(d.as_secs_f64() * 1000.0)),
                     start_skew_ms: a.start_lateness.map(|l| round3(l.as_secs_f64() * 1000.0)),
                     dropped_iterations: c.agent_dropped.get(&a.name).copied().unwrap_or(0),
+                    send_lateness_ms: c
+                        .agent_lateness
+                        .get(&a.name)
+                        .and_then(LatencyMs::of)
+                        .map(round_latency),
                     results,
                 },
             );
@@ -273,6 +283,7 @@ impl Summary {
                 }
             },
             dropped_iterations: c.dropped,
+            send_lateness_ms: LatencyMs::of(&c.lateness).map(round_latency),
             thresholds: r.thresholds.clone(),
             thresholds_passed: (!r.thresholds.is_empty())
                 .then(|| r.thresholds.iter().all(|o| o.passed)),

@@ -64,6 +64,12 @@ pub fn render(s: &Summary) -> String {
             s.dropped_iterations
         ));
     }
+    if let Some(l) = s.send_lateness_ms {
+        out.push_str(&format!(
+            "send lateness (actual minus intended start): p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms\n",
+            l.p50, l.p99, l.max
+        ));
+    }
     let mut overall_rows = vec![(overall.clone(), s.total.clone())];
     if let Some(u) = s.total.latency_uncorrected_ms {
         let mut e = s.total.clone();
