@@ -104,13 +104,35 @@ struct WorkerPart {
     lateness: Option<Histogram<u64>>,
 }
 
-/// Starts the agent's users on `workers` threads. The schedule's zero is
+/// How the open model's generator waits for each arrival's instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Timing {
+    /// Sleep to 2 ms before the instant, then yield until it: arrivals leave
+    /// within microseconds, at the cost of polling while the worker is idle
+    /// (a whole core at 500 arrivals/s per worker and above).
+    #[default]
+    Precise,
+    /// Sleep on tokio's millisecond timer only: arrivals leave up to about
+    /// 2 ms late (reported as send lateness), and an idle agent stays idle.
+    Frugal,
+}
+
+/// How an agent runs its engine.
+#[derive(Debug, Clone, Copy)]
+pub struct EngineConfig {
+    /// Worker threads (one single-threaded runtime each).
+    pub workers: usize,
+    pub timing: Timing,
+}
+
+/// Starts the agent's users on worker threads. The schedule's zero is
 /// `start_at`; every offset in the assignment is relative to it.
 pub fn start(
     assign: Arc<Assignment>,
     start_at: Instant,
-    workers: usize,
+    config: EngineConfig,
 ) -> Result<Engine, EngineError> {
+    let EngineConfig { workers, timing } = config;
     let units = match &assign.open {
         Some(open) => open.max_users as usize,
         None => assign.users.len(),
@@ -137,6 +159,7 @@ pub fn start(
         let worker = Worker {
             id: w,
             workers,
+            timing,
             assign: assign.clone(),
             users,
             start_at,
@@ -171,6 +194,7 @@ pub fn start(
 struct Worker {
     id: usize,
     workers: usize,
+    timing: Timing,
     assign: Arc<Assignment>,
     users: Vec<UserSlot>,
     start_at: Instant,
@@ -240,7 +264,7 @@ impl Worker {
             assign: self.assign.clone(),
         });
         match &self.assign.open {
-            Some(open) => start_open(&shared, open, self.id, self.workers),
+            Some(open) => start_open(&shared, open, self.id, self.workers, self.timing),
             None => {
                 if self.users.is_empty() {
                     shared.all_done.notify_one();
@@ -379,8 +403,10 @@ async fn run_iteration(
 
 // === open model ===
 
-/// Granularity of tokio's timer wheel.
-const TIMER_TICK: Duration = Duration::from_millis(1);
+/// How early precise timing stops sleeping: tokio's timer wheel has
+/// millisecond ticks and the park timeout rounds up again, so a sleep can
+/// end up to ~2 ms after its deadline.
+const TIMER_MARGIN: Duration = Duration::from_millis(2);
 
 /// Arrivals waiting for a free user, shared by one worker's open-model users.
 struct OpenQueue {
@@ -392,7 +418,7 @@ struct OpenQueue {
 
 /// Starts this worker's share of the open model: its users (its part of
 /// `max_users`) and the arrival generator feeding them.
-fn start_open(shared: &Rc<Shared>, open: &OpenLoad, worker: usize, workers: usize) {
+fn start_open(shared: &Rc<Shared>, open: &OpenLoad, worker: usize, workers: usize, timing: Timing) {
     let w = worker as u32;
     let n = workers as u32;
     let users = open.max_users / n + u32::from(w < open.max_users % n);
@@ -406,10 +432,16 @@ fn start_open(shared: &Rc<Shared>, open: &OpenLoad, worker: usize, workers: usiz
     for _ in 0..users {
         tokio::task::spawn_local(open_user(shared.clone(), queue.clone()));
     }
-    tokio::task::spawn_local(generate(shared.clone(), queue, worker, workers));
+    tokio::task::spawn_local(generate(shared.clone(), queue, worker, workers, timing));
 }
 
-async fn generate(shared: Rc<Shared>, queue: Rc<OpenQueue>, worker: usize, workers: usize) {
+async fn generate(
+    shared: Rc<Shared>,
+    queue: Rc<OpenQueue>,
+    worker: usize,
+    workers: usize,
+    timing: Timing,
+) {
     let open = shared.assign.open.as_ref().expect("open model");
     let workers = workers as u64;
     for (m, (_, due)) in OwnArrivals::new(&open.schedule, open.period, &open.positions).enumerate()
@@ -419,10 +451,13 @@ async fn generate(shared: Rc<Shared>, queue: Rc<OpenQueue>, worker: usize, worke
             continue;
         }
         let at = shared.start_at + due;
-        // tokio's timer fires on millisecond ticks, up to 1 ms late: sleep to
-        // just before the instant, then yield (other tasks keep running) until
-        // it arrives, so arrivals leave on time rather than on the next tick.
-        let coarse = at.checked_sub(TIMER_TICK).unwrap_or(at);
+        // tokio's timer fires on millisecond ticks, up to ~2 ms late. Precise
+        // timing sleeps to just before the instant, then yields (other tasks
+        // keep running) until it arrives, so arrivals leave on time.
+        let coarse = match timing {
+            Timing::Precise => at.checked_sub(TIMER_MARGIN).unwrap_or(at),
+            Timing::Frugal => at,
+        };
         tokio::select! {
             _ = tokio::time::sleep_until(coarse) => {}
             _ = shared.graceful.cancelled() => break,

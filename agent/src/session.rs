@@ -30,6 +30,8 @@ pub struct AgentOptions {
     pub workers: usize,
     /// Exit after one run instead of waiting for the next.
     pub once: bool,
+    /// How the open model waits for arrival instants.
+    pub timing: engine::Timing,
     /// Longest wait between reconnect attempts.
     pub max_backoff: Duration,
 }
@@ -209,7 +211,11 @@ async fn attach_once(
             }
         }
     };
-    let mut engine = match engine::start(assignment, start_at, opts.workers) {
+    let config = engine::EngineConfig {
+        workers: opts.workers,
+        timing: opts.timing,
+    };
+    let mut engine = match engine::start(assignment, start_at, config) {
         Ok(e) => e,
         Err(e) => {
             let failed = v1::Failed {

@@ -178,12 +178,19 @@ async fn server_stall_shows_in_corrected_latency_only() {
     );
 }
 
+fn config(workers: usize) -> engine::EngineConfig {
+    engine::EngineConfig {
+        workers,
+        timing: engine::Timing::Precise,
+    }
+}
+
 /// Runs the engine to the end and returns its intervals.
 async fn run(a: Assignment, workers: usize) -> Vec<v1::Interval> {
     let mut e = engine::start(
         Arc::new(a),
         Instant::now() + Duration::from_millis(20),
-        workers,
+        config(workers),
     )
     .unwrap();
     let mut out = Vec::new();
@@ -382,7 +389,7 @@ async fn hard_stop_abandons_in_flight_requests() {
         Bound::Iterations(1),
         Duration::from_secs(20),
     );
-    let mut e = engine::start(Arc::new(a), Instant::now(), 1).unwrap();
+    let mut e = engine::start(Arc::new(a), Instant::now(), config(1)).unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let stopped = Instant::now();
     e.stop.hard();

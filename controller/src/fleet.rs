@@ -242,6 +242,7 @@ pub async fn execute(mut opts: RunOptions) -> Result<RunResult, FleetError> {
             workers: la.workers,
             once: true,
             max_backoff: Duration::from_millis(500),
+            timing: loadfleet_agent::engine::Timing::Precise,
         };
         local_tasks.push(tokio::spawn(run_agent(agent_opts, local_stop.clone())));
     }
