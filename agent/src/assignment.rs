@@ -73,6 +73,8 @@ pub struct UserSlot {
     /// Start on the fleet's common clock, from the run's start.
     pub start_offset: Duration,
     pub scenario: usize,
+    /// When a ramp-down stops this user (it finishes its iteration first).
+    pub stop_offset: Option<Duration>,
 }
 
 /// How long each user runs.
@@ -113,6 +115,8 @@ pub struct Assignment {
     pub step_names: Vec<String>,
     /// Hard limit after which the agent stops all load by itself.
     pub max_run: Duration,
+    /// How long a user stopped by a ramp-down may finish its iteration.
+    pub graceful_stop: Duration,
 }
 
 impl Target {
@@ -245,6 +249,8 @@ impl TryFrom<v1::Assign> for Assignment {
                 index: u.index,
                 start_offset: Duration::from_micros(u.start_offset_us),
                 scenario: u.scenario as usize,
+                stop_offset: (u.stop_offset_us > 0)
+                    .then(|| Duration::from_micros(u.stop_offset_us)),
             });
         }
         let bound = match (a.iterations, a.duration_us) {
@@ -276,6 +282,7 @@ impl TryFrom<v1::Assign> for Assignment {
             interval: Duration::from_micros(a.interval_us),
             step_names: a.step_names,
             max_run: Duration::from_micros(a.max_run_us),
+            graceful_stop: Duration::from_micros(a.graceful_stop_us),
         })
     }
 }

@@ -343,6 +343,7 @@ async fn run_user(shared: Rc<Shared>, slot: UserSlot) {
         shared.active.set(shared.active.get() + 1);
         let scenario = &assign.scenarios[slot.scenario];
         let mut client = UserClient::new(shared.target.clone(), shared.tls.clone());
+        let stop_at = slot.stop_offset.map(|s| shared.start_at + s);
         let mut iteration: u64 = 0;
         loop {
             if let Bound::Iterations(n) = assign.bound
@@ -350,7 +351,20 @@ async fn run_user(shared: Rc<Shared>, slot: UserSlot) {
             {
                 break;
             }
-            if !run_iteration(&shared, &mut client, scenario, None, deadline).await {
+            // A ramp-down stops the user between iterations...
+            if stop_at.is_some_and(|t| tokio::time::Instant::now() >= t) {
+                break;
+            }
+            let it = run_iteration(&shared, &mut client, scenario, None, deadline);
+            let go_on = match stop_at {
+                // ...or abandons its iteration `graceful_stop` after the stop.
+                Some(t) => tokio::select! {
+                    go_on = it => go_on,
+                    _ = tokio::time::sleep_until(t + assign.graceful_stop) => false,
+                },
+                None => it.await,
+            };
+            if !go_on {
                 break;
             }
             iteration += 1;

@@ -41,12 +41,14 @@ fn assignment(
                 index: k,
                 start_offset: Duration::ZERO,
                 scenario: 0,
+                stop_offset: None,
             })
             .collect(),
         bound,
         interval: Duration::from_millis(200),
         step_names: paths.iter().map(|p| p.to_string()).collect(),
         max_run: Duration::from_secs(30),
+        graceful_stop: Duration::from_secs(30),
         target,
         open: None,
     }
@@ -373,6 +375,51 @@ async fn duration_bound_stops_by_itself() {
     let (count, _, _) = step_total(&intervals, 0);
     assert!(count > 30, "3 users for 0.6 s at ~5 ms each sent {count}");
     assert_eq!(count, bed.stats().served());
+}
+
+#[tokio::test]
+async fn ramp_down_stops_users_between_iterations_within_graceful_stop() {
+    let bed = bed(Config {
+        latencies: vec![("/slow".into(), Duration::from_millis(300))],
+        ..Config::default()
+    })
+    .await;
+    // Two steps of ~0 and 300 ms per iteration; the run would last 10 s.
+    let mut a = assignment(
+        &bed.base_url(),
+        &["/", "/slow"],
+        2,
+        Bound::Duration(Duration::from_secs(10)),
+        Duration::from_secs(5),
+    );
+    // User 0 is stopped by a ramp-down at 0.5 s: it finishes its iteration.
+    a.users[0].stop_offset = Some(Duration::from_millis(500));
+    // User 1 is stopped at 0.5 s with no grace: its iteration is abandoned.
+    a.users[1].stop_offset = Some(Duration::from_millis(500));
+    a.graceful_stop = Duration::from_secs(30);
+    let graceful = run(a.clone(), 1).await;
+    let (home, _, _) = step_total(&graceful, 0);
+    let (slow, _, _) = step_total(&graceful, 1);
+    assert_eq!(
+        home, slow,
+        "every iteration that started also finished: {home} vs {slow}"
+    );
+    assert_eq!(
+        home, 4,
+        "two iterations of ~0.3 s each before 0.5 s, per user"
+    );
+
+    a.graceful_stop = Duration::ZERO;
+    let before = bed.stats().served();
+    let cut = run(a, 1).await;
+    let (home, _, _) = step_total(&cut, 0);
+    let (slow, _, _) = step_total(&cut, 1);
+    assert_eq!(bed.stats().served() - before, home + slow);
+    assert_eq!(
+        home,
+        slow + 2,
+        "each user's second iteration was cut in its slow step"
+    );
 }
 
 #[tokio::test]

@@ -68,6 +68,9 @@ impl Search {
         }
         let (start, users) = match &plan.load {
             LoadModel::Closed { users, .. } => (*users as f64, true),
+            LoadModel::Staged { .. } => {
+                return Err("capacity search needs `users` (with `ramp_up`) or a constant `rate`, not `stages`".into());
+            }
             LoadModel::Open { stages, .. } => match stages.as_slice() {
                 [s] if s.from == s.to => (s.from, false),
                 _ => return Err("capacity search needs a constant `rate`, not `stages`".into()),
@@ -113,6 +116,7 @@ impl Search {
                 ramp_up: (*ramp_up).min(self.step / 3),
                 bound: RunBound::Duration(self.step),
             },
+            LoadModel::Staged { .. } => plan.load.clone(),
             LoadModel::Open {
                 max_users,
                 max_wait,

@@ -335,6 +335,7 @@ async fn drive(
             step_names: plan.step_names.clone(),
             max_run_us: micros(max_run),
             open,
+            graceful_stop_us: shares.graceful_stop_us,
         }));
     }
     wait_ready(opts, events, &mut agents, &run_id).await?;
@@ -484,6 +485,7 @@ struct Shares {
     open: Option<(v1::OpenModel, Vec<Vec<u32>>, Vec<u32>)>,
     iterations: u64,
     duration_us: u64,
+    graceful_stop_us: u64,
 }
 
 impl Shares {
@@ -508,6 +510,23 @@ impl Shares {
                     open: None,
                     iterations,
                     duration_us,
+                    graceful_stop_us: 0,
+                })
+            }
+            LoadModel::Staged {
+                stages,
+                graceful_stop,
+            } => {
+                let slots = schedule::staged_slots(stages, scenario_weights);
+                Ok(Shares {
+                    closed: schedule::deal(&slots, agent_weights),
+                    open: None,
+                    iterations: 0,
+                    // Every slot has its own graceful stop; the hard end comes after it.
+                    duration_us: micros(
+                        plan.scheduled_duration().unwrap_or_default() + *graceful_stop,
+                    ),
+                    graceful_stop_us: micros(*graceful_stop),
                 })
             }
             LoadModel::Open {
@@ -544,6 +563,7 @@ impl Shares {
                     open: Some((model, positions, caps)),
                     iterations: 0,
                     duration_us: micros(plan.scheduled_duration().unwrap_or_default()),
+                    graceful_stop_us: 0,
                 })
             }
         }
@@ -556,6 +576,7 @@ impl Shares {
                 index: s.index,
                 start_offset_us: micros(s.start_offset),
                 scenario: s.scenario,
+                stop_offset_us: s.stop_offset.map_or(0, micros),
             })
             .collect();
         let open = self

@@ -14,6 +14,8 @@ use crate::duration::PlanDuration;
 
 /// Most virtual users one plan may ask for.
 pub const MAX_USERS: u64 = 10_000_000;
+/// Default time a user stopped by a ramp-down may finish its iteration.
+pub const DEFAULT_GRACEFUL_STOP: Duration = Duration::from_secs(30);
 /// Default concurrency cap of the open model.
 pub const DEFAULT_MAX_USERS: u64 = 1000;
 /// Default per-request timeout.
@@ -64,6 +66,13 @@ pub enum LoadModel {
         ramp_up: Duration,
         bound: RunBound,
     },
+    /// Closed model with stages of `(users, duration)`, each ramping linearly
+    /// from the previous level (from 0); a ramp-down stops users gracefully.
+    Staged {
+        stages: Vec<(u64, Duration)>,
+        /// How long a stopped user may finish its iteration.
+        graceful_stop: Duration,
+    },
     /// Iterations started at scheduled instants (arrivals per second),
     /// whatever the target's response times.
     Open {
@@ -94,6 +103,25 @@ impl LoadModel {
                 format!(
                     "closed model: {users} users over a {} ramp-up, {bound}",
                     fd(*ramp_up)
+                )
+            }
+            LoadModel::Staged {
+                stages,
+                graceful_stop,
+            } => {
+                let mut level = 0;
+                let parts: Vec<String> = stages
+                    .iter()
+                    .map(|&(u, d)| {
+                        let part = format!("{level}→{u} users over {}", fd(d));
+                        level = u;
+                        part
+                    })
+                    .collect();
+                format!(
+                    "closed model in stages: {}; stopped users finish their iteration within {}",
+                    parts.join(", "),
+                    fd(*graceful_stop)
                 )
             }
             LoadModel::Open {
@@ -158,6 +186,7 @@ impl Plan {
     pub fn users(&self) -> u64 {
         match self.load {
             LoadModel::Closed { users, .. } => users,
+            LoadModel::Staged { ref stages, .. } => stages.iter().map(|s| s.0).max().unwrap_or(0),
             LoadModel::Open { max_users, .. } => max_users,
         }
     }
@@ -168,6 +197,7 @@ impl Plan {
         p.sweep = None;
         match &mut p.load {
             LoadModel::Closed { users, .. } => *users = value as u64,
+            LoadModel::Staged { .. } => {}
             LoadModel::Open { stages, .. } => {
                 for s in stages {
                     (s.from, s.to) = (value, value);
@@ -185,6 +215,7 @@ impl Plan {
                 ..
             } => Some(*d),
             LoadModel::Closed { .. } => None,
+            LoadModel::Staged { stages, .. } => Some(stages.iter().map(|s| s.1).sum()),
             LoadModel::Open { stages, .. } => Some(stages.iter().map(|s| s.duration).sum()),
         }
     }
@@ -200,6 +231,11 @@ impl Plan {
             .unwrap_or(1) as u32;
         let iteration = self.target.timeout.saturating_mul(longest);
         match self.load {
+            LoadModel::Staged { graceful_stop, .. } => self
+                .scheduled_duration()
+                .unwrap_or_default()
+                .saturating_add(graceful_stop.max(self.target.timeout))
+                .saturating_add(slack),
             LoadModel::Open { max_wait, .. } => self
                 .scheduled_duration()
                 .unwrap_or_default()
@@ -270,6 +306,7 @@ struct RawLoad {
     max_users: Option<Spanned<u64>>,
     max_wait: Option<Spanned<PlanDuration>>,
     cooldown: Option<Spanned<PlanDuration>>,
+    graceful_stop: Option<Spanned<PlanDuration>>,
 }
 
 #[derive(Deserialize)]
@@ -635,6 +672,9 @@ impl Validator<'_> {
                 r.span(),
                 "`load.rate`: expected either `users` (closed model) or `rate` (open model), not both",
             )),
+            (None, None) if raw.stages.as_ref().and_then(|s| s.first()).is_some_and(|s| s.get_ref().users.is_some()) => {
+                self.closed_stages(raw)
+            }
             (None, None) if raw.stages.is_some() => self.open_stages(raw, timeout),
             (None, None) => Err(self.error(
                 span,
@@ -647,7 +687,7 @@ impl Validator<'_> {
                     }
                 }
                 if let Some(st) = raw.stages.as_ref().and_then(|s| s.first()) {
-                    return Err(self.error(st.span(), "`load.stages`: stages of `users` are not supported yet; use `users` with `ramp_up`"));
+                    return Err(not_with("stages", "`users` (stages set their own users)", st.span()));
                 }
                 for &u in &users.get_ref().values {
                     if u < 1.0 || u > MAX_USERS as f64 || u.fract() != 0.0 {
@@ -706,6 +746,63 @@ impl Validator<'_> {
         }
     }
 
+    fn closed_stages(&self, raw: RawLoad) -> Result<(LoadModel, Option<Sweep>), PlanError> {
+        for (key, at) in [
+            ("duration", raw.duration.as_ref().map(Spanned::span)),
+            ("ramp_up", raw.ramp_up.as_ref().map(Spanned::span)),
+            ("iterations", raw.iterations.as_ref().map(Spanned::span)),
+            ("max_users", raw.max_users.as_ref().map(Spanned::span)),
+            ("max_wait", raw.max_wait.as_ref().map(Spanned::span)),
+        ] {
+            if let Some(at) = at {
+                return Err(self.error(at, format!("`load.{key}`: not allowed with `stages` of `users` (each stage has its own duration)")));
+            }
+        }
+        let mut stages = Vec::new();
+        for st in raw.stages.iter().flatten() {
+            let at = st.span();
+            let st = st.get_ref();
+            if let Some(r) = &st.rate {
+                return Err(self.error(r.span(), "`load.stages`: expected `users` in every stage (or `rate` in every stage), not both kinds"));
+            }
+            let Some(users) = &st.users else {
+                return Err(
+                    self.error(at, "`load.stages`: each stage needs `users` and `duration`")
+                );
+            };
+            let u = users.get_ref().values[0];
+            if users.get_ref().list || u.fract() != 0.0 || u > MAX_USERS as f64 {
+                return Err(self.error(
+                    users.span(),
+                    format!("`load.stages`: expected a number of users from 0 to {MAX_USERS}"),
+                ));
+            }
+            if st.duration.get_ref().0.is_zero() {
+                return Err(self.error(
+                    st.duration.span(),
+                    "`load.stages`: expected a duration above zero",
+                ));
+            }
+            stages.push((u as u64, st.duration.get_ref().0));
+        }
+        if stages.iter().all(|s| s.0 == 0) {
+            return Err(self.error(
+                0..0,
+                "`load.stages`: expected at least one stage with users",
+            ));
+        }
+        let graceful_stop = raw
+            .graceful_stop
+            .map_or(DEFAULT_GRACEFUL_STOP, |g| g.into_inner().0);
+        Ok((
+            LoadModel::Staged {
+                stages,
+                graceful_stop,
+            },
+            None,
+        ))
+    }
+
     fn open_stages(
         &self,
         raw: RawLoad,
@@ -729,7 +826,7 @@ impl Validator<'_> {
             let at = st.span();
             let st = st.get_ref();
             if let Some(u) = &st.users {
-                return Err(self.error(u.span(), "`load.stages`: stages of `users` are not supported yet; use `rate` stages (open model) or `users` with `ramp_up`"));
+                return Err(self.error(u.span(), "`load.stages`: expected `rate` in every stage (or `users` in every stage), not both kinds"));
             }
             let Some(rate) = &st.rate else {
                 return Err(self.error(at, "`load.stages`: each stage needs `rate` and `duration`"));

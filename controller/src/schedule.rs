@@ -11,6 +11,8 @@ pub struct Slot {
     pub index: u64,
     pub start_offset: Duration,
     pub scenario: u32,
+    /// When a ramp-down stops this user; `None` for the end of the run.
+    pub stop_offset: Option<Duration>,
 }
 
 /// Smooth weighted round-robin: over any window of `sum(weights)` picks each
@@ -60,9 +62,63 @@ pub fn closed_slots(users: u64, ramp_up: Duration, scenario_weights: &[u32]) -> 
                 index: k,
                 start_offset: Duration::from_micros(u64::try_from(offset_us).unwrap_or(u64::MAX)),
                 scenario: scenarios.pick() as u32,
+                stop_offset: None,
             }
         })
         .collect()
+}
+
+/// The closed-model schedule of `stages` of `(users, duration)`, each ramping
+/// linearly from the previous level (from 0). Ramping up from `a` to `b` over
+/// `d` starts user `k` (a <= k < b) at `(k - a) * d / (b - a)` into the
+/// stage, as `ramp_up` does; ramping down stops the highest users first,
+/// user `k` (b <= k < a) at `(a - k) * d / (a - b)`. A user stopped and
+/// needed again later gets a new slot with the same index.
+pub fn staged_slots(stages: &[(u64, Duration)], scenario_weights: &[u32]) -> Vec<Slot> {
+    let mut slots: Vec<Slot> = Vec::new();
+    // Per user index: its open slot, if running.
+    let mut open: Vec<Option<usize>> = Vec::new();
+    let mut scenarios = SmoothRoundRobin::new(scenario_weights);
+    let mut user_scenario: Vec<u32> = Vec::new();
+    let (mut t, mut level) = (Duration::ZERO, 0u64);
+    let at = |t: Duration, d: Duration, num: u64, den: u64| {
+        t + Duration::from_micros(
+            u64::try_from(d.as_micros() * u128::from(num) / u128::from(den.max(1)))
+                .unwrap_or(u64::MAX),
+        )
+    };
+    for &(target, d) in stages {
+        if target > level {
+            for k in level..target {
+                let idx = k as usize;
+                if open.len() <= idx {
+                    open.resize(idx + 1, None);
+                    user_scenario.push(scenarios.pick() as u32);
+                }
+                open[idx] = Some(slots.len());
+                slots.push(Slot {
+                    index: k,
+                    start_offset: at(t, d, k - level, target - level),
+                    scenario: user_scenario[idx],
+                    stop_offset: None,
+                });
+            }
+        } else if target < level {
+            for k in target..level {
+                if let Some(i) = open[k as usize].take() {
+                    slots[i].stop_offset = Some(at(t, d, level - k, level - target));
+                }
+            }
+        }
+        t += d;
+        level = target;
+    }
+    // The end of the last stage stops everyone still running, gracefully too.
+    for i in open.into_iter().flatten() {
+        slots[i].stop_offset = Some(t);
+    }
+    slots.sort_by_key(|s| (s.start_offset, s.index));
+    slots
 }
 
 /// Deals slots to agents by weight: `result[a]` holds agent `a`'s slots in
@@ -164,6 +220,44 @@ mod tests {
         let dealt = deal(&closed_slots(9, Duration::ZERO, &[1]), &[2, 1]);
         assert_eq!((dealt[0].len(), dealt[1].len()), (6, 3));
         assert!(deal(&slots, &[]).is_empty());
+    }
+
+    #[test]
+    fn stages_start_and_stop_users_linearly() {
+        let s = |u, secs| (u, Duration::from_secs(secs));
+        let slots = staged_slots(&[s(4, 4), s(4, 10), s(0, 4)], &[1]);
+        let starts: Vec<u64> = slots.iter().map(|x| x.start_offset.as_secs()).collect();
+        assert_eq!(
+            starts,
+            [0, 1, 2, 3],
+            "up like ramp_up: user k at k * 4 s / 4"
+        );
+        let stops: Vec<u64> = slots
+            .iter()
+            .map(|x| x.stop_offset.unwrap().as_secs())
+            .collect();
+        assert_eq!(
+            stops,
+            [18, 17, 16, 15],
+            "down from the highest user: user 3 at 14 + 1 s"
+        );
+        // Up, down, up again: a stopped user comes back as a new slot.
+        let slots = staged_slots(&[s(2, 2), s(1, 2), s(2, 2)], &[1]);
+        let shape: Vec<(u64, u64, Option<u64>)> = slots
+            .iter()
+            .map(|x| {
+                (
+                    x.index,
+                    x.start_offset.as_secs(),
+                    x.stop_offset.map(|d| d.as_secs()),
+                )
+            })
+            .collect();
+        assert_eq!(
+            shape,
+            [(0, 0, Some(6)), (1, 1, Some(4)), (1, 4, Some(6))],
+            "the end stops everyone"
+        );
     }
 
     #[test]

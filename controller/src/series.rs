@@ -39,7 +39,7 @@ pub struct Series {
 
 fn parameter(plan: &Plan) -> &'static str {
     match plan.load {
-        LoadModel::Closed { .. } => "users",
+        LoadModel::Closed { .. } | LoadModel::Staged { .. } => "users",
         LoadModel::Open { .. } => "rate",
     }
 }

@@ -294,7 +294,7 @@ fn open_model_errors() {
         (
             "stages = [{ rate = 10, duration = \"1s\", users = 3 }]",
             "plan.toml:7:",
-            "stages of `users` are not supported yet",
+            "not both kinds",
         ),
     ];
     for (load, position, message) in cases {
@@ -334,4 +334,53 @@ fn sweeps_are_lists_of_users_or_rates() {
     assert!(e.contains("at least one value"), "{e}");
     let e = err(&with_load("users = [10, 2.5]\niterations = 1"));
     assert!(e.contains("`load.users`: expected an integer"), "{e}");
+}
+
+#[test]
+fn closed_stages_grammar() {
+    let p = parse(
+        "plan.toml",
+        &with_load("stages = [{ users = 10, duration = \"30s\" }, { users = 0, duration = \"10s\" }]\ngraceful_stop = \"5s\""),
+        "p",
+    )
+    .unwrap();
+    assert_eq!(
+        p.load,
+        LoadModel::Staged {
+            stages: vec![(10, Duration::from_secs(30)), (0, Duration::from_secs(10))],
+            graceful_stop: Duration::from_secs(5),
+        }
+    );
+    assert_eq!(p.users(), 10);
+    let p = parse(
+        "plan.toml",
+        &with_load("stages = [{ users = 3, duration = \"1m\" }]"),
+        "p",
+    )
+    .unwrap();
+    assert!(
+        matches!(p.load, LoadModel::Staged { graceful_stop, .. } if graceful_stop == Duration::from_secs(30))
+    );
+    let cases = [
+        (
+            "stages = [{ users = 3, duration = \"1s\" }, { rate = 5, duration = \"1s\" }]",
+            "not both kinds",
+        ),
+        (
+            "stages = [{ users = 3, duration = \"1s\" }]\nramp_up = \"1s\"",
+            "`load.ramp_up`: not allowed with `stages`",
+        ),
+        (
+            "users = 3\niterations = 1\nstages = [{ users = 3, duration = \"1s\" }]",
+            "`load.stages`: not allowed with `users`",
+        ),
+        (
+            "stages = [{ users = 0, duration = \"1s\" }]",
+            "at least one stage with users",
+        ),
+    ];
+    for (load, message) in cases {
+        let e = err(&with_load(load));
+        assert!(e.contains(message), "{load:?}: {e}");
+    }
 }

@@ -88,6 +88,11 @@ pub struct LoadSummary {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub iterations: Option<u64>,
     pub duration_s: Option<f64>,
+    /// Closed model in stages: users, ramping linearly within each stage.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_stages: Option<Vec<UserStageSummary>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub graceful_stop_s: Option<f64>,
     /// Open model: arrivals per second, ramping linearly within each stage.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rate_stages: Option<Vec<RateStageSummary>>,
@@ -95,6 +100,13 @@ pub struct LoadSummary {
     pub max_users: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_wait_s: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct UserStageSummary {
+    pub from: u64,
+    pub to: u64,
+    pub duration_s: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -113,6 +125,8 @@ impl LoadSummary {
             ramp_up_s: None,
             iterations: None,
             duration_s: None,
+            user_stages: None,
+            graceful_stop_s: None,
             rate_stages: None,
             max_users: None,
             max_wait_s: None,
@@ -129,6 +143,28 @@ impl LoadSummary {
                     RunBound::Iterations(n) => s.iterations = Some(*n),
                     RunBound::Duration(d) => s.duration_s = Some(d.as_secs_f64()),
                 }
+            }
+            LoadModel::Staged {
+                stages,
+                graceful_stop,
+            } => {
+                s.duration_s = Some(stages.iter().map(|x| x.1.as_secs_f64()).sum());
+                let mut level = 0;
+                s.user_stages = Some(
+                    stages
+                        .iter()
+                        .map(|&(u, d)| {
+                            let st = UserStageSummary {
+                                from: level,
+                                to: u,
+                                duration_s: d.as_secs_f64(),
+                            };
+                            level = u;
+                            st
+                        })
+                        .collect(),
+                );
+                s.graceful_stop_s = Some(graceful_stop.as_secs_f64());
             }
             LoadModel::Open {
                 stages,
