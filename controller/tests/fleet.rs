@@ -102,6 +102,15 @@ async fn two_agents_in_two_regions_merge_to_what_the_target_served() {
     assert_eq!((untagged, tagged), (served, served));
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
     assert!(html.contains("eu-west") && html.contains("<svg"));
+    assert!(
+        html.contains("start skew"),
+        "the report shows each agent's start skew"
+    );
+    assert!(
+        s["agents"]["a1"]["start_skew_ms"].as_f64().unwrap() < 5.0,
+        "{}",
+        s["agents"]["a1"]
+    );
 }
 
 fn base64_decode(s: &str) -> Vec<u8> {

@@ -31,6 +31,26 @@ fn fmt_ms(v: &f64) -> String {
     format!("{v:.2}")
 }
 
+/// Region, users, how it ended, start skew and dropped iterations of an agent.
+fn agent_note(a: &super::AgentEntry) -> String {
+    let mut note = format!(
+        "{} · {} users · {}",
+        a.region,
+        a.users,
+        format!("{:?}", a.end).to_lowercase()
+    );
+    if let Some(skew) = a.start_skew_ms {
+        note.push_str(&format!(" · start skew {skew:.3} ms"));
+    }
+    if let Some(rtt) = a.clock_rtt_ms {
+        note.push_str(&format!(" · clock rtt {rtt:.3} ms"));
+    }
+    if a.dropped_iterations > 0 {
+        note.push_str(&format!(" · {} dropped iterations", a.dropped_iterations));
+    }
+    note
+}
+
 /// Renders the report of a run.
 pub fn render(s: &Summary) -> Result<String, askama::Error> {
     let lat = |f: fn(&crate::stats::LatencyMs) -> f64| -> Vec<(f64, f64)> {
@@ -127,7 +147,7 @@ pub fn render(s: &Summary) -> Result<String, askama::Error> {
             .iter()
             .map(|(n, a)| Row {
                 name: n,
-                extra: format!("{} · {} users · {:?}", a.region, a.users, a.end).to_lowercase(),
+                extra: agent_note(a),
                 e: &a.results,
             })
             .collect(),
