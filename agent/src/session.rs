@@ -32,6 +32,8 @@ pub struct AgentOptions {
     pub once: bool,
     /// How the open model waits for arrival instants.
     pub timing: engine::Timing,
+    /// Shared fleet token, sent as `authorization: Bearer <token>`.
+    pub token: Option<String>,
     /// Longest wait between reconnect attempts.
     pub max_backoff: Duration,
 }
@@ -141,7 +143,20 @@ async fn attach_once(
     tx.send(msg(agent_message::Body::Hello(hello)))
         .await
         .map_err(|_| AttachError::Gone)?;
-    let mut inbound = client.attach(ReceiverStream::new(rx)).await?.into_inner();
+    let mut request = tonic::Request::new(ReceiverStream::new(rx));
+    if let Some(token) = &opts.token {
+        let value = format!("Bearer {token}")
+            .parse()
+            .map_err(|_| AttachError::Rejected("the token is not valid header text".into()))?;
+        request.metadata_mut().insert("authorization", value);
+    }
+    let mut inbound = match client.attach(request).await {
+        Ok(r) => r.into_inner(),
+        Err(status) if status.code() == tonic::Code::Unauthenticated => {
+            return Err(AttachError::Rejected(status.message().to_string()));
+        }
+        Err(status) => return Err(status.into()),
+    };
     tracing::info!(controller = %opts.controller, name = %opts.name, "attached; waiting for a run");
 
     // Wait for an assignment.
@@ -182,7 +197,7 @@ async fn attach_once(
 
     // Answer clock pings, then wait for the start signal: an instant on this
     // agent's own clock (or a relative offset), never a wall-clock time.
-    let start_at = loop {
+    let (start_at, first_lease) = loop {
         let Some(m) = inbound.message().await? else {
             return Err(AttachError::Gone);
         };
@@ -197,11 +212,12 @@ async fn attach_once(
                     .map_err(|_| AttachError::Gone)?;
             }
             Some(controller_message::Body::Start(s)) if s.run_id == run_id => {
-                break if s.start_at_us > 0 {
+                let at = if s.start_at_us > 0 {
                     clock + Duration::from_micros(s.start_at_us)
                 } else {
                     Instant::now() + Duration::from_micros(s.start_in_us)
                 };
+                break (at, Duration::from_micros(s.lease_us));
             }
             Some(controller_message::Body::Stop(_)) => return Ok(Attach::RunEnded),
             other => {
@@ -227,8 +243,23 @@ async fn attach_once(
         }
     };
     let mut last_seq = 0;
+    // The dead-man switch: without a renewed lease, all load stops. A lease
+    // of 0 (an older controller) means none.
+    let mut lease_until = (!first_lease.is_zero())
+        .then(|| tokio::time::Instant::from_std(start_at.max(Instant::now())) + first_lease);
     loop {
+        let lease_expiry = async {
+            match lease_until {
+                Some(t) => tokio::time::sleep_until(t).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
+            _ = lease_expiry => {
+                tracing::error!("lease expired: the controller is silent; stopping all load now");
+                engine.stop.hard();
+                return Err(AttachError::Gone);
+            }
             interval = engine.intervals.recv() => match interval {
                 Some(i) => {
                     last_seq = i.seq;
@@ -240,6 +271,9 @@ async fn attach_once(
                 None => break,
             },
             m = inbound.message() => match m {
+                Ok(Some(v1::ControllerMessage { body: Some(controller_message::Body::Lease(l)) })) if l.run_id == run_id => {
+                    lease_until = Some(tokio::time::Instant::now() + Duration::from_micros(l.valid_for_us));
+                }
                 Ok(Some(v1::ControllerMessage { body: Some(controller_message::Body::Stop(s)) })) => {
                     tracing::info!(graceful = s.graceful, "controller asked to stop");
                     if s.graceful { engine.stop.graceful() } else { engine.stop.hard() }

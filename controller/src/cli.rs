@@ -82,6 +82,17 @@ pub struct FleetArgs {
     /// No live progress line.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Shared fleet token agents must present (required to listen beyond
+    /// loopback). Prefer the environment or --token-file.
+    #[arg(long, env = "LOADFLEET_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// File holding the shared fleet token.
+    #[arg(long, env = "LOADFLEET_TOKEN_FILE", conflicts_with = "token")]
+    pub token_file: Option<PathBuf>,
+    /// How long an agent's lease lasts without renewal (renewed every second
+    /// while a run is active); an agent whose lease runs out stops all load.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub lease: Duration,
 }
 
 impl FleetArgs {
@@ -98,7 +109,28 @@ impl FleetArgs {
             return Err("no agents: give --expect-agents N or --local-agents N".into());
         }
         let workers = self.workers.unwrap_or_else(default_workers);
+        let token = match (&self.token, &self.token_file) {
+            (Some(t), _) => Some(t.trim().to_string()),
+            (None, Some(path)) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|e| format!("cannot read token file {}: {e}", path.display()))?
+                    .trim()
+                    .to_string(),
+            ),
+            (None, None) => None,
+        };
+        if token.as_ref().is_some_and(|t| t.len() < 16) {
+            return Err(
+                "the fleet token must be at least 16 characters (try `openssl rand -hex 32`)"
+                    .into(),
+            );
+        }
+        if self.lease < Duration::from_secs(2) {
+            return Err("--lease must be at least 2s (it is renewed every second)".into());
+        }
         Ok(RunSettings {
+            token,
+            lease: self.lease,
             listen: self
                 .listen
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0))),
@@ -240,6 +272,8 @@ fn say(text: &str) {
 
 /// How to run plans: everything but the plan itself.
 pub struct RunSettings {
+    pub token: Option<String>,
+    pub lease: Duration,
     pub listen: SocketAddr,
     pub expect_agents: usize,
     pub local_agents: Vec<LocalAgent>,
@@ -263,6 +297,8 @@ impl RunSettings {
             interrupt: self.interrupt.clone(),
             hard_interrupt: self.hard_interrupt.clone(),
             on_listening: None,
+            token: self.token.clone(),
+            lease: self.lease,
         }
     }
 }
@@ -309,7 +345,11 @@ pub async fn run_and_report(
             eprintln!("error: {e}");
             // Nothing ran: leave no empty run directory behind.
             let _ = std::fs::remove_dir(&out);
-            (EXIT_FLEET, None)
+            let code = match e {
+                fleet::FleetError::Insecure { .. } => EXIT_USAGE,
+                _ => EXIT_FLEET,
+            };
+            (code, None)
         }
     }
 }
@@ -462,6 +502,8 @@ async fn demo(
         interrupt,
         hard_interrupt,
         on_listening: None,
+        token: None,
+        lease: Duration::from_secs(5),
     };
     let (code, _) = run_and_report(opts, Some(out), None).await;
     say(&format!(

@@ -53,11 +53,21 @@ pub struct RunOptions {
     pub hard_interrupt: CancellationToken,
     /// Told the bound address once the controller listens.
     pub on_listening: Option<oneshot::Sender<SocketAddr>>,
+    /// Shared token agents must present; required beyond loopback.
+    pub token: Option<String>,
+    /// How long an agent's lease lasts without renewal.
+    pub lease: Duration,
 }
 
 /// Why a run could not happen.
 #[derive(Debug, thiserror::Error)]
 pub enum FleetError {
+    #[error(
+        "refusing to listen on {addr} without authentication: anyone who can reach it could aim this fleet. \
+         Set a shared token on the controller and every agent, e.g. `export LOADFLEET_TOKEN=$(openssl rand -hex 32)` \
+         (or --token-file), or listen on 127.0.0.1"
+    )]
+    Insecure { addr: SocketAddr },
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -199,6 +209,9 @@ fn reject(outbound: &Outbound, reason: &str) {
 
 /// Runs a plan on the fleet and returns what was measured.
 pub async fn execute(mut opts: RunOptions) -> Result<RunResult, FleetError> {
+    if !opts.listen.ip().is_loopback() && opts.token.is_none() {
+        return Err(FleetError::Insecure { addr: opts.listen });
+    }
     let listener = TcpListener::bind(opts.listen)
         .await
         .map_err(|source| FleetError::Listen {
@@ -209,12 +222,9 @@ pub async fn execute(mut opts: RunOptions) -> Result<RunResult, FleetError> {
         addr: opts.listen,
         source,
     })?;
-    if !addr.ip().is_loopback() {
-        tracing::warn!(%addr, "listening beyond loopback without authentication: anyone who can reach this port can attach an agent");
-    }
     let (events_tx, mut events) = mpsc::channel::<Event>(1024);
     let server_stop = CancellationToken::new();
-    let service = FleetServer::new(FleetService::new(events_tx))
+    let service = FleetServer::new(FleetService::new(events_tx, opts.token.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let server = tokio::spawn(
@@ -243,6 +253,7 @@ pub async fn execute(mut opts: RunOptions) -> Result<RunResult, FleetError> {
             once: true,
             max_backoff: Duration::from_millis(500),
             timing: loadfleet_agent::engine::Timing::Precise,
+            token: opts.token.clone(),
         };
         local_tasks.push(tokio::spawn(run_agent(agent_opts, local_stop.clone())));
     }
@@ -355,6 +366,7 @@ async fn drive(
             run_id: run_id.clone(),
             start_in_us,
             start_at_us,
+            lease_us: micros(opts.lease),
         }));
         a.state = State::Running;
     }
@@ -375,6 +387,13 @@ async fn drive(
                 on_event(ev, &mut agents, &mut collector, &run_id, start, progress);
             }
             _ = tick.tick() => {
+                // Renew every running agent's lease (the dead-man switch).
+                for a in agents.iter().filter(|a| a.is_running()) {
+                    a.send(controller_message::Body::Lease(v1::Lease {
+                        run_id: run_id.clone(),
+                        valid_for_us: micros(opts.lease),
+                    }));
+                }
                 close_reported(&mut collector, &agents);
                 let t = &plan.thresholds;
                 if t.abort_on_fail && !stopping && aborted_by.is_none() && start.elapsed() >= t.grace

@@ -41,15 +41,44 @@ pub enum Event {
 pub struct FleetService {
     events: mpsc::Sender<Event>,
     next_conn: AtomicU64,
+    token: Option<String>,
 }
 
 impl FleetService {
-    pub fn new(events: mpsc::Sender<Event>) -> FleetService {
+    /// With `token`, only agents presenting `authorization: Bearer <token>` may attach.
+    pub fn new(events: mpsc::Sender<Event>, token: Option<String>) -> FleetService {
         FleetService {
             events,
             next_conn: AtomicU64::new(1),
+            token,
         }
     }
+
+    fn authorize<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        let Some(expected) = &self.token else {
+            return Ok(());
+        };
+        let presented = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if constant_time_eq(presented.as_bytes(), expected.as_bytes()) {
+            Ok(())
+        } else {
+            Err(Status::unauthenticated("missing or wrong fleet token"))
+        }
+    }
+}
+
+/// Compares secrets without an early exit, so timing does not reveal how
+/// much of a guess was right (only whether the lengths match).
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 type ControllerStream = Pin<Box<dyn Stream<Item = Result<v1::ControllerMessage, Status>> + Send>>;
@@ -62,6 +91,7 @@ impl Fleet for FleetService {
         &self,
         request: Request<Streaming<v1::AgentMessage>>,
     ) -> Result<Response<Self::AttachStream>, Status> {
+        self.authorize(&request)?;
         let peer = request
             .remote_addr()
             .map_or_else(|| "unknown".to_string(), |a| a.to_string());
@@ -110,5 +140,16 @@ impl Fleet for FleetService {
             let _ = events.send(Event::Detached { conn, reason }).await;
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn token_comparison() {
+        assert!(super::constant_time_eq(b"s3cret", b"s3cret"));
+        assert!(!super::constant_time_eq(b"s3cret", b"s3creT"));
+        assert!(!super::constant_time_eq(b"s3cret", b"s3cre"));
+        assert!(!super::constant_time_eq(b"", b"x"));
     }
 }

@@ -19,6 +19,7 @@ struct Network {
 }
 
 const SUBNET: &str = "10.250.0";
+const TOKEN: &str = "netns-test-token-0123456789abcdef";
 
 fn ip(args: &[&str]) {
     let out = Command::new("ip")
@@ -36,7 +37,9 @@ fn ip(args: &[&str]) {
 impl Network {
     /// Creates `hosts`, host `i` at 10.250.0.(i+1).
     fn new(hosts: &[&str]) -> Network {
-        let prefix = format!("lf{}", std::process::id() % 100_000);
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let prefix = format!("lf{}{n}", std::process::id() % 100_000);
         let mut net = Network {
             prefix: prefix.clone(),
             hosts: Vec::new(),
@@ -126,6 +129,8 @@ fn fleet_across_hosts_merges_to_what_the_target_served() {
         &loadfleet(),
         &[
             "run",
+            "--token",
+            TOKEN,
             plan.to_str().unwrap(),
             "--listen",
             &format!("{SUBNET}.1:7700"),
@@ -146,6 +151,8 @@ fn fleet_across_hosts_merges_to_what_the_target_served() {
         &[
             "--controller",
             &url,
+            "--token",
+            TOKEN,
             "--region",
             "eu-west",
             "--name",
@@ -159,6 +166,8 @@ fn fleet_across_hosts_merges_to_what_the_target_served() {
         &[
             "--controller",
             &url,
+            "--token",
+            TOKEN,
             "--region",
             "us-east",
             "--name",
@@ -203,4 +212,108 @@ fn fleet_across_hosts_merges_to_what_the_target_served() {
         addr("a2")
     );
     assert!(s["requests"]["slow"]["latency_ms"]["p50"].as_f64().unwrap() >= 5.0);
+}
+
+/// The dead-man switch across a network: when the controller's host drops
+/// off the network mid-run (no reset, no FIN: the link just goes quiet), the
+/// agent stops all load once its lease runs out. Measured at the target.
+#[test]
+fn agent_stops_within_its_lease_when_the_controller_goes_silent() {
+    let net = Network::new(&["ctl", "tgt", "a1"]);
+    let testbed_bin = loadfleet().with_file_name("loadfleet-testbed");
+    let target = net.spawn(
+        "tgt",
+        &testbed_bin,
+        &[
+            "--listen",
+            &format!("{SUBNET}.2:8080"),
+            "--default-latency",
+            "5ms",
+            "--report-every",
+            "200ms",
+            "--exit-after",
+            "120",
+        ],
+    );
+    target.wait_for_line("listening on", Duration::from_secs(10));
+    let dir = tempfile::tempdir().unwrap();
+    let plan = write_plan(
+        dir.path(),
+        "long.toml",
+        &plan_toml(
+            &format!("http://{SUBNET}.2:8080"),
+            "users = 4\nduration = \"60s\"",
+            &[("home", "/")],
+        ),
+    );
+    let ctl = net.spawn(
+        "ctl",
+        &loadfleet(),
+        &[
+            "run",
+            "--token",
+            TOKEN,
+            plan.to_str().unwrap(),
+            "--listen",
+            &format!("{SUBNET}.1:7700"),
+            "--expect-agents",
+            "1",
+            "--lease",
+            "3s",
+            "-q",
+        ],
+    );
+    ctl.wait_for_line("listening on", Duration::from_secs(10));
+    let agent = net.spawn(
+        "a1",
+        &agent_bin(),
+        &[
+            "--controller",
+            &format!("http://{SUBNET}.1:7700"),
+            "--token",
+            TOKEN,
+            "--name",
+            "a1",
+            "--once",
+        ],
+    );
+    agent.wait_for_line("assigned", Duration::from_secs(20));
+    std::thread::sleep(Duration::from_secs(2));
+
+    // The controller's host goes quiet: its link drops, nothing is sent.
+    let cut = std::time::Instant::now();
+    ip(&["-n", &net.ns("ctl"), "link", "set", "eth0", "down"]);
+    agent.wait_for_line("lease expired", Duration::from_secs(10));
+    let noticed = cut.elapsed();
+    // Watch the target's count (printed every 200 ms) until it has been flat for 2 s.
+    let mut last = 0u64;
+    let mut last_change = cut;
+    let watch_until = std::time::Instant::now() + Duration::from_secs(2);
+    while std::time::Instant::now() < watch_until {
+        let line = target.wait_for_line("served ", Duration::from_secs(2));
+        let n: u64 = line
+            .trim()
+            .trim_start_matches("served ")
+            .parse()
+            .unwrap_or(0);
+        if n != last {
+            last = n;
+            last_change = std::time::Instant::now();
+        }
+    }
+    let stopped_after = last_change.saturating_duration_since(cut);
+    eprintln!(
+        "agent noticed after {noticed:?}; the target's count last moved {stopped_after:?} after the cut, at {last}"
+    );
+    assert!(
+        noticed <= Duration::from_secs(6),
+        "the lease (3 s) must stop load within 6 s, took {noticed:?}"
+    );
+    assert!(
+        stopped_after <= Duration::from_secs(6),
+        "traffic at the target stopped {stopped_after:?} after the cut"
+    );
+    assert!(last > 100, "load was flowing before the cut: {last}");
+    drop(ctl);
+    drop(agent);
 }

@@ -205,6 +205,11 @@ impl Testbed {
         &self.stats
     }
 
+    /// A shared handle on the counters, usable after the server is moved.
+    pub fn stats_handle(&self) -> Arc<Stats> {
+        self.stats.clone()
+    }
+
     /// Stops accepting connections and waits for the accept loop to end.
     pub async fn stop(mut self) {
         let _ = self.shutdown.send(true);

@@ -32,6 +32,13 @@ struct Args {
     /// Exit after one run instead of waiting for the next.
     #[arg(long)]
     once: bool,
+    /// Shared fleet token (prefer the environment or --token-file: command
+    /// lines are visible to other users of the machine).
+    #[arg(long, env = "LOADFLEET_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// File holding the shared fleet token.
+    #[arg(long, env = "LOADFLEET_TOKEN_FILE", conflicts_with = "token")]
+    token_file: Option<std::path::PathBuf>,
     /// Open model: wait for arrivals on the millisecond timer only (up to
     /// ~2 ms late, reported as send lateness) instead of polling the last
     /// 2 ms before each arrival; keeps a small machine idle between arrivals.
@@ -55,7 +62,19 @@ fn main() -> ExitCode {
     let workers = args
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let token = match (&args.token, &args.token_file) {
+        (Some(t), _) => Some(t.trim().to_string()),
+        (None, Some(path)) => match std::fs::read_to_string(path) {
+            Ok(t) => Some(t.trim().to_string()),
+            Err(e) => {
+                eprintln!("error: cannot read token file {}: {e}", path.display());
+                return ExitCode::from(2);
+            }
+        },
+        (None, None) => None,
+    };
     let opts = AgentOptions {
+        token,
         controller: args.controller,
         name: args.name.unwrap_or_else(default_name),
         region: args.region,

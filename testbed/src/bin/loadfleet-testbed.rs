@@ -23,6 +23,10 @@ struct Args {
     /// Latency of paths no --latency prefix matches, e.g. 20ms.
     #[arg(long, value_parser = parse_default_latency, default_value = "0ms")]
     default_latency: Duration,
+    /// Print "served N" to stderr this often (e.g. 200ms), to watch load
+    /// arrive and stop from outside.
+    #[arg(long, value_parser = parse_default_latency)]
+    report_every: Option<Duration>,
     /// Stop by itself after this many seconds (0 = run until Ctrl-C).
     #[arg(long, default_value_t = 0)]
     exit_after: u64,
@@ -48,6 +52,16 @@ async fn main() -> anyhow::Result<()> {
     let bed = loadfleet_testbed::Testbed::start(args.listen, config).await?;
     // On stderr, so scripts can wait for it while stdout stays for results.
     eprintln!("loadfleet-testbed: listening on http://{}", bed.addr());
+    let stats = bed.stats_handle();
+    if let Some(every) = args.report_every {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                eprintln!("served {}", stats.served());
+            }
+        });
+    }
     if args.exit_after > 0 {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
