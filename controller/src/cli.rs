@@ -45,6 +45,14 @@ pub enum Command {
     /// until an SLO breaks, then narrow down between the last good and the
     /// first bad step.
     Capacity(CapacityArgs),
+    /// Compare runs with the first one: p50, p95, p99, req/s and errors per
+    /// step and overall, with the change in percent and a verdict.
+    Compare(CompareArgs),
+    /// Rebuild report.html of a run directory from its summary.json alone.
+    Report {
+        /// The run directory.
+        run: PathBuf,
+    },
     /// Start a test target in-process and run a small plan on two local agents over gRPC.
     Demo(DemoArgs),
 }
@@ -183,6 +191,25 @@ pub struct CapacityArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct CompareArgs {
+    /// Run directories; the first is the baseline.
+    #[arg(required = true, num_args = 2..)]
+    pub runs: Vec<PathBuf>,
+    /// Percent change per step that counts as worse or better.
+    #[arg(long, default_value_t = 2.0)]
+    pub step_threshold: f64,
+    /// Percent change of all steps together that counts as worse or better.
+    #[arg(long, default_value_t = 4.0)]
+    pub overall_threshold: f64,
+    /// Exit 1 when any change is worse (to gate a CI pipeline).
+    #[arg(long)]
+    pub fail_on_regression: bool,
+    /// Also write one comparison report (HTML) here.
+    #[arg(long)]
+    pub html: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
 pub struct DemoArgs {
     /// Run directory (default: runs/<UTC timestamp>-demo/).
     #[arg(long)]
@@ -260,6 +287,29 @@ pub async fn main_with(
             };
             ExitCode::from(search.run(&settings, &plan, args.out).await)
         }
+        Command::Compare(args) => ExitCode::from(compare_runs(&args)),
+        Command::Report { run } => match output::read_summary(&run) {
+            Ok(summary) => match output::report::render(&summary) {
+                Ok(html) => match std::fs::write(run.join("report.html"), html) {
+                    Ok(()) => {
+                        say(&format!("report: {}", run.join("report.html").display()));
+                        ExitCode::from(EXIT_OK)
+                    }
+                    Err(e) => {
+                        eprintln!("error: cannot write the report: {e}");
+                        ExitCode::from(EXIT_FLEET)
+                    }
+                },
+                Err(e) => {
+                    eprintln!("error: cannot render the report: {e}");
+                    ExitCode::from(EXIT_FLEET)
+                }
+            },
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(EXIT_USAGE)
+            }
+        },
         Command::Demo(args) => demo(args, interrupt, hard_interrupt).await,
     }
 }
@@ -268,6 +318,53 @@ pub async fn main_with(
 fn say(text: &str) {
     use std::io::Write;
     let _ = writeln!(std::io::stdout().lock(), "{text}");
+}
+
+fn compare_runs(args: &CompareArgs) -> u8 {
+    let mut runs = Vec::new();
+    for dir in &args.runs {
+        match output::read_summary(dir) {
+            Ok(s) => runs.push((dir.display().to_string(), s)),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return EXIT_USAGE;
+            }
+        }
+    }
+    let limits = crate::compare::Limits {
+        step: args.step_threshold,
+        overall: args.overall_threshold,
+    };
+    let (base_name, base) = &runs[0];
+    let comparisons: Vec<crate::compare::Comparison> = runs[1..]
+        .iter()
+        .map(|(name, s)| crate::compare::compare((base_name, base), (name, s), limits))
+        .collect();
+    for c in &comparisons {
+        say(&crate::compare::render(c, limits));
+    }
+    if let Some(path) = &args.html {
+        let summaries: Vec<(&str, &Summary)> = runs.iter().map(|(n, s)| (n.as_str(), s)).collect();
+        match output::report::render_comparison(&summaries, &comparisons, limits) {
+            Ok(html) => {
+                if let Err(e) = std::fs::write(path, html) {
+                    eprintln!("error: cannot write {}: {e}", path.display());
+                    return EXIT_FLEET;
+                }
+                say(&format!("comparison report: {}", path.display()));
+            }
+            Err(e) => {
+                eprintln!("error: cannot render the comparison: {e}");
+                return EXIT_FLEET;
+            }
+        }
+    }
+    let worse: usize = comparisons.iter().map(|c| c.worse()).sum();
+    if args.fail_on_regression && worse > 0 {
+        eprintln!("{worse} change(s) are worse than the thresholds");
+        return EXIT_ERRORS;
+    }
+    EXIT_OK
 }
 
 /// How to run plans: everything but the plan itself.

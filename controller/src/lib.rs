@@ -5,6 +5,7 @@
 
 pub mod capacity;
 pub mod cli;
+pub mod compare;
 pub mod duration;
 pub mod fleet;
 pub mod output;

@@ -81,7 +81,7 @@ impl Sparse {
 }
 
 /// Errors of one kind.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct ErrorAgg {
     pub count: u64,
     pub sample: String,
@@ -146,7 +146,7 @@ impl Tally {
 }
 
 /// Latency figures of a histogram, in milliseconds.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, serde::Deserialize)]
 pub struct LatencyMs {
     pub min: f64,
     pub mean: f64,
@@ -178,7 +178,7 @@ impl LatencyMs {
 }
 
 /// One finished interval of the whole fleet, for progress and charts.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct IntervalPoint {
     pub seq: u64,
     /// Start of the interval, seconds from the run's start.

@@ -54,7 +54,7 @@ pub struct Thresholds {
 }
 
 /// How a rule came out.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct Outcome {
     pub rule: String,
     /// `overall` or the step's name.

@@ -19,7 +19,7 @@ use crate::stats::{ErrorAgg, IntervalPoint, LatencyMs, Tally};
 pub const SUMMARY_SCHEMA: &str = "loadfleet.summary/1";
 
 /// Results of one slice of the run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Entry {
     pub requests: u64,
     pub errors: u64,
@@ -29,7 +29,7 @@ pub struct Entry {
     /// each request's intended send time (see `latency` in the summary).
     pub latency_ms: Option<LatencyMs>,
     /// Open model only: the same responses measured from the actual send.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency_uncorrected_ms: Option<LatencyMs>,
 }
 
@@ -51,7 +51,7 @@ impl Entry {
 }
 
 /// One agent's results and how its part ended.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct AgentEntry {
     pub region: String,
     /// Where the agent connected from, as the controller saw it.
@@ -59,7 +59,7 @@ pub struct AgentEntry {
     pub users: usize,
     pub end: AgentEnd,
     pub ended_at_s: Option<f64>,
-    #[serde(skip_serializing_if = "String::is_empty")]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub note: String,
     /// Shortest round trip of the clock-sync pings.
     pub clock_rtt_ms: Option<f64>,
@@ -75,41 +75,41 @@ pub struct AgentEntry {
 }
 
 /// The load model as run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct LoadSummary {
     /// `closed` or `open`.
-    pub model: &'static str,
+    pub model: String,
     pub description: String,
     /// Closed model: users, ramp-up, and iterations or duration.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub users: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ramp_up_s: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iterations: Option<u64>,
     pub duration_s: Option<f64>,
     /// Closed model in stages: users, ramping linearly within each stage.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_stages: Option<Vec<UserStageSummary>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub graceful_stop_s: Option<f64>,
     /// Open model: arrivals per second, ramping linearly within each stage.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_stages: Option<Vec<RateStageSummary>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_users: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_wait_s: Option<f64>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct UserStageSummary {
     pub from: u64,
     pub to: u64,
     pub duration_s: f64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct RateStageSummary {
     pub from: f64,
     pub to: f64,
@@ -119,7 +119,7 @@ pub struct RateStageSummary {
 impl LoadSummary {
     fn of(load: &LoadModel) -> LoadSummary {
         let mut s = LoadSummary {
-            model: "closed",
+            model: "closed".into(),
             description: load.describe(),
             users: None,
             ramp_up_s: None,
@@ -171,7 +171,7 @@ impl LoadSummary {
                 max_users,
                 max_wait,
             } => {
-                s.model = "open";
+                s.model = "open".into();
                 s.duration_s = Some(stages.iter().map(|x| x.duration.as_secs_f64()).sum());
                 s.rate_stages = Some(
                     stages
@@ -192,17 +192,17 @@ impl LoadSummary {
 }
 
 /// How latency was measured.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct LatencyInfo {
-    pub unit: &'static str,
-    pub measured_from: &'static str,
+    pub unit: String,
+    pub measured_from: String,
     pub coordinated_omission_corrected: bool,
 }
 
 /// Everything `summary.json` holds.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Summary {
-    pub schema: &'static str,
+    pub schema: String,
     pub name: String,
     pub run_id: String,
     pub status: RunStatus,
@@ -294,7 +294,7 @@ impl Summary {
                 .or_insert_with(|| Entry::of(&Tally::default(), d));
         }
         Summary {
-            schema: SUMMARY_SCHEMA,
+            schema: SUMMARY_SCHEMA.into(),
             name: r.plan.name.clone(),
             run_id: r.run_id.clone(),
             status: r.status,
@@ -307,14 +307,14 @@ impl Summary {
             load: LoadSummary::of(&r.plan.load),
             latency: if open {
                 LatencyInfo {
-                    unit: "ms",
-                    measured_from: "intended_send",
+                    unit: "ms".into(),
+                    measured_from: "intended_send".into(),
                     coordinated_omission_corrected: true,
                 }
             } else {
                 LatencyInfo {
-                    unit: "ms",
-                    measured_from: "send",
+                    unit: "ms".into(),
+                    measured_from: "send".into(),
                     coordinated_omission_corrected: false,
                 }
             },
@@ -348,6 +348,29 @@ pub fn latency_note(s: &Summary) -> &'static str {
     } else {
         "latency in ms, measured from when each request was sent (closed model: not corrected for coordinated omission)"
     }
+}
+
+/// Reads a run directory's `summary.json`.
+pub fn read_summary(dir: &Path) -> Result<Summary, String> {
+    let path = dir.join("summary.json");
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let summary: Summary = serde_json::from_str(&text).map_err(|e| {
+        format!(
+            "{}:{}:{}: not a loadfleet summary: {e}",
+            path.display(),
+            e.line(),
+            e.column()
+        )
+    })?;
+    if summary.schema != SUMMARY_SCHEMA {
+        return Err(format!(
+            "{}: schema {:?}, expected {SUMMARY_SCHEMA:?}",
+            path.display(),
+            summary.schema
+        ));
+    }
+    Ok(summary)
 }
 
 /// The files of a run directory.

@@ -31,6 +31,74 @@ fn fmt_ms(v: &f64) -> String {
     format!("{v:.2}")
 }
 
+#[derive(Template)]
+#[template(path = "compare.html")]
+struct ComparisonReport<'a> {
+    runs: Vec<(&'a str, &'a Summary, String)>,
+    comparisons: &'a [crate::compare::Comparison],
+    limits: crate::compare::Limits,
+}
+
+fn fmt_opt(v: &Option<f64>) -> String {
+    v.map_or_else(|| "-".to_string(), |v| format!("{v:.2}"))
+}
+
+fn fmt_pct(v: &Option<f64>) -> String {
+    v.map_or_else(|| "-".to_string(), |v| format!("{v:+.1}%"))
+}
+
+/// One comparison report: the delta tables, and each run's latency over
+/// time side by side.
+pub fn render_comparison(
+    runs: &[(&str, &Summary)],
+    comparisons: &[crate::compare::Comparison],
+    limits: crate::compare::Limits,
+) -> Result<String, askama::Error> {
+    let runs = runs
+        .iter()
+        .map(|(name, s)| {
+            let lat = |f: fn(&crate::stats::LatencyMs) -> f64| -> Vec<(f64, f64)> {
+                s.timeline
+                    .iter()
+                    .filter_map(|p| {
+                        p.latency_ms
+                            .as_ref()
+                            .map(|l| (p.start_s + p.length_s, f(l)))
+                    })
+                    .collect()
+            };
+            let chart = line_chart(
+                &format!("Latency over time: {name}"),
+                "milliseconds",
+                &[
+                    Series {
+                        name: "p50",
+                        color: "#1f77b4",
+                        points: lat(|l| l.p50),
+                    },
+                    Series {
+                        name: "p95",
+                        color: "#2ca02c",
+                        points: lat(|l| l.p95),
+                    },
+                    Series {
+                        name: "p99",
+                        color: "#ff7f0e",
+                        points: lat(|l| l.p99),
+                    },
+                ],
+            );
+            (*name, *s, chart)
+        })
+        .collect();
+    ComparisonReport {
+        runs,
+        comparisons,
+        limits,
+    }
+    .render()
+}
+
 /// Region, users, how it ended, start skew and dropped iterations of an agent.
 fn agent_note(a: &super::AgentEntry) -> String {
     let mut note = format!(

@@ -1,0 +1,171 @@
+//! `loadfleet compare`: a slower target is flagged worse, an identical one
+//! is not, and `--fail-on-regression` gates on it; `loadfleet report`
+//! rebuilds a report from the run directory alone.
+
+mod support;
+
+use std::path::Path;
+use std::time::Duration;
+
+use loadfleet_testbed::Config;
+use support::*;
+
+async fn run_against(latency_ms: u64, dir: &Path, name: &str) -> std::path::PathBuf {
+    let bed = testbed(Config {
+        default_latency: Duration::from_millis(latency_ms),
+        ..Config::default()
+    })
+    .await;
+    let plan = write_plan(
+        dir,
+        &format!("{name}.toml"),
+        &plan_toml(
+            &bed.base_url(),
+            "users = 4\niterations = 20",
+            &[("home", "/"), ("page", "/page")],
+        ),
+    );
+    let out = dir.join(name);
+    let exit = run_plan(&plan, &out).await;
+    assert_eq!(exit.code, 0, "{}", exit.stderr);
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slower_runs_are_flagged_and_identical_ones_are_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let fast = run_against(100, dir.path(), "fast").await;
+    let same = run_against(100, dir.path(), "same").await;
+    let slow = run_against(150, dir.path(), "slow").await;
+    let arg = |p: &Path| p.to_str().unwrap().to_string();
+
+    let exit = run(
+        &loadfleet(),
+        &["compare", &arg(&fast), &arg(&slow)],
+        Duration::from_secs(20),
+    );
+    assert_eq!(
+        exit.code, 0,
+        "without --fail-on-regression a regression is reported, not failed: {}",
+        exit.stderr
+    );
+    let overall_p50 = exit
+        .stdout
+        .lines()
+        .find(|l| l.contains("overall") && l.contains("p50_ms"))
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        overall_p50.contains("WORSE") && (overall_p50.contains("+4") || overall_p50.contains("+5")),
+        "150 ms vs 100 ms is about +50%: {overall_p50}"
+    );
+    let gated = run(
+        &loadfleet(),
+        &["compare", &arg(&fast), &arg(&slow), "--fail-on-regression"],
+        Duration::from_secs(20),
+    );
+    assert_eq!(gated.code, 1);
+
+    let back = run(
+        &loadfleet(),
+        &["compare", &arg(&slow), &arg(&fast)],
+        Duration::from_secs(20),
+    );
+    assert!(
+        back.stdout
+            .lines()
+            .any(|l| l.contains("overall") && l.contains("p50_ms") && l.contains("better")),
+        "{}",
+        back.stdout
+    );
+
+    let html = dir.path().join("cmp.html");
+    let identical = run(
+        &loadfleet(),
+        &[
+            "compare",
+            &arg(&fast),
+            &arg(&same),
+            "--fail-on-regression",
+            "--html",
+            html.to_str().unwrap(),
+        ],
+        Duration::from_secs(20),
+    );
+    assert_eq!(
+        identical.code, 0,
+        "identical profiles flag nothing: {}",
+        identical.stdout
+    );
+    assert!(identical.stdout.contains("0 worse"), "{}", identical.stdout);
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(
+        page.contains("<svg") && page.matches("<svg").count() == 2 && page.contains("p95_ms"),
+        "both runs' charts and the delta table"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn different_load_parameters_are_warned_about() {
+    let bed = testbed(Config::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let a = write_plan(
+        dir.path(),
+        "a.toml",
+        &plan_toml(
+            &bed.base_url(),
+            "users = 2\niterations = 3",
+            &[("home", "/")],
+        ),
+    );
+    let b = write_plan(
+        dir.path(),
+        "b.toml",
+        &plan_toml(
+            &bed.base_url(),
+            "users = 3\niterations = 3",
+            &[("home", "/")],
+        ),
+    );
+    let (ra, rb) = (dir.path().join("ra"), dir.path().join("rb"));
+    assert_eq!(run_plan(&a, &ra).await.code, 0);
+    assert_eq!(run_plan(&b, &rb).await.code, 0);
+    let exit = run(
+        &loadfleet(),
+        &["compare", ra.to_str().unwrap(), rb.to_str().unwrap()],
+        Duration::from_secs(20),
+    );
+    assert!(
+        exit.stdout
+            .contains("warning: the runs may not be comparable: users differs: 2 vs 3"),
+        "{}",
+        exit.stdout
+    );
+
+    // The report is rebuilt from summary.json alone.
+    std::fs::remove_file(ra.join("report.html")).unwrap();
+    let exit = run(
+        &loadfleet(),
+        &["report", ra.to_str().unwrap()],
+        Duration::from_secs(20),
+    );
+    assert_eq!(exit.code, 0, "{}", exit.stderr);
+    let html = std::fs::read_to_string(ra.join("report.html")).unwrap();
+    let s = summary(&ra);
+    assert!(
+        html.contains(&format!("<td>{}</td>", s["total"]["requests"])),
+        "the rebuilt report has the run's numbers"
+    );
+    // Not a run directory: a clear error.
+    let exit = run(
+        &loadfleet(),
+        &[
+            "compare",
+            ra.to_str().unwrap(),
+            dir.path().to_str().unwrap(),
+        ],
+        Duration::from_secs(20),
+    );
+    assert_eq!(exit.code, 2);
+    assert!(exit.stderr.contains("summary.json"), "{}", exit.stderr);
+}
