@@ -25,8 +25,23 @@ fn chromium() -> PathBuf {
     );
 }
 
-/// The DOM after Chromium loaded and laid out the page.
-fn dump_dom(file: &Path) -> String {
+/// Headless Chromium on `file`, with every network request sent to a proxy
+/// that answers nothing and records what was asked. Returns (stdout,
+/// stderr, requests the page made). Chromium's own calls home (time,
+/// updates, accounts) are not the page's and are left out.
+fn chromium_run(file: &Path, extra: &[&str]) -> (String, String, Vec<String>) {
+    let proxy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let proxy_addr = proxy.local_addr().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    std::thread::spawn(move || {
+        for conn in proxy.incoming().flatten() {
+            let _ = conn.set_read_timeout(Some(std::time::Duration::from_secs(1)));
+            let mut line = String::new();
+            let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(conn), &mut line);
+            record.lock().unwrap().push(line.trim().to_string());
+        }
+    });
     let profile = tempfile::tempdir().unwrap();
     let out = Command::new(chromium())
         .args([
@@ -39,9 +54,12 @@ fn dump_dom(file: &Path) -> String {
             "--disable-component-update",
             "--disable-sync",
             &format!("--user-data-dir={}", profile.path().display()),
-            "--dump-dom",
-            &format!("file://{}", file.display()),
+            &format!("--proxy-server=http://{proxy_addr}"),
+            "--enable-logging=stderr",
+            "--v=0",
         ])
+        .args(extra)
+        .arg(format!("file://{}", file.display()))
         .output()
         .expect("chromium runs");
     assert!(
@@ -49,7 +67,42 @@ fn dump_dom(file: &Path) -> String {
         "chromium failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8(out.stdout).expect("utf-8 DOM")
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let browser_services = ["google.com", "googleapis.com", "gstatic.com", "gvt1.com"];
+    let page_requests = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| {
+            !browser_services
+                .iter()
+                .any(|h| l.split(' ').nth(1).unwrap_or("").contains(h))
+        })
+        .cloned()
+        .collect();
+    (
+        String::from_utf8(out.stdout).expect("utf-8"),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        page_requests,
+    )
+}
+
+/// The DOM after Chromium loaded the page and ran its script.
+fn dump_dom(file: &Path) -> String {
+    let (dom, stderr, requests) = chromium_run(file, &["--dump-dom"]);
+    assert!(
+        requests.is_empty(),
+        "the page made network requests: {requests:?}"
+    );
+    let console_errors: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("CONSOLE") && (l.contains("Uncaught") || l.contains("Error")))
+        .collect();
+    assert!(
+        console_errors.is_empty(),
+        "console errors: {console_errors:?}"
+    );
+    dom
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -129,6 +182,33 @@ async fn report_renders_offline_with_the_summary_numbers() {
     assert!(
         dom.matches("<polyline").count() >= 4,
         "latency chart lines rendered"
+    );
+    // Every chart drew something: each SVG has at least one line with points.
+    for (i, svg) in dom.split("<svg").skip(1).enumerate() {
+        let svg = svg.split("</svg>").next().unwrap();
+        assert!(
+            svg.contains("<polyline") && svg.contains("points=\"") && !svg.contains("points=\"\""),
+            "chart {i} is empty"
+        );
+    }
+    assert!(dom.contains("data-series=\"overall\"") && dom.contains("Percentile distribution"));
+    // A picture for people: kept as a test artifact.
+    let artifacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    let png = artifacts.join("report.png");
+    let (_, _, requests) = chromium_run(
+        &out.join("report.html"),
+        &[
+            "--window-size=1000,2600",
+            &format!("--screenshot={}", png.display()),
+        ],
+    );
+    assert!(requests.is_empty(), "{requests:?}");
+    assert!(
+        std::fs::metadata(&png)
+            .map(|m| m.len() > 10_000)
+            .unwrap_or(false),
+        "screenshot written"
     );
     assert!(dom.contains("http_404"), "errors table lists the kind");
     assert!(

@@ -31,6 +31,27 @@ pub struct Entry {
     /// Open model only: the same responses measured from the actual send.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency_uncorrected_ms: Option<LatencyMs>,
+    /// The percentile distribution, as HdrHistogram iterates it (5 ticks per
+    /// half distance to 100%): `[percentile, latency ms]` pairs, for charts
+    /// on a 1/(1-p) axis and for comparing runs.
+    #[serde(default)]
+    pub distribution: Vec<(f64, f64)>,
+}
+
+/// The percentile distribution of a histogram: `[percentile, ms]` pairs.
+pub fn distribution(h: &hdrhistogram::Histogram<u64>) -> Vec<(f64, f64)> {
+    if h.is_empty() {
+        return Vec::new();
+    }
+    let mut out: Vec<(f64, f64)> = Vec::new();
+    for v in h.iter_quantiles(5) {
+        let p = (v.quantile_iterated_to() * 1e6).round() / 1e4;
+        let ms = v.value_iterated_to() as f64 / 1000.0;
+        if out.last().is_none_or(|&(lp, _)| p > lp) {
+            out.push((p, ms));
+        }
+    }
+    out
 }
 
 impl Entry {
@@ -46,6 +67,7 @@ impl Entry {
                 .as_ref()
                 .and_then(LatencyMs::of)
                 .map(round_latency),
+            distribution: distribution(&t.histogram),
         }
     }
 }

@@ -4,7 +4,7 @@
 
 use askama::Template;
 
-use super::svg::{Series, line_chart};
+use super::svg::{Series, line_chart, percentile_chart};
 use super::{Entry, Summary};
 
 struct Row<'a> {
@@ -24,8 +24,19 @@ struct Report<'a> {
     agents: Vec<Row<'a>>,
     latency_chart: String,
     throughput_chart: String,
+    users_chart: String,
+    distribution_chart: String,
+    /// Names of the distribution's series, for the toggles.
+    distribution_series: Vec<(String, &'static str)>,
+    /// (step, error kind, count)
+    step_errors: Vec<(&'a str, &'a str, u64)>,
     latency_note: &'static str,
 }
+
+const PALETTE: [&str; 10] = [
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+    "#bcbd22", "#17becf",
+];
 
 fn fmt_ms(v: &f64) -> String {
     format!("{v:.2}")
@@ -163,9 +174,48 @@ pub fn render(s: &Summary) -> Result<String, askama::Error> {
             .map(|p| (p.start_s + p.length_s, f(p)))
             .collect()
     };
+    let users_chart = line_chart(
+        "Active users over time",
+        "users",
+        &[Series {
+            name: "users",
+            color: "#7f7f7f",
+            points: per_s(|p| p.active_users as f64),
+        }],
+    );
+    let mut dist = vec![Series {
+        name: "overall",
+        color: "#000000",
+        points: s.total.distribution.clone(),
+    }];
+    let mut names = vec![("overall".to_string(), "#000000")];
+    let scoped = s
+        .regions
+        .iter()
+        .map(|(n, e)| (format!("region {n}"), e))
+        .chain(s.requests.iter().map(|(n, e)| (format!("step {n}"), e)))
+        .collect::<Vec<_>>();
+    for (i, (name, e)) in scoped.iter().enumerate() {
+        names.push((name.clone(), PALETTE[i % PALETTE.len()]));
+        dist.push(Series {
+            name,
+            color: PALETTE[i % PALETTE.len()],
+            points: e.distribution.clone(),
+        });
+    }
+    let distribution_chart = percentile_chart("Percentile distribution of the whole run", &dist);
+    let step_errors = s
+        .requests
+        .iter()
+        .flat_map(|(step, e)| {
+            e.errors_by_kind
+                .iter()
+                .map(move |(k, n)| (step.as_str(), k.as_str(), *n))
+        })
+        .collect();
     let throughput_chart = line_chart(
-        "Requests, errors and active users over time",
-        "per second / users",
+        "Requests and errors over time",
+        "per second",
         &[
             Series {
                 name: "req/s",
@@ -176,11 +226,6 @@ pub fn render(s: &Summary) -> Result<String, askama::Error> {
                 name: "errors/s",
                 color: "#d62728",
                 points: per_s(|p| p.errors as f64 / p.length_s.max(0.001)),
-            },
-            Series {
-                name: "users",
-                color: "#7f7f7f",
-                points: per_s(|p| p.active_users as f64),
             },
         ],
     );
@@ -221,6 +266,10 @@ pub fn render(s: &Summary) -> Result<String, askama::Error> {
             .collect(),
         latency_chart,
         throughput_chart,
+        users_chart,
+        distribution_chart,
+        distribution_series: names,
+        step_errors,
         latency_note: super::latency_note(s),
     }
     .render()

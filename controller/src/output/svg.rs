@@ -153,3 +153,116 @@ mod tests {
         assert!(svg.contains("<polyline"));
     }
 }
+
+/// x position of a percentile on HdrHistogram's axis: log10(1 / (1 - p)).
+fn percentile_x(p: f64) -> f64 {
+    let tail = (1.0 - p / 100.0).max(1e-7);
+    (1.0 / tail).log10()
+}
+
+/// The percentile distribution on a log axis (x = 1/(1-p): ticks at 90%,
+/// 99%, 99.9% …). Every series is a `<g class="series" data-series=…>` that
+/// a little script of the page can hide or show.
+pub fn percentile_chart(title: &str, series: &[Series<'_>]) -> String {
+    let (w, h) = (760.0, 300.0);
+    let (left, right, top, bottom) = (60.0, 20.0, 30.0, 40.0);
+    let pw = w - left - right;
+    let ph = h - top - bottom;
+    let finite = |p: f64| p < 100.0;
+    let xmax = series
+        .iter()
+        .flat_map(|s| {
+            s.points
+                .iter()
+                .filter(|q| finite(q.0))
+                .map(|q| percentile_x(q.0))
+        })
+        .fold(1.0_f64, f64::max)
+        .ceil()
+        .max(2.0);
+    let ymax = nice_max(
+        series
+            .iter()
+            .flat_map(|s| s.points.iter().map(|q| q.1))
+            .fold(0.0, f64::max),
+    );
+    let x = |p: f64| left + percentile_x(p).min(xmax) / xmax * pw;
+    let y = |v: f64| top + ph - v / ymax * ph;
+    let mut o = String::new();
+    let _ = write!(
+        o,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {w} {h}" width="{w}" height="{h}" role="img" aria-label="{t}">"#,
+        t = esc(title)
+    );
+    let _ = write!(
+        o,
+        r#"<text x="{left}" y="18" font-size="14" font-weight="bold">{}</text>"#,
+        esc(title)
+    );
+    for i in 0..=4 {
+        let v = ymax * f64::from(i) / 4.0;
+        let _ = write!(
+            o,
+            r##"<line x1="{left}" x2="{}" y1="{yy:.1}" y2="{yy:.1}" stroke="#ddd"/><text x="{}" y="{:.1}" font-size="11" text-anchor="end">{}</text>"##,
+            left + pw,
+            left - 6.0,
+            y(v) + 4.0,
+            fmt_num(v),
+            yy = y(v)
+        );
+    }
+    let labels = ["0%", "90%", "99%", "99.9%", "99.99%", "99.999%", "99.9999%"];
+    for (decade, label) in labels.iter().enumerate().take(xmax as usize + 1) {
+        let xx = left + decade as f64 / xmax * pw;
+        let _ = write!(
+            o,
+            r##"<line x1="{xx:.1}" x2="{xx:.1}" y1="{top}" y2="{}" stroke="#eee"/><text x="{xx:.1}" y="{}" font-size="11" text-anchor="middle">{label}</text>"##,
+            top + ph,
+            top + ph + 16.0
+        );
+    }
+    let _ = write!(
+        o,
+        r#"<text x="14" y="{:.1}" font-size="11" transform="rotate(-90 14 {:.1})" text-anchor="middle">milliseconds</text>"#,
+        top + ph / 2.0,
+        top + ph / 2.0
+    );
+    for s in series {
+        let pts: Vec<String> = s
+            .points
+            .iter()
+            .filter(|q| finite(q.0))
+            .map(|&(p, v)| format!("{:.1},{:.1}", x(p), y(v)))
+            .collect();
+        let _ = write!(
+            o,
+            r#"<g class="series" data-series="{name}"><polyline fill="none" stroke="{}" stroke-width="1.6" points="{}"><title>{name}</title></polyline></g>"#,
+            esc(s.color),
+            pts.join(" "),
+            name = esc(s.name)
+        );
+    }
+    o.push_str("</svg>");
+    o
+}
+
+#[cfg(test)]
+mod percentile_tests {
+    use super::*;
+
+    #[test]
+    fn log_axis_positions() {
+        assert!((percentile_x(90.0) - 1.0).abs() < 1e-9);
+        assert!((percentile_x(99.0) - 2.0).abs() < 1e-9);
+        assert!((percentile_x(99.9) - 3.0).abs() < 1e-6);
+        let svg = percentile_chart(
+            "d",
+            &[Series {
+                name: "<r>",
+                color: "red",
+                points: vec![(0.0, 1.0), (99.0, 5.0), (100.0, 9.0)],
+            }],
+        );
+        assert!(svg.contains("99%") && svg.contains(r#"data-series="&lt;r&gt;""#));
+    }
+}
