@@ -192,6 +192,17 @@ pub struct IntervalPoint {
     pub latency_ms: Option<LatencyMs>,
 }
 
+/// One step in one interval, for `requests.csv`.
+#[derive(Debug, Clone)]
+pub struct StepIntervalRow {
+    pub step: usize,
+    pub start_s: f64,
+    pub length_s: f64,
+    pub requests: u64,
+    pub errors: u64,
+    pub latency_ms: Option<LatencyMs>,
+}
+
 /// An interval histogram as it goes into `latency.hlog`.
 #[derive(Debug, Clone)]
 pub struct LoggedInterval {
@@ -206,7 +217,7 @@ pub struct LoggedInterval {
 #[derive(Debug)]
 struct OpenInterval {
     dropped: u64,
-    steps: BTreeMap<usize, Histogram<u64>>,
+    steps: BTreeMap<usize, Tally>,
     total: Tally,
     active: BTreeMap<String, u32>,
     end: Duration,
@@ -223,6 +234,7 @@ pub struct Collector {
     pub agents: BTreeMap<String, Tally>,
     pub timeline: Vec<IntervalPoint>,
     pub logged: Vec<LoggedInterval>,
+    pub step_rows: Vec<StepIntervalRow>,
     /// Reports that arrived after their interval was closed (counted in the
     /// totals, missing from the timeline).
     pub late_reports: u64,
@@ -251,6 +263,7 @@ impl Collector {
             agents: BTreeMap::new(),
             timeline: Vec::new(),
             logged: Vec::new(),
+            step_rows: Vec::new(),
             late_reports: 0,
             dropped_reports: 0,
             dropped: 0,
@@ -354,7 +367,7 @@ impl Collector {
             }
             if let Some(o) = open.as_deref_mut() {
                 o.total.add(h, None, errors);
-                h.add_to(o.steps.entry(*idx).or_insert_with(new_histogram));
+                o.steps.entry(*idx).or_default().add(h, None, errors);
             }
         }
         Ok(())
@@ -400,8 +413,16 @@ impl Collector {
                     }
                 };
             log(None, &o.total.histogram, &mut serializer);
-            for (idx, h) in &o.steps {
-                log(Some(*idx), h, &mut serializer);
+            for (idx, t) in &o.steps {
+                log(Some(*idx), &t.histogram, &mut serializer);
+                self.step_rows.push(StepIntervalRow {
+                    step: *idx,
+                    start_s: start.as_secs_f64(),
+                    length_s: length.as_secs_f64(),
+                    requests: t.requests(),
+                    errors: t.error_count(),
+                    latency_ms: t.latency(),
+                });
             }
         }
         self.closed_before = self.closed_before.max(seq);

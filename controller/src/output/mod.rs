@@ -1,6 +1,7 @@
 //! What a run leaves behind: the terminal table, `summary.json`,
 //! `latency.hlog` and `report.html`, all from one [`Summary`].
 
+pub mod exports;
 pub mod hlog;
 pub mod report;
 pub mod svg;
@@ -402,6 +403,8 @@ pub struct RunFiles {
     pub summary: PathBuf,
     pub hlog: PathBuf,
     pub report: PathBuf,
+    pub hgrm: PathBuf,
+    pub csv: PathBuf,
 }
 
 /// Writes `summary.json`, `latency.hlog` and `report.html` into `dir`.
@@ -412,6 +415,8 @@ pub fn write_run_dir(r: &RunResult, summary: &Summary, dir: &Path) -> std::io::R
         summary: dir.join("summary.json"),
         hlog: dir.join("latency.hlog"),
         report: dir.join("report.html"),
+        hgrm: dir.join("latency.hgrm"),
+        csv: dir.join("requests.csv"),
     };
     let json = serde_json::to_string_pretty(summary).map_err(std::io::Error::other)?;
     std::fs::write(&files.summary, json + "\n")?;
@@ -422,5 +427,10 @@ pub fn write_run_dir(r: &RunResult, summary: &Summary, dir: &Path) -> std::io::R
         &files.report,
         report::render(summary).map_err(std::io::Error::other)?,
     )?;
+    std::fs::write(
+        &files.hgrm,
+        exports::hgrm(&r.collector.total.histogram, 1000.0),
+    )?;
+    std::fs::write(&files.csv, exports::requests_csv(&r.collector))?;
     Ok(files)
 }
