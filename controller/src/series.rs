@@ -112,8 +112,16 @@ pub async fn run_series(
     let table = render(&series);
     println!("{table}");
     let json = serde_json::to_string_pretty(&series).unwrap_or_default();
+    let html = match html(&series) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("error: cannot render the series report: {e}");
+            return crate::cli::EXIT_FLEET;
+        }
+    };
     if let Err(e) = std::fs::write(dir.join("series.json"), json + "\n")
         .and_then(|()| std::fs::write(dir.join("series.txt"), table + "\n"))
+        .and_then(|()| std::fs::write(dir.join("series.html"), html))
     {
         eprintln!("error: cannot write the series table: {e}");
         return crate::cli::EXIT_FLEET;
@@ -173,4 +181,76 @@ pub fn render(s: &Series) -> String {
     let mut out = String::new();
     let _ = write!(out, "series {} ({} per run)\n{t}", s.name, s.parameter);
     out
+}
+
+#[derive(askama::Template)]
+#[template(path = "series.html")]
+struct SeriesPage<'a> {
+    s: &'a Series,
+    latency_chart: String,
+    rps_chart: String,
+}
+
+fn ms(v: &Option<f64>) -> String {
+    v.map_or_else(|| "-".to_string(), |v| format!("{v:.2}"))
+}
+
+/// `series.html`: the table, and latency and req/s against the load.
+pub fn html(s: &Series) -> Result<String, askama::Error> {
+    use crate::output::svg::{Series as Line, xy_chart};
+    use askama::Template;
+    let pts = |f: fn(&SeriesRow) -> Option<f64>| -> Vec<(f64, f64)> {
+        s.runs
+            .iter()
+            .filter_map(|r| f(r).map(|v| (r.value, v)))
+            .collect()
+    };
+    let unit = if s.parameter == "users" {
+        " users"
+    } else {
+        "/s"
+    };
+    let latency_chart = xy_chart(
+        &format!("Latency against {}", s.parameter),
+        unit,
+        "milliseconds",
+        &[
+            Line {
+                name: "p50",
+                color: "#1f77b4",
+                points: pts(|r| r.p50_ms),
+            },
+            Line {
+                name: "p90",
+                color: "#9467bd",
+                points: pts(|r| r.p90_ms),
+            },
+            Line {
+                name: "p95",
+                color: "#2ca02c",
+                points: pts(|r| r.p95_ms),
+            },
+            Line {
+                name: "p99",
+                color: "#ff7f0e",
+                points: pts(|r| r.p99_ms),
+            },
+        ],
+    );
+    let rps_chart = xy_chart(
+        &format!("Requests per second against {}", s.parameter),
+        unit,
+        "req/s",
+        &[Line {
+            name: "req/s",
+            color: "#1f77b4",
+            points: pts(|r| Some(r.rps)),
+        }],
+    );
+    SeriesPage {
+        s,
+        latency_chart,
+        rps_chart,
+    }
+    .render()
 }

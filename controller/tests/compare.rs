@@ -99,10 +99,24 @@ async fn slower_runs_are_flagged_and_identical_ones_are_not() {
     );
     assert!(identical.stdout.contains("0 worse"), "{}", identical.stdout);
     let page = std::fs::read_to_string(&html).unwrap();
-    assert!(
-        page.contains("<svg") && page.matches("<svg").count() == 2 && page.contains("p95_ms"),
-        "both runs' charts and the delta table"
+    assert_eq!(
+        page.matches("<svg").count(),
+        3,
+        "overlaid distributions and both runs' latency charts"
     );
+    // In a browser, offline: the delta table and every chart are drawn.
+    let dom = dump_dom(&html);
+    assert!(
+        dom.contains("p95_ms") && dom.contains(&format!("{} against {}", arg(&same), arg(&fast))),
+        "delta table rendered"
+    );
+    for svg in dom.split("<svg").skip(1) {
+        let svg = svg.split("</svg>").next().unwrap();
+        assert!(
+            svg.contains("<polyline") && !svg.contains("points=\"\""),
+            "a chart is empty"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -59,4 +59,21 @@ async fn a_users_sweep_writes_one_run_per_value_and_a_series_table() {
         "{}",
         exit.stdout
     );
+    // The series report, in a browser: one row per value, charts drawn.
+    let dom = dump_dom(&out.join("series.html"));
+    for users in [2, 4, 6] {
+        assert!(
+            dom.contains(&format!("<td>{users}</td>")),
+            "a row for {users} users"
+        );
+    }
+    assert!(
+        dom.contains("users-4/report.html"),
+        "rows link to each run's report"
+    );
+    assert_eq!(
+        dom.matches("<polyline").count(),
+        5,
+        "p50, p90, p95, p99 and req/s against users"
+    );
 }

@@ -46,8 +46,13 @@ fn fmt_ms(v: &f64) -> String {
 #[template(path = "compare.html")]
 struct ComparisonReport<'a> {
     runs: Vec<(&'a str, &'a Summary, String)>,
+    distributions: String,
     comparisons: &'a [crate::compare::Comparison],
     limits: crate::compare::Limits,
+}
+
+fn color(i: &usize) -> &'static str {
+    PALETTE[*i % PALETTE.len()]
 }
 
 fn fmt_opt(v: &Option<f64>) -> String {
@@ -101,9 +106,21 @@ pub fn render_comparison(
             );
             (*name, *s, chart)
         })
+        .collect::<Vec<_>>();
+    let overlaid: Vec<Series<'_>> = runs
+        .iter()
+        .enumerate()
+        .map(|(i, (name, s, _))| Series {
+            name,
+            color: PALETTE[i % PALETTE.len()],
+            points: s.total.distribution.clone(),
+        })
         .collect();
+    let distributions =
+        percentile_chart("Percentile distributions, overlaid (all steps)", &overlaid);
     ComparisonReport {
         runs,
+        distributions,
         comparisons,
         limits,
     }

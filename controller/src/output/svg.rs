@@ -31,6 +31,11 @@ pub fn nice_max(v: f64) -> f64 {
 
 /// Renders a line chart of the series (x in seconds).
 pub fn line_chart(title: &str, y_label: &str, series: &[Series<'_>]) -> String {
+    xy_chart(title, "s", y_label, series)
+}
+
+/// A line chart with `x_unit` after every x tick ("s" for time, "" for a count).
+pub fn xy_chart(title: &str, x_unit: &str, y_label: &str, series: &[Series<'_>]) -> String {
     let (w, h) = (760.0, 260.0);
     let (left, right, top, bottom) = (60.0, 20.0, 30.0, 40.0);
     let pw = w - left - right;
@@ -74,10 +79,11 @@ pub fn line_chart(title: &str, y_label: &str, series: &[Series<'_>]) -> String {
         let xv = xmax * f64::from(i) / 4.0;
         let _ = write!(
             o,
-            r#"<text x="{:.1}" y="{}" font-size="11" text-anchor="middle">{}s</text>"#,
+            r#"<text x="{:.1}" y="{}" font-size="11" text-anchor="middle">{}{}</text>"#,
             x(xv),
             top + ph + 16.0,
-            fmt_num(xv)
+            fmt_num(xv),
+            esc(x_unit)
         );
     }
     let _ = write!(

@@ -240,3 +240,101 @@ pub async fn run_plan(plan: &Path, out: &Path) -> Exit {
     );
     exited(p, Duration::from_secs(60)).await
 }
+
+// === headless Chromium ===
+
+/// Debian's Chromium (`apt-get install chromium`; .ci/run installs it).
+pub fn chromium() -> PathBuf {
+    for p in [
+        "/usr/bin/chromium",
+        "/usr/bin/chromium-browser",
+        "/usr/bin/google-chrome",
+    ] {
+        if Path::new(p).exists() {
+            return PathBuf::from(p);
+        }
+    }
+    panic!(
+        "headless Chromium is needed for this test: `apt-get install chromium` (.ci/run installs it)"
+    );
+}
+
+/// Headless Chromium on `file`, with every network request sent to a proxy
+/// that answers nothing and records what was asked. Returns (stdout,
+/// stderr, requests the page made). Chromium's own calls home (time,
+/// updates, accounts) are not the page's and are left out.
+pub fn chromium_run(file: &Path, extra: &[&str]) -> (String, String, Vec<String>) {
+    let proxy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let proxy_addr = proxy.local_addr().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    std::thread::spawn(move || {
+        for conn in proxy.incoming().flatten() {
+            let _ = conn.set_read_timeout(Some(std::time::Duration::from_secs(1)));
+            let mut line = String::new();
+            let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(conn), &mut line);
+            record.lock().unwrap().push(line.trim().to_string());
+        }
+    });
+    let profile = tempfile::tempdir().unwrap();
+    let out = Command::new(chromium())
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            &format!("--user-data-dir={}", profile.path().display()),
+            &format!("--proxy-server=http://{proxy_addr}"),
+            "--enable-logging=stderr",
+            "--v=0",
+        ])
+        .args(extra)
+        .arg(format!("file://{}", file.display()))
+        .output()
+        .expect("chromium runs");
+    assert!(
+        out.status.success(),
+        "chromium failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let browser_services = ["google.com", "googleapis.com", "gstatic.com", "gvt1.com"];
+    let page_requests = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| {
+            !browser_services
+                .iter()
+                .any(|h| l.split(' ').nth(1).unwrap_or("").contains(h))
+        })
+        .cloned()
+        .collect();
+    (
+        String::from_utf8(out.stdout).expect("utf-8"),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        page_requests,
+    )
+}
+
+/// The DOM after Chromium loaded the page and ran its script.
+pub fn dump_dom(file: &Path) -> String {
+    let (dom, stderr, requests) = chromium_run(file, &["--dump-dom"]);
+    assert!(
+        requests.is_empty(),
+        "the page made network requests: {requests:?}"
+    );
+    let console_errors: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("CONSOLE") && (l.contains("Uncaught") || l.contains("Error")))
+        .collect();
+    assert!(
+        console_errors.is_empty(),
+        "console errors: {console_errors:?}"
+    );
+    dom
+}
