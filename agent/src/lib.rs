@@ -15,4 +15,4 @@ pub mod engine;
 pub mod recorder;
 pub mod session;
 
-pub use session::{AgentError, AgentOptions, run_agent};
+pub use session::{AgentError, AgentOptions, AgentTls, run_agent};

@@ -34,8 +34,18 @@ pub struct AgentOptions {
     pub timing: engine::Timing,
     /// Shared fleet token, sent as `authorization: Bearer <token>`.
     pub token: Option<String>,
+    /// mTLS: the fleet CA (to verify the controller) and this agent's certificate and key, PEM.
+    pub tls: Option<AgentTls>,
     /// Longest wait between reconnect attempts.
     pub max_backoff: Duration,
+}
+
+/// mTLS material of an agent.
+#[derive(Debug, Clone)]
+pub struct AgentTls {
+    pub ca_pem: String,
+    pub cert_pem: String,
+    pub key_pem: String,
 }
 
 /// Why an agent stopped.
@@ -43,6 +53,8 @@ pub struct AgentOptions {
 pub enum AgentError {
     #[error("controller address `{0}` is not a valid URL")]
     BadControllerUrl(String),
+    #[error("TLS setup: {0}")]
+    Tls(String),
     #[error("controller rejected this agent: {0}")]
     Rejected(String),
 }
@@ -79,6 +91,26 @@ pub async fn run_agent(opts: AgentOptions, shutdown: CancellationToken) -> Resul
         .keep_alive_timeout(Duration::from_secs(10))
         .keep_alive_while_idle(true)
         .tcp_nodelay(true);
+    let endpoint = match &opts.tls {
+        None => endpoint,
+        Some(t) => {
+            if !opts.controller.starts_with("https://") {
+                return Err(AgentError::Tls(format!(
+                    "with certificates the controller address must be https://, got {}",
+                    opts.controller
+                )));
+            }
+            let config = tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(&t.ca_pem))
+                .identity(tonic::transport::Identity::from_pem(
+                    &t.cert_pem,
+                    &t.key_pem,
+                ));
+            endpoint
+                .tls_config(config)
+                .map_err(|e| AgentError::Tls(e.to_string()))?
+        }
+    };
     let seed = u64::from(std::process::id())
         ^ (Instant::now().elapsed().as_nanos() as u64)
         ^ hash(&opts.name);
@@ -152,7 +184,12 @@ async fn attach_once(
     }
     let mut inbound = match client.attach(request).await {
         Ok(r) => r.into_inner(),
-        Err(status) if status.code() == tonic::Code::Unauthenticated => {
+        Err(status)
+            if matches!(
+                status.code(),
+                tonic::Code::Unauthenticated | tonic::Code::PermissionDenied
+            ) =>
+        {
             return Err(AttachError::Rejected(status.message().to_string()));
         }
         Err(status) => return Err(status.into()),

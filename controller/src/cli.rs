@@ -45,6 +45,9 @@ pub enum Command {
     /// until an SLO breaks, then narrow down between the last good and the
     /// first bad step.
     Capacity(CapacityArgs),
+    /// Make mTLS certificates: a fleet CA, the controller's, one per agent.
+    #[command(subcommand)]
+    Certs(CertsCommand),
     /// Compare runs with the first one: p50, p95, p99, req/s and errors per
     /// step and overall, with the change in percent and a verdict.
     Compare(CompareArgs),
@@ -97,6 +100,11 @@ pub struct FleetArgs {
     /// File holding the shared fleet token.
     #[arg(long, env = "LOADFLEET_TOKEN_FILE", conflicts_with = "token")]
     pub token_file: Option<PathBuf>,
+    /// mTLS: a directory made by `loadfleet certs init` (ca.pem,
+    /// controller.pem, controller.key). Only agents with a certificate from
+    /// that CA, naming them, may attach; agents dial https://.
+    #[arg(long, env = "LOADFLEET_TLS_DIR")]
+    pub tls_dir: Option<PathBuf>,
     /// How long an agent's lease lasts without renewal (renewed every second
     /// while a run is active); an agent whose lease runs out stops all load.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
@@ -136,7 +144,13 @@ impl FleetArgs {
         if self.lease < Duration::from_secs(2) {
             return Err("--lease must be at least 2s (it is renewed every second)".into());
         }
+        let tls = self
+            .tls_dir
+            .as_deref()
+            .map(crate::certs::ControllerTls::load)
+            .transpose()?;
         Ok(RunSettings {
+            tls,
             token,
             lease: self.lease,
             listen: self
@@ -188,6 +202,23 @@ pub struct CapacityArgs {
     pub out: Option<PathBuf>,
     #[command(flatten)]
     pub fleet: FleetArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CertsCommand {
+    /// Create a CA and the controller's certificate in DIR.
+    Init {
+        dir: PathBuf,
+        /// Host names or IP addresses agents use to reach the controller; repeatable.
+        #[arg(long = "host", default_values_t = ["localhost".to_string(), "127.0.0.1".to_string()])]
+        hosts: Vec<String>,
+    },
+    /// Create DIR/agents/NAME.pem and NAME.key for agent NAME, signed by DIR's CA.
+    Agent {
+        name: String,
+        #[arg(long)]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -288,6 +319,37 @@ pub async fn main_with(
             ExitCode::from(search.run(&settings, &plan, args.out).await)
         }
         Command::Compare(args) => ExitCode::from(compare_runs(&args)),
+        Command::Certs(CertsCommand::Init { dir, hosts }) => match crate::certs::init(&dir, &hosts)
+        {
+            Ok(()) => {
+                say(&format!(
+                    "fleet CA and controller certificate (for {}) in {}; keep ca.key safe\nnext: loadfleet certs agent NAME --dir {}",
+                    hosts.join(", "),
+                    dir.display(),
+                    dir.display()
+                ));
+                ExitCode::from(EXIT_OK)
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(EXIT_USAGE)
+            }
+        },
+        Command::Certs(CertsCommand::Agent { name, dir }) => match crate::certs::agent(&dir, &name)
+        {
+            Ok((cert, key)) => {
+                say(&format!(
+                    "agent {name}: {} and {}",
+                    cert.display(),
+                    key.display()
+                ));
+                ExitCode::from(EXIT_OK)
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(EXIT_USAGE)
+            }
+        },
         Command::Report { run } => match output::read_summary(&run) {
             Ok(summary) => match output::report::render(&summary) {
                 Ok(html) => match std::fs::write(run.join("report.html"), html) {
@@ -370,6 +432,7 @@ fn compare_runs(args: &CompareArgs) -> u8 {
 /// How to run plans: everything but the plan itself.
 pub struct RunSettings {
     pub token: Option<String>,
+    pub tls: Option<crate::certs::ControllerTls>,
     pub lease: Duration,
     pub listen: SocketAddr,
     pub expect_agents: usize,
@@ -395,6 +458,7 @@ impl RunSettings {
             hard_interrupt: self.hard_interrupt.clone(),
             on_listening: None,
             token: self.token.clone(),
+            tls: self.tls.clone(),
             lease: self.lease,
         }
     }
@@ -600,6 +664,7 @@ async fn demo(
         hard_interrupt,
         on_listening: None,
         token: None,
+        tls: None,
         lease: Duration::from_secs(5),
     };
     let (code, _) = run_and_report(opts, Some(out), None).await;

@@ -53,8 +53,10 @@ pub struct RunOptions {
     pub hard_interrupt: CancellationToken,
     /// Told the bound address once the controller listens.
     pub on_listening: Option<oneshot::Sender<SocketAddr>>,
-    /// Shared token agents must present; required beyond loopback.
+    /// Shared token agents must present.
     pub token: Option<String>,
+    /// mTLS: only agents with a certificate from this CA, naming them, attach.
+    pub tls: Option<crate::certs::ControllerTls>,
     /// How long an agent's lease lasts without renewal.
     pub lease: Duration,
 }
@@ -64,8 +66,8 @@ pub struct RunOptions {
 pub enum FleetError {
     #[error(
         "refusing to listen on {addr} without authentication: anyone who can reach it could aim this fleet. \
-         Set a shared token on the controller and every agent, e.g. `export LOADFLEET_TOKEN=$(openssl rand -hex 32)` \
-         (or --token-file), or listen on 127.0.0.1"
+         Use mTLS (`loadfleet certs init DIR`, then --tls-dir DIR), or set a shared token on the controller and every agent, \
+         e.g. `export LOADFLEET_TOKEN=$(openssl rand -hex 32)` (or --token-file), or listen on 127.0.0.1"
     )]
     Insecure { addr: SocketAddr },
     #[error("cannot listen on {addr}: {source}")]
@@ -209,8 +211,13 @@ fn reject(outbound: &Outbound, reason: &str) {
 
 /// Runs a plan on the fleet and returns what was measured.
 pub async fn execute(mut opts: RunOptions) -> Result<RunResult, FleetError> {
-    if !opts.listen.ip().is_loopback() && opts.token.is_none() {
+    if !opts.listen.ip().is_loopback() && opts.token.is_none() && opts.tls.is_none() {
         return Err(FleetError::Insecure { addr: opts.listen });
+    }
+    if opts.tls.is_some() && !opts.local_agents.is_empty() {
+        return Err(FleetError::Unfit(
+            "agents in this process have no certificates: with --tls-dir, start loadfleet-agent processes".into(),
+        ));
     }
     let listener = TcpListener::bind(opts.listen)
         .await
@@ -224,11 +231,27 @@ pub async fn execute(mut opts: RunOptions) -> Result<RunResult, FleetError> {
     })?;
     let (events_tx, mut events) = mpsc::channel::<Event>(1024);
     let server_stop = CancellationToken::new();
-    let service = FleetServer::new(FleetService::new(events_tx, opts.token.clone()))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let service = FleetServer::new(FleetService::new(
+        events_tx,
+        opts.token.clone(),
+        opts.tls.is_some(),
+    ))
+    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+    .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(t) = &opts.tls {
+        let config = tonic::transport::ServerTlsConfig::new()
+            .identity(tonic::transport::Identity::from_pem(
+                &t.cert_pem,
+                &t.key_pem,
+            ))
+            .client_ca_root(tonic::transport::Certificate::from_pem(&t.ca_pem));
+        builder = builder
+            .tls_config(config)
+            .map_err(|e| FleetError::Unfit(format!("TLS setup: {e}")))?;
+    }
     let server = tokio::spawn(
-        tonic::transport::Server::builder()
+        builder
             .http2_keepalive_interval(Some(Duration::from_secs(10)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
             .add_service(service)
@@ -254,6 +277,7 @@ pub async fn execute(mut opts: RunOptions) -> Result<RunResult, FleetError> {
             max_backoff: Duration::from_millis(500),
             timing: loadfleet_agent::engine::Timing::Precise,
             token: opts.token.clone(),
+            tls: None,
         };
         local_tasks.push(tokio::spawn(run_agent(agent_opts, local_stop.clone())));
     }

@@ -4,6 +4,7 @@
 #![deny(rust_2018_idioms)]
 
 pub mod capacity;
+pub mod certs;
 pub mod cli;
 pub mod compare;
 pub mod duration;

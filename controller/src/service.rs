@@ -42,15 +42,22 @@ pub struct FleetService {
     events: mpsc::Sender<Event>,
     next_conn: AtomicU64,
     token: Option<String>,
+    /// mTLS: an agent's certificate must name the agent it claims to be.
+    check_cert_names: bool,
 }
 
 impl FleetService {
     /// With `token`, only agents presenting `authorization: Bearer <token>` may attach.
-    pub fn new(events: mpsc::Sender<Event>, token: Option<String>) -> FleetService {
+    pub fn new(
+        events: mpsc::Sender<Event>,
+        token: Option<String>,
+        check_cert_names: bool,
+    ) -> FleetService {
         FleetService {
             events,
             next_conn: AtomicU64::new(1),
             token,
+            check_cert_names,
         }
     }
 
@@ -95,6 +102,7 @@ impl Fleet for FleetService {
         let peer = request
             .remote_addr()
             .map_or_else(|| "unknown".to_string(), |a| a.to_string());
+        let certs = request.peer_certs();
         let mut inbound = request.into_inner();
         let hello = match inbound.message().await? {
             Some(v1::AgentMessage {
@@ -111,6 +119,18 @@ impl Fleet for FleetService {
             return Err(Status::invalid_argument(
                 "agent region must be 1 to 128 bytes",
             ));
+        }
+        if self.check_cert_names {
+            let named = certs
+                .as_ref()
+                .and_then(|c| c.first())
+                .is_some_and(|der| crate::certs::cert_names_agent(der, &hello.name));
+            if !named {
+                return Err(Status::permission_denied(format!(
+                    "agent name `{}` does not match its certificate",
+                    hello.name
+                )));
+            }
         }
         let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
         let (outbound, rx) = mpsc::channel(64);

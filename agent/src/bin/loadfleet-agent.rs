@@ -36,6 +36,15 @@ struct Args {
     /// lines are visible to other users of the machine).
     #[arg(long, env = "LOADFLEET_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// mTLS: the fleet CA certificate (PEM), to verify the controller.
+    #[arg(long, env = "LOADFLEET_CA", requires_all = ["cert", "key"])]
+    ca: Option<std::path::PathBuf>,
+    /// mTLS: this agent's certificate (PEM), from `loadfleet certs agent NAME`.
+    #[arg(long, env = "LOADFLEET_CERT", requires = "ca")]
+    cert: Option<std::path::PathBuf>,
+    /// mTLS: this agent's private key (PEM).
+    #[arg(long, env = "LOADFLEET_KEY", requires = "ca")]
+    key: Option<std::path::PathBuf>,
     /// File holding the shared fleet token.
     #[arg(long, env = "LOADFLEET_TOKEN_FILE", conflicts_with = "token")]
     token_file: Option<std::path::PathBuf>,
@@ -73,7 +82,27 @@ fn main() -> ExitCode {
         },
         (None, None) => None,
     };
+    let tls = match (&args.ca, &args.cert, &args.key) {
+        (Some(ca), Some(cert), Some(key)) => {
+            let read = |p: &std::path::Path| {
+                std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()))
+            };
+            match (read(ca), read(cert), read(key)) {
+                (Ok(ca_pem), Ok(cert_pem), Ok(key_pem)) => Some(loadfleet_agent::AgentTls {
+                    ca_pem,
+                    cert_pem,
+                    key_pem,
+                }),
+                (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
+        _ => None,
+    };
     let opts = AgentOptions {
+        tls,
         token,
         controller: args.controller,
         name: args.name.unwrap_or_else(default_name),
@@ -107,7 +136,10 @@ fn main() -> ExitCode {
         });
         match run_agent(opts, shutdown).await {
             Ok(()) => ExitCode::SUCCESS,
-            Err(e @ loadfleet_agent::AgentError::BadControllerUrl(_)) => {
+            Err(
+                e @ (loadfleet_agent::AgentError::BadControllerUrl(_)
+                | loadfleet_agent::AgentError::Tls(_)),
+            ) => {
                 eprintln!("error: {e}");
                 ExitCode::from(2)
             }

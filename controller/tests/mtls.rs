@@ -1,0 +1,108 @@
+//! mTLS between controller and agents: only agents with a certificate from
+//! the fleet's CA attach, and only under the name their certificate gives.
+
+mod support;
+
+use std::path::Path;
+use std::time::Duration;
+
+use loadfleet_testbed::Config;
+use support::*;
+
+fn certs(args: &[&str]) {
+    let exit = run(&loadfleet(), args, Duration::from_secs(20));
+    assert_eq!(exit.code, 0, "loadfleet {args:?}: {}", exit.stderr);
+}
+
+fn tls_agent(url: &str, dir: &Path, cert_of: &str, name: &str) -> Proc {
+    let d = |f: &str| dir.join(f).to_str().unwrap().to_string();
+    let (ca, cert, key) = (
+        d("ca.pem"),
+        d(&format!("agents/{cert_of}.pem")),
+        d(&format!("agents/{cert_of}.key")),
+    );
+    agent(
+        url,
+        "eu",
+        name,
+        &["--ca", &ca, "--cert", &cert, "--key", &key],
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_agents_with_a_fleet_certificate_under_their_own_name_attach() {
+    let bed = testbed(Config::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = dir.path().join("fleet");
+    let other = dir.path().join("other");
+    certs(&["certs", "init", fleet.to_str().unwrap()]);
+    certs(&["certs", "agent", "a1", "--dir", fleet.to_str().unwrap()]);
+    certs(&["certs", "init", other.to_str().unwrap()]);
+    certs(&["certs", "agent", "a1", "--dir", other.to_str().unwrap()]);
+
+    let plan = write_plan(
+        dir.path(),
+        "p.toml",
+        &plan_toml(
+            &bed.base_url(),
+            "users = 2\niterations = 5",
+            &[("home", "/")],
+        ),
+    );
+    let out = dir.path().join("run");
+    let ctl = Proc::spawn(
+        &loadfleet(),
+        &[
+            "run",
+            plan.to_str().unwrap(),
+            "--tls-dir",
+            fleet.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--expect-agents",
+            "1",
+            "--wait-agents",
+            "30s",
+            "-q",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    let addr = ctl.listen_addr();
+    let url = format!("https://{addr}");
+
+    // A certificate from another CA never gets through the handshake.
+    let mut stranger = tls_agent(&url, &other, "a1", "a1");
+    // No certificate at all: plain gRPC to a TLS port fails too.
+    let mut plain = agent(&format!("http://{addr}"), "eu", "a1", &[]);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        stranger.is_running() && plain.is_running(),
+        "still knocking: they were never let in"
+    );
+    drop(stranger);
+    drop(plain);
+    assert_eq!(bed.stats().served(), 0);
+
+    // The fleet's certificate for a1 cannot attach as another agent.
+    let impostor = exited(tls_agent(&url, &fleet, "a1", "a2"), Duration::from_secs(20)).await;
+    assert_eq!(impostor.code, 3);
+    assert!(
+        impostor.stderr.contains("does not match its certificate"),
+        "{}",
+        impostor.stderr
+    );
+
+    // a1 with its own certificate runs the plan.
+    let member = tls_agent(&url, &fleet, "a1", "a1");
+    let exit = exited(ctl, Duration::from_secs(60)).await;
+    assert_eq!(exit.code, 0, "{}", exit.stderr);
+    assert_eq!(exited(member, Duration::from_secs(20)).await.code, 0);
+    let s = summary(&out);
+    assert_eq!(
+        s["agents"].as_object().unwrap().keys().collect::<Vec<_>>(),
+        ["a1"]
+    );
+    assert_eq!(s["total"]["requests"], 10);
+    assert_eq!(bed.stats().served(), 10);
+}
