@@ -48,6 +48,14 @@ impl RateSchedule {
         (self.total_arrivals - 1e-9).ceil().max(0.0) as u64
     }
 
+    /// The highest rate of any stage.
+    pub fn peak(&self) -> Option<f64> {
+        self.stages
+            .iter()
+            .map(|s| s.from.max(s.to))
+            .reduce(f64::max)
+    }
+
     /// Length of the schedule.
     pub fn duration(&self) -> Duration {
         self.duration

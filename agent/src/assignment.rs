@@ -101,6 +101,13 @@ pub struct OpenLoad {
     pub scenario_cycle: Vec<usize>,
 }
 
+impl OpenLoad {
+    /// The highest fleet-wide rate of the schedule.
+    pub fn schedule_peak(&self) -> Option<f64> {
+        self.schedule.peak()
+    }
+}
+
 /// Everything an agent needs to run its share of a run.
 #[derive(Debug, Clone)]
 pub struct Assignment {

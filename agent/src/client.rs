@@ -66,14 +66,20 @@ pub type Failure = (ErrorKind, String);
 /// The connection of one virtual user.
 pub struct UserClient {
     target: Arc<Target>,
+    policy: Arc<crate::policy::Policy>,
     tls: Option<Tls>,
     sender: Option<SendRequest<Empty<Bytes>>>,
 }
 
 impl UserClient {
-    pub fn new(target: Arc<Target>, tls: Option<Tls>) -> UserClient {
+    pub fn new(
+        target: Arc<Target>,
+        tls: Option<Tls>,
+        policy: Arc<crate::policy::Policy>,
+    ) -> UserClient {
         UserClient {
             target,
+            policy,
             tls,
             sender: None,
         }
@@ -123,19 +129,26 @@ impl UserClient {
 
     async fn connect(&mut self) -> Result<SendRequest<Empty<Bytes>>, Failure> {
         let t = &self.target;
-        let stream = match t.host.parse::<std::net::IpAddr>() {
-            Ok(ip) => TcpStream::connect((ip, t.port)).await,
-            Err(_) => {
-                let mut addrs = tokio::net::lookup_host((t.host.as_str(), t.port))
-                    .await
-                    .map_err(|e| (ErrorKind::Dns, format!("resolving {}: {e}", t.host)))?;
-                let addr = addrs
-                    .next()
-                    .ok_or_else(|| (ErrorKind::Dns, format!("{} has no address", t.host)))?;
-                TcpStream::connect(addr).await
-            }
+        let addr = match t.host.parse::<std::net::IpAddr>() {
+            Ok(ip) => std::net::SocketAddr::new(ip, t.port),
+            Err(_) => tokio::net::lookup_host((t.host.as_str(), t.port))
+                .await
+                .map_err(|e| (ErrorKind::Dns, format!("resolving {}: {e}", t.host)))?
+                .next()
+                .ok_or_else(|| (ErrorKind::Dns, format!("{} has no address", t.host)))?,
+        };
+        // Checked on the address actually dialed, so DNS cannot slip past it.
+        if !self.policy.address_allowed(&t.host, addr.ip()) {
+            return Err((
+                ErrorKind::Blocked,
+                format!(
+                    "{} resolved to {}, outside this agent's --allow-target list",
+                    t.host,
+                    addr.ip()
+                ),
+            ));
         }
-        .map_err(|e| {
+        let stream = TcpStream::connect(addr).await.map_err(|e| {
             (
                 ErrorKind::Connect,
                 format!("connecting to {}:{}: {e}", t.host, t.port),

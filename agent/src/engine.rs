@@ -118,11 +118,13 @@ pub enum Timing {
 }
 
 /// How an agent runs its engine.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Default)]
 pub struct EngineConfig {
     /// Worker threads (one single-threaded runtime each).
     pub workers: usize,
     pub timing: Timing,
+    /// The agent's own limits, checked again at every connect.
+    pub policy: Arc<crate::policy::Policy>,
 }
 
 /// Starts the agent's users on worker threads. The schedule's zero is
@@ -132,7 +134,11 @@ pub fn start(
     start_at: Instant,
     config: EngineConfig,
 ) -> Result<Engine, EngineError> {
-    let EngineConfig { workers, timing } = config;
+    let EngineConfig {
+        workers,
+        timing,
+        policy,
+    } = config;
     let units = match &assign.open {
         Some(open) => open.max_users as usize,
         None => assign.users.len(),
@@ -160,6 +166,7 @@ pub fn start(
             id: w,
             workers,
             timing,
+            policy: policy.clone(),
             assign: assign.clone(),
             users,
             start_at,
@@ -195,6 +202,7 @@ struct Worker {
     id: usize,
     workers: usize,
     timing: Timing,
+    policy: Arc<crate::policy::Policy>,
     assign: Arc<Assignment>,
     users: Vec<UserSlot>,
     start_at: Instant,
@@ -206,6 +214,7 @@ struct Worker {
 
 /// State shared by the users of one worker thread (never across threads).
 struct Shared {
+    policy: Arc<crate::policy::Policy>,
     assign: Arc<Assignment>,
     target: Arc<crate::assignment::Target>,
     tls: Option<Tls>,
@@ -249,6 +258,7 @@ impl Worker {
     async fn drive(self) {
         let start_at = tokio::time::Instant::from_std(self.start_at);
         let shared = Rc::new(Shared {
+            policy: self.policy.clone(),
             target: Arc::new(self.assign.target.clone()),
             tls: self.tls.clone(),
             start_at,
@@ -342,7 +352,11 @@ async fn run_user(shared: Rc<Shared>, slot: UserSlot) {
     if !shared.graceful.is_cancelled() && !past_deadline {
         shared.active.set(shared.active.get() + 1);
         let scenario = &assign.scenarios[slot.scenario];
-        let mut client = UserClient::new(shared.target.clone(), shared.tls.clone());
+        let mut client = UserClient::new(
+            shared.target.clone(),
+            shared.tls.clone(),
+            shared.policy.clone(),
+        );
         let stop_at = slot.stop_offset.map(|s| shared.start_at + s);
         let mut iteration: u64 = 0;
         loop {
@@ -502,7 +516,11 @@ async fn generate(
 
 async fn open_user(shared: Rc<Shared>, queue: Rc<OpenQueue>) {
     let open = shared.assign.open.as_ref().expect("open model");
-    let mut client = UserClient::new(shared.target.clone(), shared.tls.clone());
+    let mut client = UserClient::new(
+        shared.target.clone(),
+        shared.tls.clone(),
+        shared.policy.clone(),
+    );
     loop {
         let job = loop {
             if let Some(job) = queue.jobs.borrow_mut().pop_front() {

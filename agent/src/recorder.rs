@@ -39,6 +39,8 @@ pub enum ErrorKind {
     Protocol,
     /// Any other I/O failure.
     Io,
+    /// The agent's own --allow-target list refused the resolved address.
+    Blocked,
 }
 
 impl ErrorKind {
@@ -53,6 +55,7 @@ impl ErrorKind {
             ErrorKind::Tls => Cow::Borrowed("tls"),
             ErrorKind::Protocol => Cow::Borrowed("protocol"),
             ErrorKind::Io => Cow::Borrowed("io"),
+            ErrorKind::Blocked => Cow::Borrowed("blocked"),
         }
     }
 }

@@ -36,6 +36,8 @@ pub struct AgentOptions {
     pub token: Option<String>,
     /// mTLS: the fleet CA (to verify the controller) and this agent's certificate and key, PEM.
     pub tls: Option<AgentTls>,
+    /// Limits this agent enforces whatever its controller asks.
+    pub policy: crate::policy::Policy,
     /// Longest wait between reconnect attempts.
     pub max_backoff: Duration,
 }
@@ -55,6 +57,8 @@ pub enum AgentError {
     BadControllerUrl(String),
     #[error("TLS setup: {0}")]
     Tls(String),
+    #[error("refused the assignment: {0}")]
+    Refused(String),
     #[error("controller rejected this agent: {0}")]
     Rejected(String),
 }
@@ -78,6 +82,8 @@ enum AttachError {
     Gone,
     #[error("controller rejected this agent: {0}")]
     Rejected(String),
+    #[error("refused the assignment: {0}")]
+    Refused(String),
     #[error("protocol error: {0}")]
     Protocol(String),
 }
@@ -131,6 +137,10 @@ pub async fn run_agent(opts: AgentOptions, shutdown: CancellationToken) -> Resul
             }
             Ok(Attach::Idle) => {}
             Err(AttachError::Rejected(why)) if opts.once => return Err(AgentError::Rejected(why)),
+            Err(AttachError::Refused(why)) if opts.once => return Err(AgentError::Refused(why)),
+            Err(AttachError::Refused(why)) => {
+                tracing::error!(reason = %why, "refused an assignment")
+            }
             Err(e) => tracing::info!(error = %e, controller = %opts.controller, "not attached"),
         }
         let delay = backoff.next_delay();
@@ -149,6 +159,21 @@ fn hash(s: &str) -> u64 {
 
 fn msg(body: agent_message::Body) -> v1::AgentMessage {
     v1::AgentMessage { body: Some(body) }
+}
+
+/// Sends a last message and waits (briefly) for the controller to close the
+/// stream, so the message is delivered rather than cut off by our hang-up.
+async fn farewell(
+    tx: &mpsc::Sender<v1::AgentMessage>,
+    inbound: &mut tonic::Streaming<v1::ControllerMessage>,
+    last: v1::AgentMessage,
+) {
+    if tx.send(last).await.is_ok() {
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            while let Ok(Some(_)) = inbound.message().await {}
+        })
+        .await;
+    }
 }
 
 fn micros_since(clock: Instant) -> u64 {
@@ -221,10 +246,19 @@ async fn attach_once(
                 run_id,
                 reason: e.to_string(),
             };
-            let _ = tx.send(msg(agent_message::Body::Failed(failed))).await;
+            farewell(&tx, &mut inbound, msg(agent_message::Body::Failed(failed))).await;
             return Ok(Attach::RunEnded);
         }
     };
+    if let Err(reason) = opts.policy.check(&assignment) {
+        tracing::error!(%reason, "refused the assignment");
+        let failed = v1::Failed {
+            run_id,
+            reason: reason.clone(),
+        };
+        farewell(&tx, &mut inbound, msg(agent_message::Body::Failed(failed))).await;
+        return Err(AttachError::Refused(reason));
+    }
     tracing::info!(run_id = %run_id, users = assignment.users.len(), "assigned");
     tx.send(msg(agent_message::Body::Ready(v1::Ready {
         run_id: run_id.clone(),
@@ -267,6 +301,7 @@ async fn attach_once(
     let config = engine::EngineConfig {
         workers: opts.workers,
         timing: opts.timing,
+        policy: Arc::new(opts.policy.clone()),
     };
     let mut engine = match engine::start(assignment, start_at, config) {
         Ok(e) => e,
@@ -275,7 +310,7 @@ async fn attach_once(
                 run_id,
                 reason: e.to_string(),
             };
-            let _ = tx.send(msg(agent_message::Body::Failed(failed))).await;
+            farewell(&tx, &mut inbound, msg(agent_message::Body::Failed(failed))).await;
             return Ok(Attach::RunEnded);
         }
     };
@@ -333,7 +368,7 @@ async fn attach_once(
     if let Err(reason) = engine.finish() {
         tracing::error!(%reason, "engine failure");
         let failed = v1::Failed { run_id, reason };
-        let _ = tx.send(msg(agent_message::Body::Failed(failed))).await;
+        farewell(&tx, &mut inbound, msg(agent_message::Body::Failed(failed))).await;
         return Ok(Attach::RunEnded);
     }
     tx.send(msg(agent_message::Body::Done(v1::Done {

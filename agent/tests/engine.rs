@@ -184,6 +184,7 @@ fn config(workers: usize) -> engine::EngineConfig {
     engine::EngineConfig {
         workers,
         timing: engine::Timing::Precise,
+        ..Default::default()
     }
 }
 

@@ -278,6 +278,7 @@ pub async fn execute(mut opts: RunOptions) -> Result<RunResult, FleetError> {
             timing: loadfleet_agent::engine::Timing::Precise,
             token: opts.token.clone(),
             tls: None,
+            policy: Default::default(),
         };
         local_tasks.push(tokio::spawn(run_agent(agent_opts, local_stop.clone())));
     }

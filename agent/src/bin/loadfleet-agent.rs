@@ -36,6 +36,21 @@ struct Args {
     /// lines are visible to other users of the machine).
     #[arg(long, env = "LOADFLEET_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// Only load these targets: CIDR ranges, IP addresses or host names
+    /// (`.example.com` for a domain); repeatable or comma-separated. Checked
+    /// on the assignment and on the resolved address at every connect.
+    #[arg(
+        long = "allow-target",
+        env = "LOADFLEET_ALLOW_TARGET",
+        value_delimiter = ','
+    )]
+    allow_targets: Vec<String>,
+    /// Never run more than this many users, whatever a plan asks.
+    #[arg(long, env = "LOADFLEET_MAX_USERS")]
+    max_users: Option<u32>,
+    /// Never start more than this many iterations per second (open model).
+    #[arg(long, env = "LOADFLEET_MAX_RPS")]
+    max_rps: Option<f64>,
     /// mTLS: the fleet CA certificate (PEM), to verify the controller.
     #[arg(long, env = "LOADFLEET_CA", requires_all = ["cert", "key"])]
     ca: Option<std::path::PathBuf>,
@@ -101,7 +116,19 @@ fn main() -> ExitCode {
         }
         _ => None,
     };
+    let mut policy = loadfleet_agent::policy::Policy {
+        max_users: args.max_users,
+        max_rps: args.max_rps,
+        ..Default::default()
+    };
+    for entry in &args.allow_targets {
+        if let Err(e) = policy.allow(entry) {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    }
     let opts = AgentOptions {
+        policy,
         tls,
         token,
         controller: args.controller,
