@@ -131,6 +131,8 @@ pub struct AgentReport {
     pub clock_rtt: Option<Duration>,
     /// How late the agent began its schedule by its own clock (reported with Done).
     pub start_lateness: Option<Duration>,
+    /// The agent's planned share of the load (0..1).
+    pub load_share: f64,
 }
 
 /// What a run measured.
@@ -174,6 +176,7 @@ struct Agent {
     note: String,
     clock: ClockSync,
     start_lateness: Option<Duration>,
+    load_share: f64,
 }
 
 /// What the pings told about one agent's clock.
@@ -355,6 +358,13 @@ async fn drive(
         agent.users = users
             .len()
             .max(open.as_ref().map_or(0, |o| o.max_users as usize));
+        // The agent's planned share of the load: of the arrivals (open
+        // model) or of the user slots (closed).
+        let total_slots: usize = shares.closed.iter().map(Vec::len).sum();
+        agent.load_share = match &open {
+            Some(o) => o.positions.len() as f64 / f64::from(o.period.max(1)),
+            None => users.len() as f64 / total_slots.max(1) as f64,
+        };
         agent.send(controller_message::Body::Assign(v1::Assign {
             run_id: run_id.clone(),
             epoch: 1,
@@ -502,6 +512,7 @@ async fn drive(
             note: a.note,
             clock_rtt: a.clock.best.map(|(rtt, _)| rtt),
             start_lateness: a.start_lateness,
+            load_share: a.load_share,
         })
         .collect();
     Ok(RunResult {
@@ -670,6 +681,7 @@ async fn gather(
                         note: String::new(),
                         clock: ClockSync::default(),
                         start_lateness: None,
+                        load_share: 0.0,
                     });
                 }
                 Some(Event::Detached { conn, reason }) => {

@@ -187,6 +187,9 @@ pub struct IntervalPoint {
     pub requests: u64,
     pub errors: u64,
     pub active_users: u64,
+    /// Active users per region at the end of the interval.
+    #[serde(default)]
+    pub active_by_region: BTreeMap<String, u64>,
     /// Open model: arrivals dropped in this interval.
     pub dropped: u64,
     pub latency_ms: Option<LatencyMs>,
@@ -220,6 +223,7 @@ struct OpenInterval {
     steps: BTreeMap<usize, Tally>,
     total: Tally,
     active: BTreeMap<String, u32>,
+    region_active: BTreeMap<String, BTreeMap<String, u32>>,
     end: Duration,
 }
 
@@ -332,10 +336,15 @@ impl Collector {
                 steps: BTreeMap::new(),
                 total: Tally::default(),
                 active: BTreeMap::new(),
+                region_active: BTreeMap::new(),
                 end,
             });
             o.end = o.end.max(end);
             o.active.insert(agent.to_string(), iv.active_users);
+            o.region_active
+                .entry(region.to_string())
+                .or_default()
+                .insert(agent.to_string(), iv.active_users);
             Some(o)
         } else {
             self.late_reports += 1;
@@ -397,6 +406,11 @@ impl Collector {
                 requests: o.total.requests(),
                 errors: o.total.error_count(),
                 active_users: o.active.values().map(|&a| u64::from(a)).sum(),
+                active_by_region: o
+                    .region_active
+                    .iter()
+                    .map(|(r, agents)| (r.clone(), agents.values().map(|&a| u64::from(a)).sum()))
+                    .collect(),
                 dropped: o.dropped,
                 latency_ms: o.total.latency(),
             });

@@ -22,7 +22,7 @@ async fn report_renders_offline_with_the_summary_numbers() {
         dir.path(),
         "r.toml",
         &format!(
-            "name = \"report-check\"\n[target]\nbase_url = \"{}\"\n[load]\nusers = 3\nramp_up = \"1s\"\nduration = \"3s\"\n[[scenario]]\nname = \"s\"\n[[scenario.step]]\nname = \"<script>alert(1)</script>\"\npath = \"/\"\n[[scenario.step]]\nname = \"second\"\npath = \"/status/404\"\n",
+            "name = \"<b>report-check</b>\"\n[target]\nbase_url = \"{}\"\n[load]\nusers = 3\nramp_up = \"1s\"\nduration = \"3s\"\n[[scenario]]\nname = \"s\"\n[[scenario.step]]\nname = \"<script>alert(1)</script>\"\npath = \"/\"\n[[scenario.step]]\nname = \"second\"\npath = \"/status/404\"\n",
             bed.base_url()
         ),
     );

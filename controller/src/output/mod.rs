@@ -91,6 +91,10 @@ pub struct AgentEntry {
     /// symmetric link and off by at most half of `clock_rtt_ms` otherwise.
     pub start_skew_ms: Option<f64>,
     pub dropped_iterations: u64,
+    /// The agent's planned share of the load (of the arrivals in the open
+    /// model, of the users in the closed one), 0 to 1.
+    #[serde(default)]
+    pub load_share: f64,
     /// Open model: this agent's send lateness.
     pub send_lateness_ms: Option<LatencyMs>,
     #[serde(flatten)]
@@ -297,6 +301,7 @@ impl Summary {
                     clock_rtt_ms: a.clock_rtt.map(|d| round3(d.as_secs_f64() * 1000.0)),
                     start_skew_ms: a.start_lateness.map(|l| round3(l.as_secs_f64() * 1000.0)),
                     dropped_iterations: c.agent_dropped.get(&a.name).copied().unwrap_or(0),
+                    load_share: round3(a.load_share),
                     send_lateness_ms: c
                         .agent_lateness
                         .get(&a.name)

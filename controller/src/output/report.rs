@@ -30,7 +30,64 @@ struct Report<'a> {
     distribution_series: Vec<(String, &'static str)>,
     /// (step, error kind, count)
     step_errors: Vec<(&'a str, &'a str, u64)>,
+    plan_vs_achieved: Vec<RegionLoad>,
+    planned_unit: &'static str,
+    region_users_chart: String,
     latency_note: &'static str,
+}
+
+/// One region's planned and achieved load.
+struct RegionLoad {
+    region: String,
+    agents: usize,
+    share_pct: f64,
+    planned: f64,
+    peak_users: u64,
+    rps: f64,
+    requests_pct: f64,
+}
+
+fn region_loads(s: &Summary) -> (Vec<RegionLoad>, &'static str) {
+    let open = s.load.model == "open";
+    let peak_rate = s.load.rate_stages.as_ref().map_or(0.0, |st| {
+        st.iter().map(|x| x.from.max(x.to)).fold(0.0, f64::max)
+    });
+    let rows = s
+        .regions
+        .iter()
+        .map(|(region, e)| {
+            let agents: Vec<_> = s.agents.values().filter(|a| &a.region == region).collect();
+            let share: f64 = agents.iter().map(|a| a.load_share).sum();
+            let planned = if open {
+                share * peak_rate
+            } else {
+                agents.iter().map(|a| a.users as f64).sum()
+            };
+            RegionLoad {
+                region: region.clone(),
+                agents: agents.len(),
+                share_pct: share * 100.0,
+                planned,
+                peak_users: s
+                    .timeline
+                    .iter()
+                    .filter_map(|p| p.active_by_region.get(region))
+                    .copied()
+                    .max()
+                    .unwrap_or(0),
+                rps: e.rps,
+                requests_pct: e.requests as f64 * 100.0 / s.total.requests.max(1) as f64,
+            }
+        })
+        .collect();
+    (
+        rows,
+        if open {
+            "planned peak arrivals/s"
+        } else {
+            "planned users"
+        },
+    )
 }
 
 const PALETTE: [&str; 10] = [
@@ -221,6 +278,28 @@ pub fn render(s: &Summary) -> Result<String, askama::Error> {
         });
     }
     let distribution_chart = percentile_chart("Percentile distribution of the whole run", &dist);
+    let (plan_vs_achieved, planned_unit) = region_loads(s);
+    let region_series: Vec<Series<'_>> = s
+        .regions
+        .keys()
+        .enumerate()
+        .map(|(i, r)| Series {
+            name: r,
+            color: PALETTE[i % PALETTE.len()],
+            points: s
+                .timeline
+                .iter()
+                .map(|p| {
+                    (
+                        p.start_s + p.length_s,
+                        p.active_by_region.get(r).copied().unwrap_or(0) as f64,
+                    )
+                })
+                .collect(),
+        })
+        .collect();
+    let region_users_chart =
+        line_chart("Active users by region over time", "users", &region_series);
     let step_errors = s
         .requests
         .iter()
@@ -287,6 +366,9 @@ pub fn render(s: &Summary) -> Result<String, askama::Error> {
         distribution_chart,
         distribution_series: names,
         step_errors,
+        plan_vs_achieved,
+        planned_unit,
+        region_users_chart,
         latency_note: super::latency_note(s),
     }
     .render()
