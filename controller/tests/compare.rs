@@ -117,6 +117,23 @@ async fn slower_runs_are_flagged_and_identical_ones_are_not() {
             "a chart is empty"
         );
     }
+    let artifacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    let png = artifacts.join("compare.png");
+    let (_, _, requests) = chromium_run(
+        &html,
+        &[
+            "--window-size=1200,2400",
+            &format!("--screenshot={}", png.display()),
+        ],
+    );
+    assert!(requests.is_empty(), "{requests:?}");
+    assert!(
+        std::fs::metadata(&png)
+            .map(|m| m.len() > 10_000)
+            .unwrap_or(false),
+        "screenshot written"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
