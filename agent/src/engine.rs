@@ -101,6 +101,7 @@ struct WorkerPart {
     elapsed: Duration,
     last: bool,
     dropped: u64,
+    started: u64,
     lateness: Option<Histogram<u64>>,
 }
 
@@ -226,6 +227,8 @@ struct Shared {
     graceful: CancellationToken,
     /// Open model: arrivals dropped in the current interval.
     dropped: Cell<u64>,
+    /// Iterations started in the current interval.
+    started: Cell<u64>,
 }
 
 impl Shared {
@@ -267,6 +270,7 @@ impl Worker {
                 self.assign.open.is_some(),
             )),
             dropped: Cell::new(0),
+            started: Cell::new(0),
             active: Cell::new(0),
             remaining: Cell::new(self.users.len()),
             all_done: Notify::new(),
@@ -327,6 +331,7 @@ impl Worker {
                 elapsed,
                 last: finished,
                 dropped: shared.dropped.replace(0),
+                started: shared.started.replace(0),
                 lateness,
             };
             if self.parts.send(part).await.is_err() || finished {
@@ -401,6 +406,7 @@ async fn run_iteration(
     deadline: Option<tokio::time::Instant>,
 ) -> bool {
     let timeout = shared.target.timeout;
+    shared.started.set(shared.started.get() + 1);
     let lateness = intended.map(|t| tokio::time::Instant::now().saturating_duration_since(t));
     for step in &scenario.steps {
         if shared.graceful.is_cancelled()
@@ -584,6 +590,7 @@ struct Pending {
     active: u32,
     elapsed: Duration,
     dropped: u64,
+    started: u64,
     lateness: Option<Histogram<u64>>,
 }
 
@@ -609,6 +616,7 @@ impl Aggregator {
                         active: part.active,
                         elapsed: part.elapsed,
                         dropped: part.dropped,
+                        started: part.started,
                         lateness: part.lateness,
                     });
                 }
@@ -620,6 +628,7 @@ impl Aggregator {
                     p.active += part.active;
                     p.elapsed = p.elapsed.max(part.elapsed);
                     p.dropped += part.dropped;
+                    p.started += part.started;
                     if let (Some(mine), Some(theirs)) = (&mut p.lateness, &part.lateness) {
                         mine.add(theirs).expect("same bounds");
                     }
@@ -711,6 +720,7 @@ impl Aggregator {
             steps,
             elapsed_us: u64::try_from(p.elapsed.as_micros()).unwrap_or(u64::MAX),
             dropped: p.dropped,
+            started: p.started,
             lateness,
         };
         self.out.blocking_send(interval).is_ok()

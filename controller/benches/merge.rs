@@ -56,6 +56,7 @@ fn main() {
                 elapsed_us: (seq + 1) * 1_000_000,
                 dropped: 0,
                 lateness: Vec::new(),
+                started: 0,
             };
             c.apply(&format!("agent-{a}"), &format!("region-{}", a % 3), &iv)
                 .unwrap();

@@ -545,9 +545,10 @@ fn finish(result: &RunResult, summary: &Summary, out: &Path, plan_file: Option<&
     }
     match result.status {
         RunStatus::Completed => EXIT_OK,
-        RunStatus::CompletedWithErrors | RunStatus::ThresholdsFailed | RunStatus::Interrupted => {
-            EXIT_ERRORS
-        }
+        RunStatus::CompletedWithErrors
+        | RunStatus::ThresholdsFailed
+        | RunStatus::Degraded
+        | RunStatus::Interrupted => EXIT_ERRORS,
     }
 }
 

@@ -104,6 +104,8 @@ pub enum RunStatus {
     CompletedWithErrors,
     /// A threshold failed (the run may have been stopped early by it).
     ThresholdsFailed,
+    /// An agent was lost or failed during the run: its part is partial.
+    Degraded,
     Interrupted,
 }
 
@@ -419,7 +421,16 @@ async fn drive(
         tokio::select! {
             ev = events.recv() => {
                 let Some(ev) = ev else { break };
-                on_event(ev, &mut agents, &mut collector, &run_id, start, progress);
+                if let Some(lost) = on_event(ev, &mut agents, &mut collector, &run_id, start, progress)
+                    && plan.on_agent_loss == crate::plan::OnAgentLoss::Abort
+                    && !stopping
+                {
+                    progress.note(&format!("agent {lost} is gone and on_agent_loss = \"abort\": stopping the run"));
+                    for a in agents.iter().filter(|a| a.is_running()) {
+                        a.send(controller_message::Body::Stop(v1::Stop { run_id: run_id.clone(), graceful: true }));
+                    }
+                    aborted_by = Some(format!("agent {lost} was lost (on_agent_loss = abort)"));
+                }
             }
             _ = tick.tick() => {
                 // Renew every running agent's lease (the dead-man switch).
@@ -487,11 +498,16 @@ async fn drive(
     };
     let degraded = agents.iter().any(|a| a.state != State::Finished);
     let thresholds = plan.thresholds.check(&collector, duration, true);
+    let threshold_abort = aborted_by
+        .as_ref()
+        .is_some_and(|a| !a.contains("on_agent_loss"));
     let status = if stopping {
         RunStatus::Interrupted
-    } else if aborted_by.is_some() || thresholds.iter().any(|o| !o.passed) {
+    } else if threshold_abort || thresholds.iter().any(|o| !o.passed) {
         RunStatus::ThresholdsFailed
-    } else if collector.total.error_count() > 0 || degraded {
+    } else if degraded {
+        RunStatus::Degraded
+    } else if collector.total.error_count() > 0 {
         RunStatus::CompletedWithErrors
     } else {
         RunStatus::Completed
@@ -821,6 +837,8 @@ async fn sync_clocks(
     Ok(())
 }
 
+/// Handles one event of a running fleet; returns the name of an agent that
+/// was just lost.
 fn on_event(
     ev: Event,
     agents: &mut [Agent],
@@ -828,7 +846,7 @@ fn on_event(
     run_id: &str,
     start: Instant,
     progress: &Progress,
-) {
+) -> Option<String> {
     match ev {
         Event::Attached {
             outbound, hello, ..
@@ -837,18 +855,16 @@ fn on_event(
             reject(&outbound, "a run is in progress; try again later");
         }
         Event::Message { conn, body } => {
-            let Some(a) = agents.iter_mut().find(|a| a.conn == conn) else {
-                return;
-            };
+            let a = agents.iter_mut().find(|a| a.conn == conn)?;
             match body {
                 agent_message::Body::Interval(iv) => {
                     if iv.run_id != run_id {
                         tracing::warn!(agent = %a.name, run = %iv.run_id, "dropped an interval of another run");
-                        return;
+                        return None;
                     }
                     if iv.seq < a.next_seq {
                         tracing::debug!(agent = %a.name, seq = iv.seq, "duplicate interval ignored");
-                        return;
+                        return None;
                     }
                     match collector.apply(&a.name, &a.region, &iv) {
                         Ok(()) => {}
@@ -868,6 +884,7 @@ fn on_event(
                     a.state = State::Failed;
                     a.ended_at = Some(start.elapsed());
                     a.note = f.reason;
+                    return Some(a.name.clone());
                 }
                 other => {
                     tracing::warn!(agent = %a.name, message = ?other, "unexpected message during the run")
@@ -875,17 +892,17 @@ fn on_event(
             }
         }
         Event::Detached { conn, reason } => {
-            let Some(a) = agents.iter_mut().find(|a| a.conn == conn) else {
-                return;
-            };
+            let a = agents.iter_mut().find(|a| a.conn == conn)?;
             if a.state == State::Running {
                 progress.note(&format!("agent {} was lost ({reason})", a.name));
                 a.state = State::Lost;
                 a.ended_at = Some(start.elapsed());
                 a.note = reason;
+                return Some(a.name.clone());
             }
         }
     }
+    None
 }
 
 /// Closes the intervals every running agent has reported; a lagging agent

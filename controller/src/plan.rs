@@ -44,6 +44,19 @@ pub struct Plan {
     /// Distinct step names; steps with the same name share one row in results.
     pub step_names: Vec<String>,
     pub thresholds: Thresholds,
+    /// What happens to the run when an agent is lost for good.
+    pub on_agent_loss: OnAgentLoss,
+}
+
+/// `[fleet] on_agent_loss`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnAgentLoss {
+    /// The other agents go on; the run is marked degraded (exit code 1).
+    #[default]
+    Continue,
+    /// The other agents stop gracefully; the run ends early.
+    Abort,
 }
 
 pub use crate::thresholds::Thresholds;
@@ -272,6 +285,14 @@ struct RawPlan {
     #[serde(default)]
     scenario: Vec<Spanned<RawScenario>>,
     thresholds: Option<RawThresholds>,
+    fleet: Option<RawFleet>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFleet {
+    #[serde(default)]
+    on_agent_loss: OnAgentLoss,
 }
 
 #[derive(Deserialize)]
@@ -544,6 +565,7 @@ impl Validator<'_> {
             scenarios,
             step_names,
             thresholds,
+            on_agent_loss: raw.fleet.map(|f| f.on_agent_loss).unwrap_or_default(),
         })
     }
 

@@ -192,6 +192,9 @@ pub struct IntervalPoint {
     pub active_by_region: BTreeMap<String, u64>,
     /// Open model: arrivals dropped in this interval.
     pub dropped: u64,
+    /// Iterations started in this interval, by when they actually started.
+    #[serde(default)]
+    pub iterations_started: u64,
     pub latency_ms: Option<LatencyMs>,
 }
 
@@ -220,6 +223,7 @@ pub struct LoggedInterval {
 #[derive(Debug)]
 struct OpenInterval {
     dropped: u64,
+    started: u64,
     steps: BTreeMap<usize, Tally>,
     total: Tally,
     active: BTreeMap<String, u32>,
@@ -333,6 +337,7 @@ impl Collector {
         let open = if iv.seq >= self.closed_before {
             let o = self.open.entry(iv.seq).or_insert_with(|| OpenInterval {
                 dropped: 0,
+                started: 0,
                 steps: BTreeMap::new(),
                 total: Tally::default(),
                 active: BTreeMap::new(),
@@ -363,6 +368,7 @@ impl Collector {
         *self.agent_dropped.entry(agent.to_string()).or_default() += iv.dropped;
         if let Some(o) = open.as_deref_mut() {
             o.dropped += iv.dropped;
+            o.started += iv.started;
         }
         for (idx, h, u, errors) in &decoded {
             let u = u.as_ref();
@@ -412,6 +418,7 @@ impl Collector {
                     .map(|(r, agents)| (r.clone(), agents.values().map(|&a| u64::from(a)).sum()))
                     .collect(),
                 dropped: o.dropped,
+                iterations_started: o.started,
                 latency_ms: o.total.latency(),
             });
             let mut log =

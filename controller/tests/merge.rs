@@ -55,6 +55,7 @@ fn merged_percentiles_equal_one_histogram_of_all_samples() {
                 elapsed_us: (seq + 1) * 1_000_000,
                 dropped: 0,
                 lateness: Vec::new(),
+                started: 0,
             };
             collector
                 .apply(agent, regions[i], &iv)
@@ -120,6 +121,7 @@ fn a_bad_report_is_dropped_whole() {
         elapsed_us: 1_000_000,
         dropped: 0,
         lateness: Vec::new(),
+        started: 0,
     };
     let good_step = v1::StepInterval {
         step: 0,

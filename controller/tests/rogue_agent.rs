@@ -64,6 +64,7 @@ async fn rogue(url: String) {
                     elapsed_us: 1_000_000,
                     dropped: 0,
                     lateness: Vec::new(),
+                    started: 0,
                 };
                 tx.send(msg(agent_message::Body::Interval(bad)))
                     .await

@@ -1,0 +1,80 @@
+//! An agent lost for good (kill -9): the controller notices at once, the
+//! report lists it with its partial contribution, the run is degraded; with
+//! `on_agent_loss = "abort"` the others stop too.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use loadfleet_testbed::Config;
+use support::*;
+
+async fn lose_one(policy: &str) -> (Exit, serde_json::Value, Duration) {
+    let bed = testbed(Config {
+        default_latency: Duration::from_millis(5),
+        ..Config::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let text = plan_toml(
+        &bed.base_url(),
+        "users = 4\nduration = \"6s\"",
+        &[("home", "/")],
+    ) + &format!("\n[fleet]\non_agent_loss = \"{policy}\"\n");
+    let plan = write_plan(dir.path(), "p.toml", &text);
+    let out = dir.path().join("run");
+    let (ctl, url) = fleet_controller(&plan, &out, 2);
+    let _stays = agent(&url, "eu", "stays", &[]);
+    let mut doomed = agent(&url, "us", "doomed", &[]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while bed.stats().served() < 100 {
+        assert!(Instant::now() < deadline, "load never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Past the first interval report, so the doomed agent has contributed.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let started = Instant::now();
+    doomed.child.kill().unwrap(); // SIGKILL: no goodbye
+    let exit = exited(ctl, Duration::from_secs(60)).await;
+    let took = started.elapsed();
+    (exit, summary(&out), took)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn continue_keeps_the_others_running_and_marks_the_run_degraded() {
+    let (exit, s, _) = lose_one("continue").await;
+    assert_eq!(exit.code, 1, "a degraded run exits 1: {}", exit.stderr);
+    assert_eq!(s["status"], "degraded");
+    assert_eq!(s["agents"]["doomed"]["end"], "lost");
+    assert!(s["agents"]["doomed"]["ended_at_s"].as_f64().unwrap() < 6.0);
+    assert!(
+        s["agents"]["doomed"]["requests"].as_u64().unwrap() > 0,
+        "its partial contribution is kept"
+    );
+    assert_eq!(s["agents"]["stays"]["end"], "finished");
+    assert!(
+        s["duration_s"].as_f64().unwrap() >= 5.9,
+        "the others ran to the end"
+    );
+    assert!(
+        exit.stderr.contains("agent doomed (us) did not finish"),
+        "{}",
+        exit.stderr
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abort_stops_the_others() {
+    let (exit, s, took) = lose_one("abort").await;
+    assert_eq!(exit.code, 1, "{}", exit.stderr);
+    assert_eq!(s["status"], "degraded");
+    assert_eq!(
+        s["aborted_by"],
+        "agent doomed was lost (on_agent_loss = abort)"
+    );
+    assert!(
+        took < Duration::from_secs(3),
+        "the run stopped right after the loss, took {took:?}"
+    );
+    assert!(s["duration_s"].as_f64().unwrap() < 5.0);
+}
