@@ -163,9 +163,28 @@ pub fn run(bin: &Path, args: &[&str], timeout: Duration) -> Exit {
     Proc::spawn(bin, args).wait(timeout)
 }
 
-/// Reads a run directory's summary.json.
+/// Reads a run directory's summary.json, after checking it against the
+/// documented JSON Schema with an independent validator (Python's
+/// `jsonschema`, installed by .ci/run): every summary a test reads validates.
 pub fn summary(dir: &Path) -> serde_json::Value {
-    let text = std::fs::read_to_string(dir.join("summary.json")).expect("summary.json exists");
+    let path = dir.join("summary.json");
+    let text = std::fs::read_to_string(&path).expect("summary.json exists");
+    let schema = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/summary.schema.json");
+    let check = "import json, sys, jsonschema\n\
+        schema = json.load(open(sys.argv[1]))\n\
+        jsonschema.Draft202012Validator(schema).validate(json.load(open(sys.argv[2])))";
+    let out = Command::new("python3")
+        .args(["-c", check])
+        .arg(&schema)
+        .arg(&path)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "{} does not match docs/summary.schema.json (or `pip install jsonschema` is missing):\n{}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_str(&text).expect("summary.json is JSON")
 }
 
