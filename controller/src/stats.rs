@@ -33,6 +33,52 @@ pub enum ReportError {
     UnknownStep { step: u32, steps: usize },
 }
 
+/// HdrHistogram's V2 cookies (the compressed one wraps the plain one).
+const V2_COOKIE: u32 = 0x1c84_9303 | 0x10;
+const V2_COMPRESSED_COOKIE: u32 = 0x1c84_9304 | 0x10;
+/// The largest payload a histogram with loadfleet's bounds can have: every
+/// counter (23,552 of them) as a 9-byte LEB128 number, with room to spare.
+const MAX_PAYLOAD_BYTES: u32 = 256 * 1024;
+
+/// Reads the header inside the DEFLATE stream before the real decoder sees
+/// it: the decoder allocates what the header declares (payload length and
+/// counter array), so an agent must not be able to declare gigabytes.
+fn check_header(step: u32, bytes: &[u8]) -> Result<(), ReportError> {
+    use std::io::Read;
+    let bad = |reason: &str| ReportError::Undecodable {
+        step,
+        reason: reason.to_string(),
+    };
+    let word = |b: &[u8], at: usize| u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
+    let long = |b: &[u8], at: usize| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&b[at..at + 8]);
+        u64::from_be_bytes(w)
+    };
+    if bytes.len() < 8 || word(bytes, 0) != V2_COMPRESSED_COOKIE {
+        return Err(bad("not an HdrHistogram V2 + DEFLATE histogram"));
+    }
+    let mut head = [0u8; 40];
+    flate2::read::ZlibDecoder::new(&bytes[8..])
+        .read_exact(&mut head)
+        .map_err(|e| bad(&format!("cannot inflate its header: {e}")))?;
+    if word(&head, 0) != V2_COOKIE {
+        return Err(bad("wrong inner cookie"));
+    }
+    if word(&head, 4) > MAX_PAYLOAD_BYTES {
+        return Err(bad(
+            "declared payload is larger than any loadfleet histogram",
+        ));
+    }
+    if word(&head, 12) != u32::from(SIGNIFICANT_DIGITS)
+        || long(&head, 16) != LOWEST_US
+        || long(&head, 24) != HIGHEST_US
+    {
+        return Err(ReportError::Bounds { step });
+    }
+    Ok(())
+}
+
 /// Decodes one V2 (+DEFLATE) histogram and checks it has loadfleet's bounds.
 pub fn decode_histogram(step: u32, bytes: &[u8]) -> Result<Histogram<u64>, ReportError> {
     if bytes.len() > MAX_HISTOGRAM_BYTES {
@@ -41,6 +87,7 @@ pub fn decode_histogram(step: u32, bytes: &[u8]) -> Result<Histogram<u64>, Repor
             len: bytes.len(),
         });
     }
+    check_header(step, bytes)?;
     let h: Histogram<u64> = Deserializer::new()
         .deserialize(&mut &bytes[..])
         .map_err(|e| ReportError::Undecodable {

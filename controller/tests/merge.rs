@@ -192,3 +192,55 @@ fn a_bad_report_is_dropped_whole() {
         .unwrap();
     assert_eq!(collector.total.requests(), 1);
 }
+
+/// A V2 + DEFLATE histogram with a hand-written inner header.
+fn crafted(payload_len: u32, digits: u32, low: u64, high: u64) -> Vec<u8> {
+    use std::io::Write;
+    let mut inner = Vec::new();
+    inner.extend_from_slice(&(0x1c84_9303u32 | 0x10).to_be_bytes());
+    inner.extend_from_slice(&payload_len.to_be_bytes());
+    inner.extend_from_slice(&0u32.to_be_bytes());
+    inner.extend_from_slice(&digits.to_be_bytes());
+    inner.extend_from_slice(&low.to_be_bytes());
+    inner.extend_from_slice(&high.to_be_bytes());
+    inner.extend_from_slice(&1.0f64.to_be_bytes());
+    inner.extend_from_slice(&[2, 0]);
+    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    z.write_all(&inner).unwrap();
+    let compressed = z.finish().unwrap();
+    let mut out = Vec::new();
+    out.extend_from_slice(&(0x1c84_9304u32 | 0x10).to_be_bytes());
+    out.extend_from_slice(&(compressed.len() as u32).to_be_bytes());
+    out.extend_from_slice(&compressed);
+    out
+}
+
+#[test]
+fn hostile_headers_are_refused_before_anything_is_allocated() {
+    let high = loadfleet_agent::recorder::HIGHEST_US;
+    // Declares a 4 GiB payload: the decoder would allocate it.
+    let e = loadfleet_controller::stats::decode_histogram(0, &crafted(0xFFFF_FFF0, 3, 1, high))
+        .unwrap_err();
+    assert!(e.to_string().contains("declared payload"), "{e}");
+    // Asks for a huge counter array (5 digits up to 2^62).
+    let e =
+        loadfleet_controller::stats::decode_histogram(0, &crafted(2, 5, 1, 1 << 62)).unwrap_err();
+    assert!(e.to_string().contains("bounds differ"), "{e}");
+    // Garbage after a valid cookie.
+    let mut junk = crafted(2, 3, 1, high);
+    junk.truncate(12);
+    assert!(loadfleet_controller::stats::decode_histogram(0, &junk).is_err());
+    // The well-formed header with loadfleet's bounds still decodes.
+    let mut rec = Recorder::new(1);
+    rec.record_response(0, Duration::from_millis(7), 200);
+    let mut good = Vec::new();
+    V2DeflateSerializer::new()
+        .serialize(&rec.take()[0].histogram, &mut good)
+        .unwrap();
+    assert_eq!(
+        loadfleet_controller::stats::decode_histogram(0, &good)
+            .unwrap()
+            .len(),
+        1
+    );
+}
