@@ -130,35 +130,13 @@ pub fn render_comparison(
     let runs = runs
         .iter()
         .map(|(name, s)| {
-            let lat = |f: fn(&crate::stats::LatencyMs) -> f64| -> Vec<(f64, f64)> {
-                s.timeline
-                    .iter()
-                    .filter_map(|p| {
-                        p.latency_ms
-                            .as_ref()
-                            .map(|l| (p.start_s + p.length_s, f(l)))
-                    })
-                    .collect()
-            };
-            let chart = line_chart(
+            let chart = latency_over_time(
                 &format!("Latency over time: {name}"),
-                "milliseconds",
+                &s.timeline,
                 &[
-                    Series {
-                        name: "p50",
-                        color: "#1f77b4",
-                        points: lat(|l| l.p50),
-                    },
-                    Series {
-                        name: "p95",
-                        color: "#2ca02c",
-                        points: lat(|l| l.p95),
-                    },
-                    Series {
-                        name: "p99",
-                        color: "#ff7f0e",
-                        points: lat(|l| l.p99),
-                    },
+                    ("p50", "#1f77b4", |l| l.p50),
+                    ("p95", "#2ca02c", |l| l.p95),
+                    ("p99", "#ff7f0e", |l| l.p99),
                 ],
             );
             (*name, *s, chart)
@@ -184,6 +162,36 @@ pub fn render_comparison(
     .render()
 }
 
+/// Latency figures over time, one line each: (name, color, which figure).
+type LatencyLine = (
+    &'static str,
+    &'static str,
+    fn(&crate::stats::LatencyMs) -> f64,
+);
+
+fn latency_over_time(
+    title: &str,
+    timeline: &[crate::stats::IntervalPoint],
+    lines: &[LatencyLine],
+) -> String {
+    let series: Vec<Series<'_>> = lines
+        .iter()
+        .map(|&(name, color, f)| Series {
+            name,
+            color,
+            points: timeline
+                .iter()
+                .filter_map(|p| {
+                    p.latency_ms
+                        .as_ref()
+                        .map(|l| (p.start_s + p.length_s, f(l)))
+                })
+                .collect(),
+        })
+        .collect();
+    line_chart(title, "milliseconds", &series)
+}
+
 /// Region, users, how it ended, start skew and dropped iterations of an agent.
 fn agent_note(a: &super::AgentEntry) -> String {
     let mut note = format!(
@@ -206,40 +214,14 @@ fn agent_note(a: &super::AgentEntry) -> String {
 
 /// Renders the report of a run.
 pub fn render(s: &Summary) -> Result<String, askama::Error> {
-    let lat = |f: fn(&crate::stats::LatencyMs) -> f64| -> Vec<(f64, f64)> {
-        s.timeline
-            .iter()
-            .filter_map(|p| {
-                p.latency_ms
-                    .as_ref()
-                    .map(|l| (p.start_s + p.length_s, f(l)))
-            })
-            .collect()
-    };
-    let latency_chart = line_chart(
+    let latency_chart = latency_over_time(
         "Latency over time (per 1 s interval)",
-        "milliseconds",
+        &s.timeline,
         &[
-            Series {
-                name: "p50",
-                color: "#1f77b4",
-                points: lat(|l| l.p50),
-            },
-            Series {
-                name: "p90",
-                color: "#2ca02c",
-                points: lat(|l| l.p90),
-            },
-            Series {
-                name: "p99",
-                color: "#ff7f0e",
-                points: lat(|l| l.p99),
-            },
-            Series {
-                name: "max",
-                color: "#d62728",
-                points: lat(|l| l.max),
-            },
+            ("p50", "#1f77b4", |l| l.p50),
+            ("p90", "#2ca02c", |l| l.p90),
+            ("p99", "#ff7f0e", |l| l.p99),
+            ("max", "#d62728", |l| l.max),
         ],
     );
     let per_s = |f: fn(&crate::stats::IntervalPoint) -> f64| -> Vec<(f64, f64)> {

@@ -16,6 +16,38 @@ fn esc(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
+/// Starts an SVG of `w` x `h` with its title.
+fn open_svg(title: &str, w: f64, h: f64, left: f64) -> String {
+    let mut o = String::new();
+    let _ = write!(
+        o,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {w} {h}" width="{w}" height="{h}" role="img" aria-label="{t}">"#,
+        t = esc(title)
+    );
+    let _ = write!(
+        o,
+        r#"<text x="{left}" y="18" font-size="14" font-weight="bold">{}</text>"#,
+        esc(title)
+    );
+    o
+}
+
+/// Five horizontal grid lines with their values, from 0 to `ymax`.
+fn y_grid(o: &mut String, left: f64, pw: f64, ymax: f64, y: impl Fn(f64) -> f64) {
+    for i in 0..=4 {
+        let v = ymax * f64::from(i) / 4.0;
+        let _ = write!(
+            o,
+            r##"<line x1="{left}" x2="{}" y1="{yy:.1}" y2="{yy:.1}" stroke="#ddd"/><text x="{}" y="{:.1}" font-size="11" text-anchor="end">{}</text>"##,
+            left + pw,
+            left - 6.0,
+            y(v) + 4.0,
+            fmt_num(v),
+            yy = y(v)
+        );
+    }
+}
+
 /// A "nice" upper bound for an axis: 1, 2 or 5 times a power of ten.
 pub fn nice_max(v: f64) -> f64 {
     if v <= 0.0 || !v.is_finite() {
@@ -54,28 +86,9 @@ pub fn xy_chart(title: &str, x_unit: &str, y_label: &str, series: &[Series<'_>])
     );
     let x = |v: f64| left + v / xmax * pw;
     let y = |v: f64| top + ph - v / ymax * ph;
-    let mut o = String::new();
-    let _ = write!(
-        o,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {w} {h}" width="{w}" height="{h}" role="img" aria-label="{t}">"#,
-        t = esc(title)
-    );
-    let _ = write!(
-        o,
-        r#"<text x="{left}" y="18" font-size="14" font-weight="bold">{}</text>"#,
-        esc(title)
-    );
+    let mut o = open_svg(title, w, h, left);
+    y_grid(&mut o, left, pw, ymax, y);
     for i in 0..=4 {
-        let v = ymax * f64::from(i) / 4.0;
-        let _ = write!(
-            o,
-            r##"<line x1="{left}" x2="{}" y1="{y:.1}" y2="{y:.1}" stroke="#ddd"/><text x="{}" y="{:.1}" font-size="11" text-anchor="end">{}</text>"##,
-            left + pw,
-            left - 6.0,
-            y(v) + 4.0,
-            fmt_num(v),
-            y = y(v)
-        );
         let xv = xmax * f64::from(i) / 4.0;
         let _ = write!(
             o,
@@ -194,29 +207,8 @@ pub fn percentile_chart(title: &str, series: &[Series<'_>]) -> String {
     );
     let x = |p: f64| left + percentile_x(p).min(xmax) / xmax * pw;
     let y = |v: f64| top + ph - v / ymax * ph;
-    let mut o = String::new();
-    let _ = write!(
-        o,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {w} {h}" width="{w}" height="{h}" role="img" aria-label="{t}">"#,
-        t = esc(title)
-    );
-    let _ = write!(
-        o,
-        r#"<text x="{left}" y="18" font-size="14" font-weight="bold">{}</text>"#,
-        esc(title)
-    );
-    for i in 0..=4 {
-        let v = ymax * f64::from(i) / 4.0;
-        let _ = write!(
-            o,
-            r##"<line x1="{left}" x2="{}" y1="{yy:.1}" y2="{yy:.1}" stroke="#ddd"/><text x="{}" y="{:.1}" font-size="11" text-anchor="end">{}</text>"##,
-            left + pw,
-            left - 6.0,
-            y(v) + 4.0,
-            fmt_num(v),
-            yy = y(v)
-        );
-    }
+    let mut o = open_svg(title, w, h, left);
+    y_grid(&mut o, left, pw, ymax, y);
     let labels = ["0%", "90%", "99%", "99.9%", "99.99%", "99.999%", "99.9999%"];
     for (decade, label) in labels.iter().enumerate().take(xmax as usize + 1) {
         let xx = left + decade as f64 / xmax * pw;
