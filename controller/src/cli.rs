@@ -267,56 +267,9 @@ pub async fn main_with(
                 ExitCode::from(EXIT_USAGE)
             }
         },
-        Command::Run(args) => {
-            let plan = match plan::load(&args.plan) {
-                Ok(p) => p,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return ExitCode::from(EXIT_USAGE);
-                }
-            };
-            let settings = match args.fleet.settings(interrupt, hard_interrupt) {
-                Ok(s) => s,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return ExitCode::from(EXIT_USAGE);
-                }
-            };
-            let code = match plan.sweep.clone() {
-                Some(sweep) => {
-                    crate::series::run_series(&settings, &plan, &sweep, args.out, &args.plan).await
-                }
-                None => {
-                    run_and_report(settings.options(plan), args.out, Some(&args.plan))
-                        .await
-                        .0
-                }
-            };
-            ExitCode::from(code)
-        }
+        Command::Run(args) => usage_or(run_command(args, interrupt, hard_interrupt).await),
         Command::Capacity(args) => {
-            let plan = match plan::load(&args.plan) {
-                Ok(p) => p,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return ExitCode::from(EXIT_USAGE);
-                }
-            };
-            let search = match crate::capacity::Search::new(&plan, &args) {
-                Ok(s) => s,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return ExitCode::from(EXIT_USAGE);
-                }
-            };
-            let settings = match args.fleet.settings(interrupt, hard_interrupt) {
-                Ok(s) => s,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return ExitCode::from(EXIT_USAGE);
-                }
-            };
-            ExitCode::from(search.run(&settings, &plan, args.out).await)
+            usage_or(capacity_command(args, interrupt, hard_interrupt).await)
         }
         Command::Compare(args) => ExitCode::from(compare_runs(&args)),
         Command::Certs(CertsCommand::Init { dir, hosts }) => match crate::certs::init(&dir, &hosts)
@@ -374,6 +327,48 @@ pub async fn main_with(
         },
         Command::Demo(args) => demo(args, interrupt, hard_interrupt).await,
     }
+}
+
+/// Maps a command's outcome to an exit code: a usage error (the plan or the
+/// command line; nothing was sent) is printed and exits 2.
+fn usage_or(outcome: Result<u8, String>) -> ExitCode {
+    match outcome {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
+}
+
+async fn run_command(
+    args: RunArgs,
+    interrupt: CancellationToken,
+    hard: CancellationToken,
+) -> Result<u8, String> {
+    let plan = plan::load(&args.plan).map_err(|e| e.to_string())?;
+    let settings = args.fleet.settings(interrupt, hard)?;
+    Ok(match plan.sweep.clone() {
+        Some(sweep) => {
+            crate::series::run_series(&settings, &plan, &sweep, args.out, &args.plan).await
+        }
+        None => {
+            run_and_report(settings.options(plan), args.out, Some(&args.plan))
+                .await
+                .0
+        }
+    })
+}
+
+async fn capacity_command(
+    args: CapacityArgs,
+    interrupt: CancellationToken,
+    hard: CancellationToken,
+) -> Result<u8, String> {
+    let plan = plan::load(&args.plan).map_err(|e| e.to_string())?;
+    let search = crate::capacity::Search::new(&plan, &args)?;
+    let settings = args.fleet.settings(interrupt, hard)?;
+    Ok(search.run(&settings, &plan, args.out).await)
 }
 
 /// Prints a line to stdout; a closed pipe (`| head`) is not an error.
