@@ -2,6 +2,7 @@
 the JSON Schema of summary.json (jsonschema) and latency.hlog decoded by
 HdrHistogram's Python port (hdrhistogram). Prints one JSON line of facts."""
 import json
+import math
 import sys
 
 import jsonschema
@@ -24,10 +25,27 @@ for line in open(f"{run}/latency.hlog"):
         tags.setdefault(fields[0][4:], HdrHistogram(1, 3600000000, 3)).add(h)
     else:
         untagged.add(h)
+
+
+def value_at_rank(h, quantile):
+    """The value at rank ceil(q * N), walking the port's decoded counts.
+    The port's own get_value_at_percentile rounds the rank to the nearest
+    count instead; loadfleet (like HdrHistogram's Java and Rust versions)
+    takes the ceiling, so the rule is fixed here and the decoding, bucketing
+    and bucket bounds are the port's."""
+    rank = max(1, math.ceil(quantile * h.get_total_count()))
+    seen = 0
+    for index in range(h.counts_len):
+        seen += h.get_count_at_index(index)
+        if seen >= rank:
+            return h.get_highest_equivalent_value(h.get_value_from_index(index))
+    return 0
+
+
 print(json.dumps({
     "schema_valid": True,
     "hlog_count": untagged.get_total_count(),
-    "hlog_p50_ms": untagged.get_value_at_percentile(50) / 1000,
-    "hlog_p99_ms": untagged.get_value_at_percentile(99) / 1000,
+    "hlog_p50_ms": value_at_rank(untagged, 0.50) / 1000,
+    "hlog_p99_ms": value_at_rank(untagged, 0.99) / 1000,
     "tag_counts": {k: v.get_total_count() for k, v in tags.items()},
 }))
