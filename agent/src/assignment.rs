@@ -1,6 +1,8 @@
 //! The engine's view of a run: an agent's share of the schedule, validated
 //! once from the wire so the engine never re-checks it.
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::uri::{Authority, PathAndQuery, Scheme};
@@ -8,6 +10,12 @@ use http::{HeaderName, HeaderValue, Method, Uri};
 use loadfleet_proto::v1;
 
 use crate::arrivals::{RateSchedule, RateStage};
+use crate::journey::{Check, Extract, Source, Template, Think, VarTable};
+
+/// Most redirects one step may follow.
+pub const MAX_REDIRECTS: u32 = 10;
+/// Most rows an assignment may carry in one data set.
+pub const MAX_DATA_ROWS: usize = 1_000_000;
 
 /// Why an assignment from the controller cannot be run.
 #[derive(Debug, thiserror::Error)]
@@ -47,15 +55,85 @@ pub struct Target {
     pub ca_pem: String,
 }
 
+/// Where a step's request goes.
+#[derive(Debug, Clone)]
+pub enum Address {
+    /// A fixed origin-form request target on the target (no variables, no
+    /// query parameters): sent as it is, with nothing built per request.
+    Static(Uri),
+    /// A path template, joined to the base path.
+    Path(Template),
+    /// An absolute URL template (any origin the agent's policy allows).
+    Url(Template),
+}
+
+/// A step's request body.
+#[derive(Debug, Clone, Default)]
+pub enum BodySpec {
+    #[default]
+    None,
+    /// application/x-www-form-urlencoded fields.
+    Form(Vec<(Template, Template)>),
+    /// JSON text (application/json).
+    Json(Template),
+    Raw(Template),
+}
+
 /// One HTTP request of a scenario, prepared once.
 #[derive(Debug, Clone)]
 pub struct Step {
     /// Index into [`Assignment::step_names`].
     pub id: usize,
     pub method: Method,
-    /// Origin-form request target (path and query), as sent on the wire.
-    pub uri: Uri,
+    pub address: Address,
+    /// Headers without variables.
     pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Headers whose values hold variables.
+    pub header_templates: Vec<(HeaderName, Template)>,
+    pub query: Vec<(Template, Template)>,
+    pub body: BodySpec,
+    /// Redirects followed within the step; 0: none.
+    pub max_redirects: u32,
+    pub extract: Arc<[Extract]>,
+    pub check: Arc<Check>,
+    pub think: Option<Think>,
+}
+
+impl Step {
+    /// A plain request without variables, checks or extraction.
+    pub fn fixed(id: usize, method: Method, uri: Uri) -> Step {
+        Step {
+            id,
+            method,
+            address: Address::Static(uri),
+            headers: Vec::new(),
+            header_templates: Vec::new(),
+            query: Vec::new(),
+            body: BodySpec::None,
+            max_redirects: 0,
+            extract: Arc::new([]),
+            check: Default::default(),
+            think: None,
+        }
+    }
+
+    /// Whether the response body must be kept (for checks or extraction).
+    pub fn needs_body(&self) -> bool {
+        self.check.needs_body()
+            || self
+                .extract
+                .iter()
+                .any(|e| !matches!(e.source, Source::Header(_)))
+    }
+}
+
+/// What a user does after a failed step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnError {
+    #[default]
+    Continue,
+    NextIteration,
+    StopUser,
 }
 
 /// A sequence of steps a virtual user runs as one iteration.
@@ -63,6 +141,110 @@ pub struct Step {
 pub struct Scenario {
     pub name: String,
     pub steps: Vec<Step>,
+    pub on_error: OnError,
+    /// Minimum length of an iteration.
+    pub pacing: Duration,
+}
+
+impl Scenario {
+    pub fn new(name: impl Into<String>, steps: Vec<Step>) -> Scenario {
+        Scenario {
+            name: name.into(),
+            steps,
+            on_error: OnError::Continue,
+            pacing: Duration::ZERO,
+        }
+    }
+}
+
+/// How a data set's rows are handed out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataMode {
+    Sequential,
+    Unique,
+    Random,
+}
+
+/// Rows of one data file; each column fills one variable slot.
+#[derive(Debug, Clone)]
+pub struct DataSet {
+    pub name: String,
+    pub slots: Vec<usize>,
+    pub rows: Vec<Vec<String>>,
+    pub mode: DataMode,
+    /// `unique`: row of each fleet-wide user index.
+    pub by_user: HashMap<u64, usize>,
+}
+
+impl DataSet {
+    /// The row a user reads in an iteration, if any.
+    pub fn row(
+        &self,
+        user: u64,
+        iteration: u64,
+        fleet_users: u64,
+        rng: &mut crate::journey::Rng,
+    ) -> Option<&[String]> {
+        if self.rows.is_empty() {
+            return None;
+        }
+        let i = match self.mode {
+            DataMode::Unique => *self.by_user.get(&user)?,
+            DataMode::Sequential => {
+                let n = self.rows.len() as u64;
+                (user.wrapping_add(iteration.wrapping_mul(fleet_users.max(1))) % n) as usize
+            }
+            DataMode::Random => rng.below(self.rows.len()),
+        };
+        self.rows.get(i).map(Vec::as_slice)
+    }
+}
+
+/// Scheme, host and port: where a connection goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    pub https: bool,
+    pub host: String,
+    pub port: u16,
+    /// Value of the `Host` header.
+    pub authority: HeaderValue,
+}
+
+impl Origin {
+    /// Splits an absolute `http(s)://` URI into its origin and its
+    /// origin-form request target.
+    pub fn split(uri: &Uri) -> Result<(Origin, Uri), String> {
+        let https = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
+            _ => return Err(format!("`{uri}` is not an http:// or https:// URL")),
+        };
+        let authority = uri
+            .authority()
+            .ok_or_else(|| format!("`{uri}` has no host"))?;
+        if authority.as_str().contains('@') {
+            return Err(format!("`{uri}`: credentials in URLs are not supported"));
+        }
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let pq = match uri.path_and_query().map(|p| p.as_str()) {
+            None | Some("") => PathAndQuery::from_static("/"),
+            Some(p) => p.parse::<PathAndQuery>().map_err(|e| e.to_string())?,
+        };
+        Ok((
+            Origin {
+                https,
+                port: authority.port_u16().unwrap_or(if https { 443 } else { 80 }),
+                authority: HeaderValue::from_str(authority.as_str())
+                    .map_err(|_| format!("`{uri}`: bad host"))?,
+                host,
+            },
+            Uri::from(pq),
+        ))
+    }
 }
 
 /// One virtual user of this agent's share.
@@ -124,9 +306,25 @@ pub struct Assignment {
     pub max_run: Duration,
     /// How long a user stopped by a ramp-down may finish its iteration.
     pub graceful_stop: Duration,
+    /// Every variable of the run, with its slot in a user's values.
+    pub vars: VarTable,
+    pub data: Vec<DataSet>,
+    /// Users in the whole fleet (the stride of sequential data rows).
+    pub fleet_users: u64,
+    pub clear_cookies_each_iteration: bool,
 }
 
 impl Target {
+    /// The origin requests go to by default.
+    pub fn origin(&self) -> Origin {
+        Origin {
+            https: self.scheme == Scheme::HTTPS,
+            host: self.host.clone(),
+            port: self.port,
+            authority: self.authority.clone(),
+        }
+    }
+
     /// Parses an `http://` or `https://` base URL.
     pub fn parse(url: &str, timeout: Duration) -> Result<Target, AssignmentError> {
         let bad = |reason: &str| AssignmentError::BadBaseUrl {
@@ -199,38 +397,40 @@ impl TryFrom<v1::Assign> for Assignment {
         }
         target.ca_pem = t.ca_pem;
         let step_count = a.step_names.len();
+        let mut vars = VarTable::default();
+        let data = a
+            .data
+            .into_iter()
+            .map(|d| data_set(d, &mut vars))
+            .collect::<Result<Vec<_>, _>>()?;
         let mut scenarios = Vec::with_capacity(a.scenarios.len());
+        let mut produced: Vec<bool> = Vec::new();
         for s in a.scenarios {
-            let mut steps = Vec::with_capacity(s.steps.len());
-            for (i, st) in s.steps.into_iter().enumerate() {
-                let bad = |reason: String| AssignmentError::BadStep {
-                    scenario: s.name.clone(),
-                    step: i,
-                    reason,
-                };
-                let id = st.id as usize;
-                if id >= step_count {
-                    return Err(bad(format!(
-                        "step id {id} but only {step_count} step names"
+            let on_error = match v1::OnError::try_from(s.on_error) {
+                Ok(v1::OnError::Continue) => OnError::Continue,
+                Ok(v1::OnError::NextIteration) => OnError::NextIteration,
+                Ok(v1::OnError::StopUser) => OnError::StopUser,
+                Err(_) => {
+                    return Err(AssignmentError::Invalid(format!(
+                        "scenario `{}`: unknown on_error {}",
+                        s.name, s.on_error
                     )));
                 }
-                let method = Method::from_bytes(st.method.as_bytes())
-                    .map_err(|_| bad(format!("bad method `{}`", st.method)))?;
-                let uri = target.request_uri(&st.path).map_err(bad)?;
-                let mut headers = Vec::with_capacity(st.headers.len());
-                for h in st.headers {
-                    let name = HeaderName::from_bytes(h.name.as_bytes())
-                        .map_err(|_| bad(format!("bad header name `{}`", h.name)))?;
-                    let value = HeaderValue::from_str(&h.value)
-                        .map_err(|_| bad(format!("bad value for header `{}`", h.name)))?;
-                    headers.push((name, value));
+            };
+            let mut steps = Vec::with_capacity(s.steps.len());
+            for (i, st) in s.steps.into_iter().enumerate() {
+                let step = step(st, step_count, &target, &mut vars).map_err(|reason| {
+                    AssignmentError::BadStep {
+                        scenario: s.name.clone(),
+                        step: i,
+                        reason,
+                    }
+                })?;
+                produced.resize(vars.len(), false);
+                for e in step.extract.iter() {
+                    produced[e.slot] = true;
                 }
-                steps.push(Step {
-                    id,
-                    method,
-                    uri,
-                    headers,
-                });
+                steps.push(step);
             }
             if steps.is_empty() {
                 return Err(AssignmentError::Invalid(format!(
@@ -241,7 +441,21 @@ impl TryFrom<v1::Assign> for Assignment {
             scenarios.push(Scenario {
                 name: s.name,
                 steps,
+                on_error,
+                pacing: Duration::from_micros(s.pacing_us),
             });
+        }
+        produced.resize(vars.len(), false);
+        for d in &data {
+            for &slot in &d.slots {
+                produced[slot] = true;
+            }
+        }
+        if let Some(slot) = produced.iter().position(|p| !p) {
+            return Err(AssignmentError::Invalid(format!(
+                "variable `{}` is used but no data column or extraction sets it",
+                vars.name(slot)
+            )));
         }
         let mut users = Vec::with_capacity(a.users.len());
         for u in a.users {
@@ -290,8 +504,225 @@ impl TryFrom<v1::Assign> for Assignment {
             step_names: a.step_names,
             max_run: Duration::from_micros(a.max_run_us),
             graceful_stop: Duration::from_micros(a.graceful_stop_us),
+            vars,
+            data,
+            fleet_users: a.fleet_users,
+            clear_cookies_each_iteration: a.clear_cookies_each_iteration,
         })
     }
+}
+
+fn data_set(d: v1::DataSet, vars: &mut VarTable) -> Result<DataSet, AssignmentError> {
+    let bad = |m: String| AssignmentError::Invalid(format!("data `{}`: {m}", d.name));
+    let mode = match v1::DataMode::try_from(d.mode) {
+        Ok(v1::DataMode::Sequential) => DataMode::Sequential,
+        Ok(v1::DataMode::Unique) => DataMode::Unique,
+        Ok(v1::DataMode::Random) => DataMode::Random,
+        _ => return Err(bad(format!("unknown mode {}", d.mode))),
+    };
+    if d.rows.len() > MAX_DATA_ROWS {
+        return Err(bad(format!("{} rows, above {MAX_DATA_ROWS}", d.rows.len())));
+    }
+    if d.rows.iter().any(|r| r.values.len() != d.columns.len()) {
+        return Err(bad("a row does not have one value per column".into()));
+    }
+    let by_user = if mode == DataMode::Unique {
+        if d.user_indices.len() != d.rows.len() {
+            return Err(bad("unique rows without one user index each".into()));
+        }
+        d.user_indices
+            .iter()
+            .enumerate()
+            .map(|(row, &user)| (user, row))
+            .collect()
+    } else {
+        HashMap::new()
+    };
+    let slots = d
+        .columns
+        .iter()
+        .map(|c| vars.slot(&format!("{}.{c}", d.name)))
+        .collect();
+    Ok(DataSet {
+        slots,
+        rows: d.rows.into_iter().map(|r| r.values).collect(),
+        mode,
+        by_user,
+        name: d.name,
+    })
+}
+
+fn template(text: &str, what: &str, vars: &mut VarTable) -> Result<Template, String> {
+    Template::compile(text, vars).map_err(|e| format!("{what}: {e}"))
+}
+
+fn pairs(
+    list: Vec<v1::Header>,
+    what: &str,
+    vars: &mut VarTable,
+) -> Result<Vec<(Template, Template)>, String> {
+    list.into_iter()
+        .map(|h| {
+            Ok((
+                template(&h.name, what, vars)?,
+                template(&h.value, what, vars)?,
+            ))
+        })
+        .collect()
+}
+
+fn step(
+    st: v1::Step,
+    step_count: usize,
+    target: &Target,
+    vars: &mut VarTable,
+) -> Result<Step, String> {
+    let id = st.id as usize;
+    if id >= step_count {
+        return Err(format!("step id {id} but only {step_count} step names"));
+    }
+    let method = Method::from_bytes(st.method.as_bytes())
+        .map_err(|_| format!("bad method `{}`", st.method))?;
+    let query = pairs(st.query, "query", vars)?;
+    let address = if !st.url.is_empty() {
+        let t = template(&st.url, "url", vars)?;
+        if let Some(fixed) = t.as_static() {
+            let uri: Uri = fixed.parse().map_err(|e| format!("url `{fixed}`: {e}"))?;
+            Origin::split(&uri)?;
+        }
+        Address::Url(t)
+    } else {
+        if !st.path.starts_with('/') {
+            return Err(format!("path `{}` must start with `/`", st.path));
+        }
+        let t = template(&st.path, "path", vars)?;
+        match t.as_static() {
+            Some(fixed) if query.is_empty() => Address::Static(target.request_uri(fixed)?),
+            Some(fixed) => {
+                target.request_uri(fixed)?;
+                Address::Path(t)
+            }
+            None => Address::Path(t),
+        }
+    };
+    let mut headers = Vec::new();
+    let mut header_templates = Vec::new();
+    for h in st.headers {
+        let name = HeaderName::from_bytes(h.name.as_bytes())
+            .map_err(|_| format!("bad header name `{}`", h.name))?;
+        let t = template(&h.value, "header", vars)?;
+        match t.as_static() {
+            Some(v) => headers.push((
+                name,
+                HeaderValue::from_str(v)
+                    .map_err(|_| format!("bad value for header `{}`", h.name))?,
+            )),
+            None => header_templates.push((name, t)),
+        }
+    }
+    let body = match st.body {
+        None => BodySpec::None,
+        Some(v1::step::Body::Form(f)) => BodySpec::Form(pairs(f.fields, "form", vars)?),
+        Some(v1::step::Body::Json(j)) => BodySpec::Json(template(&j, "json", vars)?),
+        Some(v1::step::Body::Raw(r)) => BodySpec::Raw(template(&r, "body", vars)?),
+    };
+    if st.max_redirects > MAX_REDIRECTS {
+        return Err(format!(
+            "{} redirects, above the limit of {MAX_REDIRECTS}",
+            st.max_redirects
+        ));
+    }
+    let mut extract = Vec::with_capacity(st.extract.len());
+    for e in st.extract {
+        extract.push(extraction(e, vars)?);
+    }
+    let check = match st.check {
+        None => Check::default(),
+        Some(c) => Check {
+            status: c
+                .status
+                .iter()
+                .map(|&s| {
+                    u16::try_from(s)
+                        .ok()
+                        .filter(|s| (100..=999).contains(s))
+                        .ok_or_else(|| format!("check: status {s} is not an HTTP status"))
+                })
+                .collect::<Result<_, _>>()?,
+            body_contains: c.body_contains,
+            body_matches: c
+                .body_matches
+                .iter()
+                .map(|r| regex::bytes::Regex::new(r).map_err(|e| format!("check: regex: {e}")))
+                .collect::<Result<_, _>>()?,
+        },
+    };
+    let think = match st.think.and_then(|t| t.kind) {
+        None => None,
+        Some(v1::think::Kind::ConstantUs(us)) => Some(Think::Constant(Duration::from_micros(us))),
+        Some(v1::think::Kind::Uniform(r)) if r.min_us <= r.max_us => Some(Think::Uniform(
+            Duration::from_micros(r.min_us),
+            Duration::from_micros(r.max_us),
+        )),
+        Some(v1::think::Kind::Uniform(_)) => return Err("think: uniform min above max".into()),
+        Some(v1::think::Kind::Gaussian(g)) => Some(Think::Gaussian(
+            Duration::from_micros(g.mean_us),
+            Duration::from_micros(g.deviation_us),
+        )),
+    };
+    Ok(Step {
+        id,
+        method,
+        address,
+        headers,
+        header_templates,
+        query,
+        body,
+        max_redirects: st.max_redirects,
+        extract: extract.into(),
+        check: Arc::new(check),
+        think,
+    })
+}
+
+fn extraction(e: v1::Extract, vars: &mut VarTable) -> Result<Extract, String> {
+    let what = format!("extract `{}`", e.name);
+    let source = match e.from {
+        Some(v1::extract::From::Regex(r)) => {
+            let regex =
+                regex::bytes::Regex::new(&r).map_err(|err| format!("{what}: regex: {err}"))?;
+            let group = e.group as usize;
+            if group >= regex.captures_len() {
+                return Err(format!(
+                    "{what}: group {group}, but the regex has {} groups",
+                    regex.captures_len() - 1
+                ));
+            }
+            Source::Regex { regex, group }
+        }
+        Some(v1::extract::From::Css(c)) => Source::Css {
+            selector: scraper::Selector::parse(&c)
+                .map_err(|err| format!("{what}: CSS selector: {err}"))?,
+            attribute: e.attribute,
+        },
+        Some(v1::extract::From::JsonPointer(p)) => {
+            if !p.is_empty() && !p.starts_with('/') {
+                return Err(format!("{what}: a JSON pointer starts with `/`"));
+            }
+            Source::JsonPointer(p)
+        }
+        Some(v1::extract::From::Header(h)) => Source::Header(
+            HeaderName::from_bytes(h.as_bytes()).map_err(|_| format!("{what}: bad header name"))?,
+        ),
+        None => return Err(format!("{what} has no source")),
+    };
+    Ok(Extract {
+        slot: vars.slot(&e.name),
+        name: e.name,
+        source,
+        match_no: e.match_no as usize,
+        default: e.default,
+    })
 }
 
 fn open_load(o: v1::OpenModel, scenarios: usize) -> Result<OpenLoad, AssignmentError> {

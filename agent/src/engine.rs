@@ -22,8 +22,9 @@ use tokio_util::sync::CancellationToken;
 use std::collections::VecDeque;
 
 use crate::arrivals::OwnArrivals;
-use crate::assignment::{Assignment, Bound, OpenLoad, Scenario, UserSlot};
-use crate::client::{Tls, UserClient};
+use crate::assignment::{Assignment, Bound, OnError, OpenLoad, Scenario, Step, UserSlot};
+use crate::client::{Reply, Tls, UserClient, prepare};
+use crate::journey::{Rng, Verdict};
 use crate::recorder::{ErrorKind, Recorder, StepRecord};
 
 /// Why the engine could not start.
@@ -343,6 +344,28 @@ impl Worker {
     }
 }
 
+/// One virtual user's own state: its variables and its random numbers.
+struct UserState {
+    vars: Vec<String>,
+    rng: Rng,
+}
+
+impl UserState {
+    fn new(assign: &Assignment, seed: u64) -> UserState {
+        UserState {
+            vars: vec![String::new(); assign.vars.len()],
+            rng: Rng::new(seed),
+        }
+    }
+
+    /// Fresh variables for a new visitor (the open model's arrivals).
+    fn forget(&mut self) {
+        for v in &mut self.vars {
+            v.clear();
+        }
+    }
+}
+
 async fn run_user(shared: Rc<Shared>, slot: UserSlot) {
     let assign = &shared.assign;
     let deadline = match assign.bound {
@@ -362,6 +385,7 @@ async fn run_user(shared: Rc<Shared>, slot: UserSlot) {
             shared.tls.clone(),
             shared.policy.clone(),
         );
+        let mut user = UserState::new(assign, slot.index);
         let stop_at = slot.stop_offset.map(|s| shared.start_at + s);
         let mut iteration: u64 = 0;
         loop {
@@ -374,7 +398,15 @@ async fn run_user(shared: Rc<Shared>, slot: UserSlot) {
             if stop_at.is_some_and(|t| tokio::time::Instant::now() >= t) {
                 break;
             }
-            let it = run_iteration(&shared, &mut client, scenario, None, deadline);
+            let it = run_iteration(
+                &shared,
+                &mut client,
+                &mut user,
+                scenario,
+                (slot.index, iteration),
+                None,
+                deadline,
+            );
             let go_on = match stop_at {
                 // ...or abandons its iteration `graceful_stop` after the stop.
                 Some(t) => tokio::select! {
@@ -393,46 +425,159 @@ async fn run_user(shared: Rc<Shared>, slot: UserSlot) {
     shared.finished_one();
 }
 
+/// Sleeps `pause` (think time, pacing); false when the user must stop first.
+async fn pause(shared: &Shared, pause: Duration, deadline: Option<tokio::time::Instant>) -> bool {
+    if pause.is_zero() {
+        return true;
+    }
+    let until = tokio::time::Instant::now() + pause;
+    let (until, stops) = match deadline {
+        Some(d) if d <= until => (d, true),
+        _ => (until, false),
+    };
+    tokio::select! {
+        _ = tokio::time::sleep_until(until) => !stops,
+        _ = shared.graceful.cancelled() => false,
+    }
+}
+
 /// Runs one iteration of `scenario`; false when the user must stop (graceful
-/// stop or deadline). With `intended` (the open model's scheduled start),
-/// each step is also measured from its intended send time: the iteration's
-/// lateness is added to every step's latency, so a stall that delayed the
-/// iteration shows in the percentiles (coordinated-omission correction).
+/// stop, deadline, or a failed step of a `stop_user` scenario). `key` is the
+/// user's fleet-wide index and its iteration, which pick its data rows.
+/// With `intended` (the open model's scheduled start), each step is also
+/// measured from its intended send time: the iteration's lateness is added
+/// to every step's latency, so a stall that delayed the iteration shows in
+/// the percentiles (coordinated-omission correction).
 async fn run_iteration(
     shared: &Shared,
     client: &mut UserClient,
+    user: &mut UserState,
     scenario: &Scenario,
+    key: (u64, u64),
     intended: Option<tokio::time::Instant>,
     deadline: Option<tokio::time::Instant>,
 ) -> bool {
+    let assign = &shared.assign;
     let timeout = shared.target.timeout;
+    let began = tokio::time::Instant::now();
     shared.started.set(shared.started.get() + 1);
-    let lateness = intended.map(|t| tokio::time::Instant::now().saturating_duration_since(t));
+    if assign.clear_cookies_each_iteration {
+        client.cookies.clear();
+    }
+    for data in &assign.data {
+        if let Some(row) = data.row(key.0, key.1, assign.fleet_users, &mut user.rng) {
+            for (&slot, value) in data.slots.iter().zip(row) {
+                user.vars[slot].clone_from(value);
+            }
+        }
+    }
+    let lateness = intended.map(|t| began.saturating_duration_since(t));
     for step in &scenario.steps {
         if shared.graceful.is_cancelled()
             || deadline.is_some_and(|d| tokio::time::Instant::now() >= d)
         {
             return false;
         }
-        let sent = Instant::now();
-        let outcome = tokio::time::timeout(timeout, client.send(step)).await;
-        let latency = sent.elapsed();
-        let mut rec = shared.recorder.borrow_mut();
-        match outcome {
-            Ok(Ok(status)) => match lateness {
-                Some(late) => rec.record_open(step.id, latency + late, latency, status),
-                None => rec.record_response(step.id, latency, status),
-            },
-            Ok(Err((kind, msg))) => rec.record_failure(step.id, kind, || msg),
-            Err(_) => {
-                client.reset();
-                rec.record_failure(step.id, ErrorKind::Timeout, || {
-                    format!("no complete response within {timeout:?}")
-                });
+        let failed = match prepare(step, &user.vars, &shared.target) {
+            Err(msg) => {
+                let mut rec = shared.recorder.borrow_mut();
+                rec.record_failure(step.id, ErrorKind::Request, || msg);
+                true
+            }
+            Ok(req) => {
+                let sent = Instant::now();
+                let outcome = tokio::time::timeout(
+                    timeout,
+                    client.execute(req, step.max_redirects, step.needs_body()),
+                )
+                .await;
+                let latency = sent.elapsed();
+                match outcome {
+                    Ok(Ok(reply)) => {
+                        let failure = judge(step, &reply, client.body(), user);
+                        let mut rec = shared.recorder.borrow_mut();
+                        match lateness {
+                            Some(late) => {
+                                rec.record_latency(step.id, latency + late, Some(latency))
+                            }
+                            None => rec.record_latency(step.id, latency, None),
+                        }
+                        match failure {
+                            None => false,
+                            Some(Failure::Status(code)) => {
+                                rec.record_failure(step.id, ErrorKind::Status(code), || {
+                                    format!("HTTP status {code}")
+                                });
+                                true
+                            }
+                            Some(Failure::Other(kind, msg)) => {
+                                rec.record_failure(step.id, kind, || msg);
+                                true
+                            }
+                        }
+                    }
+                    Ok(Err((kind, msg))) => {
+                        shared
+                            .recorder
+                            .borrow_mut()
+                            .record_failure(step.id, kind, || msg);
+                        true
+                    }
+                    Err(_) => {
+                        client.reset();
+                        shared.recorder.borrow_mut().record_failure(
+                            step.id,
+                            ErrorKind::Timeout,
+                            || format!("no complete response within {timeout:?}"),
+                        );
+                        true
+                    }
+                }
+            }
+        };
+        if failed {
+            match scenario.on_error {
+                OnError::Continue => {}
+                OnError::NextIteration => break,
+                OnError::StopUser => return false,
+            }
+        }
+        if let Some(think) = &step.think
+            && !pause(shared, think.sample(&mut user.rng), deadline).await
+        {
+            return false;
+        }
+    }
+    // Pacing: an iteration lasts at least this long.
+    let spent = tokio::time::Instant::now().saturating_duration_since(began);
+    pause(shared, scenario.pacing.saturating_sub(spent), deadline).await
+}
+
+/// Why a response failed its step.
+enum Failure {
+    Status(u16),
+    Other(ErrorKind, String),
+}
+
+/// Checks a response and, when it passes, runs the step's extractions.
+fn judge(step: &Step, reply: &Reply, body: &[u8], user: &mut UserState) -> Option<Failure> {
+    match step.check.judge(reply.status, body) {
+        Verdict::Pass => {}
+        Verdict::Status(code) => return Some(Failure::Status(code)),
+        Verdict::Check(msg) => return Some(Failure::Other(ErrorKind::Check, msg)),
+    }
+    for ex in step.extract.iter() {
+        match ex.apply(&reply.headers, body, &mut user.rng) {
+            Some(v) => user.vars[ex.slot] = v,
+            None => {
+                return Some(Failure::Other(
+                    ErrorKind::Extract,
+                    format!("`{}`: nothing matched and no default is set", ex.name),
+                ));
             }
         }
     }
-    true
+    None
 }
 
 // === open model ===
@@ -444,7 +589,7 @@ const TIMER_MARGIN: Duration = Duration::from_millis(2);
 
 /// Arrivals waiting for a free user, shared by one worker's open-model users.
 struct OpenQueue {
-    jobs: RefCell<VecDeque<(tokio::time::Instant, usize)>>,
+    jobs: RefCell<VecDeque<(tokio::time::Instant, usize, u64)>>,
     idle: Cell<u32>,
     more: Notify,
     generating: Cell<bool>,
@@ -463,8 +608,9 @@ fn start_open(shared: &Rc<Shared>, open: &OpenLoad, worker: usize, workers: usiz
         generating: Cell::new(true),
     });
     shared.remaining.set(users as usize + 1);
-    for _ in 0..users {
-        tokio::task::spawn_local(open_user(shared.clone(), queue.clone()));
+    for u in 0..users {
+        let seed = (worker as u64) << 32 | u64::from(u);
+        tokio::task::spawn_local(open_user(shared.clone(), queue.clone(), seed));
     }
     tokio::task::spawn_local(generate(shared.clone(), queue, worker, workers, timing));
 }
@@ -478,7 +624,8 @@ async fn generate(
 ) {
     let open = shared.assign.open.as_ref().expect("open model");
     let workers = workers as u64;
-    for (m, (_, due)) in OwnArrivals::new(&open.schedule, open.period, &open.positions).enumerate()
+    for (m, (arrival, due)) in
+        OwnArrivals::new(&open.schedule, open.period, &open.positions).enumerate()
     {
         let m = m as u64;
         if m % workers != worker as u64 {
@@ -507,7 +654,7 @@ async fn generate(
             continue;
         }
         let scenario = open.scenario_cycle[(m % open.scenario_cycle.len() as u64) as usize];
-        queue.jobs.borrow_mut().push_back((at, scenario));
+        queue.jobs.borrow_mut().push_back((at, scenario, arrival));
         queue.more.notify_one();
     }
     // Arrivals still waiting when the load stops were never run: dropped, not lost.
@@ -520,13 +667,14 @@ async fn generate(
     shared.finished_one();
 }
 
-async fn open_user(shared: Rc<Shared>, queue: Rc<OpenQueue>) {
+async fn open_user(shared: Rc<Shared>, queue: Rc<OpenQueue>, seed: u64) {
     let open = shared.assign.open.as_ref().expect("open model");
     let mut client = UserClient::new(
         shared.target.clone(),
         shared.tls.clone(),
         shared.policy.clone(),
     );
+    let mut user = UserState::new(&shared.assign, seed);
     loop {
         let job = loop {
             if let Some(job) = queue.jobs.borrow_mut().pop_front() {
@@ -541,7 +689,7 @@ async fn open_user(shared: Rc<Shared>, queue: Rc<OpenQueue>) {
             queue.more.notified().await;
             queue.idle.set(queue.idle.get() - 1);
         };
-        let Some((intended, scenario)) = job else {
+        let Some((intended, scenario, arrival)) = job else {
             break;
         };
         if tokio::time::Instant::now().saturating_duration_since(intended) > open.max_wait
@@ -555,10 +703,15 @@ async fn open_user(shared: Rc<Shared>, queue: Rc<OpenQueue>) {
             .recorder
             .borrow_mut()
             .record_lateness(tokio::time::Instant::now().saturating_duration_since(intended));
+        // Each arrival is a new visitor: no cookies or variables carried over.
+        client.cookies.clear();
+        user.forget();
         let go_on = run_iteration(
             &shared,
             &mut client,
+            &mut user,
             &shared.assign.scenarios[scenario],
+            (arrival, 0),
             Some(intended),
             None,
         )

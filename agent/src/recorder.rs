@@ -41,6 +41,14 @@ pub enum ErrorKind {
     Io,
     /// The agent's own --allow-target list refused the resolved address.
     Blocked,
+    /// A response failed one of its step's checks.
+    Check,
+    /// An extraction found nothing and had no default.
+    Extract,
+    /// Too many redirects, or a `Location` that is not a URL.
+    Redirect,
+    /// The request could not be built (a variable's value made it invalid).
+    Request,
 }
 
 impl ErrorKind {
@@ -56,6 +64,10 @@ impl ErrorKind {
             ErrorKind::Protocol => Cow::Borrowed("protocol"),
             ErrorKind::Io => Cow::Borrowed("io"),
             ErrorKind::Blocked => Cow::Borrowed("blocked"),
+            ErrorKind::Check => Cow::Borrowed("check"),
+            ErrorKind::Extract => Cow::Borrowed("extract"),
+            ErrorKind::Redirect => Cow::Borrowed("redirect"),
+            ErrorKind::Request => Cow::Borrowed("request"),
         }
     }
 }
@@ -149,16 +161,36 @@ impl Recorder {
         }
     }
 
-    /// Records a completed response; statuses >= 400 also count as errors.
+    /// Records a completed response's latency; with `uncorrected` (the open
+    /// model), `latency` is measured from the intended send time and
+    /// `uncorrected` from the actual send.
     #[inline]
-    pub fn record_response(&mut self, step: usize, latency: Duration, status: u16) {
+    pub fn record_latency(
+        &mut self,
+        step: usize,
+        latency: Duration,
+        uncorrected: Option<Duration>,
+    ) {
         let Some(rec) = self.steps.get_mut(step) else {
             return;
         };
-        let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
-        rec.histogram.saturating_record(us.max(LOWEST_US));
+        let us = |d: Duration| {
+            u64::try_from(d.as_micros())
+                .unwrap_or(u64::MAX)
+                .max(LOWEST_US)
+        };
+        rec.histogram.saturating_record(us(latency));
+        if let (Some(h), Some(u)) = (rec.uncorrected.as_mut(), uncorrected) {
+            h.saturating_record(us(u));
+        }
+    }
+
+    /// Records a completed response; statuses >= 400 also count as errors.
+    #[inline]
+    pub fn record_response(&mut self, step: usize, latency: Duration, status: u16) {
+        self.record_latency(step, latency, None);
         if status >= 400 {
-            rec.tally(ErrorKind::Status(status), 1, || {
+            self.record_failure(step, ErrorKind::Status(status), || {
                 format!("HTTP status {status}")
             });
         }
@@ -174,14 +206,11 @@ impl Recorder {
         uncorrected: Duration,
         status: u16,
     ) {
-        self.record_response(step, corrected, status);
-        if let Some(h) = self
-            .steps
-            .get_mut(step)
-            .and_then(|r| r.uncorrected.as_mut())
-        {
-            let us = u64::try_from(uncorrected.as_micros()).unwrap_or(u64::MAX);
-            h.saturating_record(us.max(LOWEST_US));
+        self.record_latency(step, corrected, Some(uncorrected));
+        if status >= 400 {
+            self.record_failure(step, ErrorKind::Status(status), || {
+                format!("HTTP status {status}")
+            });
         }
     }
 

@@ -23,19 +23,11 @@ fn assignment(
     let steps = paths
         .iter()
         .enumerate()
-        .map(|(i, p)| Step {
-            id: i,
-            method: http::Method::GET,
-            uri: target.request_uri(p).unwrap(),
-            headers: vec![],
-        })
+        .map(|(i, p)| Step::fixed(i, http::Method::GET, target.request_uri(p).unwrap()))
         .collect();
     Assignment {
         run_id: "test".into(),
-        scenarios: vec![Scenario {
-            name: "s".into(),
-            steps,
-        }],
+        scenarios: vec![Scenario::new("s", steps)],
         users: (0..users)
             .map(|k| UserSlot {
                 index: k,
@@ -51,6 +43,10 @@ fn assignment(
         graceful_stop: Duration::from_secs(30),
         target,
         open: None,
+        vars: Default::default(),
+        data: vec![],
+        fleet_users: users,
+        clear_cookies_each_iteration: false,
     }
 }
 

@@ -336,25 +336,12 @@ async fn drive(
         .iter()
         .map(|s| v1::Scenario {
             name: s.name.clone(),
-            steps: s
-                .steps
-                .iter()
-                .map(|st| v1::Step {
-                    id: st.id as u32,
-                    method: st.method.clone(),
-                    path: st.path.clone(),
-                    headers: st
-                        .headers
-                        .iter()
-                        .map(|(k, v)| v1::Header {
-                            name: k.clone(),
-                            value: v.clone(),
-                        })
-                        .collect(),
-                })
-                .collect(),
+            steps: s.steps.iter().map(|st| st.wire.clone()).collect(),
+            on_error: s.on_error as i32,
+            pacing_us: micros(s.pacing),
         })
         .collect();
+    let fleet_users: u64 = shares.closed.iter().map(|u| u.len() as u64).sum();
     for (i, agent) in agents.iter_mut().enumerate() {
         let (users, open) = shares.for_agent(i);
         agent.users = users
@@ -367,6 +354,7 @@ async fn drive(
             Some(o) => o.positions.len() as f64 / f64::from(o.period.max(1)),
             None => users.len() as f64 / total_slots.max(1) as f64,
         };
+        let data = data_for(&plan, &users);
         agent.send(controller_message::Body::Assign(v1::Assign {
             run_id: run_id.clone(),
             epoch: 1,
@@ -382,8 +370,11 @@ async fn drive(
             interval_us: micros(INTERVAL),
             step_names: plan.step_names.clone(),
             max_run_us: micros(max_run),
+            data,
             open,
             graceful_stop_us: shares.graceful_stop_us,
+            fleet_users,
+            clear_cookies_each_iteration: plan.clear_cookies_each_iteration,
         }));
     }
     wait_ready(opts, events, &mut agents, &run_id).await?;
@@ -917,4 +908,31 @@ fn close_reported(collector: &mut Collector, agents: &[Agent]) {
     let reported = running.iter().copied().min().unwrap_or(u64::MAX);
     let lag_limit = collector.newest_seq().map_or(0, |n| n.saturating_sub(5));
     collector.close_before(reported.max(lag_limit));
+}
+
+/// The data an agent receives: every row of `sequential` and `random` files;
+/// of a `unique` file, only the rows of its own users (row i belongs to the
+/// fleet's user i), so no row is ever used by two agents.
+fn data_for(plan: &Plan, users: &[v1::UserSlot]) -> Vec<v1::DataSet> {
+    plan.data
+        .iter()
+        .map(|d| {
+            let row = |r: &Vec<String>| v1::DataRow { values: r.clone() };
+            let (rows, user_indices) = if d.mode == v1::DataMode::Unique {
+                users
+                    .iter()
+                    .filter_map(|u| d.rows.get(u.index as usize).map(|r| (row(r), u.index)))
+                    .unzip()
+            } else {
+                (d.rows.iter().map(row).collect(), Vec::new())
+            };
+            v1::DataSet {
+                name: d.name.clone(),
+                columns: d.columns.clone(),
+                rows,
+                mode: d.mode as i32,
+                user_indices,
+            }
+        })
+        .collect()
 }

@@ -2,7 +2,7 @@
 //!
 //! Every error names the file, line and column, the key and what was expected.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -11,6 +11,10 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::duration::PlanDuration;
+use loadfleet_proto::v1;
+
+mod journey;
+pub use journey::{DataSpec, MAX_DATA_BYTES, parse_think};
 
 /// Most virtual users one plan may ask for.
 pub const MAX_USERS: u64 = 10_000_000;
@@ -46,6 +50,10 @@ pub struct Plan {
     pub thresholds: Thresholds,
     /// What happens to the run when an agent is lost for good.
     pub on_agent_loss: OnAgentLoss,
+    /// `[[data]]` files, read when the plan is loaded.
+    pub data: Vec<DataSpec>,
+    /// `[session] clear_cookies_each_iteration`.
+    pub clear_cookies_each_iteration: bool,
 }
 
 /// `[fleet] on_agent_loss`.
@@ -182,6 +190,9 @@ pub struct ScenarioSpec {
     pub name: String,
     pub weight: u32,
     pub steps: Vec<StepSpec>,
+    pub on_error: v1::OnError,
+    /// Minimum length of an iteration.
+    pub pacing: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -189,19 +200,15 @@ pub struct StepSpec {
     /// Index into [`Plan::step_names`].
     pub id: usize,
     pub name: String,
-    pub method: String,
-    pub path: String,
-    pub headers: Vec<(String, String)>,
+    /// The step as agents receive it: `[vars]` and `${env:NAME}` already
+    /// substituted, every regex and selector already checked.
+    pub wire: v1::Step,
 }
 
 impl Plan {
     /// The fleet-wide user count (the concurrency cap in the open model).
     pub fn users(&self) -> u64 {
-        match self.load {
-            LoadModel::Closed { users, .. } => users,
-            LoadModel::Staged { ref stages, .. } => stages.iter().map(|s| s.0).max().unwrap_or(0),
-            LoadModel::Open { max_users, .. } => max_users,
-        }
+        self_users(&self.load)
     }
 
     /// The plan for one value of its sweep (users or rate), without the sweep.
@@ -286,6 +293,10 @@ struct RawPlan {
     scenario: Vec<Spanned<RawScenario>>,
     thresholds: Option<RawThresholds>,
     fleet: Option<RawFleet>,
+    vars: Option<BTreeMap<String, Spanned<toml::Value>>>,
+    session: Option<journey::RawSession>,
+    #[serde(default)]
+    data: Vec<Spanned<journey::RawData>>,
 }
 
 #[derive(Deserialize)]
@@ -411,18 +422,11 @@ impl<'de> Deserialize<'de> for Numbers {
 struct RawScenario {
     name: Spanned<String>,
     weight: Option<Spanned<u32>>,
+    on_error: Option<Spanned<String>>,
+    think: Option<Spanned<String>>,
+    pacing: Option<Spanned<PlanDuration>>,
     #[serde(default)]
-    step: Vec<Spanned<RawStep>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawStep {
-    name: Option<Spanned<String>>,
-    method: Option<Spanned<String>>,
-    path: Spanned<String>,
-    #[serde(default)]
-    headers: BTreeMap<String, Spanned<String>>,
+    step: Vec<Spanned<journey::RawStep>>,
 }
 
 // === loading ===
@@ -495,6 +499,12 @@ impl Validator<'_> {
                 "expected at least one [[scenario]] with at least one [[scenario.step]]",
             ));
         }
+        let vars = self.vars(raw.vars)?;
+        let data = self.data(raw.data.clone())?;
+        let columns: HashSet<String> = data
+            .iter()
+            .flat_map(|d| d.columns.iter().map(move |c| format!("{}.{c}", d.name)))
+            .collect();
         let mut step_ids: HashMap<String, usize> = HashMap::new();
         let mut step_names = Vec::new();
         let mut seen = HashMap::new();
@@ -531,27 +541,75 @@ impl Validator<'_> {
                     format!("scenario \"{sname}\": expected at least one [[scenario.step]]"),
                 ));
             }
+            let on_error = match &s.on_error {
+                Some(o) => journey::parse_on_error(o.get_ref())
+                    .map_err(|e| self.error(o.span(), format!("scenario `on_error`: {e}")))?,
+                None => v1::OnError::Continue,
+            };
+            let think = match &s.think {
+                Some(t) => Some(self.think(t, "scenario `think`")?),
+                None => None,
+            };
+            let mut scope = journey::Scope {
+                vars: &vars,
+                columns: &columns,
+                extracted: HashSet::new(),
+                later: s
+                    .step
+                    .iter()
+                    .flat_map(|st| st.get_ref().extract_names())
+                    .collect(),
+            };
             let mut steps = Vec::with_capacity(s.step.len());
             for st in s.step {
-                let st = st.into_inner();
-                let step = self.step(st, &target)?;
-                let id = *step_ids.entry(step.0.clone()).or_insert_with(|| {
-                    step_names.push(step.0.clone());
+                let span = st.span();
+                let (name, mut wire) =
+                    self.journey_step(st.into_inner(), span, &target, &mut scope, think.as_ref())?;
+                let id = *step_ids.entry(name.clone()).or_insert_with(|| {
+                    step_names.push(name.clone());
                     step_names.len() - 1
                 });
-                steps.push(StepSpec {
-                    id,
-                    name: step.0,
-                    method: step.1,
-                    path: step.2,
-                    headers: step.3,
-                });
+                wire.id = id as u32;
+                steps.push(StepSpec { id, name, wire });
             }
             scenarios.push(ScenarioSpec {
                 name: sname,
                 weight,
                 steps,
+                on_error,
+                pacing: s.pacing.map(|p| p.into_inner().0).unwrap_or_default(),
             });
+        }
+        // Unique rows bind to users: every user of the largest run needs one.
+        let most_users = match &sweep {
+            Some(sw) if matches!(load, LoadModel::Closed { .. }) => {
+                sw.values.iter().fold(0.0f64, |a, &b| a.max(b)) as u64
+            }
+            _ => self_users(&load),
+        };
+        for (d, raw_d) in data.iter().zip(&raw.data) {
+            if d.mode != v1::DataMode::Unique {
+                continue;
+            }
+            if matches!(load, LoadModel::Open { .. }) {
+                return Err(self.error(
+                    raw_d.span(),
+                    format!(
+                        "data \"{}\": mode \"unique\" gives each user its own row, but the open model has no fixed users; expected \"sequential\" or \"random\"",
+                        d.name
+                    ),
+                ));
+            }
+            if (d.rows.len() as u64) < most_users {
+                return Err(self.error(
+                    raw_d.span(),
+                    format!(
+                        "data \"{}\": mode \"unique\" needs one row per user: {} rows for {most_users} users",
+                        d.name,
+                        d.rows.len()
+                    ),
+                ));
+            }
         }
         let thresholds = match raw.thresholds {
             Some(t) => self.thresholds(t, &step_names)?,
@@ -566,6 +624,10 @@ impl Validator<'_> {
             step_names,
             thresholds,
             on_agent_loss: raw.fleet.map(|f| f.on_agent_loss).unwrap_or_default(),
+            data,
+            clear_cookies_each_iteration: raw
+                .session
+                .is_some_and(|s| s.clear_cookies_each_iteration),
         })
     }
 
@@ -908,56 +970,14 @@ impl Validator<'_> {
             max_wait,
         })
     }
+}
 
-    #[allow(clippy::type_complexity)]
-    fn step(
-        &self,
-        st: RawStep,
-        target: &TargetSpec,
-    ) -> Result<(String, String, String, Vec<(String, String)>), PlanError> {
-        let method = match st.method {
-            Some(m) => {
-                let upper = m.get_ref().trim().to_ascii_uppercase();
-                if upper.is_empty() || !upper.bytes().all(|b| b.is_ascii_alphabetic()) {
-                    return Err(self.error(
-                        m.span(),
-                        format!("step `method`: expected an HTTP method such as \"GET\" or \"POST\", found \"{}\"", m.get_ref()),
-                    ));
-                }
-                upper
-            }
-            None => "GET".to_string(),
-        };
-        let path = st.path.get_ref().trim().to_string();
-        let probe = loadfleet_agent::assignment::Target::parse(&target.base_url, target.timeout)
-            .map_err(|e| self.error(st.path.span(), e.to_string()))?;
-        if let Err(e) = probe.request_uri(&path) {
-            return Err(self.error(
-                st.path.span(),
-                format!("step `path`: expected a path starting with `/`: {e}"),
-            ));
-        }
-        let name = match st.name {
-            Some(n) if n.get_ref().trim().is_empty() => {
-                return Err(self.error(n.span(), "step `name`: expected a non-empty string"));
-            }
-            Some(n) => n.get_ref().trim().to_string(),
-            None => format!("{method} {path}"),
-        };
-        let mut headers = Vec::with_capacity(st.headers.len());
-        for (k, v) in st.headers {
-            if http_header_name_ok(&k) && http_header_value_ok(v.get_ref()) {
-                headers.push((k, v.into_inner()));
-            } else {
-                return Err(self.error(
-                    v.span(),
-                    format!(
-                        "step header `{k}`: expected a valid header name and a printable value"
-                    ),
-                ));
-            }
-        }
-        Ok((name, method, path, headers))
+/// Users of a load model (the concurrency cap of the open model).
+fn self_users(load: &LoadModel) -> u64 {
+    match load {
+        LoadModel::Closed { users, .. } => *users,
+        LoadModel::Staged { stages, .. } => stages.iter().map(|s| s.0).max().unwrap_or(0),
+        LoadModel::Open { max_users, .. } => *max_users,
     }
 }
 

@@ -164,7 +164,8 @@ impl Tally {
         self.histogram.len() + self.transport_errors
     }
 
-    /// Responses with status >= 400 plus requests that got no response.
+    /// Failed responses (a status >= 400, a failed check or extraction) plus
+    /// requests that got no response.
     pub fn error_count(&self) -> u64 {
         self.errors.values().map(|e| e.count).sum()
     }
@@ -175,7 +176,7 @@ impl Tally {
             u.add_to(self.uncorrected.get_or_insert_with(new_histogram));
         }
         for e in errors {
-            if !e.kind.starts_with("http_") {
+            if !came_with_response(&e.kind) {
                 self.transport_errors += e.count;
             }
             let agg = self.errors.entry(e.kind.clone()).or_default();
@@ -505,4 +506,10 @@ impl Collector {
     pub fn newest_seq(&self) -> Option<u64> {
         self.open.last_key_value().map(|(&s, _)| s)
     }
+}
+
+/// Whether errors of this kind were counted with a response (whose latency
+/// is in the histogram): a status, a failed check, a failed extraction.
+pub fn came_with_response(kind: &str) -> bool {
+    kind.starts_with("http_") || kind == "check" || kind == "extract"
 }

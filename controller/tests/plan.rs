@@ -54,10 +54,18 @@ fn accepts_the_documented_format() {
     assert_eq!(p.scenarios[1].weight, 1, "weight defaults to 1");
     let login = &p.scenarios[0].steps[1];
     assert_eq!(
-        (login.method.as_str(), login.name.as_str()),
+        (login.wire.method.as_str(), login.name.as_str()),
         ("POST", "POST /login?x=1")
     );
-    assert_eq!(login.headers, vec![("X-Test".to_string(), "1".to_string())]);
+    assert_eq!(
+        login
+            .wire
+            .headers
+            .iter()
+            .map(|h| (h.name.as_str(), h.value.as_str()))
+            .collect::<Vec<_>>(),
+        [("X-Test", "1")]
+    );
     // Steps with one name share one id (one row in results), across scenarios.
     assert_eq!(p.step_names, vec!["front page", "POST /login?x=1"]);
     assert_eq!(p.scenarios[1].steps[0].id, 0);

@@ -6,8 +6,14 @@
 //! keeps one keep-alive connection, so this is when each user arrived).
 //!
 //! Special paths: `/status/<code>` answers with that status; `/close` answers
-//! and closes the connection.
+//! and closes the connection; `/echo` answers with a JSON account of the
+//! request (method, path, query, cookies, content type, body); `/redirect/N`
+//! redirects N times before landing on `/echo`. With [`Config::moodle`], the
+//! Moodle paths (`/`, `/login/`, `/course/`, `/mod/`, `/user/`) are a
+//! Moodle-like site with sessions (see [`moodle`]).
 #![forbid(unsafe_code)]
+
+pub mod moodle;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -43,6 +49,8 @@ pub struct Config {
     /// At most this many requests are served at once; the others queue
     /// (first come, first served), so latency rises past this concurrency.
     pub concurrency: Option<usize>,
+    /// Serve a Moodle-like site on the Moodle paths.
+    pub moodle: Option<moodle::MoodleConfig>,
 }
 
 /// A certificate and its private key, both PEM.
@@ -166,6 +174,7 @@ pub struct Testbed {
     scheme: &'static str,
     addr: SocketAddr,
     stats: Arc<Stats>,
+    site: Option<Arc<moodle::Site>>,
     shutdown: watch::Sender<bool>,
     task: Option<JoinHandle<()>>,
 }
@@ -180,11 +189,23 @@ impl Testbed {
         *stats.started.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
         let (shutdown, rx) = watch::channel(false);
         let scheme = if tls.is_some() { "https" } else { "http" };
-        let task = tokio::spawn(serve(listener, tls, Arc::new(config), stats.clone(), rx));
+        let site = config
+            .moodle
+            .clone()
+            .map(|m| Arc::new(moodle::Site::new(m)));
+        let task = tokio::spawn(serve(
+            listener,
+            tls,
+            Arc::new(config),
+            stats.clone(),
+            site.clone(),
+            rx,
+        ));
         Ok(Testbed {
             scheme,
             addr,
             stats,
+            site,
             shutdown,
             task: Some(task),
         })
@@ -203,6 +224,11 @@ impl Testbed {
     /// What was served so far.
     pub fn stats(&self) -> &Stats {
         &self.stats
+    }
+
+    /// What the Moodle-like site saw (when [`Config::moodle`] is set).
+    pub fn moodle(&self) -> Option<&moodle::MoodleStats> {
+        self.site.as_ref().map(|s| &s.stats)
     }
 
     /// A shared handle on the counters, usable after the server is moved.
@@ -230,6 +256,7 @@ async fn serve(
     tls: Option<tokio_rustls::TlsAcceptor>,
     config: Arc<Config>,
     stats: Arc<Stats>,
+    site: Option<Arc<moodle::Site>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let slots = config
@@ -249,18 +276,19 @@ async fn serve(
             }
         };
         let _ = stream.set_nodelay(true);
-        let (config, stats, shutdown, tls, slots) = (
+        let (config, stats, shutdown, tls, slots, site) = (
             config.clone(),
             stats.clone(),
             shutdown.clone(),
             tls.clone(),
             slots.clone(),
+            site.clone(),
         );
         tokio::spawn(async move {
             match tls {
-                None => serve_connection(stream, config, stats, slots, shutdown).await,
+                None => serve_connection(stream, config, stats, slots, site, shutdown).await,
                 Some(acceptor) => match acceptor.accept(stream).await {
-                    Ok(s) => serve_connection(s, config, stats, slots, shutdown).await,
+                    Ok(s) => serve_connection(s, config, stats, slots, site, shutdown).await,
                     Err(e) => tracing::debug!(error = %e, "TLS handshake failed"),
                 },
             }
@@ -273,6 +301,7 @@ async fn serve_connection<S>(
     config: Arc<Config>,
     stats: Arc<Stats>,
     slots: Option<Arc<tokio::sync::Semaphore>>,
+    site: Option<Arc<moodle::Site>>,
     mut shutdown: watch::Receiver<bool>,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -283,13 +312,14 @@ async fn serve_connection<S>(
         let stats = stats.clone();
         let first = first.clone();
         let slots = slots.clone();
+        let site = site.clone();
         async move {
             // Queue for a slot when the server is at its concurrency limit.
             let _slot = match &slots {
                 Some(s) => s.clone().acquire_owned().await.ok(),
                 None => None,
             };
-            Ok::<_, Infallible>(handle(req, &config, &stats, &first).await)
+            Ok::<_, Infallible>(handle(req, &config, &stats, site.as_deref(), &first).await)
         }
     });
     let conn = http1::Builder::new()
@@ -302,10 +332,14 @@ async fn serve_connection<S>(
     }
 }
 
+/// Most of a request body the testbed reads.
+const MAX_REQUEST_BODY: usize = 1 << 20;
+
 async fn handle(
     req: Request<Incoming>,
     config: &Config,
     stats: &Stats,
+    site: Option<&moodle::Site>,
     first: &std::sync::atomic::AtomicBool,
 ) -> Response<Full<Bytes>> {
     if first.swap(false, Ordering::SeqCst) {
@@ -330,6 +364,109 @@ async fn handle(
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
+    let resp = if let Some(site) = site.filter(|_| moodle::is_moodle_path(&path)) {
+        let (parts, body) = req.into_parts();
+        let query = decode_pairs(parts.uri.query().unwrap_or("").as_bytes());
+        let form = decode_pairs(&read_body(body).await);
+        site.handle(
+            &parts.method,
+            &path,
+            &query,
+            &form,
+            moodle::cookie_of(&parts.headers),
+        )
+        .await
+    } else if path == "/echo" {
+        echo(req).await
+    } else if let Some(n) = path.strip_prefix("/redirect/") {
+        let n: u32 = n.parse().unwrap_or(0);
+        let to = if n <= 1 {
+            "/echo".to_string()
+        } else {
+            format!("redirect/{}", n - 1)
+        };
+        let mut r = Response::new(Full::new(Bytes::new()));
+        *r.status_mut() = StatusCode::FOUND;
+        if let Ok(v) = hyper::header::HeaderValue::from_str(&to) {
+            r.headers_mut().insert(hyper::header::LOCATION, v);
+        }
+        r
+    } else {
+        plain(&req, &path)
+    };
+    stats.served.fetch_add(1, Ordering::SeqCst);
+    *stats
+        .by_path
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(path)
+        .or_default() += 1;
+    resp
+}
+
+async fn read_body(body: Incoming) -> Vec<u8> {
+    use http_body_util::BodyExt;
+    let limited = http_body_util::Limited::new(body, MAX_REQUEST_BODY);
+    match limited.collect().await {
+        Ok(c) => c.to_bytes().to_vec(),
+        Err(_) => Vec::new(),
+    }
+}
+
+fn decode_pairs(bytes: &[u8]) -> HashMap<String, String> {
+    form_urlencoded::parse(bytes).into_owned().collect()
+}
+
+/// A JSON account of the request, for tests of what a client sent.
+async fn echo(req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let (parts, body) = req.into_parts();
+    let header = |name: &str| {
+        parts
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
+    let query: std::collections::BTreeMap<String, String> =
+        form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes())
+            .into_owned()
+            .collect();
+    let body = read_body(body).await;
+    let json = serde_json::json!({
+        "method": parts.method.as_str(),
+        "path": parts.uri.path(),
+        "query": query,
+        "cookie": header("cookie"),
+        "content_type": header("content-type"),
+        "x_token": header("x-token"),
+        "body": String::from_utf8_lossy(&body),
+        "token": "tok-12345",
+        "items": [{"id": 7}, {"id": 8}],
+    });
+    let mut r = Response::new(Full::new(Bytes::from(json.to_string())));
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    r.headers_mut().insert(
+        "x-request-id",
+        hyper::header::HeaderValue::from_static("req-42"),
+    );
+    if parts
+        .uri
+        .query()
+        .is_some_and(|q| q.contains("set_cookie=1"))
+    {
+        r.headers_mut().insert(
+            hyper::header::SET_COOKIE,
+            hyper::header::HeaderValue::from_static("visit=1; Path=/"),
+        );
+    }
+    r
+}
+
+fn plain(req: &Request<Incoming>, path: &str) -> Response<Full<Bytes>> {
     let mut status = StatusCode::OK;
     if let Some(code) = path.strip_prefix("/status/") {
         status = code
@@ -355,13 +492,6 @@ async fn handle(
             hyper::header::HeaderValue::from_static("close"),
         );
     }
-    stats.served.fetch_add(1, Ordering::SeqCst);
-    *stats
-        .by_path
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .entry(path)
-        .or_default() += 1;
     resp
 }
 

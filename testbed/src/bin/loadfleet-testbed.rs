@@ -30,6 +30,14 @@ struct Args {
     /// Stop by itself after this many seconds (0 = run until Ctrl-C).
     #[arg(long, default_value_t = 0)]
     exit_after: u64,
+    /// Serve a Moodle-like site (sessions, login token, sesskey, forum
+    /// replies) on /, /login/, /course/, /mod/ and /user/.
+    #[arg(long)]
+    moodle: bool,
+    /// The Moodle site's application cache: none, file (shared file storage,
+    /// latency grows with concurrent requests) or redis (flat latency).
+    #[arg(long, default_value = "none", value_parser = loadfleet_testbed::moodle::CacheStore::parse, requires = "moodle")]
+    cache: loadfleet_testbed::moodle::CacheStore,
 }
 
 fn parse_default_latency(s: &str) -> Result<Duration, String> {
@@ -47,6 +55,12 @@ async fn main() -> anyhow::Result<()> {
         latencies: args.latencies,
         default_latency: args.default_latency,
         concurrency: args.concurrency,
+        moodle: args
+            .moodle
+            .then(|| loadfleet_testbed::moodle::MoodleConfig {
+                cache: args.cache,
+                ..Default::default()
+            }),
         ..loadfleet_testbed::Config::default()
     };
     let bed = loadfleet_testbed::Testbed::start(args.listen, config).await?;

@@ -1,0 +1,737 @@
+//! The journey part of a plan: steps with bodies, variables, extraction,
+//! checks and think time; `[vars]`, `[session]` and `[[data]]`. Everything
+//! is validated here (regexes compiled, CSS selectors parsed, every variable
+//! traced to where it is set) and turned into wire steps once.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ops::Range;
+use std::path::Path;
+use std::time::Duration;
+
+use loadfleet_proto::v1;
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::{PlanError, TargetSpec, Validator};
+
+/// Most bytes of data files one plan may ship to its agents.
+pub const MAX_DATA_BYTES: usize = 16 << 20;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawStep {
+    name: Option<Spanned<String>>,
+    method: Option<Spanned<String>>,
+    path: Option<Spanned<String>>,
+    url: Option<Spanned<String>>,
+    #[serde(default)]
+    headers: BTreeMap<String, Spanned<String>>,
+    #[serde(default)]
+    query: BTreeMap<String, Spanned<toml::Value>>,
+    form: Option<Spanned<BTreeMap<String, Spanned<toml::Value>>>>,
+    json: Option<Spanned<toml::Value>>,
+    body: Option<Spanned<String>>,
+    follow_redirects: Option<Spanned<bool>>,
+    max_redirects: Option<Spanned<u32>>,
+    think: Option<Spanned<String>>,
+    check: Option<Spanned<RawCheck>>,
+    #[serde(default)]
+    extract: Vec<Spanned<RawExtract>>,
+}
+
+impl RawStep {
+    /// Variables this step's extractions set.
+    pub(super) fn extract_names(&self) -> Vec<String> {
+        self.extract
+            .iter()
+            .map(|e| e.get_ref().name.get_ref().trim().to_string())
+            .collect()
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCheck {
+    #[serde(default)]
+    status: Vec<Spanned<u32>>,
+    #[serde(default)]
+    body_contains: Vec<Spanned<String>>,
+    #[serde(default)]
+    body_matches: Vec<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawExtract {
+    name: Spanned<String>,
+    regex: Option<Spanned<String>>,
+    css: Option<Spanned<String>>,
+    json: Option<Spanned<String>>,
+    header: Option<Spanned<String>>,
+    group: Option<Spanned<u32>>,
+    #[serde(rename = "match")]
+    match_no: Option<Spanned<u32>>,
+    attribute: Option<Spanned<String>>,
+    #[serde(rename = "default")]
+    fallback: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSession {
+    #[serde(default)]
+    pub clear_cookies_each_iteration: bool,
+}
+
+#[derive(Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawData {
+    name: Spanned<String>,
+    file: Spanned<String>,
+    mode: Option<Spanned<String>>,
+}
+
+/// A data file, read by the controller.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DataSpec {
+    pub name: String,
+    pub columns: Vec<String>,
+    pub rows: Vec<Vec<String>>,
+    pub mode: v1::DataMode,
+}
+
+/// What a step of a scenario may refer to.
+pub(super) struct Scope<'a> {
+    /// `[vars]`, already resolved.
+    pub vars: &'a HashMap<String, String>,
+    /// `NAME.COLUMN` of every data file.
+    pub columns: &'a HashSet<String>,
+    /// Set by extractions of earlier steps of this scenario.
+    pub extracted: HashSet<String>,
+    /// Set by extractions of later steps (for a better message).
+    pub later: HashSet<String>,
+}
+
+impl Validator<'_> {
+    /// Where in the file byte `at` of the string value at `span` is (inside
+    /// the quotes when the string has no escapes before it).
+    fn inner(&self, span: &Range<usize>, at: usize) -> Range<usize> {
+        let raw = self.text.get(span.clone()).unwrap_or("");
+        let quote = raw.chars().next().filter(|c| *c == '"' || *c == '\'');
+        match quote {
+            Some(q) => {
+                let start = span.start
+                    + if raw.starts_with("\"\"\"") || raw.starts_with("'''") {
+                        3
+                    } else {
+                        1
+                    };
+                let before = self.text.get(start..start + at).unwrap_or("\\");
+                if q == '"' && before.contains('\\') {
+                    span.clone()
+                } else {
+                    start + at..start + at
+                }
+            }
+            None => span.clone(),
+        }
+    }
+
+    /// Resolves `[vars]` and `${env:NAME}` in a template and checks that
+    /// every other variable is set somewhere before it is used.
+    pub(super) fn template(
+        &self,
+        value: &str,
+        span: &Range<usize>,
+        what: &str,
+        scope: &Scope<'_>,
+    ) -> Result<String, PlanError> {
+        let mut error = None;
+        let out = loadfleet_agent::journey::substitute(value, |at, name| {
+            let result = resolve(name, scope);
+            if let Err(e) = &result {
+                error = Some((at, e.clone()));
+            }
+            result
+        });
+        match (out, error) {
+            (Ok(s), None) => Ok(s),
+            (_, Some((at, e))) => Err(self.error(self.inner(span, at), format!("{what}: {e}"))),
+            (Err(e), None) => Err(self.error(span.clone(), format!("{what}: {e}"))),
+        }
+    }
+
+    fn scalar(&self, v: &Spanned<toml::Value>, what: &str) -> Result<String, PlanError> {
+        match v.get_ref() {
+            toml::Value::String(s) => Ok(s.clone()),
+            toml::Value::Integer(i) => Ok(i.to_string()),
+            toml::Value::Float(f) => Ok(f.to_string()),
+            toml::Value::Boolean(b) => Ok(b.to_string()),
+            _ => Err(self.error(
+                v.span(),
+                format!("{what}: expected a string, number or boolean"),
+            )),
+        }
+    }
+
+    fn pairs(
+        &self,
+        map: &BTreeMap<String, Spanned<toml::Value>>,
+        what: &str,
+        scope: &Scope<'_>,
+    ) -> Result<Vec<v1::Header>, PlanError> {
+        map.iter()
+            .map(|(k, v)| {
+                let what = format!("{what} `{k}`");
+                let text = self.scalar(v, &what)?;
+                Ok(v1::Header {
+                    name: k.clone(),
+                    value: self.template(&text, &v.span(), &what, scope)?,
+                })
+            })
+            .collect()
+    }
+
+    /// `[vars]`: constants (may use `${env:NAME}`).
+    pub(super) fn vars(
+        &self,
+        raw: Option<BTreeMap<String, Spanned<toml::Value>>>,
+    ) -> Result<HashMap<String, String>, PlanError> {
+        let mut vars = HashMap::new();
+        let empty_cols = HashSet::new();
+        let env_only = HashMap::new();
+        for (k, v) in raw.unwrap_or_default() {
+            if !valid_name(&k) {
+                return Err(self.error(
+                    v.span(),
+                    format!("`vars.{k}`: expected a name of letters, digits, `_` and `-`"),
+                ));
+            }
+            let text = self.scalar(&v, &format!("`vars.{k}`"))?;
+            let scope = Scope {
+                vars: &env_only,
+                columns: &empty_cols,
+                extracted: HashSet::new(),
+                later: HashSet::new(),
+            };
+            let value = self.template(&text, &v.span(), &format!("`vars.{k}`"), &scope)?;
+            vars.insert(k, value.replace("$${", "${"));
+        }
+        Ok(vars)
+    }
+
+    /// `[[data]]`: reads each CSV file (relative to the plan's folder).
+    pub(super) fn data(&self, raw: Vec<Spanned<RawData>>) -> Result<Vec<DataSpec>, PlanError> {
+        let base = Path::new(self.file).parent().unwrap_or(Path::new("."));
+        let mut out: Vec<DataSpec> = Vec::new();
+        let mut bytes = 0usize;
+        for d in raw {
+            let d = d.into_inner();
+            let name = d.name.get_ref().trim().to_string();
+            if !valid_name(&name) {
+                return Err(self.error(
+                    d.name.span(),
+                    "data `name`: expected a name of letters, digits, `_` and `-`",
+                ));
+            }
+            if out.iter().any(|o| o.name == name) {
+                return Err(self.error(
+                    d.name.span(),
+                    format!("data `name`: \"{name}\" is used twice"),
+                ));
+            }
+            let mode = match d.mode.as_ref().map(|m| m.get_ref().as_str()) {
+                None | Some("sequential") => v1::DataMode::Sequential,
+                Some("unique") => v1::DataMode::Unique,
+                Some("random") => v1::DataMode::Random,
+                Some(other) => {
+                    return Err(self.error(
+                        d.mode.as_ref().map(Spanned::span).unwrap_or_default(),
+                        format!(
+                            "data `mode`: expected \"sequential\", \"unique\" or \"random\", found \"{other}\""
+                        ),
+                    ));
+                }
+            };
+            let path = base.join(d.file.get_ref());
+            let text = std::fs::read(&path).map_err(|e| {
+                self.error(
+                    d.file.span(),
+                    format!("data `file`: cannot read {}: {e}", path.display()),
+                )
+            })?;
+            bytes += text.len();
+            if bytes > MAX_DATA_BYTES {
+                return Err(self.error(
+                    d.file.span(),
+                    format!(
+                        "data `file`: {} makes the plan's data {bytes} bytes, above the limit of {MAX_DATA_BYTES} (agents receive it in their assignment)",
+                        path.display()
+                    ),
+                ));
+            }
+            let csv_error = |line: u64, e: String| {
+                self.error(
+                    d.file.span(),
+                    format!("data `file`: {}:{line}: {e}", path.display()),
+                )
+            };
+            let mut reader = csv::ReaderBuilder::new()
+                .has_headers(true)
+                .trim(csv::Trim::All)
+                .from_reader(text.as_slice());
+            let columns: Vec<String> = reader
+                .headers()
+                .map_err(|e| csv_error(1, e.to_string()))?
+                .iter()
+                .map(str::to_string)
+                .collect();
+            if columns.is_empty() || columns.iter().any(|c| !valid_name(c)) {
+                return Err(csv_error(
+                    1,
+                    format!(
+                        "expected a header row of column names (letters, digits, `_`, `-`), found {columns:?}"
+                    ),
+                ));
+            }
+            let mut rows = Vec::new();
+            for record in reader.records() {
+                let record = record.map_err(|e| {
+                    let line = e.position().map_or(0, |p| p.line());
+                    csv_error(line, e.to_string())
+                })?;
+                rows.push(record.iter().map(str::to_string).collect());
+            }
+            if rows.is_empty() {
+                return Err(csv_error(
+                    2,
+                    "expected at least one row after the header".into(),
+                ));
+            }
+            out.push(DataSpec {
+                name,
+                columns,
+                rows,
+                mode,
+            });
+        }
+        Ok(out)
+    }
+
+    /// A scenario's `think`, `on_error` and `pacing`.
+    pub(super) fn think(&self, t: &Spanned<String>, what: &str) -> Result<v1::Think, PlanError> {
+        parse_think(t.get_ref()).map_err(|e| self.error(t.span(), format!("{what}: {e}")))
+    }
+
+    /// One step, as it goes on the wire (its `id` is set by the caller).
+    pub(super) fn journey_step(
+        &self,
+        st: RawStep,
+        span: Range<usize>,
+        target: &TargetSpec,
+        scope: &mut Scope<'_>,
+        default_think: Option<&v1::Think>,
+    ) -> Result<(String, v1::Step), PlanError> {
+        let method = match &st.method {
+            Some(m) => {
+                let upper = m.get_ref().trim().to_ascii_uppercase();
+                if upper.is_empty() || !upper.bytes().all(|b| b.is_ascii_alphabetic()) {
+                    return Err(self.error(
+                        m.span(),
+                        format!(
+                            "step `method`: expected an HTTP method such as \"GET\" or \"POST\", found \"{}\"",
+                            m.get_ref()
+                        ),
+                    ));
+                }
+                upper
+            }
+            None if st.form.is_some() || st.json.is_some() || st.body.is_some() => "POST".into(),
+            None => "GET".into(),
+        };
+        let probe = loadfleet_agent::assignment::Target::parse(&target.base_url, target.timeout)
+            .map_err(|e| self.error(span.clone(), e.to_string()))?;
+        let (path, url, shown) = match (&st.path, &st.url) {
+            (Some(p), None) => {
+                let text = p.get_ref().trim();
+                let rendered = self.template(text, &p.span(), "step `path`", scope)?;
+                let probe_path = strip_vars(&rendered);
+                if let Err(e) = probe.request_uri(&probe_path) {
+                    return Err(self.error(
+                        p.span(),
+                        format!("step `path`: expected a path starting with `/`: {e}"),
+                    ));
+                }
+                (rendered, String::new(), text.to_string())
+            }
+            (None, Some(u)) => {
+                let text = u.get_ref().trim();
+                let rendered = self.template(text, &u.span(), "step `url`", scope)?;
+                let probe_url = strip_vars(&rendered);
+                let ok = probe_url
+                    .parse::<http::Uri>()
+                    .map_err(|e| e.to_string())
+                    .and_then(|uri| loadfleet_agent::assignment::Origin::split(&uri).map(|_| ()));
+                if let Err(e) = ok
+                    // A URL that starts with a variable is checked when rendered.
+                    && !rendered.starts_with("${")
+                {
+                    return Err(self.error(
+                        u.span(),
+                        format!("step `url`: expected an absolute http:// or https:// URL: {e}"),
+                    ));
+                }
+                (String::new(), rendered, text.to_string())
+            }
+            (Some(p), Some(_)) => {
+                return Err(self.error(p.span(), "step: expected `path` or `url`, not both"));
+            }
+            (None, None) => {
+                return Err(self.error(span, "step: expected a `path` (or an absolute `url`)"));
+            }
+        };
+        let name = match &st.name {
+            Some(n) if n.get_ref().trim().is_empty() => {
+                return Err(self.error(n.span(), "step `name`: expected a non-empty string"));
+            }
+            Some(n) => n.get_ref().trim().to_string(),
+            None => format!("{method} {shown}"),
+        };
+        let mut headers = Vec::with_capacity(st.headers.len());
+        for (k, v) in &st.headers {
+            if !super::http_header_name_ok(k) || !super::http_header_value_ok(v.get_ref()) {
+                return Err(self.error(
+                    v.span(),
+                    format!(
+                        "step header `{k}`: expected a valid header name and a printable value"
+                    ),
+                ));
+            }
+            headers.push(v1::Header {
+                name: k.clone(),
+                value: self.template(
+                    v.get_ref(),
+                    &v.span(),
+                    &format!("step header `{k}`"),
+                    scope,
+                )?,
+            });
+        }
+        let query = self.pairs(&st.query, "step `query`", scope)?;
+        let bodies = [st.form.is_some(), st.json.is_some(), st.body.is_some()];
+        if bodies.iter().filter(|b| **b).count() > 1 {
+            return Err(self.error(
+                span,
+                "step: expected at most one of `form`, `json` and `body`",
+            ));
+        }
+        let body = if let Some(f) = &st.form {
+            Some(v1::step::Body::Form(v1::FormBody {
+                fields: self.pairs(f.get_ref(), "step `form`", scope)?,
+            }))
+        } else if let Some(j) = &st.json {
+            let json = serde_json::to_string(j.get_ref()).map_err(|e| {
+                self.error(
+                    j.span(),
+                    format!("step `json`: cannot be written as JSON: {e}"),
+                )
+            })?;
+            Some(v1::step::Body::Json(self.template(
+                &json,
+                &j.span(),
+                "step `json`",
+                scope,
+            )?))
+        } else if let Some(b) = &st.body {
+            Some(v1::step::Body::Raw(self.template(
+                b.get_ref(),
+                &b.span(),
+                "step `body`",
+                scope,
+            )?))
+        } else {
+            None
+        };
+        let max_redirects = match (&st.follow_redirects, &st.max_redirects) {
+            (Some(f), _) if !*f.get_ref() => 0,
+            (_, Some(m)) if *m.get_ref() > loadfleet_agent::assignment::MAX_REDIRECTS => {
+                return Err(self.error(
+                    m.span(),
+                    format!(
+                        "step `max_redirects`: expected at most {}",
+                        loadfleet_agent::assignment::MAX_REDIRECTS
+                    ),
+                ));
+            }
+            (_, Some(m)) => *m.get_ref(),
+            _ => loadfleet_agent::assignment::MAX_REDIRECTS,
+        };
+        let check = match &st.check {
+            None => None,
+            Some(c) => Some(self.check(c.get_ref())?),
+        };
+        let think = match &st.think {
+            Some(t) => Some(self.think(t, "step `think`")?),
+            None => default_think.cloned(),
+        };
+        // Extractions run after the response; their variables serve the
+        // steps after this one.
+        let mut extract = Vec::with_capacity(st.extract.len());
+        for e in &st.extract {
+            extract.push(self.extract(e)?);
+        }
+        for e in &extract {
+            scope.extracted.insert(e.name.clone());
+        }
+        Ok((
+            name,
+            v1::Step {
+                id: 0,
+                method,
+                path,
+                headers,
+                url,
+                query,
+                body,
+                max_redirects,
+                extract,
+                check,
+                think,
+            },
+        ))
+    }
+
+    fn check(&self, c: &RawCheck) -> Result<v1::Check, PlanError> {
+        let mut status = Vec::with_capacity(c.status.len());
+        for s in &c.status {
+            if !(100..=999).contains(s.get_ref()) {
+                return Err(self.error(
+                    s.span(),
+                    format!(
+                        "check `status`: expected HTTP statuses (100 to 999), found {}",
+                        s.get_ref()
+                    ),
+                ));
+            }
+            status.push(*s.get_ref());
+        }
+        for r in &c.body_matches {
+            regex::bytes::Regex::new(r.get_ref()).map_err(|e| {
+                self.error(
+                    r.span(),
+                    format!(
+                        "check `body_matches`: expected a regular expression: {}",
+                        one_line(&e.to_string())
+                    ),
+                )
+            })?;
+        }
+        Ok(v1::Check {
+            status,
+            body_contains: c
+                .body_contains
+                .iter()
+                .map(|s| s.get_ref().clone())
+                .collect(),
+            body_matches: c.body_matches.iter().map(|s| s.get_ref().clone()).collect(),
+        })
+    }
+
+    fn extract(&self, e: &Spanned<RawExtract>) -> Result<v1::Extract, PlanError> {
+        let span = e.span();
+        let e = e.get_ref();
+        let name = e.name.get_ref().trim().to_string();
+        if !valid_name(&name) {
+            return Err(self.error(
+                e.name.span(),
+                "extract `name`: expected a name of letters, digits, `_` and `-`",
+            ));
+        }
+        let sources = [&e.regex, &e.css, &e.json, &e.header];
+        if sources.iter().filter(|s| s.is_some()).count() != 1 {
+            return Err(self.error(
+                span,
+                format!(
+                    "extract `{name}`: expected exactly one of `regex`, `css`, `json` and `header`"
+                ),
+            ));
+        }
+        let only = |key: &str, span: Option<Range<usize>>| match span {
+            Some(span) => Err(self.error(
+                span,
+                format!("extract `{name}`: `{key}` does not apply to this kind of extraction"),
+            )),
+            None => Ok(()),
+        };
+        let mut group = 0;
+        let from = if let Some(r) = &e.regex {
+            let re = regex::bytes::Regex::new(r.get_ref()).map_err(|err| {
+                self.error(
+                    r.span(),
+                    format!(
+                        "extract `{name}` `regex`: expected a regular expression: {}",
+                        one_line(&err.to_string())
+                    ),
+                )
+            })?;
+            let groups = re.captures_len() - 1;
+            group = match &e.group {
+                Some(g) if *g.get_ref() as usize > groups => {
+                    return Err(self.error(
+                        g.span(),
+                        format!(
+                            "extract `{name}` `group`: the regex has {groups} capture group(s)"
+                        ),
+                    ));
+                }
+                Some(g) => *g.get_ref(),
+                None => u32::from(groups > 0),
+            };
+            only("attribute", e.attribute.as_ref().map(Spanned::span))?;
+            v1::extract::From::Regex(r.get_ref().clone())
+        } else if let Some(c) = &e.css {
+            scraper::Selector::parse(c.get_ref()).map_err(|err| {
+                self.error(
+                    c.span(),
+                    format!("extract `{name}` `css`: expected a CSS selector: {err}"),
+                )
+            })?;
+            only("group", e.group.as_ref().map(Spanned::span))?;
+            v1::extract::From::Css(c.get_ref().clone())
+        } else if let Some(j) = &e.json {
+            let p = j.get_ref();
+            if !p.is_empty() && !p.starts_with('/') {
+                return Err(self.error(
+                    j.span(),
+                    format!(
+                        "extract `{name}` `json`: expected a JSON pointer such as \"/data/0/id\""
+                    ),
+                ));
+            }
+            only("group", e.group.as_ref().map(Spanned::span))?;
+            only("attribute", e.attribute.as_ref().map(Spanned::span))?;
+            only("match", e.match_no.as_ref().map(Spanned::span))?;
+            v1::extract::From::JsonPointer(p.clone())
+        } else {
+            let h = e.header.as_ref().expect("one source");
+            if !super::http_header_name_ok(h.get_ref()) {
+                return Err(self.error(
+                    h.span(),
+                    format!("extract `{name}` `header`: expected a header name"),
+                ));
+            }
+            only("group", e.group.as_ref().map(Spanned::span))?;
+            only("attribute", e.attribute.as_ref().map(Spanned::span))?;
+            only("match", e.match_no.as_ref().map(Spanned::span))?;
+            v1::extract::From::Header(h.get_ref().clone())
+        };
+        Ok(v1::Extract {
+            name,
+            from: Some(from),
+            group,
+            match_no: e.match_no.as_ref().map_or(1, |m| *m.get_ref()),
+            attribute: e
+                .attribute
+                .as_ref()
+                .map(|a| a.get_ref().clone())
+                .unwrap_or_default(),
+            default: e.fallback.as_ref().map(|d| d.get_ref().clone()),
+        })
+    }
+}
+
+/// Where `${name}` comes from: `Some(value)` for constants, `None` for
+/// variables the agent sets.
+fn resolve(name: &str, scope: &Scope<'_>) -> Result<Option<String>, String> {
+    if let Some(env) = name.strip_prefix("env:") {
+        return std::env::var(env)
+            .map(Some)
+            .map_err(|_| format!("environment variable `{env}` is not set on the controller"));
+    }
+    if let Some(v) = scope.vars.get(name) {
+        return Ok(Some(v.clone()));
+    }
+    if scope.columns.contains(name) || scope.extracted.contains(name) {
+        return Ok(None);
+    }
+    if scope.later.contains(name) {
+        return Err(format!(
+            "`{name}` is used before the step that extracts it; expected it to be set by an earlier step"
+        ));
+    }
+    Err(format!(
+        "undefined variable `{name}`; expected a [vars] entry, a data column such as `users.username`, an extraction in an earlier step, or `env:NAME`"
+    ))
+}
+
+/// A template with its variables removed, to check the fixed parts.
+fn strip_vars(text: &str) -> String {
+    loadfleet_agent::journey::substitute(text, |_, _| Ok(Some("x".into())))
+        .unwrap_or_else(|_| text.to_string())
+        .replace("$${", "${")
+}
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+fn one_line(s: &str) -> String {
+    s.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `"2s"`, `"uniform(1s, 3s)"` or `"gaussian(2s, 500ms)"`.
+pub fn parse_think(s: &str) -> Result<v1::Think, String> {
+    use crate::duration::parse_duration;
+    let us = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+    let s = s.trim();
+    let args = |inner: &str| -> Result<(Duration, Duration), String> {
+        let (a, b) = inner
+            .split_once(',')
+            .ok_or_else(|| format!("expected two durations in `{s}`"))?;
+        Ok((parse_duration(a.trim())?, parse_duration(b.trim())?))
+    };
+    let kind = if let Some(inner) = s.strip_prefix("uniform(").and_then(|r| r.strip_suffix(')')) {
+        let (lo, hi) = args(inner)?;
+        if lo > hi {
+            return Err(format!("`{s}`: the minimum is above the maximum"));
+        }
+        v1::think::Kind::Uniform(v1::Range {
+            min_us: us(lo),
+            max_us: us(hi),
+        })
+    } else if let Some(inner) = s
+        .strip_prefix("gaussian(")
+        .and_then(|r| r.strip_suffix(')'))
+    {
+        let (mean, dev) = args(inner)?;
+        v1::think::Kind::Gaussian(v1::Gaussian {
+            mean_us: us(mean),
+            deviation_us: us(dev),
+        })
+    } else {
+        v1::think::Kind::ConstantUs(us(parse_duration(s).map_err(|_| {
+            format!(
+                "expected a duration (\"2s\"), \"uniform(1s, 3s)\" or \"gaussian(2s, 500ms)\", found \"{s}\""
+            )
+        })?))
+    };
+    Ok(v1::Think { kind: Some(kind) })
+}
+
+/// A scenario's `on_error`.
+pub fn parse_on_error(s: &str) -> Result<v1::OnError, String> {
+    match s {
+        "continue" => Ok(v1::OnError::Continue),
+        "next_iteration" => Ok(v1::OnError::NextIteration),
+        "stop_user" => Ok(v1::OnError::StopUser),
+        other => Err(format!(
+            "expected \"continue\", \"next_iteration\" or \"stop_user\", found \"{other}\""
+        )),
+    }
+}
