@@ -649,7 +649,11 @@ fn step(
                         .ok_or_else(|| format!("check: status {s} is not an HTTP status"))
                 })
                 .collect::<Result<_, _>>()?,
-            body_contains: c.body_contains,
+            body_contains: c
+                .body_contains
+                .iter()
+                .map(|t| template(t, "check", vars))
+                .collect::<Result<_, _>>()?,
             body_matches: c
                 .body_matches
                 .iter()

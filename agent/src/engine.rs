@@ -561,7 +561,7 @@ enum Failure {
 
 /// Checks a response and, when it passes, runs the step's extractions.
 fn judge(step: &Step, reply: &Reply, body: &[u8], user: &mut UserState) -> Option<Failure> {
-    match step.check.judge(reply.status, body) {
+    match step.check.judge(reply.status, body, &user.vars) {
         Verdict::Pass => {}
         Verdict::Status(code) => return Some(Failure::Status(code)),
         Verdict::Check(msg) => return Some(Failure::Other(ErrorKind::Check, msg)),

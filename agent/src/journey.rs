@@ -46,6 +46,7 @@ impl VarTable {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Template {
     parts: Vec<Part>,
+    source: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -143,7 +144,15 @@ impl Template {
             },
             Piece::Var(_, name) => parts.push(Part::Var(vars.slot(name))),
         })?;
-        Ok(Template { parts })
+        Ok(Template {
+            parts,
+            source: text.to_string(),
+        })
+    }
+
+    /// The template as written.
+    pub fn source(&self) -> &str {
+        &self.source
     }
 
     /// The text when the template has no variables.
@@ -325,7 +334,8 @@ fn pick(count: usize, match_no: usize, rng: &mut Rng) -> Option<usize> {
 pub struct Check {
     /// Empty: any status below 400.
     pub status: Vec<u16>,
-    pub body_contains: Vec<String>,
+    /// Texts the body must contain (variables rendered per response).
+    pub body_contains: Vec<Template>,
     pub body_matches: Vec<regex::bytes::Regex>,
 }
 
@@ -344,7 +354,7 @@ impl Check {
         !self.body_contains.is_empty() || !self.body_matches.is_empty()
     }
 
-    pub fn judge(&self, status: u16, body: &[u8]) -> Verdict {
+    pub fn judge(&self, status: u16, body: &[u8], vars: &[String]) -> Verdict {
         if self.status.is_empty() {
             if status >= 400 {
                 return Verdict::Status(status);
@@ -356,8 +366,13 @@ impl Check {
             ));
         }
         for needle in &self.body_contains {
-            if !contains(body, needle.as_bytes()) {
-                return Verdict::Check(format!("body does not contain {needle:?}"));
+            let found = match needle.as_static() {
+                Some(text) => contains(body, text.as_bytes()),
+                None => contains(body, needle.render(vars).as_bytes()),
+            };
+            if !found {
+                // The template, not its rendering: a value may be a secret.
+                return Verdict::Check(format!("body does not contain {}", needle.source()));
             }
         }
         for re in &self.body_matches {
@@ -623,16 +638,24 @@ mod tests {
     #[test]
     fn checks_and_think_times() {
         let default = Check::default();
-        assert_eq!(default.judge(302, b""), Verdict::Pass);
-        assert_eq!(default.judge(404, b""), Verdict::Status(404));
+        assert_eq!(default.judge(302, b"", &[]), Verdict::Pass);
+        assert_eq!(default.judge(404, b"", &[]), Verdict::Status(404));
+        let mut vars = VarTable::default();
         let strict = Check {
             status: vec![404],
-            body_contains: vec!["gone".into()],
+            body_contains: vec![Template::compile("gone ${who}", &mut vars).unwrap()],
             body_matches: vec![regex::bytes::Regex::new("^g").unwrap()],
         };
-        assert_eq!(strict.judge(404, b"gone away"), Verdict::Pass);
-        assert!(matches!(strict.judge(200, b"gone"), Verdict::Check(_)));
-        assert!(matches!(strict.judge(404, b"here"), Verdict::Check(_)));
+        let who = ["away".to_string()];
+        assert_eq!(strict.judge(404, b"gone away", &who), Verdict::Pass);
+        assert!(matches!(
+            strict.judge(200, b"gone away", &who),
+            Verdict::Check(_)
+        ));
+        assert!(matches!(
+            strict.judge(404, b"gone home", &who),
+            Verdict::Check(_)
+        ));
         let mut rng = Rng::new(7);
         let u = Think::Uniform(Duration::from_millis(10), Duration::from_millis(20));
         let g = Think::Gaussian(Duration::from_millis(100), Duration::from_millis(10));

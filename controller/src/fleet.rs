@@ -936,3 +936,42 @@ fn data_for(plan: &Plan, users: &[v1::UserSlot]) -> Vec<v1::DataSet> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unique_rows_go_only_to_the_agent_of_their_user() {
+        let mut text = String::from(
+            "[target]\nbase_url = \"http://127.0.0.1:1\"\n[load]\nusers = 5\nramp_up = \"1s\"\niterations = 1\n[[scenario]]\nname = \"s\"\n[[scenario.step]]\npath = \"/\"\n",
+        );
+        text.push_str("[[data]]\nname = \"u\"\nfile = \"u.csv\"\nmode = \"unique\"\n[[data]]\nname = \"all\"\nfile = \"u.csv\"\n");
+        let dir = tempfile::tempdir().unwrap();
+        let csv: String = std::iter::once("name\n".to_string())
+            .chain((0..7).map(|i| format!("row{i}\n")))
+            .collect();
+        std::fs::write(dir.path().join("u.csv"), csv).unwrap();
+        let file = dir.path().join("p.toml");
+        let plan = crate::plan::parse(file.to_str().unwrap(), &text, "p").unwrap();
+        let shares = Shares::of(&plan, &[1], &[1, 1]).unwrap();
+        let mut seen = Vec::new();
+        for agent in 0..2 {
+            let (users, _) = shares.for_agent(agent);
+            let data = data_for(&plan, &users);
+            let unique = &data[0];
+            assert_eq!(unique.rows.len(), users.len(), "one row per own user");
+            for (row, user) in unique.rows.iter().zip(&unique.user_indices) {
+                assert_eq!(row.values, [format!("row{user}")], "row i is user i's");
+                seen.push(*user);
+            }
+            assert_eq!(data[1].rows.len(), 7, "sequential data goes whole");
+        }
+        seen.sort();
+        assert_eq!(
+            seen,
+            [0, 1, 2, 3, 4],
+            "every user's row went to exactly one agent"
+        );
+    }
+}

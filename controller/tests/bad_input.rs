@@ -46,6 +46,56 @@ async fn every_bad_plan_exits_2_and_sends_nothing() {
             "bad.toml:6:14: ",
             "`load.iterations`: expected an integer of at least 1",
         ),
+        // Journeys: every variable traced, every pattern compiled, every
+        // data file read before anything is sent. Line 10 is the step's path.
+        (
+            "undefined variable",
+            good.replace("path = \"/\"", "path = \"/course?id=${course}\""),
+            "bad.toml:10:20: ",
+            "undefined variable `course`",
+        ),
+        (
+            "variable used before its extraction",
+            good.replace(
+                "path = \"/\"",
+                "path = \"/?t=${tok}\"\n[[scenario.step]]\npath = \"/\"\n[[scenario.step.extract]]\nname = \"tok\"\nheader = \"x-token\"",
+            ),
+            "bad.toml:10:13: ",
+            "`tok` is used before the step that extracts it",
+        ),
+        (
+            "regex that does not compile",
+            good.replace(
+                "path = \"/\"",
+                "path = \"/\"\n[[scenario.step.extract]]\nname = \"t\"\nregex = \"value=(unclosed\"",
+            ),
+            "bad.toml:13:9: ",
+            "extract `t` `regex`: expected a regular expression",
+        ),
+        (
+            "CSS selector that does not parse",
+            good.replace(
+                "path = \"/\"",
+                "path = \"/\"\n[[scenario.step.extract]]\nname = \"t\"\ncss = \"input[name=\"\nattribute = \"value\"",
+            ),
+            "bad.toml:13:7: ",
+            "extract `t` `css`: expected a CSS selector",
+        ),
+        (
+            "missing data file",
+            good.replace(
+                "[[scenario]]",
+                "[[data]]\nname = \"users\"\nfile = \"no-such-users.csv\"\n[[scenario]]",
+            ),
+            "bad.toml:9:8: ",
+            "data `file`: cannot read",
+        ),
+        (
+            "bad think time",
+            good.replace("path = \"/\"", "path = \"/\"\nthink = \"uniform(3s, 1s)\""),
+            "bad.toml:11:9: ",
+            "step `think`: `uniform(3s, 1s)`: the minimum is above the maximum",
+        ),
     ];
     let dir = tempfile::tempdir().unwrap();
     for (what, text, position, message) in cases {

@@ -383,7 +383,8 @@ async fn handle(
         let to = if n <= 1 {
             "/echo".to_string()
         } else {
-            format!("redirect/{}", n - 1)
+            // Relative to /redirect/, as a browser resolves it.
+            (n - 1).to_string()
         };
         let mut r = Response::new(Full::new(Bytes::new()));
         *r.status_mut() = StatusCode::FOUND;

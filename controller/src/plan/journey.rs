@@ -468,7 +468,7 @@ impl Validator<'_> {
         };
         let check = match &st.check {
             None => None,
-            Some(c) => Some(self.check(c.get_ref())?),
+            Some(c) => Some(self.check(c.get_ref(), scope)?),
         };
         let think = match &st.think {
             Some(t) => Some(self.think(t, "step `think`")?),
@@ -501,7 +501,7 @@ impl Validator<'_> {
         ))
     }
 
-    fn check(&self, c: &RawCheck) -> Result<v1::Check, PlanError> {
+    fn check(&self, c: &RawCheck, scope: &Scope<'_>) -> Result<v1::Check, PlanError> {
         let mut status = Vec::with_capacity(c.status.len());
         for s in &c.status {
             if !(100..=999).contains(s.get_ref()) {
@@ -531,8 +531,8 @@ impl Validator<'_> {
             body_contains: c
                 .body_contains
                 .iter()
-                .map(|s| s.get_ref().clone())
-                .collect(),
+                .map(|s| self.template(s.get_ref(), &s.span(), "check `body_contains`", scope))
+                .collect::<Result<_, _>>()?,
             body_matches: c.body_matches.iter().map(|s| s.get_ref().clone()).collect(),
         })
     }
