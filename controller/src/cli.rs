@@ -56,7 +56,9 @@ pub enum Command {
         /// The run directory.
         run: PathBuf,
     },
-    /// Start a test target in-process and run a small plan on two local agents over gRPC.
+    /// The Moodle journey at 20, 30 and 40 users against an in-process test
+    /// target, its cache on shared file storage then on Redis, on two local
+    /// agents over gRPC; prints the two side by side.
     Demo(DemoArgs),
 }
 
@@ -242,9 +244,13 @@ pub struct CompareArgs {
 
 #[derive(Args, Debug)]
 pub struct DemoArgs {
-    /// Run directory (default: runs/<UTC timestamp>-demo/).
+    /// Demo directory (default: runs/<UTC timestamp>-demo/).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// The original 30 s ramp-up and 5 s cool-down (about 3 minutes in all)
+    /// instead of 3 s and 1 s (about a minute).
+    #[arg(long)]
+    pub full: bool,
     /// No live progress line.
     #[arg(long, short)]
     pub quiet: bool,
@@ -547,110 +553,55 @@ fn finish(result: &RunResult, summary: &Summary, out: &Path, plan_file: Option<&
     }
 }
 
-/// The plan the demo runs against its in-process test target.
-pub fn demo_plan(base_url: &str) -> String {
-    format!(
-        r#"name = "demo"
+/// The Moodle journey of examples/moodle, built in so the demo needs no files.
+pub const MOODLE_PLAN: &str = include_str!("../../examples/moodle/plan.toml");
+/// Its accounts (the test target accepts `pw-` + username).
+pub const MOODLE_USERS: &str = include_str!("../../examples/moodle/users.csv");
 
-[target]
-base_url = "{base_url}"
-timeout = "5s"
-
-[load]
-users = 12
-ramp_up = "3s"
-duration = "8s"
-
-[[scenario]]
-name = "browse"
-weight = 3
-
-[[scenario.step]]
-name = "front page"
-path = "/"
-
-[[scenario.step]]
-name = "catalog"
-path = "/catalog"
-
-[[scenario.step]]
-name = "product"
-path = "/product?id=42"
-
-[[scenario]]
-name = "search"
-weight = 1
-
-[[scenario.step]]
-name = "front page"
-path = "/"
-
-[[scenario.step]]
-name = "search"
-path = "/search?q=shoes"
-"#
-    )
+/// The demo's plan: the Moodle journey aimed at `base_url`; `quick`
+/// compresses the 30 s ramp-up to 3 s and the cool-down to 1 s.
+pub fn demo_plan(base_url: &str, quick: bool) -> String {
+    let text = MOODLE_PLAN.replace("http://127.0.0.1:8080", base_url);
+    if quick {
+        text.replace("ramp_up = \"30s\"", "ramp_up = \"3s\"")
+            .replace("cooldown = \"5s\"", "cooldown = \"1s\"")
+    } else {
+        text
+    }
 }
 
+/// The original question, on one machine: the Moodle journey at 20, 30 and
+/// 40 users against the test target with its application cache on shared
+/// file storage, then on Redis; two agents in two regions each time.
 async fn demo(
     args: DemoArgs,
     interrupt: CancellationToken,
     hard_interrupt: CancellationToken,
 ) -> ExitCode {
-    let config = loadfleet_testbed::Config {
-        latencies: vec![
-            ("/catalog".into(), Duration::from_millis(15)),
-            ("/product".into(), Duration::from_millis(40)),
-            ("/search".into(), Duration::from_millis(80)),
-        ],
-        default_latency: Duration::from_millis(2),
-        ..loadfleet_testbed::Config::default()
-    };
-    let bed = match loadfleet_testbed::Testbed::start(SocketAddr::from(([127, 0, 0, 1], 0)), config)
-        .await
-    {
-        Ok(b) => b,
-        Err(e) => {
-            eprintln!("error: cannot start the demo target: {e}");
-            return ExitCode::from(EXIT_FLEET);
-        }
-    };
-    let text = demo_plan(&bed.base_url());
-    let plan = match plan::parse("demo.toml", &text, "demo") {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(EXIT_USAGE);
-        }
-    };
-    say(&format!(
-        "demo: test target on {}; two agents (regions region-a, region-b) dial the controller over gRPC",
-        bed.base_url()
-    ));
-    let out = args
-        .out
-        .unwrap_or_else(|| plan::default_out_dir(&plan, time::OffsetDateTime::now_utc()));
-    let _ = std::fs::create_dir_all(&out);
-    let _ = std::fs::write(out.join("plan.toml"), &text);
-    let workers = 1;
-    let opts = RunOptions {
-        plan,
+    use loadfleet_testbed::moodle::{CacheStore, MoodleConfig};
+    let out = args.out.unwrap_or_else(|| {
+        let stamp = time::OffsetDateTime::now_utc()
+            .format(time::macros::format_description!(
+                "[year][month][day]T[hour][minute][second]Z"
+            ))
+            .unwrap_or_else(|_| "run".into());
+        PathBuf::from("runs").join(format!("{stamp}-demo"))
+    });
+    let settings = RunSettings {
+        token: None,
+        tls: None,
+        lease: Duration::from_secs(5),
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         expect_agents: 0,
-        local_agents: vec![
-            LocalAgent {
-                name: "agent-a".into(),
-                region: "region-a".into(),
-                workers,
-            },
-            LocalAgent {
-                name: "agent-b".into(),
-                region: "region-b".into(),
-                workers,
-            },
-        ],
+        local_agents: ["a", "b"]
+            .iter()
+            .map(|r| LocalAgent {
+                name: format!("agent-{r}"),
+                region: format!("region-{r}"),
+                workers: 1,
+            })
+            .collect(),
         wait_for_agents: Duration::from_secs(10),
-        start_delay: Duration::from_millis(250),
         progress: if args.quiet {
             ProgressMode::Off
         } else {
@@ -658,16 +609,120 @@ async fn demo(
         },
         interrupt,
         hard_interrupt,
-        on_listening: None,
-        token: None,
-        tls: None,
-        lease: Duration::from_secs(5),
     };
-    let (code, _) = run_and_report(opts, Some(out), None).await;
+    // Quick mode compresses the ramp 10 times; the cache costs stretch by
+    // the same factor in full mode, so both tell the same story.
+    let scale = if args.full { 10 } else { 1 };
+    let stores = [
+        ("shared-file", CacheStore::shared_file_scaled(scale)),
+        ("redis", CacheStore::redis_scaled(scale)),
+    ];
+    let mut worst = EXIT_OK;
+    let mut series = Vec::new();
+    for (label, cache) in stores {
+        let config = loadfleet_testbed::Config {
+            moodle: Some(MoodleConfig {
+                cache,
+                ..MoodleConfig::default()
+            }),
+            ..loadfleet_testbed::Config::default()
+        };
+        let bed =
+            match loadfleet_testbed::Testbed::start(SocketAddr::from(([127, 0, 0, 1], 0)), config)
+                .await
+            {
+                Ok(b) => b,
+                Err(e) => {
+                    eprintln!("error: cannot start the demo target: {e}");
+                    return ExitCode::from(EXIT_FLEET);
+                }
+            };
+        let dir = out.join(label);
+        let plan_file = dir.join("plan.toml");
+        if let Err(e) = std::fs::create_dir_all(&dir)
+            .and_then(|()| std::fs::write(&plan_file, demo_plan(&bed.base_url(), !args.full)))
+            .and_then(|()| std::fs::write(dir.join("users.csv"), MOODLE_USERS))
+        {
+            eprintln!("error: cannot write to {}: {e}", dir.display());
+            return ExitCode::from(EXIT_USAGE);
+        }
+        let plan = match plan::load(&plan_file) {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(EXIT_USAGE);
+            }
+        };
+        let Some(sweep) = plan.sweep.clone() else {
+            eprintln!("error: the demo plan has no sweep");
+            return ExitCode::from(EXIT_USAGE);
+        };
+        say(&format!(
+            "demo: Moodle journey, application cache on {label}: test target on {}; \
+             two agents (regions region-a, region-b) dial the controller over gRPC",
+            bed.base_url()
+        ));
+        let code = crate::series::run_series(
+            &settings,
+            &plan,
+            &sweep,
+            Some(dir.join("series")),
+            &plan_file,
+        )
+        .await;
+        worst = worst.max(code);
+        bed.stop().await;
+        let json = std::fs::read_to_string(dir.join("series/series.json")).unwrap_or_default();
+        series.push((label, serde_json::from_str::<serde_json::Value>(&json).ok()));
+        if settings.interrupt.is_cancelled() {
+            break;
+        }
+    }
+    let table = demo_table(&series);
+    say(&table);
+    let _ = std::fs::write(out.join("demo.txt"), format!("{table}\n"));
     say(&format!(
-        "the target served {} responses",
-        bed.stats().served()
+        "demo directory: {}\n  one series per cache store, one run directory per user count \
+         (summary.json, latency.hlog, report.html)\n  compare two runs: loadfleet compare {}/shared-file/series/users-30 {}/redis/series/users-30",
+        out.display(),
+        out.display(),
+        out.display()
     ));
-    bed.stop().await;
-    ExitCode::from(code)
+    ExitCode::from(worst)
+}
+
+/// Users against p50, p95 and errors, one column group per cache store.
+fn demo_table(series: &[(&str, Option<serde_json::Value>)]) -> String {
+    let mut t = comfy_table::Table::new();
+    t.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
+    let mut header = vec!["users".to_string()];
+    for (label, _) in series {
+        for col in ["p50 ms", "p95 ms", "errors"] {
+            header.push(format!("{label} {col}"));
+        }
+    }
+    t.set_header(header);
+    let runs = |s: &Option<serde_json::Value>| {
+        s.as_ref()
+            .and_then(|v| v["runs"].as_array().cloned())
+            .unwrap_or_default()
+    };
+    let rows = series.first().map_or(0, |(_, s)| runs(s).len());
+    for i in 0..rows {
+        let mut row = Vec::new();
+        for (k, (_, s)) in series.iter().enumerate() {
+            let r = runs(s).get(i).cloned().unwrap_or_default();
+            if k == 0 {
+                row.push(r["value"].as_f64().map_or("-".into(), |v| v.to_string()));
+            }
+            let ms = |key: &str| r[key].as_f64().map_or("-".into(), |v| format!("{v:.1}"));
+            row.push(ms("p50_ms"));
+            row.push(ms("p95_ms"));
+            row.push(r["errors"].as_u64().map_or("-".into(), |v| v.to_string()));
+        }
+        t.add_row(row);
+    }
+    format!(
+        "Moodle journey, shared file storage versus Redis as the application cache (latency of all steps):\n{t}"
+    )
 }

@@ -26,6 +26,7 @@ pub struct SeriesRow {
     pub p90_ms: Option<f64>,
     pub p95_ms: Option<f64>,
     pub p99_ms: Option<f64>,
+    pub max_ms: Option<f64>,
 }
 
 /// `series.json`.
@@ -144,6 +145,7 @@ fn row(value: f64, run: String, exit_code: u8, s: Option<&Summary>) -> SeriesRow
         p90_ms: lat.map(|l| l.p90),
         p95_ms: lat.map(|l| l.p95),
         p99_ms: lat.map(|l| l.p99),
+        max_ms: lat.map(|l| l.max),
     }
 }
 

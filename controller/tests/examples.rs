@@ -6,8 +6,12 @@ use loadfleet_controller::plan;
 fn every_example_plan_validates() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
     let mut checked = Vec::new();
-    for entry in std::fs::read_dir(&dir).expect("examples/ exists") {
-        let path = entry.unwrap().path();
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("examples/ exists")
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.push(dir.join("moodle/plan.toml"));
+    for path in files {
         if path.extension().is_some_and(|e| e == "toml") {
             let p = plan::load(&path).unwrap_or_else(|e| panic!("{e}"));
             assert!(p.users() > 0);
@@ -15,5 +19,5 @@ fn every_example_plan_validates() {
         }
     }
     checked.sort();
-    assert_eq!(checked, ["ramp-20", "smoke"]);
+    assert_eq!(checked, ["moodle", "ramp-20", "smoke"]);
 }

@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -23,30 +23,37 @@ use hyper::{Method, Response, StatusCode};
 pub enum CacheStore {
     /// No cache cost.
     None,
-    /// Shared network file storage with locking: each request waits
-    /// `base + per_request × requests in flight`, so latency grows with
-    /// concurrency.
-    SharedFile {
-        base: Duration,
-        per_request: Duration,
-    },
+    /// Shared network file storage with locking (Moodle's file cache store
+    /// on NFS): each request costs `base`, then holds the one cache lock for
+    /// `lock_hold`, so requests queue behind each other and latency climbs
+    /// steeply once requests arrive faster than one per `lock_hold`.
+    SharedFile { base: Duration, lock_hold: Duration },
     /// Redis: a flat cost per request, whatever the concurrency.
     Redis { cost: Duration },
 }
 
 impl CacheStore {
-    /// The profiles `loadfleet demo` compares.
-    pub fn shared_file() -> CacheStore {
+    /// The profiles `loadfleet demo` compares, with every cost multiplied
+    /// by `scale` (the demo's quick mode compresses time by 10).
+    pub fn shared_file_scaled(scale: u32) -> CacheStore {
         CacheStore::SharedFile {
-            base: Duration::from_millis(4),
-            per_request: Duration::from_millis(3),
+            base: Duration::from_millis(2) * scale,
+            lock_hold: Duration::from_millis(6) * scale,
         }
     }
 
-    pub fn redis() -> CacheStore {
+    pub fn redis_scaled(scale: u32) -> CacheStore {
         CacheStore::Redis {
-            cost: Duration::from_millis(12),
+            cost: Duration::from_millis(10) * scale,
         }
+    }
+
+    pub fn shared_file() -> CacheStore {
+        CacheStore::shared_file_scaled(1)
+    }
+
+    pub fn redis() -> CacheStore {
+        CacheStore::redis_scaled(1)
     }
 
     /// Parses `none`, `file` or `redis`.
@@ -150,7 +157,7 @@ pub struct Site {
     config: MoodleConfig,
     sessions: Mutex<HashMap<String, Session>>,
     counter: AtomicU64,
-    in_flight: AtomicUsize,
+    cache_lock: tokio::sync::Mutex<()>,
     pub stats: MoodleStats,
 }
 
@@ -197,21 +204,16 @@ impl Site {
         form: &HashMap<String, String>,
         cookie: Option<&HeaderValue>,
     ) -> Resp {
-        self.in_flight.fetch_add(1, Ordering::SeqCst);
-        let cost = match self.config.cache {
-            CacheStore::None => Duration::ZERO,
-            CacheStore::SharedFile { base, per_request } => {
-                let n = self.in_flight.load(Ordering::SeqCst) as u32;
-                base + per_request * n
+        match self.config.cache {
+            CacheStore::None => {}
+            CacheStore::SharedFile { base, lock_hold } => {
+                tokio::time::sleep(base).await;
+                let _held = self.cache_lock.lock().await;
+                tokio::time::sleep(lock_hold).await;
             }
-            CacheStore::Redis { cost } => cost,
-        };
-        if !cost.is_zero() {
-            tokio::time::sleep(cost).await;
+            CacheStore::Redis { cost } => tokio::time::sleep(cost).await,
         }
-        let resp = self.page(method, path, query, form, cookie);
-        self.in_flight.fetch_sub(1, Ordering::SeqCst);
-        resp
+        self.page(method, path, query, form, cookie)
     }
 
     fn page(
