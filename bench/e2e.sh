@@ -5,13 +5,16 @@
 #
 #   bench/e2e.sh [USERS] [SECONDS]      (defaults: 50 users, 15 s)
 #
+# LOADFLEET_BIN=DIR takes the binaries from DIR instead of building them
+# (to compare two builds in one session, alternating).
+#
 # A benchmark, not a test: it prints numbers and checks nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 users=${1:-50}
 secs=${2:-15}
-cargo build --release --locked --bins -q
-bin=target/release
+bin=${LOADFLEET_BIN:-target/release}
+[ -n "${LOADFLEET_BIN:-}" ] || cargo build --release --locked --bins -q
 work=$(mktemp -d)
 trap 'kill "$tb" 2>/dev/null || true; rm -rf "$work"' EXIT
 

@@ -224,6 +224,21 @@ pub async fn execute(mut opts: RunOptions) -> Result<RunResult, FleetError> {
             "agents in this process have no certificates: with --tls-dir, start loadfleet-agent processes".into(),
         ));
     }
+    // A capacity search or a sweep can ask for more users than a unique data
+    // file has rows; say so before anything is sent.
+    if let Some(d) = opts
+        .plan
+        .data
+        .iter()
+        .find(|d| d.mode == v1::DataMode::Unique && (d.rows.len() as u64) < opts.plan.users())
+    {
+        return Err(FleetError::Unfit(format!(
+            "data \"{}\" is unique (one row per user) but has {} rows for {} users",
+            d.name,
+            d.rows.len(),
+            opts.plan.users()
+        )));
+    }
     let listener = TcpListener::bind(opts.listen)
         .await
         .map_err(|source| FleetError::Listen {
