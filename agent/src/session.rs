@@ -2,6 +2,7 @@
 //! assignment, run it with the engine, stream intervals back; then dial again
 //! for the next run.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -151,6 +152,129 @@ pub async fn run_agent(opts: AgentOptions, shutdown: CancellationToken) -> Resul
     }
 }
 
+/// Most interval reports an agent keeps while its controller has not
+/// acknowledged them: five minutes of one-second intervals (a few KB each).
+pub const MAX_UNACKED: usize = 300;
+
+/// Silence from the controller (which renews leases every second) after
+/// which an agent dials again on a fresh connection, before its lease runs
+/// out, rather than wait for a stalled TCP connection to recover.
+const SILENCE: Duration = Duration::from_millis(2500);
+
+/// Longest a reconnect attempt may take.
+const REDIAL_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// A stream to the controller during a run.
+struct Link {
+    tx: mpsc::Sender<v1::AgentMessage>,
+    inbound: tonic::Streaming<v1::ControllerMessage>,
+    /// When the controller last said anything.
+    heard: tokio::time::Instant,
+}
+
+type Redial = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<(Link, u64, Duration), ResumeError>> + Send>,
+>;
+
+#[derive(Debug)]
+enum ResumeError {
+    /// Nothing listens at the controller's address any more.
+    Gone(String),
+    /// The controller answered but does not hold this run (any more).
+    Rejected(String),
+    /// Anything else (a timeout, an unreachable network): try again.
+    Failed(String),
+}
+
+/// Forgets the reports the controller holds (every seq below `next_seq`).
+fn acknowledge(unacked: &mut VecDeque<v1::Interval>, next_seq: u64) {
+    while unacked.front().is_some_and(|i| i.seq < next_seq) {
+        unacked.pop_front();
+    }
+}
+
+/// Dials the controller again after `delay` to carry on with `run_id`.
+/// Returns the new stream, the first seq the controller lacks and the lease.
+async fn resume(
+    endpoint: tonic::transport::Endpoint,
+    opts: AgentOptions,
+    run_id: String,
+    delay: Duration,
+) -> Result<(Link, u64, Duration), ResumeError> {
+    tokio::time::sleep(delay).await;
+    let attempt = async {
+        let channel = endpoint.connect().await.map_err(|e| {
+            if refused(&e) {
+                ResumeError::Gone(e.to_string())
+            } else {
+                ResumeError::Failed(e.to_string())
+            }
+        })?;
+        let mut client = FleetClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let (tx, rx) = mpsc::channel::<v1::AgentMessage>(MAX_UNACKED + 16);
+        let hello = v1::Hello {
+            name: opts.name.clone(),
+            region: opts.region.clone(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            weight: opts.weight,
+            resume_run_id: run_id.clone(),
+        };
+        tx.send(msg(agent_message::Body::Hello(hello)))
+            .await
+            .map_err(|_| ResumeError::Failed("stream closed".into()))?;
+        let mut request = tonic::Request::new(ReceiverStream::new(rx));
+        if let Some(token) = &opts.token
+            && let Ok(value) = format!("Bearer {token}").parse()
+        {
+            request.metadata_mut().insert("authorization", value);
+        }
+        let mut inbound = client
+            .attach(request)
+            .await
+            .map_err(|s| ResumeError::Rejected(s.message().to_string()))?
+            .into_inner();
+        match inbound.message().await {
+            Ok(Some(v1::ControllerMessage {
+                body: Some(controller_message::Body::Lease(l)),
+            })) if l.run_id == run_id => Ok((
+                Link {
+                    tx,
+                    inbound,
+                    heard: tokio::time::Instant::now(),
+                },
+                l.next_seq,
+                Duration::from_micros(l.valid_for_us),
+            )),
+            Ok(Some(v1::ControllerMessage {
+                body: Some(controller_message::Body::Reject(r)),
+            })) => Err(ResumeError::Rejected(r.reason)),
+            Ok(other) => Err(ResumeError::Rejected(format!(
+                "expected a Lease, got {other:?}"
+            ))),
+            Err(e) => Err(ResumeError::Failed(e.to_string())),
+        }
+    };
+    tokio::time::timeout(REDIAL_TIMEOUT, attempt)
+        .await
+        .unwrap_or_else(|_| Err(ResumeError::Failed("timed out".into())))
+}
+
+/// Whether a dial failed because nothing listens at the address.
+fn refused(e: &tonic::transport::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::ConnectionRefused
+        {
+            return true;
+        }
+        source = s.source();
+    }
+    false
+}
+
 fn hash(s: &str) -> u64 {
     s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
@@ -190,12 +314,13 @@ async fn attach_once(
     let mut client = FleetClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let (tx, rx) = mpsc::channel::<v1::AgentMessage>(128);
+    let (tx, rx) = mpsc::channel::<v1::AgentMessage>(MAX_UNACKED + 16);
     let hello = v1::Hello {
         name: opts.name.clone(),
         region: opts.region.clone(),
         version: env!("CARGO_PKG_VERSION").to_string(),
         weight: opts.weight,
+        resume_run_id: String::new(),
     };
     tx.send(msg(agent_message::Body::Hello(hello)))
         .await
@@ -319,10 +444,55 @@ async fn attach_once(
     // of 0 (an older controller) means none.
     let mut lease_until = (!first_lease.is_zero())
         .then(|| tokio::time::Instant::from_std(start_at.max(Instant::now())) + first_lease);
+    let mut link = Some(Link {
+        tx,
+        inbound,
+        heard: tokio::time::Instant::from_std(start_at.max(Instant::now())),
+    });
+    // Reports the controller has not acknowledged yet, oldest first.
+    let mut unacked: VecDeque<v1::Interval> = VecDeque::new();
+    let mut redial: Option<Redial> = None;
+    // Redial fast: the lease (5 s by default) is running.
+    let mut backoff = Backoff::new(
+        Duration::from_millis(100),
+        Duration::from_millis(500),
+        hash(&opts.name) ^ u64::from(std::process::id()),
+    );
+    let mut engine_done = false;
     loop {
+        if engine_done && link.is_some() {
+            break;
+        }
+        if link.is_none() && redial.is_none() {
+            redial = Some(Box::pin(resume(
+                endpoint.clone(),
+                opts.clone(),
+                run_id.clone(),
+                backoff.next_delay(),
+            )));
+        }
         let lease_expiry = async {
             match lease_until {
                 Some(t) => tokio::time::sleep_until(t).await,
+                None => std::future::pending().await,
+            }
+        };
+        let silent_at = link.as_ref().map(|l| l.heard + SILENCE);
+        let silence = async {
+            match silent_at {
+                Some(t) => tokio::time::sleep_until(t).await,
+                None => std::future::pending().await,
+            }
+        };
+        let inbound_msg = async {
+            match link.as_mut() {
+                Some(l) => l.inbound.message().await,
+                None => std::future::pending().await,
+            }
+        };
+        let redialed = async {
+            match redial.as_mut() {
+                Some(f) => f.await,
                 None => std::future::pending().await,
             }
         };
@@ -332,38 +502,94 @@ async fn attach_once(
                 engine.stop.hard();
                 return Err(AttachError::Gone);
             }
-            interval = engine.intervals.recv() => match interval {
+            interval = engine.intervals.recv(), if !engine_done => match interval {
                 Some(i) => {
                     last_seq = i.seq;
-                    if tx.send(msg(agent_message::Body::Interval(i))).await.is_err() {
-                        engine.stop.hard();
-                        return Err(AttachError::Gone);
+                    if unacked.len() == MAX_UNACKED {
+                        unacked.pop_front();
+                        tracing::warn!("more than {MAX_UNACKED} reports unacknowledged; the oldest is dropped");
+                    }
+                    unacked.push_back(i.clone());
+                    // Never wait on a stalled stream: the report stays in
+                    // `unacked` and goes again after a reconnect.
+                    if let Some(l) = &link
+                        && l.tx.try_send(msg(agent_message::Body::Interval(i))).is_err()
+                    {
+                        tracing::warn!("the controller stream is closed or stalled; reconnecting while the lease lasts");
+                        link = None;
                     }
                 }
-                None => break,
+                None => engine_done = true,
             },
-            m = inbound.message() => match m {
+            m = inbound_msg => match m {
                 Ok(Some(v1::ControllerMessage { body: Some(controller_message::Body::Lease(l)) })) if l.run_id == run_id => {
                     lease_until = Some(tokio::time::Instant::now() + Duration::from_micros(l.valid_for_us));
+                    acknowledge(&mut unacked, l.next_seq);
+                    if let Some(link) = link.as_mut() { link.heard = tokio::time::Instant::now(); }
                 }
                 Ok(Some(v1::ControllerMessage { body: Some(controller_message::Body::Stop(s)) })) => {
                     tracing::info!(graceful = s.graceful, "controller asked to stop");
                     if s.graceful { engine.stop.graceful() } else { engine.stop.hard() }
+                    if let Some(link) = link.as_mut() { link.heard = tokio::time::Instant::now(); }
                 }
                 Ok(Some(other)) => tracing::warn!(message = ?other, "ignored unexpected message during a run"),
                 Ok(None) | Err(_) => {
-                    // The controller is gone: nobody is watching this load, so it stops now.
-                    tracing::warn!("controller went away during the run; stopping all load");
-                    engine.stop.hard();
-                    return Err(AttachError::Gone);
+                    tracing::warn!("lost the controller stream; reconnecting while the lease lasts");
+                    link = None;
                 }
             },
+            _ = silence => {
+                tracing::warn!("the controller has been silent for {SILENCE:?}; reconnecting while the lease lasts");
+                link = None;
+            }
+            r = redialed => {
+                redial = None;
+                match r {
+                    Ok((new_link, next_seq, lease)) => {
+                        acknowledge(&mut unacked, next_seq);
+                        tracing::info!(resend = unacked.len(), "reconnected to the controller; the run goes on");
+                        lease_until = Some(tokio::time::Instant::now() + lease);
+                        backoff.reset();
+                        let mut ok = true;
+                        for i in &unacked {
+                            if new_link.tx.try_send(msg(agent_message::Body::Interval(i.clone()))).is_err() {
+                                ok = false;
+                                break;
+                            }
+                        }
+                        if ok {
+                            link = Some(new_link);
+                        }
+                    }
+                    Err(ResumeError::Gone(why)) => {
+                        // Nobody listens where the controller was: nobody is
+                        // watching this load, so it stops now.
+                        tracing::warn!(%why, "the controller is gone; stopping all load");
+                        engine.stop.hard();
+                        return Err(AttachError::Gone);
+                    }
+                    Err(ResumeError::Rejected(why)) => {
+                        tracing::warn!(%why, "the controller no longer holds this run; stopping all load");
+                        engine.stop.hard();
+                        return Err(AttachError::Gone);
+                    }
+                    Err(ResumeError::Failed(why)) => {
+                        tracing::info!(%why, "reconnect failed; trying again while the lease lasts");
+                    }
+                }
+            }
             _ = shutdown.cancelled() => {
                 engine.stop.hard();
                 return Ok(Attach::RunEnded);
             }
         }
     }
+    let Some(Link {
+        tx, mut inbound, ..
+    }) = link
+    else {
+        return Err(AttachError::Gone);
+    };
     let start_lateness = engine.start_lateness();
     if let Err(reason) = engine.finish() {
         tracing::error!(%reason, "engine failure");
@@ -385,4 +611,29 @@ async fn attach_once(
     .await;
     tracing::info!(run_id = %run_id, "run finished");
     Ok(Attach::RunEnded)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lease_forgets_exactly_the_acknowledged_reports() {
+        let mut unacked: VecDeque<v1::Interval> = (3..8)
+            .map(|seq| v1::Interval {
+                seq,
+                ..Default::default()
+            })
+            .collect();
+        acknowledge(&mut unacked, 0);
+        assert_eq!(unacked.len(), 5, "an older controller acknowledges nothing");
+        acknowledge(&mut unacked, 5);
+        assert_eq!(
+            unacked.iter().map(|i| i.seq).collect::<Vec<_>>(),
+            [5, 6, 7],
+            "3 and 4 are held by the controller; 5 onwards go again"
+        );
+        acknowledge(&mut unacked, 100);
+        assert!(unacked.is_empty());
+    }
 }

@@ -179,7 +179,16 @@ struct Agent {
     clock: ClockSync,
     start_lateness: Option<Duration>,
     load_share: f64,
+    /// When the agent last sent anything.
+    last_heard: Instant,
+    /// Its stream broke at this instant; it may resume within [`RESUME_GRACE`].
+    disconnected_at: Option<Instant>,
 }
+
+/// How long a running agent whose stream broke may take to resume it
+/// (an agent whose process died never does; one behind a reset NAT
+/// redials within a few hundred milliseconds).
+const RESUME_GRACE: Duration = Duration::from_secs(1);
 
 /// What the pings told about one agent's clock.
 #[derive(Debug, Clone, Copy, Default)]
@@ -412,6 +421,7 @@ async fn drive(
             lease_us: micros(opts.lease),
         }));
         a.state = State::Running;
+        a.last_heard = start;
     }
     let total = plan.scheduled_duration();
     let mut collector = Collector::new(plan.step_names.clone(), INTERVAL);
@@ -424,26 +434,47 @@ async fn drive(
         if agents.iter().all(|a| !a.is_running()) {
             break;
         }
+        // The first moment a broken stream's grace runs out.
+        let resume_deadline = agents
+            .iter()
+            .filter(|a| a.is_running())
+            .filter_map(|a| a.disconnected_at)
+            .min()
+            .map(|t| t + RESUME_GRACE + Duration::from_millis(10));
         tokio::select! {
             ev = events.recv() => {
                 let Some(ev) = ev else { break };
-                if let Some(lost) = on_event(ev, &mut agents, &mut collector, &run_id, start, progress)
+                let ctx = RunCtx { run_id: &run_id, start, lease: opts.lease, stopping };
+                if let Some(lost) = on_event(ev, &mut agents, &mut collector, &ctx, progress)
                     && plan.on_agent_loss == crate::plan::OnAgentLoss::Abort
                     && !stopping
+                    && aborted_by.is_none()
                 {
-                    progress.note(&format!("agent {lost} is gone and on_agent_loss = \"abort\": stopping the run"));
-                    for a in agents.iter().filter(|a| a.is_running()) {
-                        a.send(controller_message::Body::Stop(v1::Stop { run_id: run_id.clone(), graceful: true }));
+                    aborted_by = Some(abort_for_loss(&lost, &agents, &run_id, progress));
+                }
+            }
+            _ = tokio::time::sleep_until(resume_deadline.unwrap_or(hard_deadline)), if resume_deadline.is_some() => {
+                for lost in expire_silent(&mut agents, start, opts.lease, progress) {
+                    if plan.on_agent_loss == crate::plan::OnAgentLoss::Abort && !stopping && aborted_by.is_none() {
+                        aborted_by = Some(abort_for_loss(&lost, &agents, &run_id, progress));
                     }
-                    aborted_by = Some(format!("agent {lost} was lost (on_agent_loss = abort)"));
                 }
             }
             _ = tick.tick() => {
-                // Renew every running agent's lease (the dead-man switch).
+                // Agents that broke their stream and did not resume it, or
+                // went silent for longer than their lease, are lost.
+                for lost in expire_silent(&mut agents, start, opts.lease, progress) {
+                    if plan.on_agent_loss == crate::plan::OnAgentLoss::Abort && !stopping && aborted_by.is_none() {
+                        aborted_by = Some(abort_for_loss(&lost, &agents, &run_id, progress));
+                    }
+                }
+                // Renew every running agent's lease (the dead-man switch),
+                // acknowledging the reports received so far.
                 for a in agents.iter().filter(|a| a.is_running()) {
                     a.send(controller_message::Body::Lease(v1::Lease {
                         run_id: run_id.clone(),
                         valid_for_us: micros(opts.lease),
+                        next_seq: a.next_seq,
                     }));
                 }
                 close_reported(&mut collector, &agents);
@@ -702,6 +733,8 @@ async fn gather(
                         ended_at: None,
                         note: String::new(),
                         clock: ClockSync::default(),
+                        last_heard: Instant::now(),
+                        disconnected_at: None,
                         start_lateness: None,
                         load_share: 0.0,
                     });
@@ -845,23 +878,124 @@ async fn sync_clocks(
 
 /// Handles one event of a running fleet; returns the name of an agent that
 /// was just lost.
+/// What [`on_event`] needs to know about the run.
+struct RunCtx<'a> {
+    run_id: &'a str,
+    start: Instant,
+    lease: Duration,
+    stopping: bool,
+}
+
+/// Stops the other agents after `lost` was lost (`on_agent_loss = "abort"`);
+/// returns the reason the run stopped.
+fn abort_for_loss(lost: &str, agents: &[Agent], run_id: &str, progress: &Progress) -> String {
+    progress.note(&format!(
+        "agent {lost} is gone and on_agent_loss = \"abort\": stopping the run"
+    ));
+    for a in agents.iter().filter(|a| a.is_running()) {
+        a.send(controller_message::Body::Stop(v1::Stop {
+            run_id: run_id.to_string(),
+            graceful: true,
+        }));
+    }
+    format!("agent {lost} was lost (on_agent_loss = abort)")
+}
+
+/// Marks lost the running agents whose stream broke more than
+/// [`RESUME_GRACE`] ago, or that have been silent for longer than their
+/// lease plus a second (a link that stalls without breaking); returns them.
+fn expire_silent(
+    agents: &mut [Agent],
+    start: Instant,
+    lease: Duration,
+    progress: &Progress,
+) -> Vec<String> {
+    let mut lost = Vec::new();
+    for a in agents.iter_mut().filter(|a| a.is_running()) {
+        let gone_at = match a.disconnected_at {
+            Some(t) if t.elapsed() > RESUME_GRACE => Some(t),
+            _ if a.last_heard.elapsed() > lease + Duration::from_secs(1) => {
+                a.note = format!("silent for {:.1} s", a.last_heard.elapsed().as_secs_f64());
+                Some(a.last_heard)
+            }
+            _ => None,
+        };
+        if let Some(t) = gone_at {
+            progress.note(&format!("agent {} was lost ({})", a.name, a.note));
+            a.state = State::Lost;
+            a.ended_at = Some(t.saturating_duration_since(start));
+            lost.push(a.name.clone());
+        }
+    }
+    lost
+}
+
 fn on_event(
     ev: Event,
     agents: &mut [Agent],
     collector: &mut Collector,
-    run_id: &str,
-    start: Instant,
+    ctx: &RunCtx<'_>,
     progress: &Progress,
 ) -> Option<String> {
+    let run_id = ctx.run_id;
     match ev {
         Event::Attached {
-            outbound, hello, ..
+            conn,
+            outbound,
+            hello,
+            peer,
         } => {
-            tracing::info!(agent = %hello.name, "rejected: a run is in progress");
-            reject(&outbound, "a run is in progress; try again later");
+            // An agent of this run carrying on after its stream broke (the
+            // service already checked its certificate names it).
+            let resumed = (!hello.resume_run_id.is_empty() && hello.resume_run_id == run_id)
+                .then(|| {
+                    agents
+                        .iter_mut()
+                        .find(|a| a.name == hello.name && a.is_running())
+                })
+                .flatten();
+            match resumed {
+                Some(a) => {
+                    let away = a.last_heard.elapsed();
+                    a.conn = conn;
+                    a.outbound = outbound;
+                    a.peer = peer;
+                    a.disconnected_at = None;
+                    a.last_heard = Instant::now();
+                    a.send(controller_message::Body::Lease(v1::Lease {
+                        run_id: run_id.to_string(),
+                        valid_for_us: micros(ctx.lease),
+                        next_seq: a.next_seq,
+                    }));
+                    if ctx.stopping {
+                        a.send(controller_message::Body::Stop(v1::Stop {
+                            run_id: run_id.to_string(),
+                            graceful: true,
+                        }));
+                    }
+                    progress.note(&format!(
+                        "agent {} reconnected after {:.1} s of silence; it sends again from interval {}",
+                        a.name,
+                        away.as_secs_f64(),
+                        a.next_seq
+                    ));
+                }
+                None if !hello.resume_run_id.is_empty() => {
+                    tracing::info!(agent = %hello.name, run = %hello.resume_run_id, "refused a resume");
+                    reject(
+                        &outbound,
+                        "this controller does not hold that run for this agent (it ended, or the agent was lost)",
+                    );
+                }
+                None => {
+                    tracing::info!(agent = %hello.name, "rejected: a run is in progress");
+                    reject(&outbound, "a run is in progress; try again later");
+                }
+            }
         }
         Event::Message { conn, body } => {
             let a = agents.iter_mut().find(|a| a.conn == conn)?;
+            a.last_heard = Instant::now();
             match body {
                 agent_message::Body::Interval(iv) => {
                     if iv.run_id != run_id {
@@ -888,7 +1022,7 @@ fn on_event(
                 agent_message::Body::Failed(f) => {
                     progress.note(&format!("agent {} failed: {}", a.name, f.reason));
                     a.state = State::Failed;
-                    a.ended_at = Some(start.elapsed());
+                    a.ended_at = Some(ctx.start.elapsed());
                     a.note = f.reason;
                     return Some(a.name.clone());
                 }
@@ -900,11 +1034,10 @@ fn on_event(
         Event::Detached { conn, reason } => {
             let a = agents.iter_mut().find(|a| a.conn == conn)?;
             if a.state == State::Running {
-                progress.note(&format!("agent {} was lost ({reason})", a.name));
-                a.state = State::Lost;
-                a.ended_at = Some(start.elapsed());
+                // Lost unless it resumes soon (see `expire_silent`).
+                tracing::info!(agent = %a.name, %reason, "stream broke; waiting for a resume");
+                a.disconnected_at = Some(Instant::now());
                 a.note = reason;
-                return Some(a.name.clone());
             }
         }
     }

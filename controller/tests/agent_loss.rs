@@ -10,6 +10,18 @@ use loadfleet_testbed::Config;
 use support::*;
 
 async fn lose_one(policy: &str) -> (Exit, serde_json::Value, Duration) {
+    let (exit, s, took, _, _) = lose_one_then(policy, false).await;
+    (exit, s, took)
+}
+
+/// Kills one of two agents mid-run; with `restart`, starts an agent of the
+/// same name again at once. Returns the controller's exit, the summary, how
+/// long the controller took after the kill, what the target served and the
+/// restarted agent's exit.
+async fn lose_one_then(
+    policy: &str,
+    restart: bool,
+) -> (Exit, serde_json::Value, Duration, u64, Option<Exit>) {
     let bed = testbed(Config {
         default_latency: Duration::from_millis(5),
         ..Config::default()
@@ -35,9 +47,37 @@ async fn lose_one(policy: &str) -> (Exit, serde_json::Value, Duration) {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let started = Instant::now();
     doomed.child.kill().unwrap(); // SIGKILL: no goodbye
+    let _ = doomed.child.wait();
+    let again = restart.then(|| agent(&url, "us", "doomed", &[]));
     let exit = exited(ctl, Duration::from_secs(60)).await;
     let took = started.elapsed();
-    (exit, summary(&out), took)
+    let again = match again {
+        Some(p) => Some(exited(p, Duration::from_secs(30)).await),
+        None => None,
+    };
+    (exit, summary(&out), took, bed.stats().served(), again)
+}
+
+/// An agent restarted under the same name during a run holds no state for
+/// it: it is refused, and nothing it could do is counted twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_agent_does_not_rejoin_the_run() {
+    let (exit, s, _, served, again) = lose_one_then("continue", true).await;
+    assert_eq!(exit.code, 1, "{}", exit.stderr);
+    assert_eq!(s["agents"]["doomed"]["end"], "lost");
+    let again = again.unwrap();
+    assert_ne!(again.code, 0, "the restarted agent was refused");
+    assert!(
+        again.stderr.contains("a run is in progress"),
+        "{}",
+        again.stderr
+    );
+    // Nothing is counted twice: the merged count never exceeds what the
+    // target served (the killed agent's last, unreported second is missing
+    // from it), and the run has its two agents, no third.
+    let merged = s["total"]["requests"].as_u64().unwrap();
+    assert!(merged <= served, "merged {merged}, served {served}");
+    assert_eq!(s["agents"].as_object().unwrap().len(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

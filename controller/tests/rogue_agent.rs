@@ -23,6 +23,7 @@ async fn rogue(url: String) {
         region: "nowhere".into(),
         version: "0".into(),
         weight: 1,
+        resume_run_id: String::new(),
     })))
     .await
     .unwrap();
