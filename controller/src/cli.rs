@@ -111,6 +111,11 @@ pub struct FleetArgs {
     /// while a run is active); an agent whose lease runs out stops all load.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub lease: Duration,
+    /// Append one JSON line per run here: who ran what, against which
+    /// target, when and how it ended (default: audit.jsonl beside the run
+    /// directory).
+    #[arg(long, env = "LOADFLEET_AUDIT_LOG")]
+    pub audit_log: Option<PathBuf>,
 }
 
 impl FleetArgs {
@@ -155,6 +160,7 @@ impl FleetArgs {
             tls,
             token,
             lease: self.lease,
+            audit_log: self.audit_log.clone(),
             listen: self
                 .listen
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0))),
@@ -442,6 +448,7 @@ pub struct RunSettings {
     pub progress: ProgressMode,
     pub interrupt: CancellationToken,
     pub hard_interrupt: CancellationToken,
+    pub audit_log: Option<PathBuf>,
 }
 
 impl RunSettings {
@@ -461,6 +468,7 @@ impl RunSettings {
             token: self.token.clone(),
             tls: self.tls.clone(),
             lease: self.lease,
+            audit_log: self.audit_log.clone(),
         }
     }
 }
@@ -498,7 +506,18 @@ pub async fn run_and_report(
         eprintln!("error: cannot create run directory {}: {e}", out.display());
         return (EXIT_USAGE, None);
     }
-    match fleet::execute(opts).await {
+    let audit_path = opts.audit_log.clone().unwrap_or_else(|| {
+        out.parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .join("audit.jsonl")
+    });
+    let audit_plan =
+        crate::audit::PlanFacts::of(&opts.plan, opts.token.is_some(), opts.tls.is_some());
+    let began = time::OffsetDateTime::now_utc();
+    let outcome = fleet::execute(opts).await;
+    crate::audit::append(&audit_path, &audit_plan, began, &out, &outcome);
+    match outcome {
         Ok(result) => {
             let summary = Summary::of(&result);
             (finish(&result, &summary, &out, plan_file), Some(summary))
@@ -609,6 +628,7 @@ async fn demo(
         },
         interrupt,
         hard_interrupt,
+        audit_log: None,
     };
     // Quick mode compresses the ramp 10 times; the cache costs stretch by
     // the same factor in full mode, so both tell the same story.

@@ -59,6 +59,9 @@ pub struct RunOptions {
     pub tls: Option<crate::certs::ControllerTls>,
     /// How long an agent's lease lasts without renewal.
     pub lease: Duration,
+    /// The audit log (JSON lines) this run appends to; `None`: `audit.jsonl`
+    /// beside the run directory.
+    pub audit_log: Option<std::path::PathBuf>,
 }
 
 /// Why a run could not happen.
@@ -124,6 +127,8 @@ pub struct AgentReport {
     pub name: String,
     pub region: String,
     pub peer: String,
+    /// How it proved who it is: `mtls:NAME.agent.loadfleet`, `token` or `none`.
+    pub identity: String,
     pub users: usize,
     pub end: AgentEnd,
     /// Seconds from the start at which it was lost or failed.
@@ -170,6 +175,8 @@ struct Agent {
     region: String,
     weight: u32,
     peer: String,
+    /// How it proved who it is (see [`Event::Attached`]).
+    identity: String,
     outbound: Outbound,
     state: State,
     next_seq: u64,
@@ -560,6 +567,7 @@ async fn drive(
             name: a.name,
             region: a.region,
             peer: a.peer,
+            identity: a.identity,
             users: a.users,
             ended_at_s: a.ended_at.map(|d| d.as_secs_f64()),
             note: a.note,
@@ -711,7 +719,13 @@ async fn gather(
     while agents.len() < expected {
         tokio::select! {
             ev = events.recv() => match ev {
-                Some(Event::Attached { conn, hello, peer, outbound }) => {
+                Some(Event::Attached { conn, hello, peer, identity, outbound }) => {
+                    if !hello.resume_run_id.is_empty() {
+                        // Resuming a run this controller never held (its
+                        // controller died and this one took the address).
+                        reject(&outbound, "this controller does not hold that run");
+                        continue;
+                    }
                     if agents.iter().any(|a| a.name == hello.name) {
                         reject(&outbound, &format!("an agent named {} is already attached", hello.name));
                         continue;
@@ -726,6 +740,7 @@ async fn gather(
                         region: hello.region,
                         weight: hello.weight.clamp(1, 1000),
                         peer,
+                        identity,
                         outbound,
                         state: State::Attached,
                         next_seq: 0,
@@ -944,6 +959,7 @@ fn on_event(
             outbound,
             hello,
             peer,
+            ..
         } => {
             // An agent of this run carrying on after its stream broke (the
             // service already checked its certificate names it).

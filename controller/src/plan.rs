@@ -54,6 +54,8 @@ pub struct Plan {
     pub data: Vec<DataSpec>,
     /// `[session] clear_cookies_each_iteration`.
     pub clear_cookies_each_iteration: bool,
+    /// SHA-256 of the plan's text, hex (for the audit log).
+    pub sha256: String,
 }
 
 /// `[fleet] on_agent_loss`.
@@ -628,6 +630,7 @@ impl Validator<'_> {
             clear_cookies_each_iteration: raw
                 .session
                 .is_some_and(|s| s.clear_cookies_each_iteration),
+            sha256: sha256_hex(self.text.as_bytes()),
         })
     }
 
@@ -970,6 +973,15 @@ impl Validator<'_> {
             max_wait,
         })
     }
+}
+
+/// SHA-256 of `bytes`, in lowercase hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    ring::digest::digest(&ring::digest::SHA256, bytes)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Users of a load model (the concurrency cap of the open model).

@@ -25,6 +25,9 @@ pub enum Event {
         conn: ConnId,
         hello: v1::Hello,
         peer: String,
+        /// How the agent proved who it is: `mtls:NAME.agent.loadfleet`,
+        /// `token`, or `none` (a loopback controller without either).
+        identity: String,
         outbound: Outbound,
     },
     Message {
@@ -132,6 +135,13 @@ impl Fleet for FleetService {
                 )));
             }
         }
+        let identity = if self.check_cert_names {
+            format!("mtls:{}.agent.loadfleet", hello.name)
+        } else if self.token.is_some() {
+            "token".to_string()
+        } else {
+            "none".to_string()
+        };
         let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
         let (outbound, rx) = mpsc::channel(64);
         self.events
@@ -139,6 +149,7 @@ impl Fleet for FleetService {
                 conn,
                 hello,
                 peer,
+                identity,
                 outbound,
             })
             .await

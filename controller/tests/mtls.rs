@@ -4,6 +4,7 @@
 mod support;
 
 use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
 use loadfleet_testbed::Config;
@@ -105,4 +106,23 @@ async fn only_agents_with_a_fleet_certificate_under_their_own_name_attach() {
     );
     assert_eq!(s["total"]["requests"], 10);
     assert_eq!(bed.stats().served(), 10);
+
+    // The audit log (beside the run directory) records who ran what.
+    let audit = std::fs::read_to_string(dir.path().join("audit.jsonl")).unwrap();
+    let lines: Vec<serde_json::Value> = audit
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1, "one line per run: {audit}");
+    let line = &lines[0];
+    let sha = Command::new("sha256sum").arg(&plan).output().unwrap();
+    let sha = String::from_utf8_lossy(&sha.stdout);
+    assert_eq!(line["plan_sha256"], sha.split_whitespace().next().unwrap());
+    assert_eq!(line["agent_auth"], "mtls");
+    assert_eq!(line["target"], bed.base_url());
+    assert_eq!(line["status"], "completed");
+    assert_eq!(line["requests"], 10);
+    assert_eq!(line["run_id"], s["run_id"]);
+    assert_eq!(line["agents"][0]["identity"], "mtls:a1.agent.loadfleet");
+    assert_eq!(line["agents"][0]["end"], "finished");
 }

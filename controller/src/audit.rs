@@ -1,0 +1,151 @@
+//! The audit log: one JSON line per run, appended to a file that outlives
+//! run directories, saying who ran what against which target, when, and how
+//! it ended. A load test is traffic aimed at somebody's server; this is the
+//! record of who aimed it.
+
+use std::io::Write as _;
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::fleet::{FleetError, RunResult};
+use crate::plan::Plan;
+
+/// What the audit line says about the plan, taken before the run.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlanFacts {
+    pub plan: String,
+    pub plan_sha256: String,
+    pub target: String,
+    pub load: String,
+    /// How agents had to prove who they are: `mtls`, `token` or `none`.
+    pub agent_auth: &'static str,
+}
+
+impl PlanFacts {
+    pub fn of(plan: &Plan, token: bool, mtls: bool) -> PlanFacts {
+        PlanFacts {
+            plan: plan.name.clone(),
+            plan_sha256: plan.sha256.clone(),
+            target: plan.target.base_url.clone(),
+            load: plan.load.describe(),
+            agent_auth: if mtls {
+                "mtls"
+            } else if token {
+                "token"
+            } else {
+                "none"
+            },
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Line<'a> {
+    schema: &'static str,
+    /// The user who started the controller (`$USER`), as the OS says.
+    operator: String,
+    #[serde(flatten)]
+    plan: &'a PlanFacts,
+    run_id: Option<&'a str>,
+    started_at: String,
+    ended_at: String,
+    run_dir: String,
+    status: String,
+    error: Option<String>,
+    requests: Option<u64>,
+    agents: Vec<AgentLine<'a>>,
+}
+
+#[derive(Serialize)]
+struct AgentLine<'a> {
+    name: &'a str,
+    region: &'a str,
+    address: &'a str,
+    identity: &'a str,
+    end: &'static str,
+}
+
+fn operator() -> String {
+    std::env::var("USER")
+        .or_else(|_| std::env::var("USERNAME"))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+fn rfc3339(t: time::OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// Appends the run's line; a failure to write is reported, never fatal.
+pub fn append(
+    path: &Path,
+    plan: &PlanFacts,
+    began: time::OffsetDateTime,
+    run_dir: &Path,
+    outcome: &Result<RunResult, FleetError>,
+) {
+    let line = match outcome {
+        Ok(r) => Line {
+            schema: "loadfleet.audit/1",
+            operator: operator(),
+            plan,
+            run_id: Some(&r.run_id),
+            started_at: rfc3339(r.started_at),
+            ended_at: rfc3339(time::OffsetDateTime::now_utc()),
+            run_dir: run_dir.display().to_string(),
+            status: serde_json::to_value(r.status)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default(),
+            error: None,
+            requests: Some(r.collector.total.requests()),
+            agents: r
+                .agents
+                .iter()
+                .map(|a| AgentLine {
+                    name: &a.name,
+                    region: &a.region,
+                    address: &a.peer,
+                    identity: &a.identity,
+                    end: match a.end {
+                        crate::fleet::AgentEnd::Finished => "finished",
+                        crate::fleet::AgentEnd::Lost => "lost",
+                        crate::fleet::AgentEnd::Failed => "failed",
+                    },
+                })
+                .collect(),
+        },
+        Err(e) => Line {
+            schema: "loadfleet.audit/1",
+            operator: operator(),
+            plan,
+            run_id: None,
+            started_at: rfc3339(began),
+            ended_at: rfc3339(time::OffsetDateTime::now_utc()),
+            run_dir: run_dir.display().to_string(),
+            status: "not_run".into(),
+            error: Some(e.to_string()),
+            requests: None,
+            agents: Vec::new(),
+        },
+    };
+    let text = match serde_json::to_string(&line) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("warning: cannot write the audit line: {e}");
+            return;
+        }
+    };
+    let written = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .and_then(|mut f| writeln!(f, "{text}"));
+    if let Err(e) = written {
+        eprintln!(
+            "warning: cannot append to the audit log {}: {e}",
+            path.display()
+        );
+    }
+}
