@@ -62,6 +62,8 @@ pub enum AgentError {
     Refused(String),
     #[error("controller rejected this agent: {0}")]
     Rejected(String),
+    #[error("cannot reach the controller at {0}")]
+    Unreachable(String),
 }
 
 /// What one attachment to a controller came to.
@@ -89,8 +91,50 @@ enum AttachError {
     Protocol(String),
 }
 
-/// Runs the agent until `shutdown` fires, or after one run with `once`.
-pub async fn run_agent(opts: AgentOptions, shutdown: CancellationToken) -> Result<(), AgentError> {
+/// Checks that the agent can work as configured: its controller address
+/// parses, its certificates load, and the controller answers on that
+/// address (for mTLS, the TLS handshake with this agent's certificate
+/// succeeds). It does not attach, so it never joins a run; a shared token is
+/// only checked when the agent attaches. Returns what was checked.
+pub async fn check(opts: &AgentOptions) -> Result<String, AgentError> {
+    let endpoint = endpoint(opts)?;
+    match tokio::time::timeout(Duration::from_secs(5), endpoint.connect()).await {
+        Ok(Ok(_)) => Ok(format!(
+            "controller {} answers{}; agent {} (region {}), {}",
+            opts.controller,
+            if opts.tls.is_some() {
+                " and accepted this agent's certificate in the TLS handshake"
+            } else {
+                ""
+            },
+            opts.name,
+            opts.region,
+            if opts.tls.is_some() {
+                "mTLS"
+            } else if opts.token.is_some() {
+                "shared token (checked when the agent attaches)"
+            } else {
+                "no authentication (a loopback controller)"
+            }
+        )),
+        Ok(Err(e)) => Err(AgentError::Unreachable(format!(
+            "{}: {e}{}",
+            opts.controller,
+            std::error::Error::source(&e)
+                .map(|s| format!(" ({s})"))
+                .unwrap_or_default()
+        ))),
+        Err(_) => Err(AgentError::Unreachable(format!(
+            "{}: no answer within 5 s",
+            opts.controller
+        ))),
+    }
+}
+
+fn endpoint(opts: &AgentOptions) -> Result<tonic::transport::Endpoint, AgentError> {
+    if !(opts.controller.starts_with("http://") || opts.controller.starts_with("https://")) {
+        return Err(AgentError::BadControllerUrl(opts.controller.clone()));
+    }
     let endpoint = tonic::transport::Endpoint::from_shared(opts.controller.clone())
         .map_err(|_| AgentError::BadControllerUrl(opts.controller.clone()))?
         .connect_timeout(Duration::from_secs(5))
@@ -118,6 +162,12 @@ pub async fn run_agent(opts: AgentOptions, shutdown: CancellationToken) -> Resul
                 .map_err(|e| AgentError::Tls(e.to_string()))?
         }
     };
+    Ok(endpoint)
+}
+
+/// Runs the agent until `shutdown` fires, or after one run with `once`.
+pub async fn run_agent(opts: AgentOptions, shutdown: CancellationToken) -> Result<(), AgentError> {
+    let endpoint = endpoint(&opts)?;
     let seed = u64::from(std::process::id())
         ^ (Instant::now().elapsed().as_nanos() as u64)
         ^ hash(&opts.name);

@@ -450,3 +450,174 @@ fn a_three_second_cut_loses_nothing_and_counts_nothing_twice() {
         "a1 ran through the cut: {a1_requests} of {served}"
     );
 }
+
+/// What deploy/systemd says to run: the unit's ExecStartPre and ExecStart
+/// command lines, its LoadCredential names, and the example environment file.
+struct Unit {
+    pre: Vec<String>,
+    start: Vec<String>,
+    credentials: Vec<(String, String)>,
+    env: Vec<(String, String)>,
+}
+
+fn systemd_unit() -> Unit {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/systemd");
+    let unit = std::fs::read_to_string(root.join("loadfleet-agent.service")).unwrap();
+    let agent = agent_bin().to_str().unwrap().to_string();
+    let command = |key: &str| -> Vec<String> {
+        let line = unit
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .unwrap_or_else(|| panic!("the unit has {key}"));
+        line.split_whitespace()
+            .map(|w| w.replace("/usr/local/bin/loadfleet-agent", &agent))
+            .collect()
+    };
+    let credentials = unit
+        .lines()
+        .filter_map(|l| l.strip_prefix("LoadCredential="))
+        .filter_map(|c| c.split_once(':'))
+        .map(|(name, path)| (name.to_string(), path.to_string()))
+        .collect();
+    let env = std::fs::read_to_string(root.join("agent.env.example"))
+        .unwrap()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    Unit {
+        pre: command("ExecStartPre="),
+        start: command("ExecStart="),
+        credentials,
+        env,
+    }
+}
+
+/// Agents started the way deploy/systemd starts them: the unit's command
+/// lines, its environment file (with this network's values), and its
+/// credentials (mTLS files under `$CREDENTIALS_DIRECTORY`, as
+/// `LoadCredential=` provides them). The `--check` of ExecStartPre passes,
+/// then both agents attach over mTLS from their own hosts and run the plan.
+#[test]
+fn agents_started_as_the_systemd_unit_does_attach_and_run() {
+    let unit = systemd_unit();
+    assert_eq!(unit.pre.last().map(String::as_str), Some("--check"));
+    let net = Network::new(&["ctl", "tgt", "a1", "a2"]);
+    let testbed_bin = loadfleet().with_file_name("loadfleet-testbed");
+    let target = net.spawn(
+        "tgt",
+        &testbed_bin,
+        &[
+            "--listen",
+            &format!("{SUBNET}.2:8080"),
+            "--exit-after",
+            "120",
+        ],
+    );
+    target.wait_for_line("listening on", Duration::from_secs(10));
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("fleet");
+    let cert_cmd = |args: &[&str]| {
+        let exit = run(&loadfleet(), args, Duration::from_secs(20));
+        assert_eq!(exit.code, 0, "{args:?}: {}", exit.stderr);
+    };
+    let certs_s = certs.to_str().unwrap();
+    cert_cmd(&["certs", "init", certs_s, "--host", &format!("{SUBNET}.1")]);
+    let plan = write_plan(
+        dir.path(),
+        "unit.toml",
+        &plan_toml(
+            &format!("http://{SUBNET}.2:8080"),
+            "users = 4\nramp_up = \"0s\"\niterations = 10",
+            &[("home", "/")],
+        ),
+    );
+    let out = dir.path().join("run");
+    let ctl = net.spawn(
+        "ctl",
+        &loadfleet(),
+        &[
+            "run",
+            plan.to_str().unwrap(),
+            "--tls-dir",
+            certs_s,
+            "--listen",
+            &format!("{SUBNET}.1:7700"),
+            "--expect-agents",
+            "2",
+            "-q",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    ctl.wait_for_line("listening on", Duration::from_secs(10));
+    let start_agent = |host: &str, region: &str| -> (Exit, Proc) {
+        cert_cmd(&["certs", "agent", host, "--dir", certs_s]);
+        // What LoadCredential= does: the files, under the credential names.
+        let creds = dir.path().join(format!("credentials-{host}"));
+        std::fs::create_dir_all(&creds).unwrap();
+        for (name, path) in &unit.credentials {
+            let source = match Path::new(path).file_name().unwrap().to_str().unwrap() {
+                "ca.pem" => certs.join("ca.pem"),
+                "agent.pem" => certs.join(format!("agents/{host}.pem")),
+                "agent.key" => certs.join(format!("agents/{host}.key")),
+                other => panic!("unexpected credential {other}"),
+            };
+            std::fs::copy(source, creds.join(name)).unwrap();
+        }
+        let mut env: Vec<String> = unit
+            .env
+            .iter()
+            .map(|(k, v)| {
+                let v = match k.as_str() {
+                    "LOADFLEET_CONTROLLER" => format!("https://{SUBNET}.1:7700"),
+                    "LOADFLEET_NAME" => host.to_string(),
+                    "LOADFLEET_REGION" => region.to_string(),
+                    "LOADFLEET_ALLOW_TARGET" => format!("{SUBNET}.2"),
+                    _ => v.clone(),
+                };
+                format!("{k}={v}")
+            })
+            .collect();
+        env.push(format!("CREDENTIALS_DIRECTORY={}", creds.display()));
+        let with_env = |cmd: &[String]| -> Vec<String> {
+            let mut all = vec!["-i".to_string()];
+            all.extend(env.iter().cloned());
+            all.extend(cmd.iter().cloned());
+            all
+        };
+        let env_bin = Path::new("/usr/bin/env");
+        let pre: Vec<String> = with_env(&unit.pre);
+        let pre: Vec<&str> = pre.iter().map(String::as_str).collect();
+        let check = net.spawn(host, env_bin, &pre).wait(Duration::from_secs(20));
+        let mut start = with_env(&unit.start);
+        start.push("--once".into());
+        let start: Vec<&str> = start.iter().map(String::as_str).collect();
+        (check, net.spawn(host, env_bin, &start))
+    };
+    let (check1, a1) = start_agent("a1", "eu-west");
+    let (check2, a2) = start_agent("a2", "us-east");
+    for check in [&check1, &check2] {
+        assert_eq!(check.code, 0, "ExecStartPre --check: {}", check.stderr);
+        assert!(
+            check.stdout.contains("accepted this agent's certificate"),
+            "{}",
+            check.stdout
+        );
+    }
+    let exit = ctl.wait(Duration::from_secs(60));
+    assert_eq!(exit.code, 0, "{}", exit.stderr);
+    assert_eq!(a1.wait(Duration::from_secs(15)).code, 0);
+    assert_eq!(a2.wait(Duration::from_secs(15)).code, 0);
+    let s = summary(&out);
+    assert_eq!(s["total"]["requests"], 40);
+    assert_eq!(s["regions"]["eu-west"]["requests"], 20);
+    assert_eq!(s["regions"]["us-east"]["requests"], 20);
+    let audit = std::fs::read_to_string(dir.path().join("audit.jsonl")).unwrap();
+    assert!(
+        audit.contains("\"identity\":\"mtls:a1.agent.loadfleet\""),
+        "{audit}"
+    );
+}

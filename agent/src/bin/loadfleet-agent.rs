@@ -71,10 +71,38 @@ struct Args {
     /// Longest wait between attempts to reach the controller, in seconds.
     #[arg(long, default_value_t = 3)]
     max_backoff_s: u64,
+    /// Check the configuration and certificates and that the controller
+    /// answers (for mTLS, that it accepts this agent's certificate), then
+    /// exit: 0 when all is well, 1 when the controller cannot be reached, 2
+    /// for a bad configuration. It never joins a run.
+    #[arg(long)]
+    check: bool,
+}
+
+/// systemd's credentials (`LoadCredential=`): files named `ca.pem`,
+/// `agent.pem`, `agent.key` and `token` in `$CREDENTIALS_DIRECTORY` are
+/// used when the matching option is not given.
+fn from_credentials(args: &mut Args) {
+    let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY").map(std::path::PathBuf::from) else {
+        return;
+    };
+    let found = |name: &str| Some(dir.join(name)).filter(|p| p.is_file());
+    if args.ca.is_none()
+        && let (Some(ca), Some(cert), Some(key)) =
+            (found("ca.pem"), found("agent.pem"), found("agent.key"))
+    {
+        args.ca = Some(ca);
+        args.cert = Some(cert);
+        args.key = Some(key);
+    }
+    if args.token.is_none() && args.token_file.is_none() {
+        args.token_file = found("token");
+    }
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let mut args = Args::parse();
+    from_credentials(&mut args);
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -154,11 +182,30 @@ fn main() -> ExitCode {
             return ExitCode::from(3);
         }
     };
+    if args.check {
+        return rt.block_on(async {
+            match loadfleet_agent::session::check(&opts).await {
+                Ok(what) => {
+                    println!("ok: {what}");
+                    ExitCode::SUCCESS
+                }
+                Err(e @ loadfleet_agent::AgentError::Unreachable(_)) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(1)
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        });
+    }
     let shutdown = CancellationToken::new();
     let on_signal = shutdown.clone();
     rt.block_on(async move {
+        // Ctrl-C, or SIGTERM from systemd or Kubernetes: stop all load, exit.
         tokio::spawn(async move {
-            let _ = tokio::signal::ctrl_c().await;
+            stop_signal().await;
             on_signal.cancel();
         });
         match run_agent(opts, shutdown).await {
@@ -176,6 +223,27 @@ fn main() -> ExitCode {
             }
         }
     })
+}
+
+#[cfg(unix)]
+async fn stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+#[cfg(not(unix))]
+async fn stop_signal() {
+    let _ = tokio::signal::ctrl_c().await;
 }
 
 fn default_name() -> String {
