@@ -12,6 +12,7 @@ pub mod assignment;
 pub mod backoff;
 pub mod client;
 pub mod engine;
+pub mod health;
 pub mod journey;
 pub mod policy;
 pub mod recorder;

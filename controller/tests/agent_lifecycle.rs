@@ -161,3 +161,41 @@ async fn ctrl_c_stops_gracefully_and_still_writes_the_results() {
     );
     assert_eq!(s["total"]["errors"], 0, "a graceful stop abandons nothing");
 }
+
+/// `--health-listen` answers Kubernetes probes while the agent waits for a
+/// controller (here: one that is not there yet).
+#[test]
+fn the_health_probe_answers_while_the_agent_waits() {
+    use std::io::{Read, Write};
+    let agent = Proc::spawn(
+        &agent_bin(),
+        &[
+            "--controller",
+            "http://127.0.0.1:9",
+            "--health-listen",
+            "127.0.0.1:0",
+        ],
+    );
+    let line = agent.wait_for_line("health probe on http://", Duration::from_secs(10));
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|s| s.split('/').next())
+        .unwrap()
+        .to_string();
+    let get = |path: &str| {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    };
+    let ok = get("/healthz");
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+    assert!(ok.ends_with("ok\n"), "{ok}");
+    assert!(get("/other").starts_with("HTTP/1.1 404"));
+}

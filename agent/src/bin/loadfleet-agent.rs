@@ -77,6 +77,11 @@ struct Args {
     /// for a bad configuration. It never joins a run.
     #[arg(long)]
     check: bool,
+    /// Answer `GET /healthz` with 200 on this address (for Kubernetes
+    /// probes), e.g. 0.0.0.0:9700. Off by default: an agent listens on
+    /// nothing unless asked.
+    #[arg(long, env = "LOADFLEET_HEALTH_LISTEN")]
+    health_listen: Option<std::net::SocketAddr>,
 }
 
 /// systemd's credentials (`LoadCredential=`): files named `ca.pem`,
@@ -202,7 +207,17 @@ fn main() -> ExitCode {
     }
     let shutdown = CancellationToken::new();
     let on_signal = shutdown.clone();
+    let health = args.health_listen;
     rt.block_on(async move {
+        if let Some(addr) = health {
+            match loadfleet_agent::health::serve(addr).await {
+                Ok(bound) => tracing::info!(%bound, "health probe on http://{bound}/healthz"),
+                Err(e) => {
+                    eprintln!("error: cannot listen for health probes on {addr}: {e}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
         // Ctrl-C, or SIGTERM from systemd or Kubernetes: stop all load, exit.
         tokio::spawn(async move {
             stop_signal().await;
