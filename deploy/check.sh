@@ -46,3 +46,15 @@ fi
 # The container image definition.
 checkov --skip-download -f container/Dockerfile --framework dockerfile --compact --quiet
 echo "checkov: kubernetes and Dockerfile clean"
+
+# cloud-init: the user data is valid cloud-config, and the unit it writes is
+# byte for byte the unit in systemd/.
+cloud-init schema --config-file cloud-init/user-data.yaml
+python3 - <<'PY'
+import sys, yaml
+data = yaml.safe_load(open("cloud-init/user-data.yaml"))
+unit = [f for f in data["write_files"] if f["path"] == "/etc/systemd/system/loadfleet-agent.service"]
+if len(unit) != 1 or unit[0]["content"] != open("systemd/loadfleet-agent.service").read():
+    sys.exit("cloud-init/user-data.yaml: its loadfleet-agent.service differs from systemd/loadfleet-agent.service")
+print("cloud-init: writes the same unit as systemd/")
+PY
