@@ -58,3 +58,30 @@ if len(unit) != 1 or unit[0]["content"] != open("systemd/loadfleet-agent.service
     sys.exit("cloud-init/user-data.yaml: its loadfleet-agent.service differs from systemd/loadfleet-agent.service")
 print("cloud-init: writes the same unit as systemd/")
 PY
+
+# Terraform: checkov over the module and its example; the user data the
+# module renders (its template filled with sample values) is valid
+# cloud-config and writes the same unit. No terraform binary is available
+# here, so `terraform validate` is not run.
+checkov --skip-download -d terraform --framework terraform --compact --quiet
+python3 - "$work/rendered.yaml" <<'PY'
+import re, sys, yaml
+tpl = open("terraform/aws/user-data.tftpl").read()
+unit = open("systemd/loadfleet-agent.service").read()
+pem = "-----BEGIN X-----\nAAAA\n-----END X-----\n"
+values = {"unit": unit, "ca_pem": pem, "cert_pem": pem, "key_pem": pem}
+def indent(m):
+    text = values[m.group(2)]
+    lines = text.splitlines(True)
+    return lines[0] + "".join(" " * int(m.group(1)) + l if l.strip() else l for l in lines[1:])
+out = re.sub(r"\$\{indent\((\d+), (\w+)\)\}", indent, tpl)
+out = re.sub(r"(?<!\$)\$\{(\w+)\}", lambda m: {"max_users": "100", "ttl_minutes": "60"}.get(m.group(1), "x-" + m.group(1)), out)
+out = out.replace("$${", "${")
+open(sys.argv[1], "w").write(out)
+data = yaml.safe_load(out)
+written = [f["content"] for f in data["write_files"] if f["path"] == "/etc/systemd/system/loadfleet-agent.service"]
+if written != [unit]:
+    sys.exit("terraform/aws/user-data.tftpl renders a unit that differs from systemd/loadfleet-agent.service")
+print("terraform: the rendered user data writes the same unit as systemd/")
+PY
+cloud-init schema --config-file "$work/rendered.yaml"
