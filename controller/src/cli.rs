@@ -56,6 +56,9 @@ pub enum Command {
         /// The run directory.
         run: PathBuf,
     },
+    /// Listen for a few seconds and list the agents that attach (name,
+    /// region, version, address, identity, state); offers them no run.
+    Agents(AgentsArgs),
     /// The Moodle journey at 20, 30 and 40 users against an in-process test
     /// target, its cache on shared file storage then on Redis, on two local
     /// agents over gRPC; prints the two side by side.
@@ -249,6 +252,29 @@ pub struct CompareArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct AgentsArgs {
+    /// Where agents dial in, as for `run --listen`.
+    #[arg(long, default_value = "127.0.0.1:7700")]
+    pub listen: SocketAddr,
+    /// How long to listen. Agents retry every few seconds (at most
+    /// --max-backoff-s, 3 s by default), so 5 s sees every live one.
+    #[arg(long = "for", default_value = "5s", value_parser = parse_duration)]
+    pub for_how_long: Duration,
+    /// Shared fleet token (or LOADFLEET_TOKEN).
+    #[arg(long, env = "LOADFLEET_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// File holding the shared fleet token.
+    #[arg(long, env = "LOADFLEET_TOKEN_FILE", conflicts_with = "token")]
+    pub token_file: Option<PathBuf>,
+    /// mTLS directory from `loadfleet certs init`.
+    #[arg(long, env = "LOADFLEET_TLS_DIR")]
+    pub tls_dir: Option<PathBuf>,
+    /// One JSON object per agent instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
 pub struct DemoArgs {
     /// Demo directory (default: runs/<UTC timestamp>-demo/).
     #[arg(long)]
@@ -315,6 +341,7 @@ pub async fn main_with(
                 ExitCode::from(EXIT_USAGE)
             }
         },
+        Command::Agents(args) => ExitCode::from(list_agents(args).await),
         Command::Report { run } => match output::read_summary(&run) {
             Ok(summary) => match output::report::render(&summary) {
                 Ok(html) => match std::fs::write(run.join("report.html"), html) {
@@ -569,6 +596,71 @@ fn finish(result: &RunResult, summary: &Summary, out: &Path, plan_file: Option<&
         | RunStatus::ThresholdsFailed
         | RunStatus::Degraded
         | RunStatus::Interrupted => EXIT_ERRORS,
+    }
+}
+
+/// `loadfleet agents`: who attaches within a few seconds.
+async fn list_agents(args: AgentsArgs) -> u8 {
+    let token = match (&args.token, &args.token_file) {
+        (Some(t), _) => Some(t.trim().to_string()),
+        (None, Some(path)) => match std::fs::read_to_string(path) {
+            Ok(t) => Some(t.trim().to_string()),
+            Err(e) => {
+                eprintln!("error: cannot read token file {}: {e}", path.display());
+                return EXIT_USAGE;
+            }
+        },
+        (None, None) => None,
+    };
+    let tls = match args
+        .tls_dir
+        .as_deref()
+        .map(crate::certs::ControllerTls::load)
+        .transpose()
+    {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    eprintln!(
+        "listening on {} for {}…",
+        args.listen,
+        crate::duration::format_duration(args.for_how_long)
+    );
+    match fleet::list_agents(args.listen, token, tls.as_ref(), args.for_how_long).await {
+        Ok((_, seen)) if args.json => {
+            for a in &seen {
+                say(&serde_json::to_string(a).unwrap_or_default());
+            }
+            EXIT_OK
+        }
+        Ok((_, seen)) => {
+            let mut t = comfy_table::Table::new();
+            t.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
+            t.set_header(["name", "region", "version", "address", "identity", "state"]);
+            for a in &seen {
+                t.add_row([
+                    &a.name,
+                    &a.region,
+                    &a.version,
+                    &a.address,
+                    &a.identity,
+                    &a.state,
+                ]);
+            }
+            say(&format!("{} agent(s) attached\n{t}", seen.len()));
+            EXIT_OK
+        }
+        Err(e @ fleet::FleetError::Insecure { .. }) => {
+            eprintln!("error: {e}");
+            EXIT_USAGE
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            EXIT_FLEET
+        }
     }
 }
 

@@ -230,6 +230,117 @@ fn reject(outbound: &Outbound, reason: &str) {
     let _ = outbound.try_send(Ok(v1::ControllerMessage { body: Some(body) }));
 }
 
+type ServerTask = tokio::task::JoinHandle<Result<(), tonic::transport::Error>>;
+
+/// Serves the fleet protocol on `listener`; returns the events of attached
+/// agents, a token that stops the server, and its task.
+fn start_server(
+    listener: TcpListener,
+    token: Option<String>,
+    tls: Option<&crate::certs::ControllerTls>,
+) -> Result<(mpsc::Receiver<Event>, CancellationToken, ServerTask), FleetError> {
+    let (events_tx, events) = mpsc::channel::<Event>(1024);
+    let server_stop = CancellationToken::new();
+    let service = FleetServer::new(FleetService::new(events_tx, token, tls.is_some()))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(t) = tls {
+        let config = tonic::transport::ServerTlsConfig::new()
+            .identity(tonic::transport::Identity::from_pem(
+                &t.cert_pem,
+                &t.key_pem,
+            ))
+            .client_ca_root(tonic::transport::Certificate::from_pem(&t.ca_pem));
+        builder = builder
+            .tls_config(config)
+            .map_err(|e| FleetError::Unfit(format!("TLS setup: {e}")))?;
+    }
+    let server = tokio::spawn(
+        builder
+            .http2_keepalive_interval(Some(Duration::from_secs(10)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            .add_service(service)
+            .serve_with_incoming_shutdown(
+                TcpListenerStream::new(listener),
+                server_stop.clone().cancelled_owned(),
+            ),
+    );
+    Ok((events, server_stop, server))
+}
+
+/// An agent seen by [`list_agents`].
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SeenAgent {
+    pub name: String,
+    pub region: String,
+    pub version: String,
+    pub address: String,
+    /// `mtls:NAME.agent.loadfleet`, `token` or `none`.
+    pub identity: String,
+    /// `waiting for a run`, or the run it tried to resume.
+    pub state: String,
+}
+
+/// Listens for `for_how_long` and lists the agents that attach, refusing
+/// each (no run is offered), so they go on waiting for a real controller.
+pub async fn list_agents(
+    listen: SocketAddr,
+    token: Option<String>,
+    tls: Option<&crate::certs::ControllerTls>,
+    for_how_long: Duration,
+) -> Result<(SocketAddr, Vec<SeenAgent>), FleetError> {
+    if !listen.ip().is_loopback() && token.is_none() && tls.is_none() {
+        return Err(FleetError::Insecure { addr: listen });
+    }
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|source| FleetError::Listen {
+            addr: listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| FleetError::Listen {
+        addr: listen,
+        source,
+    })?;
+    let (mut events, stop, server) = start_server(listener, token, tls)?;
+    let mut seen: Vec<SeenAgent> = Vec::new();
+    let until = Instant::now() + for_how_long;
+    loop {
+        tokio::select! {
+            ev = events.recv() => match ev {
+                Some(Event::Attached { hello, peer, identity, outbound, .. }) => {
+                    reject(&outbound, "this controller only lists agents; no run is offered");
+                    let state = if hello.resume_run_id.is_empty() {
+                        "waiting for a run".to_string()
+                    } else {
+                        format!("resuming run {}", hello.resume_run_id)
+                    };
+                    let agent = SeenAgent {
+                        name: hello.name,
+                        region: hello.region,
+                        version: hello.version,
+                        address: peer,
+                        identity,
+                        state,
+                    };
+                    match seen.iter_mut().find(|s| s.name == agent.name) {
+                        Some(s) => *s = agent,
+                        None => seen.push(agent),
+                    }
+                }
+                Some(_) => {}
+                None => break,
+            },
+            _ = tokio::time::sleep_until(until) => break,
+        }
+    }
+    stop.cancel();
+    let _ = server.await;
+    seen.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok((addr, seen))
+}
+
 /// Runs a plan on the fleet and returns what was measured.
 pub async fn execute(mut opts: RunOptions) -> Result<RunResult, FleetError> {
     if !opts.listen.ip().is_loopback() && opts.token.is_none() && opts.tls.is_none() {
@@ -265,37 +376,8 @@ pub async fn execute(mut opts: RunOptions) -> Result<RunResult, FleetError> {
         addr: opts.listen,
         source,
     })?;
-    let (events_tx, mut events) = mpsc::channel::<Event>(1024);
-    let server_stop = CancellationToken::new();
-    let service = FleetServer::new(FleetService::new(
-        events_tx,
-        opts.token.clone(),
-        opts.tls.is_some(),
-    ))
-    .max_decoding_message_size(MAX_MESSAGE_BYTES)
-    .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let mut builder = tonic::transport::Server::builder();
-    if let Some(t) = &opts.tls {
-        let config = tonic::transport::ServerTlsConfig::new()
-            .identity(tonic::transport::Identity::from_pem(
-                &t.cert_pem,
-                &t.key_pem,
-            ))
-            .client_ca_root(tonic::transport::Certificate::from_pem(&t.ca_pem));
-        builder = builder
-            .tls_config(config)
-            .map_err(|e| FleetError::Unfit(format!("TLS setup: {e}")))?;
-    }
-    let server = tokio::spawn(
-        builder
-            .http2_keepalive_interval(Some(Duration::from_secs(10)))
-            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-            .add_service(service)
-            .serve_with_incoming_shutdown(
-                TcpListenerStream::new(listener),
-                server_stop.clone().cancelled_owned(),
-            ),
-    );
+    let (mut events, server_stop, server) =
+        start_server(listener, opts.token.clone(), opts.tls.as_ref())?;
     if let Some(tx) = opts.on_listening.take() {
         let _ = tx.send(addr);
     }

@@ -199,3 +199,68 @@ fn the_health_probe_answers_while_the_agent_waits() {
     assert!(ok.ends_with("ok\n"), "{ok}");
     assert!(get("/other").starts_with("HTTP/1.1 404"));
 }
+
+/// `loadfleet agents` lists who attaches within a few seconds and offers
+/// them no run: they keep waiting for a real controller.
+#[test]
+fn loadfleet_agents_lists_the_agents_that_attach() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
+    let mut a1 = Proc::spawn(
+        &agent_bin(),
+        &[
+            "--controller",
+            &url,
+            "--region",
+            "eu-west",
+            "--name",
+            "a1",
+            "--max-backoff-s",
+            "1",
+        ],
+    );
+    let mut a2 = Proc::spawn(
+        &agent_bin(),
+        &[
+            "--controller",
+            &url,
+            "--region",
+            "us-east",
+            "--name",
+            "a2",
+            "--max-backoff-s",
+            "1",
+        ],
+    );
+    let listen = format!("127.0.0.1:{port}");
+    let exit = run(
+        &loadfleet(),
+        &["agents", "--listen", &listen, "--for", "4s", "--json"],
+        Duration::from_secs(20),
+    );
+    assert_eq!(exit.code, 0, "{}", exit.stderr);
+    let seen: Vec<serde_json::Value> = exit
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(seen.len(), 2, "{}", exit.stdout);
+    assert_eq!(seen[0]["name"], "a1");
+    assert_eq!(seen[0]["region"], "eu-west");
+    assert_eq!(seen[1]["name"], "a2");
+    assert_eq!(seen[1]["region"], "us-east");
+    for a in &seen {
+        assert_eq!(a["version"], env!("CARGO_PKG_VERSION"));
+        assert_eq!(a["identity"], "none");
+        assert_eq!(a["state"], "waiting for a run");
+        assert!(a["address"].as_str().unwrap().starts_with("127.0.0.1:"));
+    }
+    assert!(
+        a1.is_running() && a2.is_running(),
+        "refused, they keep waiting"
+    );
+}
