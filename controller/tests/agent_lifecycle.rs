@@ -4,6 +4,7 @@
 
 mod support;
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use loadfleet_testbed::Config;
@@ -262,5 +263,103 @@ fn loadfleet_agents_lists_the_agents_that_attach() {
     assert!(
         a1.is_running() && a2.is_running(),
         "refused, they keep waiting"
+    );
+}
+
+/// Where an agent's settings come from: a flag, else the environment, else
+/// the environment file. A malformed file is refused with its line.
+#[test]
+fn flags_win_over_the_environment_which_wins_over_the_env_file() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("agent.env");
+    std::fs::write(
+        &file,
+        format!(
+            "# settings\nLOADFLEET_CONTROLLER=http://127.0.0.1:{port}\nLOADFLEET_REGION=file-region\nLOADFLEET_NAME=file-name\n"
+        ),
+    )
+    .unwrap();
+    let file_s = file.to_str().unwrap();
+    // The environment names the agent; the file sets region and controller;
+    // the flag --region would beat both (second agent).
+    let bin = agent_bin();
+    let bin_s = bin.to_str().unwrap();
+    let _a1 = Proc::spawn(
+        Path::new("/usr/bin/env"),
+        &[
+            "LOADFLEET_NAME=env-name",
+            bin_s,
+            "--env-file",
+            file_s,
+            "--max-backoff-s",
+            "1",
+        ],
+    );
+    let _a2 = Proc::spawn(
+        Path::new("/usr/bin/env"),
+        &[
+            "LOADFLEET_NAME=flagged",
+            bin_s,
+            "--env-file",
+            file_s,
+            "--region",
+            "flag-region",
+            "--max-backoff-s",
+            "1",
+        ],
+    );
+    let exit = run(
+        &loadfleet(),
+        &[
+            "agents",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--for",
+            "4s",
+            "--json",
+        ],
+        Duration::from_secs(20),
+    );
+    assert_eq!(exit.code, 0, "{}", exit.stderr);
+    let seen: Vec<serde_json::Value> = exit
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let region = |name: &str| {
+        seen.iter()
+            .find(|a| a["name"] == name)
+            .map(|a| a["region"].as_str().unwrap().to_string())
+    };
+    assert_eq!(
+        region("env-name").as_deref(),
+        Some("file-region"),
+        "{}",
+        exit.stdout
+    );
+    assert_eq!(
+        region("flagged").as_deref(),
+        Some("flag-region"),
+        "{}",
+        exit.stdout
+    );
+    assert_eq!(region("file-name"), None, "the environment's name won");
+
+    std::fs::write(&file, "LOADFLEET_REGION=x\nnot a setting\n").unwrap();
+    let bad = run(
+        &bin,
+        &["--env-file", file_s, "--check"],
+        Duration::from_secs(10),
+    );
+    assert_eq!(bad.code, 2, "{}", bad.stderr);
+    assert!(
+        bad.stderr.contains("agent.env:2: expected KEY=value"),
+        "{}",
+        bad.stderr
     );
 }

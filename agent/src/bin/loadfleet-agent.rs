@@ -11,6 +11,13 @@ use tokio_util::sync::CancellationToken;
 /// A small, frugal loadfleet load generator. It dials the controller (no
 /// inbound port needed), runs its share of each run, streams latency
 /// histograms back every second, and waits for the next run.
+///
+/// Each setting comes from its flag, else from its LOADFLEET_* environment
+/// variable (shown with each option), else from the environment file
+/// (--env-file, default /etc/loadfleet/agent.env when it exists: KEY=value
+/// lines with the same names), else from its default. Under systemd, mTLS
+/// files and the token may also come as credentials ($CREDENTIALS_DIRECTORY:
+/// ca.pem, agent.pem, agent.key, token).
 #[derive(Parser, Debug)]
 #[command(version)]
 struct Args {
@@ -71,6 +78,11 @@ struct Args {
     /// Longest wait between attempts to reach the controller, in seconds.
     #[arg(long, default_value_t = 3)]
     max_backoff_s: u64,
+    /// Settings file of KEY=value lines (the LOADFLEET_* names), used for
+    /// what neither a flag nor the environment sets. Default:
+    /// /etc/loadfleet/agent.env when it exists.
+    #[arg(long, env = "LOADFLEET_ENV_FILE")]
+    env_file: Option<std::path::PathBuf>,
     /// Check the configuration and certificates and that the controller
     /// answers (for mTLS, that it accepts this agent's certificate), then
     /// exit: 0 when all is well, 1 when the controller cannot be reached, 2
@@ -82,6 +94,79 @@ struct Args {
     /// nothing unless asked.
     #[arg(long, env = "LOADFLEET_HEALTH_LISTEN")]
     health_listen: Option<std::net::SocketAddr>,
+}
+
+const DEFAULT_ENV_FILE: &str = "/etc/loadfleet/agent.env";
+
+/// Adds the environment file's settings to the command line, for every
+/// option that neither a flag nor an environment variable sets: flags win,
+/// then the environment, then the file.
+fn with_env_file(mut argv: Vec<std::ffi::OsString>) -> Result<Vec<std::ffi::OsString>, String> {
+    use clap::CommandFactory;
+    let given = |long: &str| {
+        argv.iter().any(|a| {
+            let a = a.to_string_lossy();
+            a == format!("--{long}") || a.starts_with(&format!("--{long}="))
+        })
+    };
+    let explicit = argv
+        .iter()
+        .position(|a| a == "--env-file")
+        .and_then(|i| argv.get(i + 1))
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            argv.iter()
+                .find_map(|a| a.to_str()?.strip_prefix("--env-file=").map(Into::into))
+        })
+        .or_else(|| std::env::var_os("LOADFLEET_ENV_FILE").map(Into::into));
+    let path = match explicit {
+        Some(p) => p,
+        None if std::path::Path::new(DEFAULT_ENV_FILE).is_file() => DEFAULT_ENV_FILE.into(),
+        None => return Ok(argv),
+    };
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| format!("cannot read the environment file {}: {e}", path.display()))?;
+    let mut file = std::collections::HashMap::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let Some((k, v)) = line.split_once('=') else {
+            return Err(format!(
+                "{}:{}: expected KEY=value, found `{line}`",
+                path.display(),
+                n + 1
+            ));
+        };
+        let v = v.trim().trim_matches('"');
+        file.insert(k.trim().to_string(), v.to_string());
+    }
+    let mut extra = Vec::new();
+    for arg in Args::command().get_arguments() {
+        let (Some(env), Some(long)) = (arg.get_env(), arg.get_long()) else {
+            continue;
+        };
+        let Some(value) = env.to_str().and_then(|e| file.get(e)) else {
+            continue;
+        };
+        if std::env::var_os(env).is_some() || given(long) {
+            continue;
+        }
+        if matches!(arg.get_action(), clap::ArgAction::SetTrue) {
+            // A switch: on when the file says so.
+            if matches!(
+                value.to_ascii_lowercase().as_str(),
+                "1" | "true" | "yes" | "on"
+            ) {
+                extra.push(format!("--{long}").into());
+            }
+        } else {
+            extra.push(format!("--{long}={value}").into());
+        }
+    }
+    argv.splice(1..1, extra);
+    Ok(argv)
 }
 
 /// systemd's credentials (`LoadCredential=`): files named `ca.pem`,
@@ -106,7 +191,14 @@ fn from_credentials(args: &mut Args) {
 }
 
 fn main() -> ExitCode {
-    let mut args = Args::parse();
+    let argv = match with_env_file(std::env::args_os().collect()) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut args = Args::parse_from(argv);
     from_credentials(&mut args);
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -261,9 +353,13 @@ async fn stop_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
+/// The host's name: /etc/hostname, else $HOSTNAME (or %COMPUTERNAME% on
+/// Windows), else agent-PID.
 fn default_name() -> String {
     std::fs::read_to_string("/etc/hostname")
         .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .or_else(|| std::env::var("COMPUTERNAME").ok())
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| format!("agent-{}", std::process::id()))
