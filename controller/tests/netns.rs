@@ -95,6 +95,19 @@ impl Drop for Network {
     }
 }
 
+/// Stops the target (SIGINT) and returns how many responses it served.
+fn stop_and_count(target: Proc) -> u64 {
+    let pid = target.child.id().to_string();
+    let _ = Command::new("kill").args(["-INT", &pid]).status();
+    let t = target.wait(Duration::from_secs(10));
+    t.stdout
+        .trim()
+        .strip_prefix("served ")
+        .and_then(|s| s.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("target printed {:?}", t.stdout))
+}
+
 #[test]
 fn fleet_across_hosts_merges_to_what_the_target_served() {
     // ctl = 10.250.0.1, target = .2, agents = .3 and .4
@@ -180,17 +193,7 @@ fn fleet_across_hosts_merges_to_what_the_target_served() {
     assert_eq!(a1.wait(Duration::from_secs(15)).code, 0);
     assert_eq!(a2.wait(Duration::from_secs(15)).code, 0);
 
-    // Stop the target and read how much it served.
-    let pid = target.child.id().to_string();
-    let _ = Command::new("kill").args(["-INT", &pid]).status();
-    let t = target.wait(Duration::from_secs(10));
-    let served: u64 = t
-        .stdout
-        .trim()
-        .strip_prefix("served ")
-        .and_then(|s| s.split(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("target printed {:?}", t.stdout));
+    let served = stop_and_count(target);
 
     let s = summary(&out);
     assert_eq!(served, 6 * 15 * 2);
@@ -421,16 +424,7 @@ fn a_three_second_cut_loses_nothing_and_counts_nothing_twice() {
     );
     assert_eq!(a1.wait(Duration::from_secs(15)).code, 0);
     assert_eq!(a2.wait(Duration::from_secs(15)).code, 0);
-    let pid = target.child.id().to_string();
-    let _ = Command::new("kill").args(["-INT", &pid]).status();
-    let t = target.wait(Duration::from_secs(10));
-    let served: u64 = t
-        .stdout
-        .trim()
-        .strip_prefix("served ")
-        .and_then(|s| s.split(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("target printed {:?}", t.stdout));
+    let served = stop_and_count(target);
     let s = summary(&out);
     let a1_requests = s["agents"]["a1"]["requests"].as_u64().unwrap();
     eprintln!(
