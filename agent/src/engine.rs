@@ -13,7 +13,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use hdrhistogram::serialization::{Serializer, V2DeflateSerializer};
 use loadfleet_proto::v1;
 use tokio::sync::{Notify, mpsc};
 use tokio::task::LocalSet;
@@ -735,7 +734,7 @@ struct Aggregator {
     /// Intervals still waiting for some worker, oldest first.
     pending: std::collections::BTreeMap<u64, Pending>,
     next_seq: u64,
-    serializer: V2DeflateSerializer,
+    serializer: crate::recorder::WireEncoder,
 }
 
 struct Pending {
@@ -755,7 +754,7 @@ impl Aggregator {
             progress: vec![(None, false); workers],
             pending: Default::default(),
             next_seq: 0,
-            serializer: V2DeflateSerializer::new(),
+            serializer: crate::recorder::WireEncoder::default(),
         }
     }
 
@@ -832,13 +831,13 @@ impl Aggregator {
                 continue;
             }
             let mut bytes = Vec::new();
-            if let Err(e) = self.serializer.serialize(&rec.histogram, &mut bytes) {
+            if let Err(e) = self.serializer.encode(&rec.histogram, &mut bytes) {
                 tracing::error!(error = ?e, "cannot serialize histogram");
                 continue;
             }
             let mut uncorrected = Vec::new();
             if let Some(h) = &rec.uncorrected
-                && let Err(e) = self.serializer.serialize(h, &mut uncorrected)
+                && let Err(e) = self.serializer.encode(h, &mut uncorrected)
             {
                 tracing::error!(error = ?e, "cannot serialize histogram");
                 continue;
@@ -862,7 +861,7 @@ impl Aggregator {
         let mut lateness = Vec::new();
         if let Some(h) = &p.lateness
             && !h.is_empty()
-            && let Err(e) = self.serializer.serialize(h, &mut lateness)
+            && let Err(e) = self.serializer.encode(h, &mut lateness)
         {
             tracing::error!(error = ?e, "cannot serialize histogram");
         }

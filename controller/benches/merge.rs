@@ -1,13 +1,13 @@
 //! Cost of merging on the controller: one agent's interval report of 20
-//! steps (decode V2+DEFLATE, check, add into step, region, agent, total and
-//! the open interval). 1,000 agents report once a second, so this number times
-//! 1,000 is the controller's CPU share per second at that scale.
+//! steps (decode V2+DEFLATE, check, add into its agent and its open
+//! interval; steps, total and regions are summed when intervals close).
+//! 1,000 agents report once a second, so this number times 1,000 is the
+//! controller's CPU share per second at that scale.
 //!
 //! `cargo bench -p loadfleet-controller --bench merge`
 
 use std::time::{Duration, Instant};
 
-use hdrhistogram::serialization::{Serializer, V2DeflateSerializer};
 use loadfleet_agent::recorder::Recorder;
 use loadfleet_controller::stats::Collector;
 use loadfleet_proto::v1;
@@ -24,14 +24,14 @@ fn main() {
             200,
         );
     }
-    let mut ser = V2DeflateSerializer::new();
+    let mut ser = loadfleet_agent::recorder::WireEncoder::default();
     let step_msgs: Vec<v1::StepInterval> = rec
         .take()
         .iter()
         .enumerate()
         .map(|(i, s)| {
             let mut b = Vec::new();
-            ser.serialize(&s.histogram, &mut b).unwrap();
+            ser.encode(&s.histogram, &mut b).unwrap();
             v1::StepInterval {
                 step: i as u32,
                 histogram: b,
@@ -43,23 +43,31 @@ fn main() {
         .collect();
     let wire: usize = step_msgs.iter().map(|s| s.histogram.len()).sum();
     let mut c = Collector::new(names, Duration::from_secs(1));
-    let agents = 50;
-    let seconds = 20u64;
-    let t = Instant::now();
-    for seq in 0..seconds {
-        for a in 0..agents {
-            let iv = v1::Interval {
-                run_id: "r".into(),
-                seq,
-                active_users: 10,
-                steps: step_msgs.clone(),
-                elapsed_us: (seq + 1) * 1_000_000,
-                dropped: 0,
-                lateness: Vec::new(),
-                started: 0,
-            };
-            c.apply(&format!("agent-{a}"), &format!("region-{}", a % 3), &iv)
-                .unwrap();
+    // The target scale, so per-interval work is shared as it would be.
+    let agents = 1000;
+    let names: Vec<(String, String)> = (0..agents)
+        .map(|a| (format!("agent-{a}"), format!("region-{}", a % 3)))
+        .collect();
+    let report = |seq: u64| v1::Interval {
+        run_id: "r".into(),
+        seq,
+        active_users: 10,
+        steps: step_msgs.clone(),
+        elapsed_us: (seq + 1) * 1_000_000,
+        dropped: 0,
+        lateness: Vec::new(),
+        started: 0,
+    };
+    // The first second allocates every agent's tally; time the steady state.
+    let warm_up = 1u64;
+    let seconds = 5u64;
+    let mut t = Instant::now();
+    for seq in 0..warm_up + seconds {
+        if seq == warm_up {
+            t = Instant::now();
+        }
+        for (agent, region) in &names {
+            c.apply(agent, region, &report(seq)).unwrap();
         }
         c.close_before(seq);
     }

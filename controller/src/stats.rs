@@ -6,8 +6,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
-use hdrhistogram::serialization::{Deserializer, Serializer, V2DeflateSerializer};
-use loadfleet_agent::recorder::{HIGHEST_US, LOWEST_US, SIGNIFICANT_DIGITS, new_histogram};
+use loadfleet_agent::recorder::new_histogram;
 use loadfleet_proto::v1;
 use serde::Serialize;
 
@@ -33,97 +32,15 @@ pub enum ReportError {
     UnknownStep { step: u32, steps: usize },
 }
 
-/// HdrHistogram's V2 cookies (the compressed one wraps the plain one).
-const V2_COOKIE: u32 = 0x1c84_9303 | 0x10;
-const V2_COMPRESSED_COOKIE: u32 = 0x1c84_9304 | 0x10;
-/// The largest payload a histogram with loadfleet's bounds can have: every
-/// counter (23,552 of them) as a 9-byte LEB128 number, with room to spare.
-const MAX_PAYLOAD_BYTES: u32 = 256 * 1024;
+mod wire;
 
-/// Reads the header inside the DEFLATE stream before the real decoder sees
-/// it: the decoder allocates what the header declares (payload length and
-/// counter array), so an agent must not be able to declare gigabytes.
-fn check_header(step: u32, bytes: &[u8]) -> Result<(), ReportError> {
-    use std::io::Read;
-    let bad = |reason: &str| ReportError::Undecodable {
-        step,
-        reason: reason.to_string(),
-    };
-    let word = |b: &[u8], at: usize| u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
-    let long = |b: &[u8], at: usize| {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(&b[at..at + 8]);
-        u64::from_be_bytes(w)
-    };
-    if bytes.len() < 8 || word(bytes, 0) != V2_COMPRESSED_COOKIE {
-        return Err(bad("not an HdrHistogram V2 + DEFLATE histogram"));
-    }
-    let mut head = [0u8; 40];
-    flate2::read::ZlibDecoder::new(&bytes[8..])
-        .read_exact(&mut head)
-        .map_err(|e| bad(&format!("cannot inflate its header: {e}")))?;
-    if word(&head, 0) != V2_COOKIE {
-        return Err(bad("wrong inner cookie"));
-    }
-    if word(&head, 4) > MAX_PAYLOAD_BYTES {
-        return Err(bad(
-            "declared payload is larger than any loadfleet histogram",
-        ));
-    }
-    if word(&head, 12) != u32::from(SIGNIFICANT_DIGITS)
-        || long(&head, 16) != LOWEST_US
-        || long(&head, 24) != HIGHEST_US
-    {
-        return Err(ReportError::Bounds { step });
-    }
-    Ok(())
-}
+pub use wire::{Decoder, Sparse};
 
-/// Decodes one V2 (+DEFLATE) histogram and checks it has loadfleet's bounds.
-pub fn decode_histogram(step: u32, bytes: &[u8]) -> Result<Histogram<u64>, ReportError> {
-    if bytes.len() > MAX_HISTOGRAM_BYTES {
-        return Err(ReportError::TooLarge {
-            step,
-            len: bytes.len(),
-        });
-    }
-    check_header(step, bytes)?;
-    let h: Histogram<u64> = Deserializer::new()
-        .deserialize(&mut &bytes[..])
-        .map_err(|e| ReportError::Undecodable {
-            step,
-            reason: format!("{e:?}"),
-        })?;
-    if h.low() != LOWEST_US || h.high() < HIGHEST_US || h.sigfig() != SIGNIFICANT_DIGITS {
-        return Err(ReportError::Bounds { step });
-    }
-    Ok(h)
-}
-
-/// The non-zero buckets of a decoded histogram. Adding these to several
-/// destinations (total, step, region, agent, interval) touches a few hundred
-/// buckets each instead of scanning all ~23,000 counters every time; the
-/// result is bucket-for-bucket the same as `Histogram::add`.
-#[derive(Debug, Clone, Default)]
-pub struct Sparse {
-    buckets: Vec<(u64, u64)>,
-}
-
-impl Sparse {
-    pub fn of(h: &Histogram<u64>) -> Sparse {
-        Sparse {
-            buckets: h
-                .iter_recorded()
-                .map(|v| (v.value_iterated_to(), v.count_at_value()))
-                .collect(),
-        }
-    }
-
-    /// Adds every bucket into `dest`, which has loadfleet's bounds.
-    pub fn add_to(&self, dest: &mut Histogram<u64>) {
-        for &(value, count) in &self.buckets {
-            dest.saturating_record_n(value, count);
-        }
+/// `dest += src` for two histograms with loadfleet's bounds (which cannot
+/// fail; if it did, every bucket is added one by one, saturating).
+fn add_histogram(dest: &mut Histogram<u64>, src: &Histogram<u64>) {
+    if dest.add(src).is_err() {
+        Sparse::of(src).add_to(dest);
     }
 }
 
@@ -179,10 +96,29 @@ impl Tally {
             if !came_with_response(&e.kind) {
                 self.transport_errors += e.count;
             }
-            let agg = self.errors.entry(e.kind.clone()).or_default();
+            let agg = match self.errors.get_mut(&e.kind) {
+                Some(agg) => agg,
+                None => self.errors.entry(e.kind.clone()).or_default(),
+            };
             agg.count += e.count;
             if agg.sample.is_empty() {
                 agg.sample = e.sample.chars().take(300).collect();
+            }
+        }
+    }
+
+    /// Adds another tally into this one.
+    fn merge(&mut self, other: &Tally) {
+        add_histogram(&mut self.histogram, &other.histogram);
+        if let Some(u) = &other.uncorrected {
+            add_histogram(self.uncorrected.get_or_insert_with(new_histogram), u);
+        }
+        self.transport_errors += other.transport_errors;
+        for (kind, e) in &other.errors {
+            let agg = self.errors.entry(kind.clone()).or_default();
+            agg.count += e.count;
+            if agg.sample.is_empty() {
+                agg.sample.clone_from(&e.sample);
             }
         }
     }
@@ -273,7 +209,6 @@ struct OpenInterval {
     dropped: u64,
     started: u64,
     steps: BTreeMap<usize, Tally>,
-    total: Tally,
     active: BTreeMap<String, u32>,
     region_active: BTreeMap<String, BTreeMap<String, u32>>,
     end: Duration,
@@ -306,6 +241,9 @@ pub struct Collector {
     pub elapsed: Duration,
     open: BTreeMap<u64, OpenInterval>,
     closed_before: u64,
+    /// Each agent's region, as first reported.
+    agent_regions: BTreeMap<String, String>,
+    decoder: Decoder,
 }
 
 impl Collector {
@@ -329,11 +267,18 @@ impl Collector {
             elapsed: Duration::ZERO,
             open: BTreeMap::new(),
             closed_before: 0,
+            agent_regions: BTreeMap::new(),
+            decoder: Decoder::default(),
         }
     }
 
     /// Merges one interval report. A report with any bad histogram is
     /// dropped whole, so nothing is half-applied.
+    ///
+    /// A report is added twice: into its agent's tally and into its open
+    /// interval (per step). Steps, the total and regions are built from
+    /// those when intervals close and when the run ends, so the work per
+    /// report does not grow with the number of views of the data.
     pub fn apply(
         &mut self,
         agent: &str,
@@ -349,45 +294,47 @@ impl Collector {
                     steps: self.steps.len(),
                 });
             }
-            let h = decode_histogram(s.step, &s.histogram)?;
-            if h.len() != s.count {
+            let h = self.decoder.decode(s.step, &s.histogram)?;
+            if h.count() != s.count {
                 return Err(ReportError::Count {
                     step: s.step,
                     claimed: s.count,
-                    actual: h.len(),
+                    actual: h.count(),
                 });
             }
             let uncorrected = if s.uncorrected.is_empty() {
                 None
             } else {
-                let u = decode_histogram(s.step, &s.uncorrected)?;
-                if u.len() != s.count {
+                let u = self.decoder.decode(s.step, &s.uncorrected)?;
+                if u.count() != s.count {
                     return Err(ReportError::Count {
                         step: s.step,
                         claimed: s.count,
-                        actual: u.len(),
+                        actual: u.count(),
                     });
                 }
-                Some(Sparse::of(&u))
+                Some(u)
             };
-            decoded.push((idx, Sparse::of(&h), uncorrected, &s.errors));
+            decoded.push((idx, h, uncorrected, &s.errors));
         }
         let lateness = if iv.lateness.is_empty() {
             None
         } else {
-            Some(Sparse::of(&decode_histogram(u32::MAX, &iv.lateness)?))
+            Some(self.decoder.decode(u32::MAX, &iv.lateness)?)
         };
         // Everything decoded: from here on nothing fails, so nothing is half-applied.
-        self.agents.entry(agent.to_string()).or_default();
-        self.regions.entry(region.to_string()).or_default();
+        if !self.agents.contains_key(agent) {
+            self.agents.insert(agent.to_string(), Tally::default());
+            self.agent_regions
+                .insert(agent.to_string(), region.to_string());
+        }
         let end = Duration::from_micros(iv.elapsed_us);
         self.elapsed = self.elapsed.max(end);
-        let open = if iv.seq >= self.closed_before {
+        let mut open = if iv.seq >= self.closed_before {
             let o = self.open.entry(iv.seq).or_insert_with(|| OpenInterval {
                 dropped: 0,
                 started: 0,
                 steps: BTreeMap::new(),
-                total: Tally::default(),
                 active: BTreeMap::new(),
                 region_active: BTreeMap::new(),
                 end,
@@ -403,7 +350,6 @@ impl Collector {
             self.late_reports += 1;
             None
         };
-        let mut open = open;
         if let Some(l) = &lateness {
             l.add_to(&mut self.lateness);
             l.add_to(
@@ -420,17 +366,16 @@ impl Collector {
         }
         for (idx, h, u, errors) in &decoded {
             let u = u.as_ref();
-            self.total.add(h, u, errors);
-            self.steps[*idx].add(h, u, errors);
-            if let Some(t) = self.regions.get_mut(region) {
-                t.add(h, u, errors);
-            }
             if let Some(t) = self.agents.get_mut(agent) {
                 t.add(h, u, errors);
             }
-            if let Some(o) = open.as_deref_mut() {
-                o.total.add(h, None, errors);
-                o.steps.entry(*idx).or_default().add(h, None, errors);
+            match open.as_deref_mut() {
+                Some(o) => o.steps.entry(*idx).or_default().add(h, u, errors),
+                // Its interval is closed: straight into the cumulative tallies.
+                None => {
+                    self.total.add(h, u, errors);
+                    self.steps[*idx].add(h, u, errors);
+                }
             }
         }
         Ok(())
@@ -439,12 +384,18 @@ impl Collector {
     /// Closes every interval before `seq`: computes its timeline point and
     /// keeps its serialized histograms for the interval log.
     pub fn close_before(&mut self, seq: u64) {
-        let mut serializer = V2DeflateSerializer::new();
+        let mut serializer = loadfleet_agent::recorder::WireEncoder::default();
         while let Some((&s, _)) = self.open.first_key_value() {
             if s >= seq {
                 break;
             }
             let o = self.open.remove(&s).expect("key just seen");
+            let mut total = Tally::default();
+            for (idx, t) in &o.steps {
+                total.merge(t);
+                self.steps[*idx].merge(t);
+            }
+            self.total.merge(&total);
             let start = self
                 .interval
                 .saturating_mul(u32::try_from(s).unwrap_or(u32::MAX));
@@ -457,8 +408,8 @@ impl Collector {
                 seq: s,
                 start_s: start.as_secs_f64(),
                 length_s: length.as_secs_f64(),
-                requests: o.total.requests(),
-                errors: o.total.error_count(),
+                requests: total.requests(),
+                errors: total.error_count(),
                 active_users: o.active.values().map(|&a| u64::from(a)).sum(),
                 active_by_region: o
                     .region_active
@@ -467,12 +418,14 @@ impl Collector {
                     .collect(),
                 dropped: o.dropped,
                 iterations_started: o.started,
-                latency_ms: o.total.latency(),
+                latency_ms: total.latency(),
             });
             let mut log =
-                |step: Option<usize>, h: &Histogram<u64>, ser: &mut V2DeflateSerializer| {
+                |step: Option<usize>,
+                 h: &Histogram<u64>,
+                 ser: &mut loadfleet_agent::recorder::WireEncoder| {
                     let mut bytes = Vec::new();
-                    if ser.serialize(h, &mut bytes).is_ok() {
+                    if ser.encode(h, &mut bytes).is_ok() {
                         self.logged.push(LoggedInterval {
                             start,
                             length,
@@ -481,7 +434,7 @@ impl Collector {
                         });
                     }
                 };
-            log(None, &o.total.histogram, &mut serializer);
+            log(None, &total.histogram, &mut serializer);
             for (idx, t) in &o.steps {
                 log(Some(*idx), &t.histogram, &mut serializer);
                 self.step_rows.push(StepIntervalRow {
@@ -497,9 +450,16 @@ impl Collector {
         self.closed_before = self.closed_before.max(seq);
     }
 
-    /// Closes every interval still open.
+    /// Closes every interval still open and sums agents into regions.
     pub fn close_all(&mut self) {
         self.close_before(u64::MAX);
+        let mut regions: BTreeMap<String, Tally> = BTreeMap::new();
+        for (agent, tally) in &self.agents {
+            if let Some(region) = self.agent_regions.get(agent) {
+                regions.entry(region.clone()).or_default().merge(tally);
+            }
+        }
+        self.regions = regions;
     }
 
     /// The newest interval seen, open or closed.

@@ -182,15 +182,20 @@ fn a_bad_report_is_dropped_whole() {
         let err = collector.apply("a1", "eu", &report(steps)).unwrap_err();
         assert!(err.to_string().contains(expected), "{err}");
     }
+    collector.close_all();
     assert_eq!(
         collector.total.requests(),
         0,
         "nothing of a bad report was applied"
     );
+    assert!(collector.timeline.is_empty(), "{:?}", collector.timeline);
+    assert!(collector.agents.is_empty(), "{:?}", collector.agents.keys());
     collector
         .apply("a1", "eu", &report(vec![good_step]))
         .unwrap();
+    collector.close_all();
     assert_eq!(collector.total.requests(), 1);
+    assert_eq!(collector.regions["eu"].requests(), 1);
 }
 
 /// A V2 + DEFLATE histogram with a hand-written inner header.
@@ -219,17 +224,18 @@ fn crafted(payload_len: u32, digits: u32, low: u64, high: u64) -> Vec<u8> {
 fn hostile_headers_are_refused_before_anything_is_allocated() {
     let high = loadfleet_agent::recorder::HIGHEST_US;
     // Declares a 4 GiB payload: the decoder would allocate it.
-    let e = loadfleet_controller::stats::decode_histogram(0, &crafted(0xFFFF_FFF0, 3, 1, high))
+    let mut decoder = loadfleet_controller::stats::Decoder::default();
+    let e = decoder
+        .decode(0, &crafted(0xFFFF_FFF0, 3, 1, high))
         .unwrap_err();
-    assert!(e.to_string().contains("declared payload"), "{e}");
+    assert!(e.to_string().contains("payload length differs"), "{e}");
     // Asks for a huge counter array (5 digits up to 2^62).
-    let e =
-        loadfleet_controller::stats::decode_histogram(0, &crafted(2, 5, 1, 1 << 62)).unwrap_err();
+    let e = decoder.decode(0, &crafted(2, 5, 1, 1 << 62)).unwrap_err();
     assert!(e.to_string().contains("bounds differ"), "{e}");
     // Garbage after a valid cookie.
     let mut junk = crafted(2, 3, 1, high);
     junk.truncate(12);
-    assert!(loadfleet_controller::stats::decode_histogram(0, &junk).is_err());
+    assert!(decoder.decode(0, &junk).is_err());
     // The well-formed header with loadfleet's bounds still decodes.
     let mut rec = Recorder::new(1);
     rec.record_response(0, Duration::from_millis(7), 200);
@@ -237,10 +243,5 @@ fn hostile_headers_are_refused_before_anything_is_allocated() {
     V2DeflateSerializer::new()
         .serialize(&rec.take()[0].histogram, &mut good)
         .unwrap();
-    assert_eq!(
-        loadfleet_controller::stats::decode_histogram(0, &good)
-            .unwrap()
-            .len(),
-        1
-    );
+    assert_eq!(decoder.decode(0, &good).unwrap().count(), 1);
 }
