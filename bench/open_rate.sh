@@ -6,6 +6,7 @@
 #
 #   bench/open_rate.sh [SECONDS] [RATES...]     (defaults: 10 s; 1000 10000 50000)
 #   AGENT_FLAGS=--frugal-timing bench/open_rate.sh    (the millisecond-timer mode)
+#   LOADFLEET_BIN=DIR bench/open_rate.sh              (binaries from DIR, not built)
 #
 # A benchmark, not a test: it prints numbers and checks nothing.
 set -euo pipefail
@@ -15,8 +16,8 @@ shift || true
 rates=("${@:-1000 10000 50000}")
 # shellcheck disable=SC2206
 rates=(${rates[*]})
-cargo build --release --locked --bins -q
-bin=target/release
+bin=${LOADFLEET_BIN:-target/release}
+[ -n "${LOADFLEET_BIN:-}" ] || cargo build --release --locked --bins -q
 work=$(mktemp -d)
 trap 'kill "$tb" 2>/dev/null || true; rm -rf "$work"' EXIT
 

@@ -1,0 +1,110 @@
+"""Markdown tables from bench/peers.sh's raw measurements.
+
+Input rows (tab-separated): tool, scenario, round, requests, seconds, cpu_s, rss_kb.
+Every figure is the median over rounds, with min and max when there were several.
+"""
+
+import statistics
+import sys
+from collections import defaultdict
+
+results, sizes, idle_rss = sys.argv[1], sys.argv[2], sys.argv[3]
+runs = defaultdict(list)
+for line in open(results):
+    tool, scenario, _round, requests, seconds, cpu, rss = line.rstrip("\n").split("\t")
+    runs[(tool, scenario)].append(
+        {"requests": int(requests), "seconds": float(seconds), "cpu": float(cpu), "rss": int(rss)}
+    )
+
+
+def spread(values, fmt):
+    med = statistics.median(values)
+    if len(values) == 1:
+        return fmt.format(med)
+    return f"{fmt.format(med)} ({fmt.format(min(values))}–{fmt.format(max(values))})"
+
+
+def rps(r):
+    return r["requests"] / r["seconds"] if r["seconds"] else 0.0
+
+
+def us_per_request(r):
+    return r["cpu"] / r["requests"] * 1e6 if r["requests"] else float("nan")
+
+
+def mib(kb):
+    return kb / 1024
+
+
+tools = sorted(
+    {t for t, s in runs if s == "max"},
+    key=lambda t: -statistics.median(rps(r) for r in runs[(t, "max")]),
+)
+wrk = runs.get(("wrk", "max"))
+wrk_us = statistics.median(us_per_request(r) for r in wrk) if wrk else None
+
+print("## Closed loop, 50 connections, as fast as possible")
+print()
+print("| tool | req/s | generator CPU µs per request | vs wrk | peak RSS MiB |")
+print("|---|---|---|---|---|")
+for t in tools:
+    rs = runs[(t, "max")]
+    us = statistics.median(us_per_request(r) for r in rs)
+    ratio = f"{us / wrk_us:.2f}×" if wrk_us else "–"
+    print(
+        f"| {t} | {spread([rps(r) for r in rs], '{:,.0f}')} | "
+        f"{spread([us_per_request(r) for r in rs], '{:.1f}')} | {ratio} | "
+        f"{spread([mib(r['rss']) for r in rs], '{:.1f}')} |"
+    )
+
+rate_tools = [t for t in tools if (t, "rate5000") in runs]
+if rate_tools:
+    print()
+    print("## Fixed rate, 5,000 requests per second, 50 connections")
+    print()
+    print("Only tools that can hold a rate (wrk and h2load cannot).")
+    print()
+    print("| tool | achieved req/s | generator CPU µs per request | peak RSS MiB |")
+    print("|---|---|---|---|")
+    for t in rate_tools:
+        rs = runs[(t, "rate5000")]
+        print(
+            f"| {t} | {spread([rps(r) for r in rs], '{:,.0f}')} | "
+            f"{spread([us_per_request(r) for r in rs], '{:.1f}')} | "
+            f"{spread([mib(r['rss']) for r in rs], '{:.1f}')} |"
+        )
+
+print()
+print("## Memory")
+print()
+print("Peak RSS with 1,000 busy connections (no think time), one run each:")
+print()
+print("| tool | peak RSS MiB | req/s |")
+print("|---|---|---|")
+for t in sorted({t for t, s in runs if s == "conn1000"}, key=lambda t: runs[(t, "conn1000")][0]["rss"]):
+    r = runs[(t, "conn1000")][0]
+    print(f"| {t} | {mib(r['rss']):.1f} | {rps(r):,.0f} |")
+think = sorted(
+    (int(s[len("think"):]), runs[(t, s)][0]) for t, s in runs if s.startswith("think")
+)
+if think:
+    print()
+    print("loadfleet with users that think 1 s after each request (mostly idle, as real users are):")
+    print()
+    print("| users | peak RSS MiB | KiB per user | req/s |")
+    print("|---|---|---|---|")
+    for n, r in think:
+        print(f"| {n:,} | {mib(r['rss']):.1f} | {r['rss'] / n:.1f} | {rps(r):,.0f} |")
+print()
+print(f"An idle `loadfleet-agent` (waiting for its controller): {mib(int(idle_rss)):.1f} MiB RSS.")
+
+size_rows = [line.rstrip("\n").split("\t") for line in open(sizes) if line.strip()]
+if size_rows:
+    print()
+    print("## Binary size")
+    print()
+    print("| binary | bytes | MB |")
+    print("|---|---|---|")
+    for name, size in size_rows:
+        label = "loadfleet-agent (agent-small profile, stripped)" if name == "loadfleet-agent" else f"{name} (as installed)"
+        print(f"| {label} | {int(size):,} | {int(size) / 1e6:.1f} |")
