@@ -219,8 +219,13 @@ struct OpenInterval {
 pub struct Collector {
     pub step_names: Vec<String>,
     pub interval: Duration,
+    /// Everything in closed intervals (and late reports): during a run it
+    /// lags the newest reports by the intervals still open.
     pub total: Tally,
+    /// Per step, like `total`.
     pub steps: Vec<Tally>,
+    /// Per region: summed from the agents' tallies by `close_all`, empty
+    /// before it.
     pub regions: BTreeMap<String, Tally>,
     pub agents: BTreeMap<String, Tally>,
     pub timeline: Vec<IntervalPoint>,
