@@ -125,6 +125,21 @@ impl Step {
                 .iter()
                 .any(|e| !matches!(e.source, Source::Header(_)))
     }
+
+    /// Whether the response headers must be kept (for extraction).
+    pub fn needs_headers(&self) -> bool {
+        self.extract
+            .iter()
+            .any(|e| matches!(e.source, Source::Header(_)))
+    }
+
+    /// What of a response this step needs beyond its status.
+    pub fn keep(&self) -> crate::client::Keep {
+        crate::client::Keep {
+            body: self.needs_body(),
+            headers: self.needs_headers(),
+        }
+    }
 }
 
 /// What a user does after a failed step.

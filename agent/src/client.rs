@@ -5,16 +5,13 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use http::header::{CONTENT_TYPE, COOKIE, HOST, LOCATION, SET_COOKIE};
+use http::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HOST, TRANSFER_ENCODING};
 use http::uri::PathAndQuery;
-use http::{HeaderName, HeaderValue, Method, Request, Uri};
-use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite};
+use http::{HeaderName, HeaderValue, Method, Uri};
 use tokio::net::TcpStream;
 
 use crate::assignment::{Address, BodySpec, Origin, Step, Target};
+use crate::h1::{Conn, Stream};
 use crate::journey::{CookieJar, Template};
 use crate::recorder::ErrorKind;
 
@@ -63,8 +60,7 @@ pub fn parse_pem_certs(
     Ok(certs)
 }
 
-/// A failed request: its kind and what happened.
-pub type Failure = (ErrorKind, String);
+pub use crate::h1::Failure;
 
 /// Most of a response body kept for checks and extraction; the rest is
 /// read and dropped.
@@ -167,31 +163,46 @@ fn append_query(out: &mut String, query: &[(Template, Template)], vars: &[String
     out.push_str(&q.finish());
 }
 
-/// A response: status and headers; the body (when kept) is
-/// [`UserClient::body`].
+/// A response: its status, and its headers when they were asked for; the
+/// body (when kept) is [`UserClient::body`].
 pub struct Reply {
     pub status: u16,
+    /// Empty unless the request asked to keep headers.
     pub headers: http::HeaderMap,
 }
 
-type Sender = SendRequest<Full<Bytes>>;
+/// What of a response the caller needs beyond its status.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Keep {
+    /// The body, in [`UserClient::body`].
+    pub body: bool,
+    /// The headers, in [`Reply::headers`].
+    pub headers: bool,
+}
 
 /// One virtual user's connections and cookies, kept alive across requests
 /// like a browser's: one connection to the target, a few to other origins
 /// (absolute URLs, redirects), reopened (and the connect time counted) when
-/// a server closes them.
+/// a server closes them. The user's own task writes each request and reads
+/// its response: there is no connection task.
 pub struct UserClient {
     target: Arc<Target>,
     main: Origin,
     policy: Arc<crate::policy::Policy>,
     tls: Option<Tls>,
-    sender: Option<Sender>,
-    others: Vec<(Origin, Sender)>,
+    conn: Option<Conn>,
+    others: Vec<(Origin, Conn)>,
     /// The user's cookie jar.
     pub cookies: CookieJar,
     body: Vec<u8>,
     cookie_line: String,
+    /// The request head being sent.
+    out: Vec<u8>,
+    /// The `Location` of the last response; empty when it had none.
+    location: String,
 }
+
+type Header = (HeaderName, HeaderValue);
 
 /// Connections kept to origins other than the target.
 const MAX_OTHER_ORIGINS: usize = 4;
@@ -207,17 +218,19 @@ impl UserClient {
             target,
             policy,
             tls,
-            sender: None,
+            conn: None,
             others: Vec::new(),
             cookies: CookieJar::default(),
             body: Vec::new(),
             cookie_line: String::new(),
+            out: Vec::new(),
+            location: String::new(),
         }
     }
 
     /// Forgets the connections, so the next request opens new ones.
     pub fn reset(&mut self) {
-        self.sender = None;
+        self.conn = None;
         self.others.clear();
     }
 
@@ -226,22 +239,30 @@ impl UserClient {
         &self.body
     }
 
+    /// Bytes of read buffer held by this user's open connections.
+    pub fn buffered(&self) -> usize {
+        self.conn
+            .iter()
+            .chain(self.others.iter().map(|(_, c)| c))
+            .map(Conn::buffer_len)
+            .sum()
+    }
+
     /// Sends a plain step (no variables) and reads the whole response.
     pub async fn send(&mut self, step: &Step) -> Result<Reply, Failure> {
         let req = prepare(step, &[], &self.target).map_err(|e| (ErrorKind::Request, e))?;
-        self.execute(req, step.max_redirects, step.needs_body())
-            .await
+        self.execute(req, step.max_redirects, step.keep()).await
     }
 
     /// Sends a prepared request, following up to `max_redirects` redirects
     /// (303, and 301/302 after a POST, continue as GET without a body), and
-    /// reads the whole final response, keeping its body when `keep_body`.
+    /// reads the whole final response, keeping what `keep` asks for.
     /// The caller bounds it with the target's timeout.
     pub async fn execute(
         &mut self,
         req: Prepared<'_>,
         max_redirects: u32,
-        keep_body: bool,
+        keep: Keep,
     ) -> Result<Reply, Failure> {
         let Prepared {
             mut method,
@@ -259,11 +280,10 @@ impl UserClient {
                     &method,
                     origin.as_ref(),
                     &uri,
-                    headers,
-                    &rendered,
-                    body.clone(),
+                    (headers, &rendered),
+                    &body,
                     content_type.as_ref(),
-                    keep_body,
+                    keep,
                 )
                 .await;
             let reply = match reply {
@@ -273,12 +293,10 @@ impl UserClient {
                     return Err(e);
                 }
             };
-            if max_redirects == 0 || !(300..400).contains(&reply.status) {
+            if max_redirects == 0 || !(300..400).contains(&reply.status) || self.location.is_empty()
+            {
                 return Ok(reply);
             }
-            let Some(location) = reply.headers.get(LOCATION) else {
-                return Ok(reply);
-            };
             if hop == max_redirects {
                 return Err((
                     ErrorKind::Redirect,
@@ -287,7 +305,7 @@ impl UserClient {
             }
             hop += 1;
             let current = origin.as_ref().unwrap_or(&self.main);
-            let (next_origin, next_uri) = resolve(location, current, &uri)
+            let (next_origin, next_uri) = resolve(&self.location, current, &uri)
                 .map_err(|e| (ErrorKind::Redirect, format!("bad Location: {e}")))?;
             origin = (next_origin != self.main).then_some(next_origin);
             uri = next_uri;
@@ -302,152 +320,257 @@ impl UserClient {
         }
     }
 
+    /// One request and its response on a kept or new connection. A kept
+    /// connection that the server closed just before the request is
+    /// replaced once, for idempotent methods, when no byte of a response
+    /// came back.
     #[allow(clippy::too_many_arguments)]
     async fn exchange(
         &mut self,
         method: &Method,
         origin: Option<&Origin>,
         uri: &Uri,
-        headers: &[(HeaderName, HeaderValue)],
-        rendered: &[(HeaderName, HeaderValue)],
-        body: Bytes,
+        (headers, rendered): (&[Header], &[Header]),
+        body: &[u8],
         content_type: Option<&HeaderValue>,
-        keep_body: bool,
+        keep: Keep,
     ) -> Result<Reply, Failure> {
-        let mut sender = self.sender_for(origin).await?;
-        let o = origin.unwrap_or(&self.main);
-        let mut req = Request::new(Full::new(body));
-        *req.method_mut() = method.clone();
-        *req.uri_mut() = uri.clone();
-        let h = req.headers_mut();
-        h.insert(HOST, o.authority.clone());
-        for (name, value) in headers.iter().chain(rendered) {
-            h.insert(name.clone(), value.clone());
+        let UserClient {
+            target,
+            main,
+            policy,
+            tls,
+            conn: main_conn,
+            others,
+            cookies,
+            body: kept,
+            cookie_line,
+            out,
+            location,
+        } = self;
+        let o = origin.unwrap_or(main);
+        cookie_line.clear();
+        if !cookies.is_empty() {
+            cookies.header_for(&o.host, uri.path(), o.https, SystemTime::now(), cookie_line);
         }
-        if let Some(ct) = content_type
-            && !h.contains_key(CONTENT_TYPE)
-        {
-            h.insert(CONTENT_TYPE, ct.clone());
-        }
-        if !self.cookies.is_empty() {
-            self.cookie_line.clear();
-            let now = SystemTime::now();
-            if self
-                .cookies
-                .header_for(&o.host, uri.path(), o.https, now, &mut self.cookie_line)
-                && let Ok(v) = HeaderValue::from_str(&self.cookie_line)
-            {
-                h.insert(COOKIE, v);
-            }
-        }
-        let resp = sender.send_request(req).await.map_err(classify_hyper)?;
-        let (parts, mut incoming) = resp.into_parts();
-        if parts.headers.contains_key(SET_COOKIE) {
-            let now = SystemTime::now();
-            for v in parts.headers.get_all(SET_COOKIE) {
-                if let Ok(v) = v.to_str() {
-                    self.cookies.store(v, &o.host, uri.path(), now);
+        let closing = write_head(
+            out,
+            method,
+            uri,
+            o,
+            headers.iter().chain(rendered),
+            content_type,
+            body.len(),
+            cookie_line,
+        );
+        let mut slot = match origin {
+            None => main_conn.take(),
+            Some(o) => others
+                .iter()
+                .position(|(k, _)| k == o)
+                .map(|i| others.remove(i).1),
+        };
+        let (mut conn, head) = loop {
+            let kept = slot.take().and_then(|mut c| (!c.is_stale()).then_some(c));
+            let reused = kept.is_some();
+            let mut conn = match kept {
+                Some(c) => c,
+                None => connect(policy, tls, &target.ca_pem, o).await?,
+            };
+            let retry = reused && method.is_idempotent();
+            if let Err(f) = conn.send(out, body).await {
+                if retry {
+                    continue;
                 }
+                return Err(f);
             }
-        }
-        if keep_body {
-            self.body.clear();
-        }
-        while let Some(frame) = incoming.frame().await {
-            let frame = frame.map_err(classify_hyper)?;
-            if keep_body && let Some(data) = frame.data_ref() {
-                let room = MAX_KEPT_BODY.saturating_sub(self.body.len());
-                self.body.extend_from_slice(&data[..data.len().min(room)]);
+            location.clear();
+            let mut kept_headers = http::HeaderMap::new();
+            let mut now = None;
+            let read = conn
+                .read_head(*method == Method::HEAD, |name, value| {
+                    if name.eq_ignore_ascii_case("set-cookie") {
+                        if let Ok(v) = std::str::from_utf8(value) {
+                            let now = *now.get_or_insert_with(SystemTime::now);
+                            cookies.store(v, &o.host, uri.path(), now);
+                        }
+                    } else if name.eq_ignore_ascii_case("location") {
+                        location.push_str(&String::from_utf8_lossy(value));
+                    }
+                    if keep.headers
+                        && let (Ok(n), Ok(v)) = (
+                            HeaderName::from_bytes(name.as_bytes()),
+                            HeaderValue::from_bytes(value),
+                        )
+                    {
+                        kept_headers.append(n, v);
+                    }
+                })
+                .await;
+            match read {
+                Ok(head) => break (conn, (head, kept_headers)),
+                Err((_, true)) if retry => continue,
+                Err((f, _)) => return Err(f),
             }
+        };
+        let (head, kept_headers) = head;
+        if keep.body {
+            kept.clear();
         }
-        match origin {
-            None => self.sender = Some(sender),
-            Some(o) => {
-                if self.others.len() >= MAX_OTHER_ORIGINS {
-                    self.others.remove(0);
+        conn.read_body(head.framing, |data| {
+            if keep.body {
+                let room = MAX_KEPT_BODY.saturating_sub(kept.len());
+                kept.extend_from_slice(&data[..data.len().min(room)]);
+            }
+        })
+        .await?;
+        conn.served += 1;
+        if head.keep_alive && !closing {
+            match origin {
+                None => *main_conn = Some(conn),
+                Some(o) => {
+                    if others.len() >= MAX_OTHER_ORIGINS {
+                        others.remove(0);
+                    }
+                    others.push((o.clone(), conn));
                 }
-                self.others.push((o.clone(), sender));
             }
         }
         Ok(Reply {
-            status: parts.status.as_u16(),
-            headers: parts.headers,
+            status: head.status,
+            headers: kept_headers,
         })
-    }
-
-    /// A ready connection to `origin` (`None`: the target), opened if needed.
-    async fn sender_for(&mut self, origin: Option<&Origin>) -> Result<Sender, Failure> {
-        let kept = match origin {
-            None => self.sender.take(),
-            Some(o) => self
-                .others
-                .iter()
-                .position(|(k, _)| k == o)
-                .map(|i| self.others.remove(i).1),
-        };
-        if let Some(mut s) = kept
-            && s.ready().await.is_ok()
-        {
-            return Ok(s);
-        }
-        // None kept, or the server closed it: open a new one (timed).
-        let o = origin.cloned().unwrap_or_else(|| self.main.clone());
-        self.connect(&o).await
-    }
-
-    async fn connect(&mut self, o: &Origin) -> Result<Sender, Failure> {
-        let addr = match o.host.parse::<std::net::IpAddr>() {
-            Ok(ip) => std::net::SocketAddr::new(ip, o.port),
-            Err(_) => tokio::net::lookup_host((o.host.as_str(), o.port))
-                .await
-                .map_err(|e| (ErrorKind::Dns, format!("resolving {}: {e}", o.host)))?
-                .next()
-                .ok_or_else(|| (ErrorKind::Dns, format!("{} has no address", o.host)))?,
-        };
-        // Checked on the address actually dialed, so DNS cannot slip past it.
-        if !self.policy.address_allowed(&o.host, addr.ip()) {
-            return Err((
-                ErrorKind::Blocked,
-                format!(
-                    "{} resolved to {}, outside this agent's --allow-target list",
-                    o.host,
-                    addr.ip()
-                ),
-            ));
-        }
-        let stream = TcpStream::connect(addr).await.map_err(|e| {
-            (
-                ErrorKind::Connect,
-                format!("connecting to {}:{}: {e}", o.host, o.port),
-            )
-        })?;
-        let _ = stream.set_nodelay(true);
-        if !o.https {
-            return handshake(stream).await;
-        }
-        if self.tls.is_none() {
-            self.tls =
-                Some(Tls::new(&self.target.ca_pem).map_err(|e| (ErrorKind::Tls, e.to_string()))?);
-        }
-        let tls = self.tls.as_ref().expect("set above");
-        let name = rustls::pki_types::ServerName::try_from(o.host.clone())
-            .map_err(|e| (ErrorKind::Tls, format!("server name {}: {e}", o.host)))?;
-        let stream = tls.connector.connect(name, stream).await.map_err(|e| {
-            (
-                ErrorKind::Tls,
-                format!("TLS handshake with {}: {e}", o.host),
-            )
-        })?;
-        handshake(stream).await
     }
 }
 
+/// Writes a request head into `out`; true when it asks the server to close
+/// the connection after the response. `Host` comes from the origin unless
+/// the step sets it; `Content-Length` always from the body.
+#[allow(clippy::too_many_arguments)]
+fn write_head<'h>(
+    out: &mut Vec<u8>,
+    method: &Method,
+    uri: &Uri,
+    origin: &Origin,
+    headers: impl Iterator<Item = &'h (HeaderName, HeaderValue)> + Clone,
+    content_type: Option<&HeaderValue>,
+    body_len: usize,
+    cookie: &str,
+) -> bool {
+    out.clear();
+    out.extend_from_slice(method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(uri.path_and_query().map_or("/", |p| p.as_str()).as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    let mut has_host = false;
+    let mut has_type = false;
+    let mut closing = false;
+    for (name, value) in headers {
+        if *name == CONTENT_LENGTH || *name == TRANSFER_ENCODING {
+            continue;
+        }
+        has_host |= *name == HOST;
+        has_type |= *name == CONTENT_TYPE;
+        if *name == CONNECTION {
+            closing |= value
+                .as_bytes()
+                .split(|&b| b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
+        }
+        put_header(out, name.as_str(), value.as_bytes());
+    }
+    if !has_host {
+        put_header(out, "host", origin.authority.as_bytes());
+    }
+    if !has_type && let Some(ct) = content_type {
+        put_header(out, "content-type", ct.as_bytes());
+    }
+    if body_len > 0 || matches!(*method, Method::POST | Method::PUT | Method::PATCH) {
+        let mut digits = [0u8; 20];
+        put_header(out, "content-length", decimal(body_len as u64, &mut digits));
+    }
+    if !cookie.is_empty() {
+        put_header(out, "cookie", cookie.as_bytes());
+    }
+    out.extend_from_slice(b"\r\n");
+    closing
+}
+
+fn put_header(out: &mut Vec<u8>, name: &str, value: &[u8]) {
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// `n` in decimal, written at the end of `buf`.
+fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[i..];
+        }
+    }
+}
+
+/// Opens a connection to `o` (TLS for https), checking the address dialed
+/// against the agent's policy.
+async fn connect(
+    policy: &crate::policy::Policy,
+    tls: &mut Option<Tls>,
+    ca_pem: &str,
+    o: &Origin,
+) -> Result<Conn, Failure> {
+    let addr = match o.host.parse::<std::net::IpAddr>() {
+        Ok(ip) => std::net::SocketAddr::new(ip, o.port),
+        Err(_) => tokio::net::lookup_host((o.host.as_str(), o.port))
+            .await
+            .map_err(|e| (ErrorKind::Dns, format!("resolving {}: {e}", o.host)))?
+            .next()
+            .ok_or_else(|| (ErrorKind::Dns, format!("{} has no address", o.host)))?,
+    };
+    // Checked on the address actually dialed, so DNS cannot slip past it.
+    if !policy.address_allowed(&o.host, addr.ip()) {
+        return Err((
+            ErrorKind::Blocked,
+            format!(
+                "{} resolved to {}, outside this agent's --allow-target list",
+                o.host,
+                addr.ip()
+            ),
+        ));
+    }
+    let stream = TcpStream::connect(addr).await.map_err(|e| {
+        (
+            ErrorKind::Connect,
+            format!("connecting to {}:{}: {e}", o.host, o.port),
+        )
+    })?;
+    let _ = stream.set_nodelay(true);
+    if !o.https {
+        return Ok(Conn::new(Stream::Plain(stream)));
+    }
+    if tls.is_none() {
+        *tls = Some(Tls::new(ca_pem).map_err(|e| (ErrorKind::Tls, e.to_string()))?);
+    }
+    let tls = tls.as_ref().expect("set above");
+    let name = rustls::pki_types::ServerName::try_from(o.host.clone())
+        .map_err(|e| (ErrorKind::Tls, format!("server name {}: {e}", o.host)))?;
+    let stream = tls.connector.connect(name, stream).await.map_err(|e| {
+        (
+            ErrorKind::Tls,
+            format!("TLS handshake with {}: {e}", o.host),
+        )
+    })?;
+    Ok(Conn::new(Stream::Tls(Box::new(stream))))
+}
+
 /// Where a `Location` header points, from the request that got it.
-fn resolve(location: &HeaderValue, origin: &Origin, uri: &Uri) -> Result<(Origin, Uri), String> {
-    let loc = location
-        .to_str()
-        .map_err(|_| "not printable text".to_string())?
-        .trim();
+fn resolve(location: &str, origin: &Origin, uri: &Uri) -> Result<(Origin, Uri), String> {
+    let loc = location.trim();
     if loc.starts_with("http://") || loc.starts_with("https://") {
         let abs: Uri = loc.parse().map_err(|e| format!("`{loc}`: {e}"))?;
         return Origin::split(&abs);
@@ -469,44 +592,4 @@ fn resolve(location: &HeaderValue, origin: &Origin, uri: &Uri) -> Result<(Origin
     };
     let pq: PathAndQuery = path.parse().map_err(|e| format!("`{loc}`: {e}"))?;
     Ok((origin.clone(), Uri::from(pq)))
-}
-
-async fn handshake<S>(stream: S) -> Result<Sender, Failure>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let (sender, conn) = http1::handshake::<_, Full<Bytes>>(TokioIo::new(stream))
-        .await
-        .map_err(classify_hyper)?;
-    // The connection task ends when the user drops its sender or the peer closes.
-    tokio::task::spawn_local(async move {
-        let _ = conn.await;
-    });
-    Ok(sender)
-}
-
-fn classify_hyper(e: hyper::Error) -> Failure {
-    use std::error::Error as _;
-    let kind = if e.is_parse() || e.is_parse_status() || e.is_user() {
-        ErrorKind::Protocol
-    } else if e.is_timeout() {
-        ErrorKind::Timeout
-    } else if e.is_incomplete_message() || e.is_canceled() || e.is_closed() {
-        ErrorKind::Reset
-    } else {
-        match e
-            .source()
-            .and_then(|s| s.downcast_ref::<std::io::Error>())
-            .map(|io| io.kind())
-        {
-            Some(
-                std::io::ErrorKind::ConnectionReset
-                | std::io::ErrorKind::ConnectionAborted
-                | std::io::ErrorKind::BrokenPipe
-                | std::io::ErrorKind::UnexpectedEof,
-            ) => ErrorKind::Reset,
-            _ => ErrorKind::Io,
-        }
-    };
-    (kind, e.to_string())
 }

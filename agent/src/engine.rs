@@ -487,7 +487,7 @@ async fn run_iteration(
                 let sent = Instant::now();
                 let outcome = tokio::time::timeout(
                     timeout,
-                    client.execute(req, step.max_redirects, step.needs_body()),
+                    client.execute(req, step.max_redirects, step.keep()),
                 )
                 .await;
                 let latency = sent.elapsed();

@@ -12,6 +12,7 @@ pub mod assignment;
 pub mod backoff;
 pub mod client;
 pub mod engine;
+pub mod h1;
 pub mod health;
 pub mod journey;
 pub mod policy;

@@ -96,6 +96,15 @@ async fn every_bad_plan_exits_2_and_sends_nothing() {
             "bad.toml:11:9: ",
             "step `think`: `uniform(3s, 1s)`: the minimum is above the maximum",
         ),
+        (
+            "framing header",
+            good.replace(
+                "path = \"/\"",
+                "path = \"/\"\nheaders = { \"Content-Length\" = \"5\" }",
+            ),
+            "bad.toml:11:32: ",
+            "step header `Content-Length`: loadfleet frames the body itself",
+        ),
     ];
     let dir = tempfile::tempdir().unwrap();
     for (what, text, position, message) in cases {

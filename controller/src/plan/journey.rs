@@ -407,6 +407,17 @@ impl Validator<'_> {
                     ),
                 ));
             }
+            if ["content-length", "transfer-encoding"]
+                .iter()
+                .any(|f| k.eq_ignore_ascii_case(f))
+            {
+                return Err(self.error(
+                    v.span(),
+                    format!(
+                        "step header `{k}`: loadfleet frames the body itself; remove this header"
+                    ),
+                ));
+            }
             headers.push(v1::Header {
                 name: k.clone(),
                 value: self.template(

@@ -1,0 +1,561 @@
+//! One HTTP/1.1 client connection, owned by the virtual user that sends on
+//! it: no connection task, no request channel, one read buffer sized to the
+//! traffic. The user writes a request and reads its response in the same
+//! task, so a request costs a write, a read or two and a header parse.
+//!
+//! Framing follows RFC 9112 section 6.3: no body for HEAD, 1xx, 204 and
+//! 304; chunked when the last transfer coding is chunked; otherwise
+//! `Content-Length`; otherwise until the server closes.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+
+use crate::recorder::ErrorKind;
+
+/// A failed exchange: its kind and what happened.
+pub type Failure = (ErrorKind, String);
+
+/// Read buffer of a new connection: a response head and a small body fit.
+const INITIAL_BUFFER: usize = 4 << 10;
+/// The read buffer grows (doubling) while large bodies fill it, to this.
+const MAX_BUFFER: usize = 64 << 10;
+/// A response head (status line and headers) larger than this is refused.
+pub const MAX_HEAD: usize = 64 << 10;
+/// Headers in one response head.
+const MAX_HEADERS: usize = 128;
+/// A chunk-size line or a trailer section larger than this is refused.
+const MAX_CHUNK_LINE: usize = 4 << 10;
+
+/// A plain or TLS byte stream.
+pub enum Stream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// How a response body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    Empty,
+    Length(u64),
+    Chunked,
+    /// Until the server closes the connection.
+    Close,
+}
+
+/// A parsed response head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Head {
+    pub status: u16,
+    pub framing: Framing,
+    /// The connection may carry another request after this response.
+    pub keep_alive: bool,
+    /// Bytes of the head, blank line included.
+    pub len: usize,
+}
+
+impl Head {
+    /// A 1xx response other than 101: another head follows.
+    pub fn is_interim(&self) -> bool {
+        (100..200).contains(&self.status) && self.status != 101
+    }
+}
+
+/// Parses a response head at the start of `bytes`. `Ok(None)`: incomplete.
+/// `on_header` sees every header of a complete head, in order, unless the
+/// head is an interim (1xx) one.
+pub fn parse_head(
+    bytes: &[u8],
+    request_was_head: bool,
+    mut on_header: impl FnMut(&str, &[u8]),
+) -> Result<Option<Head>, Failure> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut headers);
+    let len = match resp.parse(bytes) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => {
+            return Err((ErrorKind::Protocol, format!("malformed response head: {e}")));
+        }
+    };
+    let status = resp.code.unwrap_or(0);
+    let mut keep_alive = resp.version == Some(1);
+    let mut length: Option<u64> = None;
+    let mut chunked = false;
+    let mut transfer_encoded = false;
+    let interim = (100..200).contains(&status) && status != 101;
+    for h in resp.headers.iter() {
+        if !interim {
+            on_header(h.name, h.value);
+        }
+        if h.name.eq_ignore_ascii_case("content-length") {
+            let n = parse_content_length(h.value).ok_or_else(|| {
+                (
+                    ErrorKind::Protocol,
+                    format!(
+                        "bad Content-Length `{}`",
+                        String::from_utf8_lossy(&h.value[..h.value.len().min(40)])
+                    ),
+                )
+            })?;
+            if length.is_some_and(|m| m != n) {
+                return Err((
+                    ErrorKind::Protocol,
+                    "conflicting Content-Length headers".into(),
+                ));
+            }
+            length = Some(n);
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            transfer_encoded = true;
+            // Only the last coding decides whether the body is chunked.
+            chunked = h
+                .value
+                .rsplit(|&b| b == b',')
+                .next()
+                .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        } else if h.name.eq_ignore_ascii_case("connection") {
+            for token in h.value.split(|&b| b == b',') {
+                let token = token.trim_ascii();
+                if token.eq_ignore_ascii_case(b"close") {
+                    keep_alive = false;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") && resp.version == Some(0) {
+                    keep_alive = true;
+                }
+            }
+        }
+    }
+    let framing = if request_was_head || (100..200).contains(&status) || matches!(status, 204 | 304)
+    {
+        Framing::Empty
+    } else if transfer_encoded {
+        if chunked {
+            Framing::Chunked
+        } else {
+            Framing::Close
+        }
+    } else {
+        match length {
+            Some(0) => Framing::Empty,
+            Some(n) => Framing::Length(n),
+            None => Framing::Close,
+        }
+    };
+    if framing == Framing::Close || (transfer_encoded && length.is_some()) || status == 101 {
+        keep_alive = false;
+    }
+    Ok(Some(Head {
+        status,
+        framing,
+        keep_alive,
+        len,
+    }))
+}
+
+/// A `Content-Length` value: digits, or a list of identical ones.
+fn parse_content_length(value: &[u8]) -> Option<u64> {
+    let mut found: Option<u64> = None;
+    for part in value.split(|&b| b == b',') {
+        let part = part.trim_ascii();
+        if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        let n = part.iter().fold(0u64, |n, &d| n * 10 + u64::from(d - b'0'));
+        if found.is_some_and(|m| m != n) {
+            return None;
+        }
+        found = Some(n);
+    }
+    found
+}
+
+/// An open connection and what it has read but not yet consumed.
+pub struct Conn {
+    io: Stream,
+    buf: Vec<u8>,
+    /// Unconsumed bytes are `buf[start..end]`.
+    start: usize,
+    end: usize,
+    /// Requests already answered on this connection.
+    pub served: u32,
+}
+
+impl Conn {
+    pub fn new(io: Stream) -> Conn {
+        Conn {
+            io,
+            buf: vec![0; INITIAL_BUFFER],
+            start: 0,
+            end: 0,
+            served: 0,
+        }
+    }
+
+    /// Bytes of read buffer this connection holds.
+    pub fn buffer_len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Whether an idle connection can no longer be used: the server closed
+    /// it (or reset it), or sent bytes nobody asked for (often a 408 before
+    /// closing). Never waits; costs nothing while the socket is not readable.
+    pub fn is_stale(&mut self) -> bool {
+        if self.start != self.end {
+            return true;
+        }
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut rb = ReadBuf::new(&mut self.buf);
+        Pin::new(&mut self.io)
+            .poll_read(&mut cx, &mut rb)
+            .is_ready()
+    }
+
+    /// Writes a request: its head and body.
+    pub async fn send(&mut self, head: &[u8], body: &[u8]) -> Result<(), Failure> {
+        self.io.write_all(head).await.map_err(io_failure)?;
+        if !body.is_empty() {
+            self.io.write_all(body).await.map_err(io_failure)?;
+        }
+        self.io.flush().await.map_err(io_failure)
+    }
+
+    /// Reads the final response head (skipping 1xx interim responses other
+    /// than 101), handing each header to `on_header`. Errors of kind
+    /// `Reset` with `true` mean the server closed before sending a byte.
+    pub async fn read_head(
+        &mut self,
+        request_was_head: bool,
+        mut on_header: impl FnMut(&str, &[u8]),
+    ) -> Result<Head, (Failure, bool)> {
+        let mut received = false;
+        loop {
+            let parsed = parse_head(
+                &self.buf[self.start..self.end],
+                request_was_head,
+                &mut on_header,
+            )
+            .map_err(|f| (f, false))?;
+            match parsed {
+                Some(head) if head.is_interim() => self.start += head.len,
+                Some(head) => {
+                    self.start += head.len;
+                    return Ok(head);
+                }
+                None => {
+                    if self.end - self.start >= MAX_HEAD {
+                        return Err((
+                            (
+                                ErrorKind::Protocol,
+                                format!("response head larger than {} KiB", MAX_HEAD >> 10),
+                            ),
+                            false,
+                        ));
+                    }
+                    let n = self.fill(MAX_HEAD).await.map_err(|f| (f, !received))?;
+                    if n == 0 {
+                        let what = if received || self.start != self.end {
+                            "the server closed the connection in the middle of a response head"
+                        } else {
+                            "the server closed the connection without responding"
+                        };
+                        let empty = !received && self.start == self.end;
+                        return Err(((ErrorKind::Reset, what.into()), empty));
+                    }
+                    received = true;
+                }
+            }
+        }
+    }
+
+    /// Reads a body framed as `framing`, handing its bytes to `sink`.
+    pub async fn read_body(
+        &mut self,
+        framing: Framing,
+        mut sink: impl FnMut(&[u8]),
+    ) -> Result<(), Failure> {
+        match framing {
+            Framing::Empty => Ok(()),
+            Framing::Length(n) => self.take(n, &mut sink).await,
+            Framing::Close => loop {
+                if self.start == self.end && self.fill_for_body().await? == 0 {
+                    return Ok(());
+                }
+                sink(&self.buf[self.start..self.end]);
+                self.start = self.end;
+            },
+            Framing::Chunked => {
+                loop {
+                    let size = loop {
+                        match httparse::parse_chunk_size(&self.buf[self.start..self.end]) {
+                            Ok(httparse::Status::Complete((used, size))) => {
+                                self.start += used;
+                                break size;
+                            }
+                            Ok(httparse::Status::Partial) => {
+                                if self.end - self.start > MAX_CHUNK_LINE {
+                                    return Err((
+                                        ErrorKind::Protocol,
+                                        "chunk-size line too long".into(),
+                                    ));
+                                }
+                                self.more(MAX_CHUNK_LINE * 2).await?;
+                            }
+                            Err(_) => {
+                                return Err((ErrorKind::Protocol, "bad chunk size".into()));
+                            }
+                        }
+                    };
+                    if size == 0 {
+                        break;
+                    }
+                    self.take(size, &mut sink).await?;
+                    while self.end - self.start < 2 {
+                        self.more(MAX_CHUNK_LINE * 2).await?;
+                    }
+                    if &self.buf[self.start..self.start + 2] != b"\r\n" {
+                        return Err((
+                            ErrorKind::Protocol,
+                            "chunk data not followed by CRLF".into(),
+                        ));
+                    }
+                    self.start += 2;
+                }
+                self.skip_trailers().await
+            }
+        }
+    }
+
+    /// Skips the trailer section after the last chunk, up to its blank line.
+    async fn skip_trailers(&mut self) -> Result<(), Failure> {
+        let mut skipped = 0;
+        loop {
+            match self.buf[self.start..self.end]
+                .windows(2)
+                .position(|w| w == b"\r\n")
+            {
+                Some(0) => {
+                    self.start += 2;
+                    return Ok(());
+                }
+                Some(i) => {
+                    self.start += i + 2;
+                    skipped += i + 2;
+                }
+                None => self.more(MAX_CHUNK_LINE * 2).await?,
+            }
+            if skipped > MAX_CHUNK_LINE {
+                return Err((ErrorKind::Protocol, "trailer section too long".into()));
+            }
+        }
+    }
+
+    /// Consumes `n` body bytes.
+    async fn take(&mut self, mut n: u64, sink: &mut impl FnMut(&[u8])) -> Result<(), Failure> {
+        while n > 0 {
+            if self.start == self.end && self.fill_for_body().await? == 0 {
+                return Err((
+                    ErrorKind::Reset,
+                    "the server closed the connection before the body ended".into(),
+                ));
+            }
+            let k = (self.end - self.start).min(usize::try_from(n).unwrap_or(usize::MAX));
+            sink(&self.buf[self.start..self.start + k]);
+            self.start += k;
+            n -= k as u64;
+        }
+        Ok(())
+    }
+
+    /// Reads more bytes after what is buffered; an end of stream is an error.
+    async fn more(&mut self, limit: usize) -> Result<(), Failure> {
+        if self.fill(limit).await? == 0 {
+            return Err((
+                ErrorKind::Reset,
+                "the server closed the connection in the middle of a response".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Reads into an emptied buffer, doubling it (to [`MAX_BUFFER`]) when a
+    /// read fills it, so large bodies take fewer reads. Returns 0 at the end
+    /// of the stream.
+    async fn fill_for_body(&mut self) -> Result<usize, Failure> {
+        debug_assert_eq!(self.start, self.end);
+        self.start = 0;
+        self.end = 0;
+        let n = self.io.read(&mut self.buf).await.map_err(io_failure)?;
+        self.end = n;
+        if n == self.buf.len() && self.buf.len() < MAX_BUFFER {
+            self.buf.resize(self.buf.len() * 2, 0);
+        }
+        Ok(n)
+    }
+
+    /// Reads more bytes after the unconsumed ones, making room by moving
+    /// them to the front or growing the buffer to at most `limit` bytes.
+    /// Returns 0 at the end of the stream.
+    async fn fill(&mut self, limit: usize) -> Result<usize, Failure> {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+        if self.end == self.buf.len() {
+            if self.start > 0 {
+                self.buf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            } else {
+                let len = (self.buf.len() * 2).min(limit.max(self.buf.len() + 1));
+                self.buf.resize(len, 0);
+            }
+        }
+        let n = self
+            .io
+            .read(&mut self.buf[self.end..])
+            .await
+            .map_err(io_failure)?;
+        self.end += n;
+        Ok(n)
+    }
+}
+
+/// Classifies an I/O error of an exchange.
+pub fn io_failure(e: io::Error) -> Failure {
+    let kind = match e.kind() {
+        io::ErrorKind::ConnectionReset
+        | io::ErrorKind::ConnectionAborted
+        | io::ErrorKind::BrokenPipe
+        | io::ErrorKind::UnexpectedEof => ErrorKind::Reset,
+        _ => ErrorKind::Io,
+    };
+    (kind, e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(text: &str) -> Result<Option<Head>, Failure> {
+        parse_head(text.as_bytes(), false, |_, _| {})
+    }
+
+    #[test]
+    fn framing_follows_rfc_9112() {
+        let h = head("HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\nhello").unwrap();
+        let h = h.unwrap();
+        assert_eq!(
+            (h.status, h.framing, h.keep_alive),
+            (200, Framing::Length(12), true)
+        );
+        assert_eq!(h.len, 39);
+
+        let h = head("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n");
+        assert_eq!(h.unwrap().unwrap().framing, Framing::Chunked);
+        // Chunked not last: the body runs to the close.
+        let h = head("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n");
+        let h = h.unwrap().unwrap();
+        assert_eq!((h.framing, h.keep_alive), (Framing::Close, false));
+        // Both: the transfer coding wins and the connection is not reused.
+        let h = head("HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n");
+        let h = h.unwrap().unwrap();
+        assert_eq!((h.framing, h.keep_alive), (Framing::Chunked, false));
+
+        for status in ["204 No Content", "304 Not Modified"] {
+            let h = head(&format!("HTTP/1.1 {status}\r\nContent-Length: 50\r\n\r\n"));
+            assert_eq!(h.unwrap().unwrap().framing, Framing::Empty, "{status}");
+        }
+        let h = parse_head(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\n",
+            true,
+            |_, _| {},
+        );
+        assert_eq!(h.unwrap().unwrap().framing, Framing::Empty);
+
+        let h = head("HTTP/1.1 200 OK\r\nServer: x\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!((h.framing, h.keep_alive), (Framing::Close, false));
+        let h = head("HTTP/1.1 200 OK\r\nConnection: Close\r\nContent-Length: 1\r\n\r\n");
+        assert!(!h.unwrap().unwrap().keep_alive);
+        let h = head("HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n");
+        assert!(!h.unwrap().unwrap().keep_alive);
+        let h = head("HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 1\r\n\r\n");
+        assert!(h.unwrap().unwrap().keep_alive);
+    }
+
+    #[test]
+    fn incomplete_and_malformed_heads() {
+        assert_eq!(head("HTTP/1.1 200 OK\r\nContent-Le").unwrap(), None);
+        assert_eq!(head("").unwrap(), None);
+        for bad in [
+            "HTTP/1.1 20 OK\r\n\r\n",
+            "SMTP ready\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 1, 2\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999\r\n\r\n",
+        ] {
+            let e = head(bad).expect_err(bad);
+            assert_eq!(e.0, ErrorKind::Protocol, "{bad}: {}", e.1);
+        }
+        let same = head("HTTP/1.1 200 OK\r\nContent-Length: 7, 7\r\n\r\n");
+        assert_eq!(same.unwrap().unwrap().framing, Framing::Length(7));
+    }
+
+    #[test]
+    fn headers_are_reported_in_order() {
+        let mut seen = Vec::new();
+        parse_head(
+            b"HTTP/1.1 302 Found\r\nSet-Cookie: a=1\r\nLocation: /x\r\nSet-Cookie: b=2\r\n\r\n",
+            false,
+            |n, v| seen.push(format!("{n}={}", String::from_utf8_lossy(v))),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(seen, ["Set-Cookie=a=1", "Location=/x", "Set-Cookie=b=2"]);
+    }
+}

@@ -1,0 +1,345 @@
+//! The agent's HTTP/1.1 client against a scripted server on a real socket:
+//! each test's server writes exact bytes (in pieces, when the test says so),
+//! so framing, reuse and malformed responses are exercised on the wire.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http::{Method, Uri};
+use loadfleet_agent::assignment::{BodySpec, Step, Target};
+use loadfleet_agent::client::{Keep, Reply, UserClient, prepare};
+use loadfleet_agent::journey::{Template, VarTable};
+use loadfleet_agent::policy::Policy;
+use loadfleet_agent::recorder::ErrorKind;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// What the scripted server saw: connections accepted and the requests
+/// (head and body bytes) read on each.
+#[derive(Default)]
+struct Seen {
+    connections: usize,
+    requests: Vec<Vec<u8>>,
+}
+
+/// How the server answers one request: the bytes, the size of the pieces
+/// they are written in, and whether it closes the connection afterwards.
+struct Answer {
+    bytes: Vec<u8>,
+    piece: usize,
+    close: bool,
+}
+
+fn answer(bytes: impl Into<Vec<u8>>) -> Answer {
+    Answer {
+        bytes: bytes.into(),
+        piece: usize::MAX,
+        close: false,
+    }
+}
+
+/// Starts a server on 127.0.0.1:0 that answers every request with what
+/// `script` returns for it (given the request's index).
+async fn server(
+    script: impl Fn(usize) -> Answer + Send + Sync + 'static,
+) -> (Target, Arc<Mutex<Seen>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let script = Arc::new(script);
+    let s = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((conn, _)) = listener.accept().await {
+            s.lock().unwrap().connections += 1;
+            tokio::spawn(serve(conn, s.clone(), script.clone()));
+        }
+    });
+    let target = Target::parse(&format!("http://{addr}"), Duration::from_secs(5)).unwrap();
+    (target, seen)
+}
+
+async fn serve(
+    mut conn: TcpStream,
+    seen: Arc<Mutex<Seen>>,
+    script: Arc<dyn Fn(usize) -> Answer + Send + Sync>,
+) {
+    let mut buf = Vec::new();
+    loop {
+        let Some(request) = read_request(&mut conn, &mut buf).await else {
+            return;
+        };
+        let index = {
+            let mut s = seen.lock().unwrap();
+            s.requests.push(request);
+            s.requests.len() - 1
+        };
+        let a = script(index);
+        for piece in a.bytes.chunks(a.piece.min(a.bytes.len().max(1))) {
+            if conn.write_all(piece).await.is_err() {
+                return;
+            }
+            conn.flush().await.unwrap();
+            if a.piece < a.bytes.len() {
+                tokio::time::sleep(Duration::from_micros(200)).await;
+            }
+        }
+        if a.close {
+            return;
+        }
+    }
+}
+
+/// One request: its head and a `content-length` body.
+async fn read_request(conn: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Vec<u8>> {
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length: "))
+                .map_or(0, |v| v.trim().parse().unwrap());
+            if buf.len() >= end + 4 + len {
+                return Some(buf.drain(..end + 4 + len).collect());
+            }
+        }
+        let mut chunk = [0u8; 4096];
+        match conn.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+fn client(target: &Target) -> UserClient {
+    UserClient::new(Arc::new(target.clone()), None, Arc::new(Policy::default()))
+}
+
+const ALL: Keep = Keep {
+    body: true,
+    headers: true,
+};
+
+async fn get(
+    c: &mut UserClient,
+    target: &Target,
+    path: &str,
+) -> Result<Reply, (ErrorKind, String)> {
+    let step = Step::fixed(0, Method::GET, path.parse::<Uri>().unwrap());
+    let req = prepare(&step, &[], target).unwrap();
+    c.execute(req, 0, ALL).await
+}
+
+#[tokio::test]
+async fn chunked_bodies_written_a_byte_at_a_time_keep_the_connection() {
+    let body = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+                 5;name=value\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n";
+    let (target, seen) = server(move |_| Answer {
+        piece: 1,
+        ..answer(&body[..])
+    })
+    .await;
+    let mut c = client(&target);
+    for _ in 0..3 {
+        let reply = get(&mut c, &target, "/c").await.unwrap();
+        assert_eq!(reply.status, 200);
+        assert_eq!(c.body(), b"hello world");
+    }
+    let s = seen.lock().unwrap();
+    assert_eq!((s.connections, s.requests.len()), (1, 3));
+}
+
+#[tokio::test]
+async fn a_body_without_length_runs_to_the_close_and_the_next_request_reconnects() {
+    let (target, seen) = server(|_| Answer {
+        close: true,
+        piece: 1000,
+        ..answer([&b"HTTP/1.1 200 OK\r\n\r\n"[..], &[b'x'; 10_000]].concat())
+    })
+    .await;
+    let mut c = client(&target);
+    for _ in 0..2 {
+        let reply = get(&mut c, &target, "/").await.unwrap();
+        assert_eq!(reply.status, 200);
+        assert_eq!(c.body().len(), 10_000);
+    }
+    assert_eq!(seen.lock().unwrap().connections, 2);
+}
+
+#[tokio::test]
+async fn interim_responses_are_skipped() {
+    let (target, _) = server(|_| {
+        answer(
+            "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n\
+             HTTP/1.1 201 Created\r\nContent-Length: 2\r\nX-Id: 7\r\n\r\nok",
+        )
+    })
+    .await;
+    let mut c = client(&target);
+    let reply = get(&mut c, &target, "/").await.unwrap();
+    assert_eq!(reply.status, 201);
+    assert_eq!(c.body(), b"ok");
+    assert_eq!(reply.headers["x-id"], "7");
+    assert!(reply.headers.get("link").is_none(), "{:?}", reply.headers);
+}
+
+#[tokio::test]
+async fn a_large_body_grows_the_read_buffer_only_to_its_bound() {
+    const LEN: usize = 3 << 20;
+    let (target, seen) = server(|_| Answer {
+        piece: 1 << 20,
+        ..answer(
+            [
+                format!("HTTP/1.1 200 OK\r\nContent-Length: {LEN}\r\n\r\n").as_bytes(),
+                &vec![b'y'; LEN],
+            ]
+            .concat(),
+        )
+    })
+    .await;
+    let mut c = client(&target);
+    for _ in 0..2 {
+        let reply = get(&mut c, &target, "/big").await.unwrap();
+        assert_eq!(reply.status, 200);
+        assert_eq!(c.body().len(), LEN);
+    }
+    let held = c.buffered();
+    assert!((4 << 10..=64 << 10).contains(&held), "read buffer {held} B");
+    assert_eq!(seen.lock().unwrap().connections, 1);
+}
+
+#[tokio::test]
+async fn connections_the_server_closed_while_idle_are_replaced_before_sending() {
+    // Keep-alive is promised, but the server closes after each response.
+    // POST is never resent, so only noticing the close before writing the
+    // request keeps these from failing.
+    let (target, seen) = server(|_| Answer {
+        close: true,
+        ..answer("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    })
+    .await;
+    let step = Step::fixed(0, Method::POST, "/form".parse::<Uri>().unwrap());
+    let mut c = client(&target);
+    for i in 0..10 {
+        let req = prepare(&step, &[], &target).unwrap();
+        let reply = c.execute(req, 0, ALL).await;
+        assert_eq!(
+            reply.map(|r| r.status).map_err(|e| e.1),
+            Ok(200),
+            "request {i}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let s = seen.lock().unwrap();
+    assert_eq!((s.requests.len(), s.connections), (10, 10));
+}
+
+#[tokio::test]
+async fn a_get_the_server_dropped_unanswered_is_resent_once_and_a_post_is_not() {
+    // Every second request is read and dropped with the connection, as a
+    // server does when its keep-alive timeout strikes just as a request
+    // arrives.
+    let (target, seen) = server(|i| {
+        if i % 2 == 1 {
+            Answer {
+                close: true,
+                ..answer("")
+            }
+        } else {
+            answer("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        }
+    })
+    .await;
+    let mut c = client(&target);
+    for i in 0..5 {
+        let reply = get(&mut c, &target, "/").await;
+        assert_eq!(reply.map(|r| r.status).map_err(|e| e.1), Ok(200), "GET {i}");
+    }
+    {
+        let s = seen.lock().unwrap();
+        // GET 0 on connection 1; each later GET: dropped, resent on a new one.
+        assert_eq!((s.requests.len(), s.connections), (9, 5));
+    }
+    let step = Step::fixed(0, Method::POST, "/form".parse::<Uri>().unwrap());
+    let req = prepare(&step, &[], &target).unwrap();
+    let e = c.execute(req, 0, ALL).await.map(|r| r.status).unwrap_err();
+    assert_eq!(e.0, ErrorKind::Reset, "{}", e.1);
+    assert_eq!(
+        seen.lock().unwrap().requests.len(),
+        10,
+        "the POST was sent once"
+    );
+}
+
+#[tokio::test]
+async fn requests_are_written_as_http_1_1() {
+    let (target, seen) =
+        server(|_| answer("HTTP/1.1 204 No Content\r\nContent-Length: 9\r\n\r\n")).await;
+    let mut vars = VarTable::default();
+    let mut step = Step::fixed(0, Method::POST, "/submit?x=1".parse::<Uri>().unwrap());
+    step.body = BodySpec::Json(Template::compile(r#"{"a": "b c"}"#, &mut vars).unwrap());
+    step.headers = vec![
+        ("x-run".parse().unwrap(), "r1".parse().unwrap()),
+        // Framing headers are the client's own: a step's are ignored.
+        ("content-length".parse().unwrap(), "999".parse().unwrap()),
+    ];
+    let mut c = client(&target);
+    for _ in 0..2 {
+        let req = prepare(&step, &[], &target).unwrap();
+        // 204 has no body whatever Content-Length says: the next request
+        // must parse cleanly on the same connection.
+        assert_eq!(c.execute(req, 0, ALL).await.unwrap().status, 204);
+    }
+    let s = seen.lock().unwrap();
+    assert_eq!(s.connections, 1);
+    let port = target.port;
+    let expected = format!(
+        "POST /submit?x=1 HTTP/1.1\r\nx-run: r1\r\nhost: 127.0.0.1:{port}\r\n\
+         content-type: application/json\r\ncontent-length: 12\r\n\r\n{{\"a\": \"b c\"}}"
+    );
+    assert_eq!(String::from_utf8_lossy(&s.requests[1]), expected);
+}
+
+#[tokio::test]
+async fn malformed_responses_are_protocol_errors_and_cut_bodies_resets() {
+    let huge_head = format!(
+        "HTTP/1.1 200 OK\r\nX-Big: {}\r\nContent-Length: 0\r\n\r\n",
+        "a".repeat(70_000)
+    );
+    let cases: Vec<(String, ErrorKind)> = vec![
+        ("SSH-2.0-OpenSSH\r\n\r\n".into(), ErrorKind::Protocol),
+        (
+            "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab".into(),
+            ErrorKind::Protocol,
+        ),
+        (
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n".into(),
+            ErrorKind::Protocol,
+        ),
+        (
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcXX0\r\n\r\n".into(),
+            ErrorKind::Protocol,
+        ),
+        (huge_head, ErrorKind::Protocol),
+        (
+            "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten b".into(),
+            ErrorKind::Reset,
+        ),
+        ("HTTP/1.1 200 OK\r\nContent-".into(), ErrorKind::Reset),
+    ];
+    for (bytes, kind) in cases {
+        let shown: String = bytes.chars().take(60).collect();
+        let b = bytes.clone();
+        let (target, _) = server(move |_| Answer {
+            close: true,
+            ..answer(b.clone())
+        })
+        .await;
+        let mut c = client(&target);
+        let e = match get(&mut c, &target, "/").await {
+            Ok(r) => panic!("{shown:?}: accepted with status {}", r.status),
+            Err(e) => e,
+        };
+        assert_eq!(e.0, kind, "{shown:?}: {}", e.1);
+        assert_eq!(c.buffered(), 0, "{shown:?}: the failed connection was kept");
+    }
+}
