@@ -76,9 +76,11 @@ bin=$(cd "$bin" && pwd)
 [ -n "${LOADFLEET_BIN:-}" ] || cargo build --release --locked -q --bins
 
 # --- the target -------------------------------------------------------------
-port=$((30000 + RANDOM % 20000))
-mkdir -p "$work/nginx"
-cat >"$work/nginx/nginx.conf" <<CONF
+# A random port may be taken (or in TIME_WAIT): try a few.
+start_nginx() {
+  port=$((30000 + RANDOM % 20000))
+  mkdir -p "$work/nginx"
+  cat >"$work/nginx/nginx.conf" <<CONF
 worker_processes 1;
 master_process off;
 daemon off;
@@ -102,10 +104,23 @@ http {
   }
 }
 CONF
-taskset -c 0 nginx -p "$work/nginx" -c "$work/nginx/nginx.conf" &
-nginx_pid=$!
-url=http://127.0.0.1:$port/
-for _ in $(seq 50); do curl -sf "$url" >/dev/null && break; sleep 0.1; done
+  taskset -c 0 nginx -p "$work/nginx" -c "$work/nginx/nginx.conf" 2>>"$work/nginx.log" &
+  nginx_pid=$!
+  url=http://127.0.0.1:$port/
+  for _ in $(seq 50); do
+    kill -0 "$nginx_pid" 2>/dev/null || return 1
+    curl -sf "${url}nginx_status" >/dev/null && return 0
+    sleep 0.1
+  done
+  return 1
+}
+started=
+for _ in 1 2 3 4 5; do
+  if start_nginx; then started=1; break; fi
+  kill "$nginx_pid" 2>/dev/null || true
+  nginx_pid=
+done
+[ -n "$started" ] || { echo "peers.sh: nginx did not start:" >&2; cat "$work/nginx.log" >&2; exit 2; }
 served() { curl -sf "http://127.0.0.1:$port/nginx_status" | awk 'NR == 3 {print $3}'; }
 
 # --- one measured run ---------------------------------------------------------
@@ -229,9 +244,12 @@ mem_cmd[oha]="oha --no-tui -z ${conn_dur}s -c 1000 $url"
 mem_cmd[autocannon]="autocannon -c 1000 -d $conn_dur $url"
 mem_cmd[locust]="locust -f $work/locustfile.py --headless -u 1000 -r 1000 -t ${conn_dur}s -H ${url%/} --only-summary"
 secs=$conn_dur
+mem_cmd[loadfleet-agent]="$bin/loadfleet-agent --controller \$agent_url --once --name bench"
 for t in "${available[@]}"; do
   [ -n "${mem_cmd[$t]:-}" ] || continue
+  [ "$t" = loadfleet-agent ] && start_controller "$mem_plan"
   eval "run $t conn1000 1 ${mem_cmd[$t]}"
+  [ "$t" = loadfleet-agent ] && { wait "$ctl_pid" || true; }
   rm -rf "$work"/run-*
 done
 secs=$DUR
@@ -241,6 +259,12 @@ for n in "${users_list[@]}"; do
   p=$(plan "idle$n" "$n" "1s")
   run loadfleet "think$n" 1 "$bin/loadfleet" run "$p" -q --out "$work/run-think"
   rm -rf "$work"/run-*
+  if [ "$mode" = full ]; then
+    start_controller "$p"
+    run loadfleet-agent "think$n" 1 "$bin/loadfleet-agent" --controller "$agent_url" --once --name bench
+    wait "$ctl_pid" || true
+    rm -rf "$work"/run-*
+  fi
 done
 "$bin/loadfleet-agent" --controller "http://127.0.0.1:$((port + 3000))" --name idle >/dev/null 2>&1 &
 idle=$!
@@ -251,8 +275,12 @@ kill "$idle"
 # --- binary sizes -------------------------------------------------------------
 sizes=$work/sizes.tsv
 : >"$sizes"
-size_of() {
-  if [ -n "$2" ] && [ -e "$2" ]; then printf '%s\t%s\n' "$1" "$(stat -L -c %s "$2")" >>"$sizes"; fi
+size_of() { # NAME PATH: its size, and whether it is a launcher script
+  if [ -n "$2" ] && [ -e "$2" ]; then
+    local kind=binary
+    [ "$(head -c 2 "$2")" = "#!" ] && kind=script
+    printf '%s\t%s\t%s\n' "$1" "$(stat -L -c %s "$2")" "$kind" >>"$sizes"
+  fi
 }
 if [ -e target/agent-small/loadfleet-agent ]; then
   size_of loadfleet-agent target/agent-small/loadfleet-agent

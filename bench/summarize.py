@@ -85,16 +85,27 @@ for t in sorted({t for t, s in runs if s == "conn1000"}, key=lambda t: runs[(t, 
     r = runs[(t, "conn1000")][0]
     print(f"| {t} | {mib(r['rss']):.1f} | {rps(r):,.0f} |")
 think = sorted(
-    (int(s[len("think"):]), runs[(t, s)][0]) for t, s in runs if s.startswith("think")
+    (t, int(s[len("think"):]), runs[(t, s)][0]) for t, s in runs if s.startswith("think")
 )
 if think:
     print()
-    print("loadfleet with users that think 1 s after each request (mostly idle, as real users are):")
+    print(
+        "Users that think 1 s after each request (mostly idle, as real users are). "
+        "`loadfleet` is the whole process (controller and embedded agent), "
+        "`loadfleet-agent` a remote agent alone. KiB per added user: the growth "
+        "from 50 users, divided by the users added."
+    )
     print()
-    print("| users | peak RSS MiB | KiB per user | req/s |")
-    print("|---|---|---|---|")
-    for n, r in think:
-        print(f"| {n:,} | {mib(r['rss']):.1f} | {r['rss'] / n:.1f} | {rps(r):,.0f} |")
+    print("| tool | users | peak RSS MiB | KiB per user | KiB per added user | req/s |")
+    print("|---|---|---|---|---|---|")
+    base = {t: r for t, n, r in think if n == 50}
+    for t, n, r in think:
+        added = (
+            f"{(r['rss'] - base[t]['rss']) / (n - 50):.1f}" if t in base and n > 50 else ""
+        )
+        print(
+            f"| {t} | {n:,} | {mib(r['rss']):.1f} | {r['rss'] / n:.1f} | {added} | {rps(r):,.0f} |"
+        )
 print()
 print(f"An idle `loadfleet-agent` (waiting for its controller): {mib(int(idle_rss)):.1f} MiB RSS.")
 
@@ -105,6 +116,13 @@ if size_rows:
     print()
     print("| binary | bytes | MB |")
     print("|---|---|---|")
-    for name, size in size_rows:
-        label = "loadfleet-agent (agent-small profile, stripped)" if name == "loadfleet-agent" else f"{name} (as installed)"
+    for row in size_rows:
+        name, size = row[0], row[1]
+        script = len(row) > 2 and row[2] == "script"
+        if name == "loadfleet-agent":
+            label = "loadfleet-agent (agent-small profile, stripped)"
+        elif script:
+            label = f"{name} (a launcher script; its runtime is not counted)"
+        else:
+            label = f"{name} (as installed)"
         print(f"| {label} | {int(size):,} | {int(size) / 1e6:.1f} |")

@@ -375,7 +375,9 @@ impl UserClient {
             let reused = kept.is_some();
             let mut conn = match kept {
                 Some(c) => c,
-                None => connect(policy, tls, &target.ca_pem, o).await?,
+                // Boxed: a connect (and a TLS handshake) is rare, and its
+                // kilobyte of state would otherwise be in every user's task.
+                None => Box::pin(connect(policy, tls, &target.ca_pem, o)).await?,
             };
             let retry = reused && method.is_idempotent();
             if let Err(f) = conn.send(out, body).await {

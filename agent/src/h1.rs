@@ -7,7 +7,9 @@
 //! 304; chunked when the last transfer coding is chunked; otherwise
 //! `Content-Length`; otherwise until the server closes.
 
+use std::cell::RefCell;
 use std::io;
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
@@ -20,14 +22,29 @@ use crate::recorder::ErrorKind;
 /// A failed exchange: its kind and what happened.
 pub type Failure = (ErrorKind, String);
 
-/// Read buffer of a new connection: a response head and a small body fit.
-const INITIAL_BUFFER: usize = 4 << 10;
-/// The read buffer grows (doubling) while large bodies fill it, to this.
-const MAX_BUFFER: usize = 64 << 10;
+/// Each connection's own read buffer: a response head and a small body fit.
+/// It grows only for a larger head.
+const OWN_BUFFER: usize = 2 << 10;
+/// A body that fills the connection's own buffer is read through a large
+/// buffer lent by its worker's pool for the rest of the response, so idle
+/// connections hold only their small one.
+const LARGE_BUFFER: usize = 64 << 10;
+/// Large buffers a worker keeps for reuse; more are freed when returned.
+const POOL_MAX: usize = 64;
+
+thread_local! {
+    /// This worker thread's large buffers not lent to a connection.
+    static POOL: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Large buffers waiting in this thread's pool.
+pub fn pooled_buffers() -> usize {
+    POOL.with_borrow(Vec::len)
+}
 /// A response head (status line and headers) larger than this is refused.
 pub const MAX_HEAD: usize = 64 << 10;
 /// Headers in one response head.
-const MAX_HEADERS: usize = 128;
+const MAX_HEADERS: usize = 100;
 /// A chunk-size line or a trailer section larger than this is refused.
 const MAX_CHUNK_LINE: usize = 4 << 10;
 
@@ -113,9 +130,14 @@ pub fn parse_head(
     request_was_head: bool,
     mut on_header: impl FnMut(&str, &[u8]),
 ) -> Result<Option<Head>, Failure> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut resp = httparse::Response::new(&mut headers);
-    let len = match resp.parse(bytes) {
+    // Left uninitialised: parsing writes only the headers it finds.
+    let mut headers = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut []);
+    let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut resp,
+        bytes,
+        &mut headers,
+    ) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(e) => {
@@ -221,16 +243,25 @@ pub struct Conn {
     end: usize,
     /// Requests already answered on this connection.
     pub served: u32,
+    /// The connection's own buffer while `buf` is a large one lent by the pool.
+    own: Option<Vec<u8>>,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.give_back();
+    }
 }
 
 impl Conn {
     pub fn new(io: Stream) -> Conn {
         Conn {
             io,
-            buf: vec![0; INITIAL_BUFFER],
+            buf: vec![0; OWN_BUFFER],
             start: 0,
             end: 0,
             served: 0,
+            own: None,
         }
     }
 
@@ -312,6 +343,16 @@ impl Conn {
 
     /// Reads a body framed as `framing`, handing its bytes to `sink`.
     pub async fn read_body(
+        &mut self,
+        framing: Framing,
+        sink: impl FnMut(&[u8]),
+    ) -> Result<(), Failure> {
+        let read = self.read_framed(framing, sink).await;
+        self.give_back();
+        read
+    }
+
+    async fn read_framed(
         &mut self,
         framing: Framing,
         mut sink: impl FnMut(&[u8]),
@@ -420,19 +461,57 @@ impl Conn {
         Ok(())
     }
 
-    /// Reads into an emptied buffer, doubling it (to [`MAX_BUFFER`]) when a
-    /// read fills it, so large bodies take fewer reads. Returns 0 at the end
-    /// of the stream.
+    /// Reads into an emptied buffer; when a read fills the connection's own
+    /// buffer, the rest of the response goes through a large one from the
+    /// pool, so large bodies take fewer reads. Returns 0 at the end of the
+    /// stream.
     async fn fill_for_body(&mut self) -> Result<usize, Failure> {
         debug_assert_eq!(self.start, self.end);
         self.start = 0;
         self.end = 0;
         let n = self.io.read(&mut self.buf).await.map_err(io_failure)?;
         self.end = n;
-        if n == self.buf.len() && self.buf.len() < MAX_BUFFER {
-            self.buf.resize(self.buf.len() * 2, 0);
+        if n == self.buf.len() && self.own.is_none() {
+            self.borrow_large();
         }
         Ok(n)
+    }
+
+    /// Moves the unconsumed bytes into a large buffer from the pool.
+    fn borrow_large(&mut self) {
+        let mut large = POOL
+            .with_borrow_mut(Vec::pop)
+            .unwrap_or_else(|| vec![0; LARGE_BUFFER]);
+        let pending = self.end - self.start;
+        if pending > large.len() {
+            return;
+        }
+        large[..pending].copy_from_slice(&self.buf[self.start..self.end]);
+        self.start = 0;
+        self.end = pending;
+        self.own = Some(std::mem::replace(&mut self.buf, large));
+    }
+
+    /// Returns a lent large buffer to the pool, keeping unconsumed bytes.
+    fn give_back(&mut self) {
+        let Some(mut own) = self.own.take() else {
+            return;
+        };
+        let pending = self.end - self.start;
+        if own.len() < pending {
+            own.resize(pending, 0);
+        }
+        own[..pending].copy_from_slice(&self.buf[self.start..self.end]);
+        self.start = 0;
+        self.end = pending;
+        let large = std::mem::replace(&mut self.buf, own);
+        // The pool is gone when the thread is ending: then the buffer is freed.
+        let _ = POOL.try_with(|p| {
+            let mut p = p.borrow_mut();
+            if p.len() < POOL_MAX {
+                p.push(large);
+            }
+        });
     }
 
     /// Reads more bytes after the unconsumed ones, making room by moving
