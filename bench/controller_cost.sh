@@ -11,6 +11,7 @@
 # A benchmark, not a test: it prints numbers and checks nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 agents=${1:-1000}
 procs=${2:-4}
 secs=${3:-20}
@@ -28,17 +29,16 @@ trap 'kill "${pids[@]}" 2>/dev/null || true; [ -n "${KEEP:-}" ] || rm -rf "$work
   for i in $(seq 20); do printf '[[scenario.step]]\nname = "step %02d"\npath = "/%d"\n' "$i" "$i"; done
 } >"$work/plan.toml"
 
-port=$((20000 + RANDOM % 20000))
-taskset -c 0 "$bin/loadfleet" run "$work/plan.toml" --listen "127.0.0.1:$port" \
+taskset -c 0 "$bin/loadfleet" run "$work/plan.toml" --listen 127.0.0.1:0 \
   --expect-agents "$agents" -q --out "$work/run" >"$work/ctl.out" 2>"$work/ctl.err" &
 ctl=$!
 pids+=("$ctl")
-sleep 0.5
+addr=$(controller_addr "$work/ctl.err" "$ctl")
 per=$((agents / procs))
 for p in $(seq "$procs"); do
   n=$per
   [ "$p" -eq "$procs" ] && n=$((agents - per * (procs - 1)))
-  taskset -c 1 "$bin/examples/swarm" "http://127.0.0.1:$port" "$n" "swarm$p" "$samples" >"$work/swarm$p.out" 2>&1 &
+  taskset -c 1 "$bin/examples/swarm" "http://$addr" "$n" "swarm$p" "$samples" >"$work/swarm$p.out" 2>&1 &
   pids+=($!)
 done
 

@@ -10,6 +10,7 @@
 # A benchmark, not a test: it prints numbers and checks nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 secs=${1:-300}
 users=${2:-50}
 bin=${LOADFLEET_BIN:-target/release}
@@ -24,11 +25,11 @@ for _ in $(seq 50); do grep -q "listening on" "$work/tb.log" && break; sleep 0.1
 url=$(grep -o 'http://[0-9.:]*' "$work/tb.log" | head -1)
 printf 'name = "memory-flat"\n[target]\nbase_url = "%s"\n[load]\nusers = %d\nduration = "%ds"\n[[scenario]]\nname = "get"\n[[scenario.step]]\nname = "home"\npath = "/"\n' \
   "$url" "$users" "$secs" >"$work/plan.toml"
-port=$((20000 + RANDOM % 20000))
-taskset -c 0 "$bin/loadfleet" run "$work/plan.toml" --listen "127.0.0.1:$port" --expect-agents 1 -q \
-  --out "$work/run" >/dev/null 2>&1 &
+taskset -c 0 "$bin/loadfleet" run "$work/plan.toml" --listen 127.0.0.1:0 --expect-agents 1 -q \
+  --out "$work/run" >/dev/null 2>"$work/ctl.err" &
 pids+=($!)
-taskset -c 1 "$bin/loadfleet-agent" --controller "http://127.0.0.1:$port" --once --workers 1 >/dev/null 2>&1 &
+addr=$(controller_addr "$work/ctl.err" "$!")
+taskset -c 1 "$bin/loadfleet-agent" --controller "http://$addr" --once --workers 1 >/dev/null 2>&1 &
 agent=$!
 pids+=("$agent")
 : >"$work/rss"

@@ -11,6 +11,7 @@
 # A benchmark, not a test: it prints numbers and checks nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 secs=${1:-10}
 shift || true
 rates=("${@:-1000 10000 50000}")
@@ -27,7 +28,6 @@ for _ in $(seq 50); do grep -q "listening on" "$work/tb.log" && break; sleep 0.1
 url=$(grep -o 'http://[0-9.:]*' "$work/tb.log" | head -1)
 
 printf '| target /s | achieved /s | dropped | lateness p50 ms | lateness p99 ms | agent CPU |\n|---|---|---|---|---|---|\n'
-port=17790
 for rate in "${rates[@]}"; do
   cat >"$work/plan.toml" <<PLAN
 name = "open-$rate"
@@ -43,13 +43,13 @@ name = "hit"
 name = "home"
 path = "/"
 PLAN
-  port=$((port + 1))
-  taskset -c 0 "$bin/loadfleet" run "$work/plan.toml" --listen "127.0.0.1:$port" --expect-agents 1 \
-    -q --out "$work/run-$rate" >/dev/null 2>&1 &
+  taskset -c 0 "$bin/loadfleet" run "$work/plan.toml" --listen 127.0.0.1:0 --expect-agents 1 \
+    -q --out "$work/run-$rate" >/dev/null 2>"$work/ctl.err" &
   ctl=$!
+  addr=$(controller_addr "$work/ctl.err" "$ctl")
   # shellcheck disable=SC2086
   /usr/bin/time -f "%U %S" -o "$work/time" \
-    taskset -c 1 "$bin/loadfleet-agent" --controller "http://127.0.0.1:$port" --once --workers 1 ${AGENT_FLAGS:-} 2>/dev/null || true
+    taskset -c 1 "$bin/loadfleet-agent" --controller "http://$addr" --once --workers 1 ${AGENT_FLAGS:-} 2>/dev/null || true
   wait "$ctl" || true
   read -r user sys <"$work/time"
   python3 - "$work/run-$rate/summary.json" "$rate" "$secs" "$user" "$sys" <<'PY'

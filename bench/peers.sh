@@ -19,6 +19,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
+. bench/lib.sh
 mode=full
 [ "${1:-}" = "--smoke" ] && mode=smoke
 if [ "$mode" = smoke ]; then
@@ -162,12 +163,10 @@ plan() { # plan NAME USERS|rate=N THINK [SECONDS]
 # agent alone, on CPU 1.
 ctl_pid=
 start_controller() {
-  local p=$((port + 1 + RANDOM % 1000))
-  taskset -c 0 "$bin/loadfleet" run "$1" --listen "127.0.0.1:$p" --expect-agents 1 -q \
-    --out "$work/run-remote" >/dev/null 2>&1 &
+  taskset -c 0 "$bin/loadfleet" run "$1" --listen 127.0.0.1:0 --expect-agents 1 -q \
+    --out "$work/run-remote" >/dev/null 2>"$work/ctl.err" &
   ctl_pid=$!
-  agent_url=http://127.0.0.1:$p
-  sleep 0.3
+  agent_url=http://$(controller_addr "$work/ctl.err" "$ctl_pid")
 }
 
 cat >"$work/locustfile.py" <<'PY'
