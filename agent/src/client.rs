@@ -204,6 +204,9 @@ pub struct UserClient {
 
 type Header = (HeaderName, HeaderValue);
 
+/// A request body up to this size is written together with its head.
+const SMALL_BODY: usize = 4 << 10;
+
 /// Connections kept to origins other than the target.
 const MAX_OTHER_ORIGINS: usize = 4;
 
@@ -363,6 +366,13 @@ impl UserClient {
             body.len(),
             cookie_line,
         );
+        // A small body goes out with the head, in one write.
+        let body = if body.len() <= SMALL_BODY {
+            out.extend_from_slice(body);
+            &[][..]
+        } else {
+            body
+        };
         let mut slot = match origin {
             None => main_conn.take(),
             Some(o) => others

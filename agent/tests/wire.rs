@@ -302,6 +302,29 @@ async fn requests_are_written_as_http_1_1() {
 }
 
 #[tokio::test]
+async fn small_and_large_bodies_arrive_whole() {
+    let (target, seen) = server(|_| answer("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")).await;
+    let mut c = client(&target);
+    // Small bodies leave in the head's write, large ones in a second one.
+    for len in [1, 4 << 10, (4 << 10) + 1, 100_000] {
+        let text: String = (0..len)
+            .map(|i| char::from(b'a' + (i % 26) as u8))
+            .collect();
+        let mut step = Step::fixed(0, Method::PUT, "/up".parse::<Uri>().unwrap());
+        step.body = BodySpec::Raw(Template::compile(&text, &mut VarTable::default()).unwrap());
+        let req = prepare(&step, &[], &target).unwrap();
+        assert_eq!(c.execute(req, 0, ALL).await.unwrap().status, 200, "{len} B");
+        let s = seen.lock().unwrap();
+        let got = s.requests.last().unwrap();
+        let head = format!("content-length: {len}\r\n\r\n");
+        let at = got.windows(head.len()).position(|w| w == head.as_bytes());
+        let body = &got[at.expect("content-length") + head.len()..];
+        assert_eq!(body, text.as_bytes(), "{len} B");
+    }
+    assert_eq!(seen.lock().unwrap().connections, 1);
+}
+
+#[tokio::test]
 async fn malformed_responses_are_protocol_errors_and_cut_bodies_resets() {
     let huge_head = format!(
         "HTTP/1.1 200 OK\r\nX-Big: {}\r\nContent-Length: 0\r\n\r\n",
