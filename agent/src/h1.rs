@@ -234,9 +234,10 @@ fn parse_content_length(value: &[u8]) -> Option<u64> {
     found
 }
 
-/// An open connection and what it has read but not yet consumed.
-pub struct Conn {
-    io: Stream,
+/// An open connection and what it has read but not yet consumed. `S` is
+/// the byte stream: [`Stream`] in the agent, anything else in fuzzing.
+pub struct Conn<S = Stream> {
+    io: S,
     buf: Vec<u8>,
     /// Unconsumed bytes are `buf[start..end]`.
     start: usize,
@@ -247,14 +248,38 @@ pub struct Conn {
     own: Option<Vec<u8>>,
 }
 
-impl Drop for Conn {
+impl<S> Drop for Conn<S> {
     fn drop(&mut self) {
         self.give_back();
     }
 }
 
-impl Conn {
-    pub fn new(io: Stream) -> Conn {
+impl<S> Conn<S> {
+    /// Returns a lent large buffer to the pool, keeping unconsumed bytes.
+    fn give_back(&mut self) {
+        let Some(mut own) = self.own.take() else {
+            return;
+        };
+        let pending = self.end - self.start;
+        if own.len() < pending {
+            own.resize(pending, 0);
+        }
+        own[..pending].copy_from_slice(&self.buf[self.start..self.end]);
+        self.start = 0;
+        self.end = pending;
+        let large = std::mem::replace(&mut self.buf, own);
+        // The pool is gone when the thread is ending: then the buffer is freed.
+        let _ = POOL.try_with(|p| {
+            let mut p = p.borrow_mut();
+            if p.len() < POOL_MAX {
+                p.push(large);
+            }
+        });
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
+    pub fn new(io: S) -> Conn<S> {
         Conn {
             io,
             buf: vec![0; OWN_BUFFER],
@@ -490,28 +515,6 @@ impl Conn {
         self.start = 0;
         self.end = pending;
         self.own = Some(std::mem::replace(&mut self.buf, large));
-    }
-
-    /// Returns a lent large buffer to the pool, keeping unconsumed bytes.
-    fn give_back(&mut self) {
-        let Some(mut own) = self.own.take() else {
-            return;
-        };
-        let pending = self.end - self.start;
-        if own.len() < pending {
-            own.resize(pending, 0);
-        }
-        own[..pending].copy_from_slice(&self.buf[self.start..self.end]);
-        self.start = 0;
-        self.end = pending;
-        let large = std::mem::replace(&mut self.buf, own);
-        // The pool is gone when the thread is ending: then the buffer is freed.
-        let _ = POOL.try_with(|p| {
-            let mut p = p.borrow_mut();
-            if p.len() < POOL_MAX {
-                p.push(large);
-            }
-        });
     }
 
     /// Reads more bytes after the unconsumed ones, making room by moving
