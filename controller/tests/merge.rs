@@ -23,6 +23,7 @@ fn merged_percentiles_equal_one_histogram_of_all_samples() {
     let agents = ["a1", "a2", "a3", "a4", "a5"];
     let regions = ["eu", "eu", "us", "us", "ap"];
     let mut single = loadfleet_agent::recorder::new_histogram();
+    let mut per_agent = vec![loadfleet_agent::recorder::new_histogram(); agents.len()];
     let mut collector = Collector::new(vec!["step".into()], Duration::from_secs(1));
     let mut serializer = V2DeflateSerializer::new();
     let mut rng = 0x9e37_79b9_7f4a_7c15u64;
@@ -36,6 +37,7 @@ fn merged_percentiles_equal_one_histogram_of_all_samples() {
                 let us = sample(&mut rng);
                 rec.record_response(0, Duration::from_micros(us), 200);
                 single.record(us.max(1)).unwrap();
+                per_agent[i].record(us.max(1)).unwrap();
             }
             total += n;
             let step = rec.take().remove(0);
@@ -83,7 +85,21 @@ fn merged_percentiles_equal_one_histogram_of_all_samples() {
         single.value_at_quantile(0.9999),
         single.max()
     );
-    // Per region and per step, the same exactness.
+    // Per agent, per region and per step, the same exactness.
+    for (i, agent) in agents.iter().enumerate() {
+        let got = &collector.agents[*agent].histogram;
+        assert_eq!(got.len(), per_agent[i].len(), "{agent}");
+        for (a, b) in got.iter_all().zip(per_agent[i].iter_all()) {
+            assert_eq!(a.count_at_value(), b.count_at_value(), "{agent}");
+        }
+        assert_eq!(got.max(), per_agent[i].max(), "{agent}");
+    }
+    let mut eu_single = per_agent[0].clone();
+    eu_single.add(&per_agent[1]).unwrap();
+    assert_eq!(
+        collector.regions["eu"].histogram.value_at_quantile(0.99),
+        eu_single.value_at_quantile(0.99)
+    );
     let eu = &collector.regions["eu"].histogram;
     assert_eq!(
         eu.len()
