@@ -368,3 +368,17 @@ async fn malformed_responses_are_protocol_errors_and_cut_bodies_resets() {
         assert_eq!(c.buffered(), 0, "{shown:?}: the failed connection was kept");
     }
 }
+
+#[tokio::test]
+async fn a_step_that_asks_for_close_gets_a_new_connection_each_time() {
+    let (target, seen) = server(|_| answer("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")).await;
+    let mut step = Step::fixed(0, Method::GET, "/".parse::<Uri>().unwrap());
+    step.headers = vec![("connection".parse().unwrap(), "close".parse().unwrap())];
+    let mut c = client(&target);
+    for _ in 0..3 {
+        let req = prepare(&step, &[], &target).unwrap();
+        assert_eq!(c.execute(req, 0, ALL).await.unwrap().status, 200);
+    }
+    assert_eq!(seen.lock().unwrap().connections, 3);
+    assert_eq!(c.buffered(), 0, "no connection kept");
+}
