@@ -335,8 +335,19 @@ pub async fn list_agents(
             _ = tokio::time::sleep_until(until) => break,
         }
     }
+    // An agent that attached as the time ran out is refused too: its stream
+    // would otherwise stay open and hold the server's shutdown forever.
+    while let Ok(ev) = events.try_recv() {
+        if let Event::Attached { outbound, .. } = ev {
+            reject(
+                &outbound,
+                "this controller only lists agents; no run is offered",
+            );
+        }
+    }
+    drop(events);
     stop.cancel();
-    let _ = server.await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
     seen.sort_by(|a, b| a.name.cmp(&b.name));
     Ok((addr, seen))
 }
