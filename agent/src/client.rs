@@ -436,7 +436,6 @@ impl UserClient {
             }
         })
         .await?;
-        conn.served += 1;
         if head.keep_alive && !closing {
             match origin {
                 None => *main_conn = Some(conn),

@@ -242,8 +242,6 @@ pub struct Conn<S = Stream> {
     /// Unconsumed bytes are `buf[start..end]`.
     start: usize,
     end: usize,
-    /// Requests already answered on this connection.
-    pub served: u32,
     /// The connection's own buffer while `buf` is a large one lent by the pool.
     own: Option<Vec<u8>>,
 }
@@ -285,7 +283,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             buf: vec![0; OWN_BUFFER],
             start: 0,
             end: 0,
-            served: 0,
             own: None,
         }
     }
@@ -518,7 +515,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     }
 
     /// Reads more bytes after the unconsumed ones, making room by moving
-    /// them to the front or growing the buffer to at most `limit` bytes.
+    /// them to the front or growing the buffer to at most `limit` bytes (a
+    /// protocol error when `limit` unconsumed bytes are not enough).
     /// Returns 0 at the end of the stream.
     async fn fill(&mut self, limit: usize) -> Result<usize, Failure> {
         if self.start == self.end {
@@ -530,8 +528,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 self.buf.copy_within(self.start..self.end, 0);
                 self.end -= self.start;
                 self.start = 0;
+            } else if self.buf.len() >= limit {
+                // A head, chunk-size line or trailer section that does not
+                // end within `limit` bytes.
+                return Err((
+                    ErrorKind::Protocol,
+                    format!("a response line or head longer than {limit} bytes"),
+                ));
             } else {
-                let len = (self.buf.len() * 2).min(limit.max(self.buf.len() + 1));
+                let len = (self.buf.len() * 2).min(limit);
                 self.buf.resize(len, 0);
             }
         }

@@ -350,6 +350,14 @@ async fn malformed_responses_are_protocol_errors_and_cut_bodies_resets() {
             ErrorKind::Reset,
         ),
         ("HTTP/1.1 200 OK\r\nContent-".into(), ErrorKind::Reset),
+        (
+            // A trailer line that never ends: refused, not buffered forever.
+            format!(
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX-T: {}",
+                "t".repeat(100_000)
+            ),
+            ErrorKind::Protocol,
+        ),
     ];
     for (bytes, kind) in cases {
         let shown: String = bytes.chars().take(60).collect();
