@@ -7,6 +7,7 @@
 //! serializes them (HdrHistogram V2 + DEFLATE) into a wire [`v1::Interval`].
 
 use std::cell::{Cell, RefCell};
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,6 +17,7 @@ use hdrhistogram::Histogram;
 use loadfleet_proto::v1;
 use tokio::sync::{Notify, mpsc};
 use tokio::task::LocalSet;
+use tokio::time::Sleep;
 use tokio_util::sync::CancellationToken;
 
 use std::collections::VecDeque;
@@ -23,6 +25,7 @@ use std::collections::VecDeque;
 use crate::arrivals::OwnArrivals;
 use crate::assignment::{Assignment, Bound, OnError, OpenLoad, Scenario, Step, UserSlot};
 use crate::client::{Reply, Tls, UserClient, prepare};
+use crate::deadline;
 use crate::journey::{Rng, Verdict};
 use crate::recorder::{ErrorKind, Recorder, StepRecord};
 
@@ -347,6 +350,8 @@ impl Worker {
 struct UserState {
     vars: Vec<String>,
     rng: Rng,
+    /// The user's one request timer (see [`deadline`]).
+    timer: Pin<Box<Sleep>>,
 }
 
 impl UserState {
@@ -354,6 +359,7 @@ impl UserState {
         UserState {
             vars: vec![String::new(); assign.vars.len()],
             rng: Rng::new(seed),
+            timer: Box::pin(deadline::user_timer()),
         }
     }
 
@@ -485,14 +491,15 @@ async fn run_iteration(
             }
             Ok(req) => {
                 let sent = Instant::now();
-                let outcome = tokio::time::timeout(
-                    timeout,
+                let outcome = deadline::within(
+                    user.timer.as_mut(),
+                    tokio::time::Instant::from_std(sent) + timeout,
                     client.execute(req, step.max_redirects, step.keep()),
                 )
                 .await;
                 let latency = sent.elapsed();
                 match outcome {
-                    Ok(Ok(reply)) => {
+                    Some(Ok(reply)) => {
                         let failure = judge(step, &reply, client.body(), user);
                         let mut rec = shared.recorder.borrow_mut();
                         match lateness {
@@ -515,14 +522,14 @@ async fn run_iteration(
                             }
                         }
                     }
-                    Ok(Err((kind, msg))) => {
+                    Some(Err((kind, msg))) => {
                         shared
                             .recorder
                             .borrow_mut()
                             .record_failure(step.id, kind, || msg);
                         true
                     }
-                    Err(_) => {
+                    None => {
                         client.reset();
                         shared.recorder.borrow_mut().record_failure(
                             step.id,

@@ -11,6 +11,7 @@ pub mod arrivals;
 pub mod assignment;
 pub mod backoff;
 pub mod client;
+pub mod deadline;
 pub mod engine;
 pub mod h1;
 pub mod health;
