@@ -325,12 +325,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     ) -> Result<Head, (Failure, bool)> {
         let mut received = false;
         loop {
-            let parsed = parse_head(
-                &self.buf[self.start..self.end],
-                request_was_head,
-                &mut on_header,
-            )
-            .map_err(|f| (f, false))?;
+            // Nothing buffered yet (the usual case right after a request):
+            // read before parsing.
+            let parsed = if self.start == self.end {
+                None
+            } else {
+                parse_head(
+                    &self.buf[self.start..self.end],
+                    request_was_head,
+                    &mut on_header,
+                )
+                .map_err(|f| (f, false))?
+            };
             match parsed {
                 Some(head) if head.is_interim() => self.start += head.len,
                 Some(head) => {
