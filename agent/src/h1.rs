@@ -154,7 +154,8 @@ pub fn parse_head(
         if !interim {
             on_header(h.name, h.value);
         }
-        if h.name.eq_ignore_ascii_case("content-length") {
+        let name = h.name.as_bytes();
+        if is_token(name, b"content-length") {
             let n = parse_content_length(h.value).ok_or_else(|| {
                 (
                     ErrorKind::Protocol,
@@ -171,20 +172,20 @@ pub fn parse_head(
                 ));
             }
             length = Some(n);
-        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+        } else if is_token(name, b"transfer-encoding") {
             transfer_encoded = true;
             // Only the last coding decides whether the body is chunked.
             chunked = h
                 .value
                 .rsplit(|&b| b == b',')
                 .next()
-                .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-        } else if h.name.eq_ignore_ascii_case("connection") {
+                .is_some_and(|last| is_token(last.trim_ascii(), b"chunked"));
+        } else if is_token(name, b"connection") {
             for token in h.value.split(|&b| b == b',') {
                 let token = token.trim_ascii();
-                if token.eq_ignore_ascii_case(b"close") {
+                if is_token(token, b"close") {
                     keep_alive = false;
-                } else if token.eq_ignore_ascii_case(b"keep-alive") && resp.version == Some(0) {
+                } else if resp.version == Some(0) && is_token(token, b"keep-alive") {
                     keep_alive = true;
                 }
             }
@@ -215,6 +216,21 @@ pub fn parse_head(
         keep_alive,
         len,
     }))
+}
+
+/// Whether `token` is `lower` in any case. `lower` is lowercase letters and
+/// `-` only, and `token` comes from a parsed head (no CR or LF), so setting
+/// bit 5 of each byte folds case exactly: only CR (0x0D) would fold onto `-`.
+/// No early exit, so the compiler can compare many bytes at once; this runs
+/// for every header of every response.
+fn is_token(token: &[u8], lower: &[u8]) -> bool {
+    debug_assert!(lower.iter().all(|&b| b.is_ascii_lowercase() || b == b'-'));
+    token.len() == lower.len()
+        && token
+            .iter()
+            .zip(lower)
+            .fold(0u8, |diff, (&b, &l)| diff | ((b | 0x20) ^ l))
+            == 0
 }
 
 /// A `Content-Length` value: digits, or a list of identical ones.
@@ -571,6 +587,29 @@ pub fn io_failure(e: io::Error) -> Failure {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `is_token` folds case exactly: for every byte and every character a
+    /// name is compared with, it matches the byte's lowercase form (and CR
+    /// for `-`, which a parsed head cannot hold).
+    #[test]
+    fn is_token_folds_case_exactly() {
+        for l in b"abcdefghijklmnopqrstuvwxyz-".iter().copied() {
+            for b in 0..=255u8 {
+                let expect = b.to_ascii_lowercase() == l || (l == b'-' && b == b'\r');
+                assert_eq!(
+                    is_token(&[b], &[l]),
+                    expect,
+                    "byte {b:#04x} against {:?}",
+                    l as char
+                );
+            }
+        }
+        assert!(is_token(b"Content-Length", b"content-length"));
+        assert!(is_token(b"CONNECTION", b"connection"));
+        assert!(!is_token(b"Content_Length", b"content-length"));
+        assert!(!is_token(b"Content-Lengths", b"content-length"));
+        assert!(!is_token(b"", b"close"));
+    }
 
     fn head(text: &str) -> Result<Option<Head>, Failure> {
         parse_head(text.as_bytes(), false, |_, _| {})
