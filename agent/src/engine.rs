@@ -464,7 +464,9 @@ async fn run_iteration(
 ) -> bool {
     let assign = &shared.assign;
     let timeout = shared.target.timeout;
-    let began = tokio::time::Instant::now();
+    // Read the clock only when something needs it (it is read twice per
+    // request anyway).
+    let began = (intended.is_some() || !scenario.pacing.is_zero()).then(tokio::time::Instant::now);
     shared.started.set(shared.started.get() + 1);
     if assign.clear_cookies_each_iteration {
         client.cookies.clear();
@@ -476,7 +478,9 @@ async fn run_iteration(
             }
         }
     }
-    let lateness = intended.map(|t| began.saturating_duration_since(t));
+    let lateness = intended
+        .zip(began)
+        .map(|(t, began)| began.saturating_duration_since(t));
     for step in &scenario.steps {
         if shared.graceful.is_cancelled()
             || deadline.is_some_and(|d| tokio::time::Instant::now() >= d)
@@ -555,8 +559,13 @@ async fn run_iteration(
         }
     }
     // Pacing: an iteration lasts at least this long.
-    let spent = tokio::time::Instant::now().saturating_duration_since(began);
-    pause(shared, scenario.pacing.saturating_sub(spent), deadline).await
+    match began {
+        Some(began) if !scenario.pacing.is_zero() => {
+            let spent = tokio::time::Instant::now().saturating_duration_since(began);
+            pause(shared, scenario.pacing.saturating_sub(spent), deadline).await
+        }
+        _ => true,
+    }
 }
 
 /// Why a response failed its step.
