@@ -253,8 +253,9 @@ impl UserClient {
 
     /// Sends a plain step (no variables) and reads the whole response.
     pub async fn send(&mut self, step: &Step) -> Result<Reply, Failure> {
-        let req = prepare(step, &[], &self.target).map_err(|e| (ErrorKind::Request, e))?;
-        self.execute(req, step.max_redirects, step.keep()).await
+        let mut req = prepare(step, &[], &self.target).map_err(|e| (ErrorKind::Request, e))?;
+        self.execute(&mut req, step.max_redirects, step.keep())
+            .await
     }
 
     /// Sends a prepared request, following up to `max_redirects` redirects
@@ -263,28 +264,30 @@ impl UserClient {
     /// The caller bounds it with the target's timeout.
     pub async fn execute(
         &mut self,
-        req: Prepared<'_>,
+        req: &mut Prepared<'_>,
         max_redirects: u32,
         keep: Keep,
     ) -> Result<Reply, Failure> {
+        // Borrowed, not moved in: the request stays where the caller keeps
+        // it instead of being copied into this future's state.
         let Prepared {
-            mut method,
-            mut origin,
-            mut uri,
+            method,
+            origin,
+            uri,
             headers,
             rendered,
-            mut body,
-            mut content_type,
+            body,
+            content_type,
         } = req;
         let mut hop = 0;
         loop {
             let reply = self
                 .exchange(
-                    &method,
+                    method,
                     origin.as_ref(),
-                    &uri,
-                    (headers, &rendered),
-                    &body,
+                    uri,
+                    (headers, rendered),
+                    body,
                     content_type.as_ref(),
                     keep,
                 )
@@ -308,17 +311,17 @@ impl UserClient {
             }
             hop += 1;
             let current = origin.as_ref().unwrap_or(&self.main);
-            let (next_origin, next_uri) = resolve(&self.location, current, &uri)
+            let (next_origin, next_uri) = resolve(&self.location, current, uri)
                 .map_err(|e| (ErrorKind::Redirect, format!("bad Location: {e}")))?;
-            origin = (next_origin != self.main).then_some(next_origin);
-            uri = next_uri;
-            if reply.status == 303 || (matches!(reply.status, 301 | 302) && method == Method::POST)
+            *origin = (next_origin != self.main).then_some(next_origin);
+            *uri = next_uri;
+            if reply.status == 303 || (matches!(reply.status, 301 | 302) && *method == Method::POST)
             {
-                if method != Method::HEAD {
-                    method = Method::GET;
+                if *method != Method::HEAD {
+                    *method = Method::GET;
                 }
-                body = Bytes::new();
-                content_type = None;
+                *body = Bytes::new();
+                *content_type = None;
             }
         }
     }
@@ -373,17 +376,18 @@ impl UserClient {
         } else {
             body
         };
-        let mut slot = match origin {
+        let slot = match origin {
             None => main_conn.take(),
             Some(o) => others
                 .iter()
                 .position(|(k, _)| k == o)
                 .map(|i| others.remove(i).1),
         };
-        let (mut conn, head) = loop {
-            let kept = slot.take().and_then(|mut c| (!c.is_stale()).then_some(c));
-            let reused = kept.is_some();
-            let mut conn = match kept {
+        // A kept connection is tried first, once.
+        let mut slot = slot.and_then(|mut c| (!c.is_stale()).then_some(c));
+        let (mut conn, head, kept_headers) = loop {
+            let reused = slot.is_some();
+            let mut conn = match slot.take() {
                 Some(c) => c,
                 // Boxed: a connect (and a TLS handshake) is rare, and its
                 // kilobyte of state would otherwise be in every user's task.
@@ -420,12 +424,11 @@ impl UserClient {
                 })
                 .await;
             match read {
-                Ok(head) => break (conn, (head, kept_headers)),
+                Ok(head) => break (conn, head, kept_headers),
                 Err((_, true)) if retry => continue,
                 Err((f, _)) => return Err(f),
             }
         };
-        let (head, kept_headers) = head;
         if keep.body {
             kept.clear();
         }

@@ -487,10 +487,13 @@ async fn run_iteration(
         {
             return false;
         }
-        let failed = match prepare(step, &user.vars, &shared.target) {
+        // Matched by reference: the request is kept once in this future's
+        // state, not also in a moved-out copy.
+        let mut prepared = prepare(step, &user.vars, &shared.target);
+        let failed = match &mut prepared {
             Err(msg) => {
                 let mut rec = shared.recorder.borrow_mut();
-                rec.record_failure(step.id, ErrorKind::Request, || msg);
+                rec.record_failure(step.id, ErrorKind::Request, || std::mem::take(msg));
                 true
             }
             Ok(req) => {

@@ -125,8 +125,8 @@ async fn get(
     path: &str,
 ) -> Result<Reply, (ErrorKind, String)> {
     let step = Step::fixed(0, Method::GET, path.parse::<Uri>().unwrap());
-    let req = prepare(&step, &[], target).unwrap();
-    c.execute(req, 0, ALL).await
+    let mut req = prepare(&step, &[], target).unwrap();
+    c.execute(&mut req, 0, ALL).await
 }
 
 #[tokio::test]
@@ -222,8 +222,8 @@ async fn connections_the_server_closed_while_idle_are_replaced_before_sending() 
     let step = Step::fixed(0, Method::POST, "/form".parse::<Uri>().unwrap());
     let mut c = client(&target);
     for i in 0..10 {
-        let req = prepare(&step, &[], &target).unwrap();
-        let reply = c.execute(req, 0, ALL).await;
+        let mut req = prepare(&step, &[], &target).unwrap();
+        let reply = c.execute(&mut req, 0, ALL).await;
         assert_eq!(
             reply.map(|r| r.status).map_err(|e| e.1),
             Ok(200),
@@ -262,8 +262,12 @@ async fn a_get_the_server_dropped_unanswered_is_resent_once_and_a_post_is_not() 
         assert_eq!((s.requests.len(), s.connections), (9, 5));
     }
     let step = Step::fixed(0, Method::POST, "/form".parse::<Uri>().unwrap());
-    let req = prepare(&step, &[], &target).unwrap();
-    let e = c.execute(req, 0, ALL).await.map(|r| r.status).unwrap_err();
+    let mut req = prepare(&step, &[], &target).unwrap();
+    let e = c
+        .execute(&mut req, 0, ALL)
+        .await
+        .map(|r| r.status)
+        .unwrap_err();
     assert_eq!(e.0, ErrorKind::Reset, "{}", e.1);
     assert_eq!(
         seen.lock().unwrap().requests.len(),
@@ -286,10 +290,10 @@ async fn requests_are_written_as_http_1_1() {
     ];
     let mut c = client(&target);
     for _ in 0..2 {
-        let req = prepare(&step, &[], &target).unwrap();
+        let mut req = prepare(&step, &[], &target).unwrap();
         // 204 has no body whatever Content-Length says: the next request
         // must parse cleanly on the same connection.
-        assert_eq!(c.execute(req, 0, ALL).await.unwrap().status, 204);
+        assert_eq!(c.execute(&mut req, 0, ALL).await.unwrap().status, 204);
     }
     let s = seen.lock().unwrap();
     assert_eq!(s.connections, 1);
@@ -312,8 +316,12 @@ async fn small_and_large_bodies_arrive_whole() {
             .collect();
         let mut step = Step::fixed(0, Method::PUT, "/up".parse::<Uri>().unwrap());
         step.body = BodySpec::Raw(Template::compile(&text, &mut VarTable::default()).unwrap());
-        let req = prepare(&step, &[], &target).unwrap();
-        assert_eq!(c.execute(req, 0, ALL).await.unwrap().status, 200, "{len} B");
+        let mut req = prepare(&step, &[], &target).unwrap();
+        assert_eq!(
+            c.execute(&mut req, 0, ALL).await.unwrap().status,
+            200,
+            "{len} B"
+        );
         let s = seen.lock().unwrap();
         let got = s.requests.last().unwrap();
         let head = format!("content-length: {len}\r\n\r\n");
@@ -384,8 +392,8 @@ async fn a_step_that_asks_for_close_gets_a_new_connection_each_time() {
     step.headers = vec![("connection".parse().unwrap(), "close".parse().unwrap())];
     let mut c = client(&target);
     for _ in 0..3 {
-        let req = prepare(&step, &[], &target).unwrap();
-        assert_eq!(c.execute(req, 0, ALL).await.unwrap().status, 200);
+        let mut req = prepare(&step, &[], &target).unwrap();
+        assert_eq!(c.execute(&mut req, 0, ALL).await.unwrap().status, 200);
     }
     assert_eq!(seen.lock().unwrap().connections, 3);
     assert_eq!(c.buffered(), 0, "no connection kept");
