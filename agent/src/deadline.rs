@@ -15,7 +15,8 @@ use std::task::{Context, Poll};
 
 use tokio::time::{Instant, Sleep};
 
-/// A user's one request timer; pin it where the user's task keeps its state.
+/// A user's one request timer, created with the user (inside its task) and
+/// kept pinned for the user's lifetime.
 pub fn user_timer() -> Sleep {
     tokio::time::sleep_until(Instant::now())
 }
