@@ -9,8 +9,8 @@
 use std::cell::{Cell, RefCell};
 use std::pin::Pin;
 use std::rc::Rc;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -64,6 +64,7 @@ pub struct Engine {
     pub stop: StopHandle,
     threads: Vec<std::thread::JoinHandle<()>>,
     start_lateness_us: Arc<AtomicU64>,
+    totals: Arc<OnceLock<v1::Totals>>,
 }
 
 impl Engine {
@@ -78,6 +79,12 @@ impl Engine {
             }
         }
         failure
+    }
+
+    /// Everything reported, all steps together: set once the last interval
+    /// has been sent on `intervals` (before the channel closes).
+    pub fn totals(&self) -> Option<v1::Totals> {
+        self.totals.get().cloned()
     }
 
     /// How late the slowest worker woke after the schedule's zero.
@@ -186,7 +193,8 @@ pub fn start(
         );
     }
     drop(part_tx);
-    let aggregator = Aggregator::new(assign, workers, out_tx);
+    let totals = Arc::new(OnceLock::new());
+    let aggregator = Aggregator::new(assign, workers, out_tx, totals.clone());
     threads.push(
         std::thread::Builder::new()
             .name("loadfleet-aggregator".into())
@@ -197,6 +205,7 @@ pub fn start(
         stop,
         threads,
         start_lateness_us,
+        totals,
     })
 }
 
@@ -754,6 +763,10 @@ struct Aggregator {
     pending: std::collections::BTreeMap<u64, Pending>,
     next_seq: u64,
     serializer: crate::recorder::WireEncoder,
+    /// Every step of every interval sent so far, added together.
+    sent: StepRecord,
+    /// Where `sent` goes, serialized, once every interval is out.
+    totals: Arc<OnceLock<v1::Totals>>,
 }
 
 struct Pending {
@@ -766,8 +779,15 @@ struct Pending {
 }
 
 impl Aggregator {
-    fn new(assign: Arc<Assignment>, workers: usize, out: mpsc::Sender<v1::Interval>) -> Aggregator {
+    fn new(
+        assign: Arc<Assignment>,
+        workers: usize,
+        out: mpsc::Sender<v1::Interval>,
+        totals: Arc<OnceLock<v1::Totals>>,
+    ) -> Aggregator {
         Aggregator {
+            sent: StepRecord::new(assign.open.is_some()),
+            totals,
             assign,
             out,
             progress: vec![(None, false); workers],
@@ -816,6 +836,29 @@ impl Aggregator {
                 return;
             }
         }
+        self.set_totals();
+    }
+
+    /// Serializes `sent` for the agent's Done. Runs before `out` is dropped,
+    /// so whoever sees the interval channel close finds the totals set.
+    fn set_totals(&mut self) {
+        let mut totals = v1::Totals {
+            count: self.sent.count(),
+            ..Default::default()
+        };
+        let encoded = self
+            .serializer
+            .encode(&self.sent.histogram, &mut totals.histogram)
+            .and_then(|()| match &self.sent.uncorrected {
+                Some(h) => self.serializer.encode(h, &mut totals.uncorrected),
+                None => Ok(()),
+            });
+        match encoded {
+            Ok(()) => {
+                let _ = self.totals.set(totals);
+            }
+            Err(e) => tracing::error!(error = ?e, "cannot serialize the run's totals"),
+        }
     }
 
     /// An interval is complete when every worker has either reported it or
@@ -861,6 +904,7 @@ impl Aggregator {
                 tracing::error!(error = ?e, "cannot serialize histogram");
                 continue;
             }
+            add_latencies(&mut self.sent, rec);
             steps.push(v1::StepInterval {
                 step: id as u32,
                 histogram: bytes,
@@ -895,5 +939,19 @@ impl Aggregator {
             lateness,
         };
         self.out.blocking_send(interval).is_ok()
+    }
+}
+
+/// Adds `rec`'s latencies (not its errors) into `into`.
+fn add_latencies(into: &mut StepRecord, rec: &StepRecord) {
+    let add = |mine: &mut Histogram<u64>, theirs: &Histogram<u64>| {
+        if mine.add(theirs).is_err() {
+            // Not reachable: every histogram has loadfleet's fixed bounds.
+            tracing::error!("histogram bounds differ; the run's totals are incomplete");
+        }
+    };
+    add(&mut into.histogram, &rec.histogram);
+    if let (Some(mine), Some(theirs)) = (&mut into.uncorrected, &rec.uncorrected) {
+        add(mine, theirs);
     }
 }

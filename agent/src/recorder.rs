@@ -93,7 +93,7 @@ pub struct StepRecord {
 }
 
 impl StepRecord {
-    fn new(open: bool) -> StepRecord {
+    pub(crate) fn new(open: bool) -> StepRecord {
         StepRecord {
             histogram: new_histogram(),
             uncorrected: open.then(new_histogram),

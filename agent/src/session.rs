@@ -641,6 +641,7 @@ async fn attach_once(
         return Err(AttachError::Gone);
     };
     let start_lateness = engine.start_lateness();
+    let totals = engine.totals();
     if let Err(reason) = engine.finish() {
         tracing::error!(%reason, "engine failure");
         let failed = v1::Failed { run_id, reason };
@@ -651,6 +652,7 @@ async fn attach_once(
         run_id: run_id.clone(),
         last_seq,
         start_lateness_us: u64::try_from(start_lateness.as_micros()).unwrap_or(u64::MAX),
+        totals,
     })))
     .await
     .map_err(|_| AttachError::Gone)?;

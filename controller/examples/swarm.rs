@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use hdrhistogram::Histogram;
 use loadfleet_agent::recorder::{Recorder, WireEncoder};
 use loadfleet_proto::v1::{self, agent_message, controller_message, fleet_client::FleetClient};
 use prost::Message;
@@ -30,8 +31,9 @@ fn msg(body: agent_message::Body) -> v1::AgentMessage {
 }
 
 /// One agent's report of one second: `samples` latencies per step between
-/// 100 µs and 100 ms, each step's histogram encoded as agents encode it.
-fn step_reports(steps: usize, samples: u64, salt: u64) -> Vec<v1::StepInterval> {
+/// 100 µs and 100 ms, each step's histogram encoded as agents encode it;
+/// and all steps' latencies together, for the agent's totals.
+fn step_reports(steps: usize, samples: u64, salt: u64) -> (Vec<v1::StepInterval>, Histogram<u64>) {
     let mut rec = Recorder::new(steps);
     for i in 0..samples * steps as u64 {
         let x = i.wrapping_mul(7919).wrapping_add(salt * 104_729);
@@ -42,7 +44,12 @@ fn step_reports(steps: usize, samples: u64, salt: u64) -> Vec<v1::StepInterval> 
         );
     }
     let mut enc = WireEncoder::default();
-    rec.take()
+    let recorded = rec.take();
+    let mut all = loadfleet_agent::recorder::new_histogram();
+    for s in &recorded {
+        all.add(&s.histogram).expect("same bounds");
+    }
+    let reports = recorded
         .iter()
         .enumerate()
         .map(|(i, s)| {
@@ -57,7 +64,25 @@ fn step_reports(steps: usize, samples: u64, salt: u64) -> Vec<v1::StepInterval> 
                 uncorrected: Vec::new(),
             }
         })
-        .collect()
+        .collect();
+    (reports, all)
+}
+
+/// What an agent that sent `one_second` `seconds` times recorded in all.
+fn totals(one_second: &Histogram<u64>, seconds: u64) -> v1::Totals {
+    let mut all = loadfleet_agent::recorder::new_histogram();
+    for _ in 0..seconds {
+        all.add(one_second).expect("same bounds");
+    }
+    let mut histogram = Vec::new();
+    WireEncoder::default()
+        .encode(&all, &mut histogram)
+        .expect("encoding a histogram");
+    v1::Totals {
+        histogram,
+        count: all.len(),
+        uncorrected: Vec::new(),
+    }
 }
 
 type Link = (
@@ -125,7 +150,9 @@ async fn agent(
         }
     };
     let clock = Instant::now();
-    let mut run: Option<(String, Vec<v1::StepInterval>, u64)> = None;
+    // The run's id, one second's reports, all their latencies, and how many seconds.
+    type Run = (String, Vec<v1::StepInterval>, Histogram<u64>, u64);
+    let mut run: Option<Run> = None;
     let start = loop {
         let m = inbound
             .message()
@@ -134,14 +161,15 @@ async fn agent(
             .ok_or("controller closed the stream")?;
         match m.body {
             Some(controller_message::Body::Assign(a)) => {
-                let steps = step_reports(a.step_names.len(), samples, name.len() as u64);
+                let (steps, one_second) =
+                    step_reports(a.step_names.len(), samples, name.len() as u64);
                 send(msg(agent_message::Body::Ready(v1::Ready {
                     run_id: a.run_id.clone(),
                 })))
                 .await?;
                 // Seconds of reports: the run's duration, like a real agent.
                 let seconds = a.duration_us.div_ceil(1_000_000).max(1);
-                run = Some((a.run_id, steps, seconds));
+                run = Some((a.run_id, steps, one_second, seconds));
             }
             Some(controller_message::Body::Ping(p)) => {
                 send(msg(agent_message::Body::Pong(v1::Pong {
@@ -161,7 +189,7 @@ async fn agent(
             _ => {}
         }
     };
-    let (run_id, steps, seconds) = run.ok_or("started without an assignment")?;
+    let (run_id, steps, one_second, seconds) = run.ok_or("started without an assignment")?;
     let mut seq = 0u64;
     let mut tick = tokio::time::interval_at(
         tokio::time::Instant::from_std(start + Duration::from_secs(1)),
@@ -193,6 +221,7 @@ async fn agent(
         run_id,
         last_seq: seq.saturating_sub(1),
         start_lateness_us: 0,
+        totals: Some(totals(&one_second, seq)),
     })))
     .await?;
     // Let the controller close the stream.

@@ -1127,6 +1127,21 @@ fn on_event(
                 agent_message::Body::Done(d) if d.run_id == run_id => {
                     a.state = State::Finished;
                     a.start_lateness = Some(Duration::from_micros(d.start_lateness_us));
+                    let why = match &d.totals {
+                        Some(t) => collector
+                            .apply_totals(&a.name, t)
+                            .err()
+                            .map(|e| e.to_string()),
+                        None => {
+                            Some("sent no totals: its latency percentiles are not shown".into())
+                        }
+                    };
+                    if let Some(why) = why {
+                        tracing::warn!(agent = %a.name, "{why}");
+                        if a.note.is_empty() {
+                            a.note = why;
+                        }
+                    }
                 }
                 agent_message::Body::Failed(f) => {
                     progress.note(&format!("agent {} failed: {}", a.name, f.reason));

@@ -32,6 +32,22 @@ pub enum ReportError {
     UnknownStep { step: u32, steps: usize },
 }
 
+/// Why an agent's own totals were not used for its latency figures.
+#[derive(Debug, thiserror::Error)]
+pub enum TotalsError {
+    #[error("{0}")]
+    Report(#[from] ReportError),
+    #[error(
+        "its own totals count {claimed} responses ({actual} in the histogram), \
+         its reports here {received}: its latency percentiles are not shown"
+    )]
+    Disagree {
+        claimed: u64,
+        actual: u64,
+        received: u64,
+    },
+}
+
 mod wire;
 
 pub use wire::{Decoder, Sparse};
@@ -92,19 +108,7 @@ impl Tally {
         if let Some(u) = uncorrected {
             u.add_to(self.uncorrected.get_or_insert_with(new_histogram));
         }
-        for e in errors {
-            if !came_with_response(&e.kind) {
-                self.transport_errors += e.count;
-            }
-            let agg = match self.errors.get_mut(&e.kind) {
-                Some(agg) => agg,
-                None => self.errors.entry(e.kind.clone()).or_default(),
-            };
-            agg.count += e.count;
-            if agg.sample.is_empty() {
-                agg.sample = e.sample.chars().take(300).collect();
-            }
-        }
+        self.transport_errors += count_errors(&mut self.errors, errors);
     }
 
     /// Adds another tally into this one.
@@ -127,6 +131,80 @@ impl Tally {
     pub fn latency(&self) -> Option<LatencyMs> {
         LatencyMs::of(&self.histogram)
     }
+}
+
+/// Adds reported errors by kind; returns how many got no response.
+fn count_errors(into: &mut BTreeMap<String, ErrorAgg>, errors: &[v1::ErrorCount]) -> u64 {
+    let mut transport = 0;
+    for e in errors {
+        if !came_with_response(&e.kind) {
+            transport += e.count;
+        }
+        let agg = match into.get_mut(&e.kind) {
+            Some(agg) => agg,
+            None => into.entry(e.kind.clone()).or_default(),
+        };
+        agg.count += e.count;
+        if agg.sample.is_empty() {
+            agg.sample = e.sample.chars().take(300).collect();
+        }
+    }
+    transport
+}
+
+/// One agent's results. Its counts are added from its reports as they
+/// arrive; its latency histograms come from the totals the agent sends when
+/// it is done (see [`Collector::apply_totals`]). Adding every report into a
+/// histogram per agent as well made the controller touch 1,000 cold
+/// histograms every second at 1,000 agents, most of its work then.
+#[derive(Debug, Clone, Default)]
+pub struct AgentTally {
+    /// Completed responses in the reports received.
+    pub responses: u64,
+    /// Requests that got no response.
+    pub transport_errors: u64,
+    pub errors: BTreeMap<String, ErrorAgg>,
+    /// From the agent's own totals, when they agree with `responses`;
+    /// `None` for an agent lost before it sent them (or with no response).
+    pub latency: Option<AgentLatency>,
+}
+
+/// An agent's latency figures, computed from its totals when they arrive
+/// (so the controller keeps no histogram per agent).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentLatency {
+    pub latency: LatencyMs,
+    /// Open model: measured from the actual send.
+    pub uncorrected: Option<LatencyMs>,
+    pub distribution: Vec<(f64, f64)>,
+}
+
+impl AgentTally {
+    /// Requests sent: responses plus requests that got none.
+    pub fn requests(&self) -> u64 {
+        self.responses + self.transport_errors
+    }
+
+    /// Failed responses plus requests that got no response.
+    pub fn error_count(&self) -> u64 {
+        self.errors.values().map(|e| e.count).sum()
+    }
+}
+
+/// The percentile distribution of a histogram: `[percentile, ms]` pairs.
+pub fn distribution(h: &Histogram<u64>) -> Vec<(f64, f64)> {
+    if h.is_empty() {
+        return Vec::new();
+    }
+    let mut out: Vec<(f64, f64)> = Vec::new();
+    for v in h.iter_quantiles(5) {
+        let p = (v.quantile_iterated_to() * 1e6).round() / 1e4;
+        let ms = v.value_iterated_to() as f64 / 1000.0;
+        if out.last().is_none_or(|&(lp, _)| p > lp) {
+            out.push((p, ms));
+        }
+    }
+    out
 }
 
 /// Latency figures of a histogram, in milliseconds.
@@ -208,7 +286,8 @@ pub struct LoggedInterval {
 struct OpenInterval {
     dropped: u64,
     started: u64,
-    steps: BTreeMap<usize, Tally>,
+    /// By step, then region (an index into `Collector::region_names`).
+    cells: BTreeMap<(usize, usize), Tally>,
     active: BTreeMap<String, u32>,
     region_active: BTreeMap<String, BTreeMap<String, u32>>,
     end: Duration,
@@ -224,10 +303,9 @@ pub struct Collector {
     pub total: Tally,
     /// Per step, like `total`.
     pub steps: Vec<Tally>,
-    /// Per region: summed from the agents' tallies by `close_all`, empty
-    /// before it.
+    /// Per region, like `total`.
     pub regions: BTreeMap<String, Tally>,
-    pub agents: BTreeMap<String, Tally>,
+    pub agents: BTreeMap<String, AgentTally>,
     pub timeline: Vec<IntervalPoint>,
     pub logged: Vec<LoggedInterval>,
     pub step_rows: Vec<StepIntervalRow>,
@@ -247,7 +325,9 @@ pub struct Collector {
     open: BTreeMap<u64, OpenInterval>,
     closed_before: u64,
     /// Each agent's region, as first reported.
-    agent_regions: BTreeMap<String, String>,
+    agent_regions: BTreeMap<String, usize>,
+    /// Regions in the order first seen.
+    region_names: Vec<String>,
     decoder: Decoder,
 }
 
@@ -273,6 +353,7 @@ impl Collector {
             open: BTreeMap::new(),
             closed_before: 0,
             agent_regions: BTreeMap::new(),
+            region_names: Vec::new(),
             decoder: Decoder::default(),
         }
     }
@@ -280,10 +361,13 @@ impl Collector {
     /// Merges one interval report. A report with any bad histogram is
     /// dropped whole, so nothing is half-applied.
     ///
-    /// A report is added twice: into its agent's tally and into its open
-    /// interval (per step). Steps, the total and regions are built from
-    /// those when intervals close and when the run ends, so the work per
-    /// report does not grow with the number of views of the data.
+    /// A report's histograms are added once, into its open interval's cell
+    /// for the step and the agent's region. Regions, steps and the grand
+    /// total are summed from the cells when the interval closes, so the
+    /// work per report does not grow with the number of views of the data,
+    /// and the cells are few enough to stay in the cache. The agent's own
+    /// figures are counted here without its histograms, which come with
+    /// its totals at the end.
     pub fn apply(
         &mut self,
         agent: &str,
@@ -328,18 +412,31 @@ impl Collector {
             Some(self.decoder.decode(u32::MAX, &iv.lateness)?)
         };
         // Everything decoded: from here on nothing fails, so nothing is half-applied.
-        if !self.agents.contains_key(agent) {
-            self.agents.insert(agent.to_string(), Tally::default());
-            self.agent_regions
-                .insert(agent.to_string(), region.to_string());
-        }
+        // An agent's reports all count in the region it first named.
+        let rid = match self.agent_regions.get(agent) {
+            Some(&rid) => rid,
+            None => {
+                let rid = match self.region_names.iter().position(|r| r == region) {
+                    Some(rid) => rid,
+                    None => {
+                        self.region_names.push(region.to_string());
+                        self.regions.insert(region.to_string(), Tally::default());
+                        self.region_names.len() - 1
+                    }
+                };
+                self.agents.insert(agent.to_string(), AgentTally::default());
+                self.agent_regions.insert(agent.to_string(), rid);
+                rid
+            }
+        };
+        let region = self.region_names[rid].as_str();
         let end = Duration::from_micros(iv.elapsed_us);
         self.elapsed = self.elapsed.max(end);
         let mut open = if iv.seq >= self.closed_before {
             let o = self.open.entry(iv.seq).or_insert_with(|| OpenInterval {
                 dropped: 0,
                 started: 0,
-                steps: BTreeMap::new(),
+                cells: BTreeMap::new(),
                 active: BTreeMap::new(),
                 region_active: BTreeMap::new(),
                 end,
@@ -372,14 +469,18 @@ impl Collector {
         for (idx, h, u, errors) in &decoded {
             let u = u.as_ref();
             if let Some(t) = self.agents.get_mut(agent) {
-                t.add(h, u, errors);
+                t.responses += h.count();
+                t.transport_errors += count_errors(&mut t.errors, errors);
             }
             match open.as_deref_mut() {
-                Some(o) => o.steps.entry(*idx).or_default().add(h, u, errors),
+                Some(o) => o.cells.entry((*idx, rid)).or_default().add(h, u, errors),
                 // Its interval is closed: straight into the cumulative tallies.
                 None => {
                     self.total.add(h, u, errors);
                     self.steps[*idx].add(h, u, errors);
+                    if let Some(t) = self.regions.get_mut(region) {
+                        t.add(h, u, errors);
+                    }
                 }
             }
         }
@@ -395,8 +496,24 @@ impl Collector {
                 break;
             }
             let o = self.open.remove(&s).expect("key just seen");
+            // Each cell into its region, and the regions of a step into
+            // the step's tally of this interval.
+            let mut steps: BTreeMap<usize, Tally> = BTreeMap::new();
+            for ((idx, rid), t) in o.cells {
+                if let Some(r) = self.regions.get_mut(&self.region_names[rid]) {
+                    r.merge(&t);
+                }
+                match steps.entry(idx) {
+                    std::collections::btree_map::Entry::Vacant(v) => {
+                        v.insert(t);
+                    }
+                    std::collections::btree_map::Entry::Occupied(mut step) => {
+                        step.get_mut().merge(&t)
+                    }
+                }
+            }
             let mut total = Tally::default();
-            for (idx, t) in &o.steps {
+            for (idx, t) in &steps {
                 total.merge(t);
                 self.steps[*idx].merge(t);
             }
@@ -440,7 +557,7 @@ impl Collector {
                     }
                 };
             log(None, &total.histogram, &mut serializer);
-            for (idx, t) in &o.steps {
+            for (idx, t) in &steps {
                 log(Some(*idx), &t.histogram, &mut serializer);
                 self.step_rows.push(StepIntervalRow {
                     step: *idx,
@@ -455,16 +572,48 @@ impl Collector {
         self.closed_before = self.closed_before.max(seq);
     }
 
-    /// Closes every interval still open and sums agents into regions.
+    /// Closes every interval still open.
     pub fn close_all(&mut self) {
         self.close_before(u64::MAX);
-        let mut regions: BTreeMap<String, Tally> = BTreeMap::new();
-        for (agent, tally) in &self.agents {
-            if let Some(region) = self.agent_regions.get(agent) {
-                regions.entry(region.clone()).or_default().merge(tally);
+    }
+
+    /// Takes an agent's own totals (from its Done) as its latency
+    /// histograms, if they hold exactly the responses its reports here
+    /// held; otherwise its percentiles stay unknown. Reports keep their
+    /// place in every other figure either way.
+    pub fn apply_totals(&mut self, agent: &str, totals: &v1::Totals) -> Result<(), TotalsError> {
+        let received = self.agents.get(agent).map_or(0, |a| a.responses);
+        let h = self.decoder.decode(u32::MAX, &totals.histogram)?;
+        let u = if totals.uncorrected.is_empty() {
+            None
+        } else {
+            Some(self.decoder.decode(u32::MAX, &totals.uncorrected)?)
+        };
+        for actual in std::iter::once(h.count()).chain(u.as_ref().map(Sparse::count)) {
+            if actual != totals.count || actual != received {
+                return Err(TotalsError::Disagree {
+                    claimed: totals.count,
+                    actual,
+                    received,
+                });
             }
         }
-        self.regions = regions;
+        let Some(a) = self.agents.get_mut(agent) else {
+            // Nothing reported: nothing to describe.
+            return Ok(());
+        };
+        let mut histogram = new_histogram();
+        h.add_to(&mut histogram);
+        a.latency = LatencyMs::of(&histogram).map(|latency| AgentLatency {
+            latency,
+            uncorrected: u.and_then(|u| {
+                let mut histogram = new_histogram();
+                u.add_to(&mut histogram);
+                LatencyMs::of(&histogram)
+            }),
+            distribution: distribution(&histogram),
+        });
+        Ok(())
     }
 
     /// The newest interval seen, open or closed.

@@ -92,6 +92,26 @@ async fn continue_keeps_the_others_running_and_marks_the_run_degraded() {
         "its partial contribution is kept"
     );
     assert_eq!(s["agents"]["stays"]["end"], "finished");
+    // A lost agent never sends its totals: its own percentiles are unknown
+    // (and the row says why), while its reports still count in its
+    // region's exact figures.
+    assert!(s["agents"]["doomed"]["latency_ms"].is_null());
+    assert!(
+        s["agents"]["doomed"]["note"]
+            .as_str()
+            .unwrap()
+            .contains("its totals never arrived"),
+        "{}",
+        s["agents"]["doomed"]["note"]
+    );
+    assert!(s["agents"]["stays"]["latency_ms"]["p50"].as_f64().unwrap() > 0.0);
+    let by_region: u64 = s["regions"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|r| r["requests"].as_u64().unwrap())
+        .sum();
+    assert_eq!(by_region, s["total"]["requests"].as_u64().unwrap());
     assert!(
         s["duration_s"].as_f64().unwrap() >= 5.9,
         "the others ran to the end"

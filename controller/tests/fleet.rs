@@ -65,6 +65,24 @@ async fn two_agents_in_two_regions_merge_to_what_the_target_served() {
     assert_eq!(s["agents"]["a1"]["users"], 4);
     assert_eq!(s["agents"]["a1"]["end"], "finished");
     assert_eq!(s["status"], "completed");
+    // Each agent's latency figures come from the totals it sent when done:
+    // both ran /slow (10 ms), and the fleet's slowest response is one of
+    // theirs.
+    let agent_max = |a: &str| s["agents"][a]["latency_ms"]["max"].as_f64().unwrap();
+    let (a1_max, a2_max) = (agent_max("a1"), agent_max("a2"));
+    assert!(
+        a1_max >= 10.0 && a2_max >= 10.0,
+        "agents' max {a1_max} and {a2_max} ms"
+    );
+    assert_eq!(
+        s["total"]["latency_ms"]["max"].as_f64().unwrap(),
+        a1_max.max(a2_max)
+    );
+    assert!(
+        s["agents"]["a1"]["note"].is_null(),
+        "{}",
+        s["agents"]["a1"]["note"]
+    );
     let slow_p50 = s["requests"]["slow"]["latency_ms"]["p50"].as_f64().unwrap();
     assert!(
         slow_p50 >= 10.0,

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use hdrhistogram::serialization::{Serializer, V2DeflateSerializer};
 use loadfleet_agent::recorder::Recorder;
-use loadfleet_controller::stats::{Collector, LatencyMs};
+use loadfleet_controller::stats::{Collector, LatencyMs, distribution};
 use loadfleet_proto::v1;
 
 /// A deterministic, heavy-tailed latency in microseconds (50 µs .. ~60 s).
@@ -16,6 +16,31 @@ fn sample(state: &mut u64) -> u64 {
     *state ^= *state << 17;
     let u = (*state >> 11) as f64 / (1u64 << 53) as f64;
     (50.0 * (1.0 / (1.0 - u * 0.99999)).powf(1.2)) as u64 + (*state % 50)
+}
+
+/// One agent's report of interval `seq`.
+fn interval(seq: u64, steps: Vec<v1::StepInterval>) -> v1::Interval {
+    v1::Interval {
+        run_id: "r".into(),
+        seq,
+        active_users: 1,
+        steps,
+        elapsed_us: (seq + 1) * 1_000_000,
+        dropped: 0,
+        lateness: Vec::new(),
+        started: 0,
+    }
+}
+
+/// Step `step`'s histogram in a report.
+fn step_of(step: u32, histogram: Vec<u8>, count: u64) -> v1::StepInterval {
+    v1::StepInterval {
+        step,
+        histogram,
+        count,
+        errors: vec![],
+        uncorrected: Vec::new(),
+    }
 }
 
 #[test]
@@ -43,22 +68,7 @@ fn merged_percentiles_equal_one_histogram_of_all_samples() {
             let step = rec.take().remove(0);
             let mut bytes = Vec::new();
             serializer.serialize(&step.histogram, &mut bytes).unwrap();
-            let iv = v1::Interval {
-                run_id: "r".into(),
-                seq,
-                active_users: 1,
-                steps: vec![v1::StepInterval {
-                    step: 0,
-                    histogram: bytes,
-                    count: n,
-                    errors: vec![],
-                    uncorrected: Vec::new(),
-                }],
-                elapsed_us: (seq + 1) * 1_000_000,
-                dropped: 0,
-                lateness: Vec::new(),
-                started: 0,
-            };
+            let iv = interval(seq, vec![step_of(0, bytes, n)]);
             collector
                 .apply(agent, regions[i], &iv)
                 .expect("valid report merges");
@@ -85,14 +95,29 @@ fn merged_percentiles_equal_one_histogram_of_all_samples() {
         single.value_at_quantile(0.9999),
         single.max()
     );
+    // Each agent's own totals, as its Done carries them.
+    for (i, agent) in agents.iter().enumerate() {
+        let mut bytes = Vec::new();
+        serializer.serialize(&per_agent[i], &mut bytes).unwrap();
+        let totals = v1::Totals {
+            histogram: bytes,
+            count: per_agent[i].len(),
+            uncorrected: Vec::new(),
+        };
+        collector
+            .apply_totals(agent, &totals)
+            .expect("totals that agree with the reports are taken");
+    }
     // Per agent, per region and per step, the same exactness.
     for (i, agent) in agents.iter().enumerate() {
-        let got = &collector.agents[*agent].histogram;
-        assert_eq!(got.len(), per_agent[i].len(), "{agent}");
-        for (a, b) in got.iter_all().zip(per_agent[i].iter_all()) {
-            assert_eq!(a.count_at_value(), b.count_at_value(), "{agent}");
-        }
-        assert_eq!(got.max(), per_agent[i].max(), "{agent}");
+        let got = collector.agents[*agent]
+            .latency
+            .as_ref()
+            .expect("figures from the agent's totals");
+        assert_eq!(collector.agents[*agent].requests(), per_agent[i].len());
+        assert_eq!(Some(got.latency), LatencyMs::of(&per_agent[i]), "{agent}");
+        assert_eq!(got.distribution, distribution(&per_agent[i]), "{agent}");
+        assert!(got.distribution.len() > 20, "{:?}", got.distribution);
     }
     let mut eu_single = per_agent[0].clone();
     eu_single.add(&per_agent[1]).unwrap();
@@ -212,6 +237,118 @@ fn a_bad_report_is_dropped_whole() {
     collector.close_all();
     assert_eq!(collector.total.requests(), 1);
     assert_eq!(collector.regions["eu"].requests(), 1);
+}
+
+/// An agent's totals describe its latencies only if they hold exactly the
+/// responses its reports held here; otherwise its percentiles stay unknown
+/// and nothing else changes.
+#[test]
+fn totals_that_disagree_with_the_reports_are_not_used() {
+    let mut collector = Collector::new(vec!["a".into()], Duration::from_secs(1));
+    let mut serializer = V2DeflateSerializer::new();
+    let encode = |ms: &[u64], serializer: &mut V2DeflateSerializer| {
+        let mut rec = Recorder::new(1);
+        for &m in ms {
+            rec.record_response(0, Duration::from_millis(m), 200);
+        }
+        let h = rec.take().remove(0).histogram;
+        let mut bytes = Vec::new();
+        serializer.serialize(&h, &mut bytes).unwrap();
+        (bytes, h.len())
+    };
+    for (agent, ms) in [("a1", [3u64, 4, 5]), ("a2", [30, 40, 50])] {
+        let (bytes, count) = encode(&ms, &mut serializer);
+        let iv = interval(0, vec![step_of(0, bytes, count)]);
+        collector.apply(agent, "eu", &iv).unwrap();
+    }
+    collector.close_all();
+    // a1 claims one response more than its reports held (say a report was
+    // lost on the way): 4 against 3.
+    let (bytes, count) = encode(&[3, 4, 5, 6], &mut serializer);
+    let err = collector
+        .apply_totals(
+            "a1",
+            &v1::Totals {
+                histogram: bytes,
+                count,
+                uncorrected: Vec::new(),
+            },
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("count 4 responses"), "{err}");
+    assert!(err.to_string().contains("its reports here 3"), "{err}");
+    assert!(collector.agents["a1"].latency.is_none());
+    // a2's totals say 3 but hold 2.
+    let (bytes, _) = encode(&[30, 40], &mut serializer);
+    let err = collector
+        .apply_totals(
+            "a2",
+            &v1::Totals {
+                histogram: bytes,
+                count: 3,
+                uncorrected: Vec::new(),
+            },
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("(2 in the histogram)"), "{err}");
+    // Garbage is refused like a bad report.
+    let err = collector
+        .apply_totals(
+            "a2",
+            &v1::Totals {
+                histogram: b"HISTFAAA".to_vec(),
+                count: 3,
+                uncorrected: Vec::new(),
+            },
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("undecodable"), "{err}");
+    assert!(collector.agents["a2"].latency.is_none());
+    // Counts and the region's exact percentiles never depended on them.
+    assert_eq!(collector.agents["a1"].requests(), 3);
+    assert_eq!(collector.regions["eu"].requests(), 6);
+    assert_eq!(
+        collector.regions["eu"].histogram.max(),
+        collector.regions["eu"].histogram.highest_equivalent(50_000)
+    );
+}
+
+/// A report whose interval is already closed still counts, exactly, in the
+/// fleet's, its step's and its region's totals (only the timeline misses it).
+#[test]
+fn a_late_report_counts_in_its_region_and_step() {
+    let mut collector = Collector::new(vec!["a".into(), "b".into()], Duration::from_secs(1));
+    let mut serializer = V2DeflateSerializer::new();
+    let mut report = |seq: u64, step: u32, ms: &[u64]| {
+        let mut rec = Recorder::new(2);
+        for &m in ms {
+            rec.record_response(step as usize, Duration::from_millis(m), 200);
+        }
+        let h = rec.take().remove(step as usize).histogram;
+        let mut bytes = Vec::new();
+        serializer.serialize(&h, &mut bytes).unwrap();
+        interval(seq, vec![step_of(step, bytes, h.len())])
+    };
+    collector.apply("a1", "eu", &report(0, 0, &[2, 3])).unwrap();
+    collector.apply("a2", "us", &report(0, 1, &[20])).unwrap();
+    collector.close_before(1);
+    assert_eq!(collector.timeline.len(), 1);
+    assert_eq!(collector.regions["us"].requests(), 1);
+    // a2's report for the closed interval 0 arrives late, for step 0.
+    collector
+        .apply("a2", "us", &report(0, 0, &[40, 50]))
+        .unwrap();
+    collector.close_all();
+    assert_eq!(collector.late_reports, 1);
+    assert_eq!(collector.timeline.len(), 1, "the timeline misses it");
+    assert_eq!(collector.timeline[0].requests, 3);
+    assert_eq!(collector.total.requests(), 5);
+    assert_eq!(collector.steps[0].requests(), 4);
+    assert_eq!(collector.regions["us"].requests(), 3);
+    assert_eq!(collector.regions["eu"].requests(), 2);
+    let us = &collector.regions["us"].histogram;
+    assert_eq!(us.max(), us.highest_equivalent(50_000));
+    assert_eq!(us.min(), us.lowest_equivalent(20_000));
 }
 
 /// A V2 + DEFLATE histogram with a hand-written inner header.

@@ -74,6 +74,7 @@ async fn rogue(url: String) {
                     run_id: run_id.clone(),
                     last_seq: 0,
                     start_lateness_us: 0,
+                    totals: None,
                 })))
                 .await
                 .unwrap();

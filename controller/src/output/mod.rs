@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::fleet::{AgentEnd, RunResult, RunStatus};
 use crate::plan::{LoadModel, RunBound};
-use crate::stats::{ErrorAgg, IntervalPoint, LatencyMs, Tally};
+use crate::stats::{AgentTally, ErrorAgg, IntervalPoint, LatencyMs, Tally};
 
 /// Identifies the layout of `summary.json`.
 pub const SUMMARY_SCHEMA: &str = "loadfleet.summary/1";
@@ -39,21 +39,7 @@ pub struct Entry {
     pub distribution: Vec<(f64, f64)>,
 }
 
-/// The percentile distribution of a histogram: `[percentile, ms]` pairs.
-pub fn distribution(h: &hdrhistogram::Histogram<u64>) -> Vec<(f64, f64)> {
-    if h.is_empty() {
-        return Vec::new();
-    }
-    let mut out: Vec<(f64, f64)> = Vec::new();
-    for v in h.iter_quantiles(5) {
-        let p = (v.quantile_iterated_to() * 1e6).round() / 1e4;
-        let ms = v.value_iterated_to() as f64 / 1000.0;
-        if out.last().is_none_or(|&(lp, _)| p > lp) {
-            out.push((p, ms));
-        }
-    }
-    out
-}
+pub use crate::stats::distribution;
 
 impl Entry {
     fn of(t: &Tally, duration_s: f64) -> Entry {
@@ -69,6 +55,26 @@ impl Entry {
                 .and_then(LatencyMs::of)
                 .map(round_latency),
             distribution: distribution(&t.histogram),
+        }
+    }
+
+    fn of_agent(a: &AgentTally, duration_s: f64) -> Entry {
+        Entry {
+            requests: a.requests(),
+            errors: a.error_count(),
+            rps: round3(a.requests() as f64 / duration_s.max(0.001)),
+            errors_by_kind: a.errors.iter().map(|(k, v)| (k.clone(), v.count)).collect(),
+            latency_ms: a.latency.as_ref().map(|l| round_latency(l.latency)),
+            latency_uncorrected_ms: a
+                .latency
+                .as_ref()
+                .and_then(|l| l.uncorrected)
+                .map(round_latency),
+            distribution: a
+                .latency
+                .as_ref()
+                .map(|l| l.distribution.clone())
+                .unwrap_or_default(),
         }
     }
 }
@@ -287,8 +293,18 @@ impl Summary {
             let results = c
                 .agents
                 .get(&a.name)
-                .map(|t| Entry::of(t, d))
-                .unwrap_or_else(|| Entry::of(&Tally::default(), d));
+                .map(|t| Entry::of_agent(t, d))
+                .unwrap_or_else(|| Entry::of_agent(&AgentTally::default(), d));
+            let mut note = a.note.clone();
+            if a.end != AgentEnd::Finished && results.latency_ms.is_none() && results.requests > 0 {
+                if !note.is_empty() {
+                    note.push_str("; ");
+                }
+                note.push_str(
+                    "its own latency percentiles are unknown: its totals never arrived \
+                     (its reports count in its region and the fleet's figures)",
+                );
+            }
             agents.insert(
                 a.name.clone(),
                 AgentEntry {
@@ -297,7 +313,7 @@ impl Summary {
                     users: a.users,
                     end: a.end.clone(),
                     ended_at_s: a.ended_at_s.map(round3),
-                    note: a.note.clone(),
+                    note,
                     clock_rtt_ms: a.clock_rtt.map(|d| round3(d.as_secs_f64() * 1000.0)),
                     start_skew_ms: a.start_lateness.map(|l| round3(l.as_secs_f64() * 1000.0)),
                     dropped_iterations: c.agent_dropped.get(&a.name).copied().unwrap_or(0),

@@ -209,6 +209,10 @@ fn agent_note(a: &super::AgentEntry) -> String {
     if a.dropped_iterations > 0 {
         note.push_str(&format!(" · {} dropped iterations", a.dropped_iterations));
     }
+    if !a.note.is_empty() {
+        note.push_str(" · ");
+        note.push_str(&a.note);
+    }
     note
 }
 
