@@ -3,8 +3,8 @@
 # from PROCS swarm processes; controller/examples/swarm.rs) each report 20
 # steps every second, SAMPLES latencies per step. The controller is pinned to
 # CPU 0 and the swarm to CPU 1. Prints the controller's CPU share per second
-# of the run (median and highest, from /proc) and the bytes each agent sent
-# per second. Loopback only; the plan's target is never contacted.
+# of the run (median and highest, from /proc), its peak RSS, and the bytes
+# each agent sent per second. Loopback only; the plan's target is never contacted.
 #
 #   bench/controller_cost.sh [AGENTS] [PROCS] [SECONDS] [SAMPLES]   (defaults: 1000 4 20 200)
 #
@@ -45,22 +45,31 @@ done
 # The controller's CPU time (user + system, clock ticks) once a second.
 tck=$(getconf CLK_TCK)
 : >"$work/cpu"
+# And its peak RSS, as last seen (the run's end, when every agent's totals
+# arrive, included: sampled every 0.1 s then).
 while kill -0 "$ctl" 2>/dev/null; do
-  awk '{print $14 + $15}' "/proc/$ctl/stat" >>"$work/cpu" 2>/dev/null || true
-  sleep 1
+  t=$(date +%s.%N)
+  awk -v t="$t" '{print t, $14 + $15}' "/proc/$ctl/stat" >>"$work/cpu" 2>/dev/null || true
+  for _ in 1 2 3 4 5 6 7 8 9 10; do
+    awk '/^VmHWM/ {print $2}' "/proc/$ctl/status" >"$work/hwm.new" 2>/dev/null &&
+      [ -s "$work/hwm.new" ] && mv "$work/hwm.new" "$work/hwm"
+    sleep 0.1
+  done
 done
 wait "$ctl" || true
 for p in "${pids[@]:1}"; do wait "$p" || true; done
 cat "$work"/swarm*.out
+echo "controller peak RSS: $(( $(cat "$work/hwm" 2>/dev/null || echo 0) / 1024 )) MiB"
 python3 - "$work/cpu" "$tck" "$work/run/summary.json" "$agents" <<'PY'
 import json, statistics, sys
-ticks = [int(x) for x in open(sys.argv[1]) if x.strip()]
+samples = [(float(t), int(c)) for t, c in (line.split() for line in open(sys.argv[1]) if line.strip())]
 tck = int(sys.argv[2])
-deltas = [(b - a) / tck for a, b in zip(ticks, ticks[1:])]
+# CPU seconds per second of wall time between samples (about a second apart).
+deltas = [(c1 - c0) / tck / (t1 - t0) for (t0, c0), (t1, c1) in zip(samples, samples[1:])]
 # Drop the first seconds (agents attaching, clock pings) and the last one.
 steady = deltas[5:-1] or deltas
 s = json.load(open(sys.argv[3]))
 print(f"controller CPU per second, steady state: median {statistics.median(steady) * 100:.1f}% "
-      f"max {max(steady) * 100:.1f}% of one core over {len(steady)} s; total {sum(deltas):.1f} s of CPU")
+      f"max {max(steady) * 100:.1f}% of one core over {len(steady)} s; total {(samples[-1][1] - samples[0][1]) / tck:.1f} s of CPU")
 print(f"summary: {len(s['agents'])} agents, {s['total']['requests']} requests merged")
 PY

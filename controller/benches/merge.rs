@@ -1,6 +1,7 @@
 //! Cost of merging on the controller: one agent's interval report of 20
-//! steps (decode V2+DEFLATE, check, add into its agent and its open
-//! interval; steps, total and regions are summed when intervals close).
+//! steps (decode V2+DEFLATE, check, add into its open interval's cells by
+//! step and region; regions, steps and the total are summed when intervals
+//! close).
 //! 1,000 agents report once a second, so this number times 1,000 is the
 //! controller's CPU share per second at that scale.
 //!
