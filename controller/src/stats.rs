@@ -288,8 +288,8 @@ struct OpenInterval {
     started: u64,
     /// By step, then region (an index into `Collector::region_names`).
     cells: BTreeMap<(usize, usize), Tally>,
-    active: BTreeMap<String, u32>,
-    region_active: BTreeMap<String, BTreeMap<String, u32>>,
+    /// Active users by agent (an index into `Collector::agent_region`).
+    active: BTreeMap<usize, u32>,
     end: Duration,
 }
 
@@ -325,7 +325,10 @@ pub struct Collector {
     open: BTreeMap<u64, OpenInterval>,
     closed_before: u64,
     /// Each agent's region, as first reported.
-    agent_regions: BTreeMap<String, usize>,
+    /// Each agent's index, in the order first seen.
+    agent_ids: BTreeMap<String, usize>,
+    /// By agent index: its region's index.
+    agent_region: Vec<usize>,
     /// Regions in the order first seen.
     region_names: Vec<String>,
     decoder: Decoder,
@@ -352,7 +355,8 @@ impl Collector {
             elapsed: Duration::ZERO,
             open: BTreeMap::new(),
             closed_before: 0,
-            agent_regions: BTreeMap::new(),
+            agent_ids: BTreeMap::new(),
+            agent_region: Vec::new(),
             region_names: Vec::new(),
             decoder: Decoder::default(),
         }
@@ -413,8 +417,8 @@ impl Collector {
         };
         // Everything decoded: from here on nothing fails, so nothing is half-applied.
         // An agent's reports all count in the region it first named.
-        let rid = match self.agent_regions.get(agent) {
-            Some(&rid) => rid,
+        let aid = match self.agent_ids.get(agent) {
+            Some(&aid) => aid,
             None => {
                 let rid = match self.region_names.iter().position(|r| r == region) {
                     Some(rid) => rid,
@@ -425,10 +429,13 @@ impl Collector {
                     }
                 };
                 self.agents.insert(agent.to_string(), AgentTally::default());
-                self.agent_regions.insert(agent.to_string(), rid);
-                rid
+                self.agent_ids
+                    .insert(agent.to_string(), self.agent_region.len());
+                self.agent_region.push(rid);
+                self.agent_region.len() - 1
             }
         };
+        let rid = self.agent_region[aid];
         let region = self.region_names[rid].as_str();
         let end = Duration::from_micros(iv.elapsed_us);
         self.elapsed = self.elapsed.max(end);
@@ -438,15 +445,10 @@ impl Collector {
                 started: 0,
                 cells: BTreeMap::new(),
                 active: BTreeMap::new(),
-                region_active: BTreeMap::new(),
                 end,
             });
             o.end = o.end.max(end);
-            o.active.insert(agent.to_string(), iv.active_users);
-            o.region_active
-                .entry(region.to_string())
-                .or_default()
-                .insert(agent.to_string(), iv.active_users);
+            o.active.insert(aid, iv.active_users);
             Some(o)
         } else {
             self.late_reports += 1;
@@ -454,24 +456,30 @@ impl Collector {
         };
         if let Some(l) = &lateness {
             l.add_to(&mut self.lateness);
-            l.add_to(
+            if !self.agent_lateness.contains_key(agent) {
                 self.agent_lateness
-                    .entry(agent.to_string())
-                    .or_insert_with(new_histogram),
-            );
+                    .insert(agent.to_string(), new_histogram());
+            }
+            if let Some(h) = self.agent_lateness.get_mut(agent) {
+                l.add_to(h);
+            }
         }
         self.dropped += iv.dropped;
-        *self.agent_dropped.entry(agent.to_string()).or_default() += iv.dropped;
+        if iv.dropped > 0 {
+            *self.agent_dropped.entry(agent.to_string()).or_default() += iv.dropped;
+        }
         if let Some(o) = open.as_deref_mut() {
             o.dropped += iv.dropped;
             o.started += iv.started;
         }
-        for (idx, h, u, errors) in &decoded {
-            let u = u.as_ref();
-            if let Some(t) = self.agents.get_mut(agent) {
+        if let Some(t) = self.agents.get_mut(agent) {
+            for (_, h, _, errors) in &decoded {
                 t.responses += h.count();
                 t.transport_errors += count_errors(&mut t.errors, errors);
             }
+        }
+        for (idx, h, u, errors) in &decoded {
+            let u = u.as_ref();
             match open.as_deref_mut() {
                 Some(o) => o.cells.entry((*idx, rid)).or_default().add(h, u, errors),
                 // Its interval is closed: straight into the cumulative tallies.
@@ -533,11 +541,14 @@ impl Collector {
                 requests: total.requests(),
                 errors: total.error_count(),
                 active_users: o.active.values().map(|&a| u64::from(a)).sum(),
-                active_by_region: o
-                    .region_active
-                    .iter()
-                    .map(|(r, agents)| (r.clone(), agents.values().map(|&a| u64::from(a)).sum()))
-                    .collect(),
+                active_by_region: {
+                    let mut by_region: BTreeMap<String, u64> = BTreeMap::new();
+                    for (&aid, &n) in &o.active {
+                        let name = &self.region_names[self.agent_region[aid]];
+                        *by_region.entry(name.clone()).or_default() += u64::from(n);
+                    }
+                    by_region
+                },
                 dropped: o.dropped,
                 iterations_started: o.started,
                 latency_ms: total.latency(),

@@ -136,8 +136,18 @@ fn merged_percentiles_equal_one_histogram_of_all_samples() {
         collector.steps[0].histogram.value_at_quantile(0.999),
         single.value_at_quantile(0.999)
     );
-    // Every interval of the timeline holds what the five agents sent for it.
+    // Every interval of the timeline holds what the five agents sent for it:
+    // one active user each, by region as well.
     assert_eq!(collector.timeline.len(), 4);
+    for p in &collector.timeline {
+        assert_eq!(p.active_users, 5);
+        let by_region: Vec<(&str, u64)> = p
+            .active_by_region
+            .iter()
+            .map(|(r, &n)| (r.as_str(), n))
+            .collect();
+        assert_eq!(by_region, [("ap", 1), ("eu", 2), ("us", 2)]);
+    }
     assert_eq!(
         collector.timeline.iter().map(|p| p.requests).sum::<u64>(),
         total

@@ -189,7 +189,11 @@ fn read_varint(p: &[u8], at: &mut usize) -> Result<i64, &'static str> {
 
 fn decode_counts(payload: &[u8]) -> Result<Sparse, &'static str> {
     let values = bucket_values();
-    let mut sparse = Sparse::default();
+    // Every non-zero counter takes at least one byte: sized once, no regrowth.
+    let mut sparse = Sparse {
+        buckets: Vec::with_capacity(payload.len().min(values.len())),
+        count: 0,
+    };
     let mut index = 0usize;
     let mut at = 0usize;
     while at < payload.len() {
