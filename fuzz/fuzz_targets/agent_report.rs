@@ -1,7 +1,8 @@
 //! Any bytes from an agent, as the controller receives them: a protobuf
 //! message, and when it is an interval report, its histograms checked,
-//! decoded and merged. Refused or merged, never a panic or a runaway
-//! allocation.
+//! decoded and merged; when it is a Done, its totals checked against the
+//! reports received and decoded. Refused or merged, never a panic or a
+//! runaway allocation.
 #![no_main]
 
 use std::time::Duration;
@@ -14,13 +15,37 @@ fuzz_target!(|data: &[u8]| {
     let Ok(m) = v1::AgentMessage::decode(data) else {
         return;
     };
-    if let Some(agent_message::Body::Interval(iv)) = m.body {
-        let mut c = loadfleet_controller::stats::Collector::new(
-            vec!["a".into(), "b".into()],
-            Duration::from_secs(1),
-        );
-        let _ = c.apply("fuzz", "region", &iv);
-        let _ = c.apply("fuzz", "region", &iv);
-        c.close_all();
+    let mut c = loadfleet_controller::stats::Collector::new(
+        vec!["a".into(), "b".into()],
+        Duration::from_secs(1),
+    );
+    match m.body {
+        Some(agent_message::Body::Interval(iv)) => {
+            let _ = c.apply("fuzz", "region", &iv);
+            let _ = c.apply("fuzz", "region", &iv);
+            c.close_all();
+        }
+        Some(agent_message::Body::Done(done)) => {
+            if let Some(totals) = &done.totals {
+                // Against no reports, then against one report of the same
+                // histogram (which then may agree).
+                let _ = c.apply_totals("fuzz", totals);
+                let iv = v1::Interval {
+                    steps: vec![v1::StepInterval {
+                        step: 0,
+                        histogram: totals.histogram.clone(),
+                        count: totals.count,
+                        errors: Vec::new(),
+                        uncorrected: totals.uncorrected.clone(),
+                    }],
+                    ..Default::default()
+                };
+                if c.apply("fuzz", "region", &iv).is_ok() {
+                    let _ = c.apply_totals("fuzz", totals);
+                }
+                c.close_all();
+            }
+        }
+        _ => {}
     }
 });
