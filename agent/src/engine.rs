@@ -765,6 +765,8 @@ struct Aggregator {
     serializer: crate::recorder::WireEncoder,
     /// Every step of every interval sent so far, added together.
     sent: StepRecord,
+    /// Open model: the send lateness of every interval sent so far.
+    sent_lateness: Option<Histogram<u64>>,
     /// Where `sent` goes, serialized, once every interval is out.
     totals: Arc<OnceLock<v1::Totals>>,
 }
@@ -787,6 +789,7 @@ impl Aggregator {
     ) -> Aggregator {
         Aggregator {
             sent: StepRecord::new(assign.open.is_some()),
+            sent_lateness: assign.open.is_some().then(crate::recorder::new_histogram),
             totals,
             assign,
             out,
@@ -852,6 +855,10 @@ impl Aggregator {
             .and_then(|()| match &self.sent.uncorrected {
                 Some(h) => self.serializer.encode(h, &mut totals.uncorrected),
                 None => Ok(()),
+            })
+            .and_then(|()| match &self.sent_lateness {
+                Some(h) if !h.is_empty() => self.serializer.encode(h, &mut totals.lateness),
+                _ => Ok(()),
             });
         match encoded {
             Ok(()) => {
@@ -924,9 +931,17 @@ impl Aggregator {
         let mut lateness = Vec::new();
         if let Some(h) = &p.lateness
             && !h.is_empty()
-            && let Err(e) = self.serializer.encode(h, &mut lateness)
         {
-            tracing::error!(error = ?e, "cannot serialize histogram");
+            match self.serializer.encode(h, &mut lateness) {
+                Ok(()) => {
+                    if let Some(sent) = &mut self.sent_lateness
+                        && sent.add(h).is_err()
+                    {
+                        tracing::error!("histogram bounds differ; the run's totals are incomplete");
+                    }
+                }
+                Err(e) => tracing::error!(error = ?e, "cannot serialize histogram"),
+            }
         }
         let interval = v1::Interval {
             run_id: self.assign.run_id.clone(),

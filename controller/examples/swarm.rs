@@ -82,6 +82,7 @@ fn totals(one_second: &Histogram<u64>, seconds: u64) -> v1::Totals {
         histogram,
         count: all.len(),
         uncorrected: Vec::new(),
+        lateness: Vec::new(),
     }
 }
 

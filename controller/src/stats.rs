@@ -46,6 +46,11 @@ pub enum TotalsError {
         actual: u64,
         received: u64,
     },
+    #[error(
+        "its own totals hold {actual} send-lateness samples, its reports here {received}: \
+         its send lateness is not shown"
+    )]
+    LatenessDisagrees { actual: u64, received: u64 },
 }
 
 mod wire;
@@ -167,6 +172,11 @@ pub struct AgentTally {
     /// From the agent's own totals, when they agree with `responses`;
     /// `None` for an agent lost before it sent them (or with no response).
     pub latency: Option<AgentLatency>,
+    /// Open model: send-lateness samples in the reports received.
+    pub lateness_samples: u64,
+    /// Open model: its send lateness, from its totals when they agree with
+    /// `lateness_samples`.
+    pub send_lateness: Option<LatencyMs>,
 }
 
 /// An agent's latency figures, computed from its totals when they arrive
@@ -319,7 +329,6 @@ pub struct Collector {
     pub agent_dropped: BTreeMap<String, u64>,
     /// Open model: send lateness of iterations (actual minus intended), µs.
     pub lateness: Histogram<u64>,
-    pub agent_lateness: BTreeMap<String, Histogram<u64>>,
     /// End of the latest interval, from the run's start.
     pub elapsed: Duration,
     open: BTreeMap<u64, OpenInterval>,
@@ -351,7 +360,6 @@ impl Collector {
             dropped: 0,
             agent_dropped: BTreeMap::new(),
             lateness: new_histogram(),
-            agent_lateness: BTreeMap::new(),
             elapsed: Duration::ZERO,
             open: BTreeMap::new(),
             closed_before: 0,
@@ -456,13 +464,6 @@ impl Collector {
         };
         if let Some(l) = &lateness {
             l.add_to(&mut self.lateness);
-            if !self.agent_lateness.contains_key(agent) {
-                self.agent_lateness
-                    .insert(agent.to_string(), new_histogram());
-            }
-            if let Some(h) = self.agent_lateness.get_mut(agent) {
-                l.add_to(h);
-            }
         }
         self.dropped += iv.dropped;
         if iv.dropped > 0 {
@@ -473,6 +474,7 @@ impl Collector {
             o.started += iv.started;
         }
         if let Some(t) = self.agents.get_mut(agent) {
+            t.lateness_samples += lateness.as_ref().map_or(0, Sparse::count);
             for (_, h, _, errors) in &decoded {
                 t.responses += h.count();
                 t.transport_errors += count_errors(&mut t.errors, errors);
@@ -600,6 +602,18 @@ impl Collector {
         } else {
             Some(self.decoder.decode(u32::MAX, &totals.uncorrected)?)
         };
+        let lateness = if totals.lateness.is_empty() {
+            None
+        } else {
+            Some(self.decoder.decode(u32::MAX, &totals.lateness)?)
+        };
+        let lateness_received = self.agents.get(agent).map_or(0, |a| a.lateness_samples);
+        if lateness.as_ref().map_or(0, Sparse::count) != lateness_received {
+            return Err(TotalsError::LatenessDisagrees {
+                actual: lateness.as_ref().map_or(0, Sparse::count),
+                received: lateness_received,
+            });
+        }
         for actual in std::iter::once(h.count()).chain(u.as_ref().map(Sparse::count)) {
             if actual != totals.count || actual != received {
                 return Err(TotalsError::Disagree {
@@ -623,6 +637,11 @@ impl Collector {
                 LatencyMs::of(&histogram)
             }),
             distribution: distribution(&histogram),
+        });
+        a.send_lateness = lateness.and_then(|l| {
+            let mut histogram = new_histogram();
+            l.add_to(&mut histogram);
+            LatencyMs::of(&histogram)
         });
         Ok(())
     }

@@ -103,6 +103,7 @@ fn merged_percentiles_equal_one_histogram_of_all_samples() {
             histogram: bytes,
             count: per_agent[i].len(),
             uncorrected: Vec::new(),
+            lateness: Vec::new(),
         };
         collector
             .apply_totals(agent, &totals)
@@ -282,6 +283,7 @@ fn totals_that_disagree_with_the_reports_are_not_used() {
                 histogram: bytes,
                 count,
                 uncorrected: Vec::new(),
+                lateness: Vec::new(),
             },
         )
         .unwrap_err();
@@ -297,6 +299,7 @@ fn totals_that_disagree_with_the_reports_are_not_used() {
                 histogram: bytes,
                 count: 3,
                 uncorrected: Vec::new(),
+                lateness: Vec::new(),
             },
         )
         .unwrap_err();
@@ -309,11 +312,32 @@ fn totals_that_disagree_with_the_reports_are_not_used() {
                 histogram: b"HISTFAAA".to_vec(),
                 count: 3,
                 uncorrected: Vec::new(),
+                lateness: Vec::new(),
             },
         )
         .unwrap_err();
     assert!(err.to_string().contains("undecodable"), "{err}");
     assert!(collector.agents["a2"].latency.is_none());
+    // Send lateness too must match what the reports held (here: none).
+    let (bytes, count) = encode(&[3, 4, 5], &mut serializer);
+    let (lateness, _) = encode(&[1], &mut serializer);
+    let err = collector
+        .apply_totals(
+            "a1",
+            &v1::Totals {
+                histogram: bytes,
+                count,
+                uncorrected: Vec::new(),
+                lateness,
+            },
+        )
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("1 send-lateness samples, its reports here 0"),
+        "{err}"
+    );
+    assert!(collector.agents["a1"].latency.is_none());
     // Counts and the region's exact percentiles never depended on them.
     assert_eq!(collector.agents["a1"].requests(), 3);
     assert_eq!(collector.regions["eu"].requests(), 6);

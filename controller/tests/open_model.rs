@@ -41,6 +41,28 @@ async fn fleet_arrivals_follow_the_schedule_at_1000_per_second() {
         "arrivals split by weight"
     );
     assert_eq!(s["agents"]["a2"]["requests"], 1500);
+    // Each agent's own figures come from the totals it sent when done: its
+    // latencies both ways, and its send lateness, whose worst is at most
+    // the fleet's and one of them is the fleet's.
+    let mut worst = Vec::new();
+    for a in ["a1", "a2"] {
+        let agent = &s["agents"][a];
+        assert!(
+            agent["latency_ms"]["p50"].as_f64().unwrap() > 0.0,
+            "{agent}"
+        );
+        assert!(
+            agent["latency_uncorrected_ms"]["p50"].as_f64().unwrap() > 0.0,
+            "{agent}"
+        );
+        worst.push(agent["send_lateness_ms"]["max"].as_f64().unwrap());
+    }
+    let fleet_worst = s["send_lateness_ms"]["max"].as_f64().unwrap();
+    assert_eq!(
+        worst[0].max(worst[1]),
+        fleet_worst,
+        "agents {worst:?}, fleet {fleet_worst}"
+    );
     let per_second: Vec<u64> = s["timeline"]
         .as_array()
         .unwrap()

@@ -319,9 +319,9 @@ impl Summary {
                     dropped_iterations: c.agent_dropped.get(&a.name).copied().unwrap_or(0),
                     load_share: round3(a.load_share),
                     send_lateness_ms: c
-                        .agent_lateness
+                        .agents
                         .get(&a.name)
-                        .and_then(LatencyMs::of)
+                        .and_then(|t| t.send_lateness)
                         .map(round_latency),
                     results,
                 },
