@@ -158,10 +158,10 @@ fn count_errors(into: &mut BTreeMap<String, ErrorAgg>, errors: &[v1::ErrorCount]
 }
 
 /// One agent's results. Its counts are added from its reports as they
-/// arrive; its latency histograms come from the totals the agent sends when
+/// arrive; its latency figures come from the totals the agent sends when
 /// it is done (see [`Collector::apply_totals`]). Adding every report into a
 /// histogram per agent as well made the controller touch 1,000 cold
-/// histograms every second at 1,000 agents, most of its work then.
+/// histograms every second at 1,000 agents.
 #[derive(Debug, Clone, Default)]
 pub struct AgentTally {
     /// Completed responses in the reports received.

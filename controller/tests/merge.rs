@@ -273,19 +273,17 @@ fn totals_that_disagree_with_the_reports_are_not_used() {
         collector.apply(agent, "eu", &iv).unwrap();
     }
     collector.close_all();
+    let totals = |histogram, count, lateness| v1::Totals {
+        histogram,
+        count,
+        uncorrected: Vec::new(),
+        lateness,
+    };
     // a1 claims one response more than its reports held (say a report was
     // lost on the way): 4 against 3.
     let (bytes, count) = encode(&[3, 4, 5, 6], &mut serializer);
     let err = collector
-        .apply_totals(
-            "a1",
-            &v1::Totals {
-                histogram: bytes,
-                count,
-                uncorrected: Vec::new(),
-                lateness: Vec::new(),
-            },
-        )
+        .apply_totals("a1", &totals(bytes, count, Vec::new()))
         .unwrap_err();
     assert!(err.to_string().contains("count 4 responses"), "{err}");
     assert!(err.to_string().contains("its reports here 3"), "{err}");
@@ -293,28 +291,12 @@ fn totals_that_disagree_with_the_reports_are_not_used() {
     // a2's totals say 3 but hold 2.
     let (bytes, _) = encode(&[30, 40], &mut serializer);
     let err = collector
-        .apply_totals(
-            "a2",
-            &v1::Totals {
-                histogram: bytes,
-                count: 3,
-                uncorrected: Vec::new(),
-                lateness: Vec::new(),
-            },
-        )
+        .apply_totals("a2", &totals(bytes, 3, Vec::new()))
         .unwrap_err();
     assert!(err.to_string().contains("(2 in the histogram)"), "{err}");
     // Garbage is refused like a bad report.
     let err = collector
-        .apply_totals(
-            "a2",
-            &v1::Totals {
-                histogram: b"HISTFAAA".to_vec(),
-                count: 3,
-                uncorrected: Vec::new(),
-                lateness: Vec::new(),
-            },
-        )
+        .apply_totals("a2", &totals(b"HISTFAAA".to_vec(), 3, Vec::new()))
         .unwrap_err();
     assert!(err.to_string().contains("undecodable"), "{err}");
     assert!(collector.agents["a2"].latency.is_none());
@@ -322,15 +304,7 @@ fn totals_that_disagree_with_the_reports_are_not_used() {
     let (bytes, count) = encode(&[3, 4, 5], &mut serializer);
     let (lateness, _) = encode(&[1], &mut serializer);
     let err = collector
-        .apply_totals(
-            "a1",
-            &v1::Totals {
-                histogram: bytes,
-                count,
-                uncorrected: Vec::new(),
-                lateness,
-            },
-        )
+        .apply_totals("a1", &totals(bytes, count, lateness))
         .unwrap_err();
     assert!(
         err.to_string()
