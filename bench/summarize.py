@@ -1,6 +1,7 @@
 """Markdown tables from bench/peers.sh's raw measurements.
 
 Input rows (tab-separated): tool, scenario, round, requests, seconds, cpu_s, rss_kb.
+Send lateness rows (loadfleet's fixed-rate runs): tool, p50_ms, p99_ms.
 Every figure is the median over rounds, with min and max when there were several.
 """
 
@@ -8,7 +9,11 @@ import statistics
 import sys
 from collections import defaultdict
 
-results, sizes, idle_rss = sys.argv[1], sys.argv[2], sys.argv[3]
+results, sizes, idle_rss, lateness_file = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+lateness = defaultdict(list)
+for line in open(lateness_file):
+    tool, p50, p99 = line.rstrip("\n").split("\t")
+    lateness[tool].append((float(p50), float(p99)))
 runs = defaultdict(list)
 for line in open(results):
     tool, scenario, _round, requests, seconds, cpu, rss = line.rstrip("\n").split("\t")
@@ -57,21 +62,46 @@ for t in tools:
         f"{spread([mib(r['rss']) for r in rs], '{:.1f}')} |"
     )
 
-rate_tools = [t for t in tools if (t, "rate5000") in runs]
+
+
+def label(tool):
+    """A frugal variant is its tool run with `--frugal-timing`."""
+    if tool.endswith("-frugal"):
+        return f"{tool[: -len('-frugal')]} `--frugal-timing`"
+    return tool
+
+
+rate_tools = []
+for t in tools:
+    rate_tools += [v for v in (t, f"{t}-frugal") if (v, "rate5000") in runs]
 if rate_tools:
     print()
     print("## Fixed rate, 5,000 requests per second, 50 connections")
     print()
-    print("Only tools that can hold a rate (wrk and h2load cannot).")
+    print(
+        "Only tools that can hold a rate (wrk and h2load cannot). Send lateness "
+        "(how late each request left after its scheduled instant) is what loadfleet "
+        "reports of itself; the peers do not report theirs. loadfleet's default "
+        "timing polls for the last 2 ms before each arrival so that arrivals leave "
+        "on time, which at 5,000/s on one core is all the time between them; "
+        "`--frugal-timing` sleeps on the millisecond timer instead."
+    )
     print()
-    print("| tool | achieved req/s | generator CPU µs per request | peak RSS MiB |")
-    print("|---|---|---|---|")
+    print("| tool | achieved req/s | generator CPU µs per request | peak RSS MiB | send lateness p50 ms | p99 ms |")
+    print("|---|---|---|---|---|---|")
     for t in rate_tools:
         rs = runs[(t, "rate5000")]
+        late = lateness.get(t)
+        if late:
+            late_cells = (
+                f"{spread([p for p, _ in late], '{:.3f}')} | {spread([p for _, p in late], '{:.3f}')}"
+            )
+        else:
+            late_cells = "not reported | not reported"
         print(
-            f"| {t} | {spread([rps(r) for r in rs], '{:,.0f}')} | "
+            f"| {label(t)} | {spread([rps(r) for r in rs], '{:,.0f}')} | "
             f"{spread([us_per_request(r) for r in rs], '{:.1f}')} | "
-            f"{spread([mib(r['rss']) for r in rs], '{:.1f}')} |"
+            f"{spread([mib(r['rss']) for r in rs], '{:.1f}')} | {late_cells} |"
         )
 
 print()

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use loadfleet_agent::engine::Timing;
 use tokio_util::sync::CancellationToken;
 
 use crate::duration::parse_duration;
@@ -95,6 +96,12 @@ pub struct FleetArgs {
     /// Worker threads of each local agent (default: the number of CPUs).
     #[arg(long)]
     pub workers: Option<usize>,
+    /// Open model, local agents: wait for arrivals on the millisecond timer
+    /// only (up to ~2 ms late, reported as send lateness) instead of polling
+    /// the last 2 ms before each arrival, as `loadfleet-agent
+    /// --frugal-timing` does.
+    #[arg(long)]
+    pub frugal_timing: bool,
     /// No live progress line.
     #[arg(long, short)]
     pub quiet: bool,
@@ -177,6 +184,11 @@ impl FleetArgs {
                     },
                     region: "local".into(),
                     workers,
+                    timing: if self.frugal_timing {
+                        Timing::Frugal
+                    } else {
+                        Timing::Precise
+                    },
                 })
                 .collect(),
             wait_for_agents: self.wait_agents,
@@ -710,6 +722,7 @@ async fn demo(
                 name: format!("agent-{r}"),
                 region: format!("region-{r}"),
                 workers: 1,
+                timing: Timing::Precise,
             })
             .collect(),
         wait_for_agents: Duration::from_secs(10),

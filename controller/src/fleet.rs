@@ -30,6 +30,8 @@ pub struct LocalAgent {
     pub name: String,
     pub region: String,
     pub workers: usize,
+    /// How the open model waits for each arrival's instant.
+    pub timing: loadfleet_agent::engine::Timing,
 }
 
 /// How to run a plan.
@@ -404,7 +406,7 @@ pub async fn execute(mut opts: RunOptions) -> Result<RunResult, FleetError> {
             workers: la.workers,
             once: true,
             max_backoff: Duration::from_millis(500),
-            timing: loadfleet_agent::engine::Timing::Precise,
+            timing: la.timing,
             token: opts.token.clone(),
             tls: None,
             policy: Default::default(),
