@@ -412,7 +412,9 @@ async fn run_user(shared: Rc<Shared>, slot: UserSlot) {
             if stop_at.is_some_and(|t| tokio::time::Instant::now() >= t) {
                 break;
             }
-            let it = run_iteration(
+            // Pinned where it is made: awaiting it by value would copy the
+            // whole iteration future (about 2 KB) once per iteration.
+            let it = std::pin::pin!(run_iteration(
                 &shared,
                 &mut client,
                 &mut user,
@@ -420,7 +422,7 @@ async fn run_user(shared: Rc<Shared>, slot: UserSlot) {
                 (slot.index, iteration),
                 None,
                 deadline,
-            );
+            ));
             let go_on = match stop_at {
                 // ...or abandons its iteration `graceful_stop` after the stop.
                 Some(t) => tokio::select! {
@@ -733,7 +735,8 @@ async fn open_user(shared: Rc<Shared>, queue: Rc<OpenQueue>, seed: u64) {
         // Each arrival is a new visitor: no cookies or variables carried over.
         client.cookies.clear();
         user.forget();
-        let go_on = run_iteration(
+        // Pinned where it is made, as in the closed model.
+        let go_on = std::pin::pin!(run_iteration(
             &shared,
             &mut client,
             &mut user,
@@ -741,7 +744,7 @@ async fn open_user(shared: Rc<Shared>, queue: Rc<OpenQueue>, seed: u64) {
             (arrival, 0),
             Some(intended),
             None,
-        )
+        ))
         .await;
         shared.active.set(shared.active.get() - 1);
         if !go_on {
