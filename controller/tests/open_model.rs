@@ -5,24 +5,26 @@ mod support;
 
 use std::time::Duration;
 
-use loadfleet_testbed::Config;
+use loadfleet_testbed::{Config, Testbed};
 use support::*;
 
-fn open_plan(base: &str, load: &str) -> String {
-    plan_toml(base, load, &[("home", "/")])
+/// Writes `DIR/p.toml`: one step, `GET /` on `bed`, with `load` as `[load]`.
+fn open_plan(dir: &std::path::Path, bed: &Testbed, load: &str) -> std::path::PathBuf {
+    write_plan(
+        dir,
+        "p.toml",
+        &plan_toml(&bed.base_url(), load, &[("home", "/")]),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fleet_arrivals_follow_the_schedule_at_1000_per_second() {
     let bed = testbed(Config::default()).await;
     let dir = tempfile::tempdir().unwrap();
-    let plan = write_plan(
+    let plan = open_plan(
         dir.path(),
-        "p.toml",
-        &open_plan(
-            &bed.base_url(),
-            "rate = 1000\nduration = \"3s\"\nmax_users = 50",
-        ),
+        &bed,
+        "rate = 1000\nduration = \"3s\"\nmax_users = 50",
     );
     let out = dir.path().join("run");
     let (ctl, url) = fleet_controller(&plan, &out, 2);
@@ -89,13 +91,10 @@ async fn a_one_second_stall_shows_in_corrected_p99_and_not_in_uncorrected() {
     })
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let plan = write_plan(
+    let plan = open_plan(
         dir.path(),
-        "p.toml",
-        &open_plan(
-            &bed.base_url(),
-            "rate = 200\nduration = \"5s\"\nmax_users = 2",
-        ),
+        &bed,
+        "rate = 200\nduration = \"5s\"\nmax_users = 2",
     );
     let out = dir.path().join("run");
     let exit = run_plan(&plan, &out).await;
@@ -131,13 +130,10 @@ async fn too_few_users_drop_iterations_and_say_so() {
     })
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let plan = write_plan(
+    let plan = open_plan(
         dir.path(),
-        "p.toml",
-        &open_plan(
-            &bed.base_url(),
-            "rate = 100\nduration = \"2s\"\nmax_users = 2\nmax_wait = \"0s\"",
-        ),
+        &bed,
+        "rate = 100\nduration = \"2s\"\nmax_users = 2\nmax_wait = \"0s\"",
     );
     let out = dir.path().join("run");
     let exit = run_plan(&plan, &out).await;
@@ -181,13 +177,10 @@ fn lateness_p50(s: &serde_json::Value, agent: Option<&str>) -> f64 {
 async fn frugal_timing_leaves_on_the_millisecond_tick_and_precise_on_the_instant() {
     let bed = testbed(Config::default()).await;
     let dir = tempfile::tempdir().unwrap();
-    let plan = write_plan(
+    let plan = open_plan(
         dir.path(),
-        "p.toml",
-        &open_plan(
-            &bed.base_url(),
-            "rate = 500\nduration = \"2s\"\nmax_users = 20",
-        ),
+        &bed,
+        "rate = 500\nduration = \"2s\"\nmax_users = 20",
     );
     let out = dir.path().join("run");
     let (ctl, url) = fleet_controller(&plan, &out, 2);
@@ -202,12 +195,15 @@ async fn frugal_timing_leaves_on_the_millisecond_tick_and_precise_on_the_instant
     let precise = lateness_p50(&s, Some("precise"));
     let frugal = lateness_p50(&s, Some("frugal"));
     eprintln!("send lateness p50: precise {precise} ms, frugal {frugal} ms");
+    // Measured here: precise 0.14-0.28 ms (a debug build, sharing two cores
+    // with the other tests), frugal 0.85-1.54 ms. tokio rounds a sleep up to
+    // its next millisecond tick, and the reactor's wait up again, so frugal
+    // arrivals leave about 1 ms late at the median; 0.5 ms is above
+    // anything precise timing showed.
     assert!(
-        frugal >= 0.2,
+        frugal >= 0.5,
         "the millisecond timer rounds each wait up to its next tick: p50 {frugal} ms"
     );
-    // Measured here: precise 0.14-0.28 ms (a debug build, sharing two cores
-    // with the other tests), frugal 0.85-1.31 ms.
     assert!(
         precise < frugal * 0.6,
         "precise p50 {precise} ms, frugal p50 {frugal} ms"
@@ -219,13 +215,10 @@ async fn frugal_timing_leaves_on_the_millisecond_tick_and_precise_on_the_instant
 async fn the_embedded_agent_takes_frugal_timing_too() {
     let bed = testbed(Config::default()).await;
     let dir = tempfile::tempdir().unwrap();
-    let plan = write_plan(
+    let plan = open_plan(
         dir.path(),
-        "p.toml",
-        &open_plan(
-            &bed.base_url(),
-            "rate = 500\nduration = \"2s\"\nmax_users = 20",
-        ),
+        &bed,
+        "rate = 500\nduration = \"2s\"\nmax_users = 20",
     );
     let out = dir.path().join("run");
     let args = [
@@ -242,5 +235,8 @@ async fn the_embedded_agent_takes_frugal_timing_too() {
     assert_eq!(s["total"]["requests"], 1000);
     let p50 = lateness_p50(&s, None);
     eprintln!("send lateness p50: {p50} ms");
-    assert!(p50 >= 0.2, "millisecond ticks: p50 {p50} ms");
+    assert!(
+        p50 >= 0.5,
+        "millisecond ticks (precise timing stays under 0.3 ms): p50 {p50} ms"
+    );
 }
