@@ -8,11 +8,40 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::cli::{
-    CapacityArgs, EXIT_ERRORS, EXIT_FLEET, EXIT_OK, EXIT_USAGE, RunSettings, run_and_report,
-};
 use crate::plan::{self, LoadModel, Plan, RateStage, RunBound};
+use crate::runner::{RunSettings, run_and_report};
 use crate::thresholds::{Thresholds, parse_rule};
+
+/// What the operator asked of a search (the command line's options).
+#[derive(Debug, Clone)]
+pub struct SearchSpec {
+    /// Service-level objectives, e.g. "p95 < 2s" or "errors < 1%".
+    pub slos: Vec<String>,
+    /// How long each step holds its load.
+    pub step_duration: Duration,
+    /// Most steps (runs) the search may take.
+    pub max_steps: u32,
+    /// Highest load to try; default 1,024 times the plan's.
+    pub max_load: Option<f64>,
+}
+
+/// Why a search kept nothing, or not everything.
+#[derive(Debug, thiserror::Error)]
+pub enum CapacityError {
+    /// Nothing was sent.
+    #[error("cannot create {}: {source}", dir.display())]
+    CreateDir {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    /// A step could not run (the fleet failed); the search stopped there.
+    #[error("step {step} could not run; the search stopped")]
+    StepNotRun { step: String },
+    /// The steps ran (each has its run directory) but the capacity report
+    /// could not be written.
+    #[error("cannot write the capacity report: {error}")]
+    Write { report: Box<Report>, error: String },
+}
 
 /// A configured search.
 #[derive(Debug, Clone)]
@@ -52,11 +81,14 @@ pub struct Report {
     /// The lowest load that broke an SLO; `null` if none did.
     pub first_failure: Option<f64>,
     pub steps: Vec<StepRow>,
+    /// The capacity directory.
+    #[serde(skip)]
+    pub dir: PathBuf,
 }
 
 impl Search {
     /// Checks the arguments against the plan; nothing is sent yet.
-    pub fn new(plan: &Plan, args: &CapacityArgs) -> Result<Search, String> {
+    pub fn new(plan: &Plan, args: &SearchSpec) -> Result<Search, String> {
         if plan.sweep.is_some() {
             return Err(
                 "capacity search takes a plan with one `users` or `rate`, not a list".into(),
@@ -163,17 +195,22 @@ impl Search {
         (next >= if self.users { 1.0 } else { 0.01 } && !tried(next)).then_some(next)
     }
 
-    /// Runs the search; exit 0 when some load met every SLO, 1 when none did.
-    pub async fn run(&self, settings: &RunSettings, plan: &Plan, out: Option<PathBuf>) -> u8 {
+    /// Runs the search and writes `capacity.json` and `capacity.txt` into
+    /// its directory (default: `runs/<stamp>-<plan>-capacity/`).
+    pub async fn run(
+        &self,
+        settings: &RunSettings,
+        plan: &Plan,
+        out: Option<PathBuf>,
+    ) -> Result<Report, CapacityError> {
         let dir = out.unwrap_or_else(|| {
             let mut d =
                 plan::default_out_dir(plan, time::OffsetDateTime::now_utc()).into_os_string();
             d.push("-capacity");
             PathBuf::from(d)
         });
-        if let Err(e) = std::fs::create_dir_all(&dir) {
-            eprintln!("error: cannot create {}: {e}", dir.display());
-            return EXIT_USAGE;
+        if let Err(source) = std::fs::create_dir_all(&dir) {
+            return Err(CapacityError::CreateDir { dir, source });
         }
         let param = self.parameter();
         let mut report = Report {
@@ -183,6 +220,7 @@ impl Search {
             capacity: None,
             first_failure: None,
             steps: Vec::new(),
+            dir,
         };
         let mut load = self.start;
         for n in 1..=self.max_steps {
@@ -194,13 +232,15 @@ impl Search {
                 "capacity {}: step {n} of at most {}: {param} = {load}",
                 plan.name, self.max_steps
             );
-            let (_, summary) = run_and_report(
+            let outcome = run_and_report(
                 settings.options(self.step_plan(plan, load)),
-                Some(dir.join(&name)),
+                Some(report.dir.join(&name)),
                 None,
             )
             .await;
-            let Some(s) = summary else { return EXIT_FLEET };
+            let Some(s) = outcome.summary() else {
+                return Err(CapacityError::StepNotRun { step: name });
+            };
             let passed = s.thresholds_passed == Some(true);
             let lat = s.total.latency_ms;
             report.steps.push(StepRow {
@@ -238,20 +278,15 @@ impl Search {
                 None => break,
             }
         }
-        let text = render(&report);
-        println!("{text}");
         let json = serde_json::to_string_pretty(&report).unwrap_or_default();
-        if let Err(e) = std::fs::write(dir.join("capacity.json"), json + "\n")
-            .and_then(|()| std::fs::write(dir.join("capacity.txt"), text + "\n"))
-        {
-            eprintln!("error: cannot write the capacity report: {e}");
-            return EXIT_FLEET;
-        }
-        println!("capacity directory: {}", dir.display());
-        if report.capacity.is_some() {
-            EXIT_OK
-        } else {
-            EXIT_ERRORS
+        match std::fs::write(report.dir.join("capacity.json"), json + "\n").and_then(|()| {
+            std::fs::write(report.dir.join("capacity.txt"), render(&report) + "\n")
+        }) {
+            Ok(()) => Ok(report),
+            Err(e) => Err(CapacityError::Write {
+                report: Box::new(report),
+                error: e.to_string(),
+            }),
         }
     }
 }

@@ -8,16 +8,18 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::cli::{EXIT_ERRORS, EXIT_OK, RunSettings, run_and_report};
-use crate::output::Summary;
+use crate::exit::Exit;
 use crate::plan::{self, LoadModel, Plan, Sweep};
+use crate::runner::{RunOutcome, RunSettings, run_and_report};
 
 /// One run of a series.
 #[derive(Debug, Clone, Serialize)]
 pub struct SeriesRow {
     pub value: f64,
     pub run: String,
-    pub exit_code: u8,
+    /// How this run alone would have exited (`exit_code` in `series.json`).
+    #[serde(rename = "exit_code")]
+    pub exit: Exit,
     pub requests: u64,
     pub rps: f64,
     pub errors: u64,
@@ -36,6 +38,27 @@ pub struct Series {
     /// `users` or `rate`.
     pub parameter: &'static str,
     pub runs: Vec<SeriesRow>,
+    /// Stopped (Ctrl-C) before every value ran.
+    #[serde(skip)]
+    pub interrupted: bool,
+    /// The series directory.
+    #[serde(skip)]
+    pub dir: PathBuf,
+}
+
+/// Why a sweep kept nothing, or not everything.
+#[derive(Debug, thiserror::Error)]
+pub enum SeriesError {
+    /// Nothing was sent.
+    #[error("cannot create series directory {}: {source}", dir.display())]
+    CreateDir {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    /// The runs happened (each has its own run directory) but the series
+    /// table or page could not be written.
+    #[error("cannot write the series table: {error}")]
+    Write { series: Box<Series>, error: String },
 }
 
 fn parameter(plan: &Plan) -> &'static str {
@@ -45,25 +68,22 @@ fn parameter(plan: &Plan) -> &'static str {
     }
 }
 
-/// Runs the sweep; returns the worst exit code of its runs.
+/// Runs the sweep and writes `series.json`, `series.txt` and `series.html`
+/// into its directory (default: `runs/<stamp>-<plan>-series/`).
 pub async fn run_series(
     settings: &RunSettings,
     plan: &Plan,
     sweep: &Sweep,
     out: Option<PathBuf>,
     plan_file: &Path,
-) -> u8 {
+) -> Result<Series, SeriesError> {
     let dir = out.unwrap_or_else(|| {
         let mut d = plan::default_out_dir(plan, time::OffsetDateTime::now_utc()).into_os_string();
         d.push("-series");
         PathBuf::from(d)
     });
-    if let Err(e) = std::fs::create_dir_all(&dir) {
-        eprintln!(
-            "error: cannot create series directory {}: {e}",
-            dir.display()
-        );
-        return crate::cli::EXIT_USAGE;
+    if let Err(source) = std::fs::create_dir_all(&dir) {
+        return Err(SeriesError::CreateDir { dir, source });
     }
     let _ = std::fs::copy(plan_file, dir.join("plan.toml"));
     let param = parameter(plan);
@@ -71,8 +91,9 @@ pub async fn run_series(
         name: plan.name.clone(),
         parameter: param,
         runs: Vec::new(),
+        interrupted: false,
+        dir,
     };
-    let mut worst = EXIT_OK;
     for (i, &value) in sweep.values.iter().enumerate() {
         if settings.interrupt.is_cancelled() {
             eprintln!(
@@ -80,7 +101,7 @@ pub async fn run_series(
                 i,
                 sweep.values.len()
             );
-            worst = worst.max(EXIT_ERRORS);
+            series.interrupted = true;
             break;
         }
         if i > 0 && !sweep.cooldown.is_zero() {
@@ -97,46 +118,43 @@ pub async fn run_series(
             i + 1,
             sweep.values.len()
         );
-        let (code, summary) = run_and_report(
+        let outcome = run_and_report(
             settings.options(plan.at(value)),
-            Some(dir.join(&name)),
+            Some(series.dir.join(&name)),
             None,
         )
         .await;
-        worst = worst.max(code);
-        series.runs.push(row(value, name, code, summary.as_ref()));
-        if summary.is_none() {
+        series.runs.push(row(value, name, &outcome));
+        if outcome.summary().is_none() {
             // The fleet failed; later values would fail the same way.
             break;
         }
     }
-    let table = render(&series);
-    println!("{table}");
-    let json = serde_json::to_string_pretty(&series).unwrap_or_default();
-    let html = match html(&series) {
-        Ok(h) => h,
-        Err(e) => {
-            eprintln!("error: cannot render the series report: {e}");
-            return crate::cli::EXIT_FLEET;
-        }
-    };
-    if let Err(e) = std::fs::write(dir.join("series.json"), json + "\n")
-        .and_then(|()| std::fs::write(dir.join("series.txt"), table + "\n"))
-        .and_then(|()| std::fs::write(dir.join("series.html"), html))
-    {
-        eprintln!("error: cannot write the series table: {e}");
-        return crate::cli::EXIT_FLEET;
+    let written = html(&series)
+        .map_err(|e| format!("cannot render the series report: {e}"))
+        .and_then(|page| {
+            let json = serde_json::to_string_pretty(&series).unwrap_or_default();
+            std::fs::write(series.dir.join("series.json"), json + "\n")
+                .and_then(|()| std::fs::write(series.dir.join("series.txt"), render(&series) + "\n"))
+                .and_then(|()| std::fs::write(series.dir.join("series.html"), page))
+                .map_err(|e| e.to_string())
+        });
+    match written {
+        Ok(()) => Ok(series),
+        Err(error) => Err(SeriesError::Write {
+            series: Box::new(series),
+            error,
+        }),
     }
-    println!("series directory: {}", dir.display());
-    worst
 }
 
-fn row(value: f64, run: String, exit_code: u8, s: Option<&Summary>) -> SeriesRow {
+fn row(value: f64, run: String, outcome: &RunOutcome) -> SeriesRow {
+    let s = outcome.summary();
     let lat = s.and_then(|s| s.total.latency_ms);
     SeriesRow {
         value,
         run,
-        exit_code,
+        exit: Exit::of_run(outcome),
         requests: s.map_or(0, |s| s.total.requests),
         rps: s.map_or(0.0, |s| s.total.rps),
         errors: s.map_or(0, |s| s.total.errors),
@@ -177,7 +195,7 @@ pub fn render(s: &Series) -> String {
             r.requests.to_string(),
             r.errors.to_string(),
             r.dropped_iterations.to_string(),
-            r.exit_code.to_string(),
+            r.exit.code().to_string(),
         ]);
     }
     let mut out = String::new();

@@ -4,7 +4,8 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use loadfleet_controller::cli::{Cli, EXIT_FLEET, main_with};
+use loadfleet_controller::cli::{Cli, main_with};
+use loadfleet_controller::exit::Exit;
 use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
@@ -24,7 +25,7 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start runtime: {e}");
-            return ExitCode::from(EXIT_FLEET);
+            return Exit::Fleet.into();
         }
     };
     rt.block_on(async {

@@ -5,7 +5,7 @@
 use askama::Template;
 
 use super::svg::{Series, line_chart, percentile_chart};
-use super::{Entry, Summary};
+use crate::summary::{Entry, Summary};
 
 struct Row<'a> {
     name: &'a str,
@@ -193,7 +193,7 @@ fn latency_over_time(
 }
 
 /// Region, users, how it ended, start skew and dropped iterations of an agent.
-fn agent_note(a: &super::AgentEntry) -> String {
+fn agent_note(a: &crate::summary::AgentEntry) -> String {
     let mut note = format!(
         "{} · {} users · {}",
         a.region,
@@ -355,7 +355,7 @@ pub fn render(s: &Summary) -> Result<String, askama::Error> {
         plan_vs_achieved,
         planned_unit,
         region_users_chart,
-        latency_note: super::latency_note(s),
+        latency_note: crate::summary::latency_note(s),
     }
     .render()
 }

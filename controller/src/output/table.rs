@@ -3,7 +3,7 @@
 use comfy_table::presets::UTF8_FULL_CONDENSED;
 use comfy_table::{CellAlignment, Table};
 
-use super::{Entry, Summary};
+use crate::summary::{Entry, Summary};
 
 const HEADER: [&str; 11] = [
     "", "requests", "errors", "req/s", "mean", "p50", "p90", "p95", "p99", "p99.9", "max",
@@ -55,7 +55,7 @@ pub fn render(s: &Summary) -> String {
             .ok()
             .and_then(|v| v.as_str().map(String::from))
             .unwrap_or_default(),
-        super::latency_note(s),
+        crate::summary::latency_note(s),
         s.load.description,
     ));
     if s.dropped_iterations > 0 {

@@ -1,0 +1,410 @@
+//! `summary.json`: its types, its schema name, and reading it back. Every
+//! output (table, report, comparison, series) is made from a [`Summary`].
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::fleet::{AgentEnd, RunResult, RunStatus};
+use crate::plan::{LoadModel, RunBound};
+use crate::stats::{AgentTally, ErrorAgg, IntervalPoint, LatencyMs, Tally, distribution};
+
+/// Identifies the layout of `summary.json`.
+pub const SUMMARY_SCHEMA: &str = "loadfleet.summary/1";
+
+/// Results of one slice of the run.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct Entry {
+    pub requests: u64,
+    pub errors: u64,
+    pub rps: f64,
+    pub errors_by_kind: BTreeMap<String, u64>,
+    /// `null` when no response completed. In the open model, measured from
+    /// each request's intended send time (see `latency` in the summary).
+    pub latency_ms: Option<LatencyMs>,
+    /// Open model only: the same responses measured from the actual send.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_uncorrected_ms: Option<LatencyMs>,
+    /// The percentile distribution, as HdrHistogram iterates it (5 ticks per
+    /// half distance to 100%): `[percentile, latency ms]` pairs, for charts
+    /// on a 1/(1-p) axis and for comparing runs.
+    #[serde(default)]
+    pub distribution: Vec<(f64, f64)>,
+}
+
+impl Entry {
+    fn of(t: &Tally, duration_s: f64) -> Entry {
+        Entry {
+            requests: t.requests(),
+            errors: t.error_count(),
+            rps: round3(t.requests() as f64 / duration_s.max(0.001)),
+            errors_by_kind: t.errors.iter().map(|(k, v)| (k.clone(), v.count)).collect(),
+            latency_ms: t.latency().map(round_latency),
+            latency_uncorrected_ms: t
+                .uncorrected
+                .as_ref()
+                .and_then(LatencyMs::of)
+                .map(round_latency),
+            distribution: distribution(&t.histogram),
+        }
+    }
+
+    fn of_agent(a: &AgentTally, duration_s: f64) -> Entry {
+        Entry {
+            requests: a.requests(),
+            errors: a.error_count(),
+            rps: round3(a.requests() as f64 / duration_s.max(0.001)),
+            errors_by_kind: a.errors.iter().map(|(k, v)| (k.clone(), v.count)).collect(),
+            latency_ms: a.latency.as_ref().map(|l| round_latency(l.latency)),
+            latency_uncorrected_ms: a
+                .latency
+                .as_ref()
+                .and_then(|l| l.uncorrected)
+                .map(round_latency),
+            distribution: a
+                .latency
+                .as_ref()
+                .map(|l| l.distribution.clone())
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// One agent's results and how its part ended.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct AgentEntry {
+    pub region: String,
+    /// Where the agent connected from, as the controller saw it.
+    pub address: String,
+    pub users: usize,
+    pub end: AgentEnd,
+    pub ended_at_s: Option<f64>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub note: String,
+    /// Shortest round trip of the clock-sync pings.
+    pub clock_rtt_ms: Option<f64>,
+    /// How late this agent began its schedule after the common start instant,
+    /// as translated to its own clock. The translation itself is exact on a
+    /// symmetric link and off by at most half of `clock_rtt_ms` otherwise.
+    pub start_skew_ms: Option<f64>,
+    pub dropped_iterations: u64,
+    /// The agent's planned share of the load (of the arrivals in the open
+    /// model, of the users in the closed one), 0 to 1.
+    #[serde(default)]
+    pub load_share: f64,
+    /// Open model: this agent's send lateness.
+    pub send_lateness_ms: Option<LatencyMs>,
+    #[serde(flatten)]
+    pub results: Entry,
+}
+
+/// The load model as run.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct LoadSummary {
+    /// `closed` or `open`.
+    pub model: String,
+    pub description: String,
+    /// Closed model: users, ramp-up, and iterations or duration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub users: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ramp_up_s: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iterations: Option<u64>,
+    pub duration_s: Option<f64>,
+    /// Closed model in stages: users, ramping linearly within each stage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_stages: Option<Vec<UserStageSummary>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub graceful_stop_s: Option<f64>,
+    /// Open model: arrivals per second, ramping linearly within each stage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_stages: Option<Vec<RateStageSummary>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_users: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_wait_s: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct UserStageSummary {
+    pub from: u64,
+    pub to: u64,
+    pub duration_s: f64,
+}
+
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct RateStageSummary {
+    pub from: f64,
+    pub to: f64,
+    pub duration_s: f64,
+}
+
+impl LoadSummary {
+    fn of(load: &LoadModel) -> LoadSummary {
+        let mut s = LoadSummary {
+            model: "closed".into(),
+            description: load.describe(),
+            users: None,
+            ramp_up_s: None,
+            iterations: None,
+            duration_s: None,
+            user_stages: None,
+            graceful_stop_s: None,
+            rate_stages: None,
+            max_users: None,
+            max_wait_s: None,
+        };
+        match load {
+            LoadModel::Closed {
+                users,
+                ramp_up,
+                bound,
+            } => {
+                s.users = Some(*users);
+                s.ramp_up_s = Some(ramp_up.as_secs_f64());
+                match bound {
+                    RunBound::Iterations(n) => s.iterations = Some(*n),
+                    RunBound::Duration(d) => s.duration_s = Some(d.as_secs_f64()),
+                }
+            }
+            LoadModel::Staged {
+                stages,
+                graceful_stop,
+            } => {
+                s.duration_s = Some(stages.iter().map(|x| x.1.as_secs_f64()).sum());
+                let mut level = 0;
+                s.user_stages = Some(
+                    stages
+                        .iter()
+                        .map(|&(u, d)| {
+                            let st = UserStageSummary {
+                                from: level,
+                                to: u,
+                                duration_s: d.as_secs_f64(),
+                            };
+                            level = u;
+                            st
+                        })
+                        .collect(),
+                );
+                s.graceful_stop_s = Some(graceful_stop.as_secs_f64());
+            }
+            LoadModel::Open {
+                stages,
+                max_users,
+                max_wait,
+            } => {
+                s.model = "open".into();
+                s.duration_s = Some(stages.iter().map(|x| x.duration.as_secs_f64()).sum());
+                s.rate_stages = Some(
+                    stages
+                        .iter()
+                        .map(|x| RateStageSummary {
+                            from: x.from,
+                            to: x.to,
+                            duration_s: x.duration.as_secs_f64(),
+                        })
+                        .collect(),
+                );
+                s.max_users = Some(*max_users);
+                s.max_wait_s = Some(max_wait.as_secs_f64());
+            }
+        }
+        s
+    }
+}
+
+/// How latency was measured.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct LatencyInfo {
+    pub unit: String,
+    pub measured_from: String,
+    pub coordinated_omission_corrected: bool,
+}
+
+/// Everything `summary.json` holds.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct Summary {
+    pub schema: String,
+    pub name: String,
+    pub run_id: String,
+    pub status: RunStatus,
+    pub started_at: String,
+    pub duration_s: f64,
+    pub target: String,
+    pub load: LoadSummary,
+    pub latency: LatencyInfo,
+    /// Open model: arrivals dropped because no user was free in time.
+    pub dropped_iterations: u64,
+    /// Open model: how late iterations' first requests went out after their
+    /// intended instant (the generator's own accuracy); `null` in the closed model.
+    pub send_lateness_ms: Option<LatencyMs>,
+    /// Every threshold rule with what was observed; empty without `[thresholds]`.
+    pub thresholds: Vec<crate::thresholds::Outcome>,
+    /// `null` without thresholds.
+    pub thresholds_passed: Option<bool>,
+    /// The rule that stopped the run early, with `abort_on_fail`.
+    pub aborted_by: Option<String>,
+    pub total: Entry,
+    pub requests: BTreeMap<String, Entry>,
+    pub regions: BTreeMap<String, Entry>,
+    pub agents: BTreeMap<String, AgentEntry>,
+    pub errors: BTreeMap<String, ErrorAgg>,
+    pub timeline: Vec<IntervalPoint>,
+    pub late_reports: u64,
+    pub dropped_reports: u64,
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+fn round_latency(l: LatencyMs) -> LatencyMs {
+    LatencyMs {
+        min: round3(l.min),
+        mean: round3(l.mean),
+        p50: round3(l.p50),
+        p90: round3(l.p90),
+        p95: round3(l.p95),
+        p99: round3(l.p99),
+        p99_9: round3(l.p99_9),
+        max: round3(l.max),
+    }
+}
+
+impl Summary {
+    /// Summarizes a finished run.
+    pub fn of(r: &RunResult) -> Summary {
+        let c = &r.collector;
+        let open = matches!(r.plan.load, LoadModel::Open { .. });
+        let d = r.duration.as_secs_f64();
+        let mut agents = BTreeMap::new();
+        for a in &r.agents {
+            let results = c
+                .agents
+                .get(&a.name)
+                .map(|t| Entry::of_agent(t, d))
+                .unwrap_or_else(|| Entry::of_agent(&AgentTally::default(), d));
+            let mut note = a.note.clone();
+            if a.end != AgentEnd::Finished && results.latency_ms.is_none() && results.requests > 0 {
+                if !note.is_empty() {
+                    note.push_str("; ");
+                }
+                note.push_str(
+                    "its own latency percentiles are unknown: its totals never arrived \
+                     (its reports count in its region and the fleet's figures)",
+                );
+            }
+            agents.insert(
+                a.name.clone(),
+                AgentEntry {
+                    region: a.region.clone(),
+                    address: a.peer.clone(),
+                    users: a.users,
+                    end: a.end.clone(),
+                    ended_at_s: a.ended_at_s.map(round3),
+                    note,
+                    clock_rtt_ms: a.clock_rtt.map(|d| round3(d.as_secs_f64() * 1000.0)),
+                    start_skew_ms: a.start_lateness.map(|l| round3(l.as_secs_f64() * 1000.0)),
+                    dropped_iterations: c.agent_dropped.get(&a.name).copied().unwrap_or(0),
+                    load_share: round3(a.load_share),
+                    send_lateness_ms: c
+                        .agents
+                        .get(&a.name)
+                        .and_then(|t| t.send_lateness)
+                        .map(round_latency),
+                    results,
+                },
+            );
+        }
+        let mut regions: BTreeMap<String, Entry> = c
+            .regions
+            .iter()
+            .map(|(k, t)| (k.clone(), Entry::of(t, d)))
+            .collect();
+        for a in &r.agents {
+            regions
+                .entry(a.region.clone())
+                .or_insert_with(|| Entry::of(&Tally::default(), d));
+        }
+        Summary {
+            schema: SUMMARY_SCHEMA.into(),
+            name: r.plan.name.clone(),
+            run_id: r.run_id.clone(),
+            status: r.status,
+            started_at: r
+                .started_at
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default(),
+            duration_s: round3(d),
+            target: r.plan.target.base_url.clone(),
+            load: LoadSummary::of(&r.plan.load),
+            latency: if open {
+                LatencyInfo {
+                    unit: "ms".into(),
+                    measured_from: "intended_send".into(),
+                    coordinated_omission_corrected: true,
+                }
+            } else {
+                LatencyInfo {
+                    unit: "ms".into(),
+                    measured_from: "send".into(),
+                    coordinated_omission_corrected: false,
+                }
+            },
+            dropped_iterations: c.dropped,
+            send_lateness_ms: LatencyMs::of(&c.lateness).map(round_latency),
+            thresholds: r.thresholds.clone(),
+            thresholds_passed: (!r.thresholds.is_empty())
+                .then(|| r.thresholds.iter().all(|o| o.passed)),
+            aborted_by: r.aborted_by.clone(),
+            total: Entry::of(&c.total, d),
+            requests: c
+                .step_names
+                .iter()
+                .zip(&c.steps)
+                .map(|(n, t)| (n.clone(), Entry::of(t, d)))
+                .collect(),
+            regions,
+            agents,
+            errors: c.total.errors.clone(),
+            timeline: c.timeline.clone(),
+            late_reports: c.late_reports,
+            dropped_reports: c.dropped_reports,
+        }
+    }
+}
+
+/// Which latency the numbers are, in words, for every output.
+pub fn latency_note(s: &Summary) -> &'static str {
+    if s.latency.coordinated_omission_corrected {
+        "latency in ms, measured from each request's intended send time (corrected for coordinated omission); the uncorrected row measures from the actual send"
+    } else {
+        "latency in ms, measured from when each request was sent (closed model: not corrected for coordinated omission)"
+    }
+}
+
+/// Reads a run directory's `summary.json`.
+pub fn read_summary(dir: &Path) -> Result<Summary, String> {
+    let path = dir.join("summary.json");
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let summary: Summary = serde_json::from_str(&text).map_err(|e| {
+        format!(
+            "{}:{}:{}: not a loadfleet summary: {e}",
+            path.display(),
+            e.line(),
+            e.column()
+        )
+    })?;
+    if summary.schema != SUMMARY_SCHEMA {
+        return Err(format!(
+            "{}: schema {:?}, expected {SUMMARY_SCHEMA:?}",
+            path.display(),
+            summary.schema
+        ));
+    }
+    Ok(summary)
+}

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The README's test command: sets up what the tests need, then runs them.
+#
+#   bash scripts/test.sh [extra cargo test arguments]
+#
+# The tests use real things: headless Chromium renders report.html, `ip netns`
+# builds multi-host networks (root), and two Python packages read our outputs
+# independently of our own code. Installed here when missing: Debian packages
+# with apt-get (as root), Python packages with pip. Without root, the script
+# says in one line what to install and stops before running anything.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 \
+  || missing+=(chromium)
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "scripts/test.sh: installing ${missing[*]} (apt-get)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  else
+    echo "scripts/test.sh: the tests need ${missing[*]}: run \`sudo apt-get install ${missing[*]}\` (or run this script as root), then again" >&2
+    exit 2
+  fi
+fi
+if [ "$(id -u)" -ne 0 ]; then
+  echo "scripts/test.sh: the network-namespace tests need root (ip netns): run this script with sudo" >&2
+  exit 2
+fi
+
+# Independent readers of our outputs (controller/tests/py/check_run.py).
+if ! python3 -c 'import jsonschema, hdrhistogram' >/dev/null 2>&1; then
+  echo "scripts/test.sh: installing jsonschema and hdrhistogram (pip)"
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
+    -r .ci/requirements-tests.txt
+fi
+
+exec cargo test --workspace --locked "$@"
