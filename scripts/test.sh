@@ -31,7 +31,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 # Independent readers of our outputs (controller/tests/py/check_run.py).
-if ! python3 -c 'import jsonschema, hdrhistogram' >/dev/null 2>&1; then
+if ! python3 -c 'import jsonschema, hdrh' >/dev/null 2>&1; then
   echo "scripts/test.sh: installing jsonschema and hdrhistogram (pip)"
   python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
     -r .ci/requirements-tests.txt

@@ -381,9 +381,9 @@ async fn run_command(
         Some(sweep) => series_exit(
             crate::series::run_series(&settings, &plan, &sweep, args.out, &args.plan).await,
         ),
-        None => Exit::of_run(
-            &run_and_report(settings.options(plan), args.out, Some(&args.plan)).await,
-        ),
+        None => {
+            Exit::of_run(&run_and_report(settings.options(plan), args.out, Some(&args.plan)).await)
+        }
     })
 }
 

@@ -59,7 +59,9 @@ impl Exit {
     /// One run: its status, or why it did not run or keep its results.
     pub fn of_run(outcome: &RunOutcome) -> Exit {
         match outcome {
-            RunOutcome::Ran { written: Err(_), .. } => Exit::Fleet,
+            RunOutcome::Ran {
+                written: Err(_), ..
+            } => Exit::Fleet,
             RunOutcome::Ran { summary, .. } => Exit::of_status(summary.status),
             RunOutcome::NoRunDirectory { .. } => Exit::Usage,
             RunOutcome::NotRun(e) => Exit::of_fleet_error(e),
@@ -68,12 +70,7 @@ impl Exit {
 
     /// A sweep: the worst of its runs; an interrupted series is at least 1.
     pub fn of_series(series: &Series) -> Exit {
-        let worst = series
-            .runs
-            .iter()
-            .map(|r| r.exit)
-            .max()
-            .unwrap_or(Exit::Ok);
+        let worst = series.runs.iter().map(|r| r.exit).max().unwrap_or(Exit::Ok);
         if series.interrupted {
             worst.max(Exit::Errors)
         } else {

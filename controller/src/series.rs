@@ -135,7 +135,9 @@ pub async fn run_series(
         .and_then(|page| {
             let json = serde_json::to_string_pretty(&series).unwrap_or_default();
             std::fs::write(series.dir.join("series.json"), json + "\n")
-                .and_then(|()| std::fs::write(series.dir.join("series.txt"), render(&series) + "\n"))
+                .and_then(|()| {
+                    std::fs::write(series.dir.join("series.txt"), render(&series) + "\n")
+                })
                 .and_then(|()| std::fs::write(series.dir.join("series.html"), page))
                 .map_err(|e| e.to_string())
         });

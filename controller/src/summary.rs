@@ -359,7 +359,7 @@ impl Summary {
             thresholds: r.thresholds.clone(),
             thresholds_passed: (!r.thresholds.is_empty())
                 .then(|| r.thresholds.iter().all(|o| o.passed)),
-            aborted_by: r.aborted_by.clone(),
+            aborted_by: r.aborted_by.as_ref().map(ToString::to_string),
             total: Entry::of(&c.total, d),
             requests: c
                 .step_names

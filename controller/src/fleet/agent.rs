@@ -1,0 +1,124 @@
+//! The controller's view of one agent of a run: its state, its clock, and
+//! the messages the controller sends it.
+
+use std::time::Duration;
+
+use loadfleet_proto::v1::{self, controller_message};
+use tokio::time::Instant;
+
+use crate::service::{ConnId, Outbound};
+
+use super::micros;
+
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum State {
+    Attached,
+    Ready,
+    Running,
+    Finished,
+    Lost,
+    Failed,
+}
+
+/// One agent of the run, as the owner task knows it.
+pub(super) struct Agent {
+    pub(super) conn: ConnId,
+    pub(super) name: String,
+    pub(super) region: String,
+    pub(super) weight: u32,
+    pub(super) peer: String,
+    /// How it proved who it is (see [`crate::service::Event::Attached`]).
+    pub(super) identity: String,
+    pub(super) outbound: Outbound,
+    pub(super) state: State,
+    pub(super) next_seq: u64,
+    pub(super) users: usize,
+    pub(super) ended_at: Option<Duration>,
+    pub(super) note: String,
+    pub(super) clock: ClockSync,
+    pub(super) start_lateness: Option<Duration>,
+    pub(super) load_share: f64,
+    /// When the agent last sent anything.
+    pub(super) last_heard: Instant,
+    /// Its stream broke at this instant; it may resume within [`RESUME_GRACE`].
+    pub(super) disconnected_at: Option<Instant>,
+}
+
+/// How long a running agent whose stream broke may take to resume it
+/// (an agent whose process died never does; one behind a reset NAT
+/// redials within a few hundred milliseconds).
+pub(super) const RESUME_GRACE: Duration = Duration::from_secs(1);
+
+/// What the pings told about one agent's clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct ClockSync {
+    /// Pongs received.
+    pub(super) samples: u32,
+    /// Nonce of the ping in flight and when it was sent.
+    pub(super) in_flight: Option<(u64, Instant)>,
+    /// Shortest round trip seen, and the offset measured with it:
+    /// agent clock minus controller clock, in microseconds.
+    pub(super) best: Option<(Duration, i64)>,
+}
+
+impl Agent {
+    /// An agent that has just attached.
+    pub(super) fn attached(
+        conn: ConnId,
+        hello: v1::Hello,
+        peer: String,
+        identity: String,
+        outbound: Outbound,
+    ) -> Agent {
+        Agent {
+            conn,
+            name: hello.name,
+            region: hello.region,
+            weight: hello.weight.clamp(1, 1000),
+            peer,
+            identity,
+            outbound,
+            state: State::Attached,
+            next_seq: 0,
+            users: 0,
+            ended_at: None,
+            note: String::new(),
+            clock: ClockSync::default(),
+            last_heard: Instant::now(),
+            disconnected_at: None,
+            start_lateness: None,
+            load_share: 0.0,
+        }
+    }
+
+    pub(super) fn send(&self, body: controller_message::Body) {
+        // A full or closed channel means the agent is gone or stuck; its
+        // stream's end is reported separately, so nothing else to do here.
+        let _ = self
+            .outbound
+            .try_send(Ok(v1::ControllerMessage { body: Some(body) }));
+    }
+
+    /// Tells the agent to stop `run_id`: gracefully (users finish their
+    /// step) or at once.
+    pub(super) fn stop(&self, run_id: &str, graceful: bool) {
+        self.send(controller_message::Body::Stop(v1::Stop {
+            run_id: run_id.to_string(),
+            graceful,
+        }));
+    }
+
+    /// Renews the agent's lease (the dead-man switch), acknowledging the
+    /// reports received so far.
+    pub(super) fn renew(&self, run_id: &str, lease: Duration) {
+        self.send(controller_message::Body::Lease(v1::Lease {
+            run_id: run_id.to_string(),
+            valid_for_us: micros(lease),
+            next_seq: self.next_seq,
+        }));
+    }
+
+    pub(super) fn is_running(&self) -> bool {
+        matches!(self.state, State::Running)
+    }
+}

@@ -1,0 +1,374 @@
+//! Driving a started run: the owner of the fleet's state while load runs.
+//! [`Run`] holds the agents, the merged data and the run's fate; its loop
+//! selects over the agents' events, the interval tick, the operator's
+//! interrupts and the time limit, and each calls one method.
+
+use std::time::Duration;
+
+use loadfleet_proto::v1::agent_message;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::plan::{OnAgentLoss, Plan};
+use crate::progress::{Progress, Snapshot};
+use crate::service::Event;
+use crate::stats::Collector;
+
+use super::agent::{Agent, RESUME_GRACE, State};
+use super::{INTERVAL, reject};
+
+/// Why a run was stopped before its schedule ended, by the controller.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Abort {
+    /// A threshold with `abort_on_fail` failed.
+    Threshold { rule: String, scope: String },
+    /// An agent was lost or failed and the plan says `on_agent_loss = "abort"`.
+    AgentLost { agent: String },
+}
+
+impl std::fmt::Display for Abort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Abort::Threshold { rule, scope } => write!(f, "{rule} ({scope})"),
+            Abort::AgentLost { agent } => {
+                write!(f, "agent {agent} was lost (on_agent_loss = abort)")
+            }
+        }
+    }
+}
+
+/// A started run and everything that decides how it ends.
+pub(super) struct Run<'a> {
+    /// The run's identity, sent with every command.
+    pub(super) run_id: String,
+    pub(super) plan: Plan,
+    /// The schedule's zero.
+    pub(super) start: Instant,
+    /// How long an agent's lease lasts without renewal.
+    pub(super) lease: Duration,
+    /// The fleet, sorted by name.
+    pub(super) agents: Vec<Agent>,
+    /// Everything merged so far.
+    pub(super) collector: Collector,
+    progress: &'a Progress,
+    /// The operator asked to stop (Ctrl-C): the run ends `interrupted`.
+    pub(super) stopping: bool,
+    /// The controller stopped the run early, and why.
+    pub(super) abort: Option<Abort>,
+}
+
+impl<'a> Run<'a> {
+    pub(super) fn new(
+        run_id: String,
+        plan: Plan,
+        start: Instant,
+        lease: Duration,
+        agents: Vec<Agent>,
+        progress: &'a Progress,
+    ) -> Run<'a> {
+        let collector = Collector::new(plan.step_names.clone(), INTERVAL);
+        Run {
+            run_id,
+            plan,
+            start,
+            lease,
+            agents,
+            collector,
+            progress,
+            stopping: false,
+            abort: None,
+        }
+    }
+
+    /// Runs until every agent has ended, the operator stops it at once, or
+    /// the time limit passes.
+    pub(super) async fn drive(
+        &mut self,
+        events: &mut mpsc::Receiver<Event>,
+        interrupt: &CancellationToken,
+        hard_interrupt: &CancellationToken,
+    ) {
+        let hard_deadline = self.start + self.plan.max_run() + Duration::from_secs(10);
+        let mut tick =
+            tokio::time::interval_at(self.start + INTERVAL + Duration::from_millis(150), INTERVAL);
+        while self.agents.iter().any(Agent::is_running) {
+            // The first moment a broken stream's grace runs out.
+            let resume_deadline = self
+                .agents
+                .iter()
+                .filter(|a| a.is_running())
+                .filter_map(|a| a.disconnected_at)
+                .min()
+                .map(|t| t + RESUME_GRACE + Duration::from_millis(10));
+            tokio::select! {
+                ev = events.recv() => {
+                    let Some(ev) = ev else { break };
+                    self.on_event(ev);
+                }
+                _ = tokio::time::sleep_until(resume_deadline.unwrap_or(hard_deadline)), if resume_deadline.is_some() => {
+                    self.expire_silent();
+                }
+                _ = tick.tick() => self.on_tick(),
+                _ = interrupt.cancelled(), if !self.stopping => {
+                    self.stopping = true;
+                    self.progress.note("stopping: users finish their current step (Ctrl-C again to stop at once)");
+                    self.stop_all(true);
+                }
+                _ = hard_interrupt.cancelled() => {
+                    self.stopping = true;
+                    self.stop_all(false);
+                    break;
+                }
+                _ = tokio::time::sleep_until(hard_deadline) => {
+                    self.progress.note("the run passed its time limit; stopping every agent");
+                    self.stop_all(false);
+                    break;
+                }
+            }
+        }
+        self.collector.close_all();
+    }
+
+    /// Tells every running agent to stop, gracefully or at once.
+    pub(super) fn stop_all(&self, graceful: bool) {
+        for a in self.agents.iter().filter(|a| a.is_running()) {
+            a.stop(&self.run_id, graceful);
+        }
+    }
+
+    /// Stops the run for `abort`, unless it is already stopping.
+    fn abort(&mut self, abort: Abort) {
+        if self.stopping || self.abort.is_some() {
+            return;
+        }
+        self.stop_all(true);
+        self.abort = Some(abort);
+    }
+
+    /// An agent was lost or failed: with `on_agent_loss = "abort"`, the
+    /// others stop too.
+    fn agent_gone(&mut self, name: String) {
+        if self.plan.on_agent_loss != OnAgentLoss::Abort || self.stopping || self.abort.is_some() {
+            return;
+        }
+        self.progress.note(&format!(
+            "agent {name} is gone and on_agent_loss = \"abort\": stopping the run"
+        ));
+        self.abort(Abort::AgentLost { agent: name });
+    }
+
+    /// Once per interval: expire silent agents, renew leases, close the
+    /// intervals everyone reported, check thresholds, show progress.
+    fn on_tick(&mut self) {
+        // Agents that broke their stream and did not resume it, or went
+        // silent for longer than their lease, are lost.
+        self.expire_silent();
+        // Renew every running agent's lease (the dead-man switch),
+        // acknowledging the reports received so far.
+        for a in self.agents.iter().filter(|a| a.is_running()) {
+            a.renew(&self.run_id, self.lease);
+        }
+        self.close_reported();
+        let t = &self.plan.thresholds;
+        if t.abort_on_fail
+            && !self.stopping
+            && self.abort.is_none()
+            && self.start.elapsed() >= t.grace
+            && let Some(failed) = t
+                .check(&self.collector, self.start.elapsed(), false)
+                .into_iter()
+                .find(|o| !o.passed)
+        {
+            self.progress.note(&format!(
+                "threshold failed: {} ({}) observed {:?}; stopping the run",
+                failed.rule, failed.scope, failed.observed
+            ));
+            self.abort(Abort::Threshold {
+                rule: failed.rule,
+                scope: failed.scope,
+            });
+        }
+        self.progress.show(&Snapshot {
+            elapsed: self.start.elapsed(),
+            total: self.plan.scheduled_duration(),
+            last: self.collector.timeline.last().cloned(),
+            errors_total: self.collector.total.error_count(),
+            agents_running: self.agents.iter().filter(|a| a.is_running()).count(),
+            agents_total: self.agents.len(),
+        });
+    }
+
+    /// Marks lost the running agents whose stream broke more than
+    /// [`RESUME_GRACE`] ago, or that have been silent for longer than their
+    /// lease plus a second (a link that stalls without breaking).
+    fn expire_silent(&mut self) {
+        let mut lost = Vec::new();
+        for a in self.agents.iter_mut().filter(|a| a.is_running()) {
+            let gone_at = match a.disconnected_at {
+                Some(t) if t.elapsed() > RESUME_GRACE => Some(t),
+                _ if a.last_heard.elapsed() > self.lease + Duration::from_secs(1) => {
+                    a.note = format!("silent for {:.1} s", a.last_heard.elapsed().as_secs_f64());
+                    Some(a.last_heard)
+                }
+                _ => None,
+            };
+            if let Some(t) = gone_at {
+                self.progress
+                    .note(&format!("agent {} was lost ({})", a.name, a.note));
+                a.state = State::Lost;
+                a.ended_at = Some(t.saturating_duration_since(self.start));
+                lost.push(a.name.clone());
+            }
+        }
+        for name in lost {
+            self.agent_gone(name);
+        }
+    }
+
+    /// Closes the intervals every running agent has reported; a lagging
+    /// agent holds intervals open for at most five intervals (its later
+    /// reports still count in the totals).
+    fn close_reported(&mut self) {
+        let reported = self
+            .agents
+            .iter()
+            .filter(|a| a.is_running())
+            .map(|a| a.next_seq)
+            .min()
+            .unwrap_or(u64::MAX);
+        let lag_limit = self
+            .collector
+            .newest_seq()
+            .map_or(0, |n| n.saturating_sub(5));
+        self.collector.close_before(reported.max(lag_limit));
+    }
+
+    /// One event from the fleet service.
+    fn on_event(&mut self, ev: Event) {
+        match ev {
+            Event::Attached {
+                conn,
+                outbound,
+                hello,
+                peer,
+                ..
+            } => {
+                // An agent of this run carrying on after its stream broke
+                // (the service already checked its certificate names it).
+                let resumed = (!hello.resume_run_id.is_empty()
+                    && hello.resume_run_id == self.run_id)
+                    .then(|| {
+                        self.agents
+                            .iter_mut()
+                            .find(|a| a.name == hello.name && a.is_running())
+                    })
+                    .flatten();
+                match resumed {
+                    Some(a) => {
+                        let away = a.last_heard.elapsed();
+                        a.conn = conn;
+                        a.outbound = outbound;
+                        a.peer = peer;
+                        a.disconnected_at = None;
+                        a.last_heard = Instant::now();
+                        a.renew(&self.run_id, self.lease);
+                        if self.stopping {
+                            a.stop(&self.run_id, true);
+                        }
+                        self.progress.note(&format!(
+                            "agent {} reconnected after {:.1} s of silence; it sends again from interval {}",
+                            a.name,
+                            away.as_secs_f64(),
+                            a.next_seq
+                        ));
+                    }
+                    None if !hello.resume_run_id.is_empty() => {
+                        tracing::info!(agent = %hello.name, run = %hello.resume_run_id, "refused a resume");
+                        reject(
+                            &outbound,
+                            "this controller does not hold that run for this agent (it ended, or the agent was lost)",
+                        );
+                    }
+                    None => {
+                        tracing::info!(agent = %hello.name, "rejected: a run is in progress");
+                        reject(&outbound, "a run is in progress; try again later");
+                    }
+                }
+            }
+            Event::Message { conn, body } => {
+                if let Some(failed) = self.on_message(conn, body) {
+                    self.agent_gone(failed);
+                }
+            }
+            Event::Detached { conn, reason } => {
+                if let Some(a) = self.agents.iter_mut().find(|a| a.conn == conn)
+                    && a.state == State::Running
+                {
+                    // Lost unless it resumes soon (see `expire_silent`).
+                    tracing::info!(agent = %a.name, %reason, "stream broke; waiting for a resume");
+                    a.disconnected_at = Some(Instant::now());
+                    a.note = reason;
+                }
+            }
+        }
+    }
+
+    /// A message from an agent of the run; returns the agent's name if it
+    /// just failed.
+    fn on_message(
+        &mut self,
+        conn: crate::service::ConnId,
+        body: agent_message::Body,
+    ) -> Option<String> {
+        let a = self.agents.iter_mut().find(|a| a.conn == conn)?;
+        a.last_heard = Instant::now();
+        match body {
+            agent_message::Body::Interval(iv) => {
+                if iv.run_id != self.run_id {
+                    tracing::warn!(agent = %a.name, run = %iv.run_id, "dropped an interval of another run");
+                    return None;
+                }
+                if iv.seq < a.next_seq {
+                    tracing::debug!(agent = %a.name, seq = iv.seq, "duplicate interval ignored");
+                    return None;
+                }
+                if let Err(e) = self.collector.apply(&a.name, &a.region, &iv) {
+                    self.collector.dropped_reports += 1;
+                    tracing::warn!("dropped a report from agent {}: {e}", a.name);
+                }
+                a.next_seq = iv.seq + 1;
+            }
+            agent_message::Body::Done(d) if d.run_id == self.run_id => {
+                a.state = State::Finished;
+                a.start_lateness = Some(Duration::from_micros(d.start_lateness_us));
+                let why = match &d.totals {
+                    Some(t) => self
+                        .collector
+                        .apply_totals(&a.name, t)
+                        .err()
+                        .map(|e| e.to_string()),
+                    None => Some("sent no totals: its latency percentiles are not shown".into()),
+                };
+                if let Some(why) = why {
+                    tracing::warn!(agent = %a.name, "{why}");
+                    if a.note.is_empty() {
+                        a.note = why;
+                    }
+                }
+            }
+            agent_message::Body::Failed(f) => {
+                self.progress
+                    .note(&format!("agent {} failed: {}", a.name, f.reason));
+                a.state = State::Failed;
+                a.ended_at = Some(self.start.elapsed());
+                a.note = f.reason;
+                return Some(a.name.clone());
+            }
+            other => {
+                tracing::warn!(agent = %a.name, message = ?other, "unexpected message during the run")
+            }
+        }
+        None
+    }
+}

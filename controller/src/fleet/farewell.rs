@@ -1,0 +1,76 @@
+//! Farewell: what a driven run measured, how it ended, and how each agent's
+//! part of it ended.
+
+use std::net::SocketAddr;
+
+use super::agent::State;
+use super::drive::{Abort, Run};
+use super::{AgentEnd, AgentReport, FleetError, RunResult, RunStatus};
+
+impl Run<'_> {
+    /// The run's result; an error when every agent was lost before any
+    /// request completed.
+    pub(super) fn finish(
+        self,
+        listen: SocketAddr,
+        started_at: time::OffsetDateTime,
+    ) -> Result<RunResult, FleetError> {
+        let collector = self.collector;
+        if self.agents.iter().all(|a| a.state != State::Finished) && collector.total.requests() == 0
+        {
+            return Err(FleetError::AllLost);
+        }
+        let duration = if collector.elapsed.is_zero() {
+            self.start.elapsed()
+        } else {
+            collector.elapsed
+        };
+        let degraded = self.agents.iter().any(|a| a.state != State::Finished);
+        let thresholds = self.plan.thresholds.check(&collector, duration, true);
+        let threshold_abort = matches!(self.abort, Some(Abort::Threshold { .. }));
+        let status = if self.stopping {
+            RunStatus::Interrupted
+        } else if threshold_abort || thresholds.iter().any(|o| !o.passed) {
+            RunStatus::ThresholdsFailed
+        } else if degraded {
+            RunStatus::Degraded
+        } else if collector.total.error_count() > 0 {
+            RunStatus::CompletedWithErrors
+        } else {
+            RunStatus::Completed
+        };
+        let agents = self
+            .agents
+            .into_iter()
+            .map(|a| AgentReport {
+                end: match a.state {
+                    State::Finished => AgentEnd::Finished,
+                    State::Failed => AgentEnd::Failed,
+                    _ => AgentEnd::Lost,
+                },
+                name: a.name,
+                region: a.region,
+                peer: a.peer,
+                identity: a.identity,
+                users: a.users,
+                ended_at_s: a.ended_at.map(|d| d.as_secs_f64()),
+                note: a.note,
+                clock_rtt: a.clock.best.map(|(rtt, _)| rtt),
+                start_lateness: a.start_lateness,
+                load_share: a.load_share,
+            })
+            .collect();
+        Ok(RunResult {
+            run_id: self.run_id,
+            plan: self.plan,
+            listen,
+            started_at,
+            duration,
+            collector,
+            agents,
+            status,
+            thresholds,
+            aborted_by: self.abort,
+        })
+    }
+}

@@ -1,0 +1,62 @@
+//! Gathering: wait until the expected agents are attached.
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::progress::Progress;
+use crate::service::Event;
+
+use super::agent::Agent;
+use super::{FleetError, RunOptions, reject};
+
+/// Waits until the expected number of agents is attached.
+pub(super) async fn gather(
+    opts: &RunOptions,
+    events: &mut mpsc::Receiver<Event>,
+    progress: &Progress,
+    expected: usize,
+) -> Result<Vec<Agent>, FleetError> {
+    let mut agents: Vec<Agent> = Vec::new();
+    let deadline = Instant::now() + opts.wait_for_agents;
+    while agents.len() < expected {
+        tokio::select! {
+            ev = events.recv() => match ev {
+                Some(Event::Attached { conn, hello, peer, identity, outbound }) => {
+                    if !hello.resume_run_id.is_empty() {
+                        // Resuming a run this controller never held (its
+                        // controller died and this one took the address).
+                        reject(&outbound, "this controller does not hold that run");
+                        continue;
+                    }
+                    if agents.iter().any(|a| a.name == hello.name) {
+                        reject(&outbound, &format!("an agent named {} is already attached", hello.name));
+                        continue;
+                    }
+                    progress.note(&format!(
+                        "agent {} (region {}) attached from {peer} [{}/{expected}]",
+                        hello.name, hello.region, agents.len() + 1
+                    ));
+                    agents.push(Agent::attached(conn, hello, peer, identity, outbound));
+                }
+                Some(Event::Detached { conn, reason }) => {
+                    if let Some(i) = agents.iter().position(|a| a.conn == conn) {
+                        let a = agents.remove(i);
+                        progress.note(&format!("agent {} left before the start ({reason})", a.name));
+                    }
+                }
+                Some(Event::Message { .. }) | None => {}
+            },
+            _ = tokio::time::sleep_until(deadline) => {
+                let names: Vec<String> = agents.iter().map(|a| format!("{} ({})", a.name, a.region)).collect();
+                return Err(FleetError::NotEnoughAgents {
+                    expected,
+                    attached: agents.len(),
+                    waited: opts.wait_for_agents,
+                    names: if names.is_empty() { String::new() } else { format!(": {}", names.join(", ")) },
+                });
+            }
+            _ = opts.interrupt.cancelled() => return Err(FleetError::InterruptedBeforeStart),
+        }
+    }
+    Ok(agents)
+}

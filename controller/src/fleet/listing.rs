@@ -1,0 +1,95 @@
+//! `loadfleet agents`: listen for a while and list who attaches, refusing
+//! each, so they go on waiting for a real controller.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::time::Instant;
+
+use crate::service::Event;
+
+use super::{FleetError, reject, start_server};
+
+/// An agent seen by [`list_agents`].
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SeenAgent {
+    pub name: String,
+    pub region: String,
+    pub version: String,
+    pub address: String,
+    /// `mtls:NAME.agent.loadfleet`, `token` or `none`.
+    pub identity: String,
+    /// `waiting for a run`, or the run it tried to resume.
+    pub state: String,
+}
+
+/// Listens for `for_how_long` and lists the agents that attach, refusing
+/// each (no run is offered), so they go on waiting for a real controller.
+pub async fn list_agents(
+    listen: SocketAddr,
+    token: Option<String>,
+    tls: Option<&crate::certs::ControllerTls>,
+    for_how_long: Duration,
+) -> Result<(SocketAddr, Vec<SeenAgent>), FleetError> {
+    if !listen.ip().is_loopback() && token.is_none() && tls.is_none() {
+        return Err(FleetError::Insecure { addr: listen });
+    }
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|source| FleetError::Listen {
+            addr: listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| FleetError::Listen {
+        addr: listen,
+        source,
+    })?;
+    let (mut events, stop, server) = start_server(listener, token, tls)?;
+    let mut seen: Vec<SeenAgent> = Vec::new();
+    let until = Instant::now() + for_how_long;
+    loop {
+        tokio::select! {
+            ev = events.recv() => match ev {
+                Some(Event::Attached { hello, peer, identity, outbound, .. }) => {
+                    reject(&outbound, "this controller only lists agents; no run is offered");
+                    let state = if hello.resume_run_id.is_empty() {
+                        "waiting for a run".to_string()
+                    } else {
+                        format!("resuming run {}", hello.resume_run_id)
+                    };
+                    let agent = SeenAgent {
+                        name: hello.name,
+                        region: hello.region,
+                        version: hello.version,
+                        address: peer,
+                        identity,
+                        state,
+                    };
+                    match seen.iter_mut().find(|s| s.name == agent.name) {
+                        Some(s) => *s = agent,
+                        None => seen.push(agent),
+                    }
+                }
+                Some(_) => {}
+                None => break,
+            },
+            _ = tokio::time::sleep_until(until) => break,
+        }
+    }
+    // An agent that attached as the time ran out is refused too: its stream
+    // would otherwise stay open and hold the server's shutdown forever.
+    while let Ok(ev) = events.try_recv() {
+        if let Event::Attached { outbound, .. } = ev {
+            reject(
+                &outbound,
+                "this controller only lists agents; no run is offered",
+            );
+        }
+    }
+    drop(events);
+    stop.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+    seen.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok((addr, seen))
+}

@@ -1,0 +1,333 @@
+//! One run, from the controller's side: listen, gather the fleet, deal the
+//! schedule, start everyone together, merge what they send.
+//!
+//! A single owner task holds the fleet and the merged data; the gRPC
+//! handlers only forward [`Event`]s to it over a bounded channel. The run
+//! goes through its phases in order, one file each: [`gather`] the agents,
+//! [`deal`] them the schedule, [`start`] them together, [`drive`] the run
+//! (the [`drive::Run`] that owns its state), and [`farewell`]: how it ended.
+
+mod agent;
+mod deal;
+mod drive;
+mod farewell;
+mod gather;
+mod listing;
+mod start;
+
+pub use drive::Abort;
+pub use listing::{SeenAgent, list_agents};
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use loadfleet_agent::{AgentOptions, run_agent};
+use loadfleet_proto::v1::{self, controller_message, fleet_server::FleetServer};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::plan::Plan;
+use crate::progress::{Progress, ProgressMode};
+use crate::service::{Event, FleetService, MAX_MESSAGE_BYTES, Outbound};
+use crate::stats::Collector;
+
+/// Length of one reporting interval.
+pub const INTERVAL: Duration = Duration::from_secs(1);
+
+/// An agent the controller starts in its own process.
+#[derive(Debug, Clone)]
+pub struct LocalAgent {
+    pub name: String,
+    pub region: String,
+    pub workers: usize,
+    /// How the open model waits for each arrival's instant.
+    pub timing: loadfleet_agent::engine::Timing,
+}
+
+/// How to run a plan.
+#[derive(Debug)]
+pub struct RunOptions {
+    pub plan: Plan,
+    /// Where agents dial in (port 0 for any free port).
+    pub listen: SocketAddr,
+    /// Remote agents to wait for.
+    pub expect_agents: usize,
+    /// Agents run in this process (the embedded default), dialing `listen`.
+    pub local_agents: Vec<LocalAgent>,
+    /// How long to wait for the expected agents.
+    pub wait_for_agents: Duration,
+    /// Delay between the start signal and the schedule's zero.
+    pub start_delay: Duration,
+    pub progress: ProgressMode,
+    /// First cancellation: stop gracefully (users finish their step).
+    pub interrupt: CancellationToken,
+    /// Stop at once.
+    pub hard_interrupt: CancellationToken,
+    /// Told the bound address once the controller listens.
+    pub on_listening: Option<oneshot::Sender<SocketAddr>>,
+    /// Shared token agents must present.
+    pub token: Option<String>,
+    /// mTLS: only agents with a certificate from this CA, naming them, attach.
+    pub tls: Option<crate::certs::ControllerTls>,
+    /// How long an agent's lease lasts without renewal.
+    pub lease: Duration,
+    /// The audit log (JSON lines) this run appends to; `None`: `audit.jsonl`
+    /// beside the run directory.
+    pub audit_log: Option<std::path::PathBuf>,
+}
+
+/// Why a run could not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum FleetError {
+    #[error(
+        "refusing to listen on {addr} without authentication: anyone who can reach it could aim this fleet. \
+         Use mTLS (`loadfleet certs init DIR`, then --tls-dir DIR), or set a shared token on the controller and every agent, \
+         e.g. `export LOADFLEET_TOKEN=$(openssl rand -hex 32)` (or --token-file), or listen on 127.0.0.1"
+    )]
+    Insecure { addr: SocketAddr },
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("expected {expected} agent(s), {attached} attached after {waited:?}{names}")]
+    NotEnoughAgents {
+        expected: usize,
+        attached: usize,
+        waited: Duration,
+        names: String,
+    },
+    #[error("agent {agent} cannot run the plan: {reason}")]
+    AgentFailed { agent: String, reason: String },
+    #[error("agent {agent} left before the run started ({reason})")]
+    AgentLeft { agent: String, reason: String },
+    #[error("agents were not ready within {0:?}")]
+    NotReady(Duration),
+    #[error("interrupted before the run started")]
+    InterruptedBeforeStart,
+    #[error("every agent was lost; nothing was measured")]
+    AllLost,
+    #[error("the plan does not fit this fleet: {0}")]
+    Unfit(String),
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Completed,
+    CompletedWithErrors,
+    /// A threshold failed (the run may have been stopped early by it).
+    ThresholdsFailed,
+    /// An agent was lost or failed during the run: its part is partial.
+    Degraded,
+    Interrupted,
+}
+
+/// How one agent's part of the run ended.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentEnd {
+    Finished,
+    Lost,
+    Failed,
+}
+
+/// One agent of the run.
+#[derive(Debug, Clone)]
+pub struct AgentReport {
+    pub name: String,
+    pub region: String,
+    pub peer: String,
+    /// How it proved who it is: `mtls:NAME.agent.loadfleet`, `token` or `none`.
+    pub identity: String,
+    pub users: usize,
+    pub end: AgentEnd,
+    /// Seconds from the start at which it was lost or failed.
+    pub ended_at_s: Option<f64>,
+    pub note: String,
+    /// Shortest round trip of the clock pings.
+    pub clock_rtt: Option<Duration>,
+    /// How late the agent began its schedule by its own clock (reported with Done).
+    pub start_lateness: Option<Duration>,
+    /// The agent's planned share of the load (0..1).
+    pub load_share: f64,
+}
+
+/// What a run measured.
+#[derive(Debug)]
+pub struct RunResult {
+    pub run_id: String,
+    pub plan: Plan,
+    pub listen: SocketAddr,
+    pub started_at: time::OffsetDateTime,
+    pub duration: Duration,
+    pub collector: Collector,
+    pub agents: Vec<AgentReport>,
+    pub status: RunStatus,
+    /// Every threshold rule's final outcome.
+    pub thresholds: Vec<crate::thresholds::Outcome>,
+    /// Why the controller stopped the run early, if it did.
+    pub aborted_by: Option<Abort>,
+}
+
+fn reject(outbound: &Outbound, reason: &str) {
+    let body = controller_message::Body::Reject(v1::Reject {
+        reason: reason.to_string(),
+    });
+    let _ = outbound.try_send(Ok(v1::ControllerMessage { body: Some(body) }));
+}
+
+type ServerTask = tokio::task::JoinHandle<Result<(), tonic::transport::Error>>;
+
+/// Serves the fleet protocol on `listener`; returns the events of attached
+/// agents, a token that stops the server, and its task.
+fn start_server(
+    listener: TcpListener,
+    token: Option<String>,
+    tls: Option<&crate::certs::ControllerTls>,
+) -> Result<(mpsc::Receiver<Event>, CancellationToken, ServerTask), FleetError> {
+    let (events_tx, events) = mpsc::channel::<Event>(1024);
+    let server_stop = CancellationToken::new();
+    let service = FleetServer::new(FleetService::new(events_tx, token, tls.is_some()))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(t) = tls {
+        let config = tonic::transport::ServerTlsConfig::new()
+            .identity(tonic::transport::Identity::from_pem(
+                &t.cert_pem,
+                &t.key_pem,
+            ))
+            .client_ca_root(tonic::transport::Certificate::from_pem(&t.ca_pem));
+        builder = builder
+            .tls_config(config)
+            .map_err(|e| FleetError::Unfit(format!("TLS setup: {e}")))?;
+    }
+    let server = tokio::spawn(
+        builder
+            .http2_keepalive_interval(Some(Duration::from_secs(10)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            .add_service(service)
+            .serve_with_incoming_shutdown(
+                TcpListenerStream::new(listener),
+                server_stop.clone().cancelled_owned(),
+            ),
+    );
+    Ok((events, server_stop, server))
+}
+
+/// Runs a plan on the fleet and returns what was measured.
+pub async fn execute(mut opts: RunOptions) -> Result<RunResult, FleetError> {
+    if !opts.listen.ip().is_loopback() && opts.token.is_none() && opts.tls.is_none() {
+        return Err(FleetError::Insecure { addr: opts.listen });
+    }
+    if opts.tls.is_some() && !opts.local_agents.is_empty() {
+        return Err(FleetError::Unfit(
+            "agents in this process have no certificates: with --tls-dir, start loadfleet-agent processes".into(),
+        ));
+    }
+    // A capacity search or a sweep can ask for more users than a unique data
+    // file has rows; say so before anything is sent.
+    if let Some(d) = opts
+        .plan
+        .data
+        .iter()
+        .find(|d| d.mode == v1::DataMode::Unique && (d.rows.len() as u64) < opts.plan.users())
+    {
+        return Err(FleetError::Unfit(format!(
+            "data \"{}\" is unique (one row per user) but has {} rows for {} users",
+            d.name,
+            d.rows.len(),
+            opts.plan.users()
+        )));
+    }
+    let listener = TcpListener::bind(opts.listen)
+        .await
+        .map_err(|source| FleetError::Listen {
+            addr: opts.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| FleetError::Listen {
+        addr: opts.listen,
+        source,
+    })?;
+    let (mut events, server_stop, server) =
+        start_server(listener, opts.token.clone(), opts.tls.as_ref())?;
+    if let Some(tx) = opts.on_listening.take() {
+        let _ = tx.send(addr);
+    }
+
+    let local_stop = CancellationToken::new();
+    let mut local_tasks = Vec::new();
+    for la in &opts.local_agents {
+        let agent_opts = AgentOptions {
+            controller: format!("http://{addr}"),
+            name: la.name.clone(),
+            region: la.region.clone(),
+            weight: 1,
+            workers: la.workers,
+            once: true,
+            max_backoff: Duration::from_millis(500),
+            timing: la.timing,
+            token: opts.token.clone(),
+            tls: None,
+            policy: Default::default(),
+        };
+        local_tasks.push(tokio::spawn(run_agent(agent_opts, local_stop.clone())));
+    }
+
+    let progress = Progress::new(opts.progress);
+    let result = drive(&mut opts, &mut events, &progress, addr).await;
+    progress.finish();
+
+    // Closing the agents' streams tells them the run is over.
+    drop(events);
+    server_stop.cancel();
+    local_stop.cancel();
+    for t in local_tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(3), server).await;
+    result
+}
+
+async fn drive(
+    opts: &mut RunOptions,
+    events: &mut mpsc::Receiver<Event>,
+    progress: &Progress,
+    addr: SocketAddr,
+) -> Result<RunResult, FleetError> {
+    // The controller's clock for start synchronization (monotonic).
+    let clock = Instant::now();
+    let expected = opts.expect_agents + opts.local_agents.len();
+    if opts.expect_agents > 0 {
+        // Always printed (also with --quiet): scripts read the port from it.
+        eprintln!("loadfleet: listening on {addr}; waiting for {expected} agent(s)");
+    }
+    let mut agents = gather::gather(opts, events, progress, expected).await?;
+    // Deal in a stable order, whatever order the agents attached in.
+    agents.sort_by(|a, b| a.name.cmp(&b.name));
+    let plan = opts.plan.clone();
+    let run_id = format!(
+        "{}-{:x}",
+        plan.name,
+        time::OffsetDateTime::now_utc().unix_timestamp_nanos() & 0xffff_ffff
+    );
+    deal::deal(&plan, &mut agents, &run_id)?;
+    deal::wait_ready(opts, events, &mut agents, &run_id).await?;
+    start::sync_clocks(opts, events, &mut agents, clock).await?;
+    let (start, started_at) =
+        start::start_all(&mut agents, &run_id, clock, opts.start_delay, opts.lease);
+    let mut run = drive::Run::new(run_id, plan, start, opts.lease, agents, progress);
+    run.drive(events, &opts.interrupt, &opts.hard_interrupt)
+        .await;
+    run.finish(addr, started_at)
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
