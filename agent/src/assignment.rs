@@ -10,7 +10,8 @@ use http::{HeaderName, HeaderValue, Method, Uri};
 use loadfleet_proto::v1;
 
 use crate::arrivals::{RateSchedule, RateStage};
-use crate::journey::{Check, Extract, Source, Template, Think, VarTable};
+use crate::journey::{Check, Extract, Source, Think};
+use crate::template::{Template, VarTable};
 
 /// Most redirects one step may follow.
 pub const MAX_REDIRECTS: u32 = 10;
@@ -134,12 +135,21 @@ impl Step {
     }
 
     /// What of a response this step needs beyond its status.
-    pub fn keep(&self) -> crate::client::Keep {
-        crate::client::Keep {
+    pub fn keep(&self) -> Keep {
+        Keep {
             body: self.needs_body(),
             headers: self.needs_headers(),
         }
     }
+}
+
+/// What of a response the caller needs beyond its status.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Keep {
+    /// The body, in [`UserClient::body`].
+    pub body: bool,
+    /// The headers, in [`Reply::headers`].
+    pub headers: bool,
 }
 
 /// What a user does after a failed step.
@@ -198,7 +208,7 @@ impl DataSet {
         user: u64,
         iteration: u64,
         fleet_users: u64,
-        rng: &mut crate::journey::Rng,
+        rng: &mut crate::rng::Rng,
     ) -> Option<&[String]> {
         if self.rows.is_empty() {
             return None;
@@ -405,7 +415,7 @@ impl TryFrom<v1::Assign> for Assignment {
             return Err(AssignmentError::Invalid("target timeout is zero".into()));
         }
         let mut target = Target::parse(&t.base_url, Duration::from_micros(t.timeout_us))?;
-        if let Err(e) = crate::client::parse_pem_certs(&t.ca_pem) {
+        if let Err(e) = crate::tls::parse_pem_certs(&t.ca_pem) {
             return Err(AssignmentError::Invalid(format!(
                 "target CA certificates: {e}"
             )));

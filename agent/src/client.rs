@@ -10,57 +10,12 @@ use http::uri::PathAndQuery;
 use http::{HeaderName, HeaderValue, Method, Uri};
 use tokio::net::TcpStream;
 
-use crate::assignment::{Address, BodySpec, Origin, Step, Target};
+use crate::assignment::{Address, BodySpec, Keep, Origin, Step, Target};
+use crate::cookies::CookieJar;
+use crate::failure::{ErrorKind, Failure};
 use crate::h1::{Conn, Stream};
-use crate::journey::{CookieJar, Template};
-use crate::recorder::ErrorKind;
-
-/// TLS settings shared by every connection of a run (built once).
-#[derive(Clone)]
-pub struct Tls {
-    connector: tokio_rustls::TlsConnector,
-}
-
-impl Tls {
-    /// Verifies servers against the Mozilla root store (webpki-roots) plus
-    /// the certificate authorities in `extra_ca_pem` (may be empty).
-    pub fn new(extra_ca_pem: &str) -> Result<Tls, rustls::Error> {
-        let mut roots =
-            rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        for cert in parse_pem_certs(extra_ca_pem).map_err(rustls::Error::General)? {
-            roots.add(cert)?;
-        }
-        let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Ok(Tls {
-            connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
-        })
-    }
-}
-
-/// Parses PEM certificates; an empty string is no certificate.
-pub fn parse_pem_certs(
-    pem: &str,
-) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
-    use rustls::pki_types::pem::PemObject;
-    if pem.trim().is_empty() {
-        return Ok(Vec::new());
-    }
-    let certs = rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("bad PEM: {e}"))?;
-    if certs.is_empty() {
-        return Err("no certificate found in the PEM text".into());
-    }
-    Ok(certs)
-}
-
-pub use crate::h1::Failure;
+use crate::template::Template;
+use crate::tls::Tls;
 
 /// Most of a response body kept for checks and extraction; the rest is
 /// read and dropped.
@@ -171,15 +126,6 @@ pub struct Reply {
     pub headers: http::HeaderMap,
 }
 
-/// What of a response the caller needs beyond its status.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Keep {
-    /// The body, in [`UserClient::body`].
-    pub body: bool,
-    /// The headers, in [`Reply::headers`].
-    pub headers: bool,
-}
-
 /// One virtual user's connections and cookies, kept alive across requests
 /// like a browser's: one connection to the target, a few to other origins
 /// (absolute URLs, redirects), reopened (and the connect time counted) when
@@ -253,7 +199,8 @@ impl UserClient {
 
     /// Sends a plain step (no variables) and reads the whole response.
     pub async fn send(&mut self, step: &Step) -> Result<Reply, Failure> {
-        let mut req = prepare(step, &[], &self.target).map_err(|e| (ErrorKind::Request, e))?;
+        let mut req =
+            prepare(step, &[], &self.target).map_err(|e| Failure::new(ErrorKind::Request, e))?;
         self.execute(&mut req, step.max_redirects, step.keep())
             .await
     }
@@ -304,7 +251,7 @@ impl UserClient {
                 return Ok(reply);
             }
             if hop == max_redirects {
-                return Err((
+                return Err(Failure::new(
                     ErrorKind::Redirect,
                     format!("more than {max_redirects} redirects"),
                 ));
@@ -312,7 +259,7 @@ impl UserClient {
             hop += 1;
             let current = origin.as_ref().unwrap_or(&self.main);
             let (next_origin, next_uri) = resolve(&self.location, current, uri)
-                .map_err(|e| (ErrorKind::Redirect, format!("bad Location: {e}")))?;
+                .map_err(|e| Failure::new(ErrorKind::Redirect, format!("bad Location: {e}")))?;
             *origin = (next_origin != self.main).then_some(next_origin);
             *uri = next_uri;
             if reply.status == 303 || (matches!(reply.status, 301 | 302) && *method == Method::POST)
@@ -542,13 +489,13 @@ async fn connect(
         Ok(ip) => std::net::SocketAddr::new(ip, o.port),
         Err(_) => tokio::net::lookup_host((o.host.as_str(), o.port))
             .await
-            .map_err(|e| (ErrorKind::Dns, format!("resolving {}: {e}", o.host)))?
+            .map_err(|e| Failure::new(ErrorKind::Dns, format!("resolving {}: {e}", o.host)))?
             .next()
-            .ok_or_else(|| (ErrorKind::Dns, format!("{} has no address", o.host)))?,
+            .ok_or_else(|| Failure::new(ErrorKind::Dns, format!("{} has no address", o.host)))?,
     };
     // Checked on the address actually dialed, so DNS cannot slip past it.
     if !policy.address_allowed(&o.host, addr.ip()) {
-        return Err((
+        return Err(Failure::new(
             ErrorKind::Blocked,
             format!(
                 "{} resolved to {}, outside this agent's --allow-target list",
@@ -558,7 +505,7 @@ async fn connect(
         ));
     }
     let stream = TcpStream::connect(addr).await.map_err(|e| {
-        (
+        Failure::new(
             ErrorKind::Connect,
             format!("connecting to {}:{}: {e}", o.host, o.port),
         )
@@ -568,13 +515,13 @@ async fn connect(
         return Ok(Conn::new(Stream::Plain(stream)));
     }
     if tls.is_none() {
-        *tls = Some(Tls::new(ca_pem).map_err(|e| (ErrorKind::Tls, e.to_string()))?);
+        *tls = Some(Tls::new(ca_pem).map_err(|e| Failure::new(ErrorKind::Tls, e.to_string()))?);
     }
     let tls = tls.as_ref().expect("set above");
     let name = rustls::pki_types::ServerName::try_from(o.host.clone())
-        .map_err(|e| (ErrorKind::Tls, format!("server name {}: {e}", o.host)))?;
-    let stream = tls.connector.connect(name, stream).await.map_err(|e| {
-        (
+        .map_err(|e| Failure::new(ErrorKind::Tls, format!("server name {}: {e}", o.host)))?;
+    let stream = tls.connect(name, stream).await.map_err(|e| {
+        Failure::new(
             ErrorKind::Tls,
             format!("TLS handshake with {}: {e}", o.host),
         )

@@ -24,10 +24,13 @@ use std::collections::VecDeque;
 
 use crate::arrivals::OwnArrivals;
 use crate::assignment::{Assignment, Bound, OnError, OpenLoad, Scenario, Step, UserSlot};
-use crate::client::{Reply, Tls, UserClient, prepare};
+use crate::client::{Reply, UserClient, prepare};
 use crate::deadline;
-use crate::journey::{Rng, Verdict};
-use crate::recorder::{ErrorKind, Recorder, StepRecord};
+use crate::failure::ErrorKind;
+use crate::journey::Verdict;
+use crate::recorder::{Recorder, StepRecord};
+use crate::rng::Rng;
+use crate::tls::Tls;
 
 /// Why the engine could not start.
 #[derive(Debug, thiserror::Error)]
@@ -528,23 +531,23 @@ async fn run_iteration(
                         }
                         match failure {
                             None => false,
-                            Some(Failure::Status(code)) => {
+                            Some(Fault::Status(code)) => {
                                 rec.record_failure(step.id, ErrorKind::Status(code), || {
                                     format!("HTTP status {code}")
                                 });
                                 true
                             }
-                            Some(Failure::Other(kind, msg)) => {
+                            Some(Fault::Other(kind, msg)) => {
                                 rec.record_failure(step.id, kind, || msg);
                                 true
                             }
                         }
                     }
-                    Some(Err((kind, msg))) => {
+                    Some(Err(failure)) => {
                         shared
                             .recorder
                             .borrow_mut()
-                            .record_failure(step.id, kind, || msg);
+                            .record_failure(step.id, failure.kind, || failure.message);
                         true
                     }
                     None => {
@@ -583,23 +586,23 @@ async fn run_iteration(
 }
 
 /// Why a response failed its step.
-enum Failure {
+enum Fault {
     Status(u16),
     Other(ErrorKind, String),
 }
 
 /// Checks a response and, when it passes, runs the step's extractions.
-fn judge(step: &Step, reply: &Reply, body: &[u8], user: &mut UserState) -> Option<Failure> {
+fn judge(step: &Step, reply: &Reply, body: &[u8], user: &mut UserState) -> Option<Fault> {
     match step.check.judge(reply.status, body, &user.vars) {
         Verdict::Pass => {}
-        Verdict::Status(code) => return Some(Failure::Status(code)),
-        Verdict::Check(msg) => return Some(Failure::Other(ErrorKind::Check, msg)),
+        Verdict::Status(code) => return Some(Fault::Status(code)),
+        Verdict::Check(msg) => return Some(Fault::Other(ErrorKind::Check, msg)),
     }
     for ex in step.extract.iter() {
         match ex.apply(&reply.headers, body, &mut user.rng) {
             Some(v) => user.vars[ex.slot] = v,
             None => {
-                return Some(Failure::Other(
+                return Some(Fault::Other(
                     ErrorKind::Extract,
                     format!("`{}`: nothing matched and no default is set", ex.name),
                 ));

@@ -17,10 +17,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
-use crate::recorder::ErrorKind;
-
-/// A failed exchange: its kind and what happened.
-pub type Failure = (ErrorKind, String);
+use crate::failure::{ErrorKind, Failure};
 
 /// Each connection's own read buffer: a response head and a small body fit.
 /// It grows only for a larger head.
@@ -141,7 +138,10 @@ pub fn parse_head(
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(e) => {
-            return Err((ErrorKind::Protocol, format!("malformed response head: {e}")));
+            return Err(Failure::new(
+                ErrorKind::Protocol,
+                format!("malformed response head: {e}"),
+            ));
         }
     };
     let status = resp.code.unwrap_or(0);
@@ -157,7 +157,7 @@ pub fn parse_head(
         let name = h.name.as_bytes();
         if is_token(name, b"content-length") {
             let n = parse_content_length(h.value).ok_or_else(|| {
-                (
+                Failure::new(
                     ErrorKind::Protocol,
                     format!(
                         "bad Content-Length `{}`",
@@ -166,9 +166,9 @@ pub fn parse_head(
                 )
             })?;
             if length.is_some_and(|m| m != n) {
-                return Err((
+                return Err(Failure::new(
                     ErrorKind::Protocol,
-                    "conflicting Content-Length headers".into(),
+                    "conflicting Content-Length headers",
                 ));
             }
             length = Some(n);
@@ -324,11 +324,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
 
     /// Writes a request: its head and body.
     pub async fn send(&mut self, head: &[u8], body: &[u8]) -> Result<(), Failure> {
-        self.io.write_all(head).await.map_err(io_failure)?;
+        self.io.write_all(head).await.map_err(Failure::io)?;
         if !body.is_empty() {
-            self.io.write_all(body).await.map_err(io_failure)?;
+            self.io.write_all(body).await.map_err(Failure::io)?;
         }
-        self.io.flush().await.map_err(io_failure)
+        self.io.flush().await.map_err(Failure::io)
     }
 
     /// Reads the final response head (skipping 1xx interim responses other
@@ -362,7 +362,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 None => {
                     if self.end - self.start >= MAX_HEAD {
                         return Err((
-                            (
+                            Failure::new(
                                 ErrorKind::Protocol,
                                 format!("response head larger than {} KiB", MAX_HEAD >> 10),
                             ),
@@ -377,7 +377,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                             "the server closed the connection without responding"
                         };
                         let empty = !received && self.start == self.end;
-                        return Err(((ErrorKind::Reset, what.into()), empty));
+                        return Err((Failure::new(ErrorKind::Reset, what), empty));
                     }
                     received = true;
                 }
@@ -421,15 +421,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                             }
                             Ok(httparse::Status::Partial) => {
                                 if self.end - self.start > MAX_CHUNK_LINE {
-                                    return Err((
+                                    return Err(Failure::new(
                                         ErrorKind::Protocol,
-                                        "chunk-size line too long".into(),
+                                        "chunk-size line too long",
                                     ));
                                 }
                                 self.more(MAX_CHUNK_LINE * 2).await?;
                             }
                             Err(_) => {
-                                return Err((ErrorKind::Protocol, "bad chunk size".into()));
+                                return Err(Failure::new(ErrorKind::Protocol, "bad chunk size"));
                             }
                         }
                     };
@@ -441,9 +441,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                         self.more(MAX_CHUNK_LINE * 2).await?;
                     }
                     if &self.buf[self.start..self.start + 2] != b"\r\n" {
-                        return Err((
+                        return Err(Failure::new(
                             ErrorKind::Protocol,
-                            "chunk data not followed by CRLF".into(),
+                            "chunk data not followed by CRLF",
                         ));
                     }
                     self.start += 2;
@@ -472,7 +472,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 None => self.more(MAX_CHUNK_LINE * 2).await?,
             }
             if skipped > MAX_CHUNK_LINE {
-                return Err((ErrorKind::Protocol, "trailer section too long".into()));
+                return Err(Failure::new(
+                    ErrorKind::Protocol,
+                    "trailer section too long",
+                ));
             }
         }
     }
@@ -481,9 +484,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     async fn take(&mut self, mut n: u64, sink: &mut impl FnMut(&[u8])) -> Result<(), Failure> {
         while n > 0 {
             if self.start == self.end && self.fill_for_body().await? == 0 {
-                return Err((
+                return Err(Failure::new(
                     ErrorKind::Reset,
-                    "the server closed the connection before the body ended".into(),
+                    "the server closed the connection before the body ended",
                 ));
             }
             let k = (self.end - self.start).min(usize::try_from(n).unwrap_or(usize::MAX));
@@ -497,9 +500,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     /// Reads more bytes after what is buffered; an end of stream is an error.
     async fn more(&mut self, limit: usize) -> Result<(), Failure> {
         if self.fill(limit).await? == 0 {
-            return Err((
+            return Err(Failure::new(
                 ErrorKind::Reset,
-                "the server closed the connection in the middle of a response".into(),
+                "the server closed the connection in the middle of a response",
             ));
         }
         Ok(())
@@ -513,7 +516,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         debug_assert_eq!(self.start, self.end);
         self.start = 0;
         self.end = 0;
-        let n = self.io.read(&mut self.buf).await.map_err(io_failure)?;
+        let n = self.io.read(&mut self.buf).await.map_err(Failure::io)?;
         self.end = n;
         if n == self.buf.len() && self.own.is_none() {
             self.borrow_large();
@@ -553,7 +556,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             } else if self.buf.len() >= limit {
                 // A head, chunk-size line or trailer section that does not
                 // end within `limit` bytes.
-                return Err((
+                return Err(Failure::new(
                     ErrorKind::Protocol,
                     format!("a response line or head longer than {limit} bytes"),
                 ));
@@ -566,22 +569,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             .io
             .read(&mut self.buf[self.end..])
             .await
-            .map_err(io_failure)?;
+            .map_err(Failure::io)?;
         self.end += n;
         Ok(n)
     }
-}
-
-/// Classifies an I/O error of an exchange.
-pub fn io_failure(e: io::Error) -> Failure {
-    let kind = match e.kind() {
-        io::ErrorKind::ConnectionReset
-        | io::ErrorKind::ConnectionAborted
-        | io::ErrorKind::BrokenPipe
-        | io::ErrorKind::UnexpectedEof => ErrorKind::Reset,
-        _ => ErrorKind::Io,
-    };
-    (kind, e.to_string())
 }
 
 #[cfg(test)]
@@ -672,7 +663,7 @@ mod tests {
             "HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999\r\n\r\n",
         ] {
             let e = head(bad).expect_err(bad);
-            assert_eq!(e.0, ErrorKind::Protocol, "{bad}: {}", e.1);
+            assert_eq!(e.kind, ErrorKind::Protocol, "{bad}: {}", e.message);
         }
         let same = head("HTTP/1.1 200 OK\r\nContent-Length: 7, 7\r\n\r\n");
         assert_eq!(same.unwrap().unwrap().framing, Framing::Length(7));

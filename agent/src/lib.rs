@@ -11,13 +11,18 @@ pub mod arrivals;
 pub mod assignment;
 pub mod backoff;
 pub mod client;
+pub mod cookies;
 pub mod deadline;
 pub mod engine;
+pub mod failure;
 pub mod h1;
 pub mod health;
 pub mod journey;
 pub mod policy;
 pub mod recorder;
+pub mod rng;
 pub mod session;
+pub mod template;
+pub mod tls;
 
 pub use session::{AgentError, AgentOptions, AgentTls, run_agent};

@@ -1,10 +1,11 @@
 //! Recording on the hot path: one histogram per step, owned by one worker
 //! thread, so a sample is a plain `record()` with no lock, atomic or channel.
 
-use std::borrow::Cow;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
+
+use crate::failure::ErrorKind;
 
 /// Lowest latency the histograms distinguish, in microseconds.
 pub const LOWEST_US: u64 = 1;
@@ -18,58 +19,6 @@ pub const SIGNIFICANT_DIGITS: u8 = 3;
 pub fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(LOWEST_US, HIGHEST_US, SIGNIFICANT_DIGITS)
         .expect("constant histogram bounds are valid")
-}
-
-/// Why a request counts as an error.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ErrorKind {
-    /// A response with status >= 400 (its latency is still recorded).
-    Status(u16),
-    /// The name of the target did not resolve.
-    Dns,
-    /// The TCP connection could not be opened (refused, unreachable).
-    Connect,
-    /// No complete response within the target's timeout.
-    Timeout,
-    /// The connection was reset or closed mid-request.
-    Reset,
-    /// The TLS handshake failed.
-    Tls,
-    /// The response was not valid HTTP.
-    Protocol,
-    /// Any other I/O failure.
-    Io,
-    /// The agent's own --allow-target list refused the resolved address.
-    Blocked,
-    /// A response failed one of its step's checks.
-    Check,
-    /// An extraction found nothing and had no default.
-    Extract,
-    /// Too many redirects, or a `Location` that is not a URL.
-    Redirect,
-    /// The request could not be built (a variable's value made it invalid).
-    Request,
-}
-
-impl ErrorKind {
-    /// The label used on the wire and in reports: `http_503`, `timeout`, ...
-    pub fn label(self) -> Cow<'static, str> {
-        match self {
-            ErrorKind::Status(code) => Cow::Owned(format!("http_{code}")),
-            ErrorKind::Dns => Cow::Borrowed("dns"),
-            ErrorKind::Connect => Cow::Borrowed("connect"),
-            ErrorKind::Timeout => Cow::Borrowed("timeout"),
-            ErrorKind::Reset => Cow::Borrowed("reset"),
-            ErrorKind::Tls => Cow::Borrowed("tls"),
-            ErrorKind::Protocol => Cow::Borrowed("protocol"),
-            ErrorKind::Io => Cow::Borrowed("io"),
-            ErrorKind::Blocked => Cow::Borrowed("blocked"),
-            ErrorKind::Check => Cow::Borrowed("check"),
-            ErrorKind::Extract => Cow::Borrowed("extract"),
-            ErrorKind::Redirect => Cow::Borrowed("redirect"),
-            ErrorKind::Request => Cow::Borrowed("request"),
-        }
-    }
 }
 
 /// Errors of one kind in one interval, with one example message.

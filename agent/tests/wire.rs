@@ -6,11 +6,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http::{Method, Uri};
+use loadfleet_agent::assignment::Keep;
 use loadfleet_agent::assignment::{BodySpec, Step, Target};
-use loadfleet_agent::client::{Keep, Reply, UserClient, prepare};
-use loadfleet_agent::journey::{Template, VarTable};
+use loadfleet_agent::client::{Reply, UserClient, prepare};
+use loadfleet_agent::failure::{ErrorKind, Failure};
 use loadfleet_agent::policy::Policy;
-use loadfleet_agent::recorder::ErrorKind;
+use loadfleet_agent::template::{Template, VarTable};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -119,11 +120,7 @@ const ALL: Keep = Keep {
     headers: true,
 };
 
-async fn get(
-    c: &mut UserClient,
-    target: &Target,
-    path: &str,
-) -> Result<Reply, (ErrorKind, String)> {
+async fn get(c: &mut UserClient, target: &Target, path: &str) -> Result<Reply, Failure> {
     let step = Step::fixed(0, Method::GET, path.parse::<Uri>().unwrap());
     let mut req = prepare(&step, &[], target).unwrap();
     c.execute(&mut req, 0, ALL).await
@@ -225,7 +222,7 @@ async fn connections_the_server_closed_while_idle_are_replaced_before_sending() 
         let mut req = prepare(&step, &[], &target).unwrap();
         let reply = c.execute(&mut req, 0, ALL).await;
         assert_eq!(
-            reply.map(|r| r.status).map_err(|e| e.1),
+            reply.map(|r| r.status).map_err(|e| e.message),
             Ok(200),
             "request {i}"
         );
@@ -254,7 +251,11 @@ async fn a_get_the_server_dropped_unanswered_is_resent_once_and_a_post_is_not() 
     let mut c = client(&target);
     for i in 0..5 {
         let reply = get(&mut c, &target, "/").await;
-        assert_eq!(reply.map(|r| r.status).map_err(|e| e.1), Ok(200), "GET {i}");
+        assert_eq!(
+            reply.map(|r| r.status).map_err(|e| e.message),
+            Ok(200),
+            "GET {i}"
+        );
     }
     {
         let s = seen.lock().unwrap();
@@ -268,7 +269,7 @@ async fn a_get_the_server_dropped_unanswered_is_resent_once_and_a_post_is_not() 
         .await
         .map(|r| r.status)
         .unwrap_err();
-    assert_eq!(e.0, ErrorKind::Reset, "{}", e.1);
+    assert_eq!(e.kind, ErrorKind::Reset, "{}", e.message);
     assert_eq!(
         seen.lock().unwrap().requests.len(),
         10,
@@ -380,7 +381,7 @@ async fn malformed_responses_are_protocol_errors_and_cut_bodies_resets() {
             Ok(r) => panic!("{shown:?}: accepted with status {}", r.status),
             Err(e) => e,
         };
-        assert_eq!(e.0, kind, "{shown:?}: {}", e.1);
+        assert_eq!(e.kind, kind, "{shown:?}: {}", e.message);
         assert_eq!(c.buffered(), 0, "{shown:?}: the failed connection was kept");
     }
 }

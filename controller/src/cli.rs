@@ -19,7 +19,6 @@ use crate::fleet::{self, LocalAgent};
 use crate::plan::{self, Plan};
 use crate::progress::ProgressMode;
 use crate::runner::{RunSettings, run_and_report};
-use crate::series::{Series, SeriesError};
 use crate::summary::{self, Summary};
 
 /// loadfleet: distributed HTTP load testing with exact merged percentiles.
@@ -61,7 +60,7 @@ pub enum Command {
     /// target, its cache on shared file storage then on Redis, on two local
     /// agents over gRPC; prints the two side by side.
     #[cfg(feature = "demo")]
-    Demo(DemoArgs),
+    Demo(crate::demo::DemoArgs),
 }
 
 #[derive(Args, Debug)]
@@ -294,21 +293,6 @@ pub struct AgentsArgs {
     pub json: bool,
 }
 
-#[cfg(feature = "demo")]
-#[derive(Args, Debug)]
-pub struct DemoArgs {
-    /// Demo directory (default: runs/<UTC timestamp>-demo/).
-    #[arg(long)]
-    pub out: Option<PathBuf>,
-    /// The original 30 s ramp-up and 5 s cool-down (about 3 minutes in all)
-    /// instead of 3 s and 1 s (about a minute).
-    #[arg(long)]
-    pub full: bool,
-    /// No live progress line.
-    #[arg(long, short)]
-    pub quiet: bool,
-}
-
 /// Parses `args` and runs the command; returns the process exit code.
 pub async fn main_with(
     cli: Cli,
@@ -378,30 +362,16 @@ async fn run_command(
     let plan = plan::load(&args.plan).map_err(|e| e.to_string())?;
     let settings = args.fleet.settings(interrupt, hard)?;
     Ok(match plan.sweep.clone() {
-        Some(sweep) => series_exit(
-            crate::series::run_series(&settings, &plan, &sweep, args.out, &args.plan).await,
-        ),
+        Some(sweep) => {
+            let outcome =
+                crate::series::run_series(&settings, &plan, &sweep, args.out, &args.plan).await;
+            crate::series::say_outcome(&outcome);
+            outcome.map_or_else(|e| e.exit(), |s| s.exit())
+        }
         None => {
             Exit::of_run(&run_and_report(settings.options(plan), args.out, Some(&args.plan)).await)
         }
     })
-}
-
-/// Prints a sweep's table and directory, and says how it exits.
-pub(crate) fn series_exit(outcome: Result<Series, SeriesError>) -> Exit {
-    match outcome {
-        Ok(series) => {
-            say(&crate::series::render(&series));
-            say(&format!("series directory: {}", series.dir.display()));
-            Exit::of_series(&series)
-        }
-        Err(e @ SeriesError::CreateDir { .. }) => usage(e),
-        Err(SeriesError::Write { series, error }) => {
-            say(&crate::series::render(&series));
-            eprintln!("error: {error}");
-            Exit::Fleet
-        }
-    }
 }
 
 async fn capacity_command(

@@ -7,10 +7,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use clap::Args;
 use loadfleet_agent::engine::Timing;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{DemoArgs, series_exit};
 use crate::console::say;
 use crate::exit::Exit;
 use crate::fleet::LocalAgent;
@@ -18,6 +18,20 @@ use crate::plan;
 use crate::progress::ProgressMode;
 use crate::runner::RunSettings;
 use crate::series::{Series, SeriesError};
+
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    /// Demo directory (default: runs/<UTC timestamp>-demo/).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// The original 30 s ramp-up and 5 s cool-down (about 3 minutes in all)
+    /// instead of 3 s and 1 s (about a minute).
+    #[arg(long)]
+    pub full: bool,
+    /// No live progress line.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
 
 /// The Moodle journey of examples/moodle, built in so the demo needs no files.
 pub const MOODLE_PLAN: &str = include_str!("../../examples/moodle/plan.toml");
@@ -143,7 +157,8 @@ pub async fn demo(
             Err(SeriesError::Write { series, .. }) => Some(series.as_ref().clone()),
             Err(SeriesError::CreateDir { .. }) => None,
         };
-        worst = worst.max(series_exit(outcome));
+        crate::series::say_outcome(&outcome);
+        worst = worst.max(outcome.map_or_else(|e| e.exit(), |s| s.exit()));
         bed.stop().await;
         series.push((label, kept));
         if settings.interrupt.is_cancelled() {

@@ -1,13 +1,13 @@
-//! The process exit codes, and the one place where outcomes become them.
-//! Library functions return typed outcomes ([`RunOutcome`], a [`Series`],
-//! a capacity [`Report`]); only the command line turns them into a code.
+//! The process exit codes, and where outcomes become them. Library
+//! functions return typed outcomes ([`RunOutcome`], a capacity [`Report`],
+//! a [`crate::series::Series`], whose `exit` is the worst of its runs');
+//! only the command line turns them into the process's code.
 
 use std::process::ExitCode;
 
 use crate::capacity::Report;
 use crate::fleet::{FleetError, RunStatus};
 use crate::runner::RunOutcome;
-use crate::series::Series;
 
 /// How a `loadfleet` command ended. Ordered from best to worst, so the
 /// worst of several runs is their maximum.
@@ -65,16 +65,6 @@ impl Exit {
             RunOutcome::Ran { summary, .. } => Exit::of_status(summary.status),
             RunOutcome::NoRunDirectory { .. } => Exit::Usage,
             RunOutcome::NotRun(e) => Exit::of_fleet_error(e),
-        }
-    }
-
-    /// A sweep: the worst of its runs; an interrupted series is at least 1.
-    pub fn of_series(series: &Series) -> Exit {
-        let worst = series.runs.iter().map(|r| r.exit).max().unwrap_or(Exit::Ok);
-        if series.interrupted {
-            worst.max(Exit::Errors)
-        } else {
-            worst
         }
     }
 

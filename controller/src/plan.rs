@@ -704,7 +704,7 @@ impl Validator<'_> {
                 format!("`target.ca_file`: cannot read {}: {e}", path.display()),
             )
         })?;
-        match loadfleet_agent::client::parse_pem_certs(&pem) {
+        match loadfleet_agent::tls::parse_pem_certs(&pem) {
             Ok(certs) if !certs.is_empty() => Ok(pem),
             Ok(_) => Err(self.error(
                 f.span(),

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use crate::console::say;
 use crate::exit::Exit;
 use crate::plan::{self, LoadModel, Plan, Sweep};
 use crate::runner::{RunOutcome, RunSettings, run_and_report};
@@ -59,6 +60,44 @@ pub enum SeriesError {
     /// table or page could not be written.
     #[error("cannot write the series table: {error}")]
     Write { series: Box<Series>, error: String },
+}
+
+impl Series {
+    /// How the sweep exits: the worst of its runs; an interrupted series is
+    /// at least 1.
+    pub fn exit(&self) -> Exit {
+        let worst = self.runs.iter().map(|r| r.exit).max().unwrap_or(Exit::Ok);
+        if self.interrupted {
+            worst.max(Exit::Errors)
+        } else {
+            worst
+        }
+    }
+}
+
+impl SeriesError {
+    /// How a sweep that kept nothing, or not everything, exits.
+    pub fn exit(&self) -> Exit {
+        match self {
+            SeriesError::CreateDir { .. } => Exit::Usage,
+            SeriesError::Write { .. } => Exit::Fleet,
+        }
+    }
+}
+
+/// Prints a sweep's table and where it is, or why it was not kept.
+pub fn say_outcome(outcome: &Result<Series, SeriesError>) {
+    match outcome {
+        Ok(series) => {
+            say(&render(series));
+            say(&format!("series directory: {}", series.dir.display()));
+        }
+        Err(e @ SeriesError::CreateDir { .. }) => eprintln!("error: {e}"),
+        Err(e @ SeriesError::Write { series, .. }) => {
+            say(&render(series));
+            eprintln!("error: {e}");
+        }
+    }
 }
 
 fn parameter(plan: &Plan) -> &'static str {

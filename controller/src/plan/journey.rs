@@ -147,7 +147,7 @@ impl Validator<'_> {
         scope: &Scope<'_>,
     ) -> Result<String, PlanError> {
         let mut error = None;
-        let out = loadfleet_agent::journey::substitute(value, |at, name| {
+        let out = loadfleet_agent::template::substitute(value, |at, name| {
             let result = resolve(name, scope);
             if let Err(e) = &result {
                 error = Some((at, e.clone()));
@@ -677,7 +677,7 @@ fn resolve(name: &str, scope: &Scope<'_>) -> Result<Option<String>, String> {
 
 /// A template with its variables removed, to check the fixed parts.
 fn strip_vars(text: &str) -> String {
-    loadfleet_agent::journey::substitute(text, |_, _| Ok(Some("x".into())))
+    loadfleet_agent::template::substitute(text, |_, _| Ok(Some("x".into())))
         .unwrap_or_else(|_| text.to_string())
         .replace("$${", "${")
 }
