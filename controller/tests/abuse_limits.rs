@@ -2,12 +2,10 @@
 //! targets (checked on the assignment and on every resolved address) and a
 //! cap on users. Nothing outside them is ever sent.
 
-mod support;
-
 use std::time::Duration;
 
 use loadfleet_testbed::Config;
-use support::*;
+use crate::support::*;
 
 async fn attempt(base: &str, load: &str, agent_flags: &[&str]) -> (Exit, Exit, serde_json::Value) {
     let dir = tempfile::tempdir().unwrap();

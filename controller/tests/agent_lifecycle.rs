@@ -2,13 +2,11 @@
 //! killed mid-run leaves no load behind, and the same agent process then
 //! attaches to the next controller and runs again.
 
-mod support;
-
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use loadfleet_testbed::Config;
-use support::*;
+use crate::support::*;
 
 fn plan_text(base: &str, load: &str) -> String {
     plan_toml(base, load, &[("home", "/")])

@@ -2,12 +2,10 @@
 //! report lists it with its partial contribution, the run is degraded; with
 //! `on_agent_loss = "abort"` the others stop too.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
 use loadfleet_testbed::Config;
-use support::*;
+use crate::support::*;
 
 async fn lose_one(policy: &str) -> (Exit, serde_json::Value, Duration) {
     let (exit, s, took, _, _) = lose_one_then(policy, false).await;

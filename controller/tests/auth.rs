@@ -1,12 +1,10 @@
 //! Only agents with the fleet token attach; a controller refuses to listen
 //! beyond loopback without one.
 
-mod support;
-
 use std::time::Duration;
 
 use loadfleet_testbed::Config;
-use support::*;
+use crate::support::*;
 
 const TOKEN: &str = "0123456789abcdef0123456789abcdef";
 

@@ -1,12 +1,10 @@
 //! Bad plans exit 2 with file:line:column, the key and what was expected,
 //! and the target receives nothing.
 
-mod support;
-
 use std::time::Duration;
 
 use loadfleet_testbed::Config;
-use support::*;
+use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_bad_plan_exits_2_and_sends_nothing() {

@@ -2,12 +2,10 @@
 //! known concurrency: the testbed serves 8 requests at once (20 ms each) and
 //! queues the rest, so 8 users meet "p95 < 30ms" and 9 do not.
 
-mod support;
-
 use std::time::Duration;
 
 use loadfleet_testbed::Config;
-use support::*;
+use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn finds_the_knee_within_one_step() {

@@ -2,13 +2,11 @@
 //! is not, and `--fail-on-regression` gates on it; `loadfleet report`
 //! rebuilds a report from the run directory alone.
 
-mod support;
-
 use std::path::Path;
 use std::time::Duration;
 
 use loadfleet_testbed::Config;
-use support::*;
+use crate::support::*;
 
 async fn run_against(latency_ms: u64, dir: &Path, name: &str) -> std::path::PathBuf {
     let bed = testbed(Config {

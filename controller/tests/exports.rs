@@ -2,14 +2,12 @@
 //! Schema of summary.json (Python jsonschema) and latency.hlog read by
 //! HdrHistogram's Python port; requests.csv and latency.hgrm add up.
 
-mod support;
-
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use loadfleet_testbed::Config;
-use support::*;
+use crate::support::*;
 
 /// Runs tests/py/check_run.py (needs `pip install jsonschema hdrhistogram`,
 /// which .ci/run does) and returns its facts.

@@ -1,13 +1,11 @@
 //! End to end with real processes: a `loadfleet` controller and
 //! `loadfleet-agent` processes in two regions against the testbed.
 
-mod support;
-
 use std::time::Duration;
 
 use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
 use loadfleet_testbed::Config;
-use support::*;
+use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_agents_in_two_regions_merge_to_what_the_target_served() {

@@ -4,15 +4,13 @@
 //! controller does not crash, and the real agent that attaches after them
 //! runs the plan.
 
-mod support;
-
 use std::time::Duration;
 
 use bytes::{Buf, BufMut};
 use loadfleet_proto::v1::{self, agent_message};
 use loadfleet_testbed::Config;
 use prost::Message;
-use support::*;
+use crate::support::*;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 
 /// A codec that sends and receives raw bytes, to put anything on the wire.

@@ -1,12 +1,10 @@
 //! HTTPS targets: certificates are verified (Mozilla roots plus the plan's
 //! `ca_file`, shipped to agents in the assignment).
 
-mod support;
-
 use std::time::Duration;
 
 use loadfleet_testbed::{Config, self_signed};
-use support::*;
+use crate::support::*;
 
 fn plan(base: &str, ca: Option<&str>) -> String {
     let text = plan_toml(base, "users = 2\niterations = 10", &[("home", "/")]);

@@ -2,14 +2,12 @@
 //! processes) against the testbed, whose /echo page reports what it was sent
 //! and whose Moodle-like site enforces sessions, tokens and sesskeys.
 
-mod support;
-
 use std::path::Path;
 use std::time::Duration;
 
 use loadfleet_testbed::Config;
 use loadfleet_testbed::moodle::MoodleConfig;
-use support::*;
+use crate::support::*;
 
 fn moodle_bed() -> Config {
     Config {

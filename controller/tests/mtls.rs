@@ -1,14 +1,12 @@
 //! mTLS between controller and agents: only agents with a certificate from
 //! the fleet's CA attach, and only under the name their certificate gives.
 
-mod support;
-
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use loadfleet_testbed::Config;
-use support::*;
+use crate::support::*;
 
 fn certs(args: &[&str]) {
     let exit = run(&loadfleet(), args, Duration::from_secs(20));

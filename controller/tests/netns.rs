@@ -4,13 +4,11 @@
 //!
 //! Needs root (as CI runs) for `ip netns`.
 
-mod support;
-
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use support::*;
+use crate::support::*;
 
 /// Hosts on one private bridge, all in namespaces this test creates and removes.
 struct Network {

@@ -1,12 +1,10 @@
 //! The open model end to end: arrivals on schedule across a fleet, a server
 //! stall visible in corrected latency only, dropped iterations counted.
 
-mod support;
-
 use std::time::Duration;
 
 use loadfleet_testbed::{Config, Testbed};
-use support::*;
+use crate::support::*;
 
 /// Writes `DIR/p.toml`: one step, `GET /` on `bed`, with `load` as `[load]`.
 fn open_plan(dir: &std::path::Path, bed: &Testbed, load: &str) -> std::path::PathBuf {

@@ -1,13 +1,11 @@
 //! report.html in a real browser: headless Chromium renders it offline and
 //! the numbers a person reads are the ones in summary.json.
 
-mod support;
-
 use std::path::Path;
 use std::time::Duration;
 
 use loadfleet_testbed::Config;
-use support::*;
+use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn report_renders_offline_with_the_summary_numbers() {

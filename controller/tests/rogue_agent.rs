@@ -1,13 +1,11 @@
 //! An agent that sends an undecodable histogram: its report is logged and
 //! dropped, the run goes on, and the real agent's numbers are intact.
 
-mod support;
-
 use std::time::Duration;
 
 use loadfleet_proto::v1::{self, agent_message, controller_message, fleet_client::FleetClient};
 use loadfleet_testbed::Config;
-use support::*;
+use crate::support::*;
 use tokio_stream::wrappers::ReceiverStream;
 
 fn msg(body: agent_message::Body) -> v1::AgentMessage {

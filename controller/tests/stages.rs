@@ -1,12 +1,10 @@
 //! Closed-model stages: users ramp up and down linearly between levels; a
 //! ramp-down lets each stopped user finish its iteration.
 
-mod support;
-
 use std::time::Duration;
 
 use loadfleet_testbed::Config;
-use support::*;
+use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stages_reach_each_level_at_the_right_time() {

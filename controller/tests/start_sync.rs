@@ -3,13 +3,11 @@
 //! own clock, so an agent behind a slow link starts with the others, not
 //! half a round trip late. Measured at the target.
 
-mod support;
-
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use loadfleet_testbed::Config;
-use support::*;
+use crate::support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, tcp};
 use tokio::time::Instant;

@@ -1,12 +1,10 @@
 //! Sweeps: `users = [2, 4, 6]` runs the plan once per value into one series
 //! directory, with a table of value against req/s, percentiles and errors.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
 use loadfleet_testbed::Config;
-use support::*;
+use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_users_sweep_writes_one_run_per_value_and_a_series_table() {

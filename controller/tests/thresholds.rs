@@ -1,13 +1,11 @@
 //! Thresholds on merged data: they pass and fail as they should, set the
 //! exit code, appear in the table and summary.json, and can stop a run.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
 use loadfleet_controller::plan::parse;
 use loadfleet_testbed::Config;
-use support::*;
+use crate::support::*;
 
 async fn slow_bed() -> loadfleet_testbed::Testbed {
     testbed(Config {

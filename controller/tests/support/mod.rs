@@ -1,6 +1,5 @@
 //! Helpers shared by the controller's integration tests: real processes,
 //! real servers on loopback, port 0 everywhere.
-#![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

@@ -1,0 +1,31 @@
+//! The controller's integration tests, in one binary (one link step, one
+//! copy of the helpers): real `loadfleet` and `loadfleet-agent` processes,
+//! real servers on loopback, network namespaces where hosts must differ.
+//! Each module is one area; `support` holds what they share.
+
+mod support;
+
+mod abuse_limits;
+mod agent_lifecycle;
+mod agent_loss;
+mod auth;
+mod bad_input;
+mod capacity;
+mod compare;
+mod examples;
+mod exports;
+mod fleet;
+mod hostile_bytes;
+mod https;
+mod journey;
+mod merge;
+mod mtls;
+mod netns;
+mod open_model;
+mod plan;
+mod report_html;
+mod rogue_agent;
+mod stages;
+mod start_sync;
+mod sweep;
+mod thresholds;
