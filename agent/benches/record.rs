@@ -30,7 +30,7 @@ fn main() {
     let per = t.elapsed().as_nanos() as f64 / n as f64;
     println!("record_response: {per:.1} ns per sample ({n} samples, 20 steps)");
 
-    let mut ser = loadfleet_agent::recorder::WireEncoder::default();
+    let mut ser = loadfleet_agent::histogram_codec::WireEncoder::default();
     let rounds = 200;
     let mut bytes_total = 0;
     let t = Instant::now();
@@ -81,7 +81,7 @@ fn serialize_cost() {
         }
     }
     let p = t.elapsed().as_micros() as f64 / rounds as f64;
-    let mut wire = loadfleet_agent::recorder::WireEncoder::default();
+    let mut wire = loadfleet_agent::histogram_codec::WireEncoder::default();
     let mut w_bytes = 0;
     let t = Instant::now();
     for _ in 0..rounds {

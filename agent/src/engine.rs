@@ -768,7 +768,7 @@ struct Aggregator {
     /// Intervals still waiting for some worker, oldest first.
     pending: std::collections::BTreeMap<u64, Pending>,
     next_seq: u64,
-    serializer: crate::recorder::WireEncoder,
+    serializer: crate::histogram_codec::WireEncoder,
     /// Every step of every interval sent so far, added together.
     sent: StepRecord,
     /// Open model: the send lateness of every interval sent so far.
@@ -802,7 +802,7 @@ impl Aggregator {
             progress: vec![(None, false); workers],
             pending: Default::default(),
             next_seq: 0,
-            serializer: crate::recorder::WireEncoder::default(),
+            serializer: crate::histogram_codec::WireEncoder::default(),
         }
     }
 

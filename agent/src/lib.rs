@@ -17,6 +17,7 @@ pub mod engine;
 pub mod failure;
 pub mod h1;
 pub mod health;
+pub mod histogram_codec;
 pub mod journey;
 pub mod policy;
 pub mod recorder;

@@ -25,7 +25,7 @@ fn main() {
             200,
         );
     }
-    let mut ser = loadfleet_agent::recorder::WireEncoder::default();
+    let mut ser = loadfleet_agent::histogram_codec::WireEncoder::default();
     let step_msgs: Vec<v1::StepInterval> = rec
         .take()
         .iter()

@@ -15,7 +15,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use loadfleet_agent::recorder::{Recorder, WireEncoder};
+use loadfleet_agent::histogram_codec::WireEncoder;
+use loadfleet_agent::recorder::Recorder;
 use loadfleet_proto::v1::{self, agent_message, controller_message, fleet_client::FleetClient};
 use prost::Message;
 use tokio::sync::mpsc;

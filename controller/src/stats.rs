@@ -10,18 +10,12 @@ use loadfleet_agent::recorder::new_histogram;
 use loadfleet_proto::v1;
 use serde::Serialize;
 
-/// Largest serialized histogram accepted from an agent.
-pub const MAX_HISTOGRAM_BYTES: usize = 1024 * 1024;
-
 /// Why an agent's interval report was dropped.
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
-    #[error("step {step}: histogram of {len} bytes exceeds the {MAX_HISTOGRAM_BYTES}-byte limit")]
-    TooLarge { step: u32, len: usize },
-    #[error("step {step}: undecodable histogram: {reason}")]
-    Undecodable { step: u32, reason: String },
-    #[error("step {step}: histogram bounds differ from loadfleet's (1 µs..1 h, 3 digits)")]
-    Bounds { step: u32 },
+    /// A histogram that is too large, undecodable or of other bounds.
+    #[error(transparent)]
+    Histogram(#[from] CodecError),
     #[error("step {step}: count {claimed} does not match the histogram's {actual} samples")]
     Count {
         step: u32,
@@ -53,9 +47,7 @@ pub enum TotalsError {
     LatenessDisagrees { actual: u64, received: u64 },
 }
 
-mod wire;
-
-pub use wire::{Decoder, Sparse};
+pub use loadfleet_agent::histogram_codec::{CodecError, Decoder, MAX_HISTOGRAM_BYTES, Sparse};
 
 /// `dest += src` for two histograms with loadfleet's bounds (which cannot
 /// fail; if it did, every bucket is added one by one, saturating).
@@ -500,7 +492,7 @@ impl Collector {
     /// Closes every interval before `seq`: computes its timeline point and
     /// keeps its serialized histograms for the interval log.
     pub fn close_before(&mut self, seq: u64) {
-        let mut serializer = loadfleet_agent::recorder::WireEncoder::default();
+        let mut serializer = loadfleet_agent::histogram_codec::WireEncoder::default();
         while let Some((&s, _)) = self.open.first_key_value() {
             if s >= seq {
                 break;
@@ -558,7 +550,7 @@ impl Collector {
             let mut log =
                 |step: Option<usize>,
                  h: &Histogram<u64>,
-                 ser: &mut loadfleet_agent::recorder::WireEncoder| {
+                 ser: &mut loadfleet_agent::histogram_codec::WireEncoder| {
                     let mut bytes = Vec::new();
                     if ser.encode(h, &mut bytes).is_ok() {
                         self.logged.push(LoggedInterval {
@@ -596,16 +588,27 @@ impl Collector {
     /// place in every other figure either way.
     pub fn apply_totals(&mut self, agent: &str, totals: &v1::Totals) -> Result<(), TotalsError> {
         let received = self.agents.get(agent).map_or(0, |a| a.responses);
-        let h = self.decoder.decode(u32::MAX, &totals.histogram)?;
+        let h = self
+            .decoder
+            .decode(u32::MAX, &totals.histogram)
+            .map_err(ReportError::from)?;
         let u = if totals.uncorrected.is_empty() {
             None
         } else {
-            Some(self.decoder.decode(u32::MAX, &totals.uncorrected)?)
+            Some(
+                self.decoder
+                    .decode(u32::MAX, &totals.uncorrected)
+                    .map_err(ReportError::from)?,
+            )
         };
         let lateness = if totals.lateness.is_empty() {
             None
         } else {
-            Some(self.decoder.decode(u32::MAX, &totals.lateness)?)
+            Some(
+                self.decoder
+                    .decode(u32::MAX, &totals.lateness)
+                    .map_err(ReportError::from)?,
+            )
         };
         let lateness_received = self.agents.get(agent).map_or(0, |a| a.lateness_samples);
         if lateness.as_ref().map_or(0, Sparse::count) != lateness_received {

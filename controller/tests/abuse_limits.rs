@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use loadfleet_testbed::Config;
 use crate::support::*;
+use loadfleet_testbed::Config;
 
 async fn attempt(base: &str, load: &str, agent_flags: &[&str]) -> (Exit, Exit, serde_json::Value) {
     let dir = tempfile::tempdir().unwrap();

@@ -5,8 +5,8 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use loadfleet_testbed::Config;
 use crate::support::*;
+use loadfleet_testbed::Config;
 
 fn plan_text(base: &str, load: &str) -> String {
     plan_toml(base, load, &[("home", "/")])

@@ -4,8 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use loadfleet_testbed::Config;
 use crate::support::*;
+use loadfleet_testbed::Config;
 
 async fn lose_one(policy: &str) -> (Exit, serde_json::Value, Duration) {
     let (exit, s, took, _, _) = lose_one_then(policy, false).await;

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use loadfleet_testbed::Config;
 use crate::support::*;
+use loadfleet_testbed::Config;
 
 const TOKEN: &str = "0123456789abcdef0123456789abcdef";
 

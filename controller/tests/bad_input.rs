@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use loadfleet_testbed::Config;
 use crate::support::*;
+use loadfleet_testbed::Config;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_bad_plan_exits_2_and_sends_nothing() {

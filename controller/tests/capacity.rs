@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use loadfleet_testbed::Config;
 use crate::support::*;
+use loadfleet_testbed::Config;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn finds_the_knee_within_one_step() {

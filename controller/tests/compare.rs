@@ -5,8 +5,8 @@
 use std::path::Path;
 use std::time::Duration;
 
-use loadfleet_testbed::Config;
 use crate::support::*;
+use loadfleet_testbed::Config;
 
 async fn run_against(latency_ms: u64, dir: &Path, name: &str) -> std::path::PathBuf {
     let bed = testbed(Config {

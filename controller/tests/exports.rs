@@ -6,8 +6,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use loadfleet_testbed::Config;
 use crate::support::*;
+use loadfleet_testbed::Config;
 
 /// Runs tests/py/check_run.py (needs `pip install jsonschema hdrhistogram`,
 /// which .ci/run does) and returns its facts.

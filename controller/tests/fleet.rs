@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
+use crate::support::*;
 use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
 use loadfleet_testbed::Config;
-use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_agents_in_two_regions_merge_to_what_the_target_served() {

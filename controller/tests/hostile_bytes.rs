@@ -6,11 +6,11 @@
 
 use std::time::Duration;
 
+use crate::support::*;
 use bytes::{Buf, BufMut};
 use loadfleet_proto::v1::{self, agent_message};
 use loadfleet_testbed::Config;
 use prost::Message;
-use crate::support::*;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 
 /// A codec that sends and receives raw bytes, to put anything on the wire.

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use loadfleet_testbed::{Config, self_signed};
 use crate::support::*;
+use loadfleet_testbed::{Config, self_signed};
 
 fn plan(base: &str, ca: Option<&str>) -> String {
     let text = plan_toml(base, "users = 2\niterations = 10", &[("home", "/")]);

@@ -5,9 +5,9 @@
 use std::path::Path;
 use std::time::Duration;
 
+use crate::support::*;
 use loadfleet_testbed::Config;
 use loadfleet_testbed::moodle::MoodleConfig;
-use crate::support::*;
 
 fn moodle_bed() -> Config {
     Config {

@@ -5,8 +5,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use loadfleet_testbed::Config;
 use crate::support::*;
+use loadfleet_testbed::Config;
 
 fn certs(args: &[&str]) {
     let exit = run(&loadfleet(), args, Duration::from_secs(20));

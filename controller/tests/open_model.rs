@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use loadfleet_testbed::{Config, Testbed};
 use crate::support::*;
+use loadfleet_testbed::{Config, Testbed};
 
 /// Writes `DIR/p.toml`: one step, `GET /` on `bed`, with `load` as `[load]`.
 fn open_plan(dir: &std::path::Path, bed: &Testbed, load: &str) -> std::path::PathBuf {

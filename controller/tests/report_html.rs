@@ -4,8 +4,8 @@
 use std::path::Path;
 use std::time::Duration;
 
-use loadfleet_testbed::Config;
 use crate::support::*;
+use loadfleet_testbed::Config;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn report_renders_offline_with_the_summary_numbers() {

@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
+use crate::support::*;
 use loadfleet_proto::v1::{self, agent_message, controller_message, fleet_client::FleetClient};
 use loadfleet_testbed::Config;
-use crate::support::*;
 use tokio_stream::wrappers::ReceiverStream;
 
 fn msg(body: agent_message::Body) -> v1::AgentMessage {

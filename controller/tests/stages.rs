@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use loadfleet_testbed::Config;
 use crate::support::*;
+use loadfleet_testbed::Config;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stages_reach_each_level_at_the_right_time() {

@@ -3,8 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use loadfleet_testbed::Config;
 use crate::support::*;
+use loadfleet_testbed::Config;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_users_sweep_writes_one_run_per_value_and_a_series_table() {

@@ -3,9 +3,9 @@
 
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use loadfleet_controller::plan::parse;
 use loadfleet_testbed::Config;
-use crate::support::*;
 
 async fn slow_bed() -> loadfleet_testbed::Testbed {
     testbed(Config {
