@@ -14,6 +14,7 @@ pub mod client;
 pub mod cookies;
 pub mod deadline;
 pub mod engine;
+pub mod exit;
 pub mod failure;
 pub mod h1;
 pub mod health;

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use loadfleet_agent::exit::Exit;
 use loadfleet_agent::{AgentOptions, run_agent};
 use tokio_util::sync::CancellationToken;
 
@@ -195,7 +196,7 @@ fn main() -> ExitCode {
         Ok(a) => a,
         Err(e) => {
             eprintln!("error: {e}");
-            return ExitCode::from(2);
+            return Exit::Config.into();
         }
     };
     let mut args = Args::parse_from(argv);
@@ -217,7 +218,7 @@ fn main() -> ExitCode {
             Ok(t) => Some(t.trim().to_string()),
             Err(e) => {
                 eprintln!("error: cannot read token file {}: {e}", path.display());
-                return ExitCode::from(2);
+                return Exit::Config.into();
             }
         },
         (None, None) => None,
@@ -235,7 +236,7 @@ fn main() -> ExitCode {
                 }),
                 (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
                     eprintln!("error: {e}");
-                    return ExitCode::from(2);
+                    return Exit::Config.into();
                 }
             }
         }
@@ -249,7 +250,7 @@ fn main() -> ExitCode {
     for entry in &args.allow_targets {
         if let Err(e) = policy.allow(entry) {
             eprintln!("error: {e}");
-            return ExitCode::from(2);
+            return Exit::Config.into();
         }
     }
     let opts = AgentOptions {
@@ -276,25 +277,20 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start runtime: {e}");
-            return ExitCode::from(3);
+            return Exit::Stopped.into();
         }
     };
     if args.check {
         return rt.block_on(async {
-            match loadfleet_agent::session::check(&opts).await {
+            let outcome = loadfleet_agent::session::check(&opts).await;
+            match &outcome {
                 Ok(what) => {
-                    println!("ok: {what}");
-                    ExitCode::SUCCESS
+                    use std::io::Write;
+                    let _ = writeln!(std::io::stdout().lock(), "ok: {what}");
                 }
-                Err(e @ loadfleet_agent::AgentError::Unreachable(_)) => {
-                    eprintln!("error: {e}");
-                    ExitCode::from(1)
-                }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::from(2)
-                }
+                Err(e) => eprintln!("error: {e}"),
             }
+            Exit::of_check(&outcome).into()
         });
     }
     let shutdown = CancellationToken::new();
@@ -306,7 +302,7 @@ fn main() -> ExitCode {
                 Ok(bound) => tracing::info!(%bound, "health probe on http://{bound}/healthz"),
                 Err(e) => {
                     eprintln!("error: cannot listen for health probes on {addr}: {e}");
-                    return ExitCode::from(2);
+                    return Exit::Config.into();
                 }
             }
         }
@@ -315,20 +311,11 @@ fn main() -> ExitCode {
             stop_signal().await;
             on_signal.cancel();
         });
-        match run_agent(opts, shutdown).await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(
-                e @ (loadfleet_agent::AgentError::BadControllerUrl(_)
-                | loadfleet_agent::AgentError::Tls(_)),
-            ) => {
-                eprintln!("error: {e}");
-                ExitCode::from(2)
-            }
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::from(3)
-            }
+        let outcome = run_agent(opts, shutdown).await;
+        if let Err(e) = &outcome {
+            eprintln!("error: {e}");
         }
+        Exit::of_run(&outcome).into()
     })
 }
 
