@@ -1,0 +1,291 @@
+//! The agent's side of the fleet protocol: dial the controller, take an
+//! assignment, run it with the engine, stream intervals back; then dial again
+//! for the next run. One file per phase of an attachment: [`handshake`]
+//! (Hello, the assignment, Ready), [`start`] (clock pings, the start
+//! instant) and [`run`] (the link, the unacknowledged reports, the lease and
+//! the redial).
+
+mod handshake;
+mod run;
+mod start;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use loadfleet_proto::v1::{self, agent_message};
+use tokio_util::sync::CancellationToken;
+
+use crate::backoff::Backoff;
+use crate::engine;
+
+use handshake::{OpenError, Taken};
+pub use run::MAX_UNACKED;
+use run::RunState;
+
+/// Largest message an agent accepts from its controller.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// How an agent identifies itself and finds its controller.
+#[derive(Debug, Clone)]
+pub struct AgentOptions {
+    /// `http://HOST:PORT` of the controller.
+    pub controller: String,
+    pub name: String,
+    pub region: String,
+    /// Relative share of the fleet's load.
+    pub weight: u32,
+    /// Worker threads (single-threaded runtimes) for virtual users.
+    pub workers: usize,
+    /// Exit after one run instead of waiting for the next.
+    pub once: bool,
+    /// How the open model waits for arrival instants.
+    pub timing: engine::Timing,
+    /// Shared fleet token, sent as `authorization: Bearer <token>`.
+    pub token: Option<String>,
+    /// mTLS: the fleet CA (to verify the controller) and this agent's certificate and key, PEM.
+    pub tls: Option<AgentTls>,
+    /// Limits this agent enforces whatever its controller asks.
+    pub policy: crate::policy::Policy,
+    /// Longest wait between reconnect attempts.
+    pub max_backoff: Duration,
+}
+
+/// mTLS material of an agent.
+#[derive(Debug, Clone)]
+pub struct AgentTls {
+    pub ca_pem: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+/// Why an agent stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("controller address `{0}` is not a valid URL")]
+    BadControllerUrl(String),
+    #[error("TLS setup: {0}")]
+    Tls(String),
+    #[error("refused the assignment: {0}")]
+    Refused(String),
+    #[error("controller rejected this agent: {0}")]
+    Rejected(String),
+    #[error("cannot reach the controller at {0}")]
+    Unreachable(String),
+}
+
+/// What one attachment to a controller came to.
+#[derive(Debug)]
+enum Attach {
+    /// A run was assigned and ended (completed, stopped, or failed to start).
+    RunEnded,
+    /// The controller closed the stream without assigning a run.
+    Idle,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum AttachError {
+    #[error("cannot reach controller: {0}")]
+    Connect(#[from] tonic::transport::Error),
+    #[error("controller stream failed: {0}")]
+    Stream(#[from] tonic::Status),
+    #[error("controller went away")]
+    Gone,
+    #[error("controller rejected this agent: {0}")]
+    Rejected(String),
+    #[error("refused the assignment: {0}")]
+    Refused(String),
+    #[error("protocol error: {0}")]
+    Protocol(String),
+}
+
+/// Checks that the agent can work as configured: its controller address
+/// parses, its certificates load, and the controller answers on that
+/// address (for mTLS, the TLS handshake with this agent's certificate
+/// succeeds). It does not attach, so it never joins a run; a shared token is
+/// only checked when the agent attaches. Returns what was checked.
+pub async fn check(opts: &AgentOptions) -> Result<String, AgentError> {
+    let endpoint = endpoint(opts)?;
+    match tokio::time::timeout(Duration::from_secs(5), endpoint.connect()).await {
+        Ok(Ok(_)) => Ok(format!(
+            "controller {} answers{}; agent {} (region {}), {}",
+            opts.controller,
+            if opts.tls.is_some() {
+                " and accepted this agent's certificate in the TLS handshake"
+            } else {
+                ""
+            },
+            opts.name,
+            opts.region,
+            if opts.tls.is_some() {
+                "mTLS"
+            } else if opts.token.is_some() {
+                "shared token (checked when the agent attaches)"
+            } else {
+                "no authentication (a loopback controller)"
+            }
+        )),
+        Ok(Err(e)) => Err(AgentError::Unreachable(format!(
+            "{}: {e}{}",
+            opts.controller,
+            std::error::Error::source(&e)
+                .map(|s| format!(" ({s})"))
+                .unwrap_or_default()
+        ))),
+        Err(_) => Err(AgentError::Unreachable(format!(
+            "{}: no answer within 5 s",
+            opts.controller
+        ))),
+    }
+}
+
+fn endpoint(opts: &AgentOptions) -> Result<tonic::transport::Endpoint, AgentError> {
+    if !(opts.controller.starts_with("http://") || opts.controller.starts_with("https://")) {
+        return Err(AgentError::BadControllerUrl(opts.controller.clone()));
+    }
+    let endpoint = tonic::transport::Endpoint::from_shared(opts.controller.clone())
+        .map_err(|_| AgentError::BadControllerUrl(opts.controller.clone()))?
+        .connect_timeout(Duration::from_secs(5))
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(10))
+        .keep_alive_while_idle(true)
+        .tcp_nodelay(true);
+    let endpoint = match &opts.tls {
+        None => endpoint,
+        Some(t) => {
+            if !opts.controller.starts_with("https://") {
+                return Err(AgentError::Tls(format!(
+                    "with certificates the controller address must be https://, got {}",
+                    opts.controller
+                )));
+            }
+            let config = tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(&t.ca_pem))
+                .identity(tonic::transport::Identity::from_pem(
+                    &t.cert_pem,
+                    &t.key_pem,
+                ));
+            endpoint
+                .tls_config(config)
+                .map_err(|e| AgentError::Tls(e.to_string()))?
+        }
+    };
+    Ok(endpoint)
+}
+
+/// Runs the agent until `shutdown` fires, or after one run with `once`.
+pub async fn run_agent(opts: AgentOptions, shutdown: CancellationToken) -> Result<(), AgentError> {
+    let endpoint = endpoint(&opts)?;
+    let seed = u64::from(std::process::id())
+        ^ (Instant::now().elapsed().as_nanos() as u64)
+        ^ hash(&opts.name);
+    let mut backoff = Backoff::new(Duration::from_millis(100), opts.max_backoff, seed);
+    // The agent's clock for start synchronization: monotonic, never wall time.
+    let clock = Instant::now();
+    loop {
+        let attempt = tokio::select! {
+            r = attach_once(&endpoint, &opts, clock, &shutdown) => r,
+            _ = shutdown.cancelled() => return Ok(()),
+        };
+        match attempt {
+            Ok(Attach::RunEnded) => {
+                backoff.reset();
+                if opts.once {
+                    return Ok(());
+                }
+            }
+            Ok(Attach::Idle) => {}
+            Err(AttachError::Rejected(why)) if opts.once => return Err(AgentError::Rejected(why)),
+            Err(AttachError::Refused(why)) if opts.once => return Err(AgentError::Refused(why)),
+            Err(AttachError::Refused(why)) => {
+                tracing::error!(reason = %why, "refused an assignment")
+            }
+            Err(e) => tracing::info!(error = %e, controller = %opts.controller, "not attached"),
+        }
+        let delay = backoff.next_delay();
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = shutdown.cancelled() => return Ok(()),
+        }
+    }
+}
+
+fn hash(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
+fn msg(body: agent_message::Body) -> v1::AgentMessage {
+    v1::AgentMessage { body: Some(body) }
+}
+
+/// Sends a last message and waits (briefly) for the controller to close the
+/// stream, so the message is delivered rather than cut off by our hang-up.
+async fn farewell(stream: &mut handshake::Stream, last: v1::AgentMessage) {
+    if stream.tx.send(last).await.is_ok() {
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            while let Ok(Some(_)) = stream.inbound.message().await {}
+        })
+        .await;
+    }
+}
+
+fn micros_since(clock: Instant) -> u64 {
+    u64::try_from(clock.elapsed().as_micros()).unwrap_or(u64::MAX)
+}
+
+/// One attachment: say Hello, take an assignment, start with the fleet,
+/// run it and report; or learn there is no run.
+async fn attach_once(
+    endpoint: &tonic::transport::Endpoint,
+    opts: &AgentOptions,
+    clock: Instant,
+    shutdown: &CancellationToken,
+) -> Result<Attach, AttachError> {
+    let mut stream = handshake::open(endpoint, opts, "")
+        .await
+        .map_err(|e| match e {
+            OpenError::Connect(e) => AttachError::Connect(e),
+            OpenError::Closed => AttachError::Gone,
+            OpenError::BadToken => {
+                AttachError::Rejected("the token is not valid header text".into())
+            }
+            OpenError::Status(status)
+                if matches!(
+                    status.code(),
+                    tonic::Code::Unauthenticated | tonic::Code::PermissionDenied
+                ) =>
+            {
+                AttachError::Rejected(status.message().to_string())
+            }
+            OpenError::Status(status) => AttachError::Stream(status),
+        })?;
+    tracing::info!(controller = %opts.controller, name = %opts.name, "attached; waiting for a run");
+    let (run_id, assignment) = match handshake::take_assignment(&mut stream, opts).await? {
+        Taken::Assigned { run_id, assignment } => (run_id, assignment),
+        Taken::Ended(how) => return Ok(how),
+    };
+    let Some((start_at, first_lease)) = start::await_start(&mut stream, &run_id, clock).await?
+    else {
+        return Ok(Attach::RunEnded);
+    };
+    let config = engine::EngineConfig {
+        workers: opts.workers,
+        timing: opts.timing,
+        policy: Arc::new(opts.policy.clone()),
+    };
+    let engine = match engine::start(assignment, start_at, config) {
+        Ok(e) => e,
+        Err(e) => {
+            let failed = v1::Failed {
+                run_id,
+                reason: e.to_string(),
+            };
+            farewell(&mut stream, msg(agent_message::Body::Failed(failed))).await;
+            return Ok(Attach::RunEnded);
+        }
+    };
+    RunState::new(run_id, stream, start_at, first_lease, opts)
+        .drive(engine, endpoint, opts, shutdown)
+        .await
+}
