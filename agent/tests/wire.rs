@@ -6,8 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http::{Method, Uri};
-use loadfleet_agent::assignment::Keep;
-use loadfleet_agent::assignment::{BodySpec, Step, Target};
+use loadfleet_agent::assignment::{BodySpec, Keep, Step, Target};
 use loadfleet_agent::client::{Reply, UserClient, prepare};
 use loadfleet_agent::failure::{ErrorKind, Failure};
 use loadfleet_agent::policy::Policy;
