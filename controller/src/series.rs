@@ -315,3 +315,47 @@ pub fn html(s: &Series) -> Result<String, askama::Error> {
     }
     .render()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(value: f64, exit: Exit) -> SeriesRow {
+        SeriesRow {
+            value,
+            run: format!("users-{value}"),
+            exit,
+            requests: 0,
+            rps: 0.0,
+            errors: 0,
+            dropped_iterations: 0,
+            p50_ms: None,
+            p90_ms: None,
+            p95_ms: None,
+            p99_ms: None,
+            max_ms: None,
+        }
+    }
+
+    #[test]
+    fn a_series_exits_with_its_worst_run_and_at_least_1_when_interrupted() {
+        let mut s = Series {
+            name: "s".into(),
+            parameter: "users",
+            runs: vec![row(1.0, Exit::Ok), row(2.0, Exit::Ok)],
+            interrupted: false,
+            dir: PathBuf::new(),
+        };
+        assert_eq!(s.exit(), Exit::Ok);
+        s.interrupted = true;
+        assert_eq!(s.exit(), Exit::Errors, "an interrupted series is not 0");
+        s.runs.push(row(3.0, Exit::Fleet));
+        assert_eq!(s.exit(), Exit::Fleet, "the worst run wins");
+        let json = serde_json::to_value(&s).unwrap();
+        assert_eq!(
+            json["runs"][2]["exit_code"], 3,
+            "series.json keeps the number"
+        );
+        assert!(json.get("interrupted").is_none() && json.get("dir").is_none());
+    }
+}
