@@ -111,6 +111,18 @@ async fn agent_stops_when_its_controller_dies_and_serves_the_next_run() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctrl_c_stops_gracefully_and_still_writes_the_results() {
+    stops_gracefully_on("INT").await;
+}
+
+/// What `timeout`, systemd, `docker stop` and Kubernetes send.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_gracefully_and_still_writes_the_results() {
+    stops_gracefully_on("TERM").await;
+}
+
+/// Sends `signal` to a running controller: it stops gracefully, writes
+/// every output, says `interrupted` and exits 1.
+async fn stops_gracefully_on(signal: &str) {
     let bed = testbed(Config {
         default_latency: Duration::from_millis(20),
         ..Config::default()
@@ -140,7 +152,7 @@ async fn ctrl_c_stops_gracefully_and_still_writes_the_results() {
     }
     let interrupted = Instant::now();
     let status = std::process::Command::new("kill")
-        .args(["-INT", &ctl.child.id().to_string()])
+        .args([&format!("-{signal}"), &ctl.child.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
@@ -148,7 +160,7 @@ async fn ctrl_c_stops_gracefully_and_still_writes_the_results() {
     let took = interrupted.elapsed();
     assert!(
         took < Duration::from_secs(5),
-        "stopped {took:?} after Ctrl-C"
+        "stopped {took:?} after SIG{signal}"
     );
     assert_eq!(exit.code, 1, "an interrupted run exits 1: {}", exit.stderr);
     let s = summary(&out);
