@@ -78,12 +78,14 @@ fn rfc3339(t: time::OffsetDateTime) -> String {
 }
 
 /// Appends the run's line; a failure to write is reported, never fatal.
+/// `unsaved` says why the run's outputs are not in its run directory.
 pub fn append(
     path: &Path,
     plan: &PlanFacts,
     began: time::OffsetDateTime,
     run_dir: &Path,
-    outcome: &Result<RunResult, FleetError>,
+    outcome: &Result<&RunResult, &FleetError>,
+    unsaved: Option<&str>,
 ) {
     let line = match outcome {
         Ok(r) => Line {
@@ -98,7 +100,7 @@ pub fn append(
                 .ok()
                 .and_then(|v| v.as_str().map(str::to_string))
                 .unwrap_or_default(),
-            error: None,
+            error: unsaved.map(|e| format!("results not saved in the run directory: {e}")),
             requests: Some(r.collector.total.requests()),
             agents: r
                 .agents

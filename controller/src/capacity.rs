@@ -279,9 +279,14 @@ impl Search {
             }
         }
         let json = serde_json::to_string_pretty(&report).unwrap_or_default();
-        match std::fs::write(report.dir.join("capacity.json"), json + "\n")
-            .and_then(|()| std::fs::write(report.dir.join("capacity.txt"), render(&report) + "\n"))
-        {
+        match crate::output::atomic::write(report.dir.join("capacity.json"), json + "\n").and_then(
+            |()| {
+                crate::output::atomic::write(
+                    report.dir.join("capacity.txt"),
+                    render(&report) + "\n",
+                )
+            },
+        ) {
             Ok(()) => Ok(report),
             Err(e) => Err(CapacityError::Write {
                 report: Box::new(report),

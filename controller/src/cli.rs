@@ -420,7 +420,7 @@ fn rebuild_report(run: &Path) -> Exit {
             return Exit::Fleet;
         }
     };
-    match std::fs::write(run.join("report.html"), html) {
+    match crate::output::atomic::write(run.join("report.html"), html) {
         Ok(()) => {
             say(&format!("report: {}", run.join("report.html").display()));
             Exit::Ok
@@ -456,7 +456,7 @@ fn compare_runs(args: &CompareArgs) -> Exit {
         let summaries: Vec<(&str, &Summary)> = runs.iter().map(|(n, s)| (n.as_str(), s)).collect();
         match crate::output::report::render_comparison(&summaries, &comparisons, limits) {
             Ok(html) => {
-                if let Err(e) = std::fs::write(path, html) {
+                if let Err(e) = crate::output::atomic::write(path, html) {
                     eprintln!("error: cannot write {}: {e}", path.display());
                     return Exit::Fleet;
                 }

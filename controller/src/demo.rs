@@ -167,7 +167,7 @@ pub async fn demo(
     }
     let table = demo_table(&series);
     say(&table);
-    let _ = std::fs::write(out.join("demo.txt"), format!("{table}\n"));
+    let _ = crate::output::atomic::write(out.join("demo.txt"), format!("{table}\n"));
     say(&format!(
         "demo directory: {}\n  one series per cache store, one run directory per user count \
          (summary.json, latency.hlog, report.html)\n  compare two runs: loadfleet compare {}/shared-file/series/users-30 {}/redis/series/users-30",

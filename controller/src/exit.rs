@@ -21,9 +21,12 @@ pub enum Exit {
     Errors,
     /// 2: the plan or the command line is wrong; nothing was sent.
     Usage,
-    /// 3: the fleet failed (agents never attached, all agents lost), or the
-    /// results could not be written.
+    /// 3: the fleet failed (agents never attached, all agents lost), or a
+    /// report, comparison or search table could not be written.
     Fleet,
+    /// 4: the run happened but its results could not be written to its run
+    /// directory (the message says where they went instead, if anywhere).
+    Unsaved,
 }
 
 impl Exit {
@@ -34,6 +37,7 @@ impl Exit {
             Exit::Errors => 1,
             Exit::Usage => 2,
             Exit::Fleet => 3,
+            Exit::Unsaved => 4,
         }
     }
 
@@ -61,7 +65,7 @@ impl Exit {
         match outcome {
             RunOutcome::Ran {
                 written: Err(_), ..
-            } => Exit::Fleet,
+            } => Exit::Unsaved,
             RunOutcome::Ran { summary, .. } => Exit::of_status(summary.status),
             RunOutcome::NoRunDirectory { .. } => Exit::Usage,
             RunOutcome::NotRun(e) => Exit::of_fleet_error(e),
@@ -96,8 +100,14 @@ mod tests {
 
     #[test]
     fn codes_are_the_documented_numbers_and_order_by_severity() {
-        let all = [Exit::Ok, Exit::Errors, Exit::Usage, Exit::Fleet];
-        assert_eq!(all.map(Exit::code), [0, 1, 2, 3]);
+        let all = [
+            Exit::Ok,
+            Exit::Errors,
+            Exit::Usage,
+            Exit::Fleet,
+            Exit::Unsaved,
+        ];
+        assert_eq!(all.map(Exit::code), [0, 1, 2, 3, 4]);
         assert!(all.windows(2).all(|w| w[0] < w[1]));
         assert_eq!(Exit::of_status(RunStatus::Completed), Exit::Ok);
         for s in [

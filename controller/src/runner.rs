@@ -60,12 +60,105 @@ pub enum RunOutcome {
     /// says whether the run directory holds its outputs.
     Ran {
         summary: Box<Summary>,
-        written: Result<RunFiles, String>,
+        written: Result<RunFiles, Unsaved>,
     },
-    /// The run directory could not be made, so nothing was sent.
+    /// The run directory could not be made or written, or its disk has too
+    /// little room, so nothing was sent.
     NoRunDirectory { dir: PathBuf, error: String },
     /// The fleet could not run the plan (never attached, all lost, refused).
     NotRun(FleetError),
+}
+
+/// Outputs that could not be written where they were asked for.
+#[derive(Debug)]
+pub struct Unsaved {
+    /// What went wrong with the run directory.
+    pub error: String,
+    /// Where they were written instead, if anywhere.
+    pub fallback: Option<Box<RunFiles>>,
+}
+
+/// The least free space a run directory must have before load is sent:
+/// the outputs of a short run are a few hundred KB; longer runs add to it
+/// (see [`room_needed`]).
+pub const MIN_FREE_BYTES: u64 = 8 << 20;
+
+/// A generous estimate of a run's outputs: `latency.hlog` holds a few
+/// hundred bytes per step per interval and region, the rest is smaller.
+pub fn room_needed(plan: &Plan) -> u64 {
+    let secs = plan
+        .scheduled_duration()
+        .unwrap_or(plan.max_run())
+        .as_secs()
+        .max(1);
+    let steps = plan.step_names.len().max(1) as u64;
+    MIN_FREE_BYTES + secs.saturating_mul(steps).saturating_mul(4 << 10)
+}
+
+/// Before any load is sent: the run directory takes a file, and its disk
+/// has room for the outputs.
+fn preflight(dir: &Path, plan: &Plan) -> Result<(), String> {
+    let probe = dir.join(".loadfleet-write-probe");
+    crate::output::atomic::write(&probe, b"probe")
+        .and_then(|()| std::fs::remove_file(&probe))
+        .map_err(|e| format!("cannot write to the run directory {}: {e}", dir.display()))?;
+    let need = room_needed(plan);
+    if let Ok(st) = rustix::fs::statvfs(dir) {
+        let free = st.f_bavail.saturating_mul(st.f_frsize);
+        if free < need {
+            return Err(format!(
+                "the run directory {} has {} free; this run's outputs need up to {} \
+                 (free some space or give --out on another disk)",
+                dir.display(),
+                mib(free),
+                mib(need)
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / f64::from(1 << 20))
+}
+
+/// Writes the run directory; when that fails, writes the same files under
+/// the system's temporary directory and says where.
+fn keep(
+    result: &crate::fleet::RunResult,
+    summary: &Summary,
+    out: &Path,
+    plan_file: Option<&Path>,
+) -> Result<RunFiles, Unsaved> {
+    let write = |dir: &Path| -> std::io::Result<RunFiles> {
+        let files = output::write_run_dir(result, summary, dir)?;
+        if let Some(p) = plan_file {
+            crate::output::atomic::write(dir.join("plan.toml"), std::fs::read(p)?)?;
+        }
+        Ok(files)
+    };
+    let error = match write(out) {
+        Ok(files) => return Ok(files),
+        Err(e) => format!("cannot write results to {}: {e}", out.display()),
+    };
+    let elsewhere = std::env::temp_dir().join(format!("loadfleet-{}", result.run_id));
+    let fallback = match write(&elsewhere) {
+        Ok(files) => {
+            eprintln!(
+                "error: {error}; the results were written to {} instead",
+                elsewhere.display()
+            );
+            Some(Box::new(files))
+        }
+        Err(e) => {
+            eprintln!(
+                "error: {error}; writing them to {} failed too ({e}): they are lost",
+                elsewhere.display()
+            );
+            None
+        }
+    };
+    Err(Unsaved { error, fallback })
 }
 
 impl RunOutcome {
@@ -88,8 +181,10 @@ pub async fn run_and_report(
     let out =
         out.unwrap_or_else(|| plan::default_out_dir(&opts.plan, time::OffsetDateTime::now_utc()));
     // Fail before sending anything if the results could not be kept.
-    if let Err(e) = std::fs::create_dir_all(&out) {
-        let error = format!("cannot create run directory {}: {e}", out.display());
+    if let Err(error) = std::fs::create_dir_all(&out)
+        .map_err(|e| format!("cannot create run directory {}: {e}", out.display()))
+        .and_then(|()| preflight(&out, &opts.plan))
+    {
         eprintln!("error: {error}");
         return RunOutcome::NoRunDirectory { dir: out, error };
     }
@@ -103,15 +198,14 @@ pub async fn run_and_report(
         crate::audit::PlanFacts::of(&opts.plan, opts.token.is_some(), opts.tls.is_some());
     let began = time::OffsetDateTime::now_utc();
     let outcome = fleet::execute(opts).await;
-    crate::audit::append(&audit_path, &audit_plan, began, &out, &outcome);
     match outcome {
         Ok(result) => {
             let summary = Summary::of(&result);
             say(output::table::render(&summary).trim_end());
-            if let Some(p) = plan_file {
-                let _ = std::fs::copy(p, out.join("plan.toml"));
-            }
-            let written = match output::write_run_dir(&result, &summary, &out) {
+            let written = keep(&result, &summary, &out, plan_file);
+            let unsaved = written.as_ref().err().map(|u| u.error.as_str());
+            crate::audit::append(&audit_path, &audit_plan, began, &out, &Ok(&result), unsaved);
+            match &written {
                 Ok(files) => {
                     say(&format!(
                         "run directory: {}\n  summary: {}\n  histograms: {}\n  report: {}",
@@ -120,25 +214,25 @@ pub async fn run_and_report(
                         files.hlog.display(),
                         files.report.display()
                     ));
-                    Ok(files)
+                    for a in result
+                        .agents
+                        .iter()
+                        .filter(|a| a.end != fleet::AgentEnd::Finished)
+                    {
+                        eprintln!(
+                            "warning: agent {} ({}) did not finish: {:?} {}",
+                            a.name, a.region, a.end, a.note
+                        );
+                    }
                 }
-                Err(e) => {
-                    let error = format!("cannot write results to {}: {e}", out.display());
-                    eprintln!("error: {error}");
-                    Err(error)
-                }
-            };
-            if written.is_ok() {
-                for a in result
-                    .agents
-                    .iter()
-                    .filter(|a| a.end != fleet::AgentEnd::Finished)
-                {
-                    eprintln!(
-                        "warning: agent {} ({}) did not finish: {:?} {}",
-                        a.name, a.region, a.end, a.note
-                    );
-                }
+                Err(Unsaved {
+                    fallback: Some(files),
+                    ..
+                }) => say(&format!(
+                    "results (not in the run directory): {}",
+                    files.dir.display()
+                )),
+                Err(_) => {}
             }
             RunOutcome::Ran {
                 summary: Box::new(summary),
@@ -146,6 +240,7 @@ pub async fn run_and_report(
             }
         }
         Err(e) => {
+            crate::audit::append(&audit_path, &audit_plan, began, &out, &Err(&e), None);
             eprintln!("error: {e}");
             // Nothing ran: leave no empty run directory behind.
             let _ = std::fs::remove_dir(&out);

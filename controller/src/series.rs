@@ -173,11 +173,14 @@ pub async fn run_series(
         .map_err(|e| format!("cannot render the series report: {e}"))
         .and_then(|page| {
             let json = serde_json::to_string_pretty(&series).unwrap_or_default();
-            std::fs::write(series.dir.join("series.json"), json + "\n")
+            crate::output::atomic::write(series.dir.join("series.json"), json + "\n")
                 .and_then(|()| {
-                    std::fs::write(series.dir.join("series.txt"), render(&series) + "\n")
+                    crate::output::atomic::write(
+                        series.dir.join("series.txt"),
+                        render(&series) + "\n",
+                    )
                 })
-                .and_then(|()| std::fs::write(series.dir.join("series.html"), page))
+                .and_then(|()| crate::output::atomic::write(series.dir.join("series.html"), page))
                 .map_err(|e| e.to_string())
         });
     match written {

@@ -1,6 +1,7 @@
 //! What a run leaves behind: the terminal table, `summary.json`,
 //! `latency.hlog` and `report.html`, all from one [`Summary`] (see [`crate::summary`]).
 
+pub mod atomic;
 pub mod exports;
 pub mod hlog;
 pub mod report;
@@ -23,7 +24,8 @@ pub struct RunFiles {
     pub csv: PathBuf,
 }
 
-/// Writes `summary.json`, `latency.hlog` and `report.html` into `dir`.
+/// Writes `summary.json`, `latency.hlog`, `report.html`, `latency.hgrm` and
+/// `requests.csv` into `dir`, each atomically.
 pub fn write_run_dir(r: &RunResult, summary: &Summary, dir: &Path) -> std::io::Result<RunFiles> {
     std::fs::create_dir_all(dir)?;
     let files = RunFiles {
@@ -35,18 +37,18 @@ pub fn write_run_dir(r: &RunResult, summary: &Summary, dir: &Path) -> std::io::R
         csv: dir.join("requests.csv"),
     };
     let json = serde_json::to_string_pretty(summary).map_err(std::io::Error::other)?;
-    std::fs::write(&files.summary, json + "\n")?;
+    atomic::write(&files.summary, json + "\n")?;
     let mut log = Vec::new();
     hlog::write(&mut log, r)?;
-    std::fs::write(&files.hlog, log)?;
-    std::fs::write(
+    atomic::write(&files.hlog, log)?;
+    atomic::write(
         &files.report,
         report::render(summary).map_err(std::io::Error::other)?,
     )?;
-    std::fs::write(
+    atomic::write(
         &files.hgrm,
         exports::hgrm(&r.collector.total.histogram, 1000.0),
     )?;
-    std::fs::write(&files.csv, exports::requests_csv(&r.collector))?;
+    atomic::write(&files.csv, exports::requests_csv(&r.collector))?;
     Ok(files)
 }

@@ -59,8 +59,14 @@ pub struct Exit {
 
 impl Proc {
     pub fn spawn(bin: &Path, args: &[&str]) -> Proc {
+        Proc::spawn_env(bin, args, &[])
+    }
+
+    /// Like [`Proc::spawn`], with these environment variables set.
+    pub fn spawn_env(bin: &Path, args: &[&str], env: &[(&str, &Path)]) -> Proc {
         let mut child = Command::new(bin)
             .args(args)
+            .envs(env.iter().map(|(k, v)| (*k, *v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
