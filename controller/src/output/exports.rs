@@ -17,10 +17,10 @@ pub fn hgrm(h: &Histogram<u64>, unit_ratio: f64) -> String {
         "Value", "Percentile", "TotalCount", "1/(1-Percentile)"
     );
     if !h.is_empty() {
-        for v in h.iter_quantiles(5) {
-            let q = v.quantile_iterated_to();
-            let value = v.value_iterated_to() as f64 / unit_ratio;
-            let count = v.count_since_last_iteration();
+        for (p, us) in crate::stats::percentile_points(h) {
+            let q = p / 100.0;
+            let value = us as f64 / unit_ratio;
+            let count = h.count_between(0, us);
             let _ = if q < 1.0 {
                 writeln!(
                     out,
