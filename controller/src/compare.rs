@@ -4,7 +4,6 @@
 //! when a change passes a threshold (2% per step, 4% overall by default, as
 //! Moodle's own performance-comparison tool does).
 
-use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
 use serde::Serialize;
@@ -211,7 +210,13 @@ pub fn compare(baseline: (&str, &Summary), other: (&str, &Summary), limits: Limi
             limits.overall,
         ));
     }
-    let steps: BTreeSet<&String> = a.requests.keys().chain(b.requests.keys()).collect();
+    // The baseline's journey order, then steps only the other run has.
+    let mut steps: Vec<&String> = a.steps().into_iter().map(|(n, _)| n).collect();
+    for (n, _) in b.steps() {
+        if !steps.contains(&n) {
+            steps.push(n);
+        }
+    }
     for step in steps {
         for metric in METRICS {
             deltas.push(delta(

@@ -249,6 +249,10 @@ pub struct Summary {
     pub aborted_by: Option<String>,
     pub total: Entry,
     pub requests: BTreeMap<String, Entry>,
+    /// The steps in journey order (the plan's scenarios, each step by
+    /// step); `requests` is keyed by name. Empty in older summaries.
+    #[serde(default)]
+    pub step_order: Vec<String>,
     pub regions: BTreeMap<String, Entry>,
     pub agents: BTreeMap<String, AgentEntry>,
     pub errors: BTreeMap<String, ErrorAgg>,
@@ -367,6 +371,7 @@ impl Summary {
                 .zip(&c.steps)
                 .map(|(n, t)| (n.clone(), Entry::of(t, d)))
                 .collect(),
+            step_order: c.step_names.clone(),
             regions,
             agents,
             errors: c.total.errors.clone(),
@@ -374,6 +379,24 @@ impl Summary {
             late_reports: c.late_reports,
             dropped_reports: c.dropped_reports,
         }
+    }
+}
+
+impl Summary {
+    /// The steps with their results, in journey order; steps the order
+    /// does not name (an older summary has none) follow by name.
+    pub fn steps(&self) -> Vec<(&String, &Entry)> {
+        let mut out: Vec<(&String, &Entry)> = self
+            .step_order
+            .iter()
+            .filter_map(|n| self.requests.get_key_value(n))
+            .collect();
+        for (n, e) in &self.requests {
+            if !self.step_order.contains(n) {
+                out.push((n, e));
+            }
+        }
+        out
     }
 }
 

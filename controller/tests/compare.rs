@@ -198,3 +198,48 @@ async fn different_load_parameters_are_warned_about() {
     assert_eq!(exit.code, 2);
     assert!(exit.stderr.contains("summary.json"), "{}", exit.stderr);
 }
+
+/// Steps keep the journey's order (not the alphabet's) in the terminal
+/// table, `summary.json`'s `step_order`, the report and `compare`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn steps_are_shown_in_journey_order() {
+    let bed = testbed(Config::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let journey = [("zeta", "/z"), ("alpha", "/a"), ("mid", "/m")];
+    let plan = write_plan(
+        dir.path(),
+        "order.toml",
+        &plan_toml(&bed.base_url(), "users = 1\niterations = 2", &journey),
+    );
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    for out in [&a, &b] {
+        let exit = run_plan(&plan, out).await;
+        assert_eq!(exit.code, 0, "{}", exit.stderr);
+        let order: Vec<usize> = ["zeta", "alpha", "mid"]
+            .iter()
+            .map(|n| exit.stdout.find(&format!("│ {n}")).expect(n))
+            .collect();
+        assert!(order.is_sorted(), "table order {order:?}:\n{}", exit.stdout);
+    }
+    assert_eq!(
+        summary(&a)["step_order"],
+        serde_json::json!(["zeta", "alpha", "mid"])
+    );
+    let report = std::fs::read_to_string(a.join("report.html")).unwrap();
+    let pos: Vec<usize> = ["zeta", "alpha", "mid"]
+        .iter()
+        .map(|n| report.find(&format!("<td>{n}</td>")).expect(n))
+        .collect();
+    assert!(pos.is_sorted(), "report order {pos:?}");
+    let exit = run(
+        &loadfleet(),
+        &["compare", a.to_str().unwrap(), b.to_str().unwrap()],
+        Duration::from_secs(30),
+    );
+    assert_eq!(exit.code, 0, "{}", exit.stderr);
+    let pos: Vec<usize> = ["zeta", "alpha", "mid"]
+        .iter()
+        .map(|n| exit.stdout.find(n).expect(n))
+        .collect();
+    assert!(pos.is_sorted(), "compare order {pos:?}:\n{}", exit.stdout);
+}

@@ -253,7 +253,7 @@ pub fn render(s: &Summary) -> Result<String, askama::Error> {
         .regions
         .iter()
         .map(|(n, e)| (format!("region {n}"), e))
-        .chain(s.requests.iter().map(|(n, e)| (format!("step {n}"), e)))
+        .chain(s.steps().into_iter().map(|(n, e)| (format!("step {n}"), e)))
         .collect::<Vec<_>>();
     for (i, (name, e)) in scoped.iter().enumerate() {
         names.push((name.clone(), PALETTE[i % PALETTE.len()]));
@@ -287,8 +287,8 @@ pub fn render(s: &Summary) -> Result<String, askama::Error> {
     let region_users_chart =
         line_chart("Active users by region over time", "users", &region_series);
     let step_errors = s
-        .requests
-        .iter()
+        .steps()
+        .into_iter()
         .flat_map(|(step, e)| {
             e.errors_by_kind
                 .iter()
@@ -320,8 +320,8 @@ pub fn render(s: &Summary) -> Result<String, askama::Error> {
             .unwrap_or_default(),
         load,
         steps: s
-            .requests
-            .iter()
+            .steps()
+            .into_iter()
             .map(|(n, e)| Row {
                 name: n,
                 extra: String::new(),

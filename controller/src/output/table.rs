@@ -79,7 +79,7 @@ pub fn render(s: &Summary) -> String {
     }
     out.push_str(&table("all steps", overall_rows.iter().map(|(n, e)| (n, e))).to_string());
     out.push('\n');
-    out.push_str(&table("step", s.requests.iter()).to_string());
+    out.push_str(&table("step", s.steps()).to_string());
     out.push('\n');
     out.push_str(&table("region", s.regions.iter()).to_string());
     out.push('\n');
