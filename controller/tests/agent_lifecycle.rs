@@ -373,3 +373,33 @@ fn flags_win_over_the_environment_which_wins_over_the_env_file() {
         bad.stderr
     );
 }
+
+/// An agent started for one run (`--once`) whose controller dies mid-run
+/// stops its load and exits (code 3, saying why) instead of redialing a
+/// controller that is gone for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_once_agent_exits_when_its_controller_dies() {
+    let bed = testbed(Config {
+        default_latency: Duration::from_millis(5),
+        ..Config::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let long = write_plan(
+        dir.path(),
+        "long.toml",
+        &plan_text(&bed.base_url(), "users = 2\nduration = \"60s\""),
+    );
+    let (mut ctl, url) = fleet_controller(&long, &dir.path().join("r"), 1);
+    let once = agent(&url, "eu", "once", &["--max-backoff-s", "1"]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while bed.stats().served() < 50 {
+        assert!(Instant::now() < deadline, "load never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    ctl.child.kill().unwrap();
+    let _ = ctl.child.wait();
+    let exit = exited(once, Duration::from_secs(15)).await;
+    assert_eq!(exit.code, 3, "{}", exit.stderr);
+    assert!(exit.stderr.contains("controller"), "{}", exit.stderr);
+}

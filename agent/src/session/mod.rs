@@ -71,6 +71,10 @@ pub enum AgentError {
     Rejected(String),
     #[error("cannot reach the controller at {0}")]
     Unreachable(String),
+    #[error(
+        "the controller of this agent's run is gone ({0}); all load stopped, and with --once the agent exits"
+    )]
+    ControllerLost(String),
 }
 
 /// What one attachment to a controller came to.
@@ -90,6 +94,10 @@ enum AttachError {
     Stream(#[from] tonic::Status),
     #[error("controller went away")]
     Gone,
+    /// A run was under way and its controller went away (or no longer
+    /// holds it): all load has stopped.
+    #[error("the run ended without its controller: {0}")]
+    RunLost(String),
     #[error("controller rejected this agent: {0}")]
     Rejected(String),
     #[error("refused the assignment: {0}")]
@@ -196,6 +204,9 @@ pub async fn run_agent(opts: AgentOptions, shutdown: CancellationToken) -> Resul
             Ok(Attach::Idle) => {}
             Err(AttachError::Rejected(why)) if opts.once => return Err(AgentError::Rejected(why)),
             Err(AttachError::Refused(why)) if opts.once => return Err(AgentError::Refused(why)),
+            Err(AttachError::RunLost(why)) if opts.once => {
+                return Err(AgentError::ControllerLost(why));
+            }
             Err(AttachError::Refused(why)) => {
                 tracing::error!(reason = %why, "refused an assignment")
             }

@@ -145,7 +145,7 @@ impl RunState {
                 _ = lease_expiry => {
                     tracing::error!("lease expired: the controller is silent; stopping all load now");
                     engine.stop.hard();
-                    return Err(AttachError::Gone);
+                    return Err(AttachError::RunLost("its lease expired".into()));
                 }
                 interval = engine.intervals.recv(), if !self.engine_done => self.on_interval(interval),
                 m = inbound_msg => self.on_message(m, &engine),
@@ -265,11 +265,15 @@ impl RunState {
                 // Nobody listens where the controller was: nobody is
                 // watching this load, so it stops now.
                 tracing::warn!(%why, "the controller is gone; stopping all load");
-                Err(AttachError::Gone)
+                Err(AttachError::RunLost(format!(
+                    "nothing listens at its address: {why}"
+                )))
             }
             Err(ResumeError::Rejected(why)) => {
                 tracing::warn!(%why, "the controller no longer holds this run; stopping all load");
-                Err(AttachError::Gone)
+                Err(AttachError::RunLost(format!(
+                    "it no longer holds the run: {why}"
+                )))
             }
             Err(ResumeError::Failed(why)) => {
                 tracing::info!(%why, "reconnect failed; trying again while the lease lasts");
@@ -282,7 +286,7 @@ impl RunState {
     /// for the controller to close the stream, so the message is delivered.
     async fn finish(self, engine: Engine) -> Result<Attach, AttachError> {
         let Some(Link { mut stream, .. }) = self.link else {
-            return Err(AttachError::Gone);
+            return Err(AttachError::RunLost("no link to say Done on".into()));
         };
         let run_id = self.run_id;
         let start_lateness = engine.start_lateness();
@@ -302,7 +306,7 @@ impl RunState {
                 totals,
             })))
             .await
-            .map_err(|_| AttachError::Gone)?;
+            .map_err(|_| AttachError::RunLost("the stream closed before Done".into()))?;
         // Wait (briefly) for the controller to close the stream, so the Done is delivered.
         let _ = tokio::time::timeout(Duration::from_secs(10), async {
             while let Ok(Some(_)) = stream.inbound.message().await {}
