@@ -784,6 +784,7 @@ impl Validator<'_> {
                         ));
                     }
                 }
+                let ramp_span = raw.ramp_up.as_ref().map(Spanned::span);
                 let ramp_up = raw.ramp_up.map(|r| r.into_inner().0).unwrap_or_default();
                 let bound = match (raw.iterations, raw.duration) {
                     (Some(_), Some(d)) => {
@@ -800,6 +801,28 @@ impl Validator<'_> {
                     }
                     (None, Some(d)) => RunBound::Duration(d.into_inner().0),
                 };
+                use crate::duration::format_duration;
+                // User k of N starts at k × ramp_up / N: with a ramp longer
+                // than the run, the last users would never start.
+                if let (RunBound::Duration(d), Some(at)) = (bound, ramp_span) {
+                    for &u in &users.get_ref().values {
+                        let n = u as u64;
+                        let started = (0..n)
+                            .take_while(|&k| ramp_up.mul_f64(k as f64 / n as f64) < d)
+                            .count() as u64;
+                        if started < n {
+                            return Err(self.error(
+                                at,
+                                format!(
+                                    "`load.ramp_up`: {} is longer than the run (`duration` {}): one user starts every {}, so only {started} of {n} users would start before the run ends; shorten `ramp_up` or lengthen `duration` (or use `stages`)",
+                                    format_duration(ramp_up),
+                                    format_duration(d),
+                                    format_duration(ramp_up / u32::try_from(n).unwrap_or(u32::MAX)),
+                                ),
+                            ));
+                        }
+                    }
+                }
                 let model = LoadModel::Closed {
                     users: users.get_ref().values[0] as u64,
                     ramp_up,

@@ -392,3 +392,28 @@ fn closed_stages_grammar() {
         assert!(e.contains(message), "{load:?}: {e}");
     }
 }
+
+#[test]
+fn a_ramp_longer_than_the_run_is_refused_with_the_users_that_would_never_start() {
+    // 10 users, one every 2 s, for 5 s: users 0, 1 and 2 would start.
+    let plan = GOOD
+        .replace("users = 20", "users = 10")
+        .replace("ramp_up = \"30s\"", "ramp_up = \"20s\"")
+        .replace("iterations = 1", "duration = \"5s\"");
+    let e = err(&plan);
+    assert!(e.starts_with("plan.toml:8:11: "), "{e}");
+    assert!(e.contains("only 3 of 10 users"), "{e}");
+    // A sweep is checked at every value.
+    let e = err(&plan.replace("users = 10", "users = [1, 10]"));
+    assert!(e.contains("only 3 of 10 users"), "{e}");
+    // Every user starting before the end is fine: the last starts at 18 s.
+    assert!(
+        parse(
+            "plan.toml",
+            &plan.replace("duration = \"5s\"", "duration = \"19s\""),
+            "p"
+        )
+        .is_ok()
+    );
+    assert!(parse("plan.toml", &plan.replace("users = 10", "users = 1"), "p").is_ok());
+}
