@@ -68,6 +68,7 @@ pub struct Engine {
     threads: Vec<std::thread::JoinHandle<()>>,
     start_lateness_us: Arc<AtomicU64>,
     totals: Arc<OnceLock<v1::Totals>>,
+    cut_short: Arc<OnceLock<String>>,
 }
 
 impl Engine {
@@ -88,6 +89,12 @@ impl Engine {
     /// has been sent on `intervals` (before the channel closes).
     pub fn totals(&self) -> Option<v1::Totals> {
         self.totals.get().cloned()
+    }
+
+    /// Why the run's hard time limit ended users before they finished;
+    /// `None` when every user finished.
+    pub fn cut_short(&self) -> Option<String> {
+        self.cut_short.get().cloned()
     }
 
     /// How late the slowest worker woke after the schedule's zero.
@@ -115,6 +122,7 @@ struct WorkerPart {
     last: bool,
     dropped: u64,
     started: u64,
+    completed: u64,
     lateness: Option<Histogram<u64>>,
 }
 
@@ -168,6 +176,7 @@ pub fn start(
     let (out_tx, out_rx) = mpsc::channel(64);
     let mut threads = Vec::with_capacity(workers + 1);
     let start_lateness_us = Arc::new(AtomicU64::new(0));
+    let cut_short = Arc::new(OnceLock::new());
     for w in 0..workers {
         let users: Vec<UserSlot> = assign
             .users
@@ -188,6 +197,7 @@ pub fn start(
             tls: tls.clone(),
             parts: part_tx.clone(),
             start_lateness_us: start_lateness_us.clone(),
+            cut_short: cut_short.clone(),
         };
         threads.push(
             std::thread::Builder::new()
@@ -209,6 +219,7 @@ pub fn start(
         threads,
         start_lateness_us,
         totals,
+        cut_short,
     })
 }
 
@@ -226,6 +237,8 @@ struct Worker {
     tls: Option<Tls>,
     parts: mpsc::Sender<WorkerPart>,
     start_lateness_us: Arc<AtomicU64>,
+    /// Set by the first worker whose hard time limit ends its users.
+    cut_short: Arc<OnceLock<String>>,
 }
 
 /// State shared by the users of one worker thread (never across threads).
@@ -244,6 +257,8 @@ struct Shared {
     dropped: Cell<u64>,
     /// Iterations started in the current interval.
     started: Cell<u64>,
+    /// Iterations that ran to their end in the current interval.
+    completed: Cell<u64>,
 }
 
 impl Shared {
@@ -286,6 +301,7 @@ impl Worker {
             )),
             dropped: Cell::new(0),
             started: Cell::new(0),
+            completed: Cell::new(0),
             active: Cell::new(0),
             remaining: Cell::new(self.users.len()),
             all_done: Notify::new(),
@@ -325,7 +341,12 @@ impl Worker {
                 _ = shared.all_done.notified() => true,
                 _ = self.stop.hard.cancelled() => true,
                 _ = tokio::time::sleep_until(hard_deadline) => {
-                    tracing::warn!("run reached its hard time limit; stopping all load");
+                    let running = shared.active.get();
+                    tracing::warn!(users = running, "run reached its hard time limit; stopping all load");
+                    let _ = self.cut_short.set(format!(
+                        "its time limit of {:.1} s passed with {running} user(s) still running",
+                        self.assign.max_run.as_secs_f64()
+                    ));
                     true
                 }
             };
@@ -347,6 +368,7 @@ impl Worker {
                 last: finished,
                 dropped: shared.dropped.replace(0),
                 started: shared.started.replace(0),
+                completed: shared.completed.replace(0),
                 lateness,
             };
             if self.parts.send(part).await.is_err() || finished {
@@ -575,6 +597,8 @@ async fn run_iteration(
             return false;
         }
     }
+    // Every step ran (or a failure sent it on to the next iteration).
+    shared.completed.set(shared.completed.get() + 1);
     // Pacing: an iteration lasts at least this long.
     match began {
         Some(began) if !scenario.pacing.is_zero() => {
@@ -783,6 +807,7 @@ struct Pending {
     elapsed: Duration,
     dropped: u64,
     started: u64,
+    completed: u64,
     lateness: Option<Histogram<u64>>,
 }
 
@@ -817,6 +842,7 @@ impl Aggregator {
                         elapsed: part.elapsed,
                         dropped: part.dropped,
                         started: part.started,
+                        completed: part.completed,
                         lateness: part.lateness,
                     });
                 }
@@ -829,6 +855,7 @@ impl Aggregator {
                     p.elapsed = p.elapsed.max(part.elapsed);
                     p.dropped += part.dropped;
                     p.started += part.started;
+                    p.completed += part.completed;
                     if let (Some(mine), Some(theirs)) = (&mut p.lateness, &part.lateness) {
                         mine.add(theirs).expect("same bounds");
                     }
@@ -957,6 +984,7 @@ impl Aggregator {
             elapsed_us: u64::try_from(p.elapsed.as_micros()).unwrap_or(u64::MAX),
             dropped: p.dropped,
             started: p.started,
+            completed: p.completed,
             lateness,
         };
         self.out.blocking_send(interval).is_ok()

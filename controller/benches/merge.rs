@@ -58,6 +58,7 @@ fn main() {
         dropped: 0,
         lateness: Vec::new(),
         started: 0,
+        completed: 0,
     };
     // The first second allocates every agent's tally; time the steady state.
     let warm_up = 1u64;

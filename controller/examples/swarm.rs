@@ -209,6 +209,7 @@ async fn agent(
                     dropped: 0,
                     lateness: Vec::new(),
                     started: 0,
+                    completed: 0,
                 }))).await?;
                 counters.reports.fetch_add(1, Ordering::Relaxed);
                 seq += 1;
@@ -224,6 +225,7 @@ async fn agent(
         last_seq: seq.saturating_sub(1),
         start_lateness_us: 0,
         totals: Some(totals(&one_second, seq)),
+        cut_short: String::new(),
     })))
     .await?;
     // Let the controller close the stream.

@@ -48,7 +48,8 @@ impl Exit {
             RunStatus::CompletedWithErrors
             | RunStatus::ThresholdsFailed
             | RunStatus::Degraded
-            | RunStatus::Interrupted => Exit::Errors,
+            | RunStatus::Interrupted
+            | RunStatus::Truncated => Exit::Errors,
         }
     }
 
@@ -115,6 +116,7 @@ mod tests {
             RunStatus::ThresholdsFailed,
             RunStatus::Degraded,
             RunStatus::Interrupted,
+            RunStatus::Truncated,
         ] {
             assert_eq!(Exit::of_status(s), Exit::Errors, "{s:?}");
         }

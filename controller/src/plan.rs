@@ -56,6 +56,9 @@ pub struct Plan {
     pub clear_cookies_each_iteration: bool,
     /// SHA-256 of the plan's text, hex (for the audit log).
     pub sha256: String,
+    /// `load.max_duration`: the operator's own cap on the whole run; users
+    /// still running when it passes are stopped and the run is `truncated`.
+    pub max_duration: Option<Duration>,
 }
 
 /// `[fleet] on_agent_loss`.
@@ -242,16 +245,51 @@ impl Plan {
         }
     }
 
-    /// The longest the run may take before agents stop by themselves.
-    pub fn max_run(&self) -> Duration {
-        let slack = Duration::from_secs(5);
-        let longest = self
-            .scenarios
+    /// The longest one iteration of any scenario can take: each step's
+    /// timeout and its longest think time, or the scenario's pacing when
+    /// that is longer. A Gaussian think time counts as its mean plus six
+    /// deviations (a sample beyond that is about one in a billion; the agent
+    /// caps samples at a day).
+    pub fn iteration_bound(&self) -> Duration {
+        let think_max = |t: &Option<v1::Think>| -> Duration {
+            use v1::think::Kind;
+            match t.as_ref().and_then(|t| t.kind.as_ref()) {
+                None => Duration::ZERO,
+                Some(Kind::ConstantUs(us)) => Duration::from_micros(*us),
+                Some(Kind::Uniform(r)) => Duration::from_micros(r.max_us.max(r.min_us)),
+                Some(Kind::Gaussian(g)) => Duration::from_micros(
+                    g.mean_us.saturating_add(g.deviation_us.saturating_mul(6)),
+                )
+                .min(Duration::from_secs(86_400)),
+            }
+        };
+        self.scenarios
             .iter()
-            .map(|s| s.steps.len())
+            .map(|s| {
+                s.steps
+                    .iter()
+                    .map(|st| {
+                        self.target
+                            .timeout
+                            .saturating_add(think_max(&st.wire.think))
+                    })
+                    .fold(Duration::ZERO, Duration::saturating_add)
+                    .max(s.pacing)
+            })
             .max()
-            .unwrap_or(1) as u32;
-        let iteration = self.target.timeout.saturating_mul(longest);
+            .unwrap_or(self.target.timeout)
+    }
+
+    /// The longest the run may take before agents stop by themselves (and
+    /// say so: the run is then `truncated`): `load.max_duration` when the
+    /// plan sets it, else the schedule plus the longest iteration it could
+    /// still be in, plus 5 s.
+    pub fn max_run(&self) -> Duration {
+        if let Some(cap) = self.max_duration {
+            return cap;
+        }
+        let slack = Duration::from_secs(5);
+        let iteration = self.iteration_bound();
         match self.load {
             LoadModel::Staged { graceful_stop, .. } => self
                 .scheduled_duration()
@@ -266,18 +304,9 @@ impl Plan {
                 .saturating_add(slack),
             LoadModel::Closed { ramp_up, bound, .. } => match bound {
                 RunBound::Duration(d) => d + self.target.timeout + slack,
-                RunBound::Iterations(n) => {
-                    let longest = self
-                        .scenarios
-                        .iter()
-                        .map(|s| s.steps.len())
-                        .max()
-                        .unwrap_or(1) as u64;
-                    let per_user = self.target.timeout.saturating_mul(
-                        u32::try_from(n.saturating_mul(longest)).unwrap_or(u32::MAX),
-                    );
-                    ramp_up.saturating_add(per_user).saturating_add(slack)
-                }
+                RunBound::Iterations(n) => ramp_up
+                    .saturating_add(iteration.saturating_mul(u32::try_from(n).unwrap_or(u32::MAX)))
+                    .saturating_add(slack),
             },
         }
     }
@@ -341,6 +370,7 @@ struct RawLoad {
     max_wait: Option<Spanned<PlanDuration>>,
     cooldown: Option<Spanned<PlanDuration>>,
     graceful_stop: Option<Spanned<PlanDuration>>,
+    max_duration: Option<Spanned<PlanDuration>>,
 }
 
 #[derive(Deserialize)]
@@ -494,6 +524,16 @@ impl Validator<'_> {
             None => default_name.to_string(),
         };
         let target = self.target(raw.target)?;
+        let max_duration = match &raw.load.get_ref().max_duration {
+            Some(m) if m.get_ref().0.is_zero() => {
+                return Err(self.error(
+                    m.span(),
+                    "`load.max_duration`: expected a duration above zero",
+                ));
+            }
+            Some(m) => Some(m.get_ref().0),
+            None => None,
+        };
         let (load, sweep) = self.load(raw.load, target.timeout)?;
         if raw.scenario.is_empty() {
             return Err(self.error(
@@ -631,6 +671,7 @@ impl Validator<'_> {
                 .session
                 .is_some_and(|s| s.clear_cookies_each_iteration),
             sha256: sha256_hex(self.text.as_bytes()),
+            max_duration,
         })
     }
 

@@ -346,6 +346,8 @@ pub struct Collector {
     pub dropped_reports: u64,
     /// Open model: arrivals dropped because no user was free in time.
     pub dropped: u64,
+    /// Iterations that ran to their end, all agents together.
+    pub iterations_completed: u64,
     pub agent_dropped: BTreeMap<String, u64>,
     /// Open model: send lateness of iterations (actual minus intended), µs.
     pub lateness: Histogram<u64>,
@@ -378,6 +380,7 @@ impl Collector {
             late_reports: 0,
             dropped_reports: 0,
             dropped: 0,
+            iterations_completed: 0,
             agent_dropped: BTreeMap::new(),
             lateness: new_histogram(),
             elapsed: Duration::ZERO,
@@ -486,6 +489,7 @@ impl Collector {
             l.add_to(&mut self.lateness);
         }
         self.dropped += iv.dropped;
+        self.iterations_completed += iv.completed;
         if iv.dropped > 0 {
             *self.agent_dropped.entry(agent.to_string()).or_default() += iv.dropped;
         }

@@ -247,6 +247,13 @@ pub struct Summary {
     pub thresholds_passed: Option<bool>,
     /// The rule that stopped the run early, with `abort_on_fail`.
     pub aborted_by: Option<String>,
+    /// Iterations the plan asked for and iterations that ran to their end.
+    #[serde(default)]
+    pub iterations: IterationCount,
+    /// Why a time limit ended users before they finished (status
+    /// `truncated`); empty when none did.
+    #[serde(default)]
+    pub cut_short: Vec<String>,
     pub total: Entry,
     pub requests: BTreeMap<String, Entry>,
     /// The steps in journey order (the plan's scenarios, each step by
@@ -276,6 +283,17 @@ fn round_latency(l: LatencyMs) -> LatencyMs {
         p99_9: round3(l.p99_9),
         max: round3(l.max),
     }
+}
+
+/// Iterations planned and run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct IterationCount {
+    /// Users × `iterations` (closed model with `iterations`); `null` when
+    /// the run is bounded by time.
+    pub planned: Option<u64>,
+    /// Iterations whose every step ran (a failure that sends the user on to
+    /// its next iteration counts as run).
+    pub completed: u64,
 }
 
 impl Summary {
@@ -364,6 +382,18 @@ impl Summary {
             thresholds_passed: (!r.thresholds.is_empty())
                 .then(|| r.thresholds.iter().all(|o| o.passed)),
             aborted_by: r.aborted_by.as_ref().map(ToString::to_string),
+            iterations: IterationCount {
+                planned: match r.plan.load {
+                    LoadModel::Closed {
+                        users,
+                        bound: RunBound::Iterations(n),
+                        ..
+                    } => Some(users.saturating_mul(n)),
+                    _ => None,
+                },
+                completed: c.iterations_completed,
+            },
+            cut_short: r.cut_short.clone(),
             total: Entry::of(&c.total, d),
             requests: c
                 .step_names

@@ -19,6 +19,7 @@ mod fleet;
 mod hostile_bytes;
 mod https;
 mod journey;
+mod limits;
 mod merge;
 mod mtls;
 mod netns;

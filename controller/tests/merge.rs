@@ -29,6 +29,7 @@ fn interval(seq: u64, steps: Vec<v1::StepInterval>) -> v1::Interval {
         dropped: 0,
         lateness: Vec::new(),
         started: 0,
+        completed: 0,
     }
 }
 
@@ -174,6 +175,7 @@ fn a_bad_report_is_dropped_whole() {
         dropped: 0,
         lateness: Vec::new(),
         started: 0,
+        completed: 0,
     };
     let good_step = v1::StepInterval {
         step: 0,

@@ -64,6 +64,7 @@ async fn rogue(url: String) {
                     dropped: 0,
                     lateness: Vec::new(),
                     started: 0,
+                    completed: 0,
                 };
                 tx.send(msg(agent_message::Body::Interval(bad)))
                     .await
@@ -73,6 +74,7 @@ async fn rogue(url: String) {
                     last_seq: 0,
                     start_lateness_us: 0,
                     totals: None,
+                    cut_short: String::new(),
                 })))
                 .await
                 .unwrap();

@@ -291,6 +291,10 @@ impl RunState {
         let run_id = self.run_id;
         let start_lateness = engine.start_lateness();
         let totals = engine.totals();
+        let cut_short = engine.cut_short().unwrap_or_default();
+        if !cut_short.is_empty() {
+            tracing::warn!(%cut_short, "the run was cut short; the controller is told");
+        }
         if let Err(reason) = engine.finish() {
             tracing::error!(%reason, "engine failure");
             let failed = v1::Failed { run_id, reason };
@@ -304,6 +308,7 @@ impl RunState {
                 last_seq: self.last_seq,
                 start_lateness_us: u64::try_from(start_lateness.as_micros()).unwrap_or(u64::MAX),
                 totals,
+                cut_short,
             })))
             .await
             .map_err(|_| AttachError::RunLost("the stream closed before Done".into()))?;

@@ -38,6 +38,8 @@ pub(super) struct Agent {
     pub(super) clock: ClockSync,
     pub(super) start_lateness: Option<Duration>,
     pub(super) load_share: f64,
+    /// Why the agent's time limit ended its users early (from its Done).
+    pub(super) cut_short: Option<String>,
     /// When the agent last sent anything.
     pub(super) last_heard: Instant,
     /// Its stream broke at this instant; it may resume within [`RESUME_GRACE`].
@@ -88,6 +90,7 @@ impl Agent {
             disconnected_at: None,
             start_lateness: None,
             load_share: 0.0,
+            cut_short: None,
         }
     }
 

@@ -56,6 +56,8 @@ pub(super) struct Run<'a> {
     pub(super) stopping: bool,
     /// The controller stopped the run early, and why.
     pub(super) abort: Option<Abort>,
+    /// The controller's own time limit ended the run with agents running.
+    pub(super) time_limit_hit: bool,
 }
 
 impl<'a> Run<'a> {
@@ -78,6 +80,7 @@ impl<'a> Run<'a> {
             progress,
             stopping: false,
             abort: None,
+            time_limit_hit: false,
         }
     }
 
@@ -122,6 +125,7 @@ impl<'a> Run<'a> {
                 }
                 _ = tokio::time::sleep_until(hard_deadline) => {
                     self.progress.note("the run passed its time limit; stopping every agent");
+                    self.time_limit_hit = true;
                     self.stop_all(false);
                     break;
                 }
@@ -342,6 +346,11 @@ impl<'a> Run<'a> {
             agent_message::Body::Done(d) if d.run_id == self.run_id => {
                 a.state = State::Finished;
                 a.start_lateness = Some(Duration::from_micros(d.start_lateness_us));
+                if !d.cut_short.is_empty() {
+                    self.progress
+                        .note(&format!("agent {} was cut short: {}", a.name, d.cut_short));
+                    a.cut_short = Some(d.cut_short);
+                }
                 let why = match &d.totals {
                     Some(t) => self
                         .collector

@@ -28,8 +28,25 @@ impl Run<'_> {
         let degraded = self.agents.iter().any(|a| a.state != State::Finished);
         let thresholds = self.plan.thresholds.check(&collector, duration, true);
         let threshold_abort = matches!(self.abort, Some(Abort::Threshold { .. }));
+        let mut cut_short: Vec<String> = self
+            .agents
+            .iter()
+            .filter_map(|a| {
+                a.cut_short
+                    .as_ref()
+                    .map(|why| format!("agent {}: {why}", a.name))
+            })
+            .collect();
+        if self.time_limit_hit {
+            cut_short.push(format!(
+                "the controller's time limit ({:.1} s) passed with agents still running",
+                (self.plan.max_run() + std::time::Duration::from_secs(10)).as_secs_f64()
+            ));
+        }
         let status = if self.stopping {
             RunStatus::Interrupted
+        } else if !cut_short.is_empty() {
+            RunStatus::Truncated
         } else if threshold_abort || thresholds.iter().any(|o| !o.passed) {
             RunStatus::ThresholdsFailed
         } else if degraded {
@@ -71,6 +88,7 @@ impl Run<'_> {
             status,
             thresholds,
             aborted_by: self.abort,
+            cut_short,
         })
     }
 }

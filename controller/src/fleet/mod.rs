@@ -125,6 +125,9 @@ pub enum RunStatus {
     /// An agent was lost or failed during the run: its part is partial.
     Degraded,
     Interrupted,
+    /// A time limit ended users before they finished: fewer iterations (or
+    /// less time) than the plan asked for.
+    Truncated,
 }
 
 /// How one agent's part of the run ended.
@@ -172,6 +175,9 @@ pub struct RunResult {
     pub thresholds: Vec<crate::thresholds::Outcome>,
     /// Why the controller stopped the run early, if it did.
     pub aborted_by: Option<Abort>,
+    /// Why a time limit ended users before they finished (one line per
+    /// agent, or the controller's own); empty when none did.
+    pub cut_short: Vec<String>,
 }
 
 fn reject(outbound: &Outbound, reason: &str) {

@@ -58,6 +58,17 @@ pub fn render(s: &Summary) -> String {
         crate::summary::latency_note(s),
         s.load.description,
     ));
+    match s.iterations.planned {
+        Some(planned) if s.iterations.completed < planned => out.push_str(&format!(
+            "iterations: {} of {planned} planned ran to their end\n",
+            s.iterations.completed
+        )),
+        Some(planned) => out.push_str(&format!("iterations: all {planned} planned ran\n")),
+        None => {}
+    }
+    for why in &s.cut_short {
+        out.push_str(&format!("CUT SHORT: {why}\n"));
+    }
     if s.dropped_iterations > 0 {
         out.push_str(&format!(
             "dropped iterations: {} (no user was free within max_wait)\n",
