@@ -566,17 +566,27 @@ async fn run_iteration(
                         }
                     }
                     Some(Err(failure)) => {
-                        shared
-                            .recorder
-                            .borrow_mut()
-                            .record_failure(step.id, failure.kind, || failure.message);
+                        let mut rec = shared.recorder.borrow_mut();
+                        match failure.kind {
+                            // Never sent: no time to a failure.
+                            ErrorKind::Blocked | ErrorKind::Request => {
+                                rec.record_failure(step.id, failure.kind, || failure.message)
+                            }
+                            kind => rec.record_failure_after(
+                                step.id,
+                                kind,
+                                latency + lateness.unwrap_or_default(),
+                                || failure.message,
+                            ),
+                        }
                         true
                     }
                     None => {
                         client.reset();
-                        shared.recorder.borrow_mut().record_failure(
+                        shared.recorder.borrow_mut().record_failure_after(
                             step.id,
                             ErrorKind::Timeout,
+                            latency + lateness.unwrap_or_default(),
                             || format!("no complete response within {timeout:?}"),
                         );
                         true
@@ -885,6 +895,12 @@ impl Aggregator {
         let encoded = self
             .serializer
             .encode(&self.sent.histogram, &mut totals.histogram)
+            .and_then(
+                |()| match self.sent.failed.as_ref().filter(|h| !h.is_empty()) {
+                    Some(h) => self.serializer.encode(h, &mut totals.failed),
+                    None => Ok(()),
+                },
+            )
             .and_then(|()| match &self.sent.uncorrected {
                 Some(h) => self.serializer.encode(h, &mut totals.uncorrected),
                 None => Ok(()),
@@ -944,11 +960,19 @@ impl Aggregator {
                 tracing::error!(error = ?e, "cannot serialize histogram");
                 continue;
             }
+            let mut failed = Vec::new();
+            if let Some(h) = rec.failed.as_ref().filter(|h| !h.is_empty())
+                && let Err(e) = self.serializer.encode(h, &mut failed)
+            {
+                tracing::error!(error = ?e, "cannot serialize histogram");
+                continue;
+            }
             add_latencies(&mut self.sent, rec);
             steps.push(v1::StepInterval {
                 step: id as u32,
                 histogram: bytes,
                 uncorrected,
+                failed,
                 count: rec.count(),
                 errors: rec
                     .errors
@@ -1002,5 +1026,12 @@ fn add_latencies(into: &mut StepRecord, rec: &StepRecord) {
     add(&mut into.histogram, &rec.histogram);
     if let (Some(mine), Some(theirs)) = (&mut into.uncorrected, &rec.uncorrected) {
         add(mine, theirs);
+    }
+    if let Some(theirs) = &rec.failed {
+        add(
+            into.failed
+                .get_or_insert_with(crate::recorder::new_histogram),
+            theirs,
+        );
     }
 }

@@ -37,6 +37,10 @@ pub struct StepRecord {
     pub histogram: Histogram<u64>,
     /// Open model only: the same responses measured from the actual send.
     pub uncorrected: Option<Histogram<u64>>,
+    /// Time from send to failure of requests that got no response
+    /// (timeout, reset, connect, ...), measured like `histogram`; made at
+    /// the interval's first such failure, so a healthy run carries none.
+    pub failed: Option<Histogram<u64>>,
     /// Errors by kind; a handful of entries at most, so a linear search is fastest.
     pub errors: Vec<ErrorTally>,
 }
@@ -46,6 +50,7 @@ impl StepRecord {
         StepRecord {
             histogram: new_histogram(),
             uncorrected: open.then(new_histogram),
+            failed: None,
             errors: Vec::new(),
         }
     }
@@ -67,6 +72,12 @@ impl StepRecord {
             .expect("histograms share loadfleet's fixed bounds");
         if let (Some(mine), Some(theirs)) = (&mut self.uncorrected, &other.uncorrected) {
             mine.add(theirs)
+                .expect("histograms share loadfleet's fixed bounds");
+        }
+        if let Some(theirs) = &other.failed {
+            self.failed
+                .get_or_insert_with(new_histogram)
+                .add(theirs)
                 .expect("histograms share loadfleet's fixed bounds");
         }
         for e in &other.errors {
@@ -187,6 +198,27 @@ impl Recorder {
     ) {
         if let Some(rec) = self.steps.get_mut(step) {
             rec.tally(kind, 1, message);
+        }
+    }
+
+    /// Records a request that was sent and got no response, `elapsed` after
+    /// it was sent (plus, in the open model, its iteration's lateness).
+    pub fn record_failure_after(
+        &mut self,
+        step: usize,
+        kind: ErrorKind,
+        elapsed: Duration,
+        message: impl FnOnce() -> String,
+    ) {
+        if let Some(rec) = self.steps.get_mut(step) {
+            rec.tally(kind, 1, message);
+            rec.failed
+                .get_or_insert_with(new_histogram)
+                .saturating_record(
+                    u64::try_from(elapsed.as_micros())
+                        .unwrap_or(u64::MAX)
+                        .max(LOWEST_US),
+                );
         }
     }
 

@@ -39,6 +39,7 @@ fn main() {
                 count: s.count(),
                 errors: vec![],
                 uncorrected: Vec::new(),
+                failed: Vec::new(),
             }
         })
         .collect();

@@ -63,6 +63,7 @@ fn step_reports(steps: usize, samples: u64, salt: u64) -> (Vec<v1::StepInterval>
                 count: s.count(),
                 errors: Vec::new(),
                 uncorrected: Vec::new(),
+                failed: Vec::new(),
             }
         })
         .collect();
@@ -83,6 +84,7 @@ fn totals(one_second: &Histogram<u64>, seconds: u64) -> v1::Totals {
         histogram,
         count: all.len(),
         uncorrected: Vec::new(),
+        failed: Vec::new(),
         lateness: Vec::new(),
     }
 }

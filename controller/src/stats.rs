@@ -22,6 +22,12 @@ pub enum ReportError {
         claimed: u64,
         actual: u64,
     },
+    #[error("step {step}: {timed} timed failures, but only {failures} requests without a response")]
+    FailedCount {
+        step: u32,
+        timed: u64,
+        failures: u64,
+    },
     #[error("unknown step {step} (the plan has {steps})")]
     UnknownStep { step: u32, steps: usize },
 }
@@ -45,6 +51,11 @@ pub enum TotalsError {
          its send lateness is not shown"
     )]
     LatenessDisagrees { actual: u64, received: u64 },
+    #[error(
+        "its own totals hold {actual} timed failures, its reports here {received}: \
+         its latency percentiles are not shown"
+    )]
+    FailuresDisagree { actual: u64, received: u64 },
 }
 
 pub use loadfleet_agent::histogram_codec::{CodecError, Decoder, MAX_HISTOGRAM_BYTES, Sparse};
@@ -75,12 +86,16 @@ pub struct Tally {
     /// Open model: latencies from the actual send (the main histogram is
     /// then measured from the intended send).
     pub uncorrected: Option<Histogram<u64>>,
+    /// Time from send to failure of requests that got no response
+    /// (timeout, reset, connect, ...); `None` while there were none.
+    pub failed: Option<Histogram<u64>>,
 }
 
 impl Default for Tally {
     fn default() -> Self {
         Tally {
             uncorrected: None,
+            failed: None,
             histogram: new_histogram(),
             transport_errors: 0,
             errors: BTreeMap::new(),
@@ -100,12 +115,15 @@ impl Tally {
         self.errors.values().map(|e| e.count).sum()
     }
 
-    fn add(&mut self, h: &Sparse, uncorrected: Option<&Sparse>, errors: &[v1::ErrorCount]) {
-        h.add_to(&mut self.histogram);
-        if let Some(u) = uncorrected {
+    fn add(&mut self, d: &DecodedStep<'_>) {
+        d.responses.add_to(&mut self.histogram);
+        if let Some(u) = &d.uncorrected {
             u.add_to(self.uncorrected.get_or_insert_with(new_histogram));
         }
-        self.transport_errors += count_errors(&mut self.errors, errors);
+        if let Some(f) = &d.failed {
+            f.add_to(self.failed.get_or_insert_with(new_histogram));
+        }
+        self.transport_errors += count_errors(&mut self.errors, d.errors);
     }
 
     /// Adds another tally into this one.
@@ -113,6 +131,9 @@ impl Tally {
         add_histogram(&mut self.histogram, &other.histogram);
         if let Some(u) = &other.uncorrected {
             add_histogram(self.uncorrected.get_or_insert_with(new_histogram), u);
+        }
+        if let Some(f) = &other.failed {
+            add_histogram(self.failed.get_or_insert_with(new_histogram), f);
         }
         self.transport_errors += other.transport_errors;
         for (kind, e) in &other.errors {
@@ -124,10 +145,43 @@ impl Tally {
         }
     }
 
-    /// Latency percentiles in milliseconds; `None` when nothing completed.
+    /// Every request's time to its outcome: the responses, and the
+    /// requests that failed without one (a timeout took its timeout).
+    pub fn all(&self) -> std::borrow::Cow<'_, Histogram<u64>> {
+        match &self.failed {
+            Some(f) if !f.is_empty() => {
+                let mut all = self.histogram.clone();
+                add_histogram(&mut all, f);
+                std::borrow::Cow::Owned(all)
+            }
+            _ => std::borrow::Cow::Borrowed(&self.histogram),
+        }
+    }
+
+    /// Latency percentiles in milliseconds over every request, responses
+    /// and failures alike; `None` when nothing was measured.
     pub fn latency(&self) -> Option<LatencyMs> {
+        LatencyMs::of(&self.all())
+    }
+
+    /// Latency percentiles of the responses alone.
+    pub fn latency_responses(&self) -> Option<LatencyMs> {
         LatencyMs::of(&self.histogram)
     }
+
+    /// Time-to-failure percentiles of the requests that got no response.
+    pub fn latency_failures(&self) -> Option<LatencyMs> {
+        self.failed.as_ref().and_then(LatencyMs::of)
+    }
+}
+
+/// One step of one report, decoded and checked.
+struct DecodedStep<'a> {
+    step: usize,
+    responses: Sparse,
+    uncorrected: Option<Sparse>,
+    failed: Option<Sparse>,
+    errors: &'a [v1::ErrorCount],
 }
 
 /// Adds reported errors by kind; returns how many got no response.
@@ -166,6 +220,8 @@ pub struct AgentTally {
     pub latency: Option<AgentLatency>,
     /// Open model: send-lateness samples in the reports received.
     pub lateness_samples: u64,
+    /// Timed failures (requests without a response) in the reports received.
+    pub failed_samples: u64,
     /// Open model: its send lateness, from its totals when they agree with
     /// `lateness_samples`.
     pub send_lateness: Option<LatencyMs>,
@@ -175,7 +231,12 @@ pub struct AgentTally {
 /// (so the controller keeps no histogram per agent).
 #[derive(Debug, Clone, PartialEq)]
 pub struct AgentLatency {
+    /// Every request's time to its outcome, failures included.
     pub latency: LatencyMs,
+    /// The responses alone.
+    pub responses: Option<LatencyMs>,
+    /// The requests that got no response alone.
+    pub failures: Option<LatencyMs>,
     /// Open model: measured from the actual send.
     pub uncorrected: Option<LatencyMs>,
     pub distribution: Vec<(f64, f64)>,
@@ -439,7 +500,32 @@ impl Collector {
                 }
                 Some(u)
             };
-            decoded.push((idx, h, uncorrected, &s.errors));
+            let failed = if s.failed.is_empty() {
+                None
+            } else {
+                let f = self.decoder.decode(s.step, &s.failed)?;
+                let without_response: u64 = s
+                    .errors
+                    .iter()
+                    .filter(|e| !came_with_response(&e.kind))
+                    .map(|e| e.count)
+                    .sum();
+                if f.count() > without_response {
+                    return Err(ReportError::FailedCount {
+                        step: s.step,
+                        timed: f.count(),
+                        failures: without_response,
+                    });
+                }
+                Some(f)
+            };
+            decoded.push(DecodedStep {
+                step: idx,
+                responses: h,
+                uncorrected,
+                failed,
+                errors: &s.errors,
+            });
         }
         let lateness = if iv.lateness.is_empty() {
             None
@@ -499,21 +585,21 @@ impl Collector {
         }
         if let Some(t) = self.agents.get_mut(agent) {
             t.lateness_samples += lateness.as_ref().map_or(0, Sparse::count);
-            for (_, h, _, errors) in &decoded {
-                t.responses += h.count();
-                t.transport_errors += count_errors(&mut t.errors, errors);
+            for d in &decoded {
+                t.responses += d.responses.count();
+                t.failed_samples += d.failed.as_ref().map_or(0, Sparse::count);
+                t.transport_errors += count_errors(&mut t.errors, d.errors);
             }
         }
-        for (idx, h, u, errors) in &decoded {
-            let u = u.as_ref();
+        for d in &decoded {
             match open.as_deref_mut() {
-                Some(o) => o.cells.entry((*idx, rid)).or_default().add(h, u, errors),
+                Some(o) => o.cells.entry((d.step, rid)).or_default().add(d),
                 // Its interval is closed: straight into the cumulative tallies.
                 None => {
-                    self.total.add(h, u, errors);
-                    self.steps[*idx].add(h, u, errors);
+                    self.total.add(d);
+                    self.steps[d.step].add(d);
                     if let Some(t) = self.regions.get_mut(region) {
-                        t.add(h, u, errors);
+                        t.add(d);
                     }
                 }
             }
@@ -593,9 +679,9 @@ impl Collector {
                         });
                     }
                 };
-            log(None, &total.histogram, &mut serializer);
+            log(None, &total.all(), &mut serializer);
             for (idx, t) in &steps {
-                log(Some(*idx), &t.histogram, &mut serializer);
+                log(Some(*idx), &t.all(), &mut serializer);
                 self.step_rows.push(StepIntervalRow {
                     step: *idx,
                     start_s: start.as_secs_f64(),
@@ -642,6 +728,22 @@ impl Collector {
                     .map_err(ReportError::from)?,
             )
         };
+        let failed = if totals.failed.is_empty() {
+            None
+        } else {
+            Some(
+                self.decoder
+                    .decode(u32::MAX, &totals.failed)
+                    .map_err(ReportError::from)?,
+            )
+        };
+        let failed_received = self.agents.get(agent).map_or(0, |a| a.failed_samples);
+        if failed.as_ref().map_or(0, Sparse::count) != failed_received {
+            return Err(TotalsError::FailuresDisagree {
+                actual: failed.as_ref().map_or(0, Sparse::count),
+                received: failed_received,
+            });
+        }
         let lateness_received = self.agents.get(agent).map_or(0, |a| a.lateness_samples);
         if lateness.as_ref().map_or(0, Sparse::count) != lateness_received {
             return Err(TotalsError::LatenessDisagrees {
@@ -664,8 +766,17 @@ impl Collector {
         };
         let mut histogram = new_histogram();
         h.add_to(&mut histogram);
+        let responses = LatencyMs::of(&histogram);
+        let failures = failed.map(|f| {
+            let mut fh = new_histogram();
+            f.add_to(&mut fh);
+            f.add_to(&mut histogram);
+            fh
+        });
         a.latency = LatencyMs::of(&histogram).map(|latency| AgentLatency {
             latency,
+            responses,
+            failures: failures.as_ref().and_then(LatencyMs::of),
             uncorrected: u.and_then(|u| {
                 let mut histogram = new_histogram();
                 u.add_to(&mut histogram);

@@ -20,9 +20,19 @@ pub struct Entry {
     pub errors: u64,
     pub rps: f64,
     pub errors_by_kind: BTreeMap<String, u64>,
-    /// `null` when no response completed. In the open model, measured from
-    /// each request's intended send time (see `latency` in the summary).
+    /// Every request's time to its outcome: responses (any status) and
+    /// requests that got none (a timeout counts its timeout, a reset the
+    /// time until the reset). `null` when nothing was measured. In the open
+    /// model, measured from each request's intended send time (see
+    /// `latency` in the summary).
     pub latency_ms: Option<LatencyMs>,
+    /// The responses alone.
+    #[serde(default)]
+    pub latency_responses_ms: Option<LatencyMs>,
+    /// The requests that got no response alone (time to the failure);
+    /// `null` when there were none.
+    #[serde(default)]
+    pub latency_failures_ms: Option<LatencyMs>,
     /// Open model only: the same responses measured from the actual send.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency_uncorrected_ms: Option<LatencyMs>,
@@ -41,12 +51,14 @@ impl Entry {
             rps: round3(t.requests() as f64 / duration_s.max(0.001)),
             errors_by_kind: t.errors.iter().map(|(k, v)| (k.clone(), v.count)).collect(),
             latency_ms: t.latency().map(round_latency),
+            latency_responses_ms: t.latency_responses().map(round_latency),
+            latency_failures_ms: t.latency_failures().map(round_latency),
             latency_uncorrected_ms: t
                 .uncorrected
                 .as_ref()
                 .and_then(LatencyMs::of)
                 .map(round_latency),
-            distribution: distribution(&t.histogram),
+            distribution: distribution(&t.all()),
         }
     }
 
@@ -57,6 +69,16 @@ impl Entry {
             rps: round3(a.requests() as f64 / duration_s.max(0.001)),
             errors_by_kind: a.errors.iter().map(|(k, v)| (k.clone(), v.count)).collect(),
             latency_ms: a.latency.as_ref().map(|l| round_latency(l.latency)),
+            latency_responses_ms: a
+                .latency
+                .as_ref()
+                .and_then(|l| l.responses)
+                .map(round_latency),
+            latency_failures_ms: a
+                .latency
+                .as_ref()
+                .and_then(|l| l.failures)
+                .map(round_latency),
             latency_uncorrected_ms: a
                 .latency
                 .as_ref()

@@ -146,7 +146,9 @@ pub fn parse_rule(text: &str, step: Option<usize>) -> Result<Rule, String> {
 impl Rule {
     /// The measured value, in the rule's unit; `None` if nothing to measure.
     pub fn observe(&self, t: &Tally, elapsed: Duration) -> Option<f64> {
-        let h = &t.histogram;
+        // Every request's time to its outcome, failures included.
+        let all = t.all();
+        let h = all.as_ref();
         match self.metric {
             Metric::ErrorRate => {
                 (t.requests() > 0).then(|| t.error_count() as f64 / t.requests() as f64)

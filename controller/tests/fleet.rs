@@ -192,9 +192,12 @@ async fn unreachable_target_is_counted_not_a_crash() {
     assert_eq!(s["total"]["errors"], 6);
     assert_eq!(s["total"]["errors_by_kind"]["connect"], 6);
     assert!(
-        s["total"]["latency_ms"].is_null(),
-        "no response, no latency"
+        s["total"]["latency_responses_ms"].is_null(),
+        "no response, no response latency"
     );
+    // Each refused connect still took time, and the headline counts it.
+    assert!(s["total"]["latency_failures_ms"]["max"].as_f64().unwrap() > 0.0);
+    assert_eq!(s["total"]["latency_ms"], s["total"]["latency_failures_ms"]);
     assert_eq!(s["status"], "completed_with_errors");
     assert!(
         exit.stdout.contains("connect"),

@@ -15,6 +15,7 @@ mod compare;
 mod disk;
 mod examples;
 mod exports;
+mod failures;
 mod fleet;
 mod hostile_bytes;
 mod https;

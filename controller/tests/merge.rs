@@ -41,6 +41,7 @@ fn step_of(step: u32, histogram: Vec<u8>, count: u64) -> v1::StepInterval {
         count,
         errors: vec![],
         uncorrected: Vec::new(),
+        failed: Vec::new(),
     }
 }
 
@@ -104,6 +105,7 @@ fn merged_percentiles_equal_one_histogram_of_all_samples() {
             histogram: bytes,
             count: per_agent[i].len(),
             uncorrected: Vec::new(),
+            failed: Vec::new(),
             lateness: Vec::new(),
         };
         collector
@@ -183,6 +185,7 @@ fn a_bad_report_is_dropped_whole() {
         count: 1,
         errors: vec![],
         uncorrected: Vec::new(),
+        failed: Vec::new(),
     };
     let cases = [
         (
@@ -194,6 +197,7 @@ fn a_bad_report_is_dropped_whole() {
                     count: 1,
                     errors: vec![],
                     uncorrected: Vec::new(),
+                    failed: Vec::new(),
                 },
             ],
             "undecodable",
@@ -207,6 +211,7 @@ fn a_bad_report_is_dropped_whole() {
                     count: 1,
                     errors: vec![],
                     uncorrected: Vec::new(),
+                    failed: Vec::new(),
                 },
             ],
             "unknown step",
@@ -218,6 +223,7 @@ fn a_bad_report_is_dropped_whole() {
                 count: 5,
                 errors: vec![],
                 uncorrected: Vec::new(),
+                failed: Vec::new(),
             }],
             "does not match",
         ),
@@ -228,6 +234,7 @@ fn a_bad_report_is_dropped_whole() {
                 count: 1,
                 errors: vec![],
                 uncorrected: Vec::new(),
+                failed: Vec::new(),
             }],
             "exceeds",
         ),
@@ -279,6 +286,7 @@ fn totals_that_disagree_with_the_reports_are_not_used() {
         histogram,
         count,
         uncorrected: Vec::new(),
+        failed: Vec::new(),
         lateness,
     };
     // a1 claims one response more than its reports held (say a report was

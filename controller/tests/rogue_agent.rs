@@ -59,6 +59,7 @@ async fn rogue(url: String) {
                         count: 1_000_000,
                         errors: vec![],
                         uncorrected: Vec::new(),
+                        failed: Vec::new(),
                     }],
                     elapsed_us: 1_000_000,
                     dropped: 0,

@@ -37,6 +37,7 @@ fuzz_target!(|data: &[u8]| {
                         count: totals.count,
                         errors: Vec::new(),
                         uncorrected: totals.uncorrected.clone(),
+                        failed: Vec::new(),
                     }],
                     ..Default::default()
                 };

@@ -45,10 +45,7 @@ pub fn write_run_dir(r: &RunResult, summary: &Summary, dir: &Path) -> std::io::R
         &files.report,
         report::render(summary).map_err(std::io::Error::other)?,
     )?;
-    atomic::write(
-        &files.hgrm,
-        exports::hgrm(&r.collector.total.histogram, 1000.0),
-    )?;
+    atomic::write(&files.hgrm, exports::hgrm(&r.collector.total.all(), 1000.0))?;
     atomic::write(&files.csv, exports::requests_csv(&r.collector))?;
     Ok(files)
 }

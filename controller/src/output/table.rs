@@ -90,6 +90,20 @@ pub fn render(s: &Summary) -> String {
     }
     out.push_str(&table("all steps", overall_rows.iter().map(|(n, e)| (n, e))).to_string());
     out.push('\n');
+    if let Some(f) = s.total.latency_failures_ms {
+        let part = |l: Option<crate::stats::LatencyMs>| {
+            l.map_or_else(
+                || "-".to_string(),
+                |l| format!("p50 {:.1}, p95 {:.1}, p99 {:.1} ms", l.p50, l.p95, l.p99),
+            )
+        };
+        out.push_str(&format!(
+            "latency covers every request, failures included; responses only: {}; \
+             requests without a response (time to the failure): {}\n",
+            part(s.total.latency_responses_ms),
+            part(Some(f))
+        ));
+    }
     out.push_str(&table("step", s.steps()).to_string());
     out.push('\n');
     out.push_str(&table("region", s.regions.iter()).to_string());
