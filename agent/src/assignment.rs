@@ -52,6 +52,8 @@ pub struct Target {
     /// Path prefix of the base URL, without a trailing slash.
     pub base_path: String,
     pub timeout: Duration,
+    /// Longest a new connection (TCP connect and TLS handshake) may take.
+    pub connect_timeout: Duration,
     /// Extra certificate authorities (PEM) for https targets; may be empty.
     pub ca_pem: String,
 }
@@ -391,6 +393,7 @@ impl Target {
             base_path: uri.path().trim_end_matches('/').to_string(),
             scheme,
             timeout,
+            connect_timeout: timeout,
             ca_pem: String::new(),
         })
     }
@@ -421,6 +424,10 @@ impl TryFrom<v1::Assign> for Assignment {
             )));
         }
         target.ca_pem = t.ca_pem;
+        if t.connect_timeout_us > 0 {
+            target.connect_timeout =
+                Duration::from_micros(t.connect_timeout_us).min(target.timeout);
+        }
         let step_count = a.step_names.len();
         let mut vars = VarTable::default();
         let data = a

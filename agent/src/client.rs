@@ -146,6 +146,8 @@ pub struct UserClient {
     out: Vec<u8>,
     /// The `Location` of the last response; empty when it had none.
     location: String,
+    /// A new connection is being opened for the request in flight.
+    connecting: bool,
 }
 
 type Header = (HeaderName, HeaderValue);
@@ -174,6 +176,7 @@ impl UserClient {
             cookie_line: String::new(),
             out: Vec::new(),
             location: String::new(),
+            connecting: false,
         }
     }
 
@@ -181,6 +184,14 @@ impl UserClient {
     pub fn reset(&mut self) {
         self.conn = None;
         self.others.clear();
+        self.connecting = false;
+    }
+
+    /// Whether the last request was still opening its connection when it
+    /// was abandoned (its timeout ran out): a connect timeout, not a
+    /// response timeout.
+    pub fn was_connecting(&self) -> bool {
+        self.connecting
     }
 
     /// The body of the last response, when it was kept.
@@ -300,6 +311,7 @@ impl UserClient {
             cookie_line,
             out,
             location,
+            connecting,
         } = self;
         let o = origin.unwrap_or(main);
         cookie_line.clear();
@@ -338,7 +350,12 @@ impl UserClient {
                 Some(c) => c,
                 // Boxed: a connect (and a TLS handshake) is rare, and its
                 // kilobyte of state would otherwise be in every user's task.
-                None => Box::pin(connect(policy, tls, &target.ca_pem, o)).await?,
+                None => {
+                    *connecting = true;
+                    let conn = Box::pin(connect(policy, tls, target, o)).await?;
+                    *connecting = false;
+                    conn
+                }
             };
             let retry = reused && method.is_idempotent();
             if let Err(f) = conn.send(out, body).await {
@@ -480,6 +497,25 @@ fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
 /// Opens a connection to `o` (TLS for https), checking the address dialed
 /// against the agent's policy.
 async fn connect(
+    policy: &crate::policy::Policy,
+    tls: &mut Option<Tls>,
+    target: &Target,
+    o: &Origin,
+) -> Result<Conn, Failure> {
+    let limit = target.connect_timeout;
+    tokio::time::timeout(limit, open(policy, tls, &target.ca_pem, o))
+        .await
+        .unwrap_or_else(|_| {
+            Err(Failure::new(
+                ErrorKind::ConnectTimeout,
+                format!("no connection to {}:{} within {limit:?}", o.host, o.port),
+            ))
+        })
+}
+
+/// Resolves, checks against the policy, connects and (for https) shakes
+/// hands.
+async fn open(
     policy: &crate::policy::Policy,
     tls: &mut Option<Tls>,
     ca_pem: &str,

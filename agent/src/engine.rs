@@ -582,12 +582,18 @@ async fn run_iteration(
                         true
                     }
                     None => {
+                        let connecting = client.was_connecting();
                         client.reset();
+                        let (kind, what) = if connecting {
+                            (ErrorKind::ConnectTimeout, "no connection")
+                        } else {
+                            (ErrorKind::Timeout, "no complete response")
+                        };
                         shared.recorder.borrow_mut().record_failure_after(
                             step.id,
-                            ErrorKind::Timeout,
+                            kind,
                             latency + lateness.unwrap_or_default(),
-                            || format!("no complete response within {timeout:?}"),
+                            || format!("{what} within {timeout:?}"),
                         );
                         true
                     }

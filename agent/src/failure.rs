@@ -17,6 +17,9 @@ pub enum ErrorKind {
     Connect,
     /// No complete response within the target's timeout.
     Timeout,
+    /// No connection (TCP connect and TLS handshake) within the target's
+    /// `connect_timeout`, or the request timeout ran out while connecting.
+    ConnectTimeout,
     /// The connection was reset or closed mid-request.
     Reset,
     /// The TLS handshake failed.
@@ -45,6 +48,7 @@ impl ErrorKind {
             ErrorKind::Dns => Cow::Borrowed("dns"),
             ErrorKind::Connect => Cow::Borrowed("connect"),
             ErrorKind::Timeout => Cow::Borrowed("timeout"),
+            ErrorKind::ConnectTimeout => Cow::Borrowed("connect_timeout"),
             ErrorKind::Reset => Cow::Borrowed("reset"),
             ErrorKind::Tls => Cow::Borrowed("tls"),
             ErrorKind::Protocol => Cow::Borrowed("protocol"),

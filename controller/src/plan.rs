@@ -78,6 +78,9 @@ pub use crate::thresholds::Thresholds;
 pub struct TargetSpec {
     pub base_url: String,
     pub timeout: Duration,
+    /// `target.connect_timeout`: the longest a new connection (TCP connect
+    /// and TLS handshake) may take; `None`: the request timeout.
+    pub connect_timeout: Option<Duration>,
     /// Extra certificate authorities (PEM) trusted for https targets, read
     /// from `ca_file` and shipped to agents, so agents need no files.
     pub ca_pem: Option<String>,
@@ -354,6 +357,7 @@ struct RawThresholds {
 struct RawTarget {
     base_url: Spanned<String>,
     timeout: Option<Spanned<PlanDuration>>,
+    connect_timeout: Option<Spanned<PlanDuration>>,
     ca_file: Option<Spanned<String>>,
 }
 
@@ -719,6 +723,19 @@ impl Validator<'_> {
             Some(t) => t.into_inner().0,
             None => DEFAULT_TIMEOUT,
         };
+        let connect_timeout = match raw.connect_timeout {
+            Some(t) if t.get_ref().0.is_zero() || t.get_ref().0 > timeout => {
+                return Err(self.error(
+                    t.span(),
+                    format!(
+                        "`target.connect_timeout`: expected a duration above zero and at most `timeout` ({})",
+                        crate::duration::format_duration(timeout)
+                    ),
+                ));
+            }
+            Some(t) => Some(t.into_inner().0),
+            None => None,
+        };
         let url = raw.base_url.get_ref().trim().to_string();
         if let Err(e) = loadfleet_agent::assignment::Target::parse(&url, timeout) {
             return Err(self.error(raw.base_url.span(), format!("`target.base_url`: {e}")));
@@ -730,6 +747,7 @@ impl Validator<'_> {
         Ok(TargetSpec {
             base_url: url,
             timeout,
+            connect_timeout,
             ca_pem,
         })
     }

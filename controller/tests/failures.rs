@@ -75,3 +75,84 @@ async fn timeouts_are_in_the_headline_percentiles() {
         exit.stdout
     );
 }
+
+/// A listener whose accept queue is full (listen(0), one connection held):
+/// further connects get no answer at all, as from a host that drops SYNs.
+/// A Python process holds it, printing its port; killed on drop.
+struct SilentListener {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl SilentListener {
+    fn start() -> SilentListener {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new("python3")
+            .args([
+                "-c",
+                "import socket,sys,time\n\
+                 s=socket.socket();s.bind(('127.0.0.1',0));s.listen(0)\n\
+                 c=socket.socket();c.connect(s.getsockname())\n\
+                 print(s.getsockname()[1],flush=True)\n\
+                 time.sleep(60)",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 runs");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        SilentListener {
+            child,
+            port: line.trim().parse().expect("a port"),
+        }
+    }
+}
+
+impl Drop for SilentListener {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A connection that never opens is a `connect_timeout`, not a response
+/// `timeout`: after `connect_timeout` when the plan sets one, else when the
+/// request's timeout runs out while connecting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_never_opens_is_a_connect_timeout() {
+    let silent = SilentListener::start();
+    let dir = tempfile::tempdir().unwrap();
+    for (extra, at_least_ms, below_ms) in [
+        ("connect_timeout = \"300ms\"\n", 290.0, 900.0),
+        ("", 990.0, 1_500.0),
+    ] {
+        let text = format!(
+            "[target]\nbase_url = \"http://127.0.0.1:{}\"\ntimeout = \"1s\"\n{extra}\
+             [load]\nusers = 1\niterations = 2\n\
+             [[scenario]]\nname = \"s\"\n[[scenario.step]]\nname = \"home\"\npath = \"/\"\n",
+            silent.port
+        );
+        let plan = write_plan(dir.path(), "silent.toml", &text);
+        let out = dir.path().join(format!("run{}", extra.len()));
+        let exit = run_plan(&plan, &out).await;
+        assert_eq!(exit.code, 1, "{}", exit.stderr);
+        let s = summary(&out);
+        assert_eq!(
+            s["total"]["errors_by_kind"]["connect_timeout"], 2,
+            "{extra}: {}",
+            s["total"]
+        );
+        assert!(
+            s["total"]["errors_by_kind"].get("timeout").is_none(),
+            "{}",
+            s["total"]
+        );
+        let p50 = s["total"]["latency_failures_ms"]["p50"].as_f64().unwrap();
+        assert!(
+            (at_least_ms..below_ms).contains(&p50),
+            "{extra}: failed after {p50} ms"
+        );
+    }
+}

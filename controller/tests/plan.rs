@@ -417,3 +417,21 @@ fn a_ramp_longer_than_the_run_is_refused_with_the_users_that_would_never_start()
     );
     assert!(parse("plan.toml", &plan.replace("users = 10", "users = 1"), "p").is_ok());
 }
+
+#[test]
+fn connect_timeout_is_above_zero_and_at_most_the_timeout() {
+    let ok = GOOD.replace(
+        "timeout = \"5s\"",
+        "timeout = \"5s\"\nconnect_timeout = \"2s\"",
+    );
+    let p = parse("plan.toml", &ok, "p").unwrap();
+    assert_eq!(p.target.connect_timeout, Some(Duration::from_secs(2)));
+    let e = err(&GOOD.replace(
+        "timeout = \"5s\"",
+        "timeout = \"5s\"\nconnect_timeout = \"6s\"",
+    ));
+    assert!(
+        e.starts_with("plan.toml:5:19: ") && e.contains("at most `timeout` (5s)"),
+        "{e}"
+    );
+}

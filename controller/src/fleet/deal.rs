@@ -50,6 +50,7 @@ pub(super) fn deal(plan: &Plan, agents: &mut [Agent], run_id: &str) -> Result<()
             target: Some(v1::Target {
                 base_url: plan.target.base_url.clone(),
                 timeout_us: micros(plan.target.timeout),
+                connect_timeout_us: plan.target.connect_timeout.map_or(0, micros),
                 ca_pem: plan.target.ca_pem.clone().unwrap_or_default(),
             }),
             scenarios: scenarios.clone(),
