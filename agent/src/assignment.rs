@@ -339,6 +339,8 @@ pub struct Assignment {
     /// Users in the whole fleet (the stride of sequential data rows).
     pub fleet_users: u64,
     pub clear_cookies_each_iteration: bool,
+    /// The run's seed (see [`crate::rng::Rng::for_user`]).
+    pub seed: u64,
 }
 
 impl Target {
@@ -540,6 +542,7 @@ impl TryFrom<v1::Assign> for Assignment {
             data,
             fleet_users: a.fleet_users,
             clear_cookies_each_iteration: a.clear_cookies_each_iteration,
+            seed: a.seed,
         })
     }
 }

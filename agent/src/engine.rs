@@ -392,7 +392,7 @@ impl UserState {
     fn new(assign: &Assignment, seed: u64) -> UserState {
         UserState {
             vars: vec![String::new(); assign.vars.len()],
-            rng: Rng::new(seed),
+            rng: Rng::for_user(assign.seed, seed),
             timer: Box::pin(deadline::user_timer()),
         }
     }

@@ -59,6 +59,9 @@ pub struct Plan {
     /// `load.max_duration`: the operator's own cap on the whole run; users
     /// still running when it passes are stopped and the run is `truncated`.
     pub max_duration: Option<Duration>,
+    /// `seed`: replays a run's random choices (think times, random data
+    /// rows); `None`: a fresh seed per run, recorded in its summary.
+    pub seed: Option<u64>,
 }
 
 /// `[fleet] on_agent_loss`.
@@ -321,6 +324,7 @@ impl Plan {
 #[serde(deny_unknown_fields)]
 struct RawPlan {
     name: Option<Spanned<String>>,
+    seed: Option<u64>,
     target: Spanned<RawTarget>,
     load: Spanned<RawLoad>,
     #[serde(default)]
@@ -676,6 +680,7 @@ impl Validator<'_> {
                 .is_some_and(|s| s.clear_cookies_each_iteration),
             sha256: sha256_hex(self.text.as_bytes()),
             max_duration,
+            seed: raw.seed,
         })
     }
 

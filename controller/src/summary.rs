@@ -276,6 +276,10 @@ pub struct Summary {
     /// `truncated`); empty when none did.
     #[serde(default)]
     pub cut_short: Vec<String>,
+    /// The seed of every user's random numbers: `seed = N` in the plan
+    /// replays this run's think times and random data rows.
+    #[serde(default)]
+    pub seed: u64,
     pub total: Entry,
     pub requests: BTreeMap<String, Entry>,
     /// The steps in journey order (the plan's scenarios, each step by
@@ -416,6 +420,7 @@ impl Summary {
                 completed: c.iterations_completed,
             },
             cut_short: r.cut_short.clone(),
+            seed: r.seed,
             total: Entry::of(&c.total, d),
             requests: c
                 .step_names

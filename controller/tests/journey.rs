@@ -419,3 +419,50 @@ path = "/user/index.php?id=2"
     assert_eq!(names, expected.iter().collect::<Vec<_>>());
     assert!(logins.values().all(|&n| n == 1), "{logins:?}");
 }
+
+/// Random data rows (and think times) come from the run's seed: a fresh
+/// one each run, recorded in the summary and printed; `seed = N` in the
+/// plan replays a run's choices exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recorded_seed_replays_the_random_choices() {
+    let dir = tempfile::tempdir().unwrap();
+    let rows: String = std::iter::once("id\n".to_string())
+        .chain((0..10).map(|i| format!("r{i}\n")))
+        .collect();
+    std::fs::write(dir.path().join("rows.csv"), rows).unwrap();
+    // Which rows a run picked, in the order of the file.
+    async fn picks(dir: &std::path::Path, name: &str, seed: Option<u64>) -> (u64, Vec<u64>) {
+        let bed = testbed(Config::default()).await;
+        let mut text = format!(
+            "[target]\nbase_url = \"{}\"\n[load]\nusers = 2\niterations = 15\n\
+             [[data]]\nname = \"d\"\nfile = \"rows.csv\"\nmode = \"random\"\n\
+             [[scenario]]\nname = \"s\"\n[[scenario.step]]\nname = \"row\"\npath = \"/row/${{d.id}}\"\n",
+            bed.base_url()
+        );
+        if let Some(seed) = seed {
+            text = format!("seed = {seed}\n{text}");
+        }
+        let plan = write_plan(dir, &format!("{name}.toml"), &text);
+        let out = dir.join(name);
+        let exit = run_plan(&plan, &out).await;
+        assert_eq!(exit.code, 0, "{}", exit.stderr);
+        let s = summary(&out);
+        let seed = s["seed"].as_u64().expect("the summary records the seed");
+        assert!(
+            exit.stdout.contains(&format!("seed {seed}")),
+            "{}",
+            exit.stdout
+        );
+        let counts = (0..10)
+            .map(|i| bed.stats().served_path(&format!("/row/r{i}")))
+            .collect();
+        (seed, counts)
+    }
+    let (first_seed, first) = picks(dir.path(), "first", None).await;
+    let (second_seed, _) = picks(dir.path(), "second", None).await;
+    assert_ne!(first_seed, second_seed, "each run gets its own seed");
+    assert_eq!(first.iter().sum::<u64>(), 30);
+    let (replay_seed, replay) = picks(dir.path(), "replay", Some(first_seed)).await;
+    assert_eq!(replay_seed, first_seed);
+    assert_eq!(replay, first, "the same seed picks the same rows");
+}

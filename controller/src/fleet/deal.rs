@@ -16,7 +16,12 @@ use super::agent::{Agent, State};
 use super::{FleetError, INTERVAL, RunOptions, micros, reject};
 
 /// Deals `plan` to `agents` (sorted by name) and sends each its assignment.
-pub(super) fn deal(plan: &Plan, agents: &mut [Agent], run_id: &str) -> Result<(), FleetError> {
+pub(super) fn deal(
+    plan: &Plan,
+    agents: &mut [Agent],
+    run_id: &str,
+    seed: u64,
+) -> Result<(), FleetError> {
     let weights: Vec<u32> = plan.scenarios.iter().map(|s| s.weight).collect();
     let agent_weights: Vec<u32> = agents.iter().map(|a| a.weight).collect();
     let shares = Shares::of(plan, &weights, &agent_weights)?;
@@ -65,6 +70,7 @@ pub(super) fn deal(plan: &Plan, agents: &mut [Agent], run_id: &str) -> Result<()
             graceful_stop_us: shares.graceful_stop_us,
             fleet_users,
             clear_cookies_each_iteration: plan.clear_cookies_each_iteration,
+            seed,
         }));
     }
     Ok(())

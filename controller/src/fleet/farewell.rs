@@ -14,6 +14,7 @@ impl Run<'_> {
         self,
         listen: SocketAddr,
         started_at: time::OffsetDateTime,
+        seed: u64,
     ) -> Result<RunResult, FleetError> {
         let collector = self.collector;
         if self.agents.iter().all(|a| a.state != State::Finished) && collector.total.requests() == 0
@@ -89,6 +90,7 @@ impl Run<'_> {
             thresholds,
             aborted_by: self.abort,
             cut_short,
+            seed,
         })
     }
 }

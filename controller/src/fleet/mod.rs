@@ -178,6 +178,8 @@ pub struct RunResult {
     /// Why a time limit ended users before they finished (one line per
     /// agent, or the controller's own); empty when none did.
     pub cut_short: Vec<String>,
+    /// The seed of every user's random numbers (the plan's, or a fresh one).
+    pub seed: u64,
 }
 
 fn reject(outbound: &Outbound, reason: &str) {
@@ -323,7 +325,8 @@ async fn drive(
         plan.name,
         time::OffsetDateTime::now_utc().unix_timestamp_nanos() & 0xffff_ffff
     );
-    deal::deal(&plan, &mut agents, &run_id)?;
+    let seed = plan.seed.unwrap_or_else(fresh_seed);
+    deal::deal(&plan, &mut agents, &run_id, seed)?;
     deal::wait_ready(opts, events, &mut agents, &run_id).await?;
     start::sync_clocks(opts, events, &mut agents, clock).await?;
     let (start, started_at) =
@@ -331,7 +334,18 @@ async fn drive(
     let mut run = drive::Run::new(run_id, plan, start, opts.lease, agents, progress);
     run.drive(events, &opts.interrupt, &opts.hard_interrupt)
         .await;
-    run.finish(addr, started_at)
+    run.finish(addr, started_at, seed)
+}
+
+/// A seed for a run whose plan names none: the clock's nanoseconds and the
+/// process id, mixed, in 53 bits.
+fn fresh_seed() -> u64 {
+    let nanos = time::OffsetDateTime::now_utc().unix_timestamp_nanos() as u64;
+    let mut z = nanos ^ (u64::from(std::process::id()) << 32);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    // 53 bits: exact in every JSON reader, and a TOML integer.
+    (z ^ (z >> 31)) & ((1 << 53) - 1)
 }
 
 fn micros(d: Duration) -> u64 {

@@ -58,6 +58,10 @@ pub fn render(s: &Summary) -> String {
         crate::summary::latency_note(s),
         s.load.description,
     ));
+    out.push_str(&format!(
+        "seed {} (`seed = {}` in the plan replays its random choices)\n",
+        s.seed, s.seed
+    ));
     match s.iterations.planned {
         Some(planned) if s.iterations.completed < planned => out.push_str(&format!(
             "iterations: {} of {planned} planned ran to their end\n",
