@@ -148,6 +148,9 @@ pub struct UserClient {
     location: String,
     /// A new connection is being opened for the request in flight.
     connecting: bool,
+    /// HTTP exchanges begun since [`UserClient::take_exchanges`]: one per
+    /// request, one more per redirect followed.
+    exchanges: u32,
 }
 
 type Header = (HeaderName, HeaderValue);
@@ -177,6 +180,7 @@ impl UserClient {
             out: Vec::new(),
             location: String::new(),
             connecting: false,
+            exchanges: 0,
         }
     }
 
@@ -185,6 +189,12 @@ impl UserClient {
         self.conn = None;
         self.others.clear();
         self.connecting = false;
+    }
+
+    /// The HTTP exchanges begun since the last call (redirect hops
+    /// included), so a step's count reconciles with the server's log.
+    pub fn take_exchanges(&mut self) -> u32 {
+        std::mem::take(&mut self.exchanges)
     }
 
     /// Whether the last request was still opening its connection when it
@@ -312,7 +322,9 @@ impl UserClient {
             out,
             location,
             connecting,
+            exchanges,
         } = self;
+        *exchanges += 1;
         let o = origin.unwrap_or(main);
         cookie_line.clear();
         if !cookies.is_empty() {

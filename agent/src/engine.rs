@@ -541,6 +541,11 @@ async fn run_iteration(
                 )
                 .await;
                 let latency = sent.elapsed();
+                let exchanges = client.take_exchanges();
+                shared
+                    .recorder
+                    .borrow_mut()
+                    .record_exchanges(step.id, exchanges);
                 match outcome {
                     Some(Ok(reply)) => {
                         let failure = judge(step, &reply, client.body(), user);
@@ -979,6 +984,7 @@ impl Aggregator {
                 histogram: bytes,
                 uncorrected,
                 failed,
+                exchanges: rec.exchanges,
                 count: rec.count(),
                 errors: rec
                     .errors

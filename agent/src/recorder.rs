@@ -43,6 +43,8 @@ pub struct StepRecord {
     pub failed: Option<Histogram<u64>>,
     /// Errors by kind; a handful of entries at most, so a linear search is fastest.
     pub errors: Vec<ErrorTally>,
+    /// HTTP exchanges begun, redirect hops included.
+    pub exchanges: u64,
 }
 
 impl StepRecord {
@@ -52,6 +54,7 @@ impl StepRecord {
             uncorrected: open.then(new_histogram),
             failed: None,
             errors: Vec::new(),
+            exchanges: 0,
         }
     }
 
@@ -62,7 +65,7 @@ impl StepRecord {
 
     /// Whether nothing was recorded.
     pub fn is_empty(&self) -> bool {
-        self.histogram.is_empty() && self.errors.is_empty()
+        self.histogram.is_empty() && self.errors.is_empty() && self.exchanges == 0
     }
 
     /// Adds another record of the same step into this one.
@@ -83,6 +86,7 @@ impl StepRecord {
         for e in &other.errors {
             self.tally(e.kind, e.count, || e.sample.clone());
         }
+        self.exchanges += other.exchanges;
     }
 
     fn tally(&mut self, kind: ErrorKind, count: u64, sample: impl FnOnce() -> String) {
@@ -198,6 +202,15 @@ impl Recorder {
     ) {
         if let Some(rec) = self.steps.get_mut(step) {
             rec.tally(kind, 1, message);
+        }
+    }
+
+    /// Counts the HTTP exchanges of one request of `step` (1, plus one per
+    /// redirect followed).
+    #[inline]
+    pub fn record_exchanges(&mut self, step: usize, n: u32) {
+        if let Some(rec) = self.steps.get_mut(step) {
+            rec.exchanges += u64::from(n);
         }
     }
 

@@ -40,6 +40,7 @@ fn main() {
                 errors: vec![],
                 uncorrected: Vec::new(),
                 failed: Vec::new(),
+                exchanges: 0,
             }
         })
         .collect();

@@ -64,6 +64,7 @@ fn step_reports(steps: usize, samples: u64, salt: u64) -> (Vec<v1::StepInterval>
                 errors: Vec::new(),
                 uncorrected: Vec::new(),
                 failed: Vec::new(),
+                exchanges: 0,
             }
         })
         .collect();

@@ -89,6 +89,8 @@ pub struct Tally {
     /// Time from send to failure of requests that got no response
     /// (timeout, reset, connect, ...); `None` while there were none.
     pub failed: Option<Histogram<u64>>,
+    /// HTTP exchanges begun, redirect hops included.
+    pub exchanges: u64,
 }
 
 impl Default for Tally {
@@ -96,6 +98,7 @@ impl Default for Tally {
         Tally {
             uncorrected: None,
             failed: None,
+            exchanges: 0,
             histogram: new_histogram(),
             transport_errors: 0,
             errors: BTreeMap::new(),
@@ -124,6 +127,7 @@ impl Tally {
             f.add_to(self.failed.get_or_insert_with(new_histogram));
         }
         self.transport_errors += count_errors(&mut self.errors, d.errors);
+        self.exchanges += d.exchanges;
     }
 
     /// Adds another tally into this one.
@@ -136,6 +140,7 @@ impl Tally {
             add_histogram(self.failed.get_or_insert_with(new_histogram), f);
         }
         self.transport_errors += other.transport_errors;
+        self.exchanges += other.exchanges;
         for (kind, e) in &other.errors {
             let agg = self.errors.entry(kind.clone()).or_default();
             agg.count += e.count;
@@ -182,6 +187,7 @@ struct DecodedStep<'a> {
     uncorrected: Option<Sparse>,
     failed: Option<Sparse>,
     errors: &'a [v1::ErrorCount],
+    exchanges: u64,
 }
 
 /// Adds reported errors by kind; returns how many got no response.
@@ -222,6 +228,8 @@ pub struct AgentTally {
     pub lateness_samples: u64,
     /// Timed failures (requests without a response) in the reports received.
     pub failed_samples: u64,
+    /// HTTP exchanges begun, redirect hops included.
+    pub exchanges: u64,
     /// Open model: its send lateness, from its totals when they agree with
     /// `lateness_samples`.
     pub send_lateness: Option<LatencyMs>,
@@ -525,6 +533,7 @@ impl Collector {
                 uncorrected,
                 failed,
                 errors: &s.errors,
+                exchanges: s.exchanges,
             });
         }
         let lateness = if iv.lateness.is_empty() {
@@ -588,6 +597,7 @@ impl Collector {
             for d in &decoded {
                 t.responses += d.responses.count();
                 t.failed_samples += d.failed.as_ref().map_or(0, Sparse::count);
+                t.exchanges += d.exchanges;
                 t.transport_errors += count_errors(&mut t.errors, d.errors);
             }
         }

@@ -17,6 +17,10 @@ pub const SUMMARY_SCHEMA: &str = "loadfleet.summary/1";
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Entry {
     pub requests: u64,
+    /// HTTP exchanges the target saw: one per request, one more per
+    /// redirect followed (so it reconciles with an access log).
+    #[serde(default)]
+    pub exchanges: u64,
     pub errors: u64,
     pub rps: f64,
     pub errors_by_kind: BTreeMap<String, u64>,
@@ -47,6 +51,7 @@ impl Entry {
     fn of(t: &Tally, duration_s: f64) -> Entry {
         Entry {
             requests: t.requests(),
+            exchanges: t.exchanges,
             errors: t.error_count(),
             rps: round3(t.requests() as f64 / duration_s.max(0.001)),
             errors_by_kind: t.errors.iter().map(|(k, v)| (k.clone(), v.count)).collect(),
@@ -65,6 +70,7 @@ impl Entry {
     fn of_agent(a: &AgentTally, duration_s: f64) -> Entry {
         Entry {
             requests: a.requests(),
+            exchanges: a.exchanges,
             errors: a.error_count(),
             rps: round3(a.requests() as f64 / duration_s.max(0.001)),
             errors_by_kind: a.errors.iter().map(|(k, v)| (k.clone(), v.count)).collect(),

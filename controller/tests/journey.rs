@@ -466,3 +466,41 @@ async fn a_recorded_seed_replays_the_random_choices() {
     assert_eq!(replay_seed, first_seed);
     assert_eq!(replay, first, "the same seed picks the same rows");
 }
+
+/// A step that follows redirects is one request but several HTTP
+/// exchanges: the exchanges are counted too, per step and in total, so
+/// they reconcile with what the target served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirect_hops_are_counted_as_exchanges() {
+    let bed = testbed(Config::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let plan = write_plan(
+        dir.path(),
+        "hops.toml",
+        &plan_toml(
+            &bed.base_url(),
+            "users = 1\niterations = 4",
+            &[("hops", "/redirect/2"), ("plain", "/plain")],
+        ),
+    );
+    let out = dir.path().join("run");
+    let exit = run_plan(&plan, &out).await;
+    assert_eq!(exit.code, 0, "{}", exit.stderr);
+    let s = summary(&out);
+    assert_eq!(s["requests"]["hops"]["requests"], 4);
+    assert_eq!(s["requests"]["hops"]["exchanges"], 12, "1 + 2 hops each");
+    assert_eq!(s["requests"]["plain"]["exchanges"], 4);
+    assert_eq!(s["total"]["requests"], 8);
+    assert_eq!(s["total"]["exchanges"], 16);
+    assert_eq!(
+        s["total"]["exchanges"].as_u64().unwrap(),
+        bed.stats().served(),
+        "exchanges reconcile with what the target served"
+    );
+    assert!(
+        exit.stdout
+            .contains("step hops: 4 requests made 12 HTTP exchanges"),
+        "{}",
+        exit.stdout
+    );
+}

@@ -42,6 +42,7 @@ fn step_of(step: u32, histogram: Vec<u8>, count: u64) -> v1::StepInterval {
         errors: vec![],
         uncorrected: Vec::new(),
         failed: Vec::new(),
+        exchanges: 0,
     }
 }
 
@@ -186,6 +187,7 @@ fn a_bad_report_is_dropped_whole() {
         errors: vec![],
         uncorrected: Vec::new(),
         failed: Vec::new(),
+        exchanges: 0,
     };
     let cases = [
         (
@@ -198,6 +200,7 @@ fn a_bad_report_is_dropped_whole() {
                     errors: vec![],
                     uncorrected: Vec::new(),
                     failed: Vec::new(),
+                    exchanges: 0,
                 },
             ],
             "undecodable",
@@ -212,6 +215,7 @@ fn a_bad_report_is_dropped_whole() {
                     errors: vec![],
                     uncorrected: Vec::new(),
                     failed: Vec::new(),
+                    exchanges: 0,
                 },
             ],
             "unknown step",
@@ -224,6 +228,7 @@ fn a_bad_report_is_dropped_whole() {
                 errors: vec![],
                 uncorrected: Vec::new(),
                 failed: Vec::new(),
+                exchanges: 0,
             }],
             "does not match",
         ),
@@ -235,6 +240,7 @@ fn a_bad_report_is_dropped_whole() {
                 errors: vec![],
                 uncorrected: Vec::new(),
                 failed: Vec::new(),
+                exchanges: 0,
             }],
             "exceeds",
         ),

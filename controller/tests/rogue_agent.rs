@@ -60,6 +60,7 @@ async fn rogue(url: String) {
                         errors: vec![],
                         uncorrected: Vec::new(),
                         failed: Vec::new(),
+                        exchanges: 0,
                     }],
                     elapsed_us: 1_000_000,
                     dropped: 0,

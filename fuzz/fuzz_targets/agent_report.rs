@@ -38,6 +38,7 @@ fuzz_target!(|data: &[u8]| {
                         errors: Vec::new(),
                         uncorrected: totals.uncorrected.clone(),
                         failed: Vec::new(),
+                        exchanges: 0,
                     }],
                     ..Default::default()
                 };

@@ -110,6 +110,14 @@ pub fn render(s: &Summary) -> String {
     }
     out.push_str(&table("step", s.steps()).to_string());
     out.push('\n');
+    for (name, e) in s.steps() {
+        if e.exchanges > e.requests {
+            out.push_str(&format!(
+                "step {name}: {} requests made {} HTTP exchanges (redirects followed)\n",
+                e.requests, e.exchanges
+            ));
+        }
+    }
     out.push_str(&table("region", s.regions.iter()).to_string());
     out.push('\n');
     if !s.thresholds.is_empty() {
