@@ -13,7 +13,8 @@ pub enum Exit {
     /// 1: `--check` only: the controller cannot be reached.
     Unreachable,
     /// 2: the configuration is wrong (flags, files, certificates, the
-    /// controller's URL); nothing was sent.
+    /// controller's URL, or a token or certificate the controller refuses);
+    /// nothing was sent.
     Config,
     /// 3: the agent stopped for another reason: its controller rejected it,
     /// it refused an assignment with `--once`, or it could not start.
@@ -35,7 +36,9 @@ impl Exit {
     pub fn of_run(outcome: &Result<(), AgentError>) -> Exit {
         match outcome {
             Ok(()) => Exit::Ok,
-            Err(AgentError::BadControllerUrl(_) | AgentError::Tls(_)) => Exit::Config,
+            Err(
+                AgentError::BadControllerUrl(_) | AgentError::Tls(_) | AgentError::NotAccepted(_),
+            ) => Exit::Config,
             Err(_) => Exit::Stopped,
         }
     }

@@ -110,6 +110,7 @@ async fn attach(url: &str, name: &str, counters: &Counters) -> Result<Link, Stri
         version: "swarm".into(),
         weight: 1,
         resume_run_id: String::new(),
+        check_only: false,
     }));
     counters
         .bytes

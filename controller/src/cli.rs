@@ -528,7 +528,14 @@ async fn list_agents(args: AgentsArgs) -> Exit {
                     &a.state,
                 ]);
             }
-            say(&format!("{} agent(s) attached\n{t}", seen.len()));
+            let refused = seen
+                .iter()
+                .filter(|a| a.state.starts_with("refused"))
+                .count();
+            say(&format!(
+                "{} agent(s) attached, {refused} refused\n{t}",
+                seen.len() - refused
+            ));
             Exit::Ok
         }
         Err(e) => {

@@ -4,7 +4,7 @@
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use loadfleet_proto::v1::{self, agent_message, fleet_server::Fleet};
+use loadfleet_proto::v1::{self, agent_message, controller_message, fleet_server::Fleet};
 use tokio::sync::mpsc;
 use tokio_stream::{Stream, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status, Streaming};
@@ -38,6 +38,22 @@ pub enum Event {
         conn: ConnId,
         reason: String,
     },
+    /// An agent that tried to attach and was refused before it got in (a
+    /// wrong token, a certificate that names another agent, a bad Hello).
+    /// Sent when the owner's queue has room: a flood of refusals cannot
+    /// block the service.
+    Refused(Refusal),
+}
+
+/// One refused attempt to attach.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Refusal {
+    /// The address it came from.
+    pub peer: String,
+    /// The name its Hello claimed, when it sent one.
+    pub name: Option<String>,
+    /// Why it was refused, in words.
+    pub reason: String,
 }
 
 /// Forwards every stream's messages to the owner.
@@ -62,6 +78,15 @@ impl FleetService {
             token,
             check_cert_names,
         }
+    }
+
+    /// Tells the owner about a refused attempt, if its queue has room.
+    fn refused(&self, peer: &str, name: Option<String>, reason: &str) {
+        let _ = self.events.try_send(Event::Refused(Refusal {
+            peer: peer.to_string(),
+            name,
+            reason: reason.to_string(),
+        }));
     }
 
     fn authorize<T>(&self, request: &Request<T>) -> Result<(), Status> {
@@ -101,17 +126,38 @@ impl Fleet for FleetService {
         &self,
         request: Request<Streaming<v1::AgentMessage>>,
     ) -> Result<Response<Self::AttachStream>, Status> {
-        self.authorize(&request)?;
+        let authorized = self.authorize(&request);
         let peer = request
             .remote_addr()
             .map_or_else(|| "unknown".to_string(), |a| a.to_string());
         let certs = request.peer_certs();
         let mut inbound = request.into_inner();
+        if let Err(status) = authorized {
+            // Learn the name it claims, if its Hello is already here, so the
+            // operator can tell which agent has the wrong token.
+            let name = match tokio::time::timeout(
+                std::time::Duration::from_millis(500),
+                inbound.message(),
+            )
+            .await
+            {
+                Ok(Ok(Some(v1::AgentMessage {
+                    body: Some(agent_message::Body::Hello(h)),
+                }))) => Some(h.name.chars().take(128).collect()),
+                _ => None,
+            };
+            self.refused(&peer, name, status.message());
+            return Err(status);
+        }
         let hello = match inbound.message().await? {
             Some(v1::AgentMessage {
                 body: Some(agent_message::Body::Hello(h)),
             }) => h,
-            _ => return Err(Status::invalid_argument("the first message must be Hello")),
+            _ => {
+                let status = Status::invalid_argument("the first message must be Hello");
+                self.refused(&peer, None, status.message());
+                return Err(status);
+            }
         };
         if hello.name.trim().is_empty() || hello.name.len() > 128 {
             return Err(Status::invalid_argument(
@@ -129,10 +175,12 @@ impl Fleet for FleetService {
                 .and_then(|c| c.first())
                 .is_some_and(|der| crate::certs::cert_names_agent(der, &hello.name));
             if !named {
-                return Err(Status::permission_denied(format!(
+                let status = Status::permission_denied(format!(
                     "agent name `{}` does not match its certificate",
                     hello.name
-                )));
+                ));
+                self.refused(&peer, Some(hello.name.clone()), status.message());
+                return Err(status);
             }
         }
         let identity = if self.check_cert_names {
@@ -142,6 +190,16 @@ impl Fleet for FleetService {
         } else {
             "none".to_string()
         };
+        if hello.check_only {
+            // `loadfleet-agent --check`: it would get in; nothing more.
+            let (tx, rx) = mpsc::channel(1);
+            let _ = tx.try_send(Ok(v1::ControllerMessage {
+                body: Some(controller_message::Body::Accepted(v1::Accepted {
+                    identity,
+                })),
+            }));
+            return Ok(Response::new(Box::pin(ReceiverStream::new(rx))));
+        }
         let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
         let (outbound, rx) = mpsc::channel(64);
         self.events

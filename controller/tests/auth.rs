@@ -54,14 +54,17 @@ async fn agents_need_the_fleet_token() {
         Duration::from_secs(20),
     )
     .await;
-    assert_eq!(wrong.code, 3, "a rejected agent with --once exits 3");
+    assert_eq!(
+        wrong.code, 2,
+        "an agent whose token is refused has a configuration error: with --once it exits 2"
+    );
     assert!(
         wrong.stderr.contains("wrong fleet token"),
         "{}",
         wrong.stderr
     );
     let missing = exited(agent(&url, "eu", "anonymous", &[]), Duration::from_secs(20)).await;
-    assert_eq!(missing.code, 3);
+    assert_eq!(missing.code, 2);
     assert_eq!(bed.stats().served(), 0, "no rejected agent sent anything");
 
     let good = agent(&url, "eu", "member", &["--token", TOKEN]);
@@ -127,4 +130,94 @@ async fn listening_beyond_loopback_needs_a_token() {
         "{}",
         short.stderr
     );
+}
+
+/// An agent with the wrong token is named by the controller (in its notes
+/// and in the "not enough agents" error), says what is wrong in its own
+/// log, and `--check` fails on it before any run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_token_is_named_on_both_sides() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = write_plan(
+        dir.path(),
+        "p.toml",
+        &plan_toml(
+            "http://127.0.0.1:9",
+            "users = 1\niterations = 1",
+            &[("home", "/")],
+        ),
+    );
+    let ctl = Proc::spawn(
+        &loadfleet(),
+        &[
+            "run",
+            plan.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--expect-agents",
+            "1",
+            "--wait-agents",
+            "4s",
+            "--token",
+            TOKEN,
+            "--out",
+            dir.path().join("run").to_str().unwrap(),
+        ],
+    );
+    let url = format!("http://{}", ctl.listen_addr());
+    let wrong = ["--token", "not-the-fleet-token-at-all"];
+    // --check: exit 2 (a configuration error), saying which.
+    let check = run(
+        &agent_bin(),
+        &[
+            &["--controller", &url, "--name", "eu-1", "--check"][..],
+            &wrong[..],
+        ]
+        .concat(),
+        Duration::from_secs(20),
+    );
+    assert_eq!(check.code, 2, "{}", check.stderr);
+    assert!(
+        check.stderr.contains("refused our fleet token"),
+        "{}",
+        check.stderr
+    );
+    // The right token passes --check, which joins no run.
+    let ok = run(
+        &agent_bin(),
+        &[
+            "--controller",
+            &url,
+            "--name",
+            "eu-1",
+            "--check",
+            "--token",
+            TOKEN,
+        ],
+        Duration::from_secs(20),
+    );
+    assert_eq!(ok.code, 0, "{}", ok.stderr);
+    assert!(ok.stdout.contains("accepts agent eu-1"), "{}", ok.stdout);
+    // Without --once the agent keeps trying, and says why at error level.
+    let mut args = vec![
+        "--controller",
+        url.as_str(),
+        "--name",
+        "eu-1",
+        "--max-backoff-s",
+        "1",
+    ];
+    args.extend_from_slice(&wrong);
+    let agent = Proc::spawn(&agent_bin(), &args);
+    let line = agent.wait_for_line("refused our fleet token", Duration::from_secs(10));
+    assert!(line.contains("ERROR"), "{line}");
+    let exit = exited(ctl, Duration::from_secs(30)).await;
+    assert_eq!(exit.code, 3, "{}", exit.stderr);
+    assert!(
+        exit.stderr.contains("refused: agent eu-1 from 127.0.0.1")
+            && exit.stderr.contains("missing or wrong fleet token"),
+        "{}",
+        exit.stderr
+    );
+    drop(agent);
 }

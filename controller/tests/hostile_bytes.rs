@@ -80,6 +80,7 @@ fn hello(name: &str) -> Vec<u8> {
             version: "0".into(),
             weight: 1,
             resume_run_id: String::new(),
+            check_only: false,
         })),
     }
     .encode_to_vec()

@@ -85,7 +85,7 @@ async fn only_agents_with_a_fleet_certificate_under_their_own_name_attach() {
 
     // The fleet's certificate for a1 cannot attach as another agent.
     let impostor = exited(tls_agent(&url, &fleet, "a1", "a2"), Duration::from_secs(20)).await;
-    assert_eq!(impostor.code, 3);
+    assert_eq!(impostor.code, 2, "a configuration error");
     assert!(
         impostor.stderr.contains("does not match its certificate"),
         "{}",

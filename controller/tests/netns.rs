@@ -594,7 +594,7 @@ fn agents_started_as_the_systemd_unit_does_attach_and_run() {
     for check in [&check1, &check2] {
         assert_eq!(check.code, 0, "ExecStartPre --check: {}", check.stderr);
         assert!(
-            check.stdout.contains("accepted this agent's certificate"),
+            check.stdout.contains("as mtls:") && check.stdout.contains(".agent.loadfleet"),
             "{}",
             check.stdout
         );

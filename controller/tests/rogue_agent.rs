@@ -22,6 +22,7 @@ async fn rogue(url: String) {
         version: "0".into(),
         weight: 1,
         resume_run_id: String::new(),
+        check_only: false,
     })))
     .await
     .unwrap();

@@ -32,12 +32,22 @@ pub(super) enum OpenError {
     Status(tonic::Status),
 }
 
-/// Dials the controller and says Hello: a fresh attach with an empty
-/// `resume_run_id`, or carrying on with that run after a broken stream.
+/// What a Hello asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Intent<'a> {
+    /// A run (a fresh attach).
+    Attach,
+    /// To carry on with this run after a broken stream.
+    Resume(&'a str),
+    /// Only whether this agent would be accepted (`--check`).
+    Check,
+}
+
+/// Dials the controller and says Hello with `intent`.
 pub(super) async fn open(
     endpoint: &tonic::transport::Endpoint,
     opts: &AgentOptions,
-    resume_run_id: &str,
+    intent: Intent<'_>,
 ) -> Result<Stream, OpenError> {
     let channel = endpoint.connect().await.map_err(OpenError::Connect)?;
     let mut client = FleetClient::new(channel)
@@ -49,7 +59,11 @@ pub(super) async fn open(
         region: opts.region.clone(),
         version: env!("CARGO_PKG_VERSION").to_string(),
         weight: opts.weight,
-        resume_run_id: resume_run_id.to_string(),
+        resume_run_id: match intent {
+            Intent::Resume(run_id) => run_id.to_string(),
+            Intent::Attach | Intent::Check => String::new(),
+        },
+        check_only: intent == Intent::Check,
     };
     tx.send(msg(agent_message::Body::Hello(hello)))
         .await

@@ -12,7 +12,7 @@ mod start;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use loadfleet_proto::v1::{self, agent_message};
+use loadfleet_proto::v1::{self, agent_message, controller_message};
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
@@ -75,6 +75,9 @@ pub enum AgentError {
         "the controller of this agent's run is gone ({0}); all load stopped, and with --once the agent exits"
     )]
     ControllerLost(String),
+    /// `--check`: the controller answers but would refuse this agent.
+    #[error("{0}")]
+    NotAccepted(String),
 }
 
 /// What one attachment to a controller came to.
@@ -100,49 +103,85 @@ enum AttachError {
     RunLost(String),
     #[error("controller rejected this agent: {0}")]
     Rejected(String),
+    /// Its token or certificate was refused: a configuration error.
+    #[error("{0}")]
+    NotAccepted(String),
     #[error("refused the assignment: {0}")]
     Refused(String),
     #[error("protocol error: {0}")]
     Protocol(String),
 }
 
-/// Checks that the agent can work as configured: its controller address
-/// parses, its certificates load, and the controller answers on that
-/// address (for mTLS, the TLS handshake with this agent's certificate
-/// succeeds). It does not attach, so it never joins a run; a shared token is
-/// only checked when the agent attaches. Returns what was checked.
+/// Checks that the agent can work as configured and would be accepted:
+/// its controller address parses, its certificates load, the controller
+/// answers, and it accepts this agent (its token, or its certificate and
+/// the name it claims) without joining a run. Returns what was checked.
 pub async fn check(opts: &AgentOptions) -> Result<String, AgentError> {
     let endpoint = endpoint(opts)?;
-    match tokio::time::timeout(Duration::from_secs(5), endpoint.connect()).await {
-        Ok(Ok(_)) => Ok(format!(
-            "controller {} answers{}; agent {} (region {}), {}",
-            opts.controller,
-            if opts.tls.is_some() {
-                " and accepted this agent's certificate in the TLS handshake"
-            } else {
-                ""
-            },
-            opts.name,
-            opts.region,
-            if opts.tls.is_some() {
-                "mTLS"
-            } else if opts.token.is_some() {
-                "shared token (checked when the agent attaches)"
-            } else {
-                "no authentication (a loopback controller)"
-            }
-        )),
-        Ok(Err(e)) => Err(AgentError::Unreachable(format!(
+    let unreachable = |e: &tonic::transport::Error| {
+        AgentError::Unreachable(format!(
             "{}: {e}{}",
             opts.controller,
-            std::error::Error::source(&e)
+            std::error::Error::source(e)
                 .map(|s| format!(" ({s})"))
                 .unwrap_or_default()
-        ))),
-        Err(_) => Err(AgentError::Unreachable(format!(
-            "{}: no answer within 5 s",
-            opts.controller
-        ))),
+        ))
+    };
+    let asked = async {
+        let mut stream = match handshake::open(&endpoint, opts, handshake::Intent::Check).await {
+            Ok(s) => s,
+            Err(OpenError::Connect(e)) => return Err(unreachable(&e)),
+            Err(OpenError::Closed) => {
+                return Err(AgentError::Unreachable(format!(
+                    "{}: the stream closed at once",
+                    opts.controller
+                )));
+            }
+            Err(OpenError::BadToken) => {
+                return Err(AgentError::NotAccepted(
+                    "the fleet token is not valid header text".into(),
+                ));
+            }
+            Err(OpenError::Status(s)) => return Err(AgentError::NotAccepted(refusal(&s))),
+        };
+        match stream.inbound.message().await {
+            Ok(Some(v1::ControllerMessage {
+                body: Some(controller_message::Body::Accepted(a)),
+            })) => Ok(format!(
+                "controller {} accepts agent {} (region {}) as {}",
+                opts.controller, opts.name, opts.region, a.identity
+            )),
+            Ok(Some(v1::ControllerMessage {
+                body: Some(controller_message::Body::Reject(r)),
+            })) => Err(AgentError::NotAccepted(r.reason)),
+            Ok(other) => Err(AgentError::NotAccepted(format!(
+                "unexpected answer {other:?} (is the controller older than this agent?)"
+            ))),
+            Err(s) => Err(AgentError::NotAccepted(refusal(&s))),
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), asked)
+        .await
+        .unwrap_or_else(|_| {
+            Err(AgentError::Unreachable(format!(
+                "{}: no answer within 5 s",
+                opts.controller
+            )))
+        })
+}
+
+/// A controller's refusal in words an operator can act on.
+fn refusal(status: &tonic::Status) -> String {
+    match status.code() {
+        tonic::Code::Unauthenticated => format!(
+            "the controller refused our fleet token ({}): give this agent the controller's token \
+             (LOADFLEET_TOKEN or --token-file)",
+            status.message()
+        ),
+        tonic::Code::PermissionDenied => {
+            format!("the controller refused this agent: {}", status.message())
+        }
+        _ => format!("the controller refused this agent: {status}"),
     }
 }
 
@@ -210,6 +249,12 @@ pub async fn run_agent(opts: AgentOptions, shutdown: CancellationToken) -> Resul
             Err(AttachError::Refused(why)) => {
                 tracing::error!(reason = %why, "refused an assignment")
             }
+            Err(AttachError::NotAccepted(why)) if opts.once => {
+                return Err(AgentError::NotAccepted(why));
+            }
+            Err(AttachError::NotAccepted(why)) => {
+                tracing::error!(controller = %opts.controller, "{why}")
+            }
             Err(e) => tracing::info!(error = %e, controller = %opts.controller, "not attached"),
         }
         let delay = backoff.next_delay();
@@ -253,7 +298,7 @@ async fn attach_once(
     clock: Instant,
     shutdown: &CancellationToken,
 ) -> Result<Attach, AttachError> {
-    let mut stream = handshake::open(endpoint, opts, "")
+    let mut stream = handshake::open(endpoint, opts, handshake::Intent::Attach)
         .await
         .map_err(|e| match e {
             OpenError::Connect(e) => AttachError::Connect(e),
@@ -267,7 +312,7 @@ async fn attach_once(
                     tonic::Code::Unauthenticated | tonic::Code::PermissionDenied
                 ) =>
             {
-                AttachError::Rejected(status.message().to_string())
+                AttachError::NotAccepted(refusal(&status))
             }
             OpenError::Status(status) => AttachError::Stream(status),
         })?;

@@ -339,7 +339,7 @@ async fn resume(
 ) -> Result<(Link, u64, Duration), ResumeError> {
     tokio::time::sleep(delay).await;
     let attempt = async {
-        let mut stream = handshake::open(&endpoint, &opts, &run_id)
+        let mut stream = handshake::open(&endpoint, &opts, handshake::Intent::Resume(&run_id))
             .await
             .map_err(|e| match e {
                 OpenError::Connect(e) if refused(&e) => ResumeError::Gone(e.to_string()),

@@ -226,6 +226,7 @@ pub(super) async fn wait_ready(
                     }
                 }
                 Some(Event::Attached { outbound, .. }) => reject(&outbound, "a run is starting; try again later"),
+                Some(Event::Refused(r)) => tracing::debug!(?r, "refused an agent"),
                 None => return Err(FleetError::NotReady(limit)),
             },
             _ = tokio::time::sleep_until(deadline) => {

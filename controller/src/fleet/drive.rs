@@ -305,6 +305,7 @@ impl<'a> Run<'a> {
                     self.agent_gone(failed);
                 }
             }
+            Event::Refused(r) => tracing::debug!(?r, "refused an agent during the run"),
             Event::Detached { conn, reason } => {
                 if let Some(a) = self.agents.iter_mut().find(|a| a.conn == conn)
                     && a.state == State::Running

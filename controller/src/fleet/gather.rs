@@ -7,6 +7,7 @@ use crate::progress::Progress;
 use crate::service::Event;
 
 use super::agent::Agent;
+use super::refusals::Refusals;
 use super::{FleetError, RunOptions, reject};
 
 /// Waits until the expected number of agents is attached.
@@ -17,6 +18,7 @@ pub(super) async fn gather(
     expected: usize,
 ) -> Result<Vec<Agent>, FleetError> {
     let mut agents: Vec<Agent> = Vec::new();
+    let mut refusals = Refusals::default();
     let deadline = Instant::now() + opts.wait_for_agents;
     while agents.len() < expected {
         tokio::select! {
@@ -44,6 +46,7 @@ pub(super) async fn gather(
                         progress.note(&format!("agent {} left before the start ({reason})", a.name));
                     }
                 }
+                Some(Event::Refused(r)) => refusals.add(r, progress),
                 Some(Event::Message { .. }) | None => {}
             },
             _ = tokio::time::sleep_until(deadline) => {
@@ -53,6 +56,7 @@ pub(super) async fn gather(
                     attached: agents.len(),
                     waited: opts.wait_for_agents,
                     names: if names.is_empty() { String::new() } else { format!(": {}", names.join(", ")) },
+                    refused: refusals.describe(),
                 });
             }
             _ = opts.interrupt.cancelled() => return Err(FleetError::InterruptedBeforeStart),

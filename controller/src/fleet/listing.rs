@@ -9,7 +9,9 @@ use tokio::time::Instant;
 
 use crate::service::Event;
 
+use super::refusals::Refusals;
 use super::{FleetError, reject, start_server};
+use crate::progress::{Progress, ProgressMode};
 
 /// An agent seen by [`list_agents`].
 #[derive(Debug, Clone, serde::Serialize)]
@@ -20,7 +22,8 @@ pub struct SeenAgent {
     pub address: String,
     /// `mtls:NAME.agent.loadfleet`, `token` or `none`.
     pub identity: String,
-    /// `waiting for a run`, or the run it tried to resume.
+    /// `waiting for a run`, the run it tried to resume, or `refused: WHY`
+    /// for an attempt that did not get in.
     pub state: String,
 }
 
@@ -47,6 +50,8 @@ pub async fn list_agents(
     })?;
     let (mut events, stop, server) = start_server(listener, token, tls)?;
     let mut seen: Vec<SeenAgent> = Vec::new();
+    let mut refusals = Refusals::default();
+    let quiet = Progress::new(ProgressMode::Off);
     let until = Instant::now() + for_how_long;
     loop {
         tokio::select! {
@@ -71,6 +76,7 @@ pub async fn list_agents(
                         None => seen.push(agent),
                     }
                 }
+                Some(Event::Refused(r)) => refusals.add(r, &quiet),
                 Some(_) => {}
                 None => break,
             },
@@ -91,5 +97,21 @@ pub async fn list_agents(
     stop.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
     seen.sort_by(|a, b| a.name.cmp(&b.name));
+    // Refused attempts after the agents that got in, so a misconfigured
+    // agent is visible from here too.
+    for (r, n) in refusals.list() {
+        seen.push(SeenAgent {
+            name: r.name.clone().unwrap_or_else(|| "?".into()),
+            region: "-".into(),
+            version: "-".into(),
+            address: r.peer.clone(),
+            identity: "-".into(),
+            state: if *n > 1 {
+                format!("refused ({n} times): {}", r.reason)
+            } else {
+                format!("refused: {}", r.reason)
+            },
+        });
+    }
     Ok((addr, seen))
 }

@@ -13,6 +13,7 @@ mod drive;
 mod farewell;
 mod gather;
 mod listing;
+mod refusals;
 mod start;
 
 pub use drive::Abort;
@@ -93,12 +94,14 @@ pub enum FleetError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("expected {expected} agent(s), {attached} attached after {waited:?}{names}")]
+    #[error("expected {expected} agent(s), {attached} attached after {waited:?}{names}{refused}")]
     NotEnoughAgents {
         expected: usize,
         attached: usize,
         waited: Duration,
         names: String,
+        /// The attempts refused meanwhile, with their reasons.
+        refused: String,
     },
     #[error("agent {agent} cannot run the plan: {reason}")]
     AgentFailed { agent: String, reason: String },

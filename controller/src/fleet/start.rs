@@ -58,6 +58,7 @@ pub(super) async fn sync_clocks(
                 }
                 Some(Event::Attached { outbound, .. }) => reject(&outbound, "a run is starting; try again later"),
                 Some(Event::Message { .. }) => {}
+                Some(Event::Refused(r)) => tracing::debug!(?r, "refused an agent"),
                 None => return Err(FleetError::NotReady(Duration::from_secs(5))),
             },
             _ = tokio::time::sleep_until(deadline) => {
