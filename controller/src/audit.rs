@@ -1,7 +1,10 @@
-//! The audit log: one JSON line per run, appended to a file that outlives
-//! run directories, saying who ran what against which target, when, and how
-//! it ended. A load test is traffic aimed at somebody's server; this is the
-//! record of who aimed it.
+//! The audit log: JSON lines appended to a file that outlives run
+//! directories, saying who ran what against which target, when, and how it
+//! ended. A load test is traffic aimed at somebody's server; this is the
+//! record of who aimed it. A run writes a `started` line as load begins and
+//! its final line at the end (same `run_id`), so a controller killed
+//! mid-run still leaves a record; a run that never started writes one
+//! line.
 
 use std::io::Write as _;
 use std::path::Path;
@@ -49,7 +52,8 @@ struct Line<'a> {
     plan: &'a PlanFacts,
     run_id: Option<&'a str>,
     started_at: String,
-    ended_at: String,
+    /// `null` on a run's `started` line.
+    ended_at: Option<String>,
     run_dir: String,
     status: String,
     error: Option<String>,
@@ -94,7 +98,7 @@ pub fn append(
             plan,
             run_id: Some(&r.run_id),
             started_at: rfc3339(r.started_at),
-            ended_at: rfc3339(time::OffsetDateTime::now_utc()),
+            ended_at: Some(rfc3339(time::OffsetDateTime::now_utc())),
             run_dir: run_dir.display().to_string(),
             status: serde_json::to_value(r.status)
                 .ok()
@@ -124,7 +128,7 @@ pub fn append(
             plan,
             run_id: None,
             started_at: rfc3339(began),
-            ended_at: rfc3339(time::OffsetDateTime::now_utc()),
+            ended_at: Some(rfc3339(time::OffsetDateTime::now_utc())),
             run_dir: run_dir.display().to_string(),
             status: "not_run".into(),
             error: Some(e.to_string()),
@@ -132,7 +136,45 @@ pub fn append(
             agents: Vec::new(),
         },
     };
-    let text = match serde_json::to_string(&line) {
+    write_line(path, &line);
+}
+
+/// The `started` line: load is about to be sent.
+pub fn append_started(
+    path: &Path,
+    plan: &PlanFacts,
+    run_dir: &Path,
+    note: &crate::fleet::StartNote,
+) {
+    let line = Line {
+        schema: "loadfleet.audit/1",
+        operator: operator(),
+        plan,
+        run_id: Some(&note.run_id),
+        started_at: rfc3339(note.started_at),
+        ended_at: None,
+        run_dir: run_dir.display().to_string(),
+        status: "started".into(),
+        error: None,
+        requests: None,
+        agents: note
+            .agents
+            .iter()
+            .map(|[name, region, address, identity]| AgentLine {
+                name,
+                region,
+                address,
+                identity,
+                end: "running",
+            })
+            .collect(),
+    };
+    write_line(path, &line);
+}
+
+/// Appends one line; a failure to write is reported, never fatal.
+fn write_line(path: &Path, line: &Line<'_>) {
+    let text = match serde_json::to_string(line) {
         Ok(t) => t,
         Err(e) => {
             eprintln!("warning: cannot write the audit line: {e}");
@@ -143,7 +185,12 @@ pub fn append(
         .create(true)
         .append(true)
         .open(path)
-        .and_then(|mut f| writeln!(f, "{text}"));
+        // One write per line (O_APPEND keeps concurrent writers' lines
+        // whole), flushed to disk: the record must outlive a crash.
+        .and_then(|mut f| {
+            f.write_all(format!("{text}\n").as_bytes())?;
+            f.sync_data()
+        });
     if let Err(e) = written {
         eprintln!(
             "warning: cannot append to the audit log {}: {e}",

@@ -49,6 +49,7 @@ impl RunSettings {
             tls: self.tls.clone(),
             lease: self.lease,
             audit_log: self.audit_log.clone(),
+            on_start: None,
         }
     }
 }
@@ -197,6 +198,13 @@ pub async fn run_and_report(
     let audit_plan =
         crate::audit::PlanFacts::of(&opts.plan, opts.token.is_some(), opts.tls.is_some());
     let began = time::OffsetDateTime::now_utc();
+    let mut opts = opts;
+    // A line as load starts, so a controller killed mid-run still leaves a
+    // record that load was sent, by whom and at what.
+    opts.on_start = Some(fleet::OnStart(Box::new({
+        let (path, facts, dir) = (audit_path.clone(), audit_plan.clone(), out.clone());
+        move |note: &fleet::StartNote| crate::audit::append_started(&path, &facts, &dir, note)
+    })));
     let outcome = fleet::execute(opts).await;
     match outcome {
         Ok(result) => {

@@ -69,6 +69,13 @@ async fn agent_stops_when_its_controller_dies_and_serves_the_next_run() {
     first.child.kill().unwrap();
     let _ = first.child.wait();
     let killed_at = Instant::now();
+    // The killed controller still left a record that load was sent.
+    let audit = std::fs::read_to_string(dir.path().join("audit.jsonl")).unwrap();
+    let line: serde_json::Value = serde_json::from_str(audit.lines().last().unwrap()).unwrap();
+    assert_eq!(line["status"], "started", "{audit}");
+    assert_eq!(line["target"], bed.base_url());
+    assert_eq!(line["agents"][0]["name"], "survivor");
+    assert!(line["run_id"].as_str().is_some_and(|r| !r.is_empty()));
 
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let after_1s = bed.stats().served();

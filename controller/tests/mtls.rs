@@ -111,8 +111,12 @@ async fn only_agents_with_a_fleet_certificate_under_their_own_name_attach() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(lines.len(), 1, "one line per run: {audit}");
-    let line = &lines[0];
+    assert_eq!(lines.len(), 2, "a started line and a final line: {audit}");
+    assert_eq!(lines[0]["status"], "started");
+    assert!(lines[0]["ended_at"].is_null());
+    assert_eq!(lines[0]["run_id"], lines[1]["run_id"]);
+    assert_eq!(lines[0]["agents"][0]["identity"], "mtls:a1.agent.loadfleet");
+    let line = &lines[1];
     let sha = Command::new("sha256sum").arg(&plan).output().unwrap();
     let sha = String::from_utf8_lossy(&sha.stdout);
     assert_eq!(line["plan_sha256"], sha.split_whitespace().next().unwrap());

@@ -78,6 +78,26 @@ pub struct RunOptions {
     /// The audit log (JSON lines) this run appends to; `None`: `audit.jsonl`
     /// beside the run directory.
     pub audit_log: Option<std::path::PathBuf>,
+    /// Called once, as the start signal goes out: the moment load begins.
+    pub on_start: Option<OnStart>,
+}
+
+/// What is known as load is about to start.
+#[derive(Debug, Clone)]
+pub struct StartNote {
+    pub run_id: String,
+    pub started_at: time::OffsetDateTime,
+    /// Name, region, address and identity of each agent.
+    pub agents: Vec<[String; 4]>,
+}
+
+/// A callback for the start of load (the audit log's `started` line).
+pub struct OnStart(pub Box<dyn FnOnce(&StartNote) + Send>);
+
+impl std::fmt::Debug for OnStart {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OnStart")
+    }
 }
 
 /// Why a run could not happen.
@@ -334,6 +354,23 @@ async fn drive(
     start::sync_clocks(opts, events, &mut agents, clock).await?;
     let (start, started_at) =
         start::start_all(&mut agents, &run_id, clock, opts.start_delay, opts.lease);
+    if let Some(OnStart(f)) = opts.on_start.take() {
+        f(&StartNote {
+            run_id: run_id.clone(),
+            started_at,
+            agents: agents
+                .iter()
+                .map(|a| {
+                    [
+                        a.name.clone(),
+                        a.region.clone(),
+                        a.peer.clone(),
+                        a.identity.clone(),
+                    ]
+                })
+                .collect(),
+        });
+    }
     let mut run = drive::Run::new(run_id, plan, start, opts.lease, agents, progress);
     run.drive(events, &opts.interrupt, &opts.hard_interrupt)
         .await;
