@@ -136,3 +136,70 @@ async fn abort_stops_the_others() {
     );
     assert!(s["duration_s"].as_f64().unwrap() < 5.0);
 }
+
+/// An agent frozen (SIGSTOP) past its lease is marked lost; when it wakes
+/// it gets no more load, but what it measured is still handed over and
+/// counted, late, so the run's total equals what the target served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_agent_that_comes_back_hands_over_what_it_measured() {
+    let bed = testbed(Config {
+        default_latency: Duration::from_millis(5),
+        ..Config::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let text = plan_toml(
+        &bed.base_url(),
+        "users = 4\nduration = \"16s\"",
+        &[("home", "/")],
+    );
+    let plan = write_plan(dir.path(), "p.toml", &text);
+    let out = dir.path().join("run");
+    let (ctl, url) = fleet_controller(&plan, &out, 2);
+    let _stays = agent(&url, "eu", "stays", &[]);
+    let frozen = agent(&url, "us", "frozen", &[]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while bed.stats().served() < 100 {
+        assert!(Instant::now() < deadline, "load never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let pid = frozen.child.id().to_string();
+    let signal = |s: &str| {
+        assert!(
+            std::process::Command::new("kill")
+                .args([s, &pid])
+                .status()
+                .unwrap()
+                .success()
+        )
+    };
+    // Past its 5 s lease and the controller's 6 s of patience.
+    signal("-STOP");
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    signal("-CONT");
+    let exit = exited(ctl, Duration::from_secs(60)).await;
+    let agent_exit = exited(frozen, Duration::from_secs(30)).await;
+    assert_eq!(exit.code, 1, "{}", exit.stderr);
+    let s = summary(&out);
+    assert_eq!(s["status"], "degraded");
+    assert_eq!(s["agents"]["frozen"]["end"], "lost");
+    assert!(
+        s["agents"]["frozen"]["note"]
+            .as_str()
+            .is_some_and(|n| n.contains("handed over its reports late")),
+        "{}",
+        s["agents"]["frozen"]
+    );
+    assert!(
+        s["late_reports"].as_u64().unwrap() > 0,
+        "{}",
+        s["late_reports"]
+    );
+    assert_eq!(
+        s["total"]["requests"].as_u64().unwrap(),
+        bed.stats().served(),
+        "every request the target served is counted"
+    );
+    assert_eq!(agent_exit.code, 0, "{}", agent_exit.stderr);
+}

@@ -27,6 +27,10 @@ const SILENCE: Duration = Duration::from_millis(2500);
 /// Longest a reconnect attempt may take.
 const REDIAL_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// After its lease ran out (its load stopped), how long an agent keeps
+/// trying to hand the controller what it measured before giving up.
+const DELIVERY_GRACE: Duration = Duration::from_secs(10);
+
 /// A stream to the controller during a run.
 struct Link {
     stream: Stream,
@@ -65,6 +69,11 @@ pub(super) struct RunState {
     last_seq: u64,
     /// The engine has sent its last interval.
     engine_done: bool,
+    /// The lease ran out: load has stopped, and what was measured is being
+    /// delivered until this instant.
+    delivering_until: Option<tokio::time::Instant>,
+    /// Why the run ended early on this side, for the Done.
+    cut_short: Option<String>,
 }
 
 impl RunState {
@@ -94,6 +103,8 @@ impl RunState {
             ),
             last_seq: 0,
             engine_done: false,
+            delivering_until: None,
+            cut_short: None,
         }
     }
 
@@ -141,11 +152,33 @@ impl RunState {
                     None => std::future::pending().await,
                 }
             };
+            let delivering_until = self.delivering_until;
+            let delivery_over = async {
+                match delivering_until {
+                    Some(t) => tokio::time::sleep_until(t).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = lease_expiry => {
+                    // The dead-man switch: no new request goes out (those in
+                    // flight finish within their timeout, so what the target
+                    // served is what gets counted). What was measured is
+                    // still handed over if the controller takes it.
                     tracing::error!("lease expired: the controller is silent; stopping all load now");
+                    engine.stop.graceful();
+                    self.lease_until = None;
+                    self.delivering_until = Some(tokio::time::Instant::now() + DELIVERY_GRACE);
+                    self.cut_short = Some(
+                        "its lease expired (the controller was silent); it stopped its load".into(),
+                    );
+                    self.link = None;
+                }
+                _ = delivery_over => {
                     engine.stop.hard();
-                    return Err(AttachError::RunLost("its lease expired".into()));
+                    return Err(AttachError::RunLost(format!(
+                        "its lease expired and the controller took no reports within {DELIVERY_GRACE:?}"
+                    )));
                 }
                 interval = engine.intervals.recv(), if !self.engine_done => self.on_interval(interval),
                 m = inbound_msg => self.on_message(m, &engine),
@@ -291,7 +324,7 @@ impl RunState {
         let run_id = self.run_id;
         let start_lateness = engine.start_lateness();
         let totals = engine.totals();
-        let cut_short = engine.cut_short().unwrap_or_default();
+        let cut_short = engine.cut_short().or(self.cut_short).unwrap_or_default();
         if !cut_short.is_empty() {
             tracing::warn!(%cut_short, "the run was cut short; the controller is told");
         }

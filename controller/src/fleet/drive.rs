@@ -260,15 +260,34 @@ impl<'a> Run<'a> {
             } => {
                 // An agent of this run carrying on after its stream broke
                 // (the service already checked its certificate names it).
+                // An agent already lost may still hand over what it
+                // measured: it gets no more load (a Stop at once), but its
+                // reports count, late.
                 let resumed = (!hello.resume_run_id.is_empty()
                     && hello.resume_run_id == self.run_id)
                     .then(|| {
-                        self.agents
-                            .iter_mut()
-                            .find(|a| a.name == hello.name && a.is_running())
+                        self.agents.iter_mut().find(|a| {
+                            a.name == hello.name && matches!(a.state, State::Running | State::Lost)
+                        })
                     })
                     .flatten();
                 match resumed {
+                    Some(a) if a.state == State::Lost => {
+                        a.conn = conn;
+                        a.outbound = outbound;
+                        a.peer = peer;
+                        a.disconnected_at = None;
+                        a.last_heard = Instant::now();
+                        a.renew(&self.run_id, self.lease);
+                        a.stop(&self.run_id, false);
+                        a.late_reports = true;
+                        a.note =
+                            format!("{}; it came back and handed over its reports late", a.note);
+                        self.progress.note(&format!(
+                            "agent {} came back after it was lost: it gets no more load, and its reports from interval {} on count late",
+                            a.name, a.next_seq
+                        ));
+                    }
                     Some(a) => {
                         let away = a.last_heard.elapsed();
                         a.conn = conn;
@@ -345,9 +364,14 @@ impl<'a> Run<'a> {
                 a.next_seq = iv.seq + 1;
             }
             agent_message::Body::Done(d) if d.run_id == self.run_id => {
-                a.state = State::Finished;
+                // A lost agent that handed over its reports stays lost.
+                if a.state != State::Lost {
+                    a.state = State::Finished;
+                }
                 a.start_lateness = Some(Duration::from_micros(d.start_lateness_us));
-                if !d.cut_short.is_empty() {
+                // (A lost agent's own account of its early end adds nothing
+                // to its being lost.)
+                if !d.cut_short.is_empty() && a.state != State::Lost {
                     self.progress
                         .note(&format!("agent {} was cut short: {}", a.name, d.cut_short));
                     a.cut_short = Some(d.cut_short);
