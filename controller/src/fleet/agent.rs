@@ -40,8 +40,6 @@ pub(super) struct Agent {
     pub(super) load_share: f64,
     /// Why the agent's time limit ended its users early (from its Done).
     pub(super) cut_short: Option<String>,
-    /// It came back after it was lost and handed over its reports late.
-    pub(super) late_reports: bool,
     /// When the agent last sent anything.
     pub(super) last_heard: Instant,
     /// Its stream broke at this instant; it may resume within [`RESUME_GRACE`].
@@ -93,7 +91,6 @@ impl Agent {
             start_lateness: None,
             load_share: 0.0,
             cut_short: None,
-            late_reports: false,
         }
     }
 

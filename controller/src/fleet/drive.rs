@@ -280,7 +280,6 @@ impl<'a> Run<'a> {
                         a.last_heard = Instant::now();
                         a.renew(&self.run_id, self.lease);
                         a.stop(&self.run_id, false);
-                        a.late_reports = true;
                         a.note =
                             format!("{}; it came back and handed over its reports late", a.note);
                         self.progress.note(&format!(
