@@ -118,6 +118,7 @@ pub fn append(
                         crate::fleet::AgentEnd::Finished => "finished",
                         crate::fleet::AgentEnd::Lost => "lost",
                         crate::fleet::AgentEnd::Failed => "failed",
+                        crate::fleet::AgentEnd::Unknown => "unknown",
                     },
                 })
                 .collect(),

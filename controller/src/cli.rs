@@ -409,6 +409,11 @@ async fn capacity_command(
 
 /// `loadfleet report`: report.html again from summary.json.
 fn rebuild_report(run: &Path) -> Exit {
+    // A run whose controller stopped before the end has a journal and no
+    // summary: rebuild everything from what was measured.
+    if !run.join("summary.json").exists() && crate::journal::exists(run) {
+        return rebuild_from_journal(run);
+    }
     let summary = match summary::read_summary(run) {
         Ok(s) => s,
         Err(e) => return usage(e),
@@ -428,6 +433,35 @@ fn rebuild_report(run: &Path) -> Exit {
         Err(e) => {
             eprintln!("error: cannot write the report: {e}");
             Exit::Fleet
+        }
+    }
+}
+
+/// `loadfleet report` on a run directory that holds only a journal.
+fn rebuild_from_journal(run: &Path) -> Exit {
+    let replayed = match crate::journal::replay(run) {
+        Ok(r) => r,
+        Err(e) => return usage(e),
+    };
+    let mut summary = Summary::of(&replayed.result);
+    summary.missing = replayed.missing;
+    say(crate::output::table::render(&summary).trim_end());
+    match crate::output::write_run_dir(&replayed.result, &summary, run) {
+        Ok(files) => {
+            say(&format!(
+                "rebuilt from the run's journal (status incomplete): {}\n  summary: {}\n  report: {}",
+                files.dir.display(),
+                files.summary.display(),
+                files.report.display()
+            ));
+            Exit::Ok
+        }
+        Err(e) => {
+            eprintln!(
+                "error: cannot write the rebuilt results to {}: {e}",
+                run.display()
+            );
+            Exit::Unsaved
         }
     }
 }

@@ -49,7 +49,8 @@ impl Exit {
             | RunStatus::ThresholdsFailed
             | RunStatus::Degraded
             | RunStatus::Interrupted
-            | RunStatus::Truncated => Exit::Errors,
+            | RunStatus::Truncated
+            | RunStatus::Incomplete => Exit::Errors,
         }
     }
 

@@ -14,6 +14,7 @@ pub mod demo;
 pub mod duration;
 pub mod exit;
 pub mod fleet;
+pub mod journal;
 pub mod output;
 pub mod plan;
 pub mod progress;

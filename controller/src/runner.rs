@@ -50,6 +50,7 @@ impl RunSettings {
             lease: self.lease,
             audit_log: self.audit_log.clone(),
             on_start: None,
+            journal: None,
         }
     }
 }
@@ -205,12 +206,25 @@ pub async fn run_and_report(
         let (path, facts, dir) = (audit_path.clone(), audit_plan.clone(), out.clone());
         move |note: &fleet::StartNote| crate::audit::append_started(&path, &facts, &dir, note)
     })));
+    opts.journal = Some(out.clone());
     let outcome = fleet::execute(opts).await;
     match outcome {
         Ok(result) => {
             let summary = Summary::of(&result);
             say(output::table::render(&summary).trim_end());
             let written = keep(&result, &summary, &out, plan_file);
+            if matches!(
+                &written,
+                Ok(_)
+                    | Err(Unsaved {
+                        fallback: Some(_),
+                        ..
+                    })
+            ) {
+                // The outputs are whole (here or in the fallback the
+                // message names): the journal has done its work.
+                crate::journal::remove(&out);
+            }
             let unsaved = written.as_ref().err().map(|u| u.error.as_str());
             crate::audit::append(&audit_path, &audit_plan, began, &out, &Ok(&result), unsaved);
             match &written {

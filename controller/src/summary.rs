@@ -286,6 +286,10 @@ pub struct Summary {
     /// replays this run's think times and random data rows.
     #[serde(default)]
     pub seed: u64,
+    /// What this summary lacks (a run rebuilt from its journal, status
+    /// `incomplete`); empty for a run that ended normally.
+    #[serde(default)]
+    pub missing: Vec<String>,
     pub total: Entry,
     pub requests: BTreeMap<String, Entry>,
     /// The steps in journey order (the plan's scenarios, each step by
@@ -328,11 +332,43 @@ pub struct IterationCount {
     pub completed: u64,
 }
 
+/// What a summary needs of the plan, taken when the run starts (and kept
+/// in the run's journal, so a summary can be rebuilt without the plan).
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct RunFacts {
+    pub name: String,
+    pub target: String,
+    pub load: LoadSummary,
+    /// The open model (latency corrected for coordinated omission).
+    pub open_model: bool,
+    /// Users × `iterations`, for the closed model with `iterations`.
+    pub iterations_planned: Option<u64>,
+}
+
+impl RunFacts {
+    pub fn of(plan: &crate::plan::Plan) -> RunFacts {
+        RunFacts {
+            name: plan.name.clone(),
+            target: plan.target.base_url.clone(),
+            load: LoadSummary::of(&plan.load),
+            open_model: matches!(plan.load, LoadModel::Open { .. }),
+            iterations_planned: match plan.load {
+                LoadModel::Closed {
+                    users,
+                    bound: RunBound::Iterations(n),
+                    ..
+                } => Some(users.saturating_mul(n)),
+                _ => None,
+            },
+        }
+    }
+}
+
 impl Summary {
     /// Summarizes a finished run.
     pub fn of(r: &RunResult) -> Summary {
         let c = &r.collector;
-        let open = matches!(r.plan.load, LoadModel::Open { .. });
+        let open = r.facts.open_model;
         let d = r.duration.as_secs_f64();
         let mut agents = BTreeMap::new();
         for a in &r.agents {
@@ -385,7 +421,7 @@ impl Summary {
         }
         Summary {
             schema: SUMMARY_SCHEMA.into(),
-            name: r.plan.name.clone(),
+            name: r.facts.name.clone(),
             run_id: r.run_id.clone(),
             status: r.status,
             started_at: r
@@ -393,8 +429,8 @@ impl Summary {
                 .format(&time::format_description::well_known::Rfc3339)
                 .unwrap_or_default(),
             duration_s: round3(d),
-            target: r.plan.target.base_url.clone(),
-            load: LoadSummary::of(&r.plan.load),
+            target: r.facts.target.clone(),
+            load: r.facts.load.clone(),
             latency: if open {
                 LatencyInfo {
                     unit: "ms".into(),
@@ -415,18 +451,12 @@ impl Summary {
                 .then(|| r.thresholds.iter().all(|o| o.passed)),
             aborted_by: r.aborted_by.as_ref().map(ToString::to_string),
             iterations: IterationCount {
-                planned: match r.plan.load {
-                    LoadModel::Closed {
-                        users,
-                        bound: RunBound::Iterations(n),
-                        ..
-                    } => Some(users.saturating_mul(n)),
-                    _ => None,
-                },
+                planned: r.facts.iterations_planned,
                 completed: c.iterations_completed,
             },
             cut_short: r.cut_short.clone(),
             seed: r.seed,
+            missing: Vec::new(),
             total: Entry::of(&c.total, d),
             requests: c
                 .step_names

@@ -12,6 +12,7 @@ mod auth;
 mod bad_input;
 mod capacity;
 mod compare;
+mod crash;
 mod disk;
 mod examples;
 mod exports;

@@ -58,6 +58,8 @@ pub(super) struct Run<'a> {
     pub(super) abort: Option<Abort>,
     /// The controller's own time limit ended the run with agents running.
     pub(super) time_limit_hit: bool,
+    /// Where applied reports go, as they arrive (see [`crate::journal`]).
+    journal: Option<crate::journal::Writer>,
 }
 
 impl<'a> Run<'a> {
@@ -68,6 +70,7 @@ impl<'a> Run<'a> {
         lease: Duration,
         agents: Vec<Agent>,
         progress: &'a Progress,
+        journal: Option<crate::journal::Writer>,
     ) -> Run<'a> {
         let collector = Collector::new(plan.step_names.clone(), INTERVAL);
         Run {
@@ -81,6 +84,7 @@ impl<'a> Run<'a> {
             stopping: false,
             abort: None,
             time_limit_hit: false,
+            journal,
         }
     }
 
@@ -131,6 +135,9 @@ impl<'a> Run<'a> {
                 }
             }
         }
+        if let Some(j) = &mut self.journal {
+            j.flush();
+        }
         self.collector.close_all();
     }
 
@@ -174,6 +181,9 @@ impl<'a> Run<'a> {
             a.renew(&self.run_id, self.lease);
         }
         self.close_reported();
+        if let Some(j) = &mut self.journal {
+            j.flush();
+        }
         let t = &self.plan.thresholds;
         if t.abort_on_fail
             && !self.stopping
@@ -356,13 +366,23 @@ impl<'a> Run<'a> {
                     tracing::debug!(agent = %a.name, seq = iv.seq, "duplicate interval ignored");
                     return None;
                 }
-                if let Err(e) = self.collector.apply(&a.name, &a.region, &iv) {
-                    self.collector.dropped_reports += 1;
-                    tracing::warn!("dropped a report from agent {}: {e}", a.name);
+                match self.collector.apply(&a.name, &a.region, &iv) {
+                    Ok(()) => {
+                        if let Some(j) = &mut self.journal {
+                            j.interval(&a.name, &a.region, &iv);
+                        }
+                    }
+                    Err(e) => {
+                        self.collector.dropped_reports += 1;
+                        tracing::warn!("dropped a report from agent {}: {e}", a.name);
+                    }
                 }
                 a.next_seq = iv.seq + 1;
             }
             agent_message::Body::Done(d) if d.run_id == self.run_id => {
+                if let Some(j) = &mut self.journal {
+                    j.done(&a.name, &a.region, &d);
+                }
                 // A lost agent that handed over its reports stays lost.
                 if a.state != State::Lost {
                     a.state = State::Finished;

@@ -80,7 +80,7 @@ impl Run<'_> {
             .collect();
         Ok(RunResult {
             run_id: self.run_id,
-            plan: self.plan,
+            facts: crate::summary::RunFacts::of(&self.plan),
             listen,
             started_at,
             duration,

@@ -80,6 +80,9 @@ pub struct RunOptions {
     pub audit_log: Option<std::path::PathBuf>,
     /// Called once, as the start signal goes out: the moment load begins.
     pub on_start: Option<OnStart>,
+    /// Keep the run's journal in this directory (the run directory), so a
+    /// killed controller's results can be rebuilt (see [`crate::journal`]).
+    pub journal: Option<std::path::PathBuf>,
 }
 
 /// What is known as load is about to start.
@@ -151,6 +154,9 @@ pub enum RunStatus {
     /// A time limit ended users before they finished: fewer iterations (or
     /// less time) than the plan asked for.
     Truncated,
+    /// Rebuilt from the run's journal after the controller stopped before
+    /// the end (killed, crashed): it covers what was measured until then.
+    Incomplete,
 }
 
 /// How one agent's part of the run ended.
@@ -160,6 +166,8 @@ pub enum AgentEnd {
     Finished,
     Lost,
     Failed,
+    /// The controller stopped before it learnt how (a rebuilt run).
+    Unknown,
 }
 
 /// One agent of the run.
@@ -187,7 +195,8 @@ pub struct AgentReport {
 #[derive(Debug)]
 pub struct RunResult {
     pub run_id: String,
-    pub plan: Plan,
+    /// What the summary needs of the plan.
+    pub facts: crate::summary::RunFacts,
     pub listen: SocketAddr,
     pub started_at: time::OffsetDateTime,
     pub duration: Duration,
@@ -371,7 +380,35 @@ async fn drive(
                 .collect(),
         });
     }
-    let mut run = drive::Run::new(run_id, plan, start, opts.lease, agents, progress);
+    let journal = opts.journal.as_deref().map(|dir| {
+        crate::journal::Writer::start(
+            dir,
+            &crate::journal::Header {
+                schema: crate::journal::SCHEMA.into(),
+                run_id: run_id.clone(),
+                started_at: started_at
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .unwrap_or_default(),
+                facts: crate::summary::RunFacts::of(&plan),
+                step_names: plan.step_names.clone(),
+                interval_s: INTERVAL.as_secs_f64(),
+                seed,
+                agents: agents
+                    .iter()
+                    .map(|a| crate::journal::JournalAgent {
+                        name: a.name.clone(),
+                        region: a.region.clone(),
+                        address: a.peer.clone(),
+                        identity: a.identity.clone(),
+                        users: a.users,
+                        load_share: a.load_share,
+                    })
+                    .collect(),
+                scheduled_s: plan.scheduled_duration().map(|d| d.as_secs_f64()),
+            },
+        )
+    });
+    let mut run = drive::Run::new(run_id, plan, start, opts.lease, agents, progress, journal);
     run.drive(events, &opts.interrupt, &opts.hard_interrupt)
         .await;
     run.finish(addr, started_at, seed)

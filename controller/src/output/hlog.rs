@@ -57,7 +57,7 @@ pub fn write<W: Write>(out: &mut W, r: &RunResult) -> std::io::Result<()> {
     writeln!(
         out,
         "#plan: {}, run: {}",
-        r.plan.name.replace('\n', " "),
+        r.facts.name.replace('\n', " "),
         r.run_id
     )?;
     writeln!(

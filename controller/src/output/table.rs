@@ -70,6 +70,9 @@ pub fn render(s: &Summary) -> String {
         Some(planned) => out.push_str(&format!("iterations: all {planned} planned ran\n")),
         None => {}
     }
+    for what in &s.missing {
+        out.push_str(&format!("MISSING: {what}\n"));
+    }
     for why in &s.cut_short {
         out.push_str(&format!("CUT SHORT: {why}\n"));
     }
