@@ -24,6 +24,7 @@ pub mod policy;
 pub mod recorder;
 pub mod rng;
 pub mod session;
+pub mod signal;
 pub mod template;
 pub mod tls;
 

@@ -308,7 +308,7 @@ fn main() -> ExitCode {
         }
         // Ctrl-C, or SIGTERM from systemd or Kubernetes: stop all load, exit.
         tokio::spawn(async move {
-            stop_signal().await;
+            loadfleet_agent::signal::stop_signal().await;
             on_signal.cancel();
         });
         let outcome = run_agent(opts, shutdown).await;
@@ -317,27 +317,6 @@ fn main() -> ExitCode {
         }
         Exit::of_run(&outcome).into()
     })
-}
-
-#[cfg(unix)]
-async fn stop_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
-}
-
-#[cfg(not(unix))]
-async fn stop_signal() {
-    let _ = tokio::signal::ctrl_c().await;
 }
 
 /// The host's name: /etc/hostname, else $HOSTNAME (or %COMPUTERNAME% on

@@ -36,33 +36,11 @@ fn main() -> ExitCode {
         // the first stops gracefully and keeps every result, a second stops
         // at once.
         tokio::spawn(async move {
-            stop_signal().await;
+            loadfleet_agent::signal::stop_signal().await;
             first.cancel();
-            stop_signal().await;
+            loadfleet_agent::signal::stop_signal().await;
             second.cancel();
         });
         main_with(cli, interrupt, hard).await
     })
-}
-
-/// The next Ctrl-C (SIGINT) or SIGTERM.
-#[cfg(unix)]
-async fn stop_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
-}
-
-#[cfg(not(unix))]
-async fn stop_signal() {
-    let _ = tokio::signal::ctrl_c().await;
 }
