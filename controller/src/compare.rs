@@ -82,7 +82,7 @@ pub fn load_differences(a: &Summary, b: &Summary) -> Vec<String> {
         fmt_opt(lb.duration_s),
     );
     check("max users", fmt_opt(la.max_users), fmt_opt(lb.max_users));
-    let stages = |l: &crate::summary::LoadSummary| {
+    let stages = |l: &crate::facts::LoadSummary| {
         let rates = l.rate_stages.as_ref().map(|v| {
             v.iter()
                 .map(|s| format!("{}→{}/{}s", s.from, s.to, s.duration_s))

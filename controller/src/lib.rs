@@ -13,6 +13,7 @@ pub mod console;
 pub mod demo;
 pub mod duration;
 pub mod exit;
+pub mod facts;
 pub mod fleet;
 pub mod journal;
 pub mod output;

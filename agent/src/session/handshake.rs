@@ -10,8 +10,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::assignment::Assignment;
 
-use super::run::MAX_UNACKED;
-use super::{AgentOptions, Attach, AttachError, MAX_MESSAGE_BYTES, farewell, msg};
+use super::{AgentOptions, Attach, AttachError, MAX_MESSAGE_BYTES, MAX_UNACKED, farewell, msg};
 
 /// An open stream to the controller.
 pub(super) struct Stream {

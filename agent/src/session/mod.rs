@@ -19,8 +19,11 @@ use crate::backoff::Backoff;
 use crate::engine;
 
 use handshake::{OpenError, Taken};
-pub use run::MAX_UNACKED;
 use run::RunState;
+
+/// Most interval reports an agent keeps while its controller has not
+/// acknowledged them: five minutes of one-second intervals (a few KB each).
+pub const MAX_UNACKED: usize = 300;
 
 /// Largest message an agent accepts from its controller.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;

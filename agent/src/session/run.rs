@@ -13,11 +13,7 @@ use crate::backoff::Backoff;
 use crate::engine::Engine;
 
 use super::handshake::{self, OpenError, Stream};
-use super::{AgentOptions, Attach, AttachError, farewell, hash, msg};
-
-/// Most interval reports an agent keeps while its controller has not
-/// acknowledged them: five minutes of one-second intervals (a few KB each).
-pub const MAX_UNACKED: usize = 300;
+use super::{AgentOptions, Attach, AttachError, MAX_UNACKED, farewell, hash, msg};
 
 /// Silence from the controller (which renews leases every second) after
 /// which an agent dials again on a fresh connection, before its lease runs

@@ -80,7 +80,7 @@ impl Run<'_> {
             .collect();
         Ok(RunResult {
             run_id: self.run_id,
-            facts: crate::summary::RunFacts::of(&self.plan),
+            facts: crate::facts::RunFacts::of(&self.plan),
             listen,
             started_at,
             duration,

@@ -196,7 +196,7 @@ pub struct AgentReport {
 pub struct RunResult {
     pub run_id: String,
     /// What the summary needs of the plan.
-    pub facts: crate::summary::RunFacts,
+    pub facts: crate::facts::RunFacts,
     pub listen: SocketAddr,
     pub started_at: time::OffsetDateTime,
     pub duration: Duration,
@@ -389,7 +389,7 @@ async fn drive(
                 started_at: started_at
                     .format(&time::format_description::well_known::Rfc3339)
                     .unwrap_or_default(),
-                facts: crate::summary::RunFacts::of(&plan),
+                facts: crate::facts::RunFacts::of(&plan),
                 step_names: plan.step_names.clone(),
                 interval_s: INTERVAL.as_secs_f64(),
                 seed,

@@ -20,7 +20,7 @@ use loadfleet_proto::v1;
 use prost::Message;
 use serde::{Deserialize, Serialize};
 
-use crate::summary::RunFacts;
+use crate::facts::RunFacts;
 
 mod replay;
 
