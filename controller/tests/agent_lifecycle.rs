@@ -410,3 +410,45 @@ async fn a_once_agent_exits_when_its_controller_dies() {
     assert_eq!(exit.code, 3, "{}", exit.stderr);
     assert!(exit.stderr.contains("controller"), "{}", exit.stderr);
 }
+
+/// An agent that cannot attach says why in words an operator can act on,
+/// at WARN, once per cause (not once per retry).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_says_why_it_cannot_attach() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let bed = testbed(Config::default()).await;
+    for (url, expect) in [
+        (format!("http://{closed}"), "connection refused at"),
+        (bed.base_url(), "not in gRPC over plain HTTP/2"),
+    ] {
+        let agent = Proc::spawn(
+            &agent_bin(),
+            &[
+                "--controller",
+                &url,
+                "--name",
+                "lost",
+                "--max-backoff-s",
+                "1",
+            ],
+        );
+        let line = agent.wait_for_line(expect, Duration::from_secs(10));
+        assert!(line.contains("WARN"), "{line}");
+        // Retries every second or so; the same cause is not said again.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let exit = {
+            let mut agent = agent;
+            let _ = agent.child.kill();
+            agent.wait(Duration::from_secs(5))
+        };
+        assert_eq!(
+            exit.stderr.matches(expect).count(),
+            1,
+            "said once: {}",
+            exit.stderr
+        );
+    }
+}

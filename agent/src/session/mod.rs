@@ -231,6 +231,7 @@ pub async fn run_agent(opts: AgentOptions, shutdown: CancellationToken) -> Resul
     let mut backoff = Backoff::new(Duration::from_millis(100), opts.max_backoff, seed);
     // The agent's clock for start synchronization: monotonic, never wall time.
     let clock = Instant::now();
+    let mut last_said: Option<(String, Instant, u32)> = None;
     loop {
         let attempt = tokio::select! {
             r = attach_once(&endpoint, &opts, clock, &shutdown) => r,
@@ -258,13 +259,79 @@ pub async fn run_agent(opts: AgentOptions, shutdown: CancellationToken) -> Resul
             Err(AttachError::NotAccepted(why)) => {
                 tracing::error!(controller = %opts.controller, "{why}")
             }
-            Err(e) => tracing::info!(error = %e, controller = %opts.controller, "not attached"),
+            Err(e) => {
+                let why = explain(&e, &opts.controller);
+                // Said at WARN when the cause changes, then every 30 s at
+                // most while it stays the same (an agent retries every few
+                // seconds for as long as its controller is away).
+                let now = Instant::now();
+                match &mut last_said {
+                    Some((said, at, n)) if *said == why && at.elapsed() < SAY_AGAIN_AFTER => {
+                        *n += 1;
+                    }
+                    _ => {
+                        let again = match &last_said {
+                            Some((said, _, n)) if *said == why && *n > 0 => {
+                                format!(" ({n} more attempts since)")
+                            }
+                            _ => String::new(),
+                        };
+                        tracing::warn!("not attached: {why}{again}; trying again");
+                        last_said = Some((why, now, 0));
+                    }
+                }
+            }
         }
         let delay = backoff.next_delay();
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
             _ = shutdown.cancelled() => return Ok(()),
         }
+    }
+}
+
+/// How often an unchanged reason for not attaching is said again.
+const SAY_AGAIN_AFTER: Duration = Duration::from_secs(30);
+
+/// Why an attachment failed, in words an operator can act on.
+fn explain(e: &AttachError, controller: &str) -> String {
+    match e {
+        AttachError::Connect(t) if run::refused(t) => format!(
+            "connection refused at {controller}: is the controller running, listening there (loadfleet run --listen)?"
+        ),
+        AttachError::Connect(t) => {
+            let mut chain = t.to_string();
+            let mut source = std::error::Error::source(t);
+            while let Some(s) = source {
+                chain.push_str(": ");
+                chain.push_str(&s.to_string());
+                source = s.source();
+            }
+            if chain.contains("BrokenPipe") || chain.contains("broken pipe") {
+                format!(
+                    "{controller} answered, but not as a loadfleet controller (a plain HTTP server, or a TLS port dialed with http://?): {chain}"
+                )
+            } else {
+                format!("cannot reach the controller at {controller}: {chain}")
+            }
+        }
+        AttachError::Stream(s)
+            if [
+                "h2 protocol error",
+                "FRAME_SIZE_ERROR",
+                "BrokenPipe",
+                "broken pipe",
+            ]
+            .iter()
+            .any(|sign| s.to_string().contains(sign)) =>
+        {
+            format!(
+                "{controller} answered, but not in gRPC over plain HTTP/2: a controller that \
+                 speaks TLS (dial https:// with the fleet's certificates, --ca, --cert, --key), or \
+                 not a loadfleet controller at all (an HTTP server on that port?)"
+            )
+        }
+        other => other.to_string(),
     }
 }
 

@@ -405,7 +405,7 @@ async fn resume(
 }
 
 /// Whether a dial failed because nothing listens at the address.
-fn refused(e: &tonic::transport::Error) -> bool {
+pub(super) fn refused(e: &tonic::transport::Error) -> bool {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(s) = source {
         if let Some(io) = s.downcast_ref::<std::io::Error>()
