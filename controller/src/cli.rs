@@ -35,8 +35,9 @@ pub enum Command {
     Run(RunArgs),
     /// Check a plan and print what it would do; sends nothing.
     Validate {
-        /// The plan file (TOML).
-        plan: PathBuf,
+        /// The plan files (TOML); each is checked, every error is shown.
+        #[arg(required = true, num_args = 1..)]
+        plans: Vec<PathBuf>,
     },
     /// Find the highest load that meets every SLO: raise it step by step
     /// until an SLO breaks, then narrow down between the last good and the
@@ -50,7 +51,8 @@ pub enum Command {
     Compare(CompareArgs),
     /// Rebuild report.html of a run directory from its summary.json alone.
     Report {
-        /// The run directory.
+        /// A run directory (or its summary.json), or a series, capacity or
+        /// demo directory: every run under it gets its report again.
         run: PathBuf,
     },
     /// Listen for a few seconds and list the agents that attach (name,
@@ -300,13 +302,16 @@ pub async fn main_with(
     hard_interrupt: CancellationToken,
 ) -> ExitCode {
     let exit = match cli.command {
-        Command::Validate { plan } => match plan::load(&plan) {
-            Ok(p) => {
-                say(&describe(&p));
-                Exit::Ok
+        Command::Validate { plans } => {
+            let mut worst = Exit::Ok;
+            for plan in &plans {
+                match plan::load(plan) {
+                    Ok(p) => say(&describe(&p)),
+                    Err(e) => worst = worst.max(usage(e)),
+                }
             }
-            Err(e) => usage(e),
-        },
+            worst
+        }
         Command::Run(args) => run_command(args, interrupt, hard_interrupt)
             .await
             .unwrap_or_else(usage),
@@ -340,7 +345,7 @@ pub async fn main_with(
             Err(e) => usage(e),
         },
         Command::Agents(args) => list_agents(args).await,
-        Command::Report { run } => rebuild_report(&run),
+        Command::Report { run } => report_command(&run),
         #[cfg(feature = "demo")]
         Command::Demo(args) => crate::demo::demo(args, interrupt, hard_interrupt).await,
     };
@@ -407,7 +412,56 @@ async fn capacity_command(
     })
 }
 
-/// `loadfleet report`: report.html again from summary.json.
+/// `loadfleet report PATH`: a run directory or its `summary.json`; or a
+/// directory of runs (a series, a capacity search, a demo), whose runs each
+/// get their report again.
+fn report_command(path: &Path) -> Exit {
+    let dir = if path.file_name().is_some_and(|n| n == "summary.json") && path.is_file() {
+        path.parent().unwrap_or(Path::new("."))
+    } else {
+        path
+    };
+    if dir.join("summary.json").is_file() || crate::journal::exists(dir) {
+        return rebuild_report(dir);
+    }
+    let runs = runs_under(dir, 3);
+    if runs.is_empty() {
+        return usage(format!(
+            "{}: no run here (no summary.json or journal, in it or below it)",
+            path.display()
+        ));
+    }
+    runs.iter()
+        .map(|r| rebuild_report(r))
+        .max()
+        .unwrap_or(Exit::Ok)
+}
+
+/// Run directories (holding summary.json or a journal) below `dir`, at most
+/// `depth` levels down, in name order.
+fn runs_under(dir: &Path, depth: u32) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut subdirs: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
+    subdirs.sort();
+    let mut runs = Vec::new();
+    for d in subdirs {
+        if d.join("summary.json").is_file() || crate::journal::exists(&d) {
+            runs.push(d);
+        } else if depth > 1 {
+            runs.extend(runs_under(&d, depth - 1));
+        }
+    }
+    runs
+}
+
+/// `loadfleet report RUN_DIR`: report.html again from summary.json (or the
+/// whole run again from its journal).
 fn rebuild_report(run: &Path) -> Exit {
     // A run whose controller stopped before the end has a journal and no
     // summary: rebuild everything from what was measured.

@@ -139,3 +139,42 @@ async fn every_bad_plan_exits_2_and_sends_nothing() {
     }
     assert_eq!(bed.stats().served(), 0, "nothing was sent for any bad plan");
 }
+
+/// `loadfleet validate` takes several plans: each is described or its error
+/// shown (file:line:column), and the exit code is 2 when any is wrong.
+#[test]
+fn validate_checks_every_plan_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = "[target]\nbase_url = \"http://127.0.0.1:9\"\n[load]\nusers = 2\niterations = 1\n[[scenario]]\nname = \"s\"\n[[scenario.step]]\npath = \"/\"\n";
+    let a = write_plan(dir.path(), "a.toml", good);
+    let b = write_plan(
+        dir.path(),
+        "b.toml",
+        &good.replace("users = 2", "userz = 2"),
+    );
+    let c = write_plan(dir.path(), "c.toml", good);
+    let arg = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    let exit = run(
+        &loadfleet(),
+        &["validate", &arg(&a), &arg(&b), &arg(&c)],
+        Duration::from_secs(10),
+    );
+    assert_eq!(exit.code, 2, "{}", exit.stderr);
+    assert_eq!(
+        exit.stdout.matches("is valid").count(),
+        2,
+        "{}",
+        exit.stdout
+    );
+    assert!(
+        exit.stderr.contains("b.toml:4:1: unknown field `userz`"),
+        "{}",
+        exit.stderr
+    );
+    let ok = run(
+        &loadfleet(),
+        &["validate", &arg(&a), &arg(&c)],
+        Duration::from_secs(10),
+    );
+    assert_eq!(ok.code, 0, "{}", ok.stderr);
+}

@@ -74,4 +74,30 @@ async fn a_users_sweep_writes_one_run_per_value_and_a_series_table() {
         5,
         "p50, p90, p95, p99 and req/s against users"
     );
+    // `loadfleet report` on the series directory rebuilds every run's report;
+    // on a run's summary.json, that run's.
+    for users in [2, 4, 6] {
+        std::fs::remove_file(out.join(format!("users-{users}/report.html"))).unwrap();
+    }
+    let again = run(
+        &loadfleet(),
+        &["report", out.to_str().unwrap()],
+        std::time::Duration::from_secs(30),
+    );
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    for users in [2, 4, 6] {
+        assert!(out.join(format!("users-{users}/report.html")).exists());
+    }
+    let one = out.join("users-4/summary.json");
+    let again = run(
+        &loadfleet(),
+        &["report", one.to_str().unwrap()],
+        std::time::Duration::from_secs(30),
+    );
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert!(
+        again.stdout.contains("users-4/report.html"),
+        "{}",
+        again.stdout
+    );
 }
