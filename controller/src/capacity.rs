@@ -298,8 +298,7 @@ impl Search {
 
 /// The evidence table and the answer.
 pub fn render(r: &Report) -> String {
-    let mut t = comfy_table::Table::new();
-    t.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
+    let mut t = crate::output::table::new_table();
     t.set_header([
         r.parameter,
         "SLOs",

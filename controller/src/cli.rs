@@ -603,8 +603,7 @@ async fn list_agents(args: AgentsArgs) -> Exit {
             Exit::Ok
         }
         Ok((_, seen)) => {
-            let mut t = comfy_table::Table::new();
-            t.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
+            let mut t = crate::output::table::new_table();
             t.set_header(["name", "region", "version", "address", "identity", "state"]);
             for a in &seen {
                 t.add_row([

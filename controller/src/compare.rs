@@ -243,8 +243,7 @@ pub fn render(c: &Comparison, limits: Limits) -> String {
     for d in &c.differences {
         let _ = writeln!(out, "warning: the runs may not be comparable: {d}");
     }
-    let mut t = comfy_table::Table::new();
-    t.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
+    let mut t = crate::output::table::new_table();
     t.set_header([
         "scope", "metric", "baseline", "this run", "change", "verdict",
     ]);

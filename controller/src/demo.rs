@@ -180,8 +180,7 @@ pub async fn demo(
 
 /// Users against p50, p95 and errors, one column group per cache store.
 fn demo_table(series: &[(&str, Option<Series>)]) -> String {
-    let mut t = comfy_table::Table::new();
-    t.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
+    let mut t = crate::output::table::new_table();
     let mut header = vec!["users".to_string()];
     for (label, _) in series {
         for col in ["p50 ms", "p95 ms", "errors"] {

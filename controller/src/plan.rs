@@ -119,7 +119,7 @@ pub enum LoadModel {
 pub use loadfleet_agent::arrivals::RateStage;
 
 impl LoadModel {
-    /// One line a person reads: "20 users over a 30s ramp-up, 1 iteration(s) each".
+    /// One line a person reads: "20 users over a 30s ramp-up, 1 iteration each".
     pub fn describe(&self) -> String {
         use crate::duration::format_duration as fd;
         match self {
@@ -129,7 +129,8 @@ impl LoadModel {
                 bound,
             } => {
                 let bound = match bound {
-                    RunBound::Iterations(n) => format!("{n} iteration(s) each"),
+                    RunBound::Iterations(1) => "1 iteration each".to_string(),
+                    RunBound::Iterations(n) => format!("{n} iterations each"),
                     RunBound::Duration(d) => format!("for {}", fd(*d)),
                 };
                 format!(

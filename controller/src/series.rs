@@ -213,8 +213,7 @@ fn row(value: f64, run: String, outcome: &RunOutcome) -> SeriesRow {
 
 /// The series table: one row per value.
 pub fn render(s: &Series) -> String {
-    let mut t = comfy_table::Table::new();
-    t.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
+    let mut t = crate::output::table::new_table();
     t.set_header([
         s.parameter,
         "req/s",

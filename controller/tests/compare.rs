@@ -243,3 +243,55 @@ async fn steps_are_shown_in_journey_order() {
         .collect();
     assert!(pos.is_sorted(), "compare order {pos:?}:\n{}", exit.stdout);
 }
+
+/// In an 80-column terminal the tables wrap to fit (through `script`, which
+/// gives the run a real terminal); piped, they keep their natural width.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tables_fit_an_80_column_terminal() {
+    let bed = testbed(Config::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let steps = [
+        ("front page with a long name", "/a"),
+        ("login form with a long name", "/b"),
+        ("course view", "/c"),
+    ];
+    let plan = write_plan(
+        dir.path(),
+        "wide.toml",
+        &plan_toml(&bed.base_url(), "users = 2\niterations = 2", &steps),
+    );
+    let typescript = dir.path().join("typescript");
+    let command = format!(
+        "stty cols 80; {} run {} -q --out {}",
+        loadfleet().display(),
+        plan.display(),
+        dir.path().join("run").display()
+    );
+    let status = std::process::Command::new("script")
+        .args(["-qec", &command])
+        .arg(&typescript)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("script (util-linux) runs");
+    assert!(status.success());
+    let text = std::fs::read_to_string(&typescript).unwrap();
+    let table_lines: Vec<&str> = text
+        .lines()
+        .map(|l| l.trim_end_matches('\r'))
+        .filter(|l| l.starts_with(['┌', '│', '╞', '├', '└']))
+        .collect();
+    assert!(table_lines.len() > 10, "{text}");
+    let widest = table_lines.iter().map(|l| l.chars().count()).max().unwrap();
+    assert!(widest <= 80, "a table line of {widest} columns:\n{text}");
+    // Piped, the step table is wider than 80 columns.
+    let piped = run_plan(&plan, &dir.path().join("piped")).await;
+    let natural = piped
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with('│'))
+        .map(|l| l.chars().count())
+        .max()
+        .unwrap();
+    assert!(natural > 80, "piped tables keep their width: {natural}");
+}

@@ -26,8 +26,7 @@ fn row(label: &str, e: &Entry) -> Vec<String> {
 }
 
 fn table<'a>(title: &str, rows: impl IntoIterator<Item = (&'a String, &'a Entry)>) -> Table {
-    let mut t = Table::new();
-    t.load_preset(UTF8_FULL_CONDENSED);
+    let mut t = new_table();
     let mut header = HEADER.map(String::from).to_vec();
     header[0] = title.to_string();
     t.set_header(header);
@@ -39,6 +38,16 @@ fn table<'a>(title: &str, rows: impl IntoIterator<Item = (&'a String, &'a Entry)
             col.set_cell_alignment(CellAlignment::Right);
         }
     }
+    t
+}
+
+/// A table in loadfleet's style that fits the terminal it is printed to
+/// (columns wrap to its width; written to a file or a pipe, it keeps its
+/// natural width).
+pub fn new_table() -> Table {
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL_CONDENSED);
+    t.set_content_arrangement(comfy_table::ContentArrangement::Dynamic);
     t
 }
 
@@ -124,8 +133,7 @@ pub fn render(s: &Summary) -> String {
     out.push_str(&table("region", s.regions.iter()).to_string());
     out.push('\n');
     if !s.thresholds.is_empty() {
-        let mut t = Table::new();
-        t.load_preset(UTF8_FULL_CONDENSED);
+        let mut t = new_table();
         t.set_header(["threshold", "scope", "observed", "result"]);
         for o in &s.thresholds {
             t.add_row([
@@ -145,8 +153,7 @@ pub fn render(s: &Summary) -> String {
         }
     }
     if !s.errors.is_empty() {
-        let mut t = Table::new();
-        t.load_preset(UTF8_FULL_CONDENSED);
+        let mut t = new_table();
         t.set_header(["error", "count", "example"]);
         for (kind, e) in &s.errors {
             t.add_row([kind.clone(), e.count.to_string(), e.sample.clone()]);
