@@ -271,6 +271,10 @@ pub struct CompareArgs {
     /// Percent change of all steps together that counts as worse or better.
     #[arg(long, default_value_t = 4.0)]
     pub overall_threshold: f64,
+    /// A latency change smaller than this many milliseconds is never worse
+    /// or better, whatever its percentage.
+    #[arg(long, default_value_t = 1.0)]
+    pub min_change_ms: f64,
     /// Exit 1 when any change is worse (to gate a CI pipeline).
     #[arg(long)]
     pub fail_on_regression: bool,
@@ -531,6 +535,7 @@ fn compare_runs(args: &CompareArgs) -> Exit {
     let limits = crate::compare::Limits {
         step: args.step_threshold,
         overall: args.overall_threshold,
+        floor_ms: args.min_change_ms,
     };
     let (base_name, base) = &runs[0];
     let comparisons: Vec<crate::compare::Comparison> = runs[1..]

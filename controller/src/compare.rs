@@ -17,7 +17,18 @@ pub struct Limits {
     pub step: f64,
     /// Percent, all steps together.
     pub overall: f64,
+    /// A latency change smaller than this (milliseconds) is never a verdict.
+    pub floor_ms: f64,
 }
+
+/// HdrHistogram with 3 significant digits: values within 0.1% of each other
+/// may share a bucket, so a difference below twice that is no difference.
+const RESOLUTION: f64 = 0.002;
+
+/// Welch's t above which a difference is more than the runs' own
+/// interval-to-interval variation explains (about 95% for a few dozen
+/// intervals).
+const T_NEEDED: f64 = 2.0;
 
 /// Worse, better or within the threshold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -41,7 +52,7 @@ pub struct Delta {
     pub verdict: Verdict,
     /// Why no verdict was given, when there is a reason.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub note: Option<&'static str>,
+    pub note: Option<String>,
 }
 
 /// A comparison of one run against the baseline.
@@ -135,12 +146,50 @@ fn tiny(metric: &str) -> f64 {
     }
 }
 
+/// The per-interval values of a metric over a run (its timeline), for the
+/// variation test; `None` for metrics the timeline does not hold.
+fn per_interval(s: &Summary, metric: &str) -> Option<Vec<f64>> {
+    let values: Vec<f64> = s
+        .timeline
+        .iter()
+        .filter(|p| p.length_s > 0.5 && p.requests > 0)
+        .filter_map(|p| match metric {
+            "p50_ms" => p.latency_ms.map(|l| l.p50),
+            "p95_ms" => p.latency_ms.map(|l| l.p95),
+            "p99_ms" => p.latency_ms.map(|l| l.p99),
+            "rps" => Some(p.requests as f64 / p.length_s),
+            _ => None,
+        })
+        .collect();
+    (values.len() >= 3).then_some(values)
+}
+
+/// Both runs' per-interval values of a metric.
+type Variation = (Vec<f64>, Vec<f64>);
+
+/// Welch's t of two samples' means.
+fn welch_t(a: &[f64], b: &[f64]) -> f64 {
+    let stats = |v: &[f64]| {
+        let n = v.len() as f64;
+        let mean = v.iter().sum::<f64>() / n;
+        let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
+        (mean, var, n)
+    };
+    let ((ma, va, na), (mb, vb, nb)) = (stats(a), stats(b));
+    let se = (va / na + vb / nb).sqrt();
+    if se == 0.0 {
+        return if ma == mb { 0.0 } else { f64::INFINITY };
+    }
+    (mb - ma).abs() / se
+}
+
 fn delta(
     scope: &str,
     metric: &'static str,
     a: Option<&Entry>,
     b: Option<&Entry>,
     limit: f64,
+    (floor_ms, variation): (f64, Option<Variation>),
 ) -> Delta {
     let (x, y) = (
         a.and_then(|e| value(e, metric)),
@@ -167,9 +216,10 @@ fn delta(
     let samples = a.map_or(0, |e| e.requests).min(b.map_or(0, |e| e.requests));
     if samples < needed {
         d.change_pct = Some(((y - x) / x.max(f64::MIN_POSITIVE) * 1000.0).round() / 10.0);
-        d.note = Some("too few samples to judge this percentile");
+        d.note = Some("too few samples to judge this percentile".into());
         return d;
     }
+    let is_latency = metric.ends_with("_ms");
     let t = tiny(metric);
     if x.abs() < t && y.abs() < t {
         return d;
@@ -187,7 +237,30 @@ fn delta(
     }
     let pct = (y - x) / x * 100.0;
     d.change_pct = Some((pct * 10.0).round() / 10.0);
-    if pct.abs() > limit {
+    if pct.abs() <= limit {
+        return d;
+    }
+    // Past the threshold in percent; still no verdict when the difference is
+    // below what can be told apart: the floor, the histogram's resolution,
+    // or the runs' own variation from interval to interval.
+    if is_latency && (y - x).abs() < floor_ms {
+        d.note = Some(format!("under the {floor_ms} ms floor"));
+        return d;
+    }
+    if is_latency && (y - x).abs() <= x.max(y) * RESOLUTION {
+        d.note = Some("within the histogram's resolution".into());
+        return d;
+    }
+    if let Some((va, vb)) = &variation {
+        let t = welch_t(va, vb);
+        if t < T_NEEDED {
+            d.note = Some(format!(
+                "within the runs' interval-to-interval variation (Welch's t = {t:.1} < {T_NEEDED})"
+            ));
+            return d;
+        }
+    }
+    {
         d.verdict = if (pct > 0.0) == higher_is_worse {
             Verdict::Worse
         } else {
@@ -202,12 +275,14 @@ pub fn compare(baseline: (&str, &Summary), other: (&str, &Summary), limits: Limi
     let (a, b) = (baseline.1, other.1);
     let mut deltas = Vec::new();
     for metric in METRICS {
+        let variation = per_interval(a, metric).zip(per_interval(b, metric));
         deltas.push(delta(
             "overall",
             metric,
             Some(&a.total),
             Some(&b.total),
             limits.overall,
+            (limits.floor_ms, variation),
         ));
     }
     // The baseline's journey order, then steps only the other run has.
@@ -225,6 +300,7 @@ pub fn compare(baseline: (&str, &Summary), other: (&str, &Summary), limits: Limi
                 a.requests.get(step),
                 b.requests.get(step),
                 limits.step,
+                (limits.floor_ms, None),
             ));
         }
     }
@@ -256,26 +332,91 @@ pub fn render(c: &Comparison, limits: Limits) -> String {
             num(d.other),
             d.change_pct
                 .map_or_else(|| "-".to_string(), |p| format!("{p:+.1}%")),
-            match (d.verdict, d.note) {
-                (Verdict::Worse, _) => "WORSE",
-                (Verdict::Better, _) => "better",
-                (Verdict::Same, Some(_)) => "(too few samples)",
-                (Verdict::Same, None) => "",
-            }
-            .to_string(),
+            match (d.verdict, &d.note) {
+                (Verdict::Worse, _) => "WORSE".to_string(),
+                (Verdict::Better, _) => "better".to_string(),
+                (Verdict::Same, Some(n)) => format!("same ({n})"),
+                (Verdict::Same, None) => "same".to_string(),
+            },
         ]);
     }
     let _ = writeln!(out, "{t}");
     let _ = write!(
         out,
-        "{} worse, {} better (thresholds: {}% per step, {}% overall)",
+        "{} worse, {} better (thresholds: {}% per step, {}% overall; latency changes under {} ms, \
+         within the histogram's resolution or, overall, within the runs' own variation are the same)",
         c.worse(),
         c.deltas
             .iter()
             .filter(|d| d.verdict == Verdict::Better)
             .count(),
         limits.step,
-        limits.overall
+        limits.overall,
+        limits.floor_ms
     );
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(p50: f64, requests: u64) -> Entry {
+        serde_json::from_value(serde_json::json!({
+            "requests": requests, "errors": 0, "rps": 10.0, "errors_by_kind": {},
+            "latency_ms": {"min": p50, "mean": p50, "p50": p50, "p90": p50, "p95": p50,
+                           "p99": p50, "p99_9": p50, "max": p50},
+            "distribution": []
+        }))
+        .unwrap()
+    }
+
+    fn p50(a: f64, b: f64, variation: Option<Variation>) -> Delta {
+        delta(
+            "overall",
+            "p50_ms",
+            Some(&entry(a, 5_000)),
+            Some(&entry(b, 5_000)),
+            4.0,
+            (1.0, variation),
+        )
+    }
+
+    #[test]
+    fn no_verdict_below_the_floor_the_resolution_or_the_variation() {
+        // 0.53 -> 0.47 ms is -11%, but 0.06 ms: under the 1 ms floor.
+        let d = p50(0.53, 0.47, None);
+        assert_eq!(d.verdict, Verdict::Same);
+        assert_eq!(d.change_pct, Some(-11.3));
+        assert!(d.note.as_deref().unwrap().contains("floor"), "{d:?}");
+        // 100 -> 150 ms is a verdict.
+        assert_eq!(p50(100.0, 150.0, None).verdict, Verdict::Worse);
+        assert_eq!(p50(150.0, 100.0, None).verdict, Verdict::Better);
+        // 2,000 -> 2,003 ms is 0.15%: with a 0.1% threshold still within
+        // the histogram's resolution.
+        let d = delta(
+            "s",
+            "p50_ms",
+            Some(&entry(2000.0, 5_000)),
+            Some(&entry(2003.0, 5_000)),
+            0.1,
+            (1.0, None),
+        );
+        assert_eq!(d.verdict, Verdict::Same, "{d:?}");
+        // 100 -> 110 ms, but the intervals swing by about 20 ms: no verdict.
+        let noisy = |mean: f64| {
+            (0..10)
+                .map(|i| mean + if i % 2 == 0 { 20.0 } else { -20.0 })
+                .collect::<Vec<_>>()
+        };
+        let d = p50(100.0, 110.0, Some((noisy(100.0), noisy(110.0))));
+        assert_eq!(d.verdict, Verdict::Same);
+        assert!(d.note.as_deref().unwrap().contains("Welch"), "{d:?}");
+        // The same 10 ms on steady intervals is a verdict.
+        let steady = |mean: f64| (0..10).map(|i| mean + f64::from(i % 2)).collect::<Vec<_>>();
+        assert_eq!(
+            p50(100.0, 110.0, Some((steady(100.0), steady(110.0)))).verdict,
+            Verdict::Worse
+        );
+    }
 }
