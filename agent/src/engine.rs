@@ -123,6 +123,8 @@ struct WorkerPart {
     dropped: u64,
     started: u64,
     completed: u64,
+    active_peak: u32,
+    active_mean: f64,
     lateness: Option<Histogram<u64>>,
 }
 
@@ -259,9 +261,52 @@ struct Shared {
     started: Cell<u64>,
     /// Iterations that ran to their end in the current interval.
     completed: Cell<u64>,
+    /// The most users active at once in the current interval.
+    active_peak: Cell<u32>,
+    /// User-seconds of activity in the current interval, up to `active_changed`.
+    active_area: Cell<f64>,
+    /// When `active` last changed (or the interval began).
+    active_changed: Cell<tokio::time::Instant>,
 }
 
 impl Shared {
+    /// A user became active (a closed-model user started; an open-model
+    /// arrival began its iteration).
+    fn user_started(&self) {
+        self.account_activity();
+        let n = self.active.get() + 1;
+        self.active.set(n);
+        self.active_peak.set(self.active_peak.get().max(n));
+    }
+
+    /// A user stopped being active.
+    fn user_stopped(&self) {
+        self.account_activity();
+        self.active.set(self.active.get().saturating_sub(1));
+    }
+
+    /// Adds the activity since the last change to the interval's area.
+    fn account_activity(&self) {
+        let now = tokio::time::Instant::now();
+        let since = now.saturating_duration_since(self.active_changed.get());
+        self.active_area
+            .set(self.active_area.get() + f64::from(self.active.get()) * since.as_secs_f64());
+        self.active_changed.set(now);
+    }
+
+    /// The interval's peak and time-weighted mean of active users, ending
+    /// at `end` after `length`; starts the next interval's.
+    fn take_activity(&self, end: tokio::time::Instant, length: Duration) -> (u32, f64) {
+        let since = end.saturating_duration_since(self.active_changed.get());
+        let active = self.active.get();
+        let area = self.active_area.get() + f64::from(active) * since.as_secs_f64();
+        let peak = self.active_peak.get().max(active);
+        self.active_area.set(0.0);
+        self.active_changed.set(end);
+        self.active_peak.set(active);
+        (peak, area / length.as_secs_f64().max(1e-6))
+    }
+
     /// A user (or the open model's generator) is done.
     fn finished_one(&self) {
         let left = self.remaining.get().saturating_sub(1);
@@ -302,6 +347,9 @@ impl Worker {
             dropped: Cell::new(0),
             started: Cell::new(0),
             completed: Cell::new(0),
+            active_peak: Cell::new(0),
+            active_area: Cell::new(0.0),
+            active_changed: Cell::new(start_at),
             active: Cell::new(0),
             remaining: Cell::new(self.users.len()),
             all_done: Notify::new(),
@@ -355,6 +403,12 @@ impl Worker {
             } else {
                 boundary - start_at
             };
+            let interval_start =
+                start_at + interval.saturating_mul(u32::try_from(seq).unwrap_or(u32::MAX));
+            let (active_peak, active_mean) = shared.take_activity(
+                start_at + elapsed,
+                (start_at + elapsed).saturating_duration_since(interval_start),
+            );
             let (steps, lateness) = {
                 let mut rec = shared.recorder.borrow_mut();
                 (rec.take(), rec.take_lateness())
@@ -369,6 +423,8 @@ impl Worker {
                 dropped: shared.dropped.replace(0),
                 started: shared.started.replace(0),
                 completed: shared.completed.replace(0),
+                active_peak,
+                active_mean,
                 lateness,
             };
             if self.parts.send(part).await.is_err() || finished {
@@ -417,7 +473,7 @@ async fn run_user(shared: Rc<Shared>, slot: UserSlot) {
     }
     let past_deadline = deadline.is_some_and(|d| tokio::time::Instant::now() >= d);
     if !shared.graceful.is_cancelled() && !past_deadline {
-        shared.active.set(shared.active.get() + 1);
+        shared.user_started();
         let scenario = &assign.scenarios[slot.scenario];
         let mut client = UserClient::new(
             shared.target.clone(),
@@ -461,7 +517,7 @@ async fn run_user(shared: Rc<Shared>, slot: UserSlot) {
             }
             iteration += 1;
         }
-        shared.active.set(shared.active.get() - 1);
+        shared.user_stopped();
     }
     shared.finished_one();
 }
@@ -775,7 +831,7 @@ async fn open_user(shared: Rc<Shared>, queue: Rc<OpenQueue>, seed: u64) {
             shared.dropped.set(shared.dropped.get() + 1);
             continue;
         }
-        shared.active.set(shared.active.get() + 1);
+        shared.user_started();
         shared
             .recorder
             .borrow_mut()
@@ -794,7 +850,7 @@ async fn open_user(shared: Rc<Shared>, queue: Rc<OpenQueue>, seed: u64) {
             None,
         ))
         .await;
-        shared.active.set(shared.active.get() - 1);
+        shared.user_stopped();
         if !go_on {
             break;
         }
@@ -825,6 +881,8 @@ struct Aggregator {
 struct Pending {
     steps: Vec<StepRecord>,
     active: u32,
+    active_peak: u32,
+    active_mean: f64,
     elapsed: Duration,
     dropped: u64,
     started: u64,
@@ -864,6 +922,8 @@ impl Aggregator {
                         dropped: part.dropped,
                         started: part.started,
                         completed: part.completed,
+                        active_peak: part.active_peak,
+                        active_mean: part.active_mean,
                         lateness: part.lateness,
                     });
                 }
@@ -877,6 +937,8 @@ impl Aggregator {
                     p.dropped += part.dropped;
                     p.started += part.started;
                     p.completed += part.completed;
+                    p.active_peak += part.active_peak;
+                    p.active_mean += part.active_mean;
                     if let (Some(mine), Some(theirs)) = (&mut p.lateness, &part.lateness) {
                         mine.add(theirs).expect("same bounds");
                     }
@@ -1021,6 +1083,8 @@ impl Aggregator {
             dropped: p.dropped,
             started: p.started,
             completed: p.completed,
+            active_peak: p.active_peak,
+            active_mean: p.active_mean,
             lateness,
         };
         self.out.blocking_send(interval).is_ok()

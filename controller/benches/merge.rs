@@ -61,6 +61,8 @@ fn main() {
         lateness: Vec::new(),
         started: 0,
         completed: 0,
+        active_peak: 0,
+        active_mean: 0.0,
     };
     // The first second allocates every agent's tally; time the steady state.
     let warm_up = 1u64;

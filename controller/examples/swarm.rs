@@ -214,6 +214,8 @@ async fn agent(
                     lateness: Vec::new(),
                     started: 0,
                     completed: 0,
+                    active_peak: 0,
+                    active_mean: 0.0,
                 }))).await?;
                 counters.reports.fetch_add(1, Ordering::Relaxed);
                 seq += 1;

@@ -38,7 +38,11 @@ impl Snapshot {
             .map_or_else(String::new, |t| format!("/{:.0}s", t.as_secs_f64()));
         let (users, rps, p95) = match &self.last {
             Some(p) => (
-                p.active_users.to_string(),
+                format!(
+                    "{:.0} (peak {})",
+                    p.active_mean,
+                    p.active_peak.max(p.active_users)
+                ),
                 format!("{:.1}", p.requests as f64 / p.length_s.max(0.001)),
                 p.latency_ms
                     .map_or_else(|| "-".to_string(), |l| format!("{:.1} ms", l.p95)),

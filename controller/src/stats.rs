@@ -347,10 +347,21 @@ pub struct IntervalPoint {
     pub length_s: f64,
     pub requests: u64,
     pub errors: u64,
+    /// Users active at the end of the interval.
     pub active_users: u64,
+    /// The most users active at once during the interval (the sum of each
+    /// agent's peak, so an upper bound when agents peak at different times).
+    #[serde(default)]
+    pub active_peak: u64,
+    /// Users active on average over the interval (time-weighted).
+    #[serde(default)]
+    pub active_mean: f64,
     /// Active users per region at the end of the interval.
     #[serde(default)]
     pub active_by_region: BTreeMap<String, u64>,
+    /// The most users active at once per region during the interval.
+    #[serde(default)]
+    pub peak_by_region: BTreeMap<String, u64>,
     /// Open model: arrivals dropped in this interval.
     pub dropped: u64,
     /// Iterations started in this interval, by when they actually started.
@@ -388,7 +399,8 @@ struct OpenInterval {
     /// By step, then region (an index into `Collector::region_names`).
     cells: BTreeMap<(usize, usize), Tally>,
     /// Active users by agent (an index into `Collector::agent_region`).
-    active: BTreeMap<usize, u32>,
+    /// By agent: users active at the interval's end, its peak and its mean.
+    active: BTreeMap<usize, (u32, u32, f64)>,
     end: Duration,
 }
 
@@ -574,7 +586,8 @@ impl Collector {
                 end,
             });
             o.end = o.end.max(end);
-            o.active.insert(aid, iv.active_users);
+            o.active
+                .insert(aid, (iv.active_users, iv.active_peak, iv.active_mean));
             Some(o)
         } else {
             self.late_reports += 1;
@@ -662,12 +675,22 @@ impl Collector {
                 length_s: length.as_secs_f64(),
                 requests: total.requests(),
                 errors: total.error_count(),
-                active_users: o.active.values().map(|&a| u64::from(a)).sum(),
+                active_users: o.active.values().map(|a| u64::from(a.0)).sum(),
+                active_peak: o.active.values().map(|a| u64::from(a.1.max(a.0))).sum(),
+                active_mean: (o.active.values().map(|a| a.2).sum::<f64>() * 10.0).round() / 10.0,
                 active_by_region: {
                     let mut by_region: BTreeMap<String, u64> = BTreeMap::new();
-                    for (&aid, &n) in &o.active {
+                    for (&aid, a) in &o.active {
                         let name = &self.region_names[self.agent_region[aid]];
-                        *by_region.entry(name.clone()).or_default() += u64::from(n);
+                        *by_region.entry(name.clone()).or_default() += u64::from(a.0);
+                    }
+                    by_region
+                },
+                peak_by_region: {
+                    let mut by_region: BTreeMap<String, u64> = BTreeMap::new();
+                    for (&aid, a) in &o.active {
+                        let name = &self.region_names[self.agent_region[aid]];
+                        *by_region.entry(name.clone()).or_default() += u64::from(a.1.max(a.0));
                     }
                     by_region
                 },

@@ -243,3 +243,52 @@ async fn no_agents_is_a_fleet_error() {
     );
     assert!(!out.exists(), "no empty run directory is left behind");
 }
+
+/// Active users are reported as each interval's peak and time-weighted
+/// mean, not only sampled at its end (where users between iterations, or
+/// done, read 0).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn active_users_have_a_peak_and_a_mean_per_interval() {
+    let bed = testbed(Config {
+        default_latency: Duration::from_millis(300),
+        ..Config::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let plan = write_plan(
+        dir.path(),
+        "busy.toml",
+        &plan_toml(
+            &bed.base_url(),
+            "users = 4\nramp_up = \"1s\"\niterations = 2",
+            &[("a", "/a"), ("b", "/b")],
+        ),
+    );
+    let out = dir.path().join("run");
+    let exit = run_plan(&plan, &out).await;
+    assert_eq!(exit.code, 0, "{}", exit.stderr);
+    let s = summary(&out);
+    let timeline = s["timeline"].as_array().unwrap();
+    let peak = timeline
+        .iter()
+        .map(|p| p["active_peak"].as_u64().unwrap())
+        .max()
+        .unwrap();
+    assert_eq!(peak, 4, "all four users were active at once");
+    // Each user is busy for four 300 ms requests: about 4.8 user-seconds.
+    let user_seconds: f64 = timeline
+        .iter()
+        .map(|p| p["active_mean"].as_f64().unwrap() * p["length_s"].as_f64().unwrap())
+        .sum();
+    assert!(
+        (4.3..6.0).contains(&user_seconds),
+        "{user_seconds} user-seconds"
+    );
+    assert_eq!(
+        timeline.last().unwrap()["active_users"],
+        0,
+        "at the very end nobody is active"
+    );
+    let report = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(report.contains("peak active users"));
+}

@@ -30,6 +30,8 @@ fn interval(seq: u64, steps: Vec<v1::StepInterval>) -> v1::Interval {
         lateness: Vec::new(),
         started: 0,
         completed: 0,
+        active_peak: 0,
+        active_mean: 0.0,
     }
 }
 
@@ -179,6 +181,8 @@ fn a_bad_report_is_dropped_whole() {
         lateness: Vec::new(),
         started: 0,
         completed: 0,
+        active_peak: 0,
+        active_mean: 0.0,
     };
     let good_step = v1::StepInterval {
         step: 0,

@@ -68,6 +68,8 @@ async fn rogue(url: String) {
                     lateness: Vec::new(),
                     started: 0,
                     completed: 0,
+                    active_peak: 0,
+                    active_mean: 0.0,
                 };
                 tx.send(msg(agent_message::Body::Interval(bad)))
                     .await

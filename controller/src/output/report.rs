@@ -71,8 +71,10 @@ fn region_loads(s: &Summary) -> (Vec<RegionLoad>, &'static str) {
                 peak_users: s
                     .timeline
                     .iter()
-                    .filter_map(|p| p.active_by_region.get(region))
-                    .copied()
+                    .map(|p| {
+                        let end = p.active_by_region.get(region).copied().unwrap_or(0);
+                        p.peak_by_region.get(region).copied().unwrap_or(0).max(end)
+                    })
                     .max()
                     .unwrap_or(0),
                 rps: e.rps,
@@ -237,11 +239,18 @@ pub fn render(s: &Summary) -> Result<String, askama::Error> {
     let users_chart = line_chart(
         "Active users over time",
         "users",
-        &[Series {
-            name: "users",
-            color: "#7f7f7f",
-            points: per_s(|p| p.active_users as f64),
-        }],
+        &[
+            Series {
+                name: "mean",
+                color: "#1f77b4",
+                points: per_s(|p| p.active_mean),
+            },
+            Series {
+                name: "peak",
+                color: "#ff7f0e",
+                points: per_s(|p| p.active_peak.max(p.active_users) as f64),
+            },
+        ],
     );
     let mut dist = vec![Series {
         name: "overall",
