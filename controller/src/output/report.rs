@@ -18,6 +18,8 @@ struct Row<'a> {
 struct Report<'a> {
     s: &'a Summary,
     status: String,
+    /// When the run started, to the second (the summary keeps nanoseconds).
+    started: String,
     load: String,
     steps: Vec<Row<'a>>,
     regions: Vec<Row<'a>>,
@@ -34,6 +36,14 @@ struct Report<'a> {
     planned_unit: &'static str,
     region_users_chart: String,
     latency_note: &'static str,
+}
+
+/// `2026-12-01T10:09:41.123456789Z` as `2026-12-01 10:09:41 UTC`.
+fn to_the_second(rfc3339: &str) -> String {
+    match (rfc3339.get(..10), rfc3339.get(11..19)) {
+        (Some(date), Some(time)) if rfc3339.ends_with('Z') => format!("{date} {time} UTC"),
+        _ => rfc3339.to_string(),
+    }
 }
 
 /// One region's planned and achieved load.
@@ -323,6 +333,7 @@ pub fn render(s: &Summary) -> Result<String, askama::Error> {
     let load = s.load.description.clone();
     Report {
         s,
+        started: to_the_second(&s.started_at),
         status: serde_json::to_value(s.status)
             .ok()
             .and_then(|v| v.as_str().map(String::from))
@@ -367,4 +378,16 @@ pub fn render(s: &Summary) -> Result<String, askama::Error> {
         latency_note: crate::summary::latency_note(s),
     }
     .render()
+}
+
+#[cfg(test)]
+mod started_tests {
+    #[test]
+    fn the_start_reads_to_the_second() {
+        assert_eq!(
+            super::to_the_second("2026-12-01T10:09:41.123456789Z"),
+            "2026-12-01 10:09:41 UTC"
+        );
+        assert_eq!(super::to_the_second("not a time"), "not a time");
+    }
 }
