@@ -262,7 +262,8 @@ pub enum CertsCommand {
 
 #[derive(Args, Debug)]
 pub struct CompareArgs {
-    /// Run directories; the first is the baseline.
+    /// Run directories, the first the baseline; or two series directories
+    /// (sweeps), compared load by load.
     #[arg(required = true, num_args = 2..)]
     pub runs: Vec<PathBuf>,
     /// Percent change per step that counts as worse or better.
@@ -416,6 +417,104 @@ async fn capacity_command(
     })
 }
 
+/// A series directory (a sweep): series.json and no summary.json.
+fn is_series(dir: &Path) -> bool {
+    dir.join("series.json").is_file() && !dir.join("summary.json").exists()
+}
+
+/// One run of a series: its value, its directory's name, its summary.
+type SeriesRun = (f64, String, Summary);
+
+/// The runs of a series directory and the parameter they vary, by value.
+fn series_runs(dir: &Path) -> Result<(String, Vec<SeriesRun>), String> {
+    let path = dir.join("series.json");
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let series: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| format!("{}: not a loadfleet series: {e}", path.display()))?;
+    let parameter = series["parameter"].as_str().unwrap_or("load").to_string();
+    let mut runs = Vec::new();
+    for r in series["runs"].as_array().into_iter().flatten() {
+        let (Some(value), Some(name)) = (r["value"].as_f64(), r["run"].as_str()) else {
+            return Err(format!("{}: a run without value or name", path.display()));
+        };
+        // A run that kept no summary (its fleet failed) cannot be compared.
+        if let Ok(s) = summary::read_summary(&dir.join(name)) {
+            runs.push((value, name.to_string(), s));
+        }
+    }
+    Ok((parameter, runs))
+}
+
+/// `loadfleet compare SERIES_A SERIES_B`: load by load, B against A.
+fn compare_series(args: &CompareArgs, a: &Path, b: &Path, limits: crate::compare::Limits) -> Exit {
+    let ((parameter, runs_a), (_, runs_b)) = match (series_runs(a), series_runs(b)) {
+        (Ok(x), Ok(y)) => (x, y),
+        (Err(e), _) | (_, Err(e)) => return usage(e),
+    };
+    let mut pairs = Vec::new();
+    for (value, name_a, sa) in &runs_a {
+        if let Some((_, name_b, sb)) = runs_b.iter().find(|(v, _, _)| v == value) {
+            let na = format!("{}/{name_a}", a.display());
+            let nb = format!("{}/{name_b}", b.display());
+            let c = crate::compare::compare((&na, sa), (&nb, sb), limits);
+            pairs.push((*value, na, sa, nb, sb, c));
+        }
+    }
+    if pairs.is_empty() {
+        return usage(format!(
+            "{} and {} share no {parameter} value to compare",
+            a.display(),
+            b.display()
+        ));
+    }
+    let only: Vec<String> = runs_a
+        .iter()
+        .chain(&runs_b)
+        .filter(|(v, _, _)| !pairs.iter().any(|p| p.0 == *v))
+        .map(|(v, n, _)| format!("{n} ({v})"))
+        .collect();
+    let table: Vec<(f64, &crate::compare::Comparison)> =
+        pairs.iter().map(|p| (p.0, &p.5)).collect();
+    say(&crate::compare::render_series(
+        &a.display().to_string(),
+        &b.display().to_string(),
+        &parameter,
+        &table,
+        limits,
+    ));
+    if !only.is_empty() {
+        say(&format!(
+            "not compared (in one series only): {}",
+            only.join(", ")
+        ));
+    }
+    if let Some(path) = &args.html {
+        let summaries: Vec<(&str, &Summary)> = pairs
+            .iter()
+            .flat_map(|p| [(p.1.as_str(), p.2), (p.3.as_str(), p.4)])
+            .collect();
+        let comparisons: Vec<crate::compare::Comparison> =
+            pairs.iter().map(|p| p.5.clone()).collect();
+        match crate::output::report::render_comparison(&summaries, &comparisons, limits)
+            .map_err(|e| e.to_string())
+            .and_then(|html| crate::output::atomic::write(path, html).map_err(|e| e.to_string()))
+        {
+            Ok(()) => say(&format!("comparison report: {}", path.display())),
+            Err(e) => {
+                eprintln!("error: cannot write {}: {e}", path.display());
+                return Exit::Fleet;
+            }
+        }
+    }
+    let worse: usize = pairs.iter().map(|p| p.5.worse()).sum();
+    if args.fail_on_regression && worse > 0 {
+        eprintln!("{worse} change(s) are worse than the thresholds");
+        return Exit::Errors;
+    }
+    Exit::Ok
+}
+
 /// `loadfleet report PATH`: a run directory or its `summary.json`; or a
 /// directory of runs (a series, a capacity search, a demo), whose runs each
 /// get their report again.
@@ -525,6 +624,17 @@ fn rebuild_from_journal(run: &Path) -> Exit {
 }
 
 fn compare_runs(args: &CompareArgs) -> Exit {
+    let limits = crate::compare::Limits {
+        step: args.step_threshold,
+        overall: args.overall_threshold,
+        floor_ms: args.min_change_ms,
+    };
+    if let [a, b] = args.runs.as_slice()
+        && is_series(a)
+        && is_series(b)
+    {
+        return compare_series(args, a, b, limits);
+    }
     let mut runs = Vec::new();
     for dir in &args.runs {
         match summary::read_summary(dir) {
@@ -532,11 +642,6 @@ fn compare_runs(args: &CompareArgs) -> Exit {
             Err(e) => return usage(e),
         }
     }
-    let limits = crate::compare::Limits {
-        step: args.step_threshold,
-        overall: args.overall_threshold,
-        floor_ms: args.min_change_ms,
-    };
     let (base_name, base) = &runs[0];
     let comparisons: Vec<crate::compare::Comparison> = runs[1..]
         .iter()

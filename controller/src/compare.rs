@@ -312,6 +312,64 @@ pub fn compare(baseline: (&str, &Summary), other: (&str, &Summary), limits: Limi
     }
 }
 
+/// Two series load by load, in one table: the overall figures of each
+/// load of `b` against the same load of `a`.
+pub fn render_series(
+    a: &str,
+    b: &str,
+    parameter: &str,
+    pairs: &[(f64, &Comparison)],
+    limits: Limits,
+) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{b} against {a} (baseline), {parameter} by {parameter}"
+    );
+    let mut t = crate::output::table::new_table();
+    t.set_header([
+        parameter, "metric", "baseline", "this run", "change", "verdict",
+    ]);
+    let num = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.2}"));
+    let (mut worse, mut better) = (0, 0);
+    for (value, c) in pairs {
+        for d in c.deltas.iter().filter(|d| d.scope == "overall") {
+            t.add_row([
+                value.to_string(),
+                d.metric.to_string(),
+                num(d.baseline),
+                num(d.other),
+                d.change_pct
+                    .map_or_else(|| "-".to_string(), |p| format!("{p:+.1}%")),
+                verdict_text(d),
+            ]);
+        }
+        worse += c.worse();
+        better += c
+            .deltas
+            .iter()
+            .filter(|d| d.verdict == Verdict::Better)
+            .count();
+    }
+    let _ = writeln!(out, "{t}");
+    let _ = write!(
+        out,
+        "overall figures above; with the steps: {worse} worse, {better} better (thresholds: {}% per step, {}% overall; --html shows every step)",
+        limits.step, limits.overall
+    );
+    out
+}
+
+/// A delta's verdict in words, with why it is "same" when there is a reason.
+fn verdict_text(d: &Delta) -> String {
+    match (d.verdict, &d.note) {
+        (Verdict::Worse, _) => "WORSE".to_string(),
+        (Verdict::Better, _) => "better".to_string(),
+        (Verdict::Same, Some(n)) => format!("same ({n})"),
+        (Verdict::Same, None) => "same".to_string(),
+    }
+}
+
 /// The side-by-side table of one comparison.
 pub fn render(c: &Comparison, limits: Limits) -> String {
     let mut out = String::new();
@@ -332,12 +390,7 @@ pub fn render(c: &Comparison, limits: Limits) -> String {
             num(d.other),
             d.change_pct
                 .map_or_else(|| "-".to_string(), |p| format!("{p:+.1}%")),
-            match (d.verdict, &d.note) {
-                (Verdict::Worse, _) => "WORSE".to_string(),
-                (Verdict::Better, _) => "better".to_string(),
-                (Verdict::Same, Some(n)) => format!("same ({n})"),
-                (Verdict::Same, None) => "same".to_string(),
-            },
+            verdict_text(d),
         ]);
     }
     let _ = writeln!(out, "{t}");

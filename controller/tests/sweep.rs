@@ -101,3 +101,58 @@ async fn a_users_sweep_writes_one_run_per_value_and_a_series_table() {
         again.stdout
     );
 }
+
+/// Two sweeps (the shared-file series and the Redis series of the seed's
+/// experiment) compare load by load, in one table and one page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_series_compare_load_by_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut series = Vec::new();
+    for (name, ms) in [("fast", 10), ("slow", 80)] {
+        let bed = testbed(Config {
+            default_latency: std::time::Duration::from_millis(ms),
+            ..Config::default()
+        })
+        .await;
+        let plan = write_plan(
+            dir.path(),
+            &format!("{name}.toml"),
+            &plan_toml(
+                &bed.base_url(),
+                "users = [1, 2]\niterations = 25",
+                &[("home", "/")],
+            ),
+        );
+        let out = dir.path().join(name);
+        let exit = run_plan(&plan, &out).await;
+        assert_eq!(exit.code, 0, "{}", exit.stderr);
+        series.push(out);
+    }
+    let page = dir.path().join("series.html");
+    let exit = run(
+        &loadfleet(),
+        &[
+            "compare",
+            series[0].to_str().unwrap(),
+            series[1].to_str().unwrap(),
+            "--html",
+            page.to_str().unwrap(),
+        ],
+        std::time::Duration::from_secs(30),
+    );
+    assert_eq!(exit.code, 0, "{}", exit.stderr);
+    assert!(exit.stdout.contains("users by users"), "{}", exit.stdout);
+    let rows: Vec<&str> = exit
+        .stdout
+        .lines()
+        .filter(|l| l.contains("p50_ms"))
+        .collect();
+    assert_eq!(rows.len(), 2, "one p50 row per load:\n{}", exit.stdout);
+    assert!(
+        rows.iter().all(|r| r.contains("WORSE")),
+        "80 ms against 10 ms is worse at every load:\n{}",
+        exit.stdout
+    );
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(html.contains("users-1") && html.contains("users-2"));
+}
