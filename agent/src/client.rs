@@ -17,9 +17,12 @@ use crate::h1::{Conn, Stream};
 use crate::template::Template;
 use crate::tls::Tls;
 
-/// Most of a response body kept for checks and extraction; the rest is
-/// read and dropped.
+/// Most of a response body kept for checks and extraction (decoded, when it
+/// came compressed); the rest is read and dropped.
 pub const MAX_KEPT_BODY: usize = 8 << 20;
+
+/// The `User-Agent` requests carry unless a step sets its own.
+pub const USER_AGENT: &str = concat!("loadfleet/", env!("CARGO_PKG_VERSION"));
 
 /// One request, rendered from its step for one user.
 pub struct Prepared<'a> {
@@ -124,6 +127,9 @@ pub struct Reply {
     pub status: u16,
     /// Empty unless the request asked to keep headers.
     pub headers: http::HeaderMap,
+    /// A kept body that came in a coding that could not be decoded, and why:
+    /// its checks cannot read it.
+    pub undecodable: Option<String>,
 }
 
 /// One virtual user's connections and cookies, kept alive across requests
@@ -148,6 +154,10 @@ pub struct UserClient {
     location: String,
     /// A new connection is being opened for the request in flight.
     connecting: bool,
+    /// Decodes compressed bodies that are kept (made at the first one).
+    decoder: crate::encoding::BodyDecoder,
+    /// The decoded body, swapped with `body` once decoded.
+    decoded: Vec<u8>,
     /// HTTP exchanges begun since [`UserClient::take_exchanges`]: one per
     /// request, one more per redirect followed.
     exchanges: u32,
@@ -181,6 +191,8 @@ impl UserClient {
             location: String::new(),
             connecting: false,
             exchanges: 0,
+            decoder: Default::default(),
+            decoded: Vec::new(),
         }
     }
 
@@ -323,6 +335,8 @@ impl UserClient {
             location,
             connecting,
             exchanges,
+            decoder,
+            decoded,
         } = self;
         *exchanges += 1;
         let o = origin.unwrap_or(main);
@@ -356,7 +370,7 @@ impl UserClient {
         };
         // A kept connection is tried first, once.
         let mut slot = slot.and_then(|mut c| (!c.is_stale()).then_some(c));
-        let (mut conn, head, kept_headers) = loop {
+        let (mut conn, head, kept_headers, coding) = loop {
             let reused = slot.is_some();
             let mut conn = match slot.take() {
                 Some(c) => c,
@@ -379,6 +393,7 @@ impl UserClient {
             location.clear();
             let mut kept_headers = http::HeaderMap::new();
             let mut now = None;
+            let mut coding = crate::encoding::Coding::Identity;
             let read = conn
                 .read_head(*method == Method::HEAD, |name, value| {
                     if name.eq_ignore_ascii_case("set-cookie") {
@@ -388,6 +403,8 @@ impl UserClient {
                         }
                     } else if name.eq_ignore_ascii_case("location") {
                         location.push_str(&String::from_utf8_lossy(value));
+                    } else if name.eq_ignore_ascii_case("content-encoding") {
+                        coding = crate::encoding::Coding::of(value);
                     }
                     if keep.headers
                         && let (Ok(n), Ok(v)) = (
@@ -400,7 +417,7 @@ impl UserClient {
                 })
                 .await;
             match read {
-                Ok(head) => break (conn, head, kept_headers),
+                Ok(head) => break (conn, head, kept_headers, coding),
                 Err((_, true)) if retry => continue,
                 Err((f, _)) => return Err(f),
             }
@@ -415,6 +432,13 @@ impl UserClient {
             }
         })
         .await?;
+        let mut undecodable = None;
+        if keep.body && coding != crate::encoding::Coding::Identity {
+            match decoder.decode(coding, kept, decoded, MAX_KEPT_BODY) {
+                Ok(()) => std::mem::swap(kept, decoded),
+                Err(e) => undecodable = Some(e),
+            }
+        }
         if head.keep_alive && !closing {
             match origin {
                 None => *main_conn = Some(conn),
@@ -429,6 +453,7 @@ impl UserClient {
         Ok(Reply {
             status: head.status,
             headers: kept_headers,
+            undecodable,
         })
     }
 }
@@ -453,6 +478,8 @@ fn write_head<'h>(
     out.extend_from_slice(uri.path_and_query().map_or("/", |p| p.as_str()).as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let mut has_host = false;
+    let mut has_encoding = false;
+    let mut has_agent = false;
     let mut has_type = false;
     let mut closing = false;
     for (name, value) in headers {
@@ -460,6 +487,8 @@ fn write_head<'h>(
             continue;
         }
         has_host |= *name == HOST;
+        has_encoding |= *name == http::header::ACCEPT_ENCODING;
+        has_agent |= *name == http::header::USER_AGENT;
         has_type |= *name == CONTENT_TYPE;
         if *name == CONNECTION {
             closing |= value
@@ -471,6 +500,14 @@ fn write_head<'h>(
     }
     if !has_host {
         put_header(out, "host", origin.authority.as_bytes());
+    }
+    // As browsers do (a step's own headers win): servers and CDNs then
+    // compress as they would for real visitors; kept bodies are decoded.
+    if !has_encoding {
+        put_header(out, "accept-encoding", b"gzip, deflate");
+    }
+    if !has_agent {
+        put_header(out, "user-agent", USER_AGENT.as_bytes());
     }
     if !has_type && let Some(ct) = content_type {
         put_header(out, "content-type", ct.as_bytes());

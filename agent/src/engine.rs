@@ -694,6 +694,9 @@ enum Fault {
 
 /// Checks a response and, when it passes, runs the step's extractions.
 fn judge(step: &Step, reply: &Reply, body: &[u8], user: &mut UserState) -> Option<Fault> {
+    if let Some(why) = &reply.undecodable {
+        return Some(Fault::Other(ErrorKind::Decode, why.clone()));
+    }
     match step.check.judge(reply.status, body, &user.vars) {
         Verdict::Pass => {}
         Verdict::Status(code) => return Some(Fault::Status(code)),

@@ -32,6 +32,9 @@ pub enum ErrorKind {
     Blocked,
     /// A response failed one of its step's checks.
     Check,
+    /// A kept body came in a content coding that could not be decoded, so
+    /// its checks and extractions could not read it.
+    Decode,
     /// An extraction found nothing and had no default.
     Extract,
     /// Too many redirects, or a `Location` that is not a URL.
@@ -55,6 +58,7 @@ impl ErrorKind {
             ErrorKind::Io => Cow::Borrowed("io"),
             ErrorKind::Blocked => Cow::Borrowed("blocked"),
             ErrorKind::Check => Cow::Borrowed("check"),
+            ErrorKind::Decode => Cow::Borrowed("decode"),
             ErrorKind::Extract => Cow::Borrowed("extract"),
             ErrorKind::Redirect => Cow::Borrowed("redirect"),
             ErrorKind::Request => Cow::Borrowed("request"),

@@ -13,6 +13,7 @@ pub mod backoff;
 pub mod client;
 pub mod cookies;
 pub mod deadline;
+pub mod encoding;
 pub mod engine;
 pub mod exit;
 pub mod failure;

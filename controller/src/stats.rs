@@ -834,7 +834,7 @@ impl Collector {
 /// Whether errors of this kind were counted with a response (whose latency
 /// is in the histogram): a status, a failed check, a failed extraction.
 pub fn came_with_response(kind: &str) -> bool {
-    kind.starts_with("http_") || kind == "check" || kind == "extract"
+    kind.starts_with("http_") || kind == "check" || kind == "extract" || kind == "decode"
 }
 
 #[cfg(test)]

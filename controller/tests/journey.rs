@@ -504,3 +504,28 @@ async fn redirect_hops_are_counted_as_exchanges() {
         exit.stdout
     );
 }
+
+/// Requests ask for compression as browsers do, and checks and extractions
+/// read a compressed body as its text, not as its compressed bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checks_read_compressed_bodies() {
+    let bed = testbed(Config::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[target]\nbase_url = \"{}\"\n[load]\nusers = 1\niterations = 3\n\
+         [[scenario]]\nname = \"s\"\n\
+         [[scenario.step]]\nname = \"zipped\"\npath = \"/gzip/page\"\n\
+         check = {{ body_contains = [\"loadfleet testbed\", \"GET /gzip/page\"] }}\n\
+         extract = [{{ name = \"title\", regex = \"<h1>([a-z ]+)</h1>\" }}]\n\
+         [[scenario.step]]\nname = \"echo\"\npath = \"/echo\"\nquery = {{ title = \"${{title}}\" }}\n\
+         check = {{ body_contains = [\"\\\"accept_encoding\\\":\\\"gzip, deflate\\\"\", \"loadfleet/\", \"loadfleet testbed\"] }}\n",
+        bed.base_url()
+    );
+    let plan = write_plan(dir.path(), "gzip.toml", &text);
+    let out = dir.path().join("run");
+    let exit = run_plan(&plan, &out).await;
+    let s = summary(&out);
+    assert_eq!(s["total"]["errors"], 0, "{}\n{}", s["errors"], exit.stderr);
+    assert_eq!(exit.code, 0, "{}", exit.stderr);
+    assert_eq!(s["requests"]["zipped"]["requests"], 3);
+}

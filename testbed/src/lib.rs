@@ -8,7 +8,9 @@
 //! Special paths: `/status/<code>` answers with that status; `/close` answers
 //! and closes the connection; `/echo` answers with a JSON account of the
 //! request (method, path, query, cookies, content type, body); `/redirect/N`
-//! redirects N times before landing on `/echo`. With [`Config::moodle`], the
+//! redirects N times before landing on `/echo`; `/gzip/...` answers like any
+//! page but always gzip-compressed (`Content-Encoding: gzip`), as a CDN
+//! would. With [`Config::moodle`], the
 //! Moodle paths (`/`, `/login/`, `/course/`, `/mod/`, `/user/`) are a
 //! Moodle-like site with sessions (see [`moodle`]).
 #![forbid(unsafe_code)]
@@ -441,6 +443,8 @@ async fn echo(req: Request<Incoming>) -> Response<Full<Bytes>> {
         "cookie": header("cookie"),
         "content_type": header("content-type"),
         "x_token": header("x-token"),
+        "accept_encoding": header("accept-encoding"),
+        "user_agent": header("user-agent"),
         "body": String::from_utf8_lossy(&body),
         "token": "tok-12345",
         "items": [{"id": 7}, {"id": 8}],
@@ -481,8 +485,23 @@ fn plain(req: &Request<Incoming>, path: &str) -> Response<Full<Bytes>> {
         req.method(),
         path
     );
-    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    let gzip = path.starts_with("/gzip/");
+    let body = if gzip {
+        use std::io::Write;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        let _ = gz.write_all(body.as_bytes());
+        Bytes::from(gz.finish().unwrap_or_default())
+    } else {
+        Bytes::from(body)
+    };
+    let mut resp = Response::new(Full::new(body));
     *resp.status_mut() = status;
+    if gzip {
+        resp.headers_mut().insert(
+            hyper::header::CONTENT_ENCODING,
+            hyper::header::HeaderValue::from_static("gzip"),
+        );
+    }
     resp.headers_mut().insert(
         hyper::header::CONTENT_TYPE,
         hyper::header::HeaderValue::from_static("text/html; charset=utf-8"),
