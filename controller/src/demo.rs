@@ -122,8 +122,10 @@ pub async fn demo(
         let dir = out.join(label);
         let plan_file = dir.join("plan.toml");
         if let Err(e) = std::fs::create_dir_all(&dir)
-            .and_then(|()| std::fs::write(&plan_file, demo_plan(&bed.base_url(), !args.full)))
-            .and_then(|()| std::fs::write(dir.join("users.csv"), MOODLE_USERS))
+            .and_then(|()| {
+                crate::output::atomic::write(&plan_file, demo_plan(&bed.base_url(), !args.full))
+            })
+            .and_then(|()| crate::output::atomic::write(dir.join("users.csv"), MOODLE_USERS))
         {
             eprintln!("error: cannot write to {}: {e}", dir.display());
             return Exit::Usage;

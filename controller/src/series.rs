@@ -124,7 +124,9 @@ pub async fn run_series(
     if let Err(source) = std::fs::create_dir_all(&dir) {
         return Err(SeriesError::CreateDir { dir, source });
     }
-    let _ = std::fs::copy(plan_file, dir.join("plan.toml"));
+    if let Ok(text) = std::fs::read(plan_file) {
+        let _ = crate::output::atomic::write(dir.join("plan.toml"), text);
+    }
     let param = parameter(plan);
     let mut series = Series {
         name: plan.name.clone(),
