@@ -172,7 +172,8 @@ pub async fn demo(
     let _ = crate::output::atomic::write(out.join("demo.txt"), format!("{table}\n"));
     say(&format!(
         "demo directory: {}\n  one series per cache store, one run directory per user count \
-         (summary.json, latency.hlog, report.html)\n  compare two runs: loadfleet compare {}/shared-file/series/users-30 {}/redis/series/users-30",
+         (summary.json, latency.hlog, report.html)\n  compare the two caches load by load: loadfleet compare {}/shared-file/series {}/redis/series\n  \
+         (with loadfleet on your PATH: cargo install --locked --path controller; or cargo run --locked --bin loadfleet -- compare ...)",
         out.display(),
         out.display(),
         out.display()
