@@ -14,18 +14,19 @@ fn certs(args: &[&str]) {
 }
 
 fn tls_agent(url: &str, dir: &Path, cert_of: &str, name: &str) -> Proc {
+    tls_agent_with(url, dir, cert_of, name, &[])
+}
+
+fn tls_agent_with(url: &str, dir: &Path, cert_of: &str, name: &str, extra: &[&str]) -> Proc {
     let d = |f: &str| dir.join(f).to_str().unwrap().to_string();
     let (ca, cert, key) = (
         d("ca.pem"),
         d(&format!("agents/{cert_of}.pem")),
         d(&format!("agents/{cert_of}.key")),
     );
-    agent(
-        url,
-        "eu",
-        name,
-        &["--ca", &ca, "--cert", &cert, "--key", &key],
-    )
+    let mut args = vec!["--ca", &ca, "--cert", &cert, "--key", &key];
+    args.extend_from_slice(extra);
+    agent(url, "eu", name, &args)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -83,6 +84,19 @@ async fn only_agents_with_a_fleet_certificate_under_their_own_name_attach() {
     drop(plain);
     assert_eq!(bed.stats().served(), 0);
 
+    // --check says so before any run: a2 with a1's certificate is a
+    // configuration error (exit 2) that names the mismatch.
+    let check = exited(
+        tls_agent_with(&url, &fleet, "a1", "a2", &["--check"]),
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(check.code, 2, "{}", check.stderr);
+    assert!(
+        check.stderr.contains("does not match its certificate"),
+        "{}",
+        check.stderr
+    );
     // The fleet's certificate for a1 cannot attach as another agent.
     let impostor = exited(tls_agent(&url, &fleet, "a1", "a2"), Duration::from_secs(20)).await;
     assert_eq!(impostor.code, 2, "a configuration error");
