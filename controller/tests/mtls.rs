@@ -97,6 +97,32 @@ async fn only_agents_with_a_fleet_certificate_under_their_own_name_attach() {
         "{}",
         check.stderr
     );
+    // A file that holds no certificate is named before anything is dialed.
+    let garbage = dir.path().join("garbage.pem");
+    std::fs::write(&garbage, "not a certificate\n").unwrap();
+    let bad = run(
+        &agent_bin(),
+        &[
+            "--controller",
+            &url,
+            "--name",
+            "a1",
+            "--ca",
+            garbage.to_str().unwrap(),
+            "--cert",
+            fleet.join("agents/a1.pem").to_str().unwrap(),
+            "--key",
+            fleet.join("agents/a1.key").to_str().unwrap(),
+            "--check",
+        ],
+        Duration::from_secs(20),
+    );
+    assert_eq!(bad.code, 2, "{}", bad.stderr);
+    assert!(
+        bad.stderr.contains(&format!("--ca {}", garbage.display())),
+        "{}",
+        bad.stderr
+    );
     // The fleet's certificate for a1 cannot attach as another agent.
     let impostor = exited(tls_agent(&url, &fleet, "a1", "a2"), Duration::from_secs(20)).await;
     assert_eq!(impostor.code, 2, "a configuration error");

@@ -229,11 +229,23 @@ fn main() -> ExitCode {
                 std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()))
             };
             match (read(ca), read(cert), read(key)) {
-                (Ok(ca_pem), Ok(cert_pem), Ok(key_pem)) => Some(loadfleet_agent::AgentTls {
-                    ca_pem,
-                    cert_pem,
-                    key_pem,
-                }),
+                (Ok(ca_pem), Ok(cert_pem), Ok(key_pem)) => {
+                    let tls = loadfleet_agent::AgentTls {
+                        ca_pem,
+                        cert_pem,
+                        key_pem,
+                    };
+                    if let Err((part, why)) = tls.validate() {
+                        let path = match part {
+                            "ca" => ca,
+                            "cert" => cert,
+                            _ => key,
+                        };
+                        eprintln!("error: --{part} {}: {why}", path.display());
+                        return Exit::Config.into();
+                    }
+                    Some(tls)
+                }
                 (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
                     eprintln!("error: {e}");
                     return Exit::Config.into();

@@ -61,6 +61,25 @@ pub struct AgentTls {
     pub key_pem: String,
 }
 
+impl AgentTls {
+    /// Checks that each part holds what it should, naming the part that
+    /// does not: `ca` and `cert` certificates, `key` a private key.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        use rustls::pki_types::PrivateKeyDer;
+        use rustls::pki_types::pem::PemObject;
+        for (part, pem) in [("ca", &self.ca_pem), ("cert", &self.cert_pem)] {
+            match crate::tls::parse_pem_certs(pem) {
+                Ok(certs) if !certs.is_empty() => {}
+                Ok(_) => return Err((part, "no certificate in it".into())),
+                Err(e) => return Err((part, e)),
+            }
+        }
+        PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes())
+            .map(drop)
+            .map_err(|e| ("key", format!("no private key in it ({e})")))
+    }
+}
+
 /// Why an agent stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
