@@ -262,6 +262,8 @@ fn agent_stops_within_its_lease_when_the_controller_goes_silent() {
             "--lease",
             "3s",
             "-q",
+            "--out",
+            dir.path().join("run").to_str().unwrap(),
         ],
     );
     ctl.wait_for_line("listening on", Duration::from_secs(10));
