@@ -61,11 +61,7 @@ async fn agent_stops_when_its_controller_dies_and_serves_the_next_run() {
     );
 
     // Wait until load is flowing, then kill the controller outright.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while bed.stats().served() < 100 {
-        assert!(Instant::now() < deadline, "load never started");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    load_started(&bed, 100).await;
     first.child.kill().unwrap();
     let _ = first.child.wait();
     let killed_at = Instant::now();
@@ -152,11 +148,7 @@ async fn stops_gracefully_on(signal: &str) {
             out.to_str().unwrap(),
         ],
     );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while bed.stats().served() < 30 {
-        assert!(Instant::now() < deadline, "load never started");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    load_started(&bed, 30).await;
     let interrupted = Instant::now();
     let status = std::process::Command::new("kill")
         .args([&format!("-{signal}"), &ctl.child.id().to_string()])
@@ -399,11 +391,7 @@ async fn a_once_agent_exits_when_its_controller_dies() {
     );
     let (mut ctl, url) = fleet_controller(&long, &dir.path().join("r"), 1);
     let once = agent(&url, "eu", "once", &["--max-backoff-s", "1"]);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while bed.stats().served() < 50 {
-        assert!(Instant::now() < deadline, "load never started");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    load_started(&bed, 50).await;
     ctl.child.kill().unwrap();
     let _ = ctl.child.wait();
     let exit = exited(once, Duration::from_secs(15)).await;

@@ -36,11 +36,7 @@ async fn lose_one_then(
     let (ctl, url) = fleet_controller(&plan, &out, 2);
     let _stays = agent(&url, "eu", "stays", &[]);
     let mut doomed = agent(&url, "us", "doomed", &[]);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while bed.stats().served() < 100 {
-        assert!(Instant::now() < deadline, "load never started");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    load_started(&bed, 100).await;
     // Past the first interval report, so the doomed agent has contributed.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let started = Instant::now();
@@ -158,11 +154,7 @@ async fn a_lost_agent_that_comes_back_hands_over_what_it_measured() {
     let (ctl, url) = fleet_controller(&plan, &out, 2);
     let _stays = agent(&url, "eu", "stays", &[]);
     let frozen = agent(&url, "us", "frozen", &[]);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while bed.stats().served() < 100 {
-        assert!(Instant::now() < deadline, "load never started");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    load_started(&bed, 100).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let pid = frozen.child.id().to_string();
     let signal = |s: &str| {

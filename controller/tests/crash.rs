@@ -37,11 +37,7 @@ async fn a_killed_run_is_rebuilt_from_its_journal() {
             out.to_str().unwrap(),
         ],
     );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while bed.stats().served() == 0 {
-        assert!(Instant::now() < deadline, "load never started");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    load_started(&bed, 1).await;
     let began = Instant::now();
     tokio::time::sleep(Duration::from_millis(5500)).await;
     let served_early = bed.stats().served();

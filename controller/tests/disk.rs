@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use loadfleet_testbed::Config;
 
@@ -121,11 +121,7 @@ async fn a_disk_that_fills_during_the_run_loses_no_result() {
         ],
         &[("TMPDIR", &tmp)],
     );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while bed.stats().served() < 10 {
-        assert!(Instant::now() < deadline, "load never started");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    load_started(&bed, 10).await;
     let filled = disk.fill();
     assert!(filled > 0, "the disk had room before the run's end");
     let exit = exited(ctl, Duration::from_secs(60)).await;

@@ -34,6 +34,16 @@ pub async fn testbed(config: Config) -> Testbed {
         .expect("testbed starts")
 }
 
+/// Waits (at most 20 s) until the target has served `n` responses: load
+/// has started and is flowing.
+pub async fn load_started(bed: &Testbed, n: u64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while bed.stats().served() < n {
+        assert!(std::time::Instant::now() < deadline, "load never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Writes a plan file into `dir`.
 pub fn write_plan(dir: &Path, name: &str, text: &str) -> PathBuf {
     let p = dir.join(name);
