@@ -24,9 +24,15 @@ pub struct Snapshot {
     pub elapsed: Duration,
     pub total: Option<Duration>,
     pub last: Option<IntervalPoint>,
+    /// `last` is an interval still open: it holds only the reports of the
+    /// agents that are not stale.
+    pub partial: bool,
     pub errors_total: u64,
     pub agents_running: usize,
     pub agents_total: usize,
+    /// Running agents whose reports are late, and since when their newest
+    /// one arrived: the figures wait for them (at most five intervals).
+    pub stale: Vec<(String, Duration)>,
 }
 
 impl Snapshot {
@@ -49,10 +55,27 @@ impl Snapshot {
             ),
             None => ("-".into(), "-".into(), "-".into()),
         };
-        format!(
+        let mut line = format!(
             "{elapsed}{total}  users {users}  {rps} req/s  errors {}  p95 {p95} (last 1s)  agents {}/{}",
             self.errors_total, self.agents_running, self.agents_total
-        )
+        );
+        if !self.stale.is_empty() {
+            let names: Vec<String> = self
+                .stale
+                .iter()
+                .map(|(name, since)| format!("{name} ({:.1} s)", since.as_secs_f64()))
+                .collect();
+            line.push_str(&format!(
+                "  STALE: no report from {}{}",
+                names.join(", "),
+                if self.partial {
+                    "; the figures are the others' alone"
+                } else {
+                    ""
+                }
+            ));
+        }
+        line
     }
 }
 
@@ -96,5 +119,31 @@ impl Progress {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stale_agent_is_named_with_how_long() {
+        let mut snap = Snapshot {
+            elapsed: Duration::from_secs(5),
+            total: Some(Duration::from_secs(9)),
+            agents_running: 2,
+            agents_total: 2,
+            ..Snapshot::default()
+        };
+        assert!(!snap.line().contains("STALE"), "{}", snap.line());
+        snap.stale = vec![("a2".into(), Duration::from_millis(3100))];
+        snap.partial = true;
+        assert!(
+            snap.line().ends_with(
+                "agents 2/2  STALE: no report from a2 (3.1 s); the figures are the others' alone"
+            ),
+            "{}",
+            snap.line()
+        );
     }
 }

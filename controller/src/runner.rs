@@ -236,15 +236,8 @@ pub async fn run_and_report(
                         files.hlog.display(),
                         files.report.display()
                     ));
-                    for a in result
-                        .agents
-                        .iter()
-                        .filter(|a| a.end != fleet::AgentEnd::Finished)
-                    {
-                        eprintln!(
-                            "warning: agent {} ({}) did not finish: {:?} {}",
-                            a.name, a.region, a.end, a.note
-                        );
+                    for gap in &summary.gaps {
+                        eprintln!("warning: {gap}");
                     }
                 }
                 Err(Unsaved {

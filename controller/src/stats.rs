@@ -630,6 +630,53 @@ impl Collector {
         Ok(())
     }
 
+    /// The timeline point of interval `s`, from its merged total.
+    fn point(&self, s: u64, o: &OpenInterval, total: &Tally) -> IntervalPoint {
+        let start = self
+            .interval
+            .saturating_mul(u32::try_from(s).unwrap_or(u32::MAX));
+        let length = o
+            .end
+            .saturating_sub(start)
+            .min(self.interval)
+            .max(Duration::from_millis(1));
+        let by_region = |f: fn(&(u32, u32, f64)) -> u64| {
+            let mut by_region: BTreeMap<String, u64> = BTreeMap::new();
+            for (&aid, a) in &o.active {
+                let name = &self.region_names[self.agent_region[aid]];
+                *by_region.entry(name.clone()).or_default() += f(a);
+            }
+            by_region
+        };
+        IntervalPoint {
+            seq: s,
+            start_s: start.as_secs_f64(),
+            length_s: length.as_secs_f64(),
+            requests: total.requests(),
+            errors: total.error_count(),
+            active_users: o.active.values().map(|a| u64::from(a.0)).sum(),
+            active_peak: o.active.values().map(|a| u64::from(a.1.max(a.0))).sum(),
+            active_mean: (o.active.values().map(|a| a.2).sum::<f64>() * 10.0).round() / 10.0,
+            active_by_region: by_region(|a| u64::from(a.0)),
+            peak_by_region: by_region(|a| u64::from(a.1.max(a.0))),
+            dropped: o.dropped,
+            iterations_started: o.started,
+            latency_ms: total.latency(),
+        }
+    }
+
+    /// A look at interval `seq` while it is still open (some agent has not
+    /// reported it yet): what the reports received so far hold. For the
+    /// progress line only; the timeline gets the closed interval.
+    pub fn preview(&self, seq: u64) -> Option<IntervalPoint> {
+        let o = self.open.get(&seq)?;
+        let mut total = Tally::default();
+        for t in o.cells.values() {
+            total.merge(t);
+        }
+        Some(self.point(seq, o, &total))
+    }
+
     /// Closes every interval before `seq`: computes its timeline point and
     /// keeps its serialized histograms for the interval log.
     pub fn close_before(&mut self, seq: u64) {
@@ -638,11 +685,11 @@ impl Collector {
             if s >= seq {
                 break;
             }
-            let o = self.open.remove(&s).expect("key just seen");
+            let mut o = self.open.remove(&s).expect("key just seen");
             // Each cell into its region, and the regions of a step into
             // the step's tally of this interval.
             let mut steps: BTreeMap<usize, Tally> = BTreeMap::new();
-            for ((idx, rid), t) in o.cells {
+            for ((idx, rid), t) in std::mem::take(&mut o.cells) {
                 if let Some(r) = self.regions.get_mut(&self.region_names[rid]) {
                     r.merge(&t);
                 }
@@ -661,43 +708,12 @@ impl Collector {
                 self.steps[*idx].merge(t);
             }
             self.total.merge(&total);
-            let start = self
-                .interval
-                .saturating_mul(u32::try_from(s).unwrap_or(u32::MAX));
-            let length = o
-                .end
-                .saturating_sub(start)
-                .min(self.interval)
-                .max(Duration::from_millis(1));
-            self.timeline.push(IntervalPoint {
-                seq: s,
-                start_s: start.as_secs_f64(),
-                length_s: length.as_secs_f64(),
-                requests: total.requests(),
-                errors: total.error_count(),
-                active_users: o.active.values().map(|a| u64::from(a.0)).sum(),
-                active_peak: o.active.values().map(|a| u64::from(a.1.max(a.0))).sum(),
-                active_mean: (o.active.values().map(|a| a.2).sum::<f64>() * 10.0).round() / 10.0,
-                active_by_region: {
-                    let mut by_region: BTreeMap<String, u64> = BTreeMap::new();
-                    for (&aid, a) in &o.active {
-                        let name = &self.region_names[self.agent_region[aid]];
-                        *by_region.entry(name.clone()).or_default() += u64::from(a.0);
-                    }
-                    by_region
-                },
-                peak_by_region: {
-                    let mut by_region: BTreeMap<String, u64> = BTreeMap::new();
-                    for (&aid, a) in &o.active {
-                        let name = &self.region_names[self.agent_region[aid]];
-                        *by_region.entry(name.clone()).or_default() += u64::from(a.1.max(a.0));
-                    }
-                    by_region
-                },
-                dropped: o.dropped,
-                iterations_started: o.started,
-                latency_ms: total.latency(),
-            });
+            let point = self.point(s, &o, &total);
+            let (start, length) = (
+                Duration::from_secs_f64(point.start_s),
+                Duration::from_secs_f64(point.length_s),
+            );
+            self.timeline.push(point);
             let mut log =
                 |step: Option<usize>,
                  h: &Histogram<u64>,

@@ -123,8 +123,45 @@ pub struct AgentEntry {
     pub load_share: f64,
     /// Open model: this agent's send lateness.
     pub send_lateness_ms: Option<LatencyMs>,
+    /// Seconds from the start that the reports received from it cover;
+    /// `null` when none arrived. For an agent that did not finish, what it
+    /// sent after this is not counted anywhere (its `rps` is over this span).
+    #[serde(default)]
+    pub reported_until_s: Option<f64>,
     #[serde(flatten)]
     pub results: Entry,
+}
+
+impl AgentEntry {
+    /// For an agent lost or failed during the run: when, why, and the part
+    /// of its load that is not counted. `None` for one that finished (or
+    /// whose end is unknown: a rebuilt run says so in `missing`).
+    pub fn gap(&self, name: &str) -> Option<String> {
+        let what = match self.end {
+            AgentEnd::Lost => "was lost",
+            AgentEnd::Failed => "failed",
+            AgentEnd::Finished | AgentEnd::Unknown => return None,
+        };
+        let at = self
+            .ended_at_s
+            .map_or_else(String::new, |t| format!(" at {t:.1} s"));
+        let why = if self.note.is_empty() {
+            String::new()
+        } else {
+            // The first clause of the note: the cause.
+            format!(" ({})", self.note.split("; ").next().unwrap_or_default())
+        };
+        let counted = match self.reported_until_s {
+            Some(t) => format!(
+                "its reports cover the run up to {t:.1} s: requests it sent after that are not counted"
+            ),
+            None => "it sent no report: none of its requests are counted".into(),
+        };
+        Some(format!(
+            "agent {name} (region {}) {what}{at}{why}; {counted}",
+            self.region
+        ))
+    }
 }
 
 /// How latency was measured.
@@ -173,6 +210,11 @@ pub struct Summary {
     /// `incomplete`); empty for a run that ended normally.
     #[serde(default)]
     pub missing: Vec<String>,
+    /// For each agent lost or failed during the run: when, and what of its
+    /// load is not counted (see [`AgentEntry::gap`]). Empty when every agent
+    /// finished.
+    #[serde(default)]
+    pub gaps: Vec<String>,
     pub total: Entry,
     pub requests: BTreeMap<String, Entry>,
     /// The steps in journey order (the plan's scenarios, each step by
@@ -223,11 +265,17 @@ impl Summary {
         let d = r.duration.as_secs_f64();
         let mut agents = BTreeMap::new();
         for a in &r.agents {
+            // An agent that did not finish sent load for as long as its
+            // reports cover, not for the whole run.
+            let span = match a.end {
+                AgentEnd::Finished => d,
+                _ => a.reported_until_s.unwrap_or(d),
+            };
             let results = c
                 .agents
                 .get(&a.name)
-                .map(|t| Entry::of_agent(t, d))
-                .unwrap_or_else(|| Entry::of_agent(&AgentTally::default(), d));
+                .map(|t| Entry::of_agent(t, span))
+                .unwrap_or_else(|| Entry::of_agent(&AgentTally::default(), span));
             let mut note = a.note.clone();
             if a.end != AgentEnd::Finished && results.latency_ms.is_none() && results.requests > 0 {
                 if !note.is_empty() {
@@ -256,10 +304,15 @@ impl Summary {
                         .get(&a.name)
                         .and_then(|t| t.send_lateness)
                         .map(round_latency),
+                    reported_until_s: a.reported_until_s.map(round3),
                     results,
                 },
             );
         }
+        let gaps = agents
+            .iter()
+            .filter_map(|(name, a): (&String, &AgentEntry)| a.gap(name))
+            .collect();
         let mut regions: BTreeMap<String, Entry> = c
             .regions
             .iter()
@@ -308,6 +361,7 @@ impl Summary {
             cut_short: r.cut_short.clone(),
             seed: r.seed,
             missing: Vec::new(),
+            gaps,
             total: Entry::of(&c.total, d),
             requests: c
                 .step_names
@@ -327,6 +381,32 @@ impl Summary {
 }
 
 impl Summary {
+    /// The regions' rows' names: a region with an agent lost or failed
+    /// during the run is marked, e.g. `us (a2 lost: not all counted)`.
+    pub fn region_labels(&self) -> Vec<(String, &Entry)> {
+        self.regions
+            .iter()
+            .map(|(region, e)| {
+                let gone: Vec<String> = self
+                    .agents
+                    .iter()
+                    .filter(|(_, a)| &a.region == region)
+                    .filter_map(|(name, a)| match a.end {
+                        AgentEnd::Lost => Some(format!("{name} lost")),
+                        AgentEnd::Failed => Some(format!("{name} failed")),
+                        _ => None,
+                    })
+                    .collect();
+                let label = if gone.is_empty() {
+                    region.clone()
+                } else {
+                    format!("{region} ({}: not all counted)", gone.join(", "))
+                };
+                (label, e)
+            })
+            .collect()
+    }
+
     /// The steps with their results, in journey order; steps the order
     /// does not name (an older summary has none) follow by name.
     pub fn steps(&self) -> Vec<(&String, &Entry)> {

@@ -615,3 +615,156 @@ fn agents_started_as_the_systemd_unit_does_attach_and_run() {
         "{audit}"
     );
 }
+
+/// A lost agent's gap is shown, not hidden. Agent a2 freezes (SIGSTOP) for
+/// 3 s mid-run, so its reports stop: the progress line names it as stale.
+/// Then it is killed (SIGKILL). The run completes on a1; the summary, the
+/// terminal and the report say when a2 was lost and from when on its
+/// requests are not counted, and its region's row carries the mark. The
+/// target served more than the merged total: exactly the part said to be
+/// missing.
+#[test]
+fn a_lost_agents_gap_is_named_and_its_region_marked() {
+    let net = Network::new(&["ctl", "tgt", "a1", "a2"]);
+    let testbed_bin = loadfleet().with_file_name("loadfleet-testbed");
+    let target = net.spawn(
+        "tgt",
+        &testbed_bin,
+        &[
+            "--listen",
+            &format!("{SUBNET}.2:8080"),
+            "--default-latency",
+            "5ms",
+            "--exit-after",
+            "120",
+        ],
+    );
+    target.wait_for_line("listening on", Duration::from_secs(10));
+    let dir = tempfile::tempdir().unwrap();
+    let plan = write_plan(
+        dir.path(),
+        "gap.toml",
+        &plan_toml(
+            &format!("http://{SUBNET}.2:8080"),
+            "users = 4\nduration = \"9s\"",
+            &[("home", "/")],
+        ),
+    );
+    let out = dir.path().join("run");
+    let ctl = net.spawn(
+        "ctl",
+        &loadfleet(),
+        &[
+            "run",
+            "--token",
+            TOKEN,
+            plan.to_str().unwrap(),
+            "--listen",
+            &format!("{SUBNET}.1:7700"),
+            "--expect-agents",
+            "2",
+            "--lease",
+            "3s",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    ctl.wait_for_line("listening on", Duration::from_secs(10));
+    let url = format!("http://{SUBNET}.1:7700");
+    let agent = |host: &str, region: &str| {
+        net.spawn(
+            host,
+            &agent_bin(),
+            &[
+                "--controller",
+                &url,
+                "--token",
+                TOKEN,
+                "--region",
+                region,
+                "--name",
+                host,
+                "--once",
+            ],
+        )
+    };
+    let a1 = agent("a1", "eu-west");
+    let a2 = agent("a2", "us-east");
+    a2.wait_for_line("assigned", Duration::from_secs(20));
+    std::thread::sleep(Duration::from_millis(2500));
+    // `ip netns exec` executes the agent in its own place: this is its pid.
+    let pid = a2.child.id().to_string();
+    let signal = |sig: &str| {
+        let _ = Command::new("kill").args([sig, &pid]).status();
+    };
+    signal("-STOP");
+    std::thread::sleep(Duration::from_secs(3));
+    signal("-KILL");
+    let exit = ctl.wait(Duration::from_secs(60));
+    assert_eq!(a1.wait(Duration::from_secs(15)).code, 0);
+    drop(a2);
+    let served = stop_and_count(target);
+    let s = summary(&out);
+
+    assert_eq!(exit.code, 1, "a degraded run exits 1: {}", exit.stderr);
+    assert_eq!(s["status"], "degraded");
+    // Live: the progress line named the stale agent while it was frozen.
+    let stale = exit
+        .stderr
+        .lines()
+        .find(|l| l.contains("STALE: no report from a2"))
+        .unwrap_or_else(|| panic!("no stale agent on the progress line:\n{}", exit.stderr));
+    eprintln!("progress while a2 was frozen: {stale}");
+
+    let a2s = &s["agents"]["a2"];
+    let lost_at = a2s["ended_at_s"].as_f64().unwrap();
+    let until = a2s["reported_until_s"].as_f64().unwrap();
+    let merged = s["total"]["requests"].as_u64().unwrap();
+    eprintln!(
+        "a2 lost at {lost_at} s, reports cover 0-{until} s; target served {served}, merged {merged}"
+    );
+    assert!(
+        until >= 1.0 && until <= lost_at,
+        "reported until {until}, lost at {lost_at}"
+    );
+    // What a2 sent after its last report is the whole difference.
+    assert!(
+        served > merged,
+        "the gap is real: served {served}, merged {merged}"
+    );
+    let gaps = s["gaps"].as_array().unwrap();
+    assert_eq!(gaps.len(), 1, "{gaps:?}");
+    let gap = gaps[0].as_str().unwrap();
+    assert!(
+        gap.starts_with(&format!(
+            "agent a2 (region us-east) was lost at {lost_at:.1} s"
+        )) && gap.contains(&format!("its reports cover the run up to {until:.1} s"))
+            && gap.contains("not counted"),
+        "{gap}"
+    );
+    // a2's rate is over what its reports cover, not the whole run.
+    let a2_rps = a2s["rps"].as_f64().unwrap();
+    let a2_requests = a2s["requests"].as_f64().unwrap();
+    assert!(
+        (a2_rps - a2_requests / until).abs() < 0.01,
+        "rps {a2_rps} = {a2_requests} / {until}"
+    );
+    // The terminal: the gap, and the region's row marked.
+    assert!(
+        exit.stdout.contains(&format!("NOT ALL COUNTED: {gap}")),
+        "{}",
+        exit.stdout
+    );
+    assert!(
+        exit.stdout.contains("us-east (a2 lost: not all counted)"),
+        "{}",
+        exit.stdout
+    );
+    assert!(exit.stderr.contains(&format!("warning: {gap}")));
+    // The report: the gap in its header, the region marked, a2's cells
+    // say why they are empty.
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(html.contains("Not all counted"), "report lacks the gap");
+    assert!(html.contains("us-east (a2 lost: not all counted)"));
+    assert!(html.contains("percentiles unknown: its totals never arrived"));
+}

@@ -42,6 +42,9 @@ pub(super) struct Agent {
     pub(super) cut_short: Option<String>,
     /// When the agent last sent anything.
     pub(super) last_heard: Instant,
+    /// When its newest interval report arrived (the run's start before
+    /// the first): a running agent whose reports stop is named as stale.
+    pub(super) last_report_at: Instant,
     /// Its stream broke at this instant; it may resume within [`RESUME_GRACE`].
     pub(super) disconnected_at: Option<Instant>,
 }
@@ -87,6 +90,7 @@ impl Agent {
             note: String::new(),
             clock: ClockSync::default(),
             last_heard: Instant::now(),
+            last_report_at: Instant::now(),
             disconnected_at: None,
             start_lateness: None,
             load_share: 0.0,

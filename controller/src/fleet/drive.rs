@@ -18,6 +18,10 @@ use crate::stats::Collector;
 use super::agent::{Agent, RESUME_GRACE, State};
 use super::{INTERVAL, reject};
 
+/// A running agent whose newest report is older than this is named as
+/// stale on the progress line (reports come every interval).
+const STALE_AFTER: Duration = Duration::from_millis(2500);
+
 /// Why a run was stopped before its schedule ended, by the controller.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Abort {
@@ -195,21 +199,50 @@ impl<'a> Run<'a> {
                 .find(|o| !o.passed)
         {
             self.progress.note(&format!(
-                "threshold failed: {} ({}) observed {:?}; stopping the run",
-                failed.rule, failed.scope, failed.observed
+                "threshold failed: {} ({}) observed {}; stopping the run",
+                failed.rule,
+                failed.scope,
+                failed
+                    .observed
+                    .map_or_else(|| "nothing yet".to_string(), |v| format!("{v:.3}"))
             ));
             self.abort(Abort::Threshold {
                 rule: failed.rule,
                 scope: failed.scope,
             });
         }
+        let stale: Vec<(String, Duration)> = self
+            .agents
+            .iter()
+            .filter(|a| a.is_running())
+            .filter_map(|a| {
+                let since = a.last_report_at.elapsed();
+                (since > STALE_AFTER).then(|| (a.name.clone(), since))
+            })
+            .collect();
+        let closed = self.collector.timeline.last().cloned();
+        // While an agent is stale, the intervals wait for it: show what the
+        // others have reported since, rather than freeze on the last closed one.
+        let partial = self
+            .agents
+            .iter()
+            .filter(|a| a.is_running() && !stale.iter().any(|(n, _)| *n == a.name))
+            .map(|a| a.next_seq)
+            .min()
+            .and_then(|n| n.checked_sub(1))
+            // (Every agent still running is stale: the newest interval.)
+            .or_else(|| self.collector.newest_seq())
+            .filter(|&seq| !stale.is_empty() && closed.as_ref().is_none_or(|p| p.seq < seq))
+            .and_then(|seq| self.collector.preview(seq));
         self.progress.show(&Snapshot {
             elapsed: self.start.elapsed(),
             total: self.plan.scheduled_duration(),
-            last: self.collector.timeline.last().cloned(),
+            partial: partial.is_some(),
+            last: partial.or(closed),
             errors_total: self.collector.total.error_count(),
             agents_running: self.agents.iter().filter(|a| a.is_running()).count(),
             agents_total: self.agents.len(),
+            stale,
         });
     }
 
@@ -378,6 +411,7 @@ impl<'a> Run<'a> {
                     }
                 }
                 a.next_seq = iv.seq + 1;
+                a.last_report_at = Instant::now();
             }
             agent_message::Body::Done(d) if d.run_id == self.run_id => {
                 if let Some(j) = &mut self.journal {

@@ -57,10 +57,14 @@ impl Run<'_> {
         } else {
             RunStatus::Completed
         };
+        let interval = collector.interval.as_secs_f64();
+        let measured = duration.as_secs_f64();
         let agents = self
             .agents
             .into_iter()
             .map(|a| AgentReport {
+                reported_until_s: (a.next_seq > 0)
+                    .then(|| (a.next_seq as f64 * interval).min(measured)),
                 end: match a.state {
                     State::Finished => AgentEnd::Finished,
                     State::Failed => AgentEnd::Failed,

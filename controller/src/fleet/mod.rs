@@ -189,6 +189,9 @@ pub struct AgentReport {
     pub start_lateness: Option<Duration>,
     /// The agent's planned share of the load (0..1).
     pub load_share: f64,
+    /// Seconds from the start covered by the reports received from it
+    /// (the end of its newest interval); `None` when none arrived.
+    pub reported_until_s: Option<f64>,
 }
 
 /// What a run measured.

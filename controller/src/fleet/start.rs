@@ -99,6 +99,7 @@ pub(super) fn start_all(
         }));
         a.state = State::Running;
         a.last_heard = start;
+        a.last_report_at = start;
     }
     (start, started_at)
 }

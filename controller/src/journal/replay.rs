@@ -62,6 +62,8 @@ pub fn replay(dir: &Path) -> Result<Replayed, ReplayError> {
     let interval = Duration::from_secs_f64(header.interval_s.max(0.001));
     let mut collector = Collector::new(header.step_names.clone(), interval);
     let mut done: Vec<String> = Vec::new();
+    // Each agent's newest interval in the journal.
+    let mut reported: std::collections::BTreeMap<String, u64> = Default::default();
     let mut missing = Vec::new();
     let mut at = 0usize;
     let mut torn = false;
@@ -73,6 +75,8 @@ pub fn replay(dir: &Path) -> Result<Replayed, ReplayError> {
         match record.kind {
             INTERVAL_REPORT => match v1::Interval::decode(record.body) {
                 Ok(iv) => {
+                    let newest = reported.entry(record.agent.to_string()).or_default();
+                    *newest = (*newest).max(iv.seq + 1);
                     if let Err(e) = collector.apply(record.agent, record.region, &iv) {
                         collector.dropped_reports += 1;
                         tracing::warn!("a journaled report of {} was refused: {e}", record.agent);
@@ -137,6 +141,9 @@ pub fn replay(dir: &Path) -> Result<Replayed, ReplayError> {
                 clock_rtt: None,
                 start_lateness: None,
                 load_share: a.load_share,
+                reported_until_s: reported
+                    .get(&a.name)
+                    .map(|&n| (n as f64 * interval.as_secs_f64()).min(measured.as_secs_f64())),
             }
         })
         .collect();

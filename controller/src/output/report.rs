@@ -8,9 +8,22 @@ use super::svg::{Series, line_chart, percentile_chart};
 use crate::summary::{Entry, Summary};
 
 struct Row<'a> {
-    name: &'a str,
+    name: String,
     extra: String,
     e: &'a Entry,
+    /// What the latency cells say when there are no figures.
+    blank: &'static str,
+}
+
+impl<'a> Row<'a> {
+    fn new(name: &str, e: &'a Entry) -> Row<'a> {
+        Row {
+            name: name.to_string(),
+            extra: String::new(),
+            e,
+            blank: "no responses",
+        }
+    }
 }
 
 #[derive(Template)]
@@ -204,6 +217,34 @@ fn latency_over_time(
     line_chart(title, "milliseconds", &series)
 }
 
+/// A count per interval as a rate over each interval's real length. The
+/// run's last interval is often a sliver (the 15 ms after the last full
+/// second) holding the responses still in flight: counted over its own
+/// length it would draw a spike, so a final interval shorter than half the
+/// others is merged into the one before it.
+fn rates(
+    timeline: &[crate::stats::IntervalPoint],
+    count: fn(&crate::stats::IntervalPoint) -> u64,
+) -> Vec<(f64, f64)> {
+    let full = timeline.iter().map(|p| p.length_s).fold(0.0, f64::max);
+    let mut points: Vec<(f64, u64, f64)> = Vec::with_capacity(timeline.len());
+    for (i, p) in timeline.iter().enumerate() {
+        let last = i + 1 == timeline.len();
+        match points.last_mut() {
+            Some(prev) if last && p.length_s < full / 2.0 => {
+                prev.0 = p.start_s + p.length_s;
+                prev.1 += count(p);
+                prev.2 += p.length_s;
+            }
+            _ => points.push((p.start_s + p.length_s, count(p), p.length_s)),
+        }
+    }
+    points
+        .into_iter()
+        .map(|(end, n, length)| (end, n as f64 / length.max(0.001)))
+        .collect()
+}
+
 /// Region, users, how it ended, start skew and dropped iterations of an agent.
 fn agent_note(a: &crate::summary::AgentEntry) -> String {
     let mut note = format!(
@@ -220,6 +261,12 @@ fn agent_note(a: &crate::summary::AgentEntry) -> String {
     }
     if a.dropped_iterations > 0 {
         note.push_str(&format!(" · {} dropped iterations", a.dropped_iterations));
+    }
+    if a.end != crate::fleet::AgentEnd::Finished {
+        match a.reported_until_s {
+            Some(t) => note.push_str(&format!(" · reports cover 0–{t:.1} s")),
+            None => note.push_str(" · no report arrived"),
+        }
     }
     if !a.note.is_empty() {
         note.push_str(" · ");
@@ -321,12 +368,12 @@ pub fn render(s: &Summary) -> Result<String, askama::Error> {
             Series {
                 name: "req/s",
                 color: "#1f77b4",
-                points: per_s(|p| p.requests as f64 / p.length_s.max(0.001)),
+                points: rates(&s.timeline, |p| p.requests),
             },
             Series {
                 name: "errors/s",
                 color: "#d62728",
-                points: per_s(|p| p.errors as f64 / p.length_s.max(0.001)),
+                points: rates(&s.timeline, |p| p.errors),
             },
         ],
     );
@@ -339,31 +386,23 @@ pub fn render(s: &Summary) -> Result<String, askama::Error> {
             .and_then(|v| v.as_str().map(String::from))
             .unwrap_or_default(),
         load,
-        steps: s
-            .steps()
-            .into_iter()
-            .map(|(n, e)| Row {
-                name: n,
-                extra: String::new(),
-                e,
-            })
-            .collect(),
+        steps: s.steps().into_iter().map(|(n, e)| Row::new(n, e)).collect(),
         regions: s
-            .regions
-            .iter()
-            .map(|(n, e)| Row {
-                name: n,
-                extra: String::new(),
-                e,
-            })
+            .region_labels()
+            .into_iter()
+            .map(|(n, e)| Row::new(&n, e))
             .collect(),
         agents: s
             .agents
             .iter()
             .map(|(n, a)| Row {
-                name: n,
                 extra: agent_note(a),
-                e: &a.results,
+                blank: if a.results.requests > 0 {
+                    "percentiles unknown: its totals never arrived (its requests count above)"
+                } else {
+                    "no responses"
+                },
+                ..Row::new(n, &a.results)
             })
             .collect(),
         latency_chart,
@@ -378,6 +417,46 @@ pub fn render(s: &Summary) -> Result<String, askama::Error> {
         latency_note: crate::summary::latency_note(s),
     }
     .render()
+}
+
+#[cfg(test)]
+mod rate_tests {
+    use crate::stats::IntervalPoint;
+
+    fn point(seq: u64, length_s: f64, requests: u64) -> IntervalPoint {
+        IntervalPoint {
+            seq,
+            start_s: seq as f64,
+            length_s,
+            requests,
+            errors: 0,
+            active_users: 0,
+            active_peak: 0,
+            active_mean: 0.0,
+            active_by_region: Default::default(),
+            peak_by_region: Default::default(),
+            dropped: 0,
+            iterations_started: 0,
+            latency_ms: None,
+        }
+    }
+
+    #[test]
+    fn a_sliver_at_the_end_draws_no_spike() {
+        // 155 req/s, then 8 responses in the last 15 ms: 533 req/s alone.
+        let timeline = [point(0, 1.0, 155), point(1, 1.0, 155), point(2, 0.015, 8)];
+        let r = super::rates(&timeline, |p| p.requests);
+        assert_eq!(r.len(), 2, "{r:?}");
+        assert_eq!(r[0], (1.0, 155.0));
+        assert!((r[1].0 - 2.015).abs() < 1e-9, "{r:?}");
+        assert!((r[1].1 - 163.0 / 1.015).abs() < 1e-9, "{r:?}");
+        // A short interval that is not the last stays (it is real).
+        let timeline = [point(0, 0.2, 30), point(1, 1.0, 155)];
+        assert_eq!(super::rates(&timeline, |p| p.requests).len(), 2);
+        // A last interval of half a second or more is its own point.
+        let timeline = [point(0, 1.0, 155), point(1, 0.6, 90)];
+        assert_eq!(super::rates(&timeline, |p| p.requests)[1], (1.6, 150.0));
+    }
 }
 
 #[cfg(test)]

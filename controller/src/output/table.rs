@@ -85,6 +85,9 @@ pub fn render(s: &Summary) -> String {
     for why in &s.cut_short {
         out.push_str(&format!("CUT SHORT: {why}\n"));
     }
+    for gap in &s.gaps {
+        out.push_str(&format!("NOT ALL COUNTED: {gap}\n"));
+    }
     if s.dropped_iterations > 0 {
         out.push_str(&format!(
             "dropped iterations: {} (no user was free within max_wait)\n",
@@ -130,7 +133,8 @@ pub fn render(s: &Summary) -> String {
             ));
         }
     }
-    out.push_str(&table("region", s.regions.iter()).to_string());
+    let regions = s.region_labels();
+    out.push_str(&table("region", regions.iter().map(|(n, e)| (n, *e))).to_string());
     out.push('\n');
     if !s.thresholds.is_empty() {
         let mut t = new_table();
