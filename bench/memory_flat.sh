@@ -29,7 +29,7 @@ taskset -c 0 "$bin/loadfleet" run "$work/plan.toml" --listen 127.0.0.1:0 --expec
   --out "$work/run" >/dev/null 2>"$work/ctl.err" &
 pids+=($!)
 addr=$(controller_addr "$work/ctl.err" "$!")
-taskset -c 1 "$bin/loadfleet-agent" --controller "http://$addr" --once --workers 1 >/dev/null 2>&1 &
+taskset -c 1 "$bin/loadfleet-agent" --controller "http://$addr" --allow-target 127.0.0.1 --once --workers 1 >/dev/null 2>&1 &
 agent=$!
 pids+=("$agent")
 : >"$work/rss"

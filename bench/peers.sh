@@ -198,7 +198,7 @@ max_plan=$(plan max 50 "")
 rate_plan=$(plan rate rate=5000 "")
 declare -A max_cmd rate_cmd
 max_cmd[loadfleet]="$bin/loadfleet run $max_plan -q --out $work/run-max"
-max_cmd[loadfleet-agent]="$bin/loadfleet-agent --controller \$agent_url --once --name bench"
+max_cmd[loadfleet-agent]="$bin/loadfleet-agent --controller \$agent_url --allow-target 127.0.0.1 --once --name bench"
 max_cmd[wrk]="wrk -t1 -c50 -d${DUR}s $url"
 max_cmd[h2load]="h2load --h1 -t1 -c50 -D$DUR $url"
 max_cmd[hey]="hey -z ${DUR}s -c 50 $url"
@@ -206,13 +206,13 @@ max_cmd[oha]="oha --no-tui -z ${DUR}s -c 50 $url"
 max_cmd[autocannon]="autocannon -c 50 -d $DUR $url"
 max_cmd[locust]="locust -f $work/locustfile.py --headless -u 50 -r 50 -t ${DUR}s -H ${url%/} --only-summary"
 rate_cmd[loadfleet]="$bin/loadfleet run $rate_plan -q --out $work/run-rate"
-rate_cmd[loadfleet-agent]="$bin/loadfleet-agent --controller \$agent_url --once --name bench"
+rate_cmd[loadfleet-agent]="$bin/loadfleet-agent --controller \$agent_url --allow-target 127.0.0.1 --once --name bench"
 # loadfleet's default timing polls the last 2 ms before each arrival, so that
 # arrivals leave on time; at 5,000/s on one core that is all the time between
 # them. The frugal variants sleep on the millisecond timer instead, as the
 # peers do. Both are measured, with the send lateness each achieved.
 rate_cmd[loadfleet-frugal]="$bin/loadfleet run $rate_plan -q --frugal-timing --out $work/run-rate"
-rate_cmd[loadfleet-agent-frugal]="$bin/loadfleet-agent --controller \$agent_url --once --name bench --frugal-timing"
+rate_cmd[loadfleet-agent-frugal]="$bin/loadfleet-agent --controller \$agent_url --allow-target 127.0.0.1 --once --name bench --frugal-timing"
 rate_cmd[hey]="hey -z ${DUR}s -c 50 -q 100 $url"
 rate_cmd[oha]="oha --no-tui -z ${DUR}s -c 50 -q 5000 $url"
 rate_cmd[autocannon]="autocannon -c 50 -d $DUR -R 5000 $url"
@@ -264,7 +264,7 @@ mem_cmd[oha]="oha --no-tui -z ${conn_dur}s -c 1000 $url"
 mem_cmd[autocannon]="autocannon -c 1000 -d $conn_dur $url"
 mem_cmd[locust]="locust -f $work/locustfile.py --headless -u 1000 -r 1000 -t ${conn_dur}s -H ${url%/} --only-summary"
 secs=$conn_dur
-mem_cmd[loadfleet-agent]="$bin/loadfleet-agent --controller \$agent_url --once --name bench"
+mem_cmd[loadfleet-agent]="$bin/loadfleet-agent --controller \$agent_url --allow-target 127.0.0.1 --once --name bench"
 for t in "${available[@]}"; do
   [ -n "${mem_cmd[$t]:-}" ] || continue
   [ "$t" = loadfleet-agent ] && start_controller "$mem_plan"
@@ -281,12 +281,12 @@ for n in "${users_list[@]}"; do
   rm -rf "$work"/run-*
   if [ "$mode" = full ]; then
     start_controller "$p"
-    run loadfleet-agent "think$n" 1 "$bin/loadfleet-agent" --controller "$agent_url" --once --name bench
+    run loadfleet-agent "think$n" 1 "$bin/loadfleet-agent" --controller "$agent_url" --allow-target 127.0.0.1 --once --name bench
     wait "$ctl_pid" || true
     rm -rf "$work"/run-*
   fi
 done
-"$bin/loadfleet-agent" --controller "http://127.0.0.1:$((port + 3000))" --name idle >/dev/null 2>&1 &
+"$bin/loadfleet-agent" --controller "http://127.0.0.1:$((port + 3000))" --allow-target 127.0.0.1 --name idle >/dev/null 2>&1 &
 idle=$!
 sleep 3
 idle_rss=$(awk '/VmRSS/ {print $2}' "/proc/$idle/status")

@@ -44,8 +44,18 @@ impl Policy {
         Ok(())
     }
 
-    fn restricts(&self) -> bool {
+    /// Whether the agent limits what it loads (an empty list allows anything).
+    pub fn restricts(&self) -> bool {
         !self.names.is_empty() || !self.nets.is_empty()
+    }
+
+    /// The allowed targets as given: ranges, then names.
+    pub fn describe(&self) -> Vec<String> {
+        self.nets
+            .iter()
+            .map(ToString::to_string)
+            .chain(self.names.iter().cloned())
+            .collect()
     }
 
     fn name_allowed(&self, host: &str) -> bool {

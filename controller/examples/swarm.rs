@@ -111,6 +111,8 @@ async fn attach(url: &str, name: &str, counters: &Counters) -> Result<Link, Stri
         weight: 1,
         resume_run_id: String::new(),
         check_only: false,
+        allowed_targets: Vec::new(),
+        allow_any_target: true,
     }));
     counters
         .bytes

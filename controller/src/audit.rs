@@ -23,6 +23,11 @@ pub struct PlanFacts {
     pub load: String,
     /// How agents had to prove who they are: `mtls`, `token` or `none`.
     pub agent_auth: &'static str,
+    /// Who ran it: `--operator`, else the OS user.
+    pub operator: String,
+    /// The OS user this controller runs as, from its uid (not `$USER`,
+    /// which any process can set or unset).
+    pub os_user: String,
 }
 
 impl PlanFacts {
@@ -39,15 +44,23 @@ impl PlanFacts {
             } else {
                 "none"
             },
+            operator: os_user(),
+            os_user: os_user(),
         }
+    }
+
+    /// With the operator given by `--operator`, if any.
+    pub fn by(mut self, operator: Option<&str>) -> PlanFacts {
+        if let Some(o) = operator.map(str::trim).filter(|o| !o.is_empty()) {
+            self.operator = o.to_string();
+        }
+        self
     }
 }
 
 #[derive(Serialize)]
 struct Line<'a> {
     schema: &'static str,
-    /// The user who started the controller (`$USER`), as the OS says.
-    operator: String,
     #[serde(flatten)]
     plan: &'a PlanFacts,
     run_id: Option<&'a str>,
@@ -67,13 +80,45 @@ struct AgentLine<'a> {
     region: &'a str,
     address: &'a str,
     identity: &'a str,
+    /// What it will load: its `--allow-target` list, `any` or `not reported`.
+    targets: &'a str,
+    /// `running` on a `started` line; `finished`, `lost`, `failed` or
+    /// `unknown` at the end; for a run that did not start, `refused` or
+    /// `left` (the agent that stopped it) or `attached`.
     end: &'static str,
 }
 
-fn operator() -> String {
-    std::env::var("USER")
-        .or_else(|_| std::env::var("USERNAME"))
-        .unwrap_or_else(|_| "unknown".into())
+impl<'a> AgentLine<'a> {
+    fn of(a: &'a crate::fleet::AgentFacts, end: &'static str) -> AgentLine<'a> {
+        AgentLine {
+            name: &a.name,
+            region: &a.region,
+            address: &a.address,
+            identity: &a.identity,
+            targets: &a.targets,
+            end,
+        }
+    }
+}
+
+/// The OS user of this process: the name of its uid in /etc/passwd, else
+/// `uid N`.
+fn os_user() -> String {
+    use std::os::unix::fs::MetadataExt as _;
+    // /proc/self belongs to the process's effective uid.
+    let Ok(uid) = std::fs::metadata("/proc/self").map(|m| m.uid()) else {
+        return "unknown".into();
+    };
+    std::fs::read_to_string("/etc/passwd")
+        .ok()
+        .and_then(|passwd| {
+            passwd.lines().find_map(|line| {
+                let mut f = line.split(':');
+                let name = f.next()?;
+                (f.nth(1)?.parse::<u32>().ok()? == uid).then(|| name.to_string())
+            })
+        })
+        .unwrap_or_else(|| format!("uid {uid}"))
 }
 
 fn rfc3339(t: time::OffsetDateTime) -> String {
@@ -94,7 +139,6 @@ pub fn append(
     let line = match outcome {
         Ok(r) => Line {
             schema: "loadfleet.audit/1",
-            operator: operator(),
             plan,
             run_id: Some(&r.run_id),
             started_at: rfc3339(r.started_at),
@@ -114,6 +158,7 @@ pub fn append(
                     region: &a.region,
                     address: &a.peer,
                     identity: &a.identity,
+                    targets: &a.targets,
                     end: match a.end {
                         crate::fleet::AgentEnd::Finished => "finished",
                         crate::fleet::AgentEnd::Lost => "lost",
@@ -125,7 +170,6 @@ pub fn append(
         },
         Err(e) => Line {
             schema: "loadfleet.audit/1",
-            operator: operator(),
             plan,
             run_id: None,
             started_at: rfc3339(began),
@@ -134,7 +178,17 @@ pub fn append(
             status: "not_run".into(),
             error: Some(e.to_string()),
             requests: None,
-            agents: Vec::new(),
+            agents: e
+                .attached()
+                .iter()
+                .map(|a| {
+                    let end = match e.stopped_by() {
+                        Some((name, how)) if name == a.name => how,
+                        _ => "attached",
+                    };
+                    AgentLine::of(a, end)
+                })
+                .collect(),
         },
     };
     write_line(path, &line);
@@ -149,7 +203,6 @@ pub fn append_started(
 ) {
     let line = Line {
         schema: "loadfleet.audit/1",
-        operator: operator(),
         plan,
         run_id: Some(&note.run_id),
         started_at: rfc3339(note.started_at),
@@ -161,13 +214,7 @@ pub fn append_started(
         agents: note
             .agents
             .iter()
-            .map(|[name, region, address, identity]| AgentLine {
-                name,
-                region,
-                address,
-                identity,
-                end: "running",
-            })
+            .map(|a| AgentLine::of(a, "running"))
             .collect(),
     };
     write_line(path, &line);

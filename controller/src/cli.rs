@@ -115,6 +115,10 @@ pub struct FleetArgs {
     /// directory).
     #[arg(long, env = "LOADFLEET_AUDIT_LOG")]
     pub audit_log: Option<PathBuf>,
+    /// Who is running this, for the audit log (default: the OS user this
+    /// process runs as; the audit line keeps that user as well).
+    #[arg(long, env = "LOADFLEET_OPERATOR")]
+    pub operator: Option<String>,
 }
 
 /// How agents prove who they are: the same options for `run`, `capacity`
@@ -187,6 +191,7 @@ impl FleetArgs {
             token,
             lease: self.lease,
             audit_log: self.audit_log.clone(),
+            operator: self.operator.clone(),
             listen: self
                 .listen
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0))),

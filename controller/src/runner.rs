@@ -29,6 +29,8 @@ pub struct RunSettings {
     pub interrupt: CancellationToken,
     pub hard_interrupt: CancellationToken,
     pub audit_log: Option<PathBuf>,
+    /// Who runs it, for the audit log (`--operator`); default the OS user.
+    pub operator: Option<String>,
 }
 
 impl RunSettings {
@@ -49,6 +51,7 @@ impl RunSettings {
             tls: self.tls.clone(),
             lease: self.lease,
             audit_log: self.audit_log.clone(),
+            operator: self.operator.clone(),
             on_start: None,
             journal: None,
         }
@@ -197,7 +200,8 @@ pub async fn run_and_report(
             .join("audit.jsonl")
     });
     let audit_plan =
-        crate::audit::PlanFacts::of(&opts.plan, opts.token.is_some(), opts.tls.is_some());
+        crate::audit::PlanFacts::of(&opts.plan, opts.token.is_some(), opts.tls.is_some())
+            .by(opts.operator.as_deref());
     let began = time::OffsetDateTime::now_utc();
     let mut opts = opts;
     // A line as load starts, so a controller killed mid-run still leaves a

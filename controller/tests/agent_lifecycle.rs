@@ -51,6 +51,8 @@ async fn agent_stops_when_its_controller_dies_and_serves_the_next_run() {
         &[
             "--controller",
             &format!("http://{addr}"),
+            "--allow-target",
+            "127.0.0.0/8",
             "--name",
             "survivor",
             "--region",
@@ -182,6 +184,8 @@ fn the_health_probe_answers_while_the_agent_waits() {
         &[
             "--controller",
             "http://127.0.0.1:9",
+            "--allow-target",
+            "127.0.0.0/8",
             "--health-listen",
             "127.0.0.1:0",
         ],
@@ -225,6 +229,8 @@ fn loadfleet_agents_lists_the_agents_that_attach() {
         &[
             "--controller",
             &url,
+            "--allow-target",
+            "127.0.0.0/8",
             "--region",
             "eu-west",
             "--name",
@@ -238,6 +244,8 @@ fn loadfleet_agents_lists_the_agents_that_attach() {
         &[
             "--controller",
             &url,
+            "--allow-target",
+            "127.0.0.0/8",
             "--region",
             "us-east",
             "--name",
@@ -289,7 +297,7 @@ fn flags_win_over_the_environment_which_wins_over_the_env_file() {
     std::fs::write(
         &file,
         format!(
-            "# settings\nLOADFLEET_CONTROLLER=http://127.0.0.1:{port}\nLOADFLEET_REGION=file-region\nLOADFLEET_NAME=file-name\n"
+            "# settings\nLOADFLEET_CONTROLLER=http://127.0.0.1:{port}\nLOADFLEET_REGION=file-region\nLOADFLEET_NAME=file-name\nLOADFLEET_ALLOW_TARGET=127.0.0.1\n"
         ),
     )
     .unwrap();
@@ -417,6 +425,8 @@ async fn an_agent_says_why_it_cannot_attach() {
             &[
                 "--controller",
                 &url,
+                "--allow-target",
+                "127.0.0.0/8",
                 "--name",
                 "lost",
                 "--max-backoff-s",

@@ -170,7 +170,15 @@ async fn a_wrong_token_is_named_on_both_sides() {
     let check = run(
         &agent_bin(),
         &[
-            &["--controller", &url, "--name", "eu-1", "--check"][..],
+            &[
+                "--controller",
+                &url,
+                "--allow-target",
+                "127.0.0.1",
+                "--name",
+                "eu-1",
+                "--check",
+            ][..],
             &wrong[..],
         ]
         .concat(),
@@ -188,6 +196,8 @@ async fn a_wrong_token_is_named_on_both_sides() {
         &[
             "--controller",
             &url,
+            "--allow-target",
+            "127.0.0.0/8",
             "--name",
             "eu-1",
             "--check",
@@ -202,6 +212,8 @@ async fn a_wrong_token_is_named_on_both_sides() {
     let mut args = vec![
         "--controller",
         url.as_str(),
+        "--allow-target",
+        "127.0.0.0/8",
         "--name",
         "eu-1",
         "--max-backoff-s",

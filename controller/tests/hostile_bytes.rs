@@ -81,6 +81,8 @@ fn hello(name: &str) -> Vec<u8> {
             weight: 1,
             resume_run_id: String::new(),
             check_only: false,
+            allowed_targets: Vec::new(),
+            allow_any_target: true,
         })),
     }
     .encode_to_vec()

@@ -105,6 +105,8 @@ async fn only_agents_with_a_fleet_certificate_under_their_own_name_attach() {
         &[
             "--controller",
             &url,
+            "--allow-target",
+            "127.0.0.0/8",
             "--name",
             "a1",
             "--ca",

@@ -162,6 +162,8 @@ fn fleet_across_hosts_merges_to_what_the_target_served() {
         &[
             "--controller",
             &url,
+            "--allow-target",
+            &format!("{SUBNET}.0/24"),
             "--token",
             TOKEN,
             "--region",
@@ -177,6 +179,8 @@ fn fleet_across_hosts_merges_to_what_the_target_served() {
         &[
             "--controller",
             &url,
+            "--allow-target",
+            &format!("{SUBNET}.0/24"),
             "--token",
             TOKEN,
             "--region",
@@ -273,6 +277,8 @@ fn agent_stops_within_its_lease_when_the_controller_goes_silent() {
         &[
             "--controller",
             &format!("http://{SUBNET}.1:7700"),
+            "--allow-target",
+            &format!("{SUBNET}.0/24"),
             "--token",
             TOKEN,
             "--name",
@@ -381,6 +387,8 @@ fn a_three_second_cut_loses_nothing_and_counts_nothing_twice() {
             &[
                 "--controller",
                 &url,
+                "--allow-target",
+                &format!("{SUBNET}.0/24"),
                 "--token",
                 TOKEN,
                 "--region",
@@ -678,6 +686,8 @@ fn a_lost_agents_gap_is_named_and_its_region_marked() {
             &[
                 "--controller",
                 &url,
+                "--allow-target",
+                &format!("{SUBNET}.0/24"),
                 "--token",
                 TOKEN,
                 "--region",

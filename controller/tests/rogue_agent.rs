@@ -23,6 +23,8 @@ async fn rogue(url: String) {
         weight: 1,
         resume_run_id: String::new(),
         check_only: false,
+        allowed_targets: Vec::new(),
+        allow_any_target: true,
     })))
     .await
     .unwrap();

@@ -53,6 +53,16 @@ struct Args {
         value_delimiter = ','
     )]
     allow_targets: Vec<String>,
+    /// Load whatever target the controller names. A load agent aims traffic
+    /// where it is told: without --allow-target, this must be given
+    /// knowingly. It is logged as a warning at start and reported to the
+    /// controller (and its audit log).
+    #[arg(
+        long = "allow-any-target",
+        env = "LOADFLEET_ALLOW_ANY_TARGET",
+        conflicts_with = "allow_targets"
+    )]
+    allow_any_target: bool,
     /// Never run more than this many users, whatever a plan asks.
     #[arg(long, env = "LOADFLEET_MAX_USERS")]
     max_users: Option<u32>,
@@ -264,6 +274,20 @@ fn main() -> ExitCode {
             eprintln!("error: {e}");
             return Exit::Config.into();
         }
+    }
+    if !policy.restricts() && !args.allow_any_target {
+        eprintln!(
+            "error: this agent would load whatever its controller names. Say what it may load: \
+             --allow-target (or LOADFLEET_ALLOW_TARGET) with CIDR ranges, addresses or host names, \
+             e.g. --allow-target 10.0.0.0/8,.staging.example.com; or, knowingly, --allow-any-target"
+        );
+        return Exit::Config.into();
+    }
+    if args.allow_any_target {
+        tracing::warn!(
+            "--allow-any-target: this agent loads whatever target its controller names \
+             (the controller is told, and its audit log records it)"
+        );
     }
     let opts = AgentOptions {
         policy,

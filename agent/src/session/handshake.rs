@@ -63,6 +63,8 @@ pub(super) async fn open(
             Intent::Attach | Intent::Check => String::new(),
         },
         check_only: intent == Intent::Check,
+        allowed_targets: opts.policy.describe(),
+        allow_any_target: !opts.policy.restricts(),
     };
     tx.send(msg(agent_message::Body::Hello(hello)))
         .await

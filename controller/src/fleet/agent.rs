@@ -29,6 +29,9 @@ pub(super) struct Agent {
     pub(super) peer: String,
     /// How it proved who it is (see [`crate::service::Event::Attached`]).
     pub(super) identity: String,
+    /// What it will load, as it said: its `--allow-target` list, `any`,
+    /// or `not reported` (an agent older than the field).
+    pub(super) targets: String,
     pub(super) outbound: Outbound,
     pub(super) state: State,
     pub(super) next_seq: u64,
@@ -66,7 +69,29 @@ pub(super) struct ClockSync {
     pub(super) best: Option<(Duration, i64)>,
 }
 
+/// What an agent says it will load: `any`, its list, or `not reported`.
+pub(super) fn targets_of(hello: &v1::Hello) -> String {
+    if hello.allow_any_target {
+        "any".into()
+    } else if hello.allowed_targets.is_empty() {
+        "not reported".into()
+    } else {
+        hello.allowed_targets.join(",")
+    }
+}
+
 impl Agent {
+    /// Who it is, for the audit log.
+    pub(super) fn facts(&self) -> super::AgentFacts {
+        super::AgentFacts {
+            name: self.name.clone(),
+            region: self.region.clone(),
+            address: self.peer.clone(),
+            identity: self.identity.clone(),
+            targets: self.targets.clone(),
+        }
+    }
+
     /// An agent that has just attached.
     pub(super) fn attached(
         conn: ConnId,
@@ -77,6 +102,7 @@ impl Agent {
     ) -> Agent {
         Agent {
             conn,
+            targets: targets_of(&hello),
             name: hello.name,
             region: hello.region,
             weight: hello.weight.clamp(1, 1000),

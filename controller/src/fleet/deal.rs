@@ -211,7 +211,7 @@ pub(super) async fn wait_ready(
                     match body {
                         agent_message::Body::Ready(r) if r.run_id == run_id => a.state = State::Ready,
                         agent_message::Body::Failed(f) => {
-                            let err = FleetError::AgentFailed { agent: a.name.clone(), reason: f.reason };
+                            let err = FleetError::AgentFailed { agent: a.name.clone(), reason: f.reason, attached: Vec::new() };
                             abort(agents);
                             return Err(err);
                         }
@@ -220,7 +220,7 @@ pub(super) async fn wait_ready(
                 }
                 Some(Event::Detached { conn, reason }) => {
                     if let Some(a) = agents.iter().find(|a| a.conn == conn) {
-                        let err = FleetError::AgentLeft { agent: a.name.clone(), reason };
+                        let err = FleetError::AgentLeft { agent: a.name.clone(), reason, attached: Vec::new() };
                         abort(agents);
                         return Err(err);
                     }

@@ -74,6 +74,7 @@ impl Run<'_> {
                 region: a.region,
                 peer: a.peer,
                 identity: a.identity,
+                targets: a.targets,
                 users: a.users,
                 ended_at_s: a.ended_at.map(|d| d.as_secs_f64()),
                 note: a.note,

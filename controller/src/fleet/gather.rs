@@ -34,8 +34,16 @@ pub(super) async fn gather(
                         reject(&outbound, &format!("an agent named {} is already attached", hello.name));
                         continue;
                     }
+                    let local = opts.local_agents.iter().any(|l| l.name == hello.name);
+                    let targets = if hello.allow_any_target && !local {
+                        "; it loads any target it is told (--allow-any-target)".to_string()
+                    } else if hello.allowed_targets.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; it loads only {}", hello.allowed_targets.join(","))
+                    };
                     progress.note(&format!(
-                        "agent {} (region {}) attached from {peer} [{}/{expected}]",
+                        "agent {} (region {}) attached from {peer} [{}/{expected}]{targets}",
                         hello.name, hello.region, agents.len() + 1
                     ));
                     agents.push(Agent::attached(conn, hello, peer, identity, outbound));

@@ -78,6 +78,8 @@ pub struct RunOptions {
     /// The audit log (JSON lines) this run appends to; `None`: `audit.jsonl`
     /// beside the run directory.
     pub audit_log: Option<std::path::PathBuf>,
+    /// Who runs it, for the audit log (`--operator`); `None`: the OS user.
+    pub operator: Option<String>,
     /// Called once, as the start signal goes out: the moment load begins.
     pub on_start: Option<OnStart>,
     /// Keep the run's journal in this directory (the run directory), so a
@@ -90,8 +92,21 @@ pub struct RunOptions {
 pub struct StartNote {
     pub run_id: String,
     pub started_at: time::OffsetDateTime,
-    /// Name, region, address and identity of each agent.
-    pub agents: Vec<[String; 4]>,
+    pub agents: Vec<AgentFacts>,
+}
+
+/// Who an agent of a run is, for the audit log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentFacts {
+    pub name: String,
+    pub region: String,
+    /// Where it connected from.
+    pub address: String,
+    /// How it proved who it is: `mtls:NAME.agent.loadfleet`, `token` or `none`.
+    pub identity: String,
+    /// What it will load, as it said: its `--allow-target` list, `any` or
+    /// `not reported`.
+    pub targets: String,
 }
 
 /// A callback for the start of load (the audit log's `started` line).
@@ -127,9 +142,18 @@ pub enum FleetError {
         refused: String,
     },
     #[error("agent {agent} cannot run the plan: {reason}")]
-    AgentFailed { agent: String, reason: String },
+    AgentFailed {
+        agent: String,
+        reason: String,
+        /// Every agent attached for the run, the refusing one included.
+        attached: Vec<AgentFacts>,
+    },
     #[error("agent {agent} left before the run started ({reason})")]
-    AgentLeft { agent: String, reason: String },
+    AgentLeft {
+        agent: String,
+        reason: String,
+        attached: Vec<AgentFacts>,
+    },
     #[error("agents were not ready within {0:?}")]
     NotReady(Duration),
     #[error("interrupted before the run started")]
@@ -138,6 +162,45 @@ pub enum FleetError {
     AllLost,
     #[error("the plan does not fit this fleet: {0}")]
     Unfit(String),
+}
+
+/// Names the attached agents in an error that ended a run before its start.
+fn with_attached(e: FleetError, agents: &[agent::Agent]) -> FleetError {
+    let attached = agents.iter().map(agent::Agent::facts).collect();
+    match e {
+        FleetError::AgentFailed { agent, reason, .. } => FleetError::AgentFailed {
+            agent,
+            reason,
+            attached,
+        },
+        FleetError::AgentLeft { agent, reason, .. } => FleetError::AgentLeft {
+            agent,
+            reason,
+            attached,
+        },
+        other => other,
+    }
+}
+
+impl FleetError {
+    /// The agents that had attached for the run that did not happen.
+    pub fn attached(&self) -> &[AgentFacts] {
+        match self {
+            FleetError::AgentFailed { attached, .. } | FleetError::AgentLeft { attached, .. } => {
+                attached
+            }
+            _ => &[],
+        }
+    }
+
+    /// The agent that refused the run (`refused`) or left before it (`left`).
+    pub fn stopped_by(&self) -> Option<(&str, &'static str)> {
+        match self {
+            FleetError::AgentFailed { agent, .. } => Some((agent, "refused")),
+            FleetError::AgentLeft { agent, .. } => Some((agent, "left")),
+            _ => None,
+        }
+    }
 }
 
 /// How a run ended.
@@ -189,6 +252,8 @@ pub struct AgentReport {
     pub start_lateness: Option<Duration>,
     /// The agent's planned share of the load (0..1).
     pub load_share: f64,
+    /// What it will load, as it said (see [`AgentFacts::targets`]).
+    pub targets: String,
     /// Seconds from the start covered by the reports received from it
     /// (the end of its newest interval); `None` when none arrived.
     pub reported_until_s: Option<f64>,
@@ -362,25 +427,19 @@ async fn drive(
     );
     let seed = plan.seed.unwrap_or_else(fresh_seed);
     deal::deal(&plan, &mut agents, &run_id, seed)?;
-    deal::wait_ready(opts, events, &mut agents, &run_id).await?;
-    start::sync_clocks(opts, events, &mut agents, clock).await?;
+    deal::wait_ready(opts, events, &mut agents, &run_id)
+        .await
+        .map_err(|e| with_attached(e, &agents))?;
+    start::sync_clocks(opts, events, &mut agents, clock)
+        .await
+        .map_err(|e| with_attached(e, &agents))?;
     let (start, started_at) =
         start::start_all(&mut agents, &run_id, clock, opts.start_delay, opts.lease);
     if let Some(OnStart(f)) = opts.on_start.take() {
         f(&StartNote {
             run_id: run_id.clone(),
             started_at,
-            agents: agents
-                .iter()
-                .map(|a| {
-                    [
-                        a.name.clone(),
-                        a.region.clone(),
-                        a.peer.clone(),
-                        a.identity.clone(),
-                    ]
-                })
-                .collect(),
+            agents: agents.iter().map(agent::Agent::facts).collect(),
         });
     }
     let journal = opts.journal.as_deref().map(|dir| {
@@ -403,6 +462,7 @@ async fn drive(
                         region: a.region.clone(),
                         address: a.peer.clone(),
                         identity: a.identity.clone(),
+                        targets: a.targets.clone(),
                         users: a.users,
                         load_share: a.load_share,
                     })

@@ -53,7 +53,7 @@ pub(super) async fn sync_clocks(
                 }
                 Some(Event::Detached { conn, reason }) => {
                     if let Some(a) = agents.iter().find(|a| a.conn == conn) {
-                        return Err(FleetError::AgentLeft { agent: a.name.clone(), reason });
+                        return Err(FleetError::AgentLeft { agent: a.name.clone(), reason, attached: Vec::new() });
                     }
                 }
                 Some(Event::Attached { outbound, .. }) => reject(&outbound, "a run is starting; try again later"),

@@ -56,6 +56,9 @@ pub struct JournalAgent {
     pub region: String,
     pub address: String,
     pub identity: String,
+    /// What it will load, as it said (older journals lack it).
+    #[serde(default)]
+    pub targets: String,
     pub users: usize,
     pub load_share: f64,
 }

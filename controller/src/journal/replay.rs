@@ -126,6 +126,7 @@ pub fn replay(dir: &Path) -> Result<Replayed, ReplayError> {
                 region: a.region.clone(),
                 peer: a.address.clone(),
                 identity: a.identity.clone(),
+                targets: a.targets.clone(),
                 users: a.users,
                 end: if finished {
                     AgentEnd::Finished

@@ -238,7 +238,8 @@ pub fn fleet_controller(plan: &Path, out: &Path, agents: usize) -> (Proc, String
     (ctl, url)
 }
 
-/// Starts a `loadfleet-agent` process for one run (`--once`).
+/// Starts a `loadfleet-agent` process for one run (`--once`), allowed to
+/// load loopback unless `extra` says what it may load.
 pub fn agent(url: &str, region: &str, name: &str, extra: &[&str]) -> Proc {
     let mut args = vec![
         "--controller",
@@ -249,6 +250,12 @@ pub fn agent(url: &str, region: &str, name: &str, extra: &[&str]) -> Proc {
         name,
         "--once",
     ];
+    if !extra
+        .iter()
+        .any(|a| *a == "--allow-target" || *a == "--allow-any-target")
+    {
+        args.extend_from_slice(&["--allow-target", "127.0.0.0/8"]);
+    }
     args.extend_from_slice(extra);
     Proc::spawn(&agent_bin(), &args)
 }

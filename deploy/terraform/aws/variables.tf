@@ -37,8 +37,12 @@ variable "controller_url" {
 }
 
 variable "allow_target" {
-  description = "What these agents may load: CIDR ranges, addresses or host names, comma-separated."
+  description = "What these agents may load: CIDR ranges, addresses or host names, comma-separated. Required: an agent told nothing refuses to start."
   type        = string
+  validation {
+    condition     = length(trimspace(var.allow_target)) > 0
+    error_message = "allow_target must name what these agents may load (e.g. \"10.0.0.0/8,.staging.example.com\")."
+  }
 }
 
 variable "max_users" {
