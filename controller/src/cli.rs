@@ -158,6 +158,9 @@ impl AuthArgs {
             .as_deref()
             .map(crate::certs::ControllerTls::load)
             .transpose()?;
+        for w in tls.iter().flat_map(|t| t.expiry_warnings()) {
+            eprintln!("warning: {w}");
+        }
         Ok((token, tls))
     }
 }
@@ -250,18 +253,50 @@ pub struct CapacityArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum CertsCommand {
-    /// Create a CA and the controller's certificate in DIR.
+    /// Create a CA (valid ten years) and the controller's certificate in DIR.
     Init {
         dir: PathBuf,
         /// Host names or IP addresses agents use to reach the controller; repeatable.
         #[arg(long = "host", default_values_t = ["localhost".to_string(), "127.0.0.1".to_string()])]
         hosts: Vec<String>,
+        /// Days the controller's certificate is valid.
+        #[arg(long, default_value_t = crate::certs::DEFAULT_DAYS)]
+        days: u32,
     },
     /// Create DIR/agents/NAME.pem and NAME.key for agent NAME, signed by DIR's CA.
     Agent {
         name: String,
         #[arg(long)]
         dir: PathBuf,
+        /// Days the certificate is valid.
+        #[arg(long, default_value_t = crate::certs::DEFAULT_DAYS)]
+        days: u32,
+    },
+    /// Issue a new certificate and key for agent NAME (or, as NAME
+    /// `controller`, for the controller). The old pair is kept as
+    /// NAME.previous.pem/.key and works until it expires or is revoked
+    /// (`revoke NAME --previous`).
+    Renew {
+        name: String,
+        #[arg(long)]
+        dir: PathBuf,
+        /// Days the new certificate is valid.
+        #[arg(long, default_value_t = crate::certs::DEFAULT_DAYS)]
+        days: u32,
+        /// For `renew controller`: the host names or IP addresses agents
+        /// use to reach the controller; repeatable.
+        #[arg(long = "host", default_values_t = ["localhost".to_string(), "127.0.0.1".to_string()])]
+        hosts: Vec<String>,
+    },
+    /// Revoke agent NAME's certificate: the controller (at its next start)
+    /// refuses it, and says so to the agent and in its notes.
+    Revoke {
+        name: String,
+        #[arg(long)]
+        dir: PathBuf,
+        /// Revoke the certificate `renew` replaced (NAME.previous.pem).
+        #[arg(long)]
+        previous: bool,
     },
 }
 
@@ -329,37 +364,81 @@ pub async fn main_with(
             .await
             .unwrap_or_else(usage),
         Command::Compare(args) => compare_runs(&args),
-        Command::Certs(CertsCommand::Init { dir, hosts }) => match crate::certs::init(&dir, &hosts)
-        {
-            Ok(()) => {
-                say(&format!(
-                    "fleet CA and controller certificate (for {}) in {}; keep ca.key safe\nnext: loadfleet certs agent NAME --dir {}",
-                    hosts.join(", "),
-                    dir.display(),
-                    dir.display()
-                ));
-                Exit::Ok
-            }
-            Err(e) => usage(e),
-        },
-        Command::Certs(CertsCommand::Agent { name, dir }) => match crate::certs::agent(&dir, &name)
-        {
-            Ok((cert, key)) => {
-                say(&format!(
-                    "agent {name}: {} and {}",
-                    cert.display(),
-                    key.display()
-                ));
-                Exit::Ok
-            }
-            Err(e) => usage(e),
-        },
+        Command::Certs(cmd) => certs_command(cmd),
         Command::Agents(args) => list_agents(args).await,
         Command::Report { run } => report_command(&run),
         #[cfg(feature = "demo")]
         Command::Demo(args) => crate::demo::demo(args, interrupt, hard_interrupt).await,
     };
     exit.into()
+}
+
+/// `loadfleet certs ...`.
+fn certs_command(cmd: CertsCommand) -> Exit {
+    use crate::certs;
+    let outcome = match cmd {
+        CertsCommand::Init { dir, hosts, days } => certs::init(&dir, &hosts, days).map(|()| {
+            format!(
+                "fleet CA (valid {} days) and controller certificate (for {}, valid {days} days) in {}; keep ca.key safe\nnext: loadfleet certs agent NAME --dir {}",
+                certs::CA_DAYS,
+                hosts.join(", "),
+                dir.display(),
+                dir.display()
+            )
+        }),
+        CertsCommand::Agent { name, dir, days } => certs::agent(&dir, &name, days).map(|(c, k)| {
+            format!(
+                "agent {name}: {} and {} (valid {days} days)",
+                c.display(),
+                k.display()
+            )
+        }),
+        CertsCommand::Renew {
+            name,
+            dir,
+            days,
+            hosts,
+        } if name == certs::CONTROLLER => certs::controller(&dir, &hosts, days).map(|()| {
+            format!(
+                "controller certificate renewed for {} (valid {days} days); the old one is {}; restart the controller to use it",
+                hosts.join(", "),
+                dir.join("controller.previous.pem").display()
+            )
+        }),
+        CertsCommand::Renew {
+            name, dir, days, ..
+        } => certs::renew(&dir, &name, days).map(|(c, k)| {
+            format!(
+                "agent {name}: new {} and {} (valid {days} days); the old pair is agents/{name}.previous.*: it works until it expires or `loadfleet certs revoke {name} --previous --dir {}`",
+                c.display(),
+                k.display(),
+                dir.display()
+            )
+        }),
+        CertsCommand::Revoke {
+            name,
+            dir,
+            previous,
+        } => certs::revoke(&dir, &name, previous).map(|(fp, already)| {
+            let path = dir.join(certs::REVOKED);
+            if already {
+                format!("agent {name}'s certificate (sha256:{fp}) was already in {}", path.display())
+            } else {
+                format!(
+                    "revoked agent {name}'s certificate (sha256:{fp}) in {}; a controller started with --tls-dir {} refuses it",
+                    path.display(),
+                    dir.display()
+                )
+            }
+        }),
+    };
+    match outcome {
+        Ok(text) => {
+            say(&text);
+            Exit::Ok
+        }
+        Err(e) => usage(e),
+    }
 }
 
 /// A usage error (the plan or the command line; nothing was sent): printed,

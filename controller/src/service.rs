@@ -63,6 +63,8 @@ pub struct FleetService {
     token: Option<String>,
     /// mTLS: an agent's certificate must name the agent it claims to be.
     check_cert_names: bool,
+    /// Revoked agent certificates (mTLS): SHA-256 of the DER, agent name.
+    revoked: Vec<(String, String)>,
 }
 
 impl FleetService {
@@ -71,12 +73,14 @@ impl FleetService {
         events: mpsc::Sender<Event>,
         token: Option<String>,
         check_cert_names: bool,
+        revoked: Vec<(String, String)>,
     ) -> FleetService {
         FleetService {
             events,
             next_conn: AtomicU64::new(1),
             token,
             check_cert_names,
+            revoked,
         }
     }
 
@@ -178,6 +182,17 @@ impl Fleet for FleetService {
                 let status = Status::permission_denied(format!(
                     "agent name `{}` does not match its certificate",
                     hello.name
+                ));
+                self.refused(&peer, Some(hello.name.clone()), status.message());
+                return Err(status);
+            }
+        }
+        if let Some(der) = certs.as_ref().and_then(|c| c.first()) {
+            let fp = crate::certs::fingerprint(der.as_ref());
+            if let Some((_, name)) = self.revoked.iter().find(|(f, _)| *f == fp) {
+                let status = Status::permission_denied(format!(
+                    "the certificate of agent {name} was revoked (sha256:{fp}): \
+                     `loadfleet certs renew {name}` issues a new one"
                 ));
                 self.refused(&peer, Some(hello.name.clone()), status.message());
                 return Err(status);

@@ -170,3 +170,191 @@ async fn only_agents_with_a_fleet_certificate_under_their_own_name_attach() {
     assert_eq!(line["agents"][0]["identity"], "mtls:a1.agent.loadfleet");
     assert_eq!(line["agents"][0]["end"], "finished");
 }
+
+/// Days from now until a certificate file expires, as openssl reads it.
+fn days_left(pem: &Path) -> i64 {
+    let out = Command::new("openssl")
+        .args(["x509", "-noout", "-enddate", "-in"])
+        .arg(pem)
+        .output()
+        .expect("openssl runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let date = text.trim().strip_prefix("notAfter=").expect("notAfter=");
+    let epoch = Command::new("date")
+        .args(["-d", date, "+%s"])
+        .output()
+        .unwrap();
+    let end: i64 = String::from_utf8_lossy(&epoch.stdout)
+        .trim()
+        .parse()
+        .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    (end - now) / 86_400
+}
+
+/// The SHA-256 of a certificate's DER, as openssl computes it.
+fn openssl_fingerprint(pem: &Path) -> String {
+    let out = Command::new("openssl")
+        .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
+        .arg(pem)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .rsplit('=')
+        .next()
+        .unwrap()
+        .replace(':', "")
+        .to_ascii_lowercase()
+}
+
+/// Certificates expire (agents and controller after a year, or `--days`;
+/// the CA after ten), `renew` replaces an agent's pair and keeps the old
+/// one, and a revoked certificate is refused by the controller: `--check`
+/// with it exits 2 naming the revocation, while the renewed one runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_expire_renew_and_a_revoked_one_is_refused() {
+    let bed = testbed(Config::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = dir.path().join("fleet");
+    let f = fleet.to_str().unwrap();
+    certs(&["certs", "init", f, "--days", "10"]);
+    certs(&["certs", "agent", "eu-1", "--dir", f]);
+    certs(&["certs", "agent", "eu-2", "--dir", f, "--days", "30"]);
+    let (ca, ctl_cert) = (fleet.join("ca.pem"), fleet.join("controller.pem"));
+    let (eu1, eu2) = (fleet.join("agents/eu-1.pem"), fleet.join("agents/eu-2.pem"));
+    let days = [
+        days_left(&ca),
+        days_left(&ctl_cert),
+        days_left(&eu1),
+        days_left(&eu2),
+    ];
+    eprintln!(
+        "days left: CA {}, controller {}, eu-1 {}, eu-2 {}",
+        days[0], days[1], days[2], days[3]
+    );
+    assert!((3648..=3650).contains(&days[0]), "CA: {days:?}");
+    assert!(
+        (9..=10).contains(&days[1]),
+        "controller --days 10: {days:?}"
+    );
+    assert!((364..=365).contains(&days[2]), "agent default: {days:?}");
+    assert!((29..=30).contains(&days[3]), "agent --days 30: {days:?}");
+
+    // `agent` never replaces a pair; `renew` does and keeps the old one.
+    let again = run(
+        &loadfleet(),
+        &["certs", "agent", "eu-1", "--dir", f],
+        Duration::from_secs(20),
+    );
+    assert_eq!(again.code, 2, "{}", again.stderr);
+    assert!(
+        again.stderr.contains("certs renew eu-1"),
+        "{}",
+        again.stderr
+    );
+    let old = std::fs::read_to_string(&eu1).unwrap();
+    certs(&["certs", "renew", "eu-1", "--dir", f]);
+    let previous = fleet.join("agents/eu-1.previous.pem");
+    assert_eq!(std::fs::read_to_string(&previous).unwrap(), old);
+    assert_ne!(std::fs::read_to_string(&eu1).unwrap(), old);
+    certs(&["certs", "revoke", "eu-1", "--previous", "--dir", f]);
+    let revoked = std::fs::read_to_string(fleet.join("revoked.txt")).unwrap();
+    let fp = openssl_fingerprint(&previous);
+    assert!(revoked.contains(&format!("sha256:{fp} eu-1 ")), "{revoked}");
+    assert!(!revoked.contains(&openssl_fingerprint(&eu1)), "{revoked}");
+
+    let plan = write_plan(
+        dir.path(),
+        "p.toml",
+        &plan_toml(
+            &bed.base_url(),
+            "users = 2\niterations = 5",
+            &[("home", "/")],
+        ),
+    );
+    let out = dir.path().join("run");
+    let ctl = Proc::spawn(
+        &loadfleet(),
+        &[
+            "run",
+            plan.to_str().unwrap(),
+            "--tls-dir",
+            f,
+            "--listen",
+            "127.0.0.1:0",
+            "--expect-agents",
+            "1",
+            "--wait-agents",
+            "30s",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    let url = format!("https://{}", ctl.listen_addr());
+    // The old (revoked) pair, still within its validity: refused, and said.
+    let d = |p: &str| fleet.join(p).to_str().unwrap().to_string();
+    let (ca_s, old_cert, old_key) = (
+        d("ca.pem"),
+        d("agents/eu-1.previous.pem"),
+        d("agents/eu-1.previous.key"),
+    );
+    let check = exited(
+        agent(
+            &url,
+            "eu",
+            "eu-1",
+            &[
+                "--ca", &ca_s, "--cert", &old_cert, "--key", &old_key, "--check",
+            ],
+        ),
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(check.code, 2, "{}", check.stderr);
+    assert!(
+        check
+            .stderr
+            .contains("the certificate of agent eu-1 was revoked")
+            && check.stderr.contains(&fp),
+        "{}",
+        check.stderr
+    );
+    assert_eq!(bed.stats().served(), 0);
+    // The renewed pair attaches and runs.
+    let _a = tls_agent(&url, &fleet, "eu-1", "eu-1");
+    let exit = exited(ctl, Duration::from_secs(60)).await;
+    assert_eq!(exit.code, 0, "{}", exit.stderr);
+    assert_eq!(bed.stats().served(), 10);
+    assert!(
+        exit.stderr
+            .contains("warning: the controller certificate (controller.pem) expires on")
+            && exit.stderr.contains("`loadfleet certs renew` it"),
+        "{}",
+        exit.stderr
+    );
+    assert!(
+        exit.stderr.contains("was revoked"),
+        "the refusal is noted: {}",
+        exit.stderr
+    );
+    // The controller's certificate renews the same way.
+    certs(&[
+        "certs",
+        "renew",
+        "controller",
+        "--dir",
+        f,
+        "--host",
+        "127.0.0.1",
+    ]);
+    assert!(fleet.join("controller.previous.pem").exists());
+    let renewed = days_left(&ctl_cert);
+    assert!(
+        (364..=365).contains(&renewed),
+        "renewed controller: {renewed}"
+    );
+}

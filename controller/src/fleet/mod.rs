@@ -300,9 +300,14 @@ fn start_server(
 ) -> Result<(mpsc::Receiver<Event>, CancellationToken, ServerTask), FleetError> {
     let (events_tx, events) = mpsc::channel::<Event>(1024);
     let server_stop = CancellationToken::new();
-    let service = FleetServer::new(FleetService::new(events_tx, token, tls.is_some()))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let service = FleetServer::new(FleetService::new(
+        events_tx,
+        token,
+        tls.is_some(),
+        tls.map(|t| t.revoked.clone()).unwrap_or_default(),
+    ))
+    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+    .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let mut builder = tonic::transport::Server::builder();
     if let Some(t) = tls {
         let config = tonic::transport::ServerTlsConfig::new()
