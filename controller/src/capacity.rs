@@ -223,6 +223,7 @@ impl Search {
             dir,
         };
         let mut load = self.start;
+        let mut successive = crate::runner::Successive::default();
         for n in 1..=self.max_steps {
             if settings.interrupt.is_cancelled() {
                 break;
@@ -232,12 +233,9 @@ impl Search {
                 "capacity {}: step {n} of at most {}: {param} = {load}",
                 plan.name, self.max_steps
             );
-            let outcome = run_and_report(
-                settings.options(self.step_plan(plan, load)),
-                Some(report.dir.join(&name)),
-                None,
-            )
-            .await;
+            let opts = successive.options(settings, self.step_plan(plan, load));
+            let outcome = run_and_report(opts, Some(report.dir.join(&name)), None).await;
+            successive.after(&outcome);
             let Some(s) = outcome.summary() else {
                 return Err(CapacityError::StepNotRun { step: name });
             };

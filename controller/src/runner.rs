@@ -52,8 +52,46 @@ impl RunSettings {
             lease: self.lease,
             audit_log: self.audit_log.clone(),
             operator: self.operator.clone(),
+            previous_agents: Vec::new(),
             on_start: None,
             journal: None,
+        }
+    }
+}
+
+/// What one run of a series (or capacity search) hands the next: the
+/// address it listened on, so agents find a `--listen HOST:0` controller
+/// again, and its agents, so one that does not come back is named.
+#[derive(Debug, Default)]
+pub struct Successive {
+    listen: Option<SocketAddr>,
+    agents: Vec<(String, String)>,
+    bound: Option<tokio::sync::oneshot::Receiver<SocketAddr>>,
+}
+
+impl Successive {
+    /// Options for the next run of `plan`.
+    pub fn options(&mut self, settings: &RunSettings, plan: Plan) -> RunOptions {
+        let mut opts = settings.options(plan);
+        opts.previous_agents = std::mem::take(&mut self.agents);
+        match self.listen {
+            Some(addr) => opts.listen = addr,
+            None => {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                opts.on_listening = Some(tx);
+                self.bound = Some(rx);
+            }
+        }
+        opts
+    }
+
+    /// Takes note of how the run went.
+    pub fn after(&mut self, outcome: &RunOutcome) {
+        self.agents = outcome.agents();
+        if let Some(mut rx) = self.bound.take()
+            && let Ok(addr) = rx.try_recv()
+        {
+            self.listen = Some(addr);
         }
     }
 }
@@ -167,6 +205,19 @@ fn keep(
 }
 
 impl RunOutcome {
+    /// The run's agents (name, region), when it ran: the next run of a
+    /// series names those that do not come back.
+    pub fn agents(&self) -> Vec<(String, String)> {
+        self.summary()
+            .map(|s| {
+                s.agents
+                    .iter()
+                    .map(|(n, a)| (n.clone(), a.region.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// The run's summary, when it ran.
     pub fn summary(&self) -> Option<&Summary> {
         match self {

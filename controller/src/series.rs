@@ -135,6 +135,7 @@ pub async fn run_series(
         interrupted: false,
         dir,
     };
+    let mut successive = crate::runner::Successive::default();
     for (i, &value) in sweep.values.iter().enumerate() {
         if settings.interrupt.is_cancelled() {
             eprintln!(
@@ -159,12 +160,9 @@ pub async fn run_series(
             i + 1,
             sweep.values.len()
         );
-        let outcome = run_and_report(
-            settings.options(plan.at(value)),
-            Some(series.dir.join(&name)),
-            None,
-        )
-        .await;
+        let opts = successive.options(settings, plan.at(value));
+        let outcome = run_and_report(opts, Some(series.dir.join(&name)), None).await;
+        successive.after(&outcome);
         series.runs.push(row(value, name, &outcome));
         if outcome.summary().is_none() {
             // The fleet failed; later values would fail the same way.

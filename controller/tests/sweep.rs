@@ -156,3 +156,66 @@ async fn two_series_compare_load_by_load() {
     let html = std::fs::read_to_string(&page).unwrap();
     assert!(html.contains("users-1") && html.contains("users-2"));
 }
+
+/// A series on a remote fleet: an agent started with `--once` leaves after
+/// the first run; the second run's error names it and says why, instead of
+/// only "expected 2, 1 attached".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_that_leaves_a_series_is_named() {
+    let bed = testbed(Config::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let text = plan_toml(
+        &bed.base_url(),
+        "users = [2, 4]\niterations = 2",
+        &[("home", "/")],
+    );
+    let plan = write_plan(dir.path(), "sweep.toml", &text);
+    let out = dir.path().join("series");
+    let ctl = Proc::spawn(
+        &loadfleet(),
+        &[
+            "run",
+            plan.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--expect-agents",
+            "2",
+            "--wait-agents",
+            "3s",
+            "-q",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    let url = format!("http://{}", ctl.listen_addr());
+    // `agent` adds --once: this one leaves after the first run.
+    let _once = agent(&url, "us", "fleeting", &[]);
+    let stays = Proc::spawn(
+        &agent_bin(),
+        &[
+            "--controller",
+            &url,
+            "--allow-target",
+            "127.0.0.0/8",
+            "--name",
+            "stays",
+            "--region",
+            "eu",
+            "--max-backoff-s",
+            "1",
+        ],
+    );
+    let exit = exited(ctl, Duration::from_secs(60)).await;
+    drop(stays);
+    assert_ne!(exit.code, 0, "{}", exit.stderr);
+    assert_eq!(summary(&out.join("users-2"))["total"]["requests"], 4);
+    let line = exit
+        .stderr
+        .lines()
+        .find(|l| l.contains("expected 2 agent(s), 1 attached"))
+        .unwrap_or_else(|| panic!("{}", exit.stderr));
+    assert!(
+        line.contains("not back since the previous run: fleeting (us)") && line.contains("--once"),
+        "{line}"
+    );
+}

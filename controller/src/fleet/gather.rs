@@ -64,6 +64,7 @@ pub(super) async fn gather(
                     attached: agents.len(),
                     waited: opts.wait_for_agents,
                     names: if names.is_empty() { String::new() } else { format!(": {}", names.join(", ")) },
+                    gone: gone(&opts.previous_agents, &agents),
                     refused: refusals.describe(),
                 });
             }
@@ -71,4 +72,22 @@ pub(super) async fn gather(
         }
     }
     Ok(agents)
+}
+
+/// The agents of the previous run that are not back, in words (empty when
+/// all are, or there was no previous run).
+fn gone(previous: &[(String, String)], attached: &[Agent]) -> String {
+    let gone: Vec<String> = previous
+        .iter()
+        .filter(|(name, _)| !attached.iter().any(|a| &a.name == name))
+        .map(|(name, region)| format!("{name} ({region})"))
+        .collect();
+    if gone.is_empty() {
+        return String::new();
+    }
+    format!(
+        "; not back since the previous run: {} (an agent started with --once leaves after one run: \
+         start a series' agents without --once)",
+        gone.join(", ")
+    )
 }

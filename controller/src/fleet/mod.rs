@@ -80,6 +80,9 @@ pub struct RunOptions {
     pub audit_log: Option<std::path::PathBuf>,
     /// Who runs it, for the audit log (`--operator`); `None`: the OS user.
     pub operator: Option<String>,
+    /// The agents of the previous run of a series or capacity search (name,
+    /// region): one that does not come back is named.
+    pub previous_agents: Vec<(String, String)>,
     /// Called once, as the start signal goes out: the moment load begins.
     pub on_start: Option<OnStart>,
     /// Keep the run's journal in this directory (the run directory), so a
@@ -132,12 +135,16 @@ pub enum FleetError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("expected {expected} agent(s), {attached} attached after {waited:?}{names}{refused}")]
+    #[error(
+        "expected {expected} agent(s), {attached} attached after {waited:?}{names}{gone}{refused}"
+    )]
     NotEnoughAgents {
         expected: usize,
         attached: usize,
         waited: Duration,
         names: String,
+        /// Agents of the previous run (of a series) that did not come back.
+        gone: String,
         /// The attempts refused meanwhile, with their reasons.
         refused: String,
     },
