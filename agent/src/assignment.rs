@@ -56,6 +56,10 @@ pub struct Target {
     pub connect_timeout: Duration,
     /// Extra certificate authorities (PEM) for https targets; may be empty.
     pub ca_pem: String,
+    /// Bytes of a response body kept for checks and extractions.
+    pub body_limit: usize,
+    /// Verify servers' certificates (`tls_verify = false` turns it off).
+    pub tls_verify: bool,
 }
 
 /// Where a step's request goes.
@@ -397,6 +401,8 @@ impl Target {
             timeout,
             connect_timeout: timeout,
             ca_pem: String::new(),
+            body_limit: crate::client::MAX_KEPT_BODY,
+            tls_verify: true,
         })
     }
 
@@ -429,6 +435,12 @@ impl TryFrom<v1::Assign> for Assignment {
         if t.connect_timeout_us > 0 {
             target.connect_timeout =
                 Duration::from_micros(t.connect_timeout_us).min(target.timeout);
+        }
+        target.tls_verify = !t.insecure_tls;
+        if t.body_limit > 0 {
+            target.body_limit = usize::try_from(t.body_limit)
+                .unwrap_or(usize::MAX)
+                .min(crate::client::MAX_BODY_LIMIT);
         }
         let step_count = a.step_names.len();
         let mut vars = VarTable::default();

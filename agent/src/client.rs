@@ -2,7 +2,7 @@
 //! requests like a browser's, its cookies, and redirects.
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HOST, TRANSFER_ENCODING};
@@ -17,9 +17,12 @@ use crate::h1::{Conn, Stream};
 use crate::template::Template;
 use crate::tls::Tls;
 
-/// Most of a response body kept for checks and extraction (decoded, when it
-/// came compressed); the rest is read and dropped.
+/// Most of a response body kept for checks and extraction by default
+/// (decoded, when it came compressed; `[http] body_limit` changes it, up to
+/// [`MAX_BODY_LIMIT`]); the rest is read and dropped.
 pub const MAX_KEPT_BODY: usize = 8 << 20;
+/// The largest body limit an agent accepts: every user may keep this much.
+pub const MAX_BODY_LIMIT: usize = 64 << 20;
 
 /// The `User-Agent` requests carry unless a step sets its own.
 pub const USER_AGENT: &str = concat!("loadfleet/", env!("CARGO_PKG_VERSION"));
@@ -130,6 +133,9 @@ pub struct Reply {
     /// A kept body that came in a coding that could not be decoded, and why:
     /// its checks cannot read it.
     pub undecodable: Option<String>,
+    /// The kept body was cut at this many bytes (`[http] body_limit`):
+    /// checks and extractions saw only that much.
+    pub truncated: Option<usize>,
 }
 
 /// One virtual user's connections and cookies, kept alive across requests
@@ -158,9 +164,11 @@ pub struct UserClient {
     decoder: crate::encoding::BodyDecoder,
     /// The decoded body, swapped with `body` once decoded.
     decoded: Vec<u8>,
-    /// HTTP exchanges begun since [`UserClient::take_exchanges`]: one per
+    /// HTTP exchanges begun since [`UserClient::take_counts`]: one per
     /// request, one more per redirect followed.
     exchanges: u32,
+    /// Attempts resent on a new connection since [`UserClient::take_counts`].
+    retries: u32,
 }
 
 type Header = (HeaderName, HeaderValue);
@@ -191,6 +199,7 @@ impl UserClient {
             location: String::new(),
             connecting: false,
             exchanges: 0,
+            retries: 0,
             decoder: Default::default(),
             decoded: Vec::new(),
         }
@@ -203,10 +212,14 @@ impl UserClient {
         self.connecting = false;
     }
 
-    /// The HTTP exchanges begun since the last call (redirect hops
-    /// included), so a step's count reconciles with the server's log.
-    pub fn take_exchanges(&mut self) -> u32 {
-        std::mem::take(&mut self.exchanges)
+    /// The HTTP exchanges begun since the last call (redirect hops and
+    /// resent attempts included), so a step's count reconciles with the
+    /// server's log, and the attempts among them that were resent.
+    pub fn take_counts(&mut self) -> (u32, u32) {
+        (
+            std::mem::take(&mut self.exchanges),
+            std::mem::take(&mut self.retries),
+        )
     }
 
     /// Whether the last request was still opening its connection when it
@@ -306,10 +319,11 @@ impl UserClient {
         }
     }
 
-    /// One request and its response on a kept or new connection. A kept
-    /// connection that the server closed just before the request is
-    /// replaced once, for idempotent methods, when no byte of a response
-    /// came back.
+    /// One request and its response on a kept or new connection. When a
+    /// kept connection turns out closed (the write fails, or it ends before
+    /// any byte of a response), the request is sent once more on a new
+    /// connection, whatever its method, as browsers do: the server's idle
+    /// timeout raced it. Counted in `retries`.
     #[allow(clippy::too_many_arguments)]
     async fn exchange(
         &mut self,
@@ -335,6 +349,7 @@ impl UserClient {
             location,
             connecting,
             exchanges,
+            retries,
             decoder,
             decoded,
         } = self;
@@ -383,9 +398,11 @@ impl UserClient {
                     conn
                 }
             };
-            let retry = reused && method.is_idempotent();
+            let retry = reused;
             if let Err(f) = conn.send(out, body).await {
                 if retry {
+                    *exchanges += 1;
+                    *retries += 1;
                     continue;
                 }
                 return Err(f);
@@ -394,6 +411,7 @@ impl UserClient {
             let mut kept_headers = http::HeaderMap::new();
             let mut now = None;
             let mut coding = crate::encoding::Coding::Identity;
+            let mut idle_timeout = None;
             let read = conn
                 .read_head(*method == Method::HEAD, |name, value| {
                     if name.eq_ignore_ascii_case("set-cookie") {
@@ -405,6 +423,8 @@ impl UserClient {
                         location.push_str(&String::from_utf8_lossy(value));
                     } else if name.eq_ignore_ascii_case("content-encoding") {
                         coding = crate::encoding::Coding::of(value);
+                    } else if name.eq_ignore_ascii_case("keep-alive") {
+                        idle_timeout = keep_alive_timeout(value);
                     }
                     if keep.headers
                         && let (Ok(n), Ok(v)) = (
@@ -417,25 +437,40 @@ impl UserClient {
                 })
                 .await;
             match read {
-                Ok(head) => break (conn, head, kept_headers, coding),
-                Err((_, true)) if retry => continue,
+                Ok(head) => {
+                    conn.idle_from_now(idle_timeout);
+                    break (conn, head, kept_headers, coding);
+                }
+                Err((_, true)) if retry => {
+                    *exchanges += 1;
+                    *retries += 1;
+                    continue;
+                }
                 Err((f, _)) => return Err(f),
             }
         };
         if keep.body {
             kept.clear();
         }
+        let limit = target.body_limit;
+        let mut cut = false;
         conn.read_body(head.framing, |data| {
             if keep.body {
-                let room = MAX_KEPT_BODY.saturating_sub(kept.len());
+                let room = limit.saturating_sub(kept.len());
+                cut |= data.len() > room;
                 kept.extend_from_slice(&data[..data.len().min(room)]);
             }
         })
         .await?;
         let mut undecodable = None;
         if keep.body && coding != crate::encoding::Coding::Identity {
-            match decoder.decode(coding, kept, decoded, MAX_KEPT_BODY) {
-                Ok(()) => std::mem::swap(kept, decoded),
+            match decoder.decode(coding, kept, decoded, limit) {
+                Ok(more) => {
+                    std::mem::swap(kept, decoded);
+                    cut = more;
+                }
+                // Cut on the wire, its end could not be decoded: what was is kept.
+                Err(_) if cut => std::mem::swap(kept, decoded),
                 Err(e) => undecodable = Some(e),
             }
         }
@@ -454,6 +489,7 @@ impl UserClient {
             status: head.status,
             headers: kept_headers,
             undecodable,
+            truncated: (keep.body && cut).then_some(limit),
         })
     }
 }
@@ -523,6 +559,19 @@ fn write_head<'h>(
     closing
 }
 
+/// `timeout=N` of a `Keep-Alive` response header: how long the server keeps
+/// an idle connection open.
+fn keep_alive_timeout(value: &[u8]) -> Option<Duration> {
+    value.split(|&b| b == b',').find_map(|param| {
+        let (k, v) = std::str::from_utf8(param).ok()?.split_once('=')?;
+        if !k.trim().eq_ignore_ascii_case("timeout") {
+            return None;
+        }
+        let secs: u32 = v.trim().trim_matches('"').parse().ok()?;
+        Some(Duration::from_secs(u64::from(secs)))
+    })
+}
+
 fn put_header(out: &mut Vec<u8>, name: &str, value: &[u8]) {
     out.extend_from_slice(name.as_bytes());
     out.extend_from_slice(b": ");
@@ -552,14 +601,17 @@ async fn connect(
     o: &Origin,
 ) -> Result<Conn, Failure> {
     let limit = target.connect_timeout;
-    tokio::time::timeout(limit, open(policy, tls, &target.ca_pem, o))
-        .await
-        .unwrap_or_else(|_| {
-            Err(Failure::new(
-                ErrorKind::ConnectTimeout,
-                format!("no connection to {}:{} within {limit:?}", o.host, o.port),
-            ))
-        })
+    tokio::time::timeout(
+        limit,
+        open(policy, tls, (&target.ca_pem, target.tls_verify), o),
+    )
+    .await
+    .unwrap_or_else(|_| {
+        Err(Failure::new(
+            ErrorKind::ConnectTimeout,
+            format!("no connection to {}:{} within {limit:?}", o.host, o.port),
+        ))
+    })
 }
 
 /// Resolves, checks against the policy, connects and (for https) shakes
@@ -567,7 +619,7 @@ async fn connect(
 async fn open(
     policy: &crate::policy::Policy,
     tls: &mut Option<Tls>,
-    ca_pem: &str,
+    (ca_pem, verify): (&str, bool),
     o: &Origin,
 ) -> Result<Conn, Failure> {
     let addr = match o.host.parse::<std::net::IpAddr>() {
@@ -600,7 +652,9 @@ async fn open(
         return Ok(Conn::new(Stream::Plain(stream)));
     }
     if tls.is_none() {
-        *tls = Some(Tls::new(ca_pem).map_err(|e| Failure::new(ErrorKind::Tls, e.to_string()))?);
+        *tls = Some(
+            Tls::new(ca_pem, verify).map_err(|e| Failure::new(ErrorKind::Tls, e.to_string()))?,
+        );
     }
     let tls = tls.as_ref().expect("set above");
     let name = rustls::pki_types::ServerName::try_from(o.host.clone())

@@ -44,20 +44,20 @@ pub struct BodyDecoder {
 
 impl BodyDecoder {
     /// Decodes `input` (all of a body that came with `coding`) into `out`,
-    /// at most `limit` bytes of it (the rest is not decoded). An error says
-    /// why the body could not be read.
+    /// at most `limit` bytes of it (the rest is not decoded); `true` when
+    /// the body had more. An error says why the body could not be read.
     pub fn decode(
         &mut self,
         coding: Coding,
         input: &[u8],
         out: &mut Vec<u8>,
         limit: usize,
-    ) -> Result<(), String> {
+    ) -> Result<bool, String> {
         out.clear();
         match coding {
             Coding::Identity => {
                 out.extend_from_slice(&input[..input.len().min(limit)]);
-                Ok(())
+                Ok(input.len() > limit)
             }
             Coding::Gzip => {
                 let at = gzip_header_len(input)?;
@@ -78,7 +78,7 @@ impl BodyDecoder {
         input: &[u8],
         out: &mut Vec<u8>,
         limit: usize,
-    ) -> Result<(), String> {
+    ) -> Result<bool, String> {
         out.clear();
         let slot = if zlib { &mut self.zlib } else { &mut self.raw };
         let d = slot.get_or_insert_with(|| Box::new(Decompress::new(zlib)));
@@ -86,7 +86,7 @@ impl BodyDecoder {
         loop {
             if out.len() >= limit {
                 out.truncate(limit);
-                return Ok(());
+                return Ok(true);
             }
             if out.capacity() == out.len() {
                 out.reserve((out.len().max(16 << 10)).min(limit - out.len()));
@@ -97,7 +97,7 @@ impl BodyDecoder {
                 .decompress_vec(&input[consumed..], out, FlushDecompress::None)
                 .map_err(|e| format!("cannot decode the body: {e}"))?;
             match status {
-                Status::StreamEnd => return Ok(()),
+                Status::StreamEnd => return Ok(false),
                 _ if out.len() == before && d.total_in() as usize == consumed => {
                     return Err("the compressed body ends early".into());
                 }
@@ -162,8 +162,11 @@ mod tests {
         let text = b"<html>sesskey=abc123 logintoken=T</html>".repeat(100);
         let mut d = BodyDecoder::default();
         let mut out = Vec::new();
-        d.decode(Coding::Gzip, &gzip(&text), &mut out, 1 << 20)
-            .unwrap();
+        assert!(
+            !d.decode(Coding::Gzip, &gzip(&text), &mut out, 1 << 20)
+                .unwrap(),
+            "all of it fits"
+        );
         assert_eq!(out, text);
         let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
         z.write_all(&text).unwrap();
@@ -179,8 +182,13 @@ mod tests {
         // 64 MiB of zeros compress to about 64 KB: decoding stops at the limit.
         let bomb = gzip(&vec![0u8; 64 << 20]);
         assert!(bomb.len() < 100_000);
-        d.decode(Coding::Gzip, &bomb, &mut out, 1 << 20).unwrap();
+        assert!(
+            d.decode(Coding::Gzip, &bomb, &mut out, 1 << 20).unwrap(),
+            "cut at the limit, and said"
+        );
         assert_eq!(out.len(), 1 << 20);
+        assert!(d.decode(Coding::Identity, &text, &mut out, 100).unwrap());
+        assert_eq!(out.len(), 100);
         assert!(out.capacity() <= 2 << 20, "{}", out.capacity());
         // Broken input is an error, not a panic.
         assert!(

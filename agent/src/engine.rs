@@ -169,7 +169,7 @@ pub fn start(
     };
     let workers = workers.clamp(1, units.max(1));
     let tls = if assign.target.scheme == http::uri::Scheme::HTTPS {
-        Some(Tls::new(&assign.target.ca_pem)?)
+        Some(Tls::new(&assign.target.ca_pem, assign.target.tls_verify)?)
     } else {
         None
     };
@@ -597,11 +597,11 @@ async fn run_iteration(
                 )
                 .await;
                 let latency = sent.elapsed();
-                let exchanges = client.take_exchanges();
+                let counts = client.take_counts();
                 shared
                     .recorder
                     .borrow_mut()
-                    .record_exchanges(step.id, exchanges);
+                    .record_exchanges(step.id, counts);
                 match outcome {
                     Some(Ok(reply)) => {
                         let failure = judge(step, &reply, client.body(), user);
@@ -697,10 +697,19 @@ fn judge(step: &Step, reply: &Reply, body: &[u8], user: &mut UserState) -> Optio
     if let Some(why) = &reply.undecodable {
         return Some(Fault::Other(ErrorKind::Decode, why.clone()));
     }
+    // Said when a check or extraction fails on a body cut at the limit.
+    let cut = |mut msg: String| {
+        if let Some(n) = reply.truncated {
+            msg.push_str(&format!(
+                " (the body was truncated at {n} bytes: only that much was checked; `[http] body_limit` raises it)"
+            ));
+        }
+        msg
+    };
     match step.check.judge(reply.status, body, &user.vars) {
         Verdict::Pass => {}
         Verdict::Status(code) => return Some(Fault::Status(code)),
-        Verdict::Check(msg) => return Some(Fault::Other(ErrorKind::Check, msg)),
+        Verdict::Check(msg) => return Some(Fault::Other(ErrorKind::Check, cut(msg))),
     }
     for ex in step.extract.iter() {
         match ex.apply(&reply.headers, body, &mut user.rng) {
@@ -708,7 +717,10 @@ fn judge(step: &Step, reply: &Reply, body: &[u8], user: &mut UserState) -> Optio
             None => {
                 return Some(Fault::Other(
                     ErrorKind::Extract,
-                    format!("`{}`: nothing matched and no default is set", ex.name),
+                    cut(format!(
+                        "`{}`: nothing matched and no default is set",
+                        ex.name
+                    )),
                 ));
             }
         }
@@ -1050,6 +1062,7 @@ impl Aggregator {
                 uncorrected,
                 failed,
                 exchanges: rec.exchanges,
+                retries: rec.retries,
                 count: rec.count(),
                 errors: rec
                     .errors

@@ -260,6 +260,10 @@ pub struct Conn<S = Stream> {
     end: usize,
     /// The connection's own buffer while `buf` is a large one lent by the pool.
     own: Option<Vec<u8>>,
+    /// How long it may stay idle before the server closes it, from the
+    /// server's `Keep-Alive: timeout=N` (less a margin), and since when it
+    /// is idle; `None` when the server did not say.
+    idle: Option<(std::time::Duration, std::time::Instant)>,
 }
 
 impl<S> Drop for Conn<S> {
@@ -300,7 +304,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             start: 0,
             end: 0,
             own: None,
+            idle: None,
         }
+    }
+
+    /// After a response: the server keeps an idle connection open for
+    /// `timeout` (its `Keep-Alive: timeout=N`), or did not say (`None`).
+    /// It is not reused once 90% of that has passed, so a request does not
+    /// race the server's close.
+    pub fn idle_from_now(&mut self, timeout: Option<std::time::Duration>) {
+        self.idle = timeout.map(|t| (t.mul_f64(0.9), std::time::Instant::now()));
     }
 
     /// Bytes of read buffer this connection holds.
@@ -309,10 +322,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     }
 
     /// Whether an idle connection can no longer be used: the server closed
-    /// it (or reset it), or sent bytes nobody asked for (often a 408 before
-    /// closing). Never waits; costs nothing while the socket is not readable.
+    /// it (or reset it), sent bytes nobody asked for (often a 408 before
+    /// closing), or it has been idle for nearly as long as the server said
+    /// it would keep it. Never waits; costs nothing while the socket is not
+    /// readable.
     pub fn is_stale(&mut self) -> bool {
         if self.start != self.end {
+            return true;
+        }
+        if let Some((limit, since)) = self.idle
+            && since.elapsed() >= limit
+        {
             return true;
         }
         let mut cx = Context::from_waker(Waker::noop());

@@ -45,6 +45,8 @@ pub struct StepRecord {
     pub errors: Vec<ErrorTally>,
     /// HTTP exchanges begun, redirect hops included.
     pub exchanges: u64,
+    /// Requests resent once on a new connection (see `UserClient::take_counts`).
+    pub retries: u64,
 }
 
 impl StepRecord {
@@ -55,6 +57,7 @@ impl StepRecord {
             failed: None,
             errors: Vec::new(),
             exchanges: 0,
+            retries: 0,
         }
     }
 
@@ -87,6 +90,7 @@ impl StepRecord {
             self.tally(e.kind, e.count, || e.sample.clone());
         }
         self.exchanges += other.exchanges;
+        self.retries += other.retries;
     }
 
     fn tally(&mut self, kind: ErrorKind, count: u64, sample: impl FnOnce() -> String) {
@@ -206,11 +210,12 @@ impl Recorder {
     }
 
     /// Counts the HTTP exchanges of one request of `step` (1, plus one per
-    /// redirect followed).
+    /// redirect followed or attempt resent) and its resent attempts.
     #[inline]
-    pub fn record_exchanges(&mut self, step: usize, n: u32) {
+    pub fn record_exchanges(&mut self, step: usize, (exchanges, retries): (u32, u32)) {
         if let Some(rec) = self.steps.get_mut(step) {
-            rec.exchanges += u64::from(n);
+            rec.exchanges += u64::from(exchanges);
+            rec.retries += u64::from(retries);
         }
     }
 

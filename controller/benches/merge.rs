@@ -41,6 +41,7 @@ fn main() {
                 uncorrected: Vec::new(),
                 failed: Vec::new(),
                 exchanges: 0,
+                retries: 0,
             }
         })
         .collect();

@@ -65,6 +65,7 @@ fn step_reports(steps: usize, samples: u64, salt: u64) -> (Vec<v1::StepInterval>
                 uncorrected: Vec::new(),
                 failed: Vec::new(),
                 exchanges: 0,
+                retries: 0,
             }
         })
         .collect();

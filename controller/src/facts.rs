@@ -18,6 +18,10 @@ pub struct RunFacts {
     pub open_model: bool,
     /// Users × `iterations`, for the closed model with `iterations`.
     pub iterations_planned: Option<u64>,
+    /// What the plan turned off that a reader must know (`tls_verify =
+    /// false`): said in the terminal, the summary and the report.
+    #[serde(default)]
+    pub warnings: Vec<String>,
 }
 
 impl RunFacts {
@@ -35,6 +39,7 @@ impl RunFacts {
                 } => Some(users.saturating_mul(n)),
                 _ => None,
             },
+            warnings: plan.warnings(),
         }
     }
 }

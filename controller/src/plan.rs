@@ -87,7 +87,15 @@ pub struct TargetSpec {
     /// Extra certificate authorities (PEM) trusted for https targets, read
     /// from `ca_file` and shipped to agents, so agents need no files.
     pub ca_pem: Option<String>,
+    /// `http.body_limit`: bytes of a body checks and extractions see;
+    /// `None`: the agent's default (8 MiB).
+    pub body_limit: Option<u64>,
+    /// `target.tls_verify`: check servers' certificates (default true).
+    pub tls_verify: bool,
 }
+
+/// The largest `http.body_limit`: every user may keep a body this big.
+pub const MAX_BODY_LIMIT: u64 = 64 << 20;
 
 /// How much load, and for how long.
 #[derive(Debug, Clone, PartialEq)]
@@ -218,6 +226,19 @@ pub struct StepSpec {
 }
 
 impl Plan {
+    /// What this plan turns off that everyone reading its results must know.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        if !self.target.tls_verify {
+            w.push(
+                "target.tls_verify = false: servers' certificates were not checked; \
+                 anyone on the path could have answered in the target's place"
+                    .to_string(),
+            );
+        }
+        w
+    }
+
     /// The fleet-wide user count (the concurrency cap in the open model).
     pub fn users(&self) -> u64 {
         self_users(&self.load)
@@ -336,6 +357,21 @@ struct RawPlan {
     session: Option<journey::RawSession>,
     #[serde(default)]
     data: Vec<Spanned<journey::RawData>>,
+    http: Option<RawHttp>,
+}
+
+/// `[http]`: what every request carries and how much of a body is kept.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHttp {
+    /// Headers every step sends unless it sets the same one.
+    #[serde(default)]
+    headers: BTreeMap<String, Spanned<String>>,
+    /// `Accept-Encoding` of every request ("" asks for no compression).
+    accept_encoding: Option<Spanned<String>>,
+    /// Bytes of a body that checks and extractions see: a number, or a
+    /// string with a unit ("512KiB", "8MiB").
+    body_limit: Option<Spanned<toml::Value>>,
 }
 
 #[derive(Deserialize)]
@@ -364,6 +400,7 @@ struct RawTarget {
     timeout: Option<Spanned<PlanDuration>>,
     connect_timeout: Option<Spanned<PlanDuration>>,
     ca_file: Option<Spanned<String>>,
+    tls_verify: Option<Spanned<bool>>,
 }
 
 #[derive(Deserialize)]
@@ -524,7 +561,7 @@ impl Validator<'_> {
         }
     }
 
-    fn plan(&self, raw: RawPlan, default_name: &str) -> Result<Plan, PlanError> {
+    fn plan(&self, mut raw: RawPlan, default_name: &str) -> Result<Plan, PlanError> {
         let name = match raw.name {
             Some(n) if n.get_ref().trim().is_empty() => {
                 return Err(self.error(n.span(), "`name`: expected a non-empty string"));
@@ -532,7 +569,30 @@ impl Validator<'_> {
             Some(n) => n.into_inner(),
             None => default_name.to_string(),
         };
-        let target = self.target(raw.target)?;
+        let mut target = self.target(raw.target)?;
+        if let Some(http) = raw.http.take() {
+            let mut defaults = http.headers;
+            if let Some(ae) = http.accept_encoding {
+                if let Some((k, _)) = defaults
+                    .iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case("accept-encoding"))
+                {
+                    return Err(self.error(
+                        ae.span(),
+                        format!("`http.accept_encoding`: `http.headers` sets `{k}` too; keep one"),
+                    ));
+                }
+                defaults.insert("Accept-Encoding".into(), ae);
+            }
+            for s in &mut raw.scenario {
+                for st in &mut s.get_mut().step {
+                    st.get_mut().default_headers(&defaults);
+                }
+            }
+            if let Some(limit) = http.body_limit {
+                target.body_limit = Some(self.body_limit(&limit)?);
+            }
+        }
         let max_duration = match &raw.load.get_ref().max_duration {
             Some(m) if m.get_ref().0.is_zero() => {
                 return Err(self.error(
@@ -755,7 +815,45 @@ impl Validator<'_> {
             timeout,
             connect_timeout,
             ca_pem,
+            body_limit: None,
+            tls_verify: raw.tls_verify.is_none_or(Spanned::into_inner),
         })
+    }
+
+    /// `http.body_limit`: bytes, from a number or "512KiB"/"8MiB"/"1MB".
+    fn body_limit(&self, v: &Spanned<toml::Value>) -> Result<u64, PlanError> {
+        let bad = || {
+            self.error(
+                v.span(),
+                format!(
+                    "`http.body_limit`: expected a size from 1KiB to {} MiB, as bytes or with a unit (\"512KiB\", \"8MiB\")",
+                    MAX_BODY_LIMIT >> 20
+                ),
+            )
+        };
+        let bytes = match v.get_ref() {
+            toml::Value::Integer(n) => u64::try_from(*n).map_err(|_| bad())?,
+            toml::Value::String(s) => {
+                let s = s.trim();
+                let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+                let (digits, unit) = s.split_at(split);
+                let n: u64 = digits.parse().map_err(|_| bad())?;
+                let scale = match unit.trim() {
+                    "" | "B" => 1,
+                    "KiB" => 1 << 10,
+                    "MiB" => 1 << 20,
+                    "KB" | "kB" => 1_000,
+                    "MB" => 1_000_000,
+                    _ => return Err(bad()),
+                };
+                n.checked_mul(scale).ok_or_else(bad)?
+            }
+            _ => return Err(bad()),
+        };
+        if !(1 << 10..=MAX_BODY_LIMIT).contains(&bytes) {
+            return Err(bad());
+        }
+        Ok(bytes)
     }
 
     /// Reads `target.ca_file` (relative to the plan's folder) and checks it

@@ -236,6 +236,9 @@ pub async fn run_and_report(
 ) -> RunOutcome {
     let out =
         out.unwrap_or_else(|| plan::default_out_dir(&opts.plan, time::OffsetDateTime::now_utc()));
+    for w in opts.plan.warnings() {
+        eprintln!("WARNING: {w}");
+    }
     // Fail before sending anything if the results could not be kept.
     if let Err(error) = std::fs::create_dir_all(&out)
         .map_err(|e| format!("cannot create run directory {}: {e}", out.display()))

@@ -91,6 +91,9 @@ pub struct Tally {
     pub failed: Option<Histogram<u64>>,
     /// HTTP exchanges begun, redirect hops included.
     pub exchanges: u64,
+    /// Requests resent once on a new connection (a kept-alive one closed
+    /// as they were sent).
+    pub retries: u64,
 }
 
 impl Default for Tally {
@@ -99,6 +102,7 @@ impl Default for Tally {
             uncorrected: None,
             failed: None,
             exchanges: 0,
+            retries: 0,
             histogram: new_histogram(),
             transport_errors: 0,
             errors: BTreeMap::new(),
@@ -128,6 +132,7 @@ impl Tally {
         }
         self.transport_errors += count_errors(&mut self.errors, d.errors);
         self.exchanges += d.exchanges;
+        self.retries += d.retries;
     }
 
     /// Adds another tally into this one.
@@ -141,6 +146,7 @@ impl Tally {
         }
         self.transport_errors += other.transport_errors;
         self.exchanges += other.exchanges;
+        self.retries += other.retries;
         for (kind, e) in &other.errors {
             let agg = self.errors.entry(kind.clone()).or_default();
             agg.count += e.count;
@@ -188,6 +194,7 @@ struct DecodedStep<'a> {
     failed: Option<Sparse>,
     errors: &'a [v1::ErrorCount],
     exchanges: u64,
+    retries: u64,
 }
 
 /// Adds reported errors by kind; returns how many got no response.
@@ -230,6 +237,8 @@ pub struct AgentTally {
     pub failed_samples: u64,
     /// HTTP exchanges begun, redirect hops included.
     pub exchanges: u64,
+    /// Requests resent once on a new connection.
+    pub retries: u64,
     /// Open model: its send lateness, from its totals when they agree with
     /// `lateness_samples`.
     pub send_lateness: Option<LatencyMs>,
@@ -546,6 +555,7 @@ impl Collector {
                 failed,
                 errors: &s.errors,
                 exchanges: s.exchanges,
+                retries: s.retries,
             });
         }
         let lateness = if iv.lateness.is_empty() {
@@ -611,6 +621,7 @@ impl Collector {
                 t.responses += d.responses.count();
                 t.failed_samples += d.failed.as_ref().map_or(0, Sparse::count);
                 t.exchanges += d.exchanges;
+                t.retries += d.retries;
                 t.transport_errors += count_errors(&mut t.errors, d.errors);
             }
         }

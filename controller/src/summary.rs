@@ -21,6 +21,12 @@ pub struct Entry {
     /// redirect followed (so it reconciles with an access log).
     #[serde(default)]
     pub exchanges: u64,
+    /// Requests sent a second time, on a new connection, because the
+    /// kept-alive connection they went out on closed before any byte of a
+    /// response (a server's idle timeout racing the request). Not errors;
+    /// each attempt is one of `exchanges`.
+    #[serde(default)]
+    pub retries: u64,
     pub errors: u64,
     pub rps: f64,
     pub errors_by_kind: BTreeMap<String, u64>,
@@ -52,6 +58,7 @@ impl Entry {
         Entry {
             requests: t.requests(),
             exchanges: t.exchanges,
+            retries: t.retries,
             errors: t.error_count(),
             rps: round3(t.requests() as f64 / duration_s.max(0.001)),
             errors_by_kind: t.errors.iter().map(|(k, v)| (k.clone(), v.count)).collect(),
@@ -71,6 +78,7 @@ impl Entry {
         Entry {
             requests: a.requests(),
             exchanges: a.exchanges,
+            retries: a.retries,
             errors: a.error_count(),
             rps: round3(a.requests() as f64 / duration_s.max(0.001)),
             errors_by_kind: a.errors.iter().map(|(k, v)| (k.clone(), v.count)).collect(),
@@ -215,6 +223,10 @@ pub struct Summary {
     /// finished.
     #[serde(default)]
     pub gaps: Vec<String>,
+    /// What the plan turned off that changes what the figures mean
+    /// (`target.tls_verify = false`); empty for most runs.
+    #[serde(default)]
+    pub warnings: Vec<String>,
     pub total: Entry,
     pub requests: BTreeMap<String, Entry>,
     /// The steps in journey order (the plan's scenarios, each step by
@@ -362,6 +374,7 @@ impl Summary {
             seed: r.seed,
             missing: Vec::new(),
             gaps,
+            warnings: r.facts.warnings.clone(),
             total: Entry::of(&c.total, d),
             requests: c
                 .step_names

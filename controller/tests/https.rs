@@ -80,3 +80,123 @@ async fn https_target_with_the_plans_ca_is_verified_and_loaded() {
         exit.stderr
     );
 }
+
+/// A self-signed certificate made the usual way (`openssl req -x509`, which
+/// marks it CA:TRUE) is trusted through `ca_file` for the names it holds,
+/// as curl trusts it; `tls_verify = false` loads any certificate and says
+/// so in the terminal, the summary and the report.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_openssl_self_signed_certificate_and_tls_verify_off() {
+    let dir = tempfile::tempdir().unwrap();
+    // A certificate and key the way openssl makes them for `san`.
+    let openssl_cert = |file: &str, san: &str| {
+        let (cert, key) = (
+            dir.path().join(format!("{file}.pem")),
+            dir.path().join(format!("{file}.key")),
+        );
+        let made = std::process::Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=loadfleet test",
+                "-addext",
+                &format!("subjectAltName={san}"),
+            ])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .output()
+            .expect("openssl runs");
+        assert!(
+            made.status.success(),
+            "{}",
+            String::from_utf8_lossy(&made.stderr)
+        );
+        let text = std::process::Command::new("openssl")
+            .args(["x509", "-noout", "-text", "-in"])
+            .arg(&cert)
+            .output()
+            .unwrap();
+        assert!(
+            String::from_utf8_lossy(&text.stdout).contains("CA:TRUE"),
+            "openssl marks it a CA, which is what made it fail before"
+        );
+        loadfleet_testbed::TlsIdentity {
+            cert_pem: std::fs::read_to_string(&cert).unwrap(),
+            key_pem: std::fs::read_to_string(&key).unwrap(),
+        }
+    };
+    let bed = testbed(Config {
+        tls: Some(openssl_cert("cert", "IP:127.0.0.1")),
+        ..Config::default()
+    })
+    .await;
+    let trusted = write_plan(
+        dir.path(),
+        "trusted.toml",
+        &plan(&bed.base_url(), Some("cert.pem")),
+    );
+    let out = dir.path().join("trusted");
+    let exit = run_plan(&trusted, &out).await;
+    assert_eq!(exit.code, 0, "{}", exit.stderr);
+    assert_eq!(summary(&out)["total"]["requests"], 20);
+    assert_eq!(bed.stats().served(), 20);
+
+    // A server whose own certificate is in ca_file but names another host
+    // is still refused: trusted for the names it holds, no others.
+    let elsewhere = testbed(Config {
+        tls: Some(openssl_cert("elsewhere", "DNS:elsewhere.example")),
+        ..Config::default()
+    })
+    .await;
+    let wrong = write_plan(
+        dir.path(),
+        "wrong.toml",
+        &plan(&elsewhere.base_url(), Some("elsewhere.pem")),
+    );
+    let out = dir.path().join("wrong");
+    let exit = run_plan(&wrong, &out).await;
+    assert_eq!(exit.code, 1, "{}", exit.stderr);
+    let s = summary(&out);
+    assert_eq!(s["total"]["errors_by_kind"]["tls"], 20, "{}", s["errors"]);
+    assert_eq!(elsewhere.stats().served(), 0, "nothing got through");
+
+    // tls_verify = false: loaded without ca_file, and said everywhere.
+    let text = plan(&bed.base_url(), None).replace(
+        "timeout = \"5s\"\n",
+        "timeout = \"5s\"\ntls_verify = false\n",
+    );
+    let off = write_plan(dir.path(), "off.toml", &text);
+    let out = dir.path().join("off");
+    let exit = run_plan(&off, &out).await;
+    assert_eq!(exit.code, 0, "{}", exit.stderr);
+    assert_eq!(bed.stats().served(), 40);
+    let warning = "target.tls_verify = false: servers' certificates were not checked";
+    assert!(
+        exit.stderr.contains(&format!("WARNING: {warning}")),
+        "{}",
+        exit.stderr
+    );
+    assert!(
+        exit.stdout.contains(&format!("WARNING: {warning}")),
+        "{}",
+        exit.stdout
+    );
+    let s = summary(&out);
+    assert!(
+        s["warnings"][0].as_str().unwrap().starts_with(warning),
+        "{}",
+        s["warnings"]
+    );
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(html.contains("tls_verify = false"), "the report says it");
+}

@@ -45,6 +45,7 @@ fn step_of(step: u32, histogram: Vec<u8>, count: u64) -> v1::StepInterval {
         uncorrected: Vec::new(),
         failed: Vec::new(),
         exchanges: 0,
+        retries: 0,
     }
 }
 
@@ -192,6 +193,7 @@ fn a_bad_report_is_dropped_whole() {
         uncorrected: Vec::new(),
         failed: Vec::new(),
         exchanges: 0,
+        retries: 0,
     };
     let cases = [
         (
@@ -205,6 +207,7 @@ fn a_bad_report_is_dropped_whole() {
                     uncorrected: Vec::new(),
                     failed: Vec::new(),
                     exchanges: 0,
+                    retries: 0,
                 },
             ],
             "undecodable",
@@ -220,6 +223,7 @@ fn a_bad_report_is_dropped_whole() {
                     uncorrected: Vec::new(),
                     failed: Vec::new(),
                     exchanges: 0,
+                    retries: 0,
                 },
             ],
             "unknown step",
@@ -233,6 +237,7 @@ fn a_bad_report_is_dropped_whole() {
                 uncorrected: Vec::new(),
                 failed: Vec::new(),
                 exchanges: 0,
+                retries: 0,
             }],
             "does not match",
         ),
@@ -245,6 +250,7 @@ fn a_bad_report_is_dropped_whole() {
                 uncorrected: Vec::new(),
                 failed: Vec::new(),
                 exchanges: 0,
+                retries: 0,
             }],
             "exceeds",
         ),

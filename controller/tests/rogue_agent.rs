@@ -64,6 +64,7 @@ async fn rogue(url: String) {
                         uncorrected: Vec::new(),
                         failed: Vec::new(),
                         exchanges: 0,
+                        retries: 0,
                     }],
                     elapsed_us: 1_000_000,
                     dropped: 0,

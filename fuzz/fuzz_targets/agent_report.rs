@@ -39,6 +39,7 @@ fuzz_target!(|data: &[u8]| {
                         uncorrected: totals.uncorrected.clone(),
                         failed: Vec::new(),
                         exchanges: 0,
+                        retries: 0,
                     }],
                     ..Default::default()
                 };

@@ -18,7 +18,6 @@
 pub mod moodle;
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -53,6 +52,14 @@ pub struct Config {
     pub concurrency: Option<usize>,
     /// Serve a Moodle-like site on the Moodle paths.
     pub moodle: Option<moodle::MoodleConfig>,
+    /// Say `Keep-Alive: timeout=N` on every response, and count the
+    /// requests that arrive on a connection idle for longer than that
+    /// ([`Stats::late_reuses`]): a server such as nginx would have closed it.
+    pub keep_alive_timeout: Option<Duration>,
+    /// Read the second request of every connection and close the connection
+    /// without answering, as a server does whose idle timeout fires just as
+    /// a request arrives ([`Stats::abandoned`]).
+    pub abandon_reused: bool,
 }
 
 /// A certificate and its private key, both PEM.
@@ -141,6 +148,8 @@ fn parse_millis(s: &str) -> Result<Duration, String> {
 #[derive(Debug, Default)]
 pub struct Stats {
     served: AtomicU64,
+    abandoned: AtomicU64,
+    late_reuses: AtomicU64,
     by_path: Mutex<HashMap<String, u64>>,
     first_requests: Mutex<Vec<Duration>>,
     started: Mutex<Option<Instant>>,
@@ -150,6 +159,18 @@ impl Stats {
     /// Responses served, of any status.
     pub fn served(&self) -> u64 {
         self.served.load(Ordering::SeqCst)
+    }
+
+    /// Requests read and left unanswered, their connection closed
+    /// ([`Config::abandon_reused`]).
+    pub fn abandoned(&self) -> u64 {
+        self.abandoned.load(Ordering::SeqCst)
+    }
+
+    /// Requests that came on a connection idle for longer than the
+    /// `Keep-Alive: timeout` this server announced.
+    pub fn late_reuses(&self) -> u64 {
+        self.late_reuses.load(Ordering::SeqCst)
     }
 
     /// Responses served for one path (without the query).
@@ -309,19 +330,47 @@ async fn serve_connection<S>(
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let first = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    // Requests so far on this connection, and when its last response went out.
+    let seen = Arc::new(AtomicU64::new(0));
+    let last_response = Arc::new(Mutex::new(None::<Instant>));
     let service = service_fn(move |req| {
         let config = config.clone();
         let stats = stats.clone();
         let first = first.clone();
         let slots = slots.clone();
         let site = site.clone();
+        let seen = seen.clone();
+        let last_response = last_response.clone();
         async move {
+            let nth = seen.fetch_add(1, Ordering::SeqCst) + 1;
+            if config.abandon_reused && nth == 2 {
+                stats.abandoned.fetch_add(1, Ordering::SeqCst);
+                // An error from the service: hyper closes the connection
+                // without writing a response.
+                return Err(std::io::Error::other("abandoned a reused connection"));
+            }
+            if let Some(timeout) = config.keep_alive_timeout {
+                let idle = last_response
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .map(|t| t.elapsed());
+                if idle.is_some_and(|idle| idle > timeout) {
+                    stats.late_reuses.fetch_add(1, Ordering::SeqCst);
+                }
+            }
             // Queue for a slot when the server is at its concurrency limit.
             let _slot = match &slots {
                 Some(s) => s.clone().acquire_owned().await.ok(),
                 None => None,
             };
-            Ok::<_, Infallible>(handle(req, &config, &stats, site.as_deref(), &first).await)
+            let mut response = handle(req, &config, &stats, site.as_deref(), &first).await;
+            if let Some(timeout) = config.keep_alive_timeout {
+                if let Ok(v) = format!("timeout={}", timeout.as_secs()).parse() {
+                    response.headers_mut().insert("keep-alive", v);
+                }
+                *last_response.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+            }
+            Ok::<_, std::io::Error>(response)
         }
     });
     let conn = http1::Builder::new()
@@ -445,6 +494,7 @@ async fn echo(req: Request<Incoming>) -> Response<Full<Bytes>> {
         "x_token": header("x-token"),
         "accept_encoding": header("accept-encoding"),
         "user_agent": header("user-agent"),
+        "referer": header("referer"),
         "body": String::from_utf8_lossy(&body),
         "token": "tok-12345",
         "items": [{"id": 7}, {"id": 8}],
@@ -480,11 +530,21 @@ fn plain(req: &Request<Incoming>, path: &str) -> Response<Full<Bytes>> {
             .and_then(|c| StatusCode::from_u16(c).ok())
             .unwrap_or(StatusCode::BAD_REQUEST);
     }
-    let body = format!(
-        "<!doctype html><html><body><h1>loadfleet testbed</h1><p>{} {}</p></body></html>\n",
+    let mut body = format!(
+        "<!doctype html><html><body><h1>loadfleet testbed</h1><p>{} {}</p>",
         req.method(),
         path
     );
+    // `/pad/N` anywhere in the path: N bytes of filler before the page's
+    // last paragraph, "end of page" (at most 64 MiB).
+    if let Some(n) = path
+        .split("/pad/")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next()?.parse::<usize>().ok())
+    {
+        body.push_str(&"x".repeat(n.min(64 << 20)));
+    }
+    body.push_str("<p>end of page</p></body></html>\n");
     let gzip = path.starts_with("/gzip/");
     let body = if gzip {
         use std::io::Write;

@@ -49,6 +49,6 @@ fn serves_statuses_and_reports_the_count_on_exit() {
     assert!(out.status.success());
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
-        "served 3 responses"
+        "served 3 responses; abandoned 0; late reuses 0"
     );
 }

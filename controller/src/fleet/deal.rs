@@ -57,6 +57,8 @@ pub(super) fn deal(
                 timeout_us: micros(plan.target.timeout),
                 connect_timeout_us: plan.target.connect_timeout.map_or(0, micros),
                 ca_pem: plan.target.ca_pem.clone().unwrap_or_default(),
+                body_limit: plan.target.body_limit.unwrap_or(0),
+                insecure_tls: !plan.target.tls_verify,
             }),
             scenarios: scenarios.clone(),
             users,

@@ -188,6 +188,7 @@ mod tests {
                 .unwrap(),
                 open_model: false,
                 iterations_planned: None,
+                warnings: Vec::new(),
             },
             step_names: vec!["a".into()],
             interval_s: 1.0,

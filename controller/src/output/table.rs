@@ -79,6 +79,9 @@ pub fn render(s: &Summary) -> String {
         Some(planned) => out.push_str(&format!("iterations: all {planned} planned ran\n")),
         None => {}
     }
+    for w in &s.warnings {
+        out.push_str(&format!("WARNING: {w}\n"));
+    }
     for what in &s.missing {
         out.push_str(&format!("MISSING: {what}\n"));
     }
@@ -126,7 +129,14 @@ pub fn render(s: &Summary) -> String {
     out.push_str(&table("step", s.steps()).to_string());
     out.push('\n');
     for (name, e) in s.steps() {
-        if e.exchanges > e.requests {
+        if e.retries > 0 {
+            out.push_str(&format!(
+                "step {name}: {} of {} requests were sent a second time on a new connection: \
+                 the kept-alive one closed before any response (the server's idle timeout raced them)\n",
+                e.retries, e.requests
+            ));
+        }
+        if e.exchanges > e.requests + e.retries {
             out.push_str(&format!(
                 "step {name}: {} requests made {} HTTP exchanges (redirects followed)\n",
                 e.requests, e.exchanges

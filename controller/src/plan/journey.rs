@@ -40,6 +40,16 @@ pub(super) struct RawStep {
 }
 
 impl RawStep {
+    /// Adds the plan's `[http]` default headers this step does not set
+    /// itself (names compare without case).
+    pub(super) fn default_headers(&mut self, defaults: &BTreeMap<String, Spanned<String>>) {
+        for (name, value) in defaults {
+            if !self.headers.keys().any(|h| h.eq_ignore_ascii_case(name)) {
+                self.headers.insert(name.clone(), value.clone());
+            }
+        }
+    }
+
     /// Variables this step's extractions set.
     pub(super) fn extract_names(&self) -> Vec<String> {
         self.extract

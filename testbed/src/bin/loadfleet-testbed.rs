@@ -38,6 +38,14 @@ struct Args {
     /// latency grows with concurrent requests) or redis (flat latency).
     #[arg(long, default_value = "none", value_parser = loadfleet_testbed::moodle::CacheStore::parse, requires = "moodle")]
     cache: loadfleet_testbed::moodle::CacheStore,
+    /// Say `Keep-Alive: timeout=N` (whole seconds, e.g. 1s) and count the
+    /// requests that reuse a connection idle for longer (printed at exit).
+    #[arg(long, value_parser = parse_default_latency)]
+    keep_alive_timeout: Option<Duration>,
+    /// Read the second request of every connection, then close it without
+    /// an answer: the race of a server's idle timeout with a request.
+    #[arg(long)]
+    abandon_reused: bool,
 }
 
 fn parse_default_latency(s: &str) -> Result<Duration, String> {
@@ -61,6 +69,8 @@ async fn main() -> anyhow::Result<()> {
                 cache: args.cache,
                 ..Default::default()
             }),
+        keep_alive_timeout: args.keep_alive_timeout,
+        abandon_reused: args.abandon_reused,
         ..loadfleet_testbed::Config::default()
     };
     let bed = loadfleet_testbed::Testbed::start(args.listen, config).await?;
@@ -84,7 +94,13 @@ async fn main() -> anyhow::Result<()> {
     } else {
         tokio::signal::ctrl_c().await?;
     }
-    println!("served {} responses", bed.stats().served());
+    let s = bed.stats();
+    println!(
+        "served {} responses; abandoned {}; late reuses {}",
+        s.served(),
+        s.abandoned(),
+        s.late_reuses()
+    );
     bed.stop().await;
     Ok(())
 }
