@@ -60,6 +60,10 @@ pub struct Target {
     pub body_limit: usize,
     /// Verify servers' certificates (`tls_verify = false` turns it off).
     pub tls_verify: bool,
+    /// How long a user keeps a connection.
+    pub connections: v1::Connections,
+    /// Resume TLS sessions, as browsers do (`tls_resumption = false`: not).
+    pub tls_resumption: bool,
 }
 
 /// Where a step's request goes.
@@ -403,6 +407,8 @@ impl Target {
             ca_pem: String::new(),
             body_limit: crate::client::MAX_KEPT_BODY,
             tls_verify: true,
+            connections: v1::Connections::PerUser,
+            tls_resumption: true,
         })
     }
 
@@ -437,6 +443,13 @@ impl TryFrom<v1::Assign> for Assignment {
                 Duration::from_micros(t.connect_timeout_us).min(target.timeout);
         }
         target.tls_verify = !t.insecure_tls;
+        target.tls_resumption = !t.no_tls_resumption;
+        target.connections = v1::Connections::try_from(t.connections).map_err(|_| {
+            AssignmentError::Invalid(format!(
+                "unknown connections mode {} (a newer controller?)",
+                t.connections
+            ))
+        })?;
         if t.body_limit > 0 {
             target.body_limit = usize::try_from(t.body_limit)
                 .unwrap_or(usize::MAX)

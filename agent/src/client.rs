@@ -361,13 +361,12 @@ impl UserClient {
         }
         let closing = write_head(
             out,
-            method,
-            uri,
-            o,
+            (method, uri, o),
             headers.iter().chain(rendered),
             content_type,
             body.len(),
             cookie_line,
+            target.connections == loadfleet_proto::v1::Connections::PerRequest,
         );
         // A small body goes out with the head, in one write.
         let body = if body.len() <= SMALL_BODY {
@@ -495,18 +494,17 @@ impl UserClient {
 }
 
 /// Writes a request head into `out`; true when it asks the server to close
-/// the connection after the response. `Host` comes from the origin unless
-/// the step sets it; `Content-Length` always from the body.
-#[allow(clippy::too_many_arguments)]
+/// the connection after the response (the step's `Connection: close`, or
+/// `close`: a new connection for every request). `Host` comes from the
+/// origin unless the step sets it; `Content-Length` always from the body.
 fn write_head<'h>(
     out: &mut Vec<u8>,
-    method: &Method,
-    uri: &Uri,
-    origin: &Origin,
+    (method, uri, origin): (&Method, &Uri, &Origin),
     headers: impl Iterator<Item = &'h (HeaderName, HeaderValue)> + Clone,
     content_type: Option<&HeaderValue>,
     body_len: usize,
     cookie: &str,
+    close: bool,
 ) -> bool {
     out.clear();
     out.extend_from_slice(method.as_str().as_bytes());
@@ -517,6 +515,7 @@ fn write_head<'h>(
     let mut has_encoding = false;
     let mut has_agent = false;
     let mut has_type = false;
+    let mut has_connection = false;
     let mut closing = false;
     for (name, value) in headers {
         if *name == CONTENT_LENGTH || *name == TRANSFER_ENCODING {
@@ -527,6 +526,7 @@ fn write_head<'h>(
         has_agent |= *name == http::header::USER_AGENT;
         has_type |= *name == CONTENT_TYPE;
         if *name == CONNECTION {
+            has_connection = true;
             closing |= value
                 .as_bytes()
                 .split(|&b| b == b',')
@@ -554,6 +554,12 @@ fn write_head<'h>(
     }
     if !cookie.is_empty() {
         put_header(out, "cookie", cookie.as_bytes());
+    }
+    if close {
+        if !has_connection {
+            put_header(out, "connection", b"close");
+        }
+        closing = true;
     }
     out.extend_from_slice(b"\r\n");
     closing
@@ -601,17 +607,14 @@ async fn connect(
     o: &Origin,
 ) -> Result<Conn, Failure> {
     let limit = target.connect_timeout;
-    tokio::time::timeout(
-        limit,
-        open(policy, tls, (&target.ca_pem, target.tls_verify), o),
-    )
-    .await
-    .unwrap_or_else(|_| {
-        Err(Failure::new(
-            ErrorKind::ConnectTimeout,
-            format!("no connection to {}:{} within {limit:?}", o.host, o.port),
-        ))
-    })
+    tokio::time::timeout(limit, open(policy, tls, target, o))
+        .await
+        .unwrap_or_else(|_| {
+            Err(Failure::new(
+                ErrorKind::ConnectTimeout,
+                format!("no connection to {}:{} within {limit:?}", o.host, o.port),
+            ))
+        })
 }
 
 /// Resolves, checks against the policy, connects and (for https) shakes
@@ -619,7 +622,7 @@ async fn connect(
 async fn open(
     policy: &crate::policy::Policy,
     tls: &mut Option<Tls>,
-    (ca_pem, verify): (&str, bool),
+    target: &Target,
     o: &Origin,
 ) -> Result<Conn, Failure> {
     let addr = match o.host.parse::<std::net::IpAddr>() {
@@ -652,9 +655,7 @@ async fn open(
         return Ok(Conn::new(Stream::Plain(stream)));
     }
     if tls.is_none() {
-        *tls = Some(
-            Tls::new(ca_pem, verify).map_err(|e| Failure::new(ErrorKind::Tls, e.to_string()))?,
-        );
+        *tls = Some(Tls::new(target).map_err(|e| Failure::new(ErrorKind::Tls, e.to_string()))?);
     }
     let tls = tls.as_ref().expect("set above");
     let name = rustls::pki_types::ServerName::try_from(o.host.clone())

@@ -169,7 +169,7 @@ pub fn start(
     };
     let workers = workers.clamp(1, units.max(1));
     let tls = if assign.target.scheme == http::uri::Scheme::HTTPS {
-        Some(Tls::new(&assign.target.ca_pem, assign.target.tls_verify)?)
+        Some(Tls::new(&assign.target)?)
     } else {
         None
     };
@@ -562,6 +562,10 @@ async fn run_iteration(
     shared.started.set(shared.started.get() + 1);
     if assign.clear_cookies_each_iteration {
         client.cookies.clear();
+    }
+    if shared.target.connections == v1::Connections::PerIteration {
+        // A new visitor: no connection of the last iteration is reused.
+        client.reset();
     }
     for data in &assign.data {
         if let Some(row) = data.row(key.0, key.1, assign.fleet_users, &mut user.rng) {

@@ -19,9 +19,12 @@ pub struct Tls {
 
 impl Tls {
     /// Verifies servers against the Mozilla root store (webpki-roots) plus
-    /// the certificate authorities in `extra_ca_pem` (may be empty); with
-    /// `verify` false, accepts any server certificate.
-    pub fn new(extra_ca_pem: &str, verify: bool) -> Result<Tls, rustls::Error> {
+    /// the target's certificate authorities (`ca_pem`, may be empty); with
+    /// `tls_verify` false, accepts any server certificate. Sessions are
+    /// resumed (one cache for the run, as a browser has) unless the target
+    /// says `tls_resumption` false.
+    pub fn new(target: &crate::assignment::Target) -> Result<Tls, rustls::Error> {
+        let (extra_ca_pem, verify) = (target.ca_pem.as_str(), target.tls_verify);
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut roots =
             rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
@@ -46,6 +49,9 @@ impl Tls {
             .with_custom_certificate_verifier(verifier)
             .with_no_client_auth();
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        if !target.tls_resumption {
+            config.resumption = rustls::client::Resumption::disabled();
+        }
         Ok(Tls {
             connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
         })

@@ -92,6 +92,10 @@ pub struct TargetSpec {
     pub body_limit: Option<u64>,
     /// `target.tls_verify`: check servers' certificates (default true).
     pub tls_verify: bool,
+    /// `http.connections`: how long a user keeps a connection.
+    pub connections: v1::Connections,
+    /// `http.tls_resumption` (default true).
+    pub tls_resumption: bool,
 }
 
 /// The largest `http.body_limit`: every user may keep a body this big.
@@ -372,6 +376,10 @@ struct RawHttp {
     /// Bytes of a body that checks and extractions see: a number, or a
     /// string with a unit ("512KiB", "8MiB").
     body_limit: Option<Spanned<toml::Value>>,
+    /// "per_user" (default), "per_iteration" or "per_request".
+    connections: Option<Spanned<String>>,
+    /// false: every TLS connection does a full handshake.
+    tls_resumption: Option<Spanned<bool>>,
 }
 
 #[derive(Deserialize)]
@@ -591,6 +599,24 @@ impl Validator<'_> {
             }
             if let Some(limit) = http.body_limit {
                 target.body_limit = Some(self.body_limit(&limit)?);
+            }
+            if let Some(c) = http.connections {
+                target.connections = match c.get_ref().as_str() {
+                    "per_user" => v1::Connections::PerUser,
+                    "per_iteration" => v1::Connections::PerIteration,
+                    "per_request" => v1::Connections::PerRequest,
+                    other => {
+                        return Err(self.error(
+                            c.span(),
+                            format!(
+                                "`http.connections`: expected \"per_user\", \"per_iteration\" or \"per_request\", found \"{other}\""
+                            ),
+                        ));
+                    }
+                };
+            }
+            if let Some(r) = http.tls_resumption {
+                target.tls_resumption = r.into_inner();
             }
         }
         let max_duration = match &raw.load.get_ref().max_duration {
@@ -817,6 +843,8 @@ impl Validator<'_> {
             ca_pem,
             body_limit: None,
             tls_verify: raw.tls_verify.is_none_or(Spanned::into_inner),
+            connections: v1::Connections::PerUser,
+            tls_resumption: true,
         })
     }
 

@@ -200,3 +200,54 @@ async fn an_openssl_self_signed_certificate_and_tls_verify_off() {
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
     assert!(html.contains("tls_verify = false"), "the report says it");
 }
+
+/// `[http] connections` and `tls_resumption`, counted by the server: a new
+/// connection per request, per iteration or per user, and TLS sessions
+/// resumed (as browsers do) unless turned off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_per_request_iteration_or_user_and_tls_resumption() {
+    let id = self_signed(&["127.0.0.1"]).unwrap();
+    let bed = testbed(Config {
+        tls: Some(id.clone()),
+        ..Config::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ca.pem"), &id.cert_pem).unwrap();
+    // TLS handshakes (all, resumed) the server saw during one run of the
+    // plan with this `[http]` section.
+    let connections = async |name: &str, http: &str| {
+        let text = plan_toml(
+            &bed.base_url(),
+            "users = 2\niterations = 5",
+            &[("a", "/a"), ("b", "/b")],
+        )
+        .replace(
+            "timeout = \"5s\"\n",
+            "timeout = \"5s\"\nca_file = \"ca.pem\"\n",
+        ) + &format!("[http]\n{http}\n");
+        let plan = write_plan(dir.path(), &format!("{name}.toml"), &text);
+        let out = dir.path().join(name);
+        let (all, resumed) = bed.stats().tls_handshakes();
+        let exit = run_plan(&plan, &out).await;
+        assert_eq!(exit.code, 0, "{name}: {}", exit.stderr);
+        assert_eq!(summary(&out)["total"]["requests"], 20, "{name}");
+        let (all_after, resumed_after) = bed.stats().tls_handshakes();
+        (all_after - all, resumed_after - resumed)
+    };
+    let (n, r) = connections("per-request", "connections = \"per_request\"").await;
+    eprintln!("per_request: {n} TLS handshakes, {r} resumed");
+    assert_eq!(n, 20, "one connection per request");
+    assert!(r >= 18, "all but each user's first resumed: {r}");
+    let (n, r) = connections(
+        "no-resumption",
+        "connections = \"per_request\"\ntls_resumption = false",
+    )
+    .await;
+    eprintln!("per_request, tls_resumption = false: {n} TLS handshakes, {r} resumed");
+    assert_eq!((n, r), (20, 0), "every handshake in full");
+    let (n, _) = connections("per-iteration", "connections = \"per_iteration\"").await;
+    assert_eq!(n, 10, "2 users x 5 iterations");
+    let (n, _) = connections("per-user", "connections = \"per_user\"").await;
+    assert_eq!(n, 2, "one kept-alive connection per user");
+}

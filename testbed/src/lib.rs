@@ -150,6 +150,8 @@ pub struct Stats {
     served: AtomicU64,
     abandoned: AtomicU64,
     late_reuses: AtomicU64,
+    tls_handshakes: AtomicU64,
+    tls_resumed: AtomicU64,
     by_path: Mutex<HashMap<String, u64>>,
     first_requests: Mutex<Vec<Duration>>,
     started: Mutex<Option<Instant>>,
@@ -165,6 +167,14 @@ impl Stats {
     /// ([`Config::abandon_reused`]).
     pub fn abandoned(&self) -> u64 {
         self.abandoned.load(Ordering::SeqCst)
+    }
+
+    /// TLS handshakes completed, and how many of them resumed a session.
+    pub fn tls_handshakes(&self) -> (u64, u64) {
+        (
+            self.tls_handshakes.load(Ordering::SeqCst),
+            self.tls_resumed.load(Ordering::SeqCst),
+        )
     }
 
     /// Requests that came on a connection idle for longer than the
@@ -311,7 +321,13 @@ async fn serve(
             match tls {
                 None => serve_connection(stream, config, stats, slots, site, shutdown).await,
                 Some(acceptor) => match acceptor.accept(stream).await {
-                    Ok(s) => serve_connection(s, config, stats, slots, site, shutdown).await,
+                    Ok(s) => {
+                        stats.tls_handshakes.fetch_add(1, Ordering::SeqCst);
+                        if s.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
+                            stats.tls_resumed.fetch_add(1, Ordering::SeqCst);
+                        }
+                        serve_connection(s, config, stats, slots, site, shutdown).await
+                    }
                     Err(e) => tracing::debug!(error = %e, "TLS handshake failed"),
                 },
             }

@@ -59,6 +59,8 @@ pub(super) fn deal(
                 ca_pem: plan.target.ca_pem.clone().unwrap_or_default(),
                 body_limit: plan.target.body_limit.unwrap_or(0),
                 insecure_tls: !plan.target.tls_verify,
+                connections: plan.target.connections.into(),
+                no_tls_resumption: !plan.target.tls_resumption,
             }),
             scenarios: scenarios.clone(),
             users,
