@@ -540,7 +540,7 @@ fn write_head<'h>(
     // As browsers do (a step's own headers win): servers and CDNs then
     // compress as they would for real visitors; kept bodies are decoded.
     if !has_encoding {
-        put_header(out, "accept-encoding", b"gzip, deflate");
+        put_header(out, "accept-encoding", b"gzip, deflate, br, zstd");
     }
     if !has_agent {
         put_header(out, "user-agent", USER_AGENT.as_bytes());

@@ -13,8 +13,11 @@ pub enum Coding {
     Identity,
     Gzip,
     Deflate,
-    /// A coding the agent does not decode (br, zstd, …): the body is kept as
-    /// it came, and checks on it fail with error kind `decode`.
+    Brotli,
+    Zstd,
+    /// A coding the agent does not decode (compress, several codings in a
+    /// row, …): the body is kept as it came, and checks on it fail with
+    /// error kind `decode`.
     Other,
 }
 
@@ -26,6 +29,10 @@ impl Coding {
             Coding::Gzip
         } else if v.eq_ignore_ascii_case(b"deflate") {
             Coding::Deflate
+        } else if v.eq_ignore_ascii_case(b"br") {
+            Coding::Brotli
+        } else if v.eq_ignore_ascii_case(b"zstd") {
+            Coding::Zstd
         } else if v.is_empty() || v.eq_ignore_ascii_case(b"identity") {
             Coding::Identity
         } else {
@@ -68,6 +75,17 @@ impl BodyDecoder {
             Coding::Deflate => self
                 .inflate(true, input, out, limit)
                 .or_else(|_| self.inflate(false, input, out, limit)),
+            Coding::Brotli => read_limited(
+                brotli_decompressor::Decompressor::new(input, 16 << 10),
+                out,
+                limit,
+            ),
+            Coding::Zstd => {
+                let mut input = input;
+                let d = ruzstd::decoding::StreamingDecoder::new(&mut input)
+                    .map_err(|e| format!("cannot decode the body: {e}"))?;
+                read_limited(d, out, limit)
+            }
             Coding::Other => Err("a content coding the agent does not decode".into()),
         }
     }
@@ -104,6 +122,36 @@ impl BodyDecoder {
                 _ => {}
             }
         }
+    }
+}
+
+/// Reads a decoder's output into `out`, at most `limit` bytes; `true` when
+/// there was more.
+fn read_limited(
+    mut r: impl std::io::Read,
+    out: &mut Vec<u8>,
+    limit: usize,
+) -> Result<bool, String> {
+    let mut chunk = [0u8; 16 << 10];
+    loop {
+        let room = limit.saturating_sub(out.len());
+        // At the limit, one byte more tells whether the body had more.
+        let want = room.clamp(1, chunk.len());
+        let n = match r.read(&mut chunk[..want]) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                return Err("the compressed body ends early".into());
+            }
+            Err(e) => return Err(format!("cannot decode the body: {e}")),
+        };
+        if n == 0 {
+            return Ok(false);
+        }
+        if room == 0 {
+            return Ok(true);
+        }
+        out.extend_from_slice(&chunk[..n]);
     }
 }
 
@@ -200,6 +248,51 @@ mod tests {
                 .is_err()
         );
         assert_eq!(Coding::of(b" GZIP "), Coding::Gzip);
-        assert_eq!(Coding::of(b"br"), Coding::Other);
+        assert_eq!(Coding::of(b"BR"), Coding::Brotli);
+        assert_eq!(Coding::of(b"compress"), Coding::Other);
+    }
+
+    fn brotli(data: &[u8]) -> Vec<u8> {
+        let mut w = brotli::CompressorWriter::new(Vec::new(), 4096, 5, 22);
+        w.write_all(data).unwrap();
+        w.into_inner()
+    }
+
+    #[test]
+    fn brotli_and_zstd_decode_stop_at_the_limit_and_refuse_a_cut_body() {
+        let text = b"<html>sesskey=abc123 logintoken=T</html>".repeat(100);
+        let mut d = BodyDecoder::default();
+        let mut out = Vec::new();
+        let zstd = |data: &[u8]| {
+            ruzstd::encoding::compress_to_vec(data, ruzstd::encoding::CompressionLevel::Fastest)
+        };
+        for (coding, encode) in [
+            (Coding::Brotli, &brotli as &dyn Fn(&[u8]) -> Vec<u8>),
+            (Coding::Zstd, &zstd),
+        ] {
+            let body = encode(&text);
+            assert!(
+                !d.decode(coding, &body, &mut out, 1 << 20).unwrap(),
+                "{coding:?}"
+            );
+            assert_eq!(out, text, "{coding:?}");
+            // Exactly at the limit: all of it, nothing more.
+            assert!(!d.decode(coding, &body, &mut out, text.len()).unwrap());
+            assert!(
+                d.decode(coding, &body, &mut out, 100).unwrap(),
+                "{coding:?}"
+            );
+            assert_eq!(out.len(), 100);
+            let bomb = encode(&vec![0u8; 16 << 20]);
+            assert!(bomb.len() < 1 << 20, "{coding:?}: {}", bomb.len());
+            assert!(d.decode(coding, &bomb, &mut out, 1 << 20).unwrap());
+            assert_eq!(out.len(), 1 << 20);
+            assert!(
+                d.decode(coding, &body[..body.len() / 2], &mut out, 1 << 20)
+                    .is_err(),
+                "{coding:?}: half a body is an error"
+            );
+            assert!(d.decode(coding, b"garbage!", &mut out, 1 << 20).is_err());
+        }
     }
 }

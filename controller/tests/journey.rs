@@ -517,8 +517,12 @@ async fn checks_read_compressed_bodies() {
          [[scenario.step]]\nname = \"zipped\"\npath = \"/gzip/page\"\n\
          check = {{ body_contains = [\"loadfleet testbed\", \"GET /gzip/page\"] }}\n\
          extract = [{{ name = \"title\", regex = \"<h1>([a-z ]+)</h1>\" }}]\n\
+         [[scenario.step]]\nname = \"brotli\"\npath = \"/br/page\"\n\
+         check = {{ body_contains = [\"GET /br/page\", \"end of page\"] }}\n\
+         [[scenario.step]]\nname = \"zstd\"\npath = \"/zstd/page\"\n\
+         check = {{ body_contains = [\"GET /zstd/page\", \"end of page\"] }}\n\
          [[scenario.step]]\nname = \"echo\"\npath = \"/echo\"\nquery = {{ title = \"${{title}}\" }}\n\
-         check = {{ body_contains = [\"\\\"accept_encoding\\\":\\\"gzip, deflate\\\"\", \"loadfleet/\", \"loadfleet testbed\"] }}\n",
+         check = {{ body_contains = [\"\\\"accept_encoding\\\":\\\"gzip, deflate, br, zstd\\\"\", \"loadfleet/\", \"loadfleet testbed\"] }}\n",
         bed.base_url()
     );
     let plan = write_plan(dir.path(), "gzip.toml", &text);
@@ -527,5 +531,7 @@ async fn checks_read_compressed_bodies() {
     let s = summary(&out);
     assert_eq!(s["total"]["errors"], 0, "{}\n{}", s["errors"], exit.stderr);
     assert_eq!(exit.code, 0, "{}", exit.stderr);
-    assert_eq!(s["requests"]["zipped"]["requests"], 3);
+    for step in ["zipped", "brotli", "zstd"] {
+        assert_eq!(s["requests"][step]["requests"], 3, "{step}");
+    }
 }

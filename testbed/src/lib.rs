@@ -537,6 +537,26 @@ async fn echo(req: Request<Incoming>) -> Response<Full<Bytes>> {
     r
 }
 
+/// `data` in content coding `coding` (gzip, br or zstd).
+fn compress(coding: &str, data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    match coding {
+        "br" => {
+            let mut w = brotli::CompressorWriter::new(Vec::new(), 4096, 5, 22);
+            let _ = w.write_all(data);
+            w.into_inner()
+        }
+        "zstd" => {
+            ruzstd::encoding::compress_to_vec(data, ruzstd::encoding::CompressionLevel::Fastest)
+        }
+        _ => {
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            let _ = gz.write_all(data);
+            gz.finish().unwrap_or_default()
+        }
+    }
+}
+
 fn plain(req: &Request<Incoming>, path: &str) -> Response<Full<Bytes>> {
     let mut status = StatusCode::OK;
     if let Some(code) = path.strip_prefix("/status/") {
@@ -561,21 +581,23 @@ fn plain(req: &Request<Incoming>, path: &str) -> Response<Full<Bytes>> {
         body.push_str(&"x".repeat(n.min(64 << 20)));
     }
     body.push_str("<p>end of page</p></body></html>\n");
-    let gzip = path.starts_with("/gzip/");
-    let body = if gzip {
-        use std::io::Write;
-        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-        let _ = gz.write_all(body.as_bytes());
-        Bytes::from(gz.finish().unwrap_or_default())
-    } else {
-        Bytes::from(body)
+    // `/gzip/...`, `/br/...`, `/zstd/...`: the page in that content coding,
+    // whatever the request accepts.
+    let coding = ["gzip", "br", "zstd"].into_iter().find(|c| {
+        path.strip_prefix('/')
+            .and_then(|p| p.strip_prefix(c))
+            .is_some_and(|r| r.starts_with('/'))
+    });
+    let body = match coding {
+        Some(c) => Bytes::from(compress(c, body.as_bytes())),
+        None => Bytes::from(body),
     };
     let mut resp = Response::new(Full::new(body));
     *resp.status_mut() = status;
-    if gzip {
+    if let Some(c) = coding {
         resp.headers_mut().insert(
             hyper::header::CONTENT_ENCODING,
-            hyper::header::HeaderValue::from_static("gzip"),
+            hyper::header::HeaderValue::from_static(c),
         );
     }
     resp.headers_mut().insert(
