@@ -298,7 +298,7 @@ async fn requests_are_written_as_http_1_1() {
     let port = target.port;
     let expected = format!(
         "POST /submit?x=1 HTTP/1.1\r\nx-run: r1\r\nhost: 127.0.0.1:{port}\r\n\
-         accept-encoding: gzip, deflate\r\nuser-agent: {}\r\n\
+         accept-encoding: gzip, deflate, br, zstd\r\nuser-agent: {}\r\n\
          content-type: application/json\r\ncontent-length: 12\r\n\r\n{{\"a\": \"b c\"}}",
         loadfleet_agent::client::USER_AGENT
     );
