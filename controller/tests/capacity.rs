@@ -41,7 +41,6 @@ async fn finds_the_knee_within_one_step() {
             "10",
             "--max-load",
             "64",
-            "-q",
             "--out",
             out.to_str().unwrap(),
         ],
@@ -76,6 +75,14 @@ async fn finds_the_knee_within_one_step() {
         "{}",
         exit.stdout
     );
+    // What a broken SLO observed reads as a number, everywhere.
+    let broken = exit
+        .stdout
+        .lines()
+        .find(|l| l.contains("p95 < 30ms") && l.contains("FAIL"))
+        .unwrap_or_else(|| panic!("{}", exit.stdout));
+    assert!(broken.contains('.'), "{broken}");
+    assert!(!exit.stderr.contains("Some(") && !exit.stdout.contains("Some("));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
