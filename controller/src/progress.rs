@@ -28,6 +28,7 @@ pub struct Snapshot {
     /// agents that are not stale.
     pub partial: bool,
     pub errors_total: u64,
+    /// Agents still in the run: running, or finished with their part.
     pub agents_running: usize,
     pub agents_total: usize,
     /// Running agents whose reports are late, and since when their newest

@@ -277,6 +277,7 @@ pub fn html(s: &Series) -> Result<String, askama::Error> {
         &format!("Latency against {}", s.parameter),
         unit,
         "milliseconds",
+        crate::output::svg::Values::Real,
         &[
             Line {
                 name: "p50",
@@ -304,6 +305,7 @@ pub fn html(s: &Series) -> Result<String, askama::Error> {
         &format!("Requests per second against {}", s.parameter),
         unit,
         "req/s",
+        crate::output::svg::Values::Real,
         &[Line {
             name: "req/s",
             color: "#1f77b4",

@@ -30,6 +30,7 @@ mod netns;
 mod open_model;
 mod plan;
 mod report_html;
+mod report_layout;
 mod rogue_agent;
 mod stages;
 mod start_sync;

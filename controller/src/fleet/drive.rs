@@ -240,7 +240,13 @@ impl<'a> Run<'a> {
             partial: partial.is_some(),
             last: partial.or(closed),
             errors_total: self.collector.total.error_count(),
-            agents_running: self.agents.iter().filter(|a| a.is_running()).count(),
+            // Agents still in the run: running, or done with their part
+            // (a finished agent is not missing from the last line).
+            agents_running: self
+                .agents
+                .iter()
+                .filter(|a| a.is_running() || a.state == State::Finished)
+                .count(),
             agents_total: self.agents.len(),
             stale,
         });

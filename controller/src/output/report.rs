@@ -4,7 +4,7 @@
 
 use askama::Template;
 
-use super::svg::{Series, line_chart, percentile_chart};
+use super::svg::{Series, Size, Values, colors, line_chart, percentile_chart};
 use crate::summary::{Entry, Summary};
 
 struct Row<'a> {
@@ -42,7 +42,16 @@ struct Report<'a> {
     users_chart: String,
     distribution_chart: String,
     /// Names of the distribution's series, for the toggles.
-    distribution_series: Vec<(String, &'static str)>,
+    distribution_series: Vec<(String, String)>,
+    /// One small distribution chart per step, when there are too many
+    /// steps for one chart.
+    step_charts: Vec<String>,
+    /// The verdict at the top: its words, and `good` or `bad`.
+    verdict: (String, &'static str),
+    /// Errors as a percentage of requests.
+    error_pct: f64,
+    /// The most frequent error kinds, at most three.
+    top_errors: Vec<(&'a str, u64)>,
     /// (step, error kind, count)
     step_errors: Vec<(&'a str, &'a str, u64)>,
     plan_vs_achieved: Vec<RegionLoad>,
@@ -115,11 +124,6 @@ fn region_loads(s: &Summary) -> (Vec<RegionLoad>, &'static str) {
     )
 }
 
-const PALETTE: [&str; 10] = [
-    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
-    "#bcbd22", "#17becf",
-];
-
 fn fmt_ms(v: &f64) -> String {
     format!("{v:.2}")
 }
@@ -131,10 +135,6 @@ struct ComparisonReport<'a> {
     distributions: String,
     comparisons: &'a [crate::compare::Comparison],
     limits: crate::compare::Limits,
-}
-
-fn color(i: &usize) -> &'static str {
-    PALETTE[*i % PALETTE.len()]
 }
 
 fn fmt_opt(v: &Option<f64>) -> String {
@@ -167,17 +167,21 @@ pub fn render_comparison(
             (*name, *s, chart)
         })
         .collect::<Vec<_>>();
+    let palette = colors(runs.len());
     let overlaid: Vec<Series<'_>> = runs
         .iter()
-        .enumerate()
-        .map(|(i, (name, s, _))| Series {
+        .zip(&palette)
+        .map(|((name, s, _), color)| Series {
             name,
-            color: PALETTE[i % PALETTE.len()],
+            color,
             points: s.total.distribution.clone(),
         })
         .collect();
-    let distributions =
-        percentile_chart("Percentile distributions, overlaid (all steps)", &overlaid);
+    let distributions = percentile_chart(
+        "Percentile distributions, overlaid (all steps)",
+        Size::Full,
+        &overlaid,
+    );
     ComparisonReport {
         runs,
         distributions,
@@ -214,7 +218,7 @@ fn latency_over_time(
                 .collect(),
         })
         .collect();
-    line_chart(title, "milliseconds", &series)
+    line_chart(title, "ms", Values::Real, &series)
 }
 
 /// A count per interval as a rate over each interval's real length. The
@@ -243,6 +247,39 @@ fn rates(
         .into_iter()
         .map(|(end, n, length)| (end, n as f64 / length.max(0.001)))
         .collect()
+}
+
+/// How a run ended, in the summary's words (`completed with errors`).
+fn status_word(s: &Summary) -> String {
+    serde_json::to_value(s.status)
+        .ok()
+        .and_then(|v| v.as_str().map(|t| t.replace('_', " ")))
+        .unwrap_or_default()
+}
+
+/// The verdict at the top of the report: thresholds decide when there are
+/// any; otherwise how the run ended.
+fn verdict(s: &Summary) -> (String, &'static str) {
+    let status = status_word(s);
+    let failed = s.thresholds.iter().filter(|o| !o.passed).count();
+    match s.thresholds_passed {
+        Some(true) if s.gaps.is_empty() && s.cut_short.is_empty() => (
+            format!(
+                "PASSED: all {} thresholds met ({status})",
+                s.thresholds.len()
+            ),
+            "good",
+        ),
+        Some(false) => (
+            format!(
+                "FAILED: {failed} of {} thresholds not met ({status})",
+                s.thresholds.len()
+            ),
+            "bad",
+        ),
+        _ if s.status == crate::fleet::RunStatus::Completed => (status, "good"),
+        _ => (status, "bad"),
+    }
 }
 
 /// Region, users, how it ended, start skew and dropped iterations of an agent.
@@ -296,6 +333,7 @@ pub fn render(s: &Summary) -> Result<String, askama::Error> {
     let users_chart = line_chart(
         "Active users over time",
         "users",
+        Values::Counts,
         &[
             Series {
                 name: "mean",
@@ -309,35 +347,81 @@ pub fn render(s: &Summary) -> Result<String, askama::Error> {
             },
         ],
     );
-    let mut dist = vec![Series {
-        name: "overall",
-        color: "#000000",
-        points: s.total.distribution.clone(),
-    }];
-    let mut names = vec![("overall".to_string(), "#000000")];
-    let scoped = s
+    // The whole run and its regions in one chart; the steps beside it when
+    // the total stays readable (at most eight curves), else one small chart
+    // per step, each with the whole run in grey for reference.
+    let regions: Vec<(String, &Entry)> = s
         .regions
         .iter()
         .map(|(n, e)| (format!("region {n}"), e))
-        .chain(s.steps().into_iter().map(|(n, e)| (format!("step {n}"), e)))
-        .collect::<Vec<_>>();
-    for (i, (name, e)) in scoped.iter().enumerate() {
-        names.push((name.clone(), PALETTE[i % PALETTE.len()]));
+        .collect();
+    let steps: Vec<(String, &Entry)> = s
+        .steps()
+        .into_iter()
+        .map(|(n, e)| (format!("step {n}"), e))
+        .collect();
+    let together = 1 + regions.len() + steps.len() <= 8;
+    let main: Vec<&(String, &Entry)> = if together {
+        regions.iter().chain(&steps).collect()
+    } else {
+        regions.iter().collect()
+    };
+    let palette = colors(main.len() + 1);
+    let mut dist = vec![Series {
+        name: "overall",
+        color: &palette[0],
+        points: s.total.distribution.clone(),
+    }];
+    for ((name, e), color) in main.iter().map(|x| (&x.0, x.1)).zip(&palette[1..]) {
         dist.push(Series {
             name,
-            color: PALETTE[i % PALETTE.len()],
+            color,
             points: e.distribution.clone(),
         });
     }
-    let distribution_chart = percentile_chart("Percentile distribution of the whole run", &dist);
+    let names = dist
+        .iter()
+        .map(|d| (d.name.to_string(), d.color.to_string()))
+        .collect();
+    let distribution_chart = percentile_chart(
+        "Percentile distribution of the whole run",
+        Size::Full,
+        &dist,
+    );
+    let step_charts = if together {
+        Vec::new()
+    } else {
+        steps
+            .iter()
+            .map(|(name, e)| {
+                percentile_chart(
+                    name,
+                    Size::Small,
+                    &[
+                        Series {
+                            name: "whole run",
+                            color: "#bbbbbb",
+                            points: s.total.distribution.clone(),
+                        },
+                        Series {
+                            name,
+                            color: "#1f77b4",
+                            points: e.distribution.clone(),
+                        },
+                    ],
+                )
+            })
+            .collect()
+    };
     let (plan_vs_achieved, planned_unit) = region_loads(s);
+    let region_palette = colors(s.regions.len());
     let region_series: Vec<Series<'_>> = s
         .regions
         .keys()
-        .enumerate()
-        .map(|(i, r)| Series {
+        .zip(&region_palette)
+        .map(|(r, color)| Series {
             name: r,
-            color: PALETTE[i % PALETTE.len()],
+            color,
             points: s
                 .timeline
                 .iter()
@@ -350,8 +434,12 @@ pub fn render(s: &Summary) -> Result<String, askama::Error> {
                 .collect(),
         })
         .collect();
-    let region_users_chart =
-        line_chart("Active users by region over time", "users", &region_series);
+    let region_users_chart = line_chart(
+        "Active users by region over time",
+        "users",
+        Values::Counts,
+        &region_series,
+    );
     let step_errors = s
         .steps()
         .into_iter()
@@ -364,6 +452,7 @@ pub fn render(s: &Summary) -> Result<String, askama::Error> {
     let throughput_chart = line_chart(
         "Requests and errors over time",
         "per second",
+        Values::Real,
         &[
             Series {
                 name: "req/s",
@@ -410,6 +499,19 @@ pub fn render(s: &Summary) -> Result<String, askama::Error> {
         users_chart,
         distribution_chart,
         distribution_series: names,
+        step_charts,
+        verdict: verdict(s),
+        error_pct: s.total.errors as f64 * 100.0 / s.total.requests.max(1) as f64,
+        top_errors: {
+            let mut e: Vec<(&str, u64)> = s
+                .errors
+                .iter()
+                .map(|(k, e)| (k.as_str(), e.count))
+                .collect();
+            e.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+            e.truncate(3);
+            e
+        },
         step_errors,
         plan_vs_achieved,
         planned_unit,
