@@ -502,6 +502,15 @@ async fn capacity_command(
 }
 
 /// A series directory (a sweep): series.json and no summary.json.
+/// The run directory of a path given as a run directory or its summary.json.
+fn run_dir_of(path: &Path) -> &Path {
+    if path.file_name().is_some_and(|n| n == "summary.json") {
+        path.parent().unwrap_or(Path::new("."))
+    } else {
+        path
+    }
+}
+
 fn is_series(dir: &Path) -> bool {
     dir.join("series.json").is_file() && !dir.join("summary.json").exists()
 }
@@ -541,7 +550,16 @@ fn compare_series(args: &CompareArgs, a: &Path, b: &Path, limits: crate::compare
         if let Some((_, name_b, sb)) = runs_b.iter().find(|(v, _, _)| v == value) {
             let na = format!("{}/{name_a}", a.display());
             let nb = format!("{}/{name_b}", b.display());
-            let c = crate::compare::compare((&na, sa), (&nb, sb), limits);
+            let steps = (
+                crate::compare::StepIntervals::read(&a.join(name_a)),
+                crate::compare::StepIntervals::read(&b.join(name_b)),
+            );
+            let c = crate::compare::compare_with(
+                (&na, sa),
+                (&nb, sb),
+                limits,
+                steps.0.as_ref().zip(steps.1.as_ref()),
+            );
             pairs.push((*value, na, sa, nb, sb, c));
         }
     }
@@ -720,16 +738,26 @@ fn compare_runs(args: &CompareArgs) -> Exit {
         return compare_series(args, a, b, limits);
     }
     let mut runs = Vec::new();
+    let mut intervals = Vec::new();
     for dir in &args.runs {
         match summary::read_summary(dir) {
             Ok(s) => runs.push((dir.display().to_string(), s)),
             Err(e) => return usage(e),
         }
+        intervals.push(crate::compare::StepIntervals::read(run_dir_of(dir)));
     }
     let (base_name, base) = &runs[0];
     let comparisons: Vec<crate::compare::Comparison> = runs[1..]
         .iter()
-        .map(|(name, s)| crate::compare::compare((base_name, base), (name, s), limits))
+        .zip(&intervals[1..])
+        .map(|((name, s), steps)| {
+            crate::compare::compare_with(
+                (base_name, base),
+                (name, s),
+                limits,
+                intervals[0].as_ref().zip(steps.as_ref()),
+            )
+        })
         .collect();
     for c in &comparisons {
         say(&crate::compare::render(c, limits));

@@ -167,6 +167,63 @@ fn per_interval(s: &Summary, metric: &str) -> Option<Vec<f64>> {
 /// Both runs' per-interval values of a metric.
 type Variation = (Vec<f64>, Vec<f64>);
 
+/// A run's steps interval by interval, from its `requests.csv`: what the
+/// variation test needs per step (the summary keeps only the run's own
+/// timeline).
+#[derive(Debug, Clone, Default)]
+pub struct StepIntervals(std::collections::BTreeMap<String, Vec<StepRow>>);
+
+#[derive(Debug, Clone, Copy)]
+struct StepRow {
+    length_s: f64,
+    requests: u64,
+    p50: Option<f64>,
+    p95: Option<f64>,
+    p99: Option<f64>,
+}
+
+impl StepIntervals {
+    /// Reads `requests.csv` of a run directory; `None` when it has none (or
+    /// it cannot be read): steps are then judged without the variation test.
+    pub fn read(run_dir: &std::path::Path) -> Option<StepIntervals> {
+        let mut r = csv::Reader::from_path(run_dir.join("requests.csv")).ok()?;
+        let mut steps: std::collections::BTreeMap<String, Vec<StepRow>> = Default::default();
+        for rec in r.records() {
+            let rec = rec.ok()?;
+            let num = |i: usize| rec.get(i).and_then(|v| v.parse::<f64>().ok());
+            steps
+                .entry(rec.get(0)?.to_string())
+                .or_default()
+                .push(StepRow {
+                    length_s: num(2)?,
+                    requests: rec.get(3)?.parse().ok()?,
+                    p50: num(5),
+                    p95: num(7),
+                    p99: num(8),
+                });
+        }
+        Some(StepIntervals(steps))
+    }
+
+    /// A step's per-interval values of a metric, like [`per_interval`].
+    fn values(&self, step: &str, metric: &str) -> Option<Vec<f64>> {
+        let values: Vec<f64> = self
+            .0
+            .get(step)?
+            .iter()
+            .filter(|r| r.length_s > 0.5 && r.requests > 0)
+            .filter_map(|r| match metric {
+                "p50_ms" => r.p50,
+                "p95_ms" => r.p95,
+                "p99_ms" => r.p99,
+                "rps" => Some(r.requests as f64 / r.length_s),
+                _ => None,
+            })
+            .collect();
+        (values.len() >= 3).then_some(values)
+    }
+}
+
 /// Welch's t of two samples' means.
 fn welch_t(a: &[f64], b: &[f64]) -> f64 {
     let stats = |v: &[f64]| {
@@ -270,8 +327,21 @@ fn delta(
     d
 }
 
-/// Compares `other` against `baseline`.
+/// Compares `other` against `baseline`, overall with the runs' timelines'
+/// variation, by step without it.
 pub fn compare(baseline: (&str, &Summary), other: (&str, &Summary), limits: Limits) -> Comparison {
+    compare_with(baseline, other, limits, None)
+}
+
+/// Compares `other` against `baseline`; with both runs' step intervals
+/// (their `requests.csv`), a step's verdict also needs its difference to
+/// exceed the step's own interval-to-interval variation.
+pub fn compare_with(
+    baseline: (&str, &Summary),
+    other: (&str, &Summary),
+    limits: Limits,
+    steps_by_interval: Option<(&StepIntervals, &StepIntervals)>,
+) -> Comparison {
     let (a, b) = (baseline.1, other.1);
     let mut deltas = Vec::new();
     for metric in METRICS {
@@ -300,7 +370,11 @@ pub fn compare(baseline: (&str, &Summary), other: (&str, &Summary), limits: Limi
                 a.requests.get(step),
                 b.requests.get(step),
                 limits.step,
-                (limits.floor_ms, None),
+                (
+                    limits.floor_ms,
+                    steps_by_interval
+                        .and_then(|(x, y)| x.values(step, metric).zip(y.values(step, metric))),
+                ),
             ));
         }
     }
@@ -433,6 +507,59 @@ mod tests {
             4.0,
             (1.0, variation),
         )
+    }
+
+    #[test]
+    fn a_step_is_judged_against_its_own_variation_from_requests_csv() {
+        let dir = tempfile::tempdir().unwrap();
+        // A step whose p50 swings between 80 and 120 ms from second to
+        // second (its name has a comma: the file quotes it).
+        let write = |name: &str, mean: f64| {
+            let d = dir.path().join(name);
+            std::fs::create_dir_all(&d).unwrap();
+            let mut csv = String::from(
+                "step,interval_start_s,interval_length_s,requests,errors,p50_ms,p90_ms,p95_ms,p99_ms,max_ms\n",
+            );
+            for i in 0..10 {
+                let p50 = mean + if i % 2 == 0 { 20.0 } else { -20.0 };
+                csv.push_str(&format!(
+                    "\"log in, then home\",{i}.000,1.000,500,0,{p50:.3},{p50:.3},{p50:.3},{p50:.3},{p50:.3}\n"
+                ));
+            }
+            // The run's last sliver counts for nothing.
+            csv.push_str(
+                "\"log in, then home\",10.000,0.015,3,0,999.000,999.000,999.000,999.000,999.000\n",
+            );
+            std::fs::write(d.join("requests.csv"), csv).unwrap();
+            StepIntervals::read(&d).unwrap()
+        };
+        let (a, b) = (write("a", 100.0), write("b", 110.0));
+        let va = a.values("log in, then home", "p50_ms").unwrap();
+        assert_eq!(va.len(), 10, "{va:?}");
+        assert_eq!(a.values("log in, then home", "rps").unwrap()[0], 500.0);
+        assert!(a.values("other", "p50_ms").is_none());
+        let judge = |variation| {
+            delta(
+                "log in, then home",
+                "p50_ms",
+                Some(&entry(100.0, 5_000)),
+                Some(&entry(110.0, 5_000)),
+                2.0,
+                (1.0, variation),
+            )
+        };
+        assert_eq!(
+            judge(None).verdict,
+            Verdict::Worse,
+            "10% slower, without the test"
+        );
+        let d = judge(
+            a.values("log in, then home", "p50_ms")
+                .zip(b.values("log in, then home", "p50_ms")),
+        );
+        assert_eq!(d.verdict, Verdict::Same, "{d:?}");
+        assert!(d.note.as_deref().unwrap().contains("Welch's t"), "{d:?}");
+        assert!(StepIntervals::read(&dir.path().join("none")).is_none());
     }
 
     #[test]
