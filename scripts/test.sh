@@ -17,6 +17,8 @@ command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 # The mTLS tests read certificates' dates and fingerprints with openssl.
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+# A real Prometheus receives the remote write; promtool checks /metrics.
+command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "scripts/test.sh: installing ${missing[*]} (apt-get)"

@@ -119,6 +119,16 @@ pub struct FleetArgs {
     /// process runs as; the audit line keeps that user as well).
     #[arg(long, env = "LOADFLEET_OPERATOR")]
     pub operator: Option<String>,
+    /// Serve the merged figures at http://ADDR/metrics in Prometheus's text
+    /// format while runs go on (beyond loopback only with a token, which
+    /// scrapers send as a bearer token).
+    #[arg(long, value_name = "ADDR", env = "LOADFLEET_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Push the merged figures every second to this Prometheus remote-write
+    /// URL (e.g. http://prometheus:9090/api/v1/write), labelled with the
+    /// run's id.
+    #[arg(long, value_name = "URL", env = "LOADFLEET_PROMETHEUS_REMOTE_WRITE")]
+    pub prometheus_remote_write: Option<String>,
 }
 
 /// How agents prove who they are: the same options for `run`, `capacity`
@@ -167,6 +177,27 @@ impl AuthArgs {
 
 impl FleetArgs {
     /// The settings, or a usage error.
+    /// Starts `/metrics` and remote write when asked for.
+    async fn live(
+        &self,
+        token: Option<String>,
+    ) -> Result<Option<std::sync::Arc<crate::live::Live>>, String> {
+        if self.metrics_listen.is_none() && self.prometheus_remote_write.is_none() {
+            return Ok(None);
+        }
+        let remote = self
+            .prometheus_remote_write
+            .as_deref()
+            .map(crate::live::remote_write::Target::parse)
+            .transpose()?;
+        let live = crate::live::Live::new(token, remote);
+        if let Some(addr) = self.metrics_listen {
+            let bound = live.serve_metrics(addr).await?;
+            eprintln!("loadfleet: metrics at http://{bound}/metrics");
+        }
+        Ok(Some(live))
+    }
+
     fn settings(
         &self,
         interrupt: CancellationToken,
@@ -195,6 +226,7 @@ impl FleetArgs {
             lease: self.lease,
             audit_log: self.audit_log.clone(),
             operator: self.operator.clone(),
+            live: None,
             listen: self
                 .listen
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0))),
@@ -454,7 +486,8 @@ async fn run_command(
     hard: CancellationToken,
 ) -> Result<Exit, String> {
     let plan = plan::load(&args.plan).map_err(|e| e.to_string())?;
-    let settings = args.fleet.settings(interrupt, hard)?;
+    let mut settings = args.fleet.settings(interrupt, hard)?;
+    settings.live = args.fleet.live(settings.token.clone()).await?;
     Ok(match plan.sweep.clone() {
         Some(sweep) => {
             let outcome =
@@ -481,7 +514,8 @@ async fn capacity_command(
         max_load: args.max_load,
     };
     let search = crate::capacity::Search::new(&plan, &spec)?;
-    let settings = args.fleet.settings(interrupt, hard)?;
+    let mut settings = args.fleet.settings(interrupt, hard)?;
+    settings.live = args.fleet.live(settings.token.clone()).await?;
     Ok(match search.run(&settings, &plan, args.out).await {
         Ok(report) => {
             say(&crate::capacity::render(&report));

@@ -92,6 +92,7 @@ pub async fn demo(
         hard_interrupt,
         audit_log: None,
         operator: None,
+        live: None,
     };
     // Quick mode compresses the ramp 10 times; the cache costs stretch by
     // the same factor in full mode, so both tell the same story.

@@ -16,6 +16,7 @@ pub mod exit;
 pub mod facts;
 pub mod fleet;
 pub mod journal;
+pub mod live;
 pub mod output;
 pub mod plan;
 pub mod progress;

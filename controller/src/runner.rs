@@ -31,6 +31,8 @@ pub struct RunSettings {
     pub audit_log: Option<PathBuf>,
     /// Who runs it, for the audit log (`--operator`); default the OS user.
     pub operator: Option<String>,
+    /// `/metrics` and remote write, when asked for (one for every run).
+    pub live: Option<std::sync::Arc<crate::live::Live>>,
 }
 
 impl RunSettings {
@@ -53,6 +55,7 @@ impl RunSettings {
             audit_log: self.audit_log.clone(),
             operator: self.operator.clone(),
             previous_agents: Vec::new(),
+            live: self.live.clone(),
             on_start: None,
             journal: None,
         }
@@ -265,7 +268,13 @@ pub async fn run_and_report(
         move |note: &fleet::StartNote| crate::audit::append_started(&path, &facts, &dir, note)
     })));
     opts.journal = Some(out.clone());
+    let live = opts.live.clone();
     let outcome = fleet::execute(opts).await;
+    if let Some((failed, Some(why))) = live.as_ref().map(|l| l.push_failures()) {
+        eprintln!(
+            "warning: {failed} Prometheus remote write(s) failed so far ({why}): those intervals are missing there, not here"
+        );
+    }
     match outcome {
         Ok(result) => {
             let summary = Summary::of(&result);

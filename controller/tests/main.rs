@@ -29,6 +29,7 @@ mod mtls;
 mod netns;
 mod open_model;
 mod plan;
+mod prometheus;
 mod report_html;
 mod report_layout;
 mod rogue_agent;

@@ -64,6 +64,8 @@ pub(super) struct Run<'a> {
     pub(super) time_limit_hit: bool,
     /// Where applied reports go, as they arrive (see [`crate::journal`]).
     journal: Option<crate::journal::Writer>,
+    /// Where the merged figures are published each interval.
+    pub(super) live: Option<std::sync::Arc<crate::live::Live>>,
 }
 
 impl<'a> Run<'a> {
@@ -89,7 +91,22 @@ impl<'a> Run<'a> {
             abort: None,
             time_limit_hit: false,
             journal,
+            live: None,
         }
+    }
+
+    /// The merged figures so far, as Prometheus families.
+    pub(super) fn families(&self) -> Vec<crate::live::metrics::Family> {
+        let count = |f: fn(&State) -> bool| self.agents.iter().filter(|a| f(&a.state)).count();
+        crate::live::metrics::families(
+            &self.run_id,
+            &self.collector,
+            crate::live::metrics::Agents {
+                running: count(|s| matches!(s, State::Running | State::Ready | State::Attached)),
+                finished: count(|s| *s == State::Finished),
+                lost: count(|s| matches!(s, State::Lost | State::Failed)),
+            },
+        )
     }
 
     /// Runs until every agent has ended, the operator stops it at once, or
@@ -103,6 +120,10 @@ impl<'a> Run<'a> {
         let hard_deadline = self.start + self.plan.max_run() + Duration::from_secs(10);
         let mut tick =
             tokio::time::interval_at(self.start + INTERVAL + Duration::from_millis(150), INTERVAL);
+        // The run's series exist (at zero) from its start.
+        if let Some(live) = &self.live {
+            live.publish(&self.families());
+        }
         while self.agents.iter().any(Agent::is_running) {
             // The first moment a broken stream's grace runs out.
             let resume_deadline = self
@@ -187,6 +208,9 @@ impl<'a> Run<'a> {
         self.close_reported();
         if let Some(j) = &mut self.journal {
             j.flush();
+        }
+        if let Some(live) = &self.live {
+            live.publish(&self.families());
         }
         let t = &self.plan.thresholds;
         if t.abort_on_fail

@@ -83,6 +83,8 @@ pub struct RunOptions {
     /// The agents of the previous run of a series or capacity search (name,
     /// region): one that does not come back is named.
     pub previous_agents: Vec<(String, String)>,
+    /// Where the merged figures are published while the run goes on.
+    pub live: Option<std::sync::Arc<crate::live::Live>>,
     /// Called once, as the start signal goes out: the moment load begins.
     pub on_start: Option<OnStart>,
     /// Keep the run's journal in this directory (the run directory), so a
@@ -484,8 +486,12 @@ async fn drive(
         )
     });
     let mut run = drive::Run::new(run_id, plan, start, opts.lease, agents, progress, journal);
+    run.live = opts.live.clone();
     run.drive(events, &opts.interrupt, &opts.hard_interrupt)
         .await;
+    if let Some(live) = &opts.live {
+        live.publish_final(&run.families()).await;
+    }
     run.finish(addr, started_at, seed)
 }
 
