@@ -119,6 +119,15 @@ pub struct FleetArgs {
     /// process runs as; the audit line keeps that user as well).
     #[arg(long, env = "LOADFLEET_OPERATOR")]
     pub operator: Option<String>,
+    /// Serve a live dashboard of the run at http://ADDR/ (default
+    /// 127.0.0.1:0, printed at start): figures every second, with a Stop
+    /// button. Beyond loopback only with a token (open it with ?token=).
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:0")]
+    pub dashboard: Option<SocketAddr>,
+    /// How long the dashboard stays up after the last run, to show how it
+    /// ended and serve its report (Ctrl-C leaves at once).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub dashboard_linger: Duration,
     /// Serve the merged figures at http://ADDR/metrics in Prometheus's text
     /// format while runs go on (beyond loopback only with a token, which
     /// scrapers send as a bearer token).
@@ -177,12 +186,34 @@ impl AuthArgs {
 
 impl FleetArgs {
     /// The settings, or a usage error.
-    /// Starts `/metrics` and remote write when asked for.
+    /// Keeps the dashboard up a while after the last run, so its page can
+    /// say how the run ended and serve the report (Ctrl-C leaves at once).
+    async fn linger(&self, settings: &RunSettings) {
+        if self.dashboard.is_none() || self.dashboard_linger.is_zero() {
+            return;
+        }
+        eprintln!(
+            "loadfleet: the dashboard stays up {} more (--dashboard-linger); Ctrl-C leaves now",
+            crate::duration::format_duration(self.dashboard_linger)
+        );
+        tokio::select! {
+            _ = tokio::time::sleep(self.dashboard_linger) => {}
+            _ = settings.hard_interrupt.cancelled() => {}
+            _ = settings.interrupt.cancelled(), if !settings.interrupt.is_cancelled() => {}
+        }
+    }
+
+    /// Starts the dashboard, `/metrics` and remote write when asked for;
+    /// the dashboard's Stop button cancels `stop` (as Ctrl-C does).
     async fn live(
         &self,
         token: Option<String>,
+        stop: CancellationToken,
     ) -> Result<Option<std::sync::Arc<crate::live::Live>>, String> {
-        if self.metrics_listen.is_none() && self.prometheus_remote_write.is_none() {
+        if self.dashboard.is_none()
+            && self.metrics_listen.is_none()
+            && self.prometheus_remote_write.is_none()
+        {
             return Ok(None);
         }
         let remote = self
@@ -190,9 +221,21 @@ impl FleetArgs {
             .as_deref()
             .map(crate::live::remote_write::Target::parse)
             .transpose()?;
-        let live = crate::live::Live::new(token, remote);
+        let with_token = token.is_some();
+        let live = crate::live::Live::new(token, remote, stop);
+        if let Some(addr) = self.dashboard {
+            let bound = live.serve(addr).await?;
+            eprintln!(
+                "loadfleet: dashboard at http://{bound}/{}",
+                if with_token {
+                    " (add ?token=THE_FLEET_TOKEN)"
+                } else {
+                    ""
+                }
+            );
+        }
         if let Some(addr) = self.metrics_listen {
-            let bound = live.serve_metrics(addr).await?;
+            let bound = live.serve(addr).await?;
             eprintln!("loadfleet: metrics at http://{bound}/metrics");
         }
         Ok(Some(live))
@@ -487,8 +530,11 @@ async fn run_command(
 ) -> Result<Exit, String> {
     let plan = plan::load(&args.plan).map_err(|e| e.to_string())?;
     let mut settings = args.fleet.settings(interrupt, hard)?;
-    settings.live = args.fleet.live(settings.token.clone()).await?;
-    Ok(match plan.sweep.clone() {
+    settings.live = args
+        .fleet
+        .live(settings.token.clone(), settings.interrupt.clone())
+        .await?;
+    let exit = match plan.sweep.clone() {
         Some(sweep) => {
             let outcome =
                 crate::series::run_series(&settings, &plan, &sweep, args.out, &args.plan).await;
@@ -498,7 +544,9 @@ async fn run_command(
         None => {
             Exit::of_run(&run_and_report(settings.options(plan), args.out, Some(&args.plan)).await)
         }
-    })
+    };
+    args.fleet.linger(&settings).await;
+    Ok(exit)
 }
 
 async fn capacity_command(
@@ -515,8 +563,11 @@ async fn capacity_command(
     };
     let search = crate::capacity::Search::new(&plan, &spec)?;
     let mut settings = args.fleet.settings(interrupt, hard)?;
-    settings.live = args.fleet.live(settings.token.clone()).await?;
-    Ok(match search.run(&settings, &plan, args.out).await {
+    settings.live = args
+        .fleet
+        .live(settings.token.clone(), settings.interrupt.clone())
+        .await?;
+    let exit = match search.run(&settings, &plan, args.out).await {
         Ok(report) => {
             say(&crate::capacity::render(&report));
             say(&format!("capacity directory: {}", report.dir.display()));
@@ -532,7 +583,9 @@ async fn capacity_command(
             eprintln!("error: cannot write the capacity report: {error}");
             Exit::Fleet
         }
-    })
+    };
+    args.fleet.linger(&settings).await;
+    Ok(exit)
 }
 
 /// A series directory (a sweep): series.json and no summary.json.

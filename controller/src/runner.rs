@@ -294,6 +294,17 @@ pub async fn run_and_report(
             }
             let unsaved = written.as_ref().err().map(|u| u.error.as_str());
             crate::audit::append(&audit_path, &audit_plan, began, &out, &Ok(&result), unsaved);
+            if let Some(live) = &live {
+                let report = match &written {
+                    Ok(files) => Some(files.report.clone()),
+                    Err(Unsaved {
+                        fallback: Some(files),
+                        ..
+                    }) => Some(files.report.clone()),
+                    Err(_) => None,
+                };
+                live.ended(&status_word(&summary), report);
+            }
             match &written {
                 Ok(files) => {
                     say(&format!(
@@ -323,10 +334,21 @@ pub async fn run_and_report(
         }
         Err(e) => {
             crate::audit::append(&audit_path, &audit_plan, began, &out, &Err(&e), None);
+            if let Some(live) = &live {
+                live.ended(&format!("not run: {e}"), None);
+            }
             eprintln!("error: {e}");
             // Nothing ran: leave no empty run directory behind.
             let _ = std::fs::remove_dir(&out);
             RunOutcome::NotRun(e)
         }
     }
+}
+
+/// How a run ended, in the summary's words (`completed with errors`).
+fn status_word(s: &Summary) -> String {
+    serde_json::to_value(s.status)
+        .ok()
+        .and_then(|v| v.as_str().map(|t| t.replace('_', " ")))
+        .unwrap_or_default()
 }

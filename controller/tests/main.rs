@@ -13,6 +13,7 @@ mod bad_input;
 mod capacity;
 mod compare;
 mod crash;
+mod dashboard;
 mod disk;
 mod examples;
 mod exports;

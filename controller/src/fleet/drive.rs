@@ -95,6 +95,44 @@ impl<'a> Run<'a> {
         }
     }
 
+    /// The dashboard's view of the run now; `stale` are the running agents
+    /// whose reports are late, and since when.
+    pub(super) fn snapshot(&self, stale: &[(String, Duration)]) -> crate::live::Snapshot {
+        let mut s = crate::live::Snapshot::of(&self.collector);
+        s.title = self.plan.name.clone();
+        s.run_id = self.run_id.clone();
+        s.state = if self.stopping || self.abort.is_some() {
+            "stopping".into()
+        } else {
+            "running".into()
+        };
+        s.elapsed_s = self.start.elapsed().as_secs_f64().round();
+        s.scheduled_s = self.plan.scheduled_duration().map(|d| d.as_secs_f64());
+        s.agents = self
+            .agents
+            .iter()
+            .map(|a| crate::live::dashboard::AgentRow {
+                name: a.name.clone(),
+                region: a.region.clone(),
+                state: format!("{:?}", a.state).to_lowercase(),
+                requests: self
+                    .collector
+                    .agents
+                    .get(&a.name)
+                    .map_or(0, |t| t.requests()),
+                stale_s: stale
+                    .iter()
+                    .find(|(n, _)| *n == a.name)
+                    .map(|(_, d)| (d.as_secs_f64() * 10.0).round() / 10.0),
+            })
+            .collect();
+        s.thresholds = self
+            .plan
+            .thresholds
+            .check(&self.collector, self.start.elapsed(), false);
+        s
+    }
+
     /// The merged figures so far, as Prometheus families.
     pub(super) fn families(&self) -> Vec<crate::live::metrics::Family> {
         let count = |f: fn(&State) -> bool| self.agents.iter().filter(|a| f(&a.state)).count();
@@ -123,6 +161,7 @@ impl<'a> Run<'a> {
         // The run's series exist (at zero) from its start.
         if let Some(live) = &self.live {
             live.publish(&self.families());
+            live.show(self.snapshot(&[]));
         }
         while self.agents.iter().any(Agent::is_running) {
             // The first moment a broken stream's grace runs out.
@@ -258,6 +297,9 @@ impl<'a> Run<'a> {
             .or_else(|| self.collector.newest_seq())
             .filter(|&seq| !stale.is_empty() && closed.as_ref().is_none_or(|p| p.seq < seq))
             .and_then(|seq| self.collector.preview(seq));
+        if let Some(live) = &self.live {
+            live.show(self.snapshot(&stale));
+        }
         self.progress.show(&Snapshot {
             elapsed: self.start.elapsed(),
             total: self.plan.scheduled_duration(),

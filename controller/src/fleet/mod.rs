@@ -491,6 +491,9 @@ async fn drive(
         .await;
     if let Some(live) = &opts.live {
         live.publish_final(&run.families()).await;
+        let mut s = run.snapshot(&[]);
+        s.state = "stopping".into();
+        live.show(s);
     }
     run.finish(addr, started_at, seed)
 }

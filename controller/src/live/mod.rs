@@ -1,9 +1,11 @@
 //! Watching a run while it goes: the controller publishes the merged
-//! figures every interval to `/metrics` (Prometheus text format, on
-//! `--metrics-listen`) and pushes them to a Prometheus remote-write
-//! receiver (`--prometheus-remote-write`). One [`Live`] serves every run
-//! of a series or capacity search, so a scrape target stays put.
+//! figures every interval to a live dashboard (`--dashboard`), to
+//! `/metrics` (Prometheus text format, `--metrics-listen`) and to a
+//! Prometheus remote-write receiver (`--prometheus-remote-write`). One
+//! [`Live`] serves every run of a series or capacity search, so the page
+//! and the scrape target stay put.
 
+pub mod dashboard;
 pub mod metrics;
 pub mod remote_write;
 
@@ -11,41 +13,65 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use http_body_util::Full;
-use hyper::body::{Bytes, Incoming};
-use hyper::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
+use hyper::body::{Bytes, Frame, Incoming};
+use hyper::{Method, Request, Response, StatusCode};
+use tokio_util::sync::CancellationToken;
 
+pub use dashboard::Snapshot;
 use metrics::Family;
+
+type Body = BoxBody<Bytes, Infallible>;
 
 /// What the controller publishes while runs go on.
 #[derive(Debug)]
 pub struct Live {
     /// The newest `/metrics` text.
     text: Mutex<String>,
+    /// The newest dashboard snapshot, and a counter its followers watch.
+    snapshot: Mutex<Snapshot>,
+    version: tokio::sync::watch::Sender<u64>,
+    /// The final report of the newest run, once written.
+    report: Mutex<Option<std::path::PathBuf>>,
     remote: Option<remote_write::Target>,
-    /// Scrapers must present it (`Authorization: Bearer`), when set.
+    /// Readers must present it (`Authorization: Bearer`, or `?token=` for
+    /// the page), when set.
     token: Option<String>,
+    /// The dashboard's Stop button: the same graceful stop as Ctrl-C.
+    stop: CancellationToken,
     /// Pushes that failed, and the first reason (said once, counted).
     push_errors: Mutex<(u64, Option<String>)>,
 }
 
 impl Live {
-    pub fn new(token: Option<String>, remote: Option<remote_write::Target>) -> Arc<Live> {
+    pub fn new(
+        token: Option<String>,
+        remote: Option<remote_write::Target>,
+        stop: CancellationToken,
+    ) -> Arc<Live> {
         Arc::new(Live {
             text: Mutex::new("# loadfleet: no run has started yet\n".into()),
+            snapshot: Mutex::new(Snapshot {
+                state: "waiting".into(),
+                title: "waiting for a run".into(),
+                ..Snapshot::default()
+            }),
+            version: tokio::sync::watch::channel(0).0,
+            report: Mutex::new(None),
             remote,
             token,
+            stop,
             push_errors: Mutex::new((0, None)),
         })
     }
 
-    /// Serves `/metrics` on `addr` until the process ends; returns the bound
-    /// address. Beyond loopback, only with a token (scrapers send it as a
-    /// bearer token).
-    pub async fn serve_metrics(self: &Arc<Self>, addr: SocketAddr) -> Result<SocketAddr, String> {
+    /// Serves the dashboard, `/events`, `/stop`, `/report` and `/metrics`
+    /// on `addr` until the process ends; returns the bound address. Beyond
+    /// loopback, only with a token.
+    pub async fn serve(self: &Arc<Self>, addr: SocketAddr) -> Result<SocketAddr, String> {
         if !addr.ip().is_loopback() && self.token.is_none() {
             return Err(format!(
-                "refusing to serve /metrics on {addr} without a token: set LOADFLEET_TOKEN (scrapers send it as a bearer token), or listen on 127.0.0.1"
+                "refusing to serve /metrics or the dashboard on {addr} without a token: set LOADFLEET_TOKEN (scrapers send it as a bearer token, browsers as ?token=), or listen on 127.0.0.1"
             ));
         }
         let listener = tokio::net::TcpListener::bind(addr)
@@ -73,37 +99,158 @@ impl Live {
         Ok(bound)
     }
 
-    fn answer(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
-        let reply = |status: StatusCode, text: String| {
-            let mut r = Response::new(Full::new(Bytes::from(text)));
+    fn answer(self: &Arc<Self>, req: &Request<Incoming>) -> Response<Body> {
+        let reply = |status: StatusCode, kind: &'static str, text: String| {
+            let mut r = Response::new(Full::new(Bytes::from(text)).boxed());
             *r.status_mut() = status;
+            r.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static(kind),
+            );
             r
         };
         if let Some(token) = &self.token {
-            let given = req
+            let bearer = req
                 .headers()
                 .get(http::header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.strip_prefix("Bearer "));
-            if given != Some(token.as_str()) {
+            let query = req.uri().query().and_then(|q| {
+                q.split('&')
+                    .find_map(|kv| kv.strip_prefix("token="))
+                    .map(percent_decode)
+            });
+            if bearer != Some(token.as_str()) && query.as_deref() != Some(token.as_str()) {
                 return reply(
                     StatusCode::UNAUTHORIZED,
-                    "a bearer token is required\n".into(),
+                    "text/plain",
+                    "a token is required (Authorization: Bearer TOKEN, or ?token=TOKEN)\n".into(),
                 );
             }
         }
-        match req.uri().path() {
-            "/metrics" => {
+        match (req.method(), req.uri().path()) {
+            (&Method::GET, "/metrics") => {
                 let text = self.text.lock().unwrap_or_else(|e| e.into_inner()).clone();
-                let mut r = reply(StatusCode::OK, text);
-                r.headers_mut().insert(
-                    http::header::CONTENT_TYPE,
-                    http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-                );
-                r
+                reply(
+                    StatusCode::OK,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                    text,
+                )
             }
-            _ => reply(StatusCode::NOT_FOUND, "see /metrics\n".into()),
+            (&Method::GET, "/") => {
+                let s = self
+                    .snapshot
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone();
+                reply(
+                    StatusCode::OK,
+                    "text/html; charset=utf-8",
+                    dashboard::page(&s, self.token.as_deref()),
+                )
+            }
+            (&Method::GET, "/events") => self.events(),
+            (&Method::GET, "/report") => {
+                let path = self
+                    .report
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone();
+                match path.map(std::fs::read_to_string) {
+                    Some(Ok(html)) => reply(StatusCode::OK, "text/html; charset=utf-8", html),
+                    _ => reply(
+                        StatusCode::NOT_FOUND,
+                        "text/plain",
+                        "no report yet\n".into(),
+                    ),
+                }
+            }
+            (&Method::POST, "/stop") => {
+                // Only this page's own script: a custom header (which a
+                // cross-site form cannot send, and a cross-site script only
+                // after a preflight this server never answers), and no
+                // foreign Origin.
+                let ours = req
+                    .headers()
+                    .get("x-loadfleet")
+                    .is_some_and(|v| v == "stop");
+                let host = req
+                    .headers()
+                    .get(http::header::HOST)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                let origin_ok = req
+                    .headers()
+                    .get(http::header::ORIGIN)
+                    .and_then(|v| v.to_str().ok())
+                    .is_none_or(|o| o == format!("http://{host}"));
+                if !ours || !origin_ok {
+                    return reply(
+                        StatusCode::FORBIDDEN,
+                        "text/plain",
+                        "only the dashboard's Stop button stops a run\n".into(),
+                    );
+                }
+                eprintln!("loadfleet: stop asked from the dashboard");
+                self.stop.cancel();
+                reply(StatusCode::ACCEPTED, "text/plain", "stopping\n".into())
+            }
+            _ => reply(
+                StatusCode::NOT_FOUND,
+                "text/plain",
+                "the dashboard is at /, the metrics at /metrics\n".into(),
+            ),
         }
+    }
+
+    /// Server-sent events: the snapshot now, then after every change.
+    fn events(self: &Arc<Self>) -> Response<Body> {
+        use tokio_stream::StreamExt as _;
+        let live = self.clone();
+        let stream =
+            tokio_stream::wrappers::WatchStream::new(self.version.subscribe()).map(move |_| {
+                let s = live
+                    .snapshot
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone();
+                let json = serde_json::to_string(&s).unwrap_or_default();
+                Ok::<_, Infallible>(Frame::data(Bytes::from(format!("data: {json}\n\n"))))
+            });
+        let mut r = Response::new(StreamBody::new(stream).boxed());
+        r.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/event-stream"),
+        );
+        r.headers_mut().insert(
+            http::header::CACHE_CONTROL,
+            http::HeaderValue::from_static("no-store"),
+        );
+        r
+    }
+
+    /// The dashboard's newest snapshot.
+    pub fn show(&self, snapshot: Snapshot) {
+        *self.snapshot.lock().unwrap_or_else(|e| e.into_inner()) = snapshot;
+        self.version.send_modify(|v| *v += 1);
+    }
+
+    /// The run has ended (`status`), and its report is at `report`.
+    pub fn ended(&self, status: &str, report: Option<std::path::PathBuf>) {
+        *self.report.lock().unwrap_or_else(|e| e.into_inner()) = report.clone();
+        let mut s = self
+            .snapshot
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        s.state = "ended".into();
+        s.status = Some(status.to_string());
+        s.report_file = report.as_ref().map(|p| p.display().to_string());
+        s.report = report.map(|_| "/report".to_string());
+        for a in &mut s.agents {
+            a.stale_s = None;
+        }
+        self.show(s);
     }
 
     /// The newest figures: kept for `/metrics`, and pushed to the
@@ -147,6 +294,30 @@ impl Live {
             .unwrap_or_else(|e| e.into_inner())
             .clone()
     }
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match (b[i], b.get(i + 1..i + 3)) {
+            (b'%', Some(hex)) => {
+                match u8::from_str_radix(std::str::from_utf8(hex).unwrap_or(""), 16) {
+                    Ok(v) => {
+                        out.push(v);
+                        i += 3;
+                        continue;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            (b'+', _) => out.push(b' '),
+            (c, _) => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn now_ms() -> i64 {

@@ -305,6 +305,12 @@ pub fn chromium() -> PathBuf {
 /// stderr, requests the page made). Chromium's own calls home (time,
 /// updates, accounts) are not the page's and are left out.
 pub fn chromium_run(file: &Path, extra: &[&str]) -> (String, String, Vec<String>) {
+    chromium_open(&format!("file://{}", file.display()), extra)
+}
+
+/// Like [`chromium_run`], on any URL (requests to loopback, where the
+/// page's own server is, do not go through the recording proxy).
+pub fn chromium_open(url: &str, extra: &[&str]) -> (String, String, Vec<String>) {
     let proxy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let proxy_addr = proxy.local_addr().unwrap();
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -334,7 +340,7 @@ pub fn chromium_run(file: &Path, extra: &[&str]) -> (String, String, Vec<String>
             "--v=0",
         ])
         .args(extra)
-        .arg(format!("file://{}", file.display()))
+        .arg(url)
         .output()
         .expect("chromium runs");
     assert!(

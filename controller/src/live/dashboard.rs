@@ -1,0 +1,175 @@
+//! The live dashboard: what the page shows, made from the merged figures
+//! each interval, and the page itself. The page is complete without
+//! scripts (the server renders the newest snapshot into it); its own few
+//! lines of script then follow the run through server-sent events.
+
+use serde::Serialize;
+
+use crate::stats::Collector;
+
+/// Intervals of history the page keeps.
+pub const HISTORY: usize = 600;
+
+/// Everything the page shows, at one moment.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Snapshot {
+    /// The plan's name (and a series' or capacity search's current run).
+    pub title: String,
+    pub run_id: String,
+    /// `waiting` (for agents), `running`, `stopping` or `ended`.
+    pub state: String,
+    pub elapsed_s: f64,
+    pub scheduled_s: Option<f64>,
+    pub requests: u64,
+    pub errors: u64,
+    /// The newest closed interval.
+    pub rps: f64,
+    pub p50_ms: Option<f64>,
+    pub p95_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    pub active_users: u64,
+    pub errors_by_kind: Vec<(String, u64)>,
+    pub timeline: Vec<Point>,
+    pub regions: Vec<RegionRow>,
+    pub agents: Vec<AgentRow>,
+    pub thresholds: Vec<crate::thresholds::Outcome>,
+    /// Open model: send lateness p99 so far.
+    pub lateness_p99_ms: Option<f64>,
+    /// How the run ended (its status), once it has.
+    pub status: Option<String>,
+    /// Where the final report is served, once written.
+    pub report: Option<String>,
+    /// The report's path on the controller's disk.
+    pub report_file: Option<String>,
+}
+
+/// One interval of the run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Point {
+    pub t: f64,
+    pub rps: f64,
+    pub errors_per_s: f64,
+    pub p50: Option<f64>,
+    pub p95: Option<f64>,
+    pub p99: Option<f64>,
+    pub active: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RegionRow {
+    pub name: String,
+    pub requests: u64,
+    pub errors: u64,
+    pub p95_ms: Option<f64>,
+    pub active: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AgentRow {
+    pub name: String,
+    pub region: String,
+    pub state: String,
+    pub requests: u64,
+    /// Seconds since its newest report, when it is late.
+    pub stale_s: Option<f64>,
+}
+
+impl Snapshot {
+    /// The figures of `c` (closed intervals) for the page.
+    pub fn of(c: &Collector) -> Snapshot {
+        let last = c.timeline.last();
+        let timeline = c
+            .timeline
+            .iter()
+            .rev()
+            .take(HISTORY)
+            .rev()
+            .map(|p| Point {
+                t: round(p.start_s + p.length_s),
+                rps: round(p.requests as f64 / p.length_s.max(0.001)),
+                errors_per_s: round(p.errors as f64 / p.length_s.max(0.001)),
+                p50: p.latency_ms.map(|l| round(l.p50)),
+                p95: p.latency_ms.map(|l| round(l.p95)),
+                p99: p.latency_ms.map(|l| round(l.p99)),
+                active: p.active_users,
+            })
+            .collect();
+        let mut errors_by_kind: Vec<(String, u64)> = c
+            .total
+            .errors
+            .iter()
+            .map(|(k, e)| (k.clone(), e.count))
+            .collect();
+        errors_by_kind.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        Snapshot {
+            elapsed_s: round(c.elapsed.as_secs_f64()),
+            requests: c.total.requests(),
+            errors: c.total.error_count(),
+            rps: last.map_or(0.0, |p| round(p.requests as f64 / p.length_s.max(0.001))),
+            p50_ms: last.and_then(|p| p.latency_ms).map(|l| round(l.p50)),
+            p95_ms: last.and_then(|p| p.latency_ms).map(|l| round(l.p95)),
+            p99_ms: last.and_then(|p| p.latency_ms).map(|l| round(l.p99)),
+            active_users: last.map_or(0, |p| p.active_users),
+            errors_by_kind,
+            timeline,
+            regions: c
+                .regions
+                .iter()
+                .map(|(name, t)| RegionRow {
+                    name: name.clone(),
+                    requests: t.requests(),
+                    errors: t.error_count(),
+                    p95_ms: t.latency().map(|l| round(l.p95)),
+                    active: last
+                        .and_then(|p| p.active_by_region.get(name))
+                        .copied()
+                        .unwrap_or(0),
+                })
+                .collect(),
+            lateness_p99_ms: crate::stats::LatencyMs::of(&c.lateness).map(|l| round(l.p99)),
+            ..Snapshot::default()
+        }
+    }
+}
+
+fn round(v: f64) -> f64 {
+    (v * 1000.0).round() / 1000.0
+}
+
+fn fmt_opt(v: &Option<f64>) -> String {
+    v.map_or_else(|| "-".to_string(), |v| format!("{v:.2}"))
+}
+
+#[derive(askama::Template)]
+#[template(path = "dashboard.html")]
+struct Page<'a> {
+    s: &'a Snapshot,
+    /// The snapshot as JSON, for the script to start from.
+    json: String,
+    /// `?token=...` for the page's own requests, when the server needs one.
+    query: String,
+}
+
+/// The page, with `s` already in it.
+pub fn page(s: &Snapshot, token: Option<&str>) -> String {
+    use askama::Template;
+    let json = serde_json::to_string(s)
+        .unwrap_or_default()
+        // Inside <script>: never end the element early.
+        .replace("</", "<\\/");
+    let query = token.map_or_else(String::new, |t| format!("?token={}", encode(t)));
+    Page { s, json, query }
+        .render()
+        .unwrap_or_else(|e| format!("cannot render the dashboard: {e}"))
+}
+
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

@@ -1,0 +1,185 @@
+//! The live dashboard in a real browser: headless Chromium loads it from
+//! the controller while a run goes on; its numbers move, match
+//! `summary.json` once the run has ended, the page asks nothing of any
+//! other host, it links the report, and only its own Stop request stops
+//! the run.
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use crate::support::*;
+use loadfleet_testbed::Config;
+
+/// The number in `<b id="ID">N</b>` of the page.
+fn figure(dom: &str, id: &str) -> f64 {
+    dom.split(&format!("id=\"{id}\">"))
+        .nth(1)
+        .and_then(|s| s.split('<').next())
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no figure {id} in the page"))
+}
+
+fn page(url: &str) -> String {
+    let (dom, stderr, requests) = chromium_open(url, &["--dump-dom"]);
+    assert!(
+        requests.is_empty(),
+        "the page asked other hosts: {requests:?}"
+    );
+    assert!(
+        !stderr
+            .lines()
+            .any(|l| l.contains("CONSOLE") && l.contains("Uncaught")),
+        "{stderr}"
+    );
+    dom
+}
+
+/// A raw POST; returns the status line.
+fn post(addr: &str, path: &str, headers: &str) -> String {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "POST {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: 0\r\n{headers}\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    text.lines().next().unwrap_or("").to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_follows_the_run_and_ends_with_its_numbers() {
+    let bed = testbed(Config {
+        default_latency: Duration::from_millis(2),
+        ..Config::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let plan = write_plan(
+        dir.path(),
+        "live.toml",
+        &plan_toml(
+            &bed.base_url(),
+            "users = 4\nduration = \"5s\"",
+            &[("home", "/"), ("gone", "/status/404")],
+        ),
+    );
+    let out = dir.path().join("run");
+    let ctl = Proc::spawn(
+        &loadfleet(),
+        &[
+            "run",
+            plan.to_str().unwrap(),
+            "-q",
+            "--out",
+            out.to_str().unwrap(),
+            "--dashboard",
+            "--dashboard-linger",
+            "4s",
+        ],
+    );
+    let line = ctl.wait_for_line("dashboard at http://", Duration::from_secs(20));
+    let url = line
+        .split("dashboard at ")
+        .nth(1)
+        .unwrap()
+        .trim()
+        .to_string();
+    let addr = url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    load_started(&bed, 50).await;
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let first = page(&url);
+    assert!(
+        first.contains("id=\"state\" class=\"state-running\""),
+        "running"
+    );
+    assert!(first.contains("Stop the run"));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let second = page(&url);
+    let (a, b) = (figure(&first, "requests"), figure(&second, "requests"));
+    eprintln!("requests on the page: {a}, then {b}");
+    assert!(b > a && a > 0.0, "the numbers move: {a} then {b}");
+    // A request without the page's header, or from another site, stops nothing.
+    assert!(post(&addr, "/stop", "").contains("403"));
+    assert!(
+        post(
+            &addr,
+            "/stop",
+            "X-Loadfleet: stop\r\nOrigin: http://evil.example\r\n"
+        )
+        .contains("403")
+    );
+    ctl.wait_for_line("dashboard stays up", Duration::from_secs(30));
+    let last = page(&url);
+    let s = summary(&out);
+    assert!(last.contains("class=\"state-ended\""), "ended");
+    assert!(last.contains("completed with errors"), "the status");
+    assert_eq!(
+        figure(&last, "requests"),
+        s["total"]["requests"].as_f64().unwrap()
+    );
+    assert_eq!(
+        figure(&last, "errors"),
+        s["total"]["errors"].as_f64().unwrap()
+    );
+    assert!(last.contains("href=\"/report\""), "links the report");
+    let report = page(&format!("{url}report"));
+    assert!(
+        report.contains(s["run_id"].as_str().unwrap()),
+        "the report is served"
+    );
+    let exit = exited(ctl, Duration::from_secs(20)).await;
+    assert_eq!(exit.code, 1, "{}", exit.stderr);
+}
+
+/// The dashboard's Stop request ends the run gracefully, as Ctrl-C does:
+/// status `interrupted`, results kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stop_button_stops_the_run_gracefully() {
+    let bed = testbed(Config::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let plan = write_plan(
+        dir.path(),
+        "long.toml",
+        &plan_toml(
+            &bed.base_url(),
+            "users = 2\nduration = \"60s\"",
+            &[("home", "/")],
+        ),
+    );
+    let out = dir.path().join("run");
+    let ctl = Proc::spawn(
+        &loadfleet(),
+        &[
+            "run",
+            plan.to_str().unwrap(),
+            "-q",
+            "--out",
+            out.to_str().unwrap(),
+            "--dashboard",
+            "--dashboard-linger",
+            "0s",
+        ],
+    );
+    let line = ctl.wait_for_line("dashboard at http://", Duration::from_secs(20));
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .unwrap()
+        .trim()
+        .trim_end_matches('/')
+        .to_string();
+    load_started(&bed, 20).await;
+    let asked = std::time::Instant::now();
+    // What the button sends (the page's script; `confirm` first).
+    assert!(post(&addr, "/stop", "X-Loadfleet: stop\r\n").contains("202"));
+    let exit = exited(ctl, Duration::from_secs(30)).await;
+    eprintln!("stopped {:?} after the request", asked.elapsed());
+    assert!(asked.elapsed() < Duration::from_secs(10));
+    assert_eq!(exit.code, 1, "{}", exit.stderr);
+    assert_eq!(summary(&out)["status"], "interrupted");
+    assert!(exit.stderr.contains("stop asked from the dashboard"));
+}
