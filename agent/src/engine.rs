@@ -126,6 +126,24 @@ struct WorkerPart {
     active_peak: u32,
     active_mean: f64,
     lateness: Option<Histogram<u64>>,
+    /// How late this worker's event loop woke for its timers, at worst.
+    lag_max_us: u64,
+}
+
+/// How often a worker checks how late its event loop wakes.
+const LAG_TICK: Duration = Duration::from_millis(100);
+
+/// Measures the worker's event-loop lag: a timer every [`LAG_TICK`], and
+/// how late it fires. A generator that cannot keep up shows it here first.
+async fn watch_lag(shared: Rc<Shared>) {
+    let mut tick = tokio::time::interval(LAG_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let due = tick.tick().await;
+        let lag = tokio::time::Instant::now().saturating_duration_since(due);
+        let us = u64::try_from(lag.as_micros()).unwrap_or(u64::MAX);
+        shared.lag_max_us.set(shared.lag_max_us.get().max(us));
+    }
 }
 
 /// How the open model's generator waits for each arrival's instant.
@@ -267,6 +285,8 @@ struct Shared {
     active_area: Cell<f64>,
     /// When `active` last changed (or the interval began).
     active_changed: Cell<tokio::time::Instant>,
+    /// The worst event-loop lag of the current interval, µs.
+    lag_max_us: Cell<u64>,
 }
 
 impl Shared {
@@ -350,6 +370,7 @@ impl Worker {
             active_peak: Cell::new(0),
             active_area: Cell::new(0.0),
             active_changed: Cell::new(start_at),
+            lag_max_us: Cell::new(0),
             active: Cell::new(0),
             remaining: Cell::new(self.users.len()),
             all_done: Notify::new(),
@@ -373,6 +394,7 @@ impl Worker {
             _ = tokio::time::sleep_until(start_at) => {}
             _ = self.stop.hard.cancelled() => {}
         }
+        tokio::task::spawn_local(watch_lag(shared.clone()));
         let late = tokio::time::Instant::now().saturating_duration_since(start_at);
         self.start_lateness_us.fetch_max(
             u64::try_from(late.as_micros()).unwrap_or(u64::MAX),
@@ -426,6 +448,7 @@ impl Worker {
                 active_peak,
                 active_mean,
                 lateness,
+                lag_max_us: shared.lag_max_us.replace(0),
             };
             if self.parts.send(part).await.is_err() || finished {
                 break;
@@ -895,6 +918,10 @@ struct Aggregator {
     sent_lateness: Option<Histogram<u64>>,
     /// Where `sent` goes, serialized, once every interval is out.
     totals: Arc<OnceLock<v1::Totals>>,
+    /// The process's health, sampled as each interval goes out.
+    vitals: crate::vitals::Vitals,
+    /// CPUs this process may use.
+    cores: u32,
 }
 
 struct Pending {
@@ -907,6 +934,7 @@ struct Pending {
     started: u64,
     completed: u64,
     lateness: Option<Histogram<u64>>,
+    lag_max_us: u64,
 }
 
 impl Aggregator {
@@ -926,6 +954,9 @@ impl Aggregator {
             pending: Default::default(),
             next_seq: 0,
             serializer: crate::histogram_codec::WireEncoder::default(),
+            vitals: crate::vitals::Vitals::start(),
+            cores: std::thread::available_parallelism()
+                .map_or(1, |n| u32::try_from(n.get()).unwrap_or(u32::MAX)),
         }
     }
 
@@ -944,6 +975,7 @@ impl Aggregator {
                         active_peak: part.active_peak,
                         active_mean: part.active_mean,
                         lateness: part.lateness,
+                        lag_max_us: part.lag_max_us,
                     });
                 }
                 std::collections::btree_map::Entry::Occupied(mut o) => {
@@ -958,6 +990,7 @@ impl Aggregator {
                     p.completed += part.completed;
                     p.active_peak += part.active_peak;
                     p.active_mean += part.active_mean;
+                    p.lag_max_us = p.lag_max_us.max(part.lag_max_us);
                     if let (Some(mine), Some(theirs)) = (&mut p.lateness, &part.lateness) {
                         mine.add(theirs).expect("same bounds");
                     }
@@ -1094,7 +1127,15 @@ impl Aggregator {
                 Err(e) => tracing::error!(error = ?e, "cannot serialize histogram"),
             }
         }
+        let vitals = self.vitals.sample();
         let interval = v1::Interval {
+            loop_lag_max_us: p.lag_max_us,
+            cpu_us: vitals.cpu_us,
+            vitals_span_us: vitals.span_us,
+            rss_bytes: vitals.rss_bytes,
+            steal_permille: vitals.steal_permille,
+            connections: vitals.connections,
+            cores: self.cores,
             run_id: self.assign.run_id.clone(),
             seq,
             active_users: p.active,

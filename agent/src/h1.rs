@@ -269,6 +269,7 @@ pub struct Conn<S = Stream> {
 impl<S> Drop for Conn<S> {
     fn drop(&mut self) {
         self.give_back();
+        crate::vitals::OPEN_CONNECTIONS.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -298,6 +299,7 @@ impl<S> Conn<S> {
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     pub fn new(io: S) -> Conn<S> {
+        crate::vitals::OPEN_CONNECTIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Conn {
             io,
             buf: vec![0; OWN_BUFFER],

@@ -28,5 +28,6 @@ pub mod session;
 pub mod signal;
 pub mod template;
 pub mod tls;
+pub mod vitals;
 
 pub use session::{AgentError, AgentOptions, AgentTls, run_agent};

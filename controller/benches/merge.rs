@@ -64,6 +64,13 @@ fn main() {
         completed: 0,
         active_peak: 0,
         active_mean: 0.0,
+        loop_lag_max_us: 0,
+        cpu_us: 0,
+        rss_bytes: 0,
+        steal_permille: 0,
+        connections: 0,
+        cores: 0,
+        vitals_span_us: 0,
     };
     // The first second allocates every agent's tally; time the steady state.
     let warm_up = 1u64;

@@ -219,6 +219,13 @@ async fn agent(
                     completed: 0,
                     active_peak: 0,
                     active_mean: 0.0,
+                    loop_lag_max_us: 0,
+                    cpu_us: 0,
+                    rss_bytes: 0,
+                    steal_permille: 0,
+                    connections: 0,
+                    cores: 0,
+                    vitals_span_us: 0,
                 }))).await?;
                 counters.reports.fetch_add(1, Ordering::Relaxed);
                 seq += 1;

@@ -242,6 +242,79 @@ pub struct AgentTally {
     /// Open model: its send lateness, from its totals when they agree with
     /// `lateness_samples`.
     pub send_lateness: Option<LatencyMs>,
+    /// The generator's own health, from its reports.
+    pub health: Health,
+}
+
+/// A generator is saturated in an interval when its process used this
+/// share of the CPUs it may use…
+pub const SATURATED_CPU_PCT: f64 = 90.0;
+/// …or its event loops woke this late for a timer: what it measured then
+/// includes its own delay.
+pub const SATURATED_LAG_MS: f64 = 50.0;
+
+/// One generator's health over the run, from its interval reports.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Health {
+    /// Intervals reported with health figures.
+    pub intervals: u64,
+    /// Process CPU as a share of the CPUs it may use, in %.
+    pub cpu_pct_max: f64,
+    pub cpu_pct_mean: f64,
+    /// CPUs the process may use.
+    pub cores: u32,
+    /// How late its event loops woke for their timers, at worst.
+    pub loop_lag_ms_max: f64,
+    pub rss_mb_max: f64,
+    pub connections_max: u64,
+    /// The host's steal time, at worst, in %.
+    pub steal_pct_max: f64,
+    /// Intervals in which it was saturated (see [`SATURATED_CPU_PCT`]).
+    pub saturated_intervals: u64,
+    /// The newest interval's CPU % and event-loop lag (ms), for the dashboard.
+    #[serde(skip)]
+    pub last: (f64, f64),
+}
+
+impl Health {
+    /// Adds one interval; true when the generator was saturated in it.
+    fn add(&mut self, iv: &v1::Interval, length: Duration) -> bool {
+        if iv.cores == 0 {
+            // An agent older than these figures.
+            return false;
+        }
+        // Over the span the agent's CPU reading covers (an older agent: the
+        // interval's length).
+        let span = if iv.vitals_span_us > 0 {
+            iv.vitals_span_us as f64
+        } else {
+            length.as_micros() as f64
+        };
+        if span < 100_000.0 {
+            // Too short a span to say anything about CPU (the run's last
+            // sliver); its lag still counts.
+            let lag_ms = iv.loop_lag_max_us as f64 / 1000.0;
+            self.loop_lag_ms_max = self.loop_lag_ms_max.max(lag_ms);
+            let saturated = lag_ms >= SATURATED_LAG_MS;
+            self.saturated_intervals += u64::from(saturated);
+            return saturated;
+        }
+        let cpu_pct = iv.cpu_us as f64 * 100.0 / (span * f64::from(iv.cores));
+        let lag_ms = iv.loop_lag_max_us as f64 / 1000.0;
+        let n = self.intervals as f64;
+        self.cpu_pct_mean = (self.cpu_pct_mean * n + cpu_pct) / (n + 1.0);
+        self.intervals += 1;
+        self.cores = iv.cores;
+        self.cpu_pct_max = self.cpu_pct_max.max(cpu_pct);
+        self.last = (cpu_pct, lag_ms);
+        self.loop_lag_ms_max = self.loop_lag_ms_max.max(lag_ms);
+        self.rss_mb_max = self.rss_mb_max.max(iv.rss_bytes as f64 / (1 << 20) as f64);
+        self.connections_max = self.connections_max.max(iv.connections);
+        self.steal_pct_max = self.steal_pct_max.max(f64::from(iv.steal_permille) / 10.0);
+        let saturated = cpu_pct >= SATURATED_CPU_PCT || lag_ms >= SATURATED_LAG_MS;
+        self.saturated_intervals += u64::from(saturated);
+        saturated
+    }
 }
 
 /// An agent's latency figures, computed from its totals when they arrive
@@ -373,6 +446,10 @@ pub struct IntervalPoint {
     pub peak_by_region: BTreeMap<String, u64>,
     /// Open model: arrivals dropped in this interval.
     pub dropped: u64,
+    /// Agents whose generator was saturated in this interval: what they
+    /// measured then includes their own delay.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub suspect: Vec<String>,
     /// Iterations started in this interval, by when they actually started.
     #[serde(default)]
     pub iterations_started: u64,
@@ -410,6 +487,8 @@ struct OpenInterval {
     /// Active users by agent (an index into `Collector::agent_region`).
     /// By agent: users active at the interval's end, its peak and its mean.
     active: BTreeMap<usize, (u32, u32, f64)>,
+    /// Agents (by index) saturated in this interval.
+    saturated: std::collections::BTreeSet<usize>,
     end: Duration,
 }
 
@@ -441,6 +520,8 @@ pub struct Collector {
     pub agent_dropped: BTreeMap<String, u64>,
     /// Open model: send lateness of iterations (actual minus intended), µs.
     pub lateness: Histogram<u64>,
+    /// The fleet's worst generator health so far: CPU %, event-loop lag ms.
+    pub worst_health: (f64, f64),
     /// End of the latest interval, from the run's start.
     pub elapsed: Duration,
     open: BTreeMap<u64, OpenInterval>,
@@ -473,6 +554,7 @@ impl Collector {
             iterations_completed: 0,
             agent_dropped: BTreeMap::new(),
             lateness: new_histogram(),
+            worst_health: (0.0, 0.0),
             elapsed: Duration::ZERO,
             open: BTreeMap::new(),
             closed_before: 0,
@@ -593,6 +675,7 @@ impl Collector {
                 started: 0,
                 cells: BTreeMap::new(),
                 active: BTreeMap::new(),
+                saturated: Default::default(),
                 end,
             });
             o.end = o.end.max(end);
@@ -614,6 +697,21 @@ impl Collector {
         if let Some(o) = open.as_deref_mut() {
             o.dropped += iv.dropped;
             o.started += iv.started;
+        }
+        let start = self
+            .interval
+            .saturating_mul(u32::try_from(iv.seq).unwrap_or(u32::MAX));
+        let length = end.saturating_sub(start).min(self.interval);
+        if let Some(t) = self.agents.get_mut(agent) {
+            if t.health.add(iv, length)
+                && let Some(o) = open.as_deref_mut()
+            {
+                o.saturated.insert(aid);
+            }
+            self.worst_health = (
+                self.worst_health.0.max(t.health.cpu_pct_max),
+                self.worst_health.1.max(t.health.loop_lag_ms_max),
+            );
         }
         if let Some(t) = self.agents.get_mut(agent) {
             t.lateness_samples += lateness.as_ref().map_or(0, Sparse::count);
@@ -671,6 +769,16 @@ impl Collector {
             active_by_region: by_region(|a| u64::from(a.0)),
             peak_by_region: by_region(|a| u64::from(a.1.max(a.0))),
             dropped: o.dropped,
+            suspect: o
+                .saturated
+                .iter()
+                .filter_map(|aid| {
+                    self.agent_ids
+                        .iter()
+                        .find(|(_, id)| *id == aid)
+                        .map(|(name, _)| name.clone())
+                })
+                .collect(),
             iterations_started: o.started,
             latency_ms: total.latency(),
         }

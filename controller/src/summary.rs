@@ -136,6 +136,11 @@ pub struct AgentEntry {
     /// sent after this is not counted anywhere (its `rps` is over this span).
     #[serde(default)]
     pub reported_until_s: Option<f64>,
+    /// The generator's own health over the run (CPU, event-loop lag,
+    /// memory, connections, host steal); `null` for an agent that sent no
+    /// such figures.
+    #[serde(default)]
+    pub health: Option<crate::stats::Health>,
     #[serde(flatten)]
     pub results: Entry,
 }
@@ -241,6 +246,25 @@ pub struct Summary {
     pub dropped_reports: u64,
 }
 
+/// A warning for each generator that was saturated during measured
+/// intervals: what it measured then includes its own delay.
+fn saturation_warnings(agents: &[(String, crate::stats::Health)]) -> Vec<String> {
+    agents
+        .iter()
+        .filter(|(_, h)| h.saturated_intervals > 0)
+        .map(|(name, h)| {
+            format!(
+                "agent {name}'s generator was saturated in {} of {} intervals (CPU up to {:.0}% of its {} CPU(s), event loop up to {:.0} ms late): latencies measured then include its own delay; the report marks those intervals",
+                h.saturated_intervals,
+                h.intervals,
+                h.cpu_pct_max,
+                h.cores,
+                h.loop_lag_ms_max
+            )
+        })
+        .collect()
+}
+
 fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
@@ -317,6 +341,19 @@ impl Summary {
                         .and_then(|t| t.send_lateness)
                         .map(round_latency),
                     reported_until_s: a.reported_until_s.map(round3),
+                    health: c
+                        .agents
+                        .get(&a.name)
+                        .map(|t| t.health.clone())
+                        .filter(|h| h.intervals > 0)
+                        .map(|mut h| {
+                            h.cpu_pct_max = round3(h.cpu_pct_max);
+                            h.cpu_pct_mean = round3(h.cpu_pct_mean);
+                            h.loop_lag_ms_max = round3(h.loop_lag_ms_max);
+                            h.rss_mb_max = round3(h.rss_mb_max);
+                            h.steal_pct_max = round3(h.steal_pct_max);
+                            h
+                        }),
                     results,
                 },
             );
@@ -324,6 +361,10 @@ impl Summary {
         let gaps = agents
             .iter()
             .filter_map(|(name, a): (&String, &AgentEntry)| a.gap(name))
+            .collect();
+        let agents_for_warnings: Vec<(String, crate::stats::Health)> = agents
+            .iter()
+            .filter_map(|(n, a)| a.health.clone().map(|h| (n.clone(), h)))
             .collect();
         let mut regions: BTreeMap<String, Entry> = c
             .regions
@@ -374,7 +415,13 @@ impl Summary {
             seed: r.seed,
             missing: Vec::new(),
             gaps,
-            warnings: r.facts.warnings.clone(),
+            warnings: r
+                .facts
+                .warnings
+                .iter()
+                .cloned()
+                .chain(saturation_warnings(&agents_for_warnings))
+                .collect(),
             total: Entry::of(&c.total, d),
             requests: c
                 .step_names

@@ -21,6 +21,11 @@ pub enum Metric {
     ErrorRate,
     /// Requests per second over the run so far.
     Rps,
+    /// The busiest generator's process CPU, in % of the CPUs it may use, at
+    /// its worst interval so far.
+    AgentCpu,
+    /// The worst event-loop lag of any generator so far, ms.
+    AgentLag,
 }
 
 /// `<` `<=` `>` `>=`.
@@ -114,6 +119,20 @@ pub fn parse_rule(text: &str, step: Option<usize>) -> Result<Rule, String> {
                 .ok_or_else(|| format!("in \"{text}\": expected a percentage such as 1%"))?;
             (Metric::ErrorRate, pct / 100.0)
         }
+        "agent_cpu" | "agent_lag" if step.is_some() => {
+            return Err(format!(
+                "in \"{text}\": {lhs} is about the generators, not a step; put it in `overall`"
+            ));
+        }
+        "agent_cpu" => {
+            let pct = rhs
+                .strip_suffix('%')
+                .and_then(|p| p.trim().parse::<f64>().ok())
+                .filter(|p| *p >= 0.0)
+                .ok_or_else(|| format!("in \"{text}\": expected a percentage such as 80%"))?;
+            (Metric::AgentCpu, pct)
+        }
+        "agent_lag" => (Metric::AgentLag, latency_ms(rhs)?),
         "rps" => {
             let n = rhs
                 .parse::<f64>()
@@ -160,6 +179,8 @@ impl Rule {
             Metric::Quantile(q) => Some(h.value_at_quantile(q) as f64 / 1000.0),
             Metric::Mean => Some(h.mean() / 1000.0),
             Metric::Max => Some(h.max() as f64 / 1000.0),
+            // The generators' health is the collector's, not a tally's.
+            Metric::AgentCpu | Metric::AgentLag => None,
         }
     }
 
@@ -179,7 +200,11 @@ impl Rule {
             None => &c.total,
             Some(i) => &c.steps[i],
         };
-        let observed = self.observe(tally, elapsed);
+        let observed = match self.metric {
+            Metric::AgentCpu => Some(c.worst_health.0),
+            Metric::AgentLag => Some(c.worst_health.1),
+            _ => self.observe(tally, elapsed),
+        };
         let unit = match self.metric {
             Metric::ErrorRate => 100.0,
             _ => 1.0,

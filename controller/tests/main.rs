@@ -19,6 +19,7 @@ mod examples;
 mod exports;
 mod failures;
 mod fleet;
+mod generator_health;
 mod hostile_bytes;
 mod http_defaults;
 mod https;

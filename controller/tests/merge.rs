@@ -32,6 +32,13 @@ fn interval(seq: u64, steps: Vec<v1::StepInterval>) -> v1::Interval {
         completed: 0,
         active_peak: 0,
         active_mean: 0.0,
+        loop_lag_max_us: 0,
+        cpu_us: 0,
+        rss_bytes: 0,
+        steal_permille: 0,
+        connections: 0,
+        cores: 0,
+        vitals_span_us: 0,
     }
 }
 
@@ -184,6 +191,13 @@ fn a_bad_report_is_dropped_whole() {
         completed: 0,
         active_peak: 0,
         active_mean: 0.0,
+        loop_lag_max_us: 0,
+        cpu_us: 0,
+        rss_bytes: 0,
+        steal_permille: 0,
+        connections: 0,
+        cores: 0,
+        vitals_span_us: 0,
     };
     let good_step = v1::StepInterval {
         step: 0,

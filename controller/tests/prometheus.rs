@@ -208,7 +208,7 @@ async fn metrics_beyond_loopback_need_a_token_and_scrapers_present_it() {
     assert_eq!(exit.code, 2, "{}", exit.stderr);
     assert!(
         exit.stderr
-            .contains("refusing to serve /metrics on 0.0.0.0:0 without a token"),
+            .contains("refusing to serve /metrics or the dashboard on 0.0.0.0:0 without a token"),
         "{}",
         exit.stderr
     );

@@ -73,6 +73,13 @@ async fn rogue(url: String) {
                     completed: 0,
                     active_peak: 0,
                     active_mean: 0.0,
+                    loop_lag_max_us: 0,
+                    cpu_us: 0,
+                    rss_bytes: 0,
+                    steal_permille: 0,
+                    connections: 0,
+                    cores: 0,
+                    vitals_span_us: 0,
                 };
                 tx.send(msg(agent_message::Body::Interval(bad)))
                     .await

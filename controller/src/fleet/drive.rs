@@ -124,6 +124,18 @@ impl<'a> Run<'a> {
                     .iter()
                     .find(|(n, _)| *n == a.name)
                     .map(|(_, d)| (d.as_secs_f64() * 10.0).round() / 10.0),
+                cpu_pct: self
+                    .collector
+                    .agents
+                    .get(&a.name)
+                    .filter(|t| t.health.intervals > 0)
+                    .map(|t| t.health.last.0.round()),
+                lag_ms: self
+                    .collector
+                    .agents
+                    .get(&a.name)
+                    .filter(|t| t.health.intervals > 0)
+                    .map(|t| (t.health.last.1 * 10.0).round() / 10.0),
             })
             .collect();
         s.thresholds = self

@@ -72,6 +72,10 @@ pub struct AgentRow {
     pub requests: u64,
     /// Seconds since its newest report, when it is late.
     pub stale_s: Option<f64>,
+    /// Its generator's CPU (% of its CPUs) and event-loop lag (ms) in its
+    /// newest interval.
+    pub cpu_pct: Option<f64>,
+    pub lag_ms: Option<f64>,
 }
 
 impl Snapshot {

@@ -4,7 +4,9 @@
 
 use askama::Template;
 
-use super::svg::{Series, Size, Values, colors, line_chart, percentile_chart};
+use super::svg::{
+    Band, Series, Size, Values, colors, line_chart, line_chart_marked, percentile_chart,
+};
 use crate::summary::{Entry, Summary};
 
 struct Row<'a> {
@@ -218,7 +220,16 @@ fn latency_over_time(
                 .collect(),
         })
         .collect();
-    line_chart(title, "ms", Values::Real, &series)
+    let bands: Vec<Band> = timeline
+        .iter()
+        .filter(|p| !p.suspect.is_empty())
+        .map(|p| Band {
+            from: p.start_s,
+            to: p.start_s + p.length_s,
+            why: format!("suspect: generator saturated ({})", p.suspect.join(", ")),
+        })
+        .collect();
+    line_chart_marked(title, "ms", Values::Real, &series, &bands)
 }
 
 /// A count per interval as a rate over each interval's real length. The
@@ -298,6 +309,18 @@ fn agent_note(a: &crate::summary::AgentEntry) -> String {
     }
     if a.dropped_iterations > 0 {
         note.push_str(&format!(" · {} dropped iterations", a.dropped_iterations));
+    }
+    if let Some(h) = &a.health {
+        note.push_str(&format!(
+            " · CPU up to {:.0}% of {} (mean {:.0}%) · event loop up to {:.1} ms late · {:.0} MB",
+            h.cpu_pct_max, h.cores, h.cpu_pct_mean, h.loop_lag_ms_max, h.rss_mb_max
+        ));
+        if h.saturated_intervals > 0 {
+            note.push_str(&format!(
+                " · SATURATED in {} intervals",
+                h.saturated_intervals
+            ));
+        }
     }
     if a.end != crate::fleet::AgentEnd::Finished {
         match a.reported_until_s {
@@ -538,6 +561,7 @@ mod rate_tests {
             active_by_region: Default::default(),
             peak_by_region: Default::default(),
             dropped: 0,
+            suspect: Vec::new(),
             iterations_started: 0,
             latency_ms: None,
         }

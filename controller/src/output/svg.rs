@@ -193,6 +193,25 @@ pub fn line_chart(title: &str, y_label: &str, kind: Values, series: &[Series<'_>
     xy_chart(title, " s", y_label, kind, series)
 }
 
+/// A span of a time chart to shade, and why (its tooltip).
+pub struct Band {
+    pub from: f64,
+    pub to: f64,
+    pub why: String,
+}
+
+/// A line chart over time with shaded spans (intervals whose figures are
+/// suspect).
+pub fn line_chart_marked(
+    title: &str,
+    y_label: &str,
+    kind: Values,
+    series: &[Series<'_>],
+    bands: &[Band],
+) -> String {
+    chart(title, " s", y_label, kind, series, bands)
+}
+
 /// A line chart; `x_unit` follows every x tick (" s" for time, " users" in
 /// a sweep). The x axis ends at the last point.
 pub fn xy_chart(
@@ -201,6 +220,17 @@ pub fn xy_chart(
     y_label: &str,
     kind: Values,
     series: &[Series<'_>],
+) -> String {
+    chart(title, x_unit, y_label, kind, series, &[])
+}
+
+fn chart(
+    title: &str,
+    x_unit: &str,
+    y_label: &str,
+    kind: Values,
+    series: &[Series<'_>],
+    bands: &[Band],
 ) -> String {
     let (w, h) = (760.0, 250.0);
     let (left, right, top, bottom) = (60.0, 24.0, 30.0, 28.0);
@@ -212,6 +242,15 @@ pub fn xy_chart(
     let x = |v: f64| left + v / xa.max * pw;
     let y = |v: f64| top + ph - v / ya.max * ph;
     let mut o = open_svg(title, w, h, left);
+    for b in bands {
+        let _ = write!(
+            o,
+            r##"<rect class="suspect" x="{:.1}" y="{top}" width="{:.1}" height="{ph}" fill="#f2c94c" fill-opacity="0.35"><title>{}</title></rect>"##,
+            x(b.from),
+            (x(b.to.min(xa.max)) - x(b.from)).max(1.0),
+            esc(&b.why)
+        );
+    }
     y_grid(&mut o, left, pw, &ya, y);
     let unit = x_unit.to_string();
     for xv in xa.ticks() {
