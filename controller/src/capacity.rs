@@ -233,7 +233,8 @@ impl Search {
                 "capacity {}: step {n} of at most {}: {param} = {load}",
                 plan.name, self.max_steps
             );
-            let opts = successive.options(settings, self.step_plan(plan, load));
+            let mut opts = successive.options(settings, self.step_plan(plan, load));
+            opts.label = Some(format!("capacity step {n}: {param} = {load}"));
             let outcome = run_and_report(opts, Some(report.dir.join(&name)), None).await;
             successive.after(&outcome);
             let Some(s) = outcome.summary() else {

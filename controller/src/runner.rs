@@ -56,6 +56,7 @@ impl RunSettings {
             operator: self.operator.clone(),
             previous_agents: Vec::new(),
             live: self.live.clone(),
+            label: None,
             on_start: None,
             journal: None,
         }

@@ -160,7 +160,8 @@ pub async fn run_series(
             i + 1,
             sweep.values.len()
         );
-        let opts = successive.options(settings, plan.at(value));
+        let mut opts = successive.options(settings, plan.at(value));
+        opts.label = Some(format!("run {} of {}: {name}", i + 1, sweep.values.len()));
         let outcome = run_and_report(opts, Some(series.dir.join(&name)), None).await;
         successive.after(&outcome);
         series.runs.push(row(value, name, &outcome));

@@ -183,3 +183,51 @@ async fn the_stop_button_stops_the_run_gracefully() {
     assert_eq!(summary(&out)["status"], "interrupted");
     assert!(exit.stderr.contains("stop asked from the dashboard"));
 }
+
+/// A sweep keeps one dashboard from run to run, and the page says which
+/// run it is showing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sweep_keeps_one_dashboard_that_names_the_current_run() {
+    let bed = testbed(Config::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let plan = write_plan(
+        dir.path(),
+        "sweep.toml",
+        &plan_toml(
+            &bed.base_url(),
+            "users = [2, 3]\nduration = \"3s\"",
+            &[("home", "/")],
+        ),
+    );
+    let out = dir.path().join("series");
+    let ctl = Proc::spawn(
+        &loadfleet(),
+        &[
+            "run",
+            plan.to_str().unwrap(),
+            "-q",
+            "--out",
+            out.to_str().unwrap(),
+            "--dashboard",
+            "--dashboard-linger",
+            "0s",
+        ],
+    );
+    let line = ctl.wait_for_line("dashboard at http://", Duration::from_secs(20));
+    let url = line
+        .split("dashboard at ")
+        .nth(1)
+        .unwrap()
+        .trim()
+        .to_string();
+    ctl.wait_for_line("run 2 of 2", Duration::from_secs(30));
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    let dom = page(&url);
+    assert!(
+        dom.contains("run 2 of 2: users-3"),
+        "the page names the run"
+    );
+    assert!(dom.contains("class=\"state-running\""));
+    let exit = exited(ctl, Duration::from_secs(30)).await;
+    assert_eq!(exit.code, 0, "{}", exit.stderr);
+}

@@ -66,6 +66,8 @@ pub(super) struct Run<'a> {
     journal: Option<crate::journal::Writer>,
     /// Where the merged figures are published each interval.
     pub(super) live: Option<std::sync::Arc<crate::live::Live>>,
+    /// Which run of a series this is, for the dashboard's title.
+    pub(super) label: Option<String>,
 }
 
 impl<'a> Run<'a> {
@@ -92,6 +94,7 @@ impl<'a> Run<'a> {
             time_limit_hit: false,
             journal,
             live: None,
+            label: None,
         }
     }
 
@@ -99,7 +102,10 @@ impl<'a> Run<'a> {
     /// whose reports are late, and since when.
     pub(super) fn snapshot(&self, stale: &[(String, Duration)]) -> crate::live::Snapshot {
         let mut s = crate::live::Snapshot::of(&self.collector);
-        s.title = self.plan.name.clone();
+        s.title = match &self.label {
+            Some(l) => format!("{} · {l}", self.plan.name),
+            None => self.plan.name.clone(),
+        };
         s.run_id = self.run_id.clone();
         s.state = if self.stopping || self.abort.is_some() {
             "stopping".into()

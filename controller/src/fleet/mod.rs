@@ -85,6 +85,9 @@ pub struct RunOptions {
     pub previous_agents: Vec<(String, String)>,
     /// Where the merged figures are published while the run goes on.
     pub live: Option<std::sync::Arc<crate::live::Live>>,
+    /// Which run of a series or capacity search this is (`users-30`), for
+    /// the dashboard.
+    pub label: Option<String>,
     /// Called once, as the start signal goes out: the moment load begins.
     pub on_start: Option<OnStart>,
     /// Keep the run's journal in this directory (the run directory), so a
@@ -487,6 +490,7 @@ async fn drive(
     });
     let mut run = drive::Run::new(run_id, plan, start, opts.lease, agents, progress, journal);
     run.live = opts.live.clone();
+    run.label = opts.label.clone();
     run.drive(events, &opts.interrupt, &opts.hard_interrupt)
         .await;
     if let Some(live) = &opts.live {

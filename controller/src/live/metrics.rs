@@ -118,6 +118,17 @@ pub fn families(run_id: &str, c: &Collector, agents: Agents) -> Vec<Family> {
             &c.lateness,
         );
     }
+    let health = |f: fn(&crate::stats::Health) -> f64, name: &str| -> Vec<Sample> {
+        c.agents
+            .iter()
+            .filter(|(_, t)| t.health.intervals > 0)
+            .map(|(agent, t)| Sample {
+                name: name.into(),
+                labels: vec![run(), ("agent", agent.clone())],
+                value: f(&t.health),
+            })
+            .collect()
+    };
     let mut families = vec![
         Family {
             name: "loadfleet_requests_total",
@@ -175,6 +186,27 @@ pub fn families(run_id: &str, c: &Collector, agents: Agents) -> Vec<Family> {
             help: "Agent reports that arrived after their interval closed (counted in totals).",
             kind: Kind::Counter,
             samples: vec![one("loadfleet_late_reports_total", c.late_reports as f64)],
+        },
+        Family {
+            name: "loadfleet_agent_cpu_ratio",
+            help: "Each generator's process CPU in its newest interval, as a share of the CPUs it may use.",
+            kind: Kind::Gauge,
+            samples: health(|h| h.last.0 / 100.0, "loadfleet_agent_cpu_ratio"),
+        },
+        Family {
+            name: "loadfleet_agent_loop_lag_seconds",
+            help: "How late each generator's event loop woke for a timer at worst in its newest interval.",
+            kind: Kind::Gauge,
+            samples: health(|h| h.last.1 / 1000.0, "loadfleet_agent_loop_lag_seconds"),
+        },
+        Family {
+            name: "loadfleet_agent_saturated_intervals_total",
+            help: "Intervals in which a generator was saturated (90% CPU or 50 ms loop lag).",
+            kind: Kind::Counter,
+            samples: health(
+                |h| h.saturated_intervals as f64,
+                "loadfleet_agent_saturated_intervals_total",
+            ),
         },
         Family {
             name: "loadfleet_agents",
