@@ -124,6 +124,15 @@ fn append_query(out: &mut String, query: &[(Template, Template)], vars: &[String
     out.push_str(&q.finish());
 }
 
+/// What one request cost, beyond its latency (see [`UserClient::take_counts`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub exchanges: u32,
+    pub retries: u32,
+    pub received: u64,
+    pub decoded: u64,
+}
+
 /// A response: its status, and its headers when they were asked for; the
 /// body (when kept) is [`UserClient::body`].
 pub struct Reply {
@@ -169,6 +178,10 @@ pub struct UserClient {
     exchanges: u32,
     /// Attempts resent on a new connection since [`UserClient::take_counts`].
     retries: u32,
+    /// Response bytes read, and kept bodies' bytes after decoding, since
+    /// [`UserClient::take_counts`].
+    received: u64,
+    decoded_bytes: u64,
 }
 
 type Header = (HeaderName, HeaderValue);
@@ -200,6 +213,8 @@ impl UserClient {
             connecting: false,
             exchanges: 0,
             retries: 0,
+            received: 0,
+            decoded_bytes: 0,
             decoder: Default::default(),
             decoded: Vec::new(),
         }
@@ -212,14 +227,17 @@ impl UserClient {
         self.connecting = false;
     }
 
-    /// The HTTP exchanges begun since the last call (redirect hops and
-    /// resent attempts included), so a step's count reconciles with the
-    /// server's log, and the attempts among them that were resent.
-    pub fn take_counts(&mut self) -> (u32, u32) {
-        (
-            std::mem::take(&mut self.exchanges),
-            std::mem::take(&mut self.retries),
-        )
+    /// What the last request cost since the previous call: its HTTP
+    /// exchanges (redirect hops and resent attempts included, so a step's
+    /// count reconciles with the server's log), the attempts resent, the
+    /// response bytes read and the kept bodies' decoded bytes.
+    pub fn take_counts(&mut self) -> Counts {
+        Counts {
+            exchanges: std::mem::take(&mut self.exchanges),
+            retries: std::mem::take(&mut self.retries),
+            received: std::mem::take(&mut self.received),
+            decoded: std::mem::take(&mut self.decoded_bytes),
+        }
     }
 
     /// Whether the last request was still opening its connection when it
@@ -350,6 +368,8 @@ impl UserClient {
             connecting,
             exchanges,
             retries,
+            received,
+            decoded_bytes,
             decoder,
             decoded,
         } = self;
@@ -461,6 +481,7 @@ impl UserClient {
             }
         })
         .await?;
+        *received += conn.take_received();
         let mut undecodable = None;
         if keep.body && coding != crate::encoding::Coding::Identity {
             match decoder.decode(coding, kept, decoded, limit) {
@@ -472,6 +493,9 @@ impl UserClient {
                 Err(_) if cut => std::mem::swap(kept, decoded),
                 Err(e) => undecodable = Some(e),
             }
+        }
+        if keep.body && undecodable.is_none() {
+            *decoded_bytes += kept.len() as u64;
         }
         if head.keep_alive && !closing {
             match origin {

@@ -1100,6 +1100,8 @@ impl Aggregator {
                 failed,
                 exchanges: rec.exchanges,
                 retries: rec.retries,
+                bytes_received: rec.bytes_received,
+                bytes_decoded: rec.bytes_decoded,
                 count: rec.count(),
                 errors: rec
                     .errors

@@ -264,6 +264,8 @@ pub struct Conn<S = Stream> {
     /// server's `Keep-Alive: timeout=N` (less a margin), and since when it
     /// is idle; `None` when the server did not say.
     idle: Option<(std::time::Duration, std::time::Instant)>,
+    /// Bytes of responses read since [`Conn::take_received`] (after TLS).
+    received: u64,
 }
 
 impl<S> Drop for Conn<S> {
@@ -307,7 +309,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             end: 0,
             own: None,
             idle: None,
+            received: 0,
         }
+    }
+
+    /// Response bytes read since the last call (heads and bodies as they
+    /// came, after TLS decryption).
+    pub fn take_received(&mut self) -> u64 {
+        std::mem::take(&mut self.received)
     }
 
     /// After a response: the server keeps an idle connection open for
@@ -539,6 +548,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         self.start = 0;
         self.end = 0;
         let n = self.io.read(&mut self.buf).await.map_err(Failure::io)?;
+        self.received += n as u64;
         self.end = n;
         if n == self.buf.len() && self.own.is_none() {
             self.borrow_large();
@@ -592,6 +602,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             .read(&mut self.buf[self.end..])
             .await
             .map_err(Failure::io)?;
+        self.received += n as u64;
         self.end += n;
         Ok(n)
     }

@@ -47,6 +47,10 @@ pub struct StepRecord {
     pub exchanges: u64,
     /// Requests resent once on a new connection (see `UserClient::take_counts`).
     pub retries: u64,
+    /// Response bytes read (heads and bodies as they came, after TLS).
+    pub bytes_received: u64,
+    /// Bytes of the bodies checks and extractions read, after decoding.
+    pub bytes_decoded: u64,
 }
 
 impl StepRecord {
@@ -58,6 +62,8 @@ impl StepRecord {
             errors: Vec::new(),
             exchanges: 0,
             retries: 0,
+            bytes_received: 0,
+            bytes_decoded: 0,
         }
     }
 
@@ -68,7 +74,10 @@ impl StepRecord {
 
     /// Whether nothing was recorded.
     pub fn is_empty(&self) -> bool {
-        self.histogram.is_empty() && self.errors.is_empty() && self.exchanges == 0
+        self.histogram.is_empty()
+            && self.errors.is_empty()
+            && self.exchanges == 0
+            && self.bytes_received == 0
     }
 
     /// Adds another record of the same step into this one.
@@ -91,6 +100,8 @@ impl StepRecord {
         }
         self.exchanges += other.exchanges;
         self.retries += other.retries;
+        self.bytes_received += other.bytes_received;
+        self.bytes_decoded += other.bytes_decoded;
     }
 
     fn tally(&mut self, kind: ErrorKind, count: u64, sample: impl FnOnce() -> String) {
@@ -212,10 +223,12 @@ impl Recorder {
     /// Counts the HTTP exchanges of one request of `step` (1, plus one per
     /// redirect followed or attempt resent) and its resent attempts.
     #[inline]
-    pub fn record_exchanges(&mut self, step: usize, (exchanges, retries): (u32, u32)) {
+    pub fn record_exchanges(&mut self, step: usize, c: crate::client::Counts) {
         if let Some(rec) = self.steps.get_mut(step) {
-            rec.exchanges += u64::from(exchanges);
-            rec.retries += u64::from(retries);
+            rec.exchanges += u64::from(c.exchanges);
+            rec.retries += u64::from(c.retries);
+            rec.bytes_received += c.received;
+            rec.bytes_decoded += c.decoded;
         }
     }
 

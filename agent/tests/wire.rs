@@ -261,14 +261,25 @@ async fn a_request_the_server_dropped_unanswered_is_resent_once_whatever_its_met
         // GET 0 on connection 1; each later GET: dropped, resent on a new one.
         assert_eq!((s.requests.len(), s.connections), (9, 5));
     }
-    assert_eq!(c.take_counts(), (9, 4), "9 exchanges, 4 of them resent");
+    let counts = c.take_counts();
+    assert_eq!(
+        (counts.exchanges, counts.retries),
+        (9, 4),
+        "9 exchanges, 4 of them resent"
+    );
+    // Five answers of 40 bytes each (head and body, as they came).
+    assert_eq!(counts.received, 5 * 40);
     // A POST too, as browsers do: the connection ended before any byte of
     // a response, so the server cannot have answered it.
     let step = Step::fixed(0, Method::POST, "/form".parse::<Uri>().unwrap());
     let mut req = prepare(&step, &[], &target).unwrap();
     let status = c.execute(&mut req, 0, ALL).await.map(|r| r.status);
     assert_eq!(status.map_err(|e| e.message), Ok(200));
-    assert_eq!(c.take_counts(), (2, 1));
+    let counts = c.take_counts();
+    assert_eq!(
+        (counts.exchanges, counts.retries, counts.received),
+        (2, 1, 40)
+    );
     // Dropped on the kept connection, answered on a new one: two sends.
     let s = seen.lock().unwrap();
     assert_eq!((s.requests.len(), s.connections), (11, 6));

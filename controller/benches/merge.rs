@@ -42,6 +42,8 @@ fn main() {
                 failed: Vec::new(),
                 exchanges: 0,
                 retries: 0,
+                bytes_received: 0,
+                bytes_decoded: 0,
             }
         })
         .collect();

@@ -66,6 +66,8 @@ fn step_reports(steps: usize, samples: u64, salt: u64) -> (Vec<v1::StepInterval>
                 failed: Vec::new(),
                 exchanges: 0,
                 retries: 0,
+                bytes_received: 0,
+                bytes_decoded: 0,
             }
         })
         .collect();

@@ -94,6 +94,9 @@ pub struct Tally {
     /// Requests resent once on a new connection (a kept-alive one closed
     /// as they were sent).
     pub retries: u64,
+    /// Response bytes read, and bodies' bytes after decoding (those checks read).
+    pub bytes_received: u64,
+    pub bytes_decoded: u64,
 }
 
 impl Default for Tally {
@@ -103,6 +106,8 @@ impl Default for Tally {
             failed: None,
             exchanges: 0,
             retries: 0,
+            bytes_received: 0,
+            bytes_decoded: 0,
             histogram: new_histogram(),
             transport_errors: 0,
             errors: BTreeMap::new(),
@@ -133,6 +138,8 @@ impl Tally {
         self.transport_errors += count_errors(&mut self.errors, d.errors);
         self.exchanges += d.exchanges;
         self.retries += d.retries;
+        self.bytes_received += d.bytes_received;
+        self.bytes_decoded += d.bytes_decoded;
     }
 
     /// Adds another tally into this one.
@@ -147,6 +154,8 @@ impl Tally {
         self.transport_errors += other.transport_errors;
         self.exchanges += other.exchanges;
         self.retries += other.retries;
+        self.bytes_received += other.bytes_received;
+        self.bytes_decoded += other.bytes_decoded;
         for (kind, e) in &other.errors {
             let agg = self.errors.entry(kind.clone()).or_default();
             agg.count += e.count;
@@ -195,6 +204,8 @@ struct DecodedStep<'a> {
     errors: &'a [v1::ErrorCount],
     exchanges: u64,
     retries: u64,
+    bytes_received: u64,
+    bytes_decoded: u64,
 }
 
 /// Adds reported errors by kind; returns how many got no response.
@@ -239,6 +250,8 @@ pub struct AgentTally {
     pub exchanges: u64,
     /// Requests resent once on a new connection.
     pub retries: u64,
+    /// Response bytes read.
+    pub bytes_received: u64,
     /// Open model: its send lateness, from its totals when they agree with
     /// `lateness_samples`.
     pub send_lateness: Option<LatencyMs>,
@@ -638,6 +651,8 @@ impl Collector {
                 errors: &s.errors,
                 exchanges: s.exchanges,
                 retries: s.retries,
+                bytes_received: s.bytes_received,
+                bytes_decoded: s.bytes_decoded,
             });
         }
         let lateness = if iv.lateness.is_empty() {
@@ -720,6 +735,7 @@ impl Collector {
                 t.failed_samples += d.failed.as_ref().map_or(0, Sparse::count);
                 t.exchanges += d.exchanges;
                 t.retries += d.retries;
+                t.bytes_received += d.bytes_received;
                 t.transport_errors += count_errors(&mut t.errors, d.errors);
             }
         }

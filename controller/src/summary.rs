@@ -27,6 +27,14 @@ pub struct Entry {
     /// each attempt is one of `exchanges`.
     #[serde(default)]
     pub retries: u64,
+    /// Response bytes read from the target (heads and bodies as they came,
+    /// after TLS decryption).
+    #[serde(default)]
+    pub bytes_received: u64,
+    /// Bytes of the bodies that checks and extractions read, after
+    /// decoding (bodies nobody reads are not decoded, so not counted).
+    #[serde(default)]
+    pub bytes_decoded: u64,
     pub errors: u64,
     pub rps: f64,
     pub errors_by_kind: BTreeMap<String, u64>,
@@ -59,6 +67,8 @@ impl Entry {
             requests: t.requests(),
             exchanges: t.exchanges,
             retries: t.retries,
+            bytes_received: t.bytes_received,
+            bytes_decoded: t.bytes_decoded,
             errors: t.error_count(),
             rps: round3(t.requests() as f64 / duration_s.max(0.001)),
             errors_by_kind: t.errors.iter().map(|(k, v)| (k.clone(), v.count)).collect(),
@@ -79,6 +89,8 @@ impl Entry {
             requests: a.requests(),
             exchanges: a.exchanges,
             retries: a.retries,
+            bytes_received: a.bytes_received,
+            bytes_decoded: 0,
             errors: a.error_count(),
             rps: round3(a.requests() as f64 / duration_s.max(0.001)),
             errors_by_kind: a.errors.iter().map(|(k, v)| (k.clone(), v.count)).collect(),

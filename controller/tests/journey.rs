@@ -534,4 +534,19 @@ async fn checks_read_compressed_bodies() {
     for step in ["zipped", "brotli", "zstd"] {
         assert_eq!(s["requests"][step]["requests"], 3, "{step}");
     }
+    // Bytes: what came over the connection, and what the checks read once
+    // decoded (the testbed's page, exactly, three times).
+    let page = "<!doctype html><html><body><h1>loadfleet testbed</h1><p>GET /gzip/page</p><p>end of page</p></body></html>\n";
+    let zipped = &s["requests"]["zipped"];
+    assert_eq!(zipped["bytes_decoded"], 3 * page.len(), "{zipped}");
+    let received = zipped["bytes_received"].as_u64().unwrap();
+    assert!(
+        received > 3 * 100,
+        "heads and compressed bodies: {received}"
+    );
+    assert!(
+        exit.stdout.contains("received ") && exit.stdout.contains("from the target"),
+        "{}",
+        exit.stdout
+    );
 }

@@ -53,6 +53,8 @@ fn step_of(step: u32, histogram: Vec<u8>, count: u64) -> v1::StepInterval {
         failed: Vec::new(),
         exchanges: 0,
         retries: 0,
+        bytes_received: 0,
+        bytes_decoded: 0,
     }
 }
 
@@ -208,6 +210,8 @@ fn a_bad_report_is_dropped_whole() {
         failed: Vec::new(),
         exchanges: 0,
         retries: 0,
+        bytes_received: 0,
+        bytes_decoded: 0,
     };
     let cases = [
         (
@@ -222,6 +226,8 @@ fn a_bad_report_is_dropped_whole() {
                     failed: Vec::new(),
                     exchanges: 0,
                     retries: 0,
+                    bytes_received: 0,
+                    bytes_decoded: 0,
                 },
             ],
             "undecodable",
@@ -238,6 +244,8 @@ fn a_bad_report_is_dropped_whole() {
                     failed: Vec::new(),
                     exchanges: 0,
                     retries: 0,
+                    bytes_received: 0,
+                    bytes_decoded: 0,
                 },
             ],
             "unknown step",
@@ -252,6 +260,8 @@ fn a_bad_report_is_dropped_whole() {
                 failed: Vec::new(),
                 exchanges: 0,
                 retries: 0,
+                bytes_received: 0,
+                bytes_decoded: 0,
             }],
             "does not match",
         ),
@@ -265,6 +275,8 @@ fn a_bad_report_is_dropped_whole() {
                 failed: Vec::new(),
                 exchanges: 0,
                 retries: 0,
+                bytes_received: 0,
+                bytes_decoded: 0,
             }],
             "exceeds",
         ),

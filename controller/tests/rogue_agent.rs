@@ -65,6 +65,8 @@ async fn rogue(url: String) {
                         failed: Vec::new(),
                         exchanges: 0,
                         retries: 0,
+                        bytes_received: 0,
+                        bytes_decoded: 0,
                     }],
                     elapsed_us: 1_000_000,
                     dropped: 0,

@@ -40,6 +40,8 @@ fuzz_target!(|data: &[u8]| {
                         failed: Vec::new(),
                         exchanges: 0,
                         retries: 0,
+                        bytes_received: 0,
+                        bytes_decoded: 0,
                     }],
                     ..Default::default()
                 };

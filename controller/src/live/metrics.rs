@@ -55,6 +55,7 @@ pub fn families(run_id: &str, c: &Collector, agents: Agents) -> Vec<Family> {
     let mut requests = Vec::new();
     let mut errors = Vec::new();
     let mut retries = Vec::new();
+    let mut received = Vec::new();
     let mut duration = Vec::new();
     for (name, t) in c.step_names.iter().zip(&c.steps) {
         let step = || ("step", name.clone());
@@ -67,6 +68,11 @@ pub fn families(run_id: &str, c: &Collector, agents: Agents) -> Vec<Family> {
             name: "loadfleet_retries_total".into(),
             labels: vec![run(), step()],
             value: t.retries as f64,
+        });
+        received.push(Sample {
+            name: "loadfleet_received_bytes_total".into(),
+            labels: vec![run(), step()],
+            value: t.bytes_received as f64,
         });
         for (kind, e) in &t.errors {
             errors.push(Sample {
@@ -147,6 +153,12 @@ pub fn families(run_id: &str, c: &Collector, agents: Agents) -> Vec<Family> {
             help: "Requests sent again on a new connection after a kept-alive one closed, by step.",
             kind: Kind::Counter,
             samples: retries,
+        },
+        Family {
+            name: "loadfleet_received_bytes_total",
+            help: "Response bytes read from the target (after TLS decryption), by step.",
+            kind: Kind::Counter,
+            samples: received,
         },
         Family {
             name: "loadfleet_region_requests_total",

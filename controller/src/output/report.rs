@@ -260,6 +260,23 @@ fn rates(
         .collect()
 }
 
+/// What the run received from the target, for the header.
+fn received(s: &Summary) -> String {
+    use crate::output::table::bytes;
+    let mut t = format!(
+        "{} from the target ({}/s)",
+        bytes(s.total.bytes_received),
+        bytes((s.total.bytes_received as f64 / s.duration_s.max(0.001)) as u64)
+    );
+    if s.total.bytes_decoded > 0 {
+        t.push_str(&format!(
+            "; checks read {} of decoded bodies",
+            bytes(s.total.bytes_decoded)
+        ));
+    }
+    t
+}
+
 /// How a run ended, in the summary's words (`completed with errors`).
 fn status_word(s: &Summary) -> String {
     serde_json::to_value(s.status)

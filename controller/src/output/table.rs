@@ -41,6 +41,17 @@ fn table<'a>(title: &str, rows: impl IntoIterator<Item = (&'a String, &'a Entry)
     t
 }
 
+/// A byte count for people: B, kB, MB, GB (powers of 1,000).
+pub fn bytes(n: u64) -> String {
+    let n = n as f64;
+    match n {
+        n if n >= 1e9 => format!("{:.2} GB", n / 1e9),
+        n if n >= 1e6 => format!("{:.2} MB", n / 1e6),
+        n if n >= 1e3 => format!("{:.1} kB", n / 1e3),
+        n => format!("{n:.0} B"),
+    }
+}
+
 /// A table in loadfleet's style that fits the terminal it is printed to
 /// (columns wrap to its width; written to a file or a pipe, it keeps its
 /// natural width).
@@ -78,6 +89,21 @@ pub fn render(s: &Summary) -> String {
         )),
         Some(planned) => out.push_str(&format!("iterations: all {planned} planned ran\n")),
         None => {}
+    }
+    if s.total.bytes_received > 0 {
+        out.push_str(&format!(
+            "received {} from the target ({}/s){}\n",
+            bytes(s.total.bytes_received),
+            bytes((s.total.bytes_received as f64 / s.duration_s.max(0.001)) as u64),
+            if s.total.bytes_decoded > 0 {
+                format!(
+                    "; checks and extractions read {} of decoded bodies",
+                    bytes(s.total.bytes_decoded)
+                )
+            } else {
+                String::new()
+            }
+        ));
     }
     for w in &s.warnings {
         out.push_str(&format!("WARNING: {w}\n"));
