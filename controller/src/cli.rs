@@ -49,6 +49,9 @@ pub enum Command {
     /// Compare runs with the first one: p50, p95, p99, req/s and errors per
     /// step and overall, with the change in percent and a verdict.
     Compare(CompareArgs),
+    /// Turn a plan you already have into a loadfleet plan.
+    #[command(subcommand)]
+    Import(ImportCommand),
     /// Rebuild report.html of a run directory from its summary.json alone.
     Report {
         /// A run directory (or its summary.json), or a series, capacity or
@@ -327,6 +330,26 @@ pub struct CapacityArgs {
 }
 
 #[derive(Subcommand, Debug)]
+pub enum ImportCommand {
+    /// A browser recording (HAR, as Chrome's or Firefox's developer tools
+    /// export it) as a journey: documents and XHR/fetch requests as steps,
+    /// the recorded pauses as think times.
+    Har {
+        /// The .har file.
+        har: PathBuf,
+        /// The plan to write (refused if it exists).
+        #[arg(long)]
+        out: PathBuf,
+        /// Keep static assets (scripts, styles, images, fonts) as steps.
+        #[arg(long)]
+        include_assets: bool,
+        /// Point the plan here instead of the recording's first origin.
+        #[arg(long)]
+        base_url: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 pub enum CertsCommand {
     /// Create a CA (valid ten years) and the controller's certificate in DIR.
     Init {
@@ -440,12 +463,75 @@ pub async fn main_with(
             .unwrap_or_else(usage),
         Command::Compare(args) => compare_runs(&args),
         Command::Certs(cmd) => certs_command(cmd),
+        Command::Import(cmd) => import_command(cmd),
         Command::Agents(args) => list_agents(args).await,
         Command::Report { run } => report_command(&run),
         #[cfg(feature = "demo")]
         Command::Demo(args) => crate::demo::demo(args, interrupt, hard_interrupt).await,
     };
     exit.into()
+}
+
+/// `loadfleet import ...`: converts, checks the result as `validate`
+/// would, and writes it only then (never over an existing file).
+fn import_command(cmd: ImportCommand) -> Exit {
+    let ImportCommand::Har {
+        har,
+        out,
+        include_assets,
+        base_url,
+    } = cmd;
+    if out.exists() {
+        return usage(format!(
+            "{} exists; give another --out (nothing was written)",
+            out.display()
+        ));
+    }
+    let text = match std::fs::read_to_string(&har) {
+        Ok(t) => t,
+        Err(e) => return usage(format!("cannot read {}: {e}", har.display())),
+    };
+    let name = out
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "imported".into());
+    let opts = crate::import::har::Options {
+        include_assets,
+        base_url,
+        name: name.clone(),
+        source: har.display().to_string(),
+    };
+    let imported = match crate::import::har::import(&text, &opts) {
+        Ok(i) => i,
+        Err(e) => return usage(e),
+    };
+    if let Err(e) = plan::parse(&out.display().to_string(), &imported.plan, &name) {
+        return usage(format!(
+            "the converted plan does not validate (nothing was written): {e}"
+        ));
+    }
+    if let Err(e) = crate::output::atomic::write(&out, &imported.plan) {
+        return usage(format!("cannot write {}: {e}", out.display()));
+    }
+    for w in &imported.warnings {
+        eprintln!("CHECK: {w}");
+    }
+    say(&format!(
+        "wrote {}: {} steps ({} static assets left out){}; `loadfleet validate {}` passes",
+        out.display(),
+        imported.steps,
+        imported.left_out,
+        if imported.warnings.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; {} value(s) to check (CHECK lines above, and comments in the plan)",
+                imported.warnings.len()
+            )
+        },
+        out.display()
+    ));
+    Exit::Ok
 }
 
 /// `loadfleet certs ...`.

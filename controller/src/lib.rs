@@ -15,6 +15,7 @@ pub mod duration;
 pub mod exit;
 pub mod facts;
 pub mod fleet;
+pub mod import;
 pub mod journal;
 pub mod live;
 pub mod output;

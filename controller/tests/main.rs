@@ -23,6 +23,7 @@ mod generator_health;
 mod hostile_bytes;
 mod http_defaults;
 mod https;
+mod import_har;
 mod journey;
 mod keepalive;
 mod limits;
