@@ -304,7 +304,7 @@ pub async fn run_and_report(
                     }) => Some(files.report.clone()),
                     Err(_) => None,
                 };
-                live.ended(&status_word(&summary), report);
+                live.ended(&summary.status_word(), report);
             }
             match &written {
                 Ok(files) => {
@@ -344,12 +344,4 @@ pub async fn run_and_report(
             RunOutcome::NotRun(e)
         }
     }
-}
-
-/// How a run ended, in the summary's words (`completed with errors`).
-fn status_word(s: &Summary) -> String {
-    serde_json::to_value(s.status)
-        .ok()
-        .and_then(|v| v.as_str().map(|t| t.replace('_', " ")))
-        .unwrap_or_default()
 }

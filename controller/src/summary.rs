@@ -453,6 +453,14 @@ impl Summary {
 }
 
 impl Summary {
+    /// How the run ended, in the summary's words (`completed with errors`).
+    pub fn status_word(&self) -> String {
+        serde_json::to_value(self.status)
+            .ok()
+            .and_then(|v| v.as_str().map(|t| t.replace('_', " ")))
+            .unwrap_or_default()
+    }
+
     /// The regions' rows' names: a region with an agent lost or failed
     /// during the run is marked, e.g. `us (a2 lost: not all counted)`.
     pub fn region_labels(&self) -> Vec<(String, &Entry)> {

@@ -65,19 +65,7 @@ async fn the_dashboard_follows_the_run_and_ends_with_its_numbers() {
         ),
     );
     let out = dir.path().join("run");
-    let ctl = Proc::spawn(
-        &loadfleet(),
-        &[
-            "run",
-            plan.to_str().unwrap(),
-            "-q",
-            "--out",
-            out.to_str().unwrap(),
-            "--dashboard",
-            "--dashboard-linger",
-            "4s",
-        ],
-    );
+    let ctl = run_in_background(&plan, &out, &["--dashboard", "--dashboard-linger", "4s"]);
     let line = ctl.wait_for_line("dashboard at http://", Duration::from_secs(20));
     let url = line
         .split("dashboard at ")
@@ -151,19 +139,7 @@ async fn the_stop_button_stops_the_run_gracefully() {
         ),
     );
     let out = dir.path().join("run");
-    let ctl = Proc::spawn(
-        &loadfleet(),
-        &[
-            "run",
-            plan.to_str().unwrap(),
-            "-q",
-            "--out",
-            out.to_str().unwrap(),
-            "--dashboard",
-            "--dashboard-linger",
-            "0s",
-        ],
-    );
+    let ctl = run_in_background(&plan, &out, &["--dashboard", "--dashboard-linger", "0s"]);
     let line = ctl.wait_for_line("dashboard at http://", Duration::from_secs(20));
     let addr = line
         .split("http://")
@@ -200,19 +176,7 @@ async fn a_sweep_keeps_one_dashboard_that_names_the_current_run() {
         ),
     );
     let out = dir.path().join("series");
-    let ctl = Proc::spawn(
-        &loadfleet(),
-        &[
-            "run",
-            plan.to_str().unwrap(),
-            "-q",
-            "--out",
-            out.to_str().unwrap(),
-            "--dashboard",
-            "--dashboard-linger",
-            "0s",
-        ],
-    );
+    let ctl = run_in_background(&plan, &out, &["--dashboard", "--dashboard-linger", "0s"]);
     let line = ctl.wait_for_line("dashboard at http://", Duration::from_secs(20));
     let url = line
         .split("dashboard at ")

@@ -101,14 +101,10 @@ async fn metrics_while_running_and_remote_write_into_a_real_prometheus() {
         ),
     );
     let out = dir.path().join("run");
-    let ctl = Proc::spawn(
-        &loadfleet(),
+    let ctl = run_in_background(
+        &plan,
+        &out,
         &[
-            "run",
-            plan.to_str().unwrap(),
-            "-q",
-            "--out",
-            out.to_str().unwrap(),
             "--metrics-listen",
             "127.0.0.1:0",
             "--prometheus-remote-write",

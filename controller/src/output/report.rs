@@ -277,12 +277,9 @@ fn received(s: &Summary) -> String {
     t
 }
 
-/// How a run ended, in the summary's words (`completed with errors`).
+/// How a run ended, in the summary's words (for the templates).
 fn status_word(s: &Summary) -> String {
-    serde_json::to_value(s.status)
-        .ok()
-        .and_then(|v| v.as_str().map(|t| t.replace('_', " ")))
-        .unwrap_or_default()
+    s.status_word()
 }
 
 /// The verdict at the top of the report: thresholds decide when there are

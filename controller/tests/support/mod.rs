@@ -267,6 +267,20 @@ pub async fn exited(p: Proc, timeout: Duration) -> Exit {
         .expect("wait task")
 }
 
+/// Starts `loadfleet run PLAN -q --out OUT EXTRA…` with an in-process
+/// agent, and returns the running process.
+pub fn run_in_background(plan: &Path, out: &Path, extra: &[&str]) -> Proc {
+    let mut args = vec![
+        "run",
+        plan.to_str().unwrap(),
+        "-q",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    Proc::spawn(&loadfleet(), &args)
+}
+
 /// Runs `loadfleet run PLAN -q --out OUT` with an in-process agent, to completion.
 pub async fn run_plan(plan: &Path, out: &Path) -> Exit {
     let p = Proc::spawn(
