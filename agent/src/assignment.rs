@@ -347,6 +347,8 @@ pub struct Assignment {
     /// Users in the whole fleet (the stride of sequential data rows).
     pub fleet_users: u64,
     pub clear_cookies_each_iteration: bool,
+    /// This agent's share of the fleet's throughput cap, requests/s.
+    pub throttle_per_s: Option<f64>,
     /// The run's seed (see [`crate::rng::Rng::for_user`]).
     pub seed: u64,
 }
@@ -567,6 +569,8 @@ impl TryFrom<v1::Assign> for Assignment {
             data,
             fleet_users: a.fleet_users,
             clear_cookies_each_iteration: a.clear_cookies_each_iteration,
+            throttle_per_s: (a.throttle_per_s.is_finite() && a.throttle_per_s > 0.0)
+                .then_some(a.throttle_per_s),
             seed: a.seed,
         })
     }

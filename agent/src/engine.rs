@@ -287,6 +287,9 @@ struct Shared {
     active_changed: Cell<tokio::time::Instant>,
     /// The worst event-loop lag of the current interval, µs.
     lag_max_us: Cell<u64>,
+    /// `[load] throttle`: this worker's spacing between requests, and the
+    /// next free slot.
+    throttle: Option<(Duration, Cell<tokio::time::Instant>)>,
 }
 
 impl Shared {
@@ -371,6 +374,19 @@ impl Worker {
             active_area: Cell::new(0.0),
             active_changed: Cell::new(start_at),
             lag_max_us: Cell::new(0),
+            // This worker's share of the agent's cap: its share of the users.
+            throttle: self
+                .assign
+                .throttle_per_s
+                .filter(|_| !self.users.is_empty() && self.assign.open.is_none())
+                .map(|rate| {
+                    let share =
+                        rate * self.users.len() as f64 / self.assign.users.len().max(1) as f64;
+                    (
+                        Duration::from_secs_f64(1.0 / share.max(1e-6)),
+                        Cell::new(start_at),
+                    )
+                }),
             active: Cell::new(0),
             remaining: Cell::new(self.users.len()),
             all_done: Notify::new(),
@@ -545,6 +561,22 @@ async fn run_user(shared: Rc<Shared>, slot: UserSlot) {
     shared.finished_one();
 }
 
+/// Waits for the worker's next request slot under `[load] throttle` (slots
+/// are handed out in turn, one per spacing, never in a burst); false when
+/// the user must stop first. The wait is not part of any latency.
+async fn throttle(shared: &Shared, deadline: Option<tokio::time::Instant>) -> bool {
+    let Some((spacing, next)) = &shared.throttle else {
+        return true;
+    };
+    let now = tokio::time::Instant::now();
+    let slot = next.get().max(now);
+    next.set(slot + *spacing);
+    if slot <= now {
+        return true;
+    }
+    pause(shared, slot - now, deadline).await
+}
+
 /// Sleeps `pause` (think time, pacing); false when the user must stop first.
 async fn pause(shared: &Shared, pause: Duration, deadline: Option<tokio::time::Instant>) -> bool {
     if pause.is_zero() {
@@ -604,6 +636,9 @@ async fn run_iteration(
         if shared.graceful.is_cancelled()
             || deadline.is_some_and(|d| tokio::time::Instant::now() >= d)
         {
+            return false;
+        }
+        if !throttle(shared, deadline).await {
             return false;
         }
         // Matched by reference: the request is kept once in this future's

@@ -47,6 +47,7 @@ fn assignment(
         data: vec![],
         fleet_users: users,
         clear_cookies_each_iteration: false,
+        throttle_per_s: None,
         seed: 1,
     }
 }

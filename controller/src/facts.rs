@@ -26,10 +26,17 @@ pub struct RunFacts {
 
 impl RunFacts {
     pub fn of(plan: &crate::plan::Plan) -> RunFacts {
+        let mut load = LoadSummary::of(&plan.load);
+        if let Some(t) = plan.throttle_per_s {
+            load.description.push_str(&format!(
+                ", throttled to {} requests/min across the fleet",
+                (t * 60.0 * 10.0).round() / 10.0
+            ));
+        }
         RunFacts {
             name: plan.name.clone(),
             target: plan.target.base_url.clone(),
-            load: LoadSummary::of(&plan.load),
+            load,
             open_model: matches!(plan.load, LoadModel::Open { .. }),
             iterations_planned: match plan.load {
                 LoadModel::Closed {

@@ -62,6 +62,9 @@ pub struct Plan {
     /// `seed`: replays a run's random choices (think times, random data
     /// rows); `None`: a fresh seed per run, recorded in its summary.
     pub seed: Option<u64>,
+    /// `load.throttle`: requests per second the whole fleet sends at most
+    /// (closed model), shared by the agents as their users are.
+    pub throttle_per_s: Option<f64>,
 }
 
 /// `[fleet] on_agent_loss`.
@@ -423,6 +426,8 @@ struct RawLoad {
     max_users: Option<Spanned<u64>>,
     max_wait: Option<Spanned<PlanDuration>>,
     cooldown: Option<Spanned<PlanDuration>>,
+    /// "120/min", "5/s", "1000/h": requests the whole fleet sends at most.
+    throttle: Option<Spanned<String>>,
     graceful_stop: Option<Spanned<PlanDuration>>,
     max_duration: Option<Spanned<PlanDuration>>,
 }
@@ -629,6 +634,10 @@ impl Validator<'_> {
             Some(m) => Some(m.get_ref().0),
             None => None,
         };
+        let throttle_per_s = match &raw.load.get_ref().throttle {
+            None => None,
+            Some(t) => Some(self.throttle(t, raw.load.get_ref().rate.is_some())?),
+        };
         let (load, sweep) = self.load(raw.load, target.timeout)?;
         if raw.scenario.is_empty() {
             return Err(self.error(
@@ -768,6 +777,7 @@ impl Validator<'_> {
             sha256: sha256_hex(self.text.as_bytes()),
             max_duration,
             seed: raw.seed,
+            throttle_per_s,
         })
     }
 
@@ -846,6 +856,38 @@ impl Validator<'_> {
             connections: v1::Connections::PerUser,
             tls_resumption: true,
         })
+    }
+
+    /// `load.throttle`: "120/min" and the like, as requests per second.
+    fn throttle(&self, t: &Spanned<String>, open_model: bool) -> Result<f64, PlanError> {
+        if open_model {
+            return Err(self.error(
+                t.span(),
+                "`load.throttle`: the open model's `rate` already sets the pace; throttle caps a closed model",
+            ));
+        }
+        let bad = || {
+            self.error(
+                t.span(),
+                format!(
+                    "`load.throttle`: expected requests per unit of time, such as \"120/min\", \"5/s\" or \"1000/h\", found \"{}\"",
+                    t.get_ref()
+                ),
+            )
+        };
+        let (n, unit) = t.get_ref().split_once('/').ok_or_else(bad)?;
+        let n: f64 = n.trim().parse().map_err(|_| bad())?;
+        let per = match unit.trim() {
+            "s" | "sec" | "second" => 1.0,
+            "m" | "min" | "minute" => 60.0,
+            "h" | "hour" => 3600.0,
+            _ => return Err(bad()),
+        };
+        let rate = n / per;
+        if !(rate.is_finite() && rate > 0.0 && rate <= 1_000_000.0) {
+            return Err(bad());
+        }
+        Ok(rate)
     }
 
     /// `http.body_limit`: bytes, from a number or "512KiB"/"8MiB"/"1MB".

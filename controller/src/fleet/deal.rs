@@ -74,6 +74,8 @@ pub(super) fn deal(
             graceful_stop_us: shares.graceful_stop_us,
             fleet_users,
             clear_cookies_each_iteration: plan.clear_cookies_each_iteration,
+            // Its share of the fleet's cap, as its share of the users.
+            throttle_per_s: plan.throttle_per_s.map_or(0.0, |t| t * agent.load_share),
             seed,
         }));
     }
