@@ -62,8 +62,9 @@ pub enum Command {
     /// region, version, address, identity, state); offers them no run.
     Agents(AgentsArgs),
     /// The Moodle journey at 20, 30 and 40 users against an in-process test
-    /// target, its cache on shared file storage then on Redis, on two local
-    /// agents over gRPC; prints the two side by side.
+    /// target with two latency models of its cache (one contended lock, a
+    /// flat per-request cost; models, not real stores), on two local agents
+    /// over gRPC; prints the two side by side.
     #[cfg(feature = "demo")]
     Demo(crate::demo::DemoArgs),
 }

@@ -1,5 +1,5 @@
-//! Run comparison: the question that started this project (shared file
-//! storage or Redis?). Per step and overall: p50, p95, p99, req/s and error
+//! Run comparison: how the question that started this project (is shared
+//! file storage or Redis the better application cache?) gets answered. Per step and overall: p50, p95, p99, req/s and error
 //! rate of each run against the first, the change in percent, and a verdict
 //! when a change passes a threshold (2% per step, 4% overall by default, as
 //! Moodle's own performance-comparison tool does).

@@ -1,7 +1,11 @@
-//! `loadfleet demo`: the question loadfleet began with, on one machine and
-//! with no files: the Moodle journey at 20, 30 and 40 users against the
-//! test target with its application cache on shared file storage, then on
-//! Redis. Built with the default `demo` feature (it links the test target).
+//! `loadfleet demo`: the shape of the question loadfleet began with, on one
+//! machine and with no files: the Moodle journey at 20, 30 and 40 users
+//! against the test target with two latency *models* of its application
+//! cache, one contended lock (how a cache on shared storage with locking
+//! behaves) and a flat per-request cost (how a fast in-memory store
+//! behaves). They are models in the test target, not real cache stores, and
+//! are named so. Built with the default `demo` feature (it links the test
+//! target).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -50,9 +54,9 @@ pub fn demo_plan(base_url: &str, quick: bool) -> String {
     }
 }
 
-/// The original question, on one machine: the Moodle journey at 20, 30 and
-/// 40 users against the test target with its application cache on shared
-/// file storage, then on Redis; two agents in two regions each time.
+/// The original question's shape, on one machine: the Moodle journey at
+/// 20, 30 and 40 users against the test target with each of its two cache
+/// models; two agents in two regions each time.
 pub async fn demo(
     args: DemoArgs,
     interrupt: CancellationToken,
@@ -98,8 +102,8 @@ pub async fn demo(
     // the same factor in full mode, so both tell the same story.
     let scale = if args.full { 10 } else { 1 };
     let stores = [
-        ("shared-file", CacheStore::shared_file_scaled(scale)),
-        ("redis", CacheStore::redis_scaled(scale)),
+        ("contended-lock", CacheStore::contended_lock_scaled(scale)),
+        ("flat-cost", CacheStore::flat_cost_scaled(scale)),
     ];
     let mut worst = Exit::Ok;
     let mut series = Vec::new();
@@ -173,8 +177,8 @@ pub async fn demo(
     say(&table);
     let _ = crate::output::atomic::write(out.join("demo.txt"), format!("{table}\n"));
     say(&format!(
-        "demo directory: {}\n  one series per cache store, one run directory per user count \
-         (summary.json, latency.hlog, report.html)\n  compare the two caches load by load: loadfleet compare {}/shared-file/series {}/redis/series\n  \
+        "demo directory: {}\n  one series per cache model, one run directory per user count \
+         (summary.json, latency.hlog, report.html)\n  compare the two cache models load by load: loadfleet compare {}/contended-lock/series {}/flat-cost/series\n  \
          (with loadfleet on your PATH: cargo install --locked --path controller; or cargo run --locked --bin loadfleet -- compare ...)",
         out.display(),
         out.display(),
@@ -212,6 +216,6 @@ fn demo_table(series: &[(&str, Option<Series>)]) -> String {
         t.add_row(row);
     }
     format!(
-        "Moodle journey, shared file storage versus Redis as the application cache (latency of all steps):\n{t}"
+        "Moodle journey against the test target's two latency models of an application cache, one contended lock versus a flat per-request cost (latency of all steps; models, not real cache stores):\n{t}"
     )
 }

@@ -102,7 +102,7 @@ async fn a_users_sweep_writes_one_run_per_value_and_a_series_table() {
     );
 }
 
-/// Two sweeps (the shared-file series and the Redis series of the seed's
+/// Two sweeps (the contended-lock series and the flat-cost series of the seed's
 /// experiment) compare load by load, in one table and one page.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_series_compare_load_by_load() {

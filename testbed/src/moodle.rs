@@ -5,8 +5,10 @@
 //!
 //! It is not Moodle: pages are small and fixed. What it reproduces is what a
 //! load test of Moodle depends on (the journey must carry its session and
-//! tokens, or it fails) and, with a [`CacheStore`], how the application
-//! cache shapes latency under concurrency.
+//! tokens, or it fails) and, with a [`CacheStore`], a *model* of how an
+//! application cache shapes latency under concurrency. The models are
+//! sleeps and a lock, not real cache stores, and are named for what they
+//! do, not after any product.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -18,51 +20,46 @@ use http_body_util::Full;
 use hyper::header::{CONTENT_TYPE, COOKIE, HeaderValue, LOCATION, SET_COOKIE};
 use hyper::{Method, Response, StatusCode};
 
-/// Where the site keeps its application cache: what every page pays.
+/// How the site's modelled application cache costs every page.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum CacheStore {
     /// No cache cost.
     None,
-    /// Shared network file storage with locking (Moodle's file cache store
-    /// on NFS): each request costs `base`, then holds the one cache lock for
+    /// One contended lock (the behaviour of a cache on shared storage with
+    /// locking): each request costs `base`, then holds the one lock for
     /// `lock_hold`, so requests queue behind each other and latency climbs
     /// steeply once requests arrive faster than one per `lock_hold`.
-    SharedFile { base: Duration, lock_hold: Duration },
-    /// Redis: a flat cost per request, whatever the concurrency.
-    Redis { cost: Duration },
+    ContendedLock { base: Duration, lock_hold: Duration },
+    /// A flat cost per request, whatever the concurrency (the behaviour of
+    /// a fast shared in-memory store).
+    FlatCost { cost: Duration },
 }
 
 impl CacheStore {
-    /// The profiles `loadfleet demo` compares, with every cost multiplied
-    /// by `scale` (the demo's quick mode compresses time by 10).
-    pub fn shared_file_scaled(scale: u32) -> CacheStore {
-        CacheStore::SharedFile {
+    /// The models `loadfleet demo` compares, with every cost multiplied by
+    /// `scale` (the demo's quick mode compresses time by 10).
+    pub fn contended_lock_scaled(scale: u32) -> CacheStore {
+        CacheStore::ContendedLock {
             base: Duration::from_millis(2) * scale,
             lock_hold: Duration::from_millis(6) * scale,
         }
     }
 
-    pub fn redis_scaled(scale: u32) -> CacheStore {
-        CacheStore::Redis {
+    pub fn flat_cost_scaled(scale: u32) -> CacheStore {
+        CacheStore::FlatCost {
             cost: Duration::from_millis(10) * scale,
         }
     }
 
-    pub fn shared_file() -> CacheStore {
-        CacheStore::shared_file_scaled(1)
-    }
-
-    pub fn redis() -> CacheStore {
-        CacheStore::redis_scaled(1)
-    }
-
-    /// Parses `none`, `file` or `redis`.
+    /// Parses `none`, `contended-lock` or `flat-cost`.
     pub fn parse(s: &str) -> Result<CacheStore, String> {
         match s {
             "none" => Ok(CacheStore::None),
-            "file" => Ok(CacheStore::shared_file()),
-            "redis" => Ok(CacheStore::redis()),
-            _ => Err(format!("expected none, file or redis, got `{s}`")),
+            "contended-lock" => Ok(CacheStore::contended_lock_scaled(1)),
+            "flat-cost" => Ok(CacheStore::flat_cost_scaled(1)),
+            _ => Err(format!(
+                "expected none, contended-lock or flat-cost (latency models of a cache, not real stores), got `{s}`"
+            )),
         }
     }
 }
@@ -206,12 +203,12 @@ impl Site {
     ) -> Resp {
         match self.config.cache {
             CacheStore::None => {}
-            CacheStore::SharedFile { base, lock_hold } => {
+            CacheStore::ContendedLock { base, lock_hold } => {
                 tokio::time::sleep(base).await;
                 let _held = self.cache_lock.lock().await;
                 tokio::time::sleep(lock_hold).await;
             }
-            CacheStore::Redis { cost } => tokio::time::sleep(cost).await,
+            CacheStore::FlatCost { cost } => tokio::time::sleep(cost).await,
         }
         self.page(method, path, query, form, cookie)
     }

@@ -34,8 +34,10 @@ struct Args {
     /// replies) on /, /login/, /course/, /mod/ and /user/.
     #[arg(long)]
     moodle: bool,
-    /// The Moodle site's application cache: none, file (shared file storage,
-    /// latency grows with concurrent requests) or redis (flat latency).
+    /// A latency model of the Moodle site's application cache: none,
+    /// contended-lock (one lock every page holds: latency grows with
+    /// concurrent requests) or flat-cost (the same cost at any concurrency).
+    /// Models, not real cache stores.
     #[arg(long, default_value = "none", value_parser = loadfleet_testbed::moodle::CacheStore::parse, requires = "moodle")]
     cache: loadfleet_testbed::moodle::CacheStore,
     /// Say `Keep-Alive: timeout=N` (whole seconds, e.g. 1s) and count the
