@@ -185,7 +185,8 @@ async fn a_sweep_keeps_one_dashboard_that_names_the_current_run() {
         .trim()
         .to_string();
     ctl.wait_for_line("run 2 of 2", Duration::from_secs(30));
-    tokio::time::sleep(Duration::from_millis(2200)).await;
+    // Into the second run (3 s long), with time left for the page to load.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
     let dom = page(&url);
     assert!(
         dom.contains("run 2 of 2: users-3"),

@@ -55,7 +55,7 @@ async fn a_browser_recording_becomes_a_journey_that_runs() {
     assert_eq!(plan.matches("[[scenario.step]]").count(), 4);
     // The recorded site's Referer and Origin name the site it now loads.
     assert!(
-        plan.contains(&format!("\"Referer\" = \"{}/\"", bed.base_url())),
+        plan.contains(&format!("Referer = \"{}/\"", bed.base_url())),
         "{plan}"
     );
     // A literal `${name}` in the recorded JSON stays literal.

@@ -28,15 +28,6 @@ fn get(addr: &str, path_and_query: &str, headers: &str) -> (String, String) {
     )
 }
 
-fn encode(q: &str) -> String {
-    q.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 /// A Prometheus of its own: remote-write receiver on, nothing scraped.
 fn prometheus(dir: &Path) -> (Proc, String) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -72,7 +63,14 @@ fn prometheus(dir: &Path) -> (Proc, String) {
 }
 
 fn promql(addr: &str, query: &str) -> f64 {
-    let (status, body) = get(addr, &format!("/api/v1/query?query={}", encode(query)), "");
+    let (status, body) = get(
+        addr,
+        &format!(
+            "/api/v1/query?query={}",
+            form_urlencoded::byte_serialize(query.as_bytes()).collect::<String>()
+        ),
+        "",
+    );
     assert!(status.contains("200"), "{status}: {body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     v["data"]["result"][0]["value"][1]

@@ -1,59 +1,31 @@
-//! Writing TOML by hand, for imported plans that keep their comments:
-//! strings, inline tables of strings, and JSON values as inline TOML.
+//! TOML values for imported plans written line by line (so they keep their
+//! comments): the `toml` crate quotes and escapes; this adds the one rule
+//! of loadfleet's own, that recorded text never turns into a variable.
 
-use std::fmt::Write;
-
-/// A TOML basic string, escaped.
-pub fn string(s: &str) -> String {
-    let mut o = String::with_capacity(s.len() + 2);
-    o.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => o.push_str("\\\""),
-            '\\' => o.push_str("\\\\"),
-            '\n' => o.push_str("\\n"),
-            '\r' => o.push_str("\\r"),
-            '\t' => o.push_str("\\t"),
-            c if c.is_control() => {
-                let _ = write!(o, "\\u{:04X}", c as u32);
-            }
-            c => o.push(c),
-        }
-    }
-    o.push('"');
-    // A literal `${` in recorded text must not become a variable.
-    o.replace("${", "$${")
+/// Recorded text may hold `${`, which a plan reads as a variable: written
+/// `$${`, it stays literal.
+fn literal(v: toml::Value) -> String {
+    v.to_string().replace("${", "$${")
 }
 
-/// `{ "k" = "v", … }` with quoted keys.
+/// A TOML string.
+pub fn string(s: &str) -> String {
+    literal(toml::Value::String(s.to_string()))
+}
+
+/// `{ k = "v", … }`.
 pub fn inline_table(pairs: &[(String, String)]) -> String {
-    let items: Vec<String> = pairs
+    let table: toml::Table = pairs
         .iter()
-        .map(|(k, v)| format!("{} = {}", string(k), string(v)))
+        .map(|(k, v)| (k.clone(), toml::Value::String(v.clone())))
         .collect();
-    format!("{{ {} }}", items.join(", "))
+    literal(toml::Value::Table(table))
 }
 
 /// A JSON value as an inline TOML value; `None` when it holds a `null`
 /// (which TOML cannot say).
 pub fn json_value(v: &serde_json::Value) -> Option<String> {
-    Some(match v {
-        serde_json::Value::Null => return None,
-        serde_json::Value::Bool(b) => b.to_string(),
-        serde_json::Value::Number(n) => n.to_string(),
-        serde_json::Value::String(s) => string(s),
-        serde_json::Value::Array(a) => {
-            let items: Option<Vec<String>> = a.iter().map(json_value).collect();
-            format!("[{}]", items?.join(", "))
-        }
-        serde_json::Value::Object(m) => {
-            let items: Option<Vec<String>> = m
-                .iter()
-                .map(|(k, v)| json_value(v).map(|v| format!("{} = {v}", string(k))))
-                .collect();
-            format!("{{ {} }}", items?.join(", "))
-        }
-    })
+    toml::Value::try_from(v).ok().map(literal)
 }
 
 #[cfg(test)]

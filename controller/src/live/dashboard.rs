@@ -161,19 +161,13 @@ pub fn page(s: &Snapshot, token: Option<&str>) -> String {
         .unwrap_or_default()
         // Inside <script>: never end the element early.
         .replace("</", "<\\/");
-    let query = token.map_or_else(String::new, |t| format!("?token={}", encode(t)));
+    let query = token.map_or_else(String::new, |t| {
+        format!(
+            "?token={}",
+            form_urlencoded::byte_serialize(t.as_bytes()).collect::<String>()
+        )
+    });
     Page { s, json, query }
         .render()
         .unwrap_or_else(|e| format!("cannot render the dashboard: {e}"))
-}
-
-fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
