@@ -250,7 +250,7 @@ pub async fn run_agent(opts: AgentOptions, shutdown: CancellationToken) -> Resul
     let mut backoff = Backoff::new(Duration::from_millis(100), opts.max_backoff, seed);
     // The agent's clock for start synchronization: monotonic, never wall time.
     let clock = Instant::now();
-    let mut last_said: Option<(String, Instant, u32)> = None;
+    let mut said = Said::default();
     loop {
         let attempt = tokio::select! {
             r = attach_once(&endpoint, &opts, clock, &shutdown) => r,
@@ -280,24 +280,13 @@ pub async fn run_agent(opts: AgentOptions, shutdown: CancellationToken) -> Resul
             }
             Err(e) => {
                 let why = explain(&e, &opts.controller);
-                // Said at WARN when the cause changes, then every 30 s at
-                // most while it stays the same (an agent retries every few
-                // seconds for as long as its controller is away).
-                let now = Instant::now();
-                match &mut last_said {
-                    Some((said, at, n)) if *said == why && at.elapsed() < SAY_AGAIN_AFTER => {
-                        *n += 1;
-                    }
-                    _ => {
-                        let again = match &last_said {
-                            Some((said, _, n)) if *said == why && *n > 0 => {
-                                format!(" ({n} more attempts since)")
-                            }
-                            _ => String::new(),
-                        };
-                        tracing::warn!("not attached: {why}{again}; trying again");
-                        last_said = Some((why, now, 0));
-                    }
+                // Said at WARN the first time a cause is seen, then every
+                // 30 s at most while it recurs (an agent retries every few
+                // seconds for as long as its controller is away, and two
+                // causes can alternate: a non-gRPC server answers a reset
+                // one time and a protocol error the next).
+                if let Some(again) = said.note(why.clone(), Instant::now()) {
+                    tracing::warn!("not attached: {why}{again}; trying again");
                 }
             }
         }
@@ -311,6 +300,43 @@ pub async fn run_agent(opts: AgentOptions, shutdown: CancellationToken) -> Resul
 
 /// How often an unchanged reason for not attaching is said again.
 const SAY_AGAIN_AFTER: Duration = Duration::from_secs(30);
+
+/// The reasons for not attaching said recently: each is said once, then
+/// again at most every [`SAY_AGAIN_AFTER`] with how many attempts it
+/// failed in between. Bounded: the oldest reason is forgotten first.
+#[derive(Default)]
+struct Said {
+    recent: Vec<(String, Instant, u32)>,
+}
+
+impl Said {
+    const KEEP: usize = 8;
+
+    /// Notes one failure; returns the suffix to say it with, or `None`
+    /// when it was said recently enough.
+    fn note(&mut self, why: String, now: Instant) -> Option<String> {
+        if let Some(i) = self.recent.iter().position(|(w, _, _)| *w == why) {
+            let (_, at, n) = &mut self.recent[i];
+            if now.duration_since(*at) < SAY_AGAIN_AFTER {
+                *n += 1;
+                return None;
+            }
+            let again = if *n > 0 {
+                format!(" ({n} more attempts since)")
+            } else {
+                String::new()
+            };
+            *at = now;
+            *n = 0;
+            return Some(again);
+        }
+        if self.recent.len() == Self::KEEP {
+            self.recent.remove(0);
+        }
+        self.recent.push((why, now, 0));
+        Some(String::new())
+    }
+}
 
 /// Why an attachment failed, in words an operator can act on.
 fn explain(e: &AttachError, controller: &str) -> String {
@@ -433,4 +459,32 @@ async fn attach_once(
     RunState::new(run_id, stream, start_at, first_lease, opts)
         .drive(engine, endpoint, opts, shutdown)
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alternating_causes_are_each_said_once_then_again_after_a_while() {
+        let mut said = Said::default();
+        let t0 = Instant::now();
+        let s = |n: u64| t0 + Duration::from_secs(n);
+        assert_eq!(said.note("reset".into(), s(0)), Some(String::new()));
+        assert_eq!(said.note("not grpc".into(), s(1)), Some(String::new()));
+        assert_eq!(said.note("reset".into(), s(2)), None);
+        assert_eq!(said.note("not grpc".into(), s(3)), None);
+        assert_eq!(said.note("reset".into(), s(4)), None);
+        // 31 s after it was first said, "reset" is said again with the count.
+        assert_eq!(
+            said.note("reset".into(), s(31)),
+            Some(" (2 more attempts since)".into())
+        );
+        // Bounded: nine distinct causes forget the first.
+        for i in 0..9 {
+            said.note(format!("cause {i}"), s(32));
+        }
+        assert_eq!(said.recent.len(), Said::KEEP);
+        assert_eq!(said.note("cause 0".into(), s(33)), Some(String::new()));
+    }
 }
