@@ -315,6 +315,23 @@ impl Plan {
             .unwrap_or(self.target.timeout)
     }
 
+    /// The most requests the plan can send, when its load is bounded by
+    /// iterations (users × iterations × the longest scenario's steps;
+    /// redirects followed are not requests of their own).
+    pub fn requests_bound(&self) -> Option<u64> {
+        match self.load {
+            LoadModel::Closed {
+                users,
+                bound: RunBound::Iterations(n),
+                ..
+            } => {
+                let longest = self.scenarios.iter().map(|s| s.steps.len()).max()?;
+                Some(users.saturating_mul(n).saturating_mul(longest as u64))
+            }
+            _ => None,
+        }
+    }
+
     /// The longest the run may take before agents stop by themselves (and
     /// say so: the run is then `truncated`): `load.max_duration` when the
     /// plan sets it, else the schedule plus the longest iteration it could

@@ -131,7 +131,10 @@ pub struct Unsaved {
 pub const MIN_FREE_BYTES: u64 = 8 << 20;
 
 /// A generous estimate of a run's outputs: `latency.hlog` holds a few
-/// hundred bytes per step per interval and region, the rest is smaller.
+/// hundred bytes per step per interval and region, the rest is smaller. A
+/// step has a line only in the seconds it was requested, so a plan bounded
+/// by iterations needs no more lines than it has requests, however long
+/// its hard time limit.
 pub fn room_needed(plan: &Plan) -> u64 {
     let secs = plan
         .scheduled_duration()
@@ -139,7 +142,11 @@ pub fn room_needed(plan: &Plan) -> u64 {
         .as_secs()
         .max(1);
     let steps = plan.step_names.len().max(1) as u64;
-    MIN_FREE_BYTES + secs.saturating_mul(steps).saturating_mul(4 << 10)
+    let mut cells = secs.saturating_mul(steps);
+    if let Some(requests) = plan.requests_bound() {
+        cells = cells.min(requests.max(1));
+    }
+    MIN_FREE_BYTES + cells.saturating_mul(4 << 10)
 }
 
 /// Before any load is sent: the run directory takes a file, and its disk
@@ -343,5 +350,36 @@ pub async fn run_and_report(
             let _ = std::fs::remove_dir(&out);
             RunOutcome::NotRun(e)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(load: &str, steps: usize) -> Plan {
+        let mut text = format!(
+            "[target]\nbase_url = \"http://127.0.0.1:1\"\n[load]\n{load}\n[[scenario]]\nname = \"s\"\n"
+        );
+        for i in 0..steps {
+            text.push_str(&format!(
+                "[[scenario.step]]\nname = \"s{i}\"\npath = \"/\"\n"
+            ));
+        }
+        crate::plan::parse("p.toml", &text, "p").unwrap()
+    }
+
+    #[test]
+    fn room_for_a_long_plan_run_once_is_its_requests_not_its_time_limit() {
+        // 1,000 steps, each with a 30 s timeout: the hard limit is 30,005 s,
+        // but one user running once sends 1,000 requests.
+        let once = room_needed(&plan("users = 1\niterations = 1", 1000));
+        assert_eq!(once, MIN_FREE_BYTES + 1000 * 4096, "{once}");
+        // The same plan for an hour may fill a line per step every second.
+        let hour = room_needed(&plan("users = 1\nduration = \"1h\"", 1000));
+        assert_eq!(hour, MIN_FREE_BYTES + 3600 * 1000 * 4096, "{hour}");
+        // Many iterations: the time limit is the smaller bound.
+        let many = room_needed(&plan("users = 100\niterations = 1000000", 2));
+        assert!(many < MIN_FREE_BYTES + 100 * 1_000_000 * 2 * 4096, "{many}");
     }
 }
