@@ -40,7 +40,8 @@ fn main() {
         }
         let steps = rec.take();
         let mut buf = Vec::new();
-        ser.encode(&steps[0].histogram, &mut buf).unwrap();
+        let first = steps[0].as_ref().expect("step 0 was recorded");
+        ser.encode(&first.histogram, &mut buf).unwrap();
         bytes_total += buf.len();
     }
     let per = t.elapsed().as_micros() as f64 / rounds as f64;

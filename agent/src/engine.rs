@@ -116,7 +116,7 @@ impl Drop for Engine {
 struct WorkerPart {
     worker: usize,
     seq: u64,
-    steps: Vec<StepRecord>,
+    steps: Vec<Option<StepRecord>>,
     active: u32,
     elapsed: Duration,
     last: bool,
@@ -960,7 +960,7 @@ struct Aggregator {
 }
 
 struct Pending {
-    steps: Vec<StepRecord>,
+    steps: Vec<Option<StepRecord>>,
     active: u32,
     active_peak: u32,
     active_mean: f64,
@@ -1015,8 +1015,12 @@ impl Aggregator {
                 }
                 std::collections::btree_map::Entry::Occupied(mut o) => {
                     let p = o.get_mut();
-                    for (mine, theirs) in p.steps.iter_mut().zip(&part.steps) {
-                        mine.add(theirs);
+                    for (mine, theirs) in p.steps.iter_mut().zip(part.steps) {
+                        match (mine.as_mut(), theirs) {
+                            (Some(m), Some(t)) => m.add(&t),
+                            (None, Some(t)) => *mine = Some(t),
+                            (_, None) => {}
+                        }
                     }
                     p.active += part.active;
                     p.elapsed = p.elapsed.max(part.elapsed);
@@ -1105,9 +1109,9 @@ impl Aggregator {
         self.next_seq = seq + 1;
         let mut steps = Vec::new();
         for (id, rec) in p.steps.iter().enumerate() {
-            if rec.is_empty() {
+            let Some(rec) = rec.as_ref().filter(|r| !r.is_empty()) else {
                 continue;
-            }
+            };
             let mut bytes = Vec::new();
             if let Err(e) = self.serializer.encode(&rec.histogram, &mut bytes) {
                 tracing::error!(error = ?e, "cannot serialize histogram");

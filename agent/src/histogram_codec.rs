@@ -18,7 +18,9 @@ use std::sync::OnceLock;
 use flate2::{Decompress, FlushDecompress, Status};
 use hdrhistogram::Histogram;
 
-use crate::recorder::{HIGHEST_US, LOWEST_US, SIGNIFICANT_DIGITS, new_histogram};
+#[cfg(test)]
+use crate::recorder::new_histogram;
+use crate::recorder::{HIGHEST_US, LOWEST_US, SIGNIFICANT_DIGITS, full_range_histogram, record_us};
 
 /// Largest serialized histogram a controller accepts from an agent.
 pub const MAX_HISTOGRAM_BYTES: usize = 1024 * 1024;
@@ -31,7 +33,7 @@ pub enum CodecError {
     TooLarge { step: u32, len: usize },
     #[error("step {step}: undecodable histogram: {reason}")]
     Undecodable { step: u32, reason: String },
-    #[error("step {step}: histogram bounds differ from loadfleet's (1 µs..1 h, 3 digits)")]
+    #[error("step {step}: histogram bounds differ from loadfleet's (1 µs..1 h at most, 3 digits)")]
     Bounds { step: u32 },
 }
 
@@ -72,6 +74,14 @@ impl WireEncoder {
         self.plain_serializer
             .serialize(h, &mut self.plain)
             .map_err(|e| format!("{e:?}"))?;
+        // The header names the highest value the histogram can hold, which
+        // for a histogram that grows is however far it has grown. The wire
+        // always names loadfleet's range: the counters mean the same at
+        // every size, and the payload holds them only up to the largest
+        // value recorded, so the bytes are those of the full-range histogram.
+        if let Some(highest) = self.plain.get_mut(24..32) {
+            highest.copy_from_slice(&HIGHEST_US.to_be_bytes());
+        }
         let start = out.len();
         out.extend_from_slice(&V2_COMPRESSED_COOKIE.to_be_bytes());
         out.extend_from_slice(&[0; 4]);
@@ -108,11 +118,17 @@ const MAX_PAYLOAD_BYTES: usize = 256 * 1024;
 fn bucket_values() -> &'static [u64] {
     static VALUES: OnceLock<Vec<u64>> = OnceLock::new();
     VALUES.get_or_init(|| {
-        new_histogram()
+        full_range_histogram()
             .iter_all()
             .map(|v| v.value_iterated_to())
             .collect()
     })
+}
+
+/// The highest value a histogram with loadfleet's precision names when it
+/// has grown to hold an hour: the top of the bucket an hour falls in.
+fn top_bucket_value() -> u64 {
+    bucket_values().last().copied().unwrap_or(HIGHEST_US)
 }
 
 /// The non-zero buckets of one histogram, in index order.
@@ -139,10 +155,54 @@ impl Sparse {
         self.count
     }
 
-    /// Adds every bucket into `dest`, which has loadfleet's bounds.
+    /// Buckets in use.
+    pub fn buckets(&self) -> usize {
+        self.buckets.len()
+    }
+
+    /// The largest bucket value in use (0 when empty).
+    pub fn max(&self) -> u64 {
+        self.buckets.last().map_or(0, |b| b.0)
+    }
+
+    /// Adds `other`'s buckets into these (a merge of two sorted lists; a
+    /// bucket in both adds its counts, saturating).
+    pub fn merge(&mut self, other: &Sparse) {
+        if other.buckets.is_empty() {
+            return;
+        }
+        if self.buckets.is_empty() {
+            self.clone_from(other);
+            return;
+        }
+        let (mine, theirs) = (&self.buckets, &other.buckets);
+        let mut merged = Vec::with_capacity(mine.len() + theirs.len());
+        let (mut i, mut j) = (0, 0);
+        while i < mine.len() && j < theirs.len() {
+            let (x, y) = (mine[i], theirs[j]);
+            if x.0 == y.0 {
+                merged.push((x.0, x.1.saturating_add(y.1)));
+                i += 1;
+                j += 1;
+            } else if x.0 < y.0 {
+                merged.push(x);
+                i += 1;
+            } else {
+                merged.push(y);
+                j += 1;
+            }
+        }
+        merged.extend_from_slice(&mine[i..]);
+        merged.extend_from_slice(&theirs[j..]);
+        self.buckets = merged;
+        self.count = self.count.saturating_add(other.count);
+    }
+
+    /// Adds every bucket into `dest`, which has loadfleet's precision
+    /// (and grows to hold them).
     pub fn add_to(&self, dest: &mut Histogram<u64>) {
         for &(value, count) in &self.buckets {
-            dest.saturating_record_n(value, count);
+            record_us(dest, value, count);
         }
     }
 }
@@ -210,9 +270,11 @@ impl Decoder {
         if word(head, 8) != 0 {
             return Err(bad("a normalizing index offset (unsupported)"));
         }
+        // A histogram that grows names however far it has grown; its
+        // counters mean the same as the full range's up to there.
         if word(head, 12) != u32::from(SIGNIFICANT_DIGITS)
             || long(head, 16) != LOWEST_US
-            || long(head, 24) != HIGHEST_US
+            || !(2 * LOWEST_US..=top_bucket_value()).contains(&long(head, 24))
         {
             return Err(CodecError::Bounds { step });
         }
@@ -324,7 +386,11 @@ mod tests {
             assert_eq!(back.count(), h.len(), "{name}");
             let mut rebuilt = new_histogram();
             back.add_to(&mut rebuilt);
-            assert_eq!(rebuilt, h, "{name}: adding the buckets rebuilds it");
+            assert_eq!(
+                Sparse::of(&rebuilt),
+                Sparse::of(&h),
+                "{name}: adding the buckets rebuilds it"
+            );
         }
     }
 
@@ -340,7 +406,8 @@ mod tests {
             enc.encode(&h, &mut out).unwrap();
             assert_eq!(&out[..2], &[9, 9], "appends");
             let back: Histogram<u64> = Deserializer::new().deserialize(&mut &out[2..]).unwrap();
-            assert_eq!(back, h, "{n} samples");
+            assert_eq!(Sparse::of(&back), Sparse::of(&h), "{n} samples");
+            assert_eq!(back.high(), HIGHEST_US, "the wire names loadfleet's range");
             assert_eq!(back.len(), n);
         }
     }
@@ -353,7 +420,10 @@ mod tests {
 
     #[test]
     fn one_bucket_value_per_counter() {
-        assert_eq!(bucket_values().len(), new_histogram().distinct_values());
+        assert_eq!(
+            bucket_values().len(),
+            full_range_histogram().distinct_values()
+        );
     }
 
     #[test]
@@ -380,7 +450,7 @@ mod tests {
         assert_eq!(again.buckets, vec![(250, 1)]);
         let mut rebuilt = new_histogram();
         mine.add_to(&mut rebuilt);
-        assert_eq!(rebuilt, h);
+        assert_eq!(Sparse::of(&rebuilt), Sparse::of(&h));
     }
 
     #[test]

@@ -15,10 +15,38 @@ pub const HIGHEST_US: u64 = 3_600_000_000;
 /// Significant decimal digits kept for every value.
 pub const SIGNIFICANT_DIGITS: u8 = 3;
 
-/// A histogram with loadfleet's fixed range and precision (microseconds).
+/// A histogram with loadfleet's precision (microseconds), which starts
+/// small (2,048 counters, values to 2 ms: 16 KiB) and grows as larger values
+/// arrive, to loadfleet's range at most (23,552 counters, 184 KiB). A plan
+/// of a thousand steps holds thousands of histograms; most never see a
+/// value above a few hundred milliseconds. Record into it with
+/// [`record_us`], which clamps to the range; values and counters mean the
+/// same at every size, so histograms of any sizes add exactly.
 pub fn new_histogram() -> Histogram<u64> {
+    let mut h = Histogram::new_with_bounds(LOWEST_US, 2 * LOWEST_US, SIGNIFICANT_DIGITS)
+        .expect("constant histogram bounds are valid");
+    h.auto(true);
+    h
+}
+
+/// A histogram with loadfleet's whole range allocated up front.
+pub fn full_range_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(LOWEST_US, HIGHEST_US, SIGNIFICANT_DIGITS)
         .expect("constant histogram bounds are valid")
+}
+
+/// Records `n` samples of `us` microseconds, clamped to loadfleet's range
+/// (a value beyond an hour counts as an hour; zero as 1 µs when `at_least`
+/// is [`LOWEST_US`]). Grows `h` when the value is beyond its counters: a
+/// few times per histogram at most, never per request once it has grown.
+#[inline]
+pub fn record_us(h: &mut Histogram<u64>, us: u64, n: u64) {
+    let v = us.min(HIGHEST_US);
+    if h.record_n(v, n).is_err() {
+        // Not reachable with loadfleet's bounds (the counters always fit
+        // in memory); clamp rather than lose the sample.
+        h.saturating_record_n(v, n);
+    }
 }
 
 /// Errors of one kind in one interval, with one example message.
@@ -116,10 +144,23 @@ impl StepRecord {
     }
 }
 
-/// One worker's recordings for the current interval, one entry per step.
+/// Makes a step's record: once per step per interval at most, so kept out
+/// of line from the recording itself.
+#[cold]
+#[inline(never)]
+fn make(slot: &mut Option<StepRecord>, open: bool) {
+    *slot = Some(StepRecord::new(open));
+}
+
+/// One worker's recordings for the current interval: an entry per step
+/// that has been requested lately, none for the others. A plan of a
+/// thousand steps walked by one user holds a record for the few steps it
+/// is in, not a thousand.
 #[derive(Debug)]
 pub struct Recorder {
-    steps: Vec<StepRecord>,
+    steps: Vec<Option<StepRecord>>,
+    /// Which steps had something recorded in the interval before this one.
+    was_busy: Vec<bool>,
     open: bool,
     /// Open model: send lateness of each iteration (actual minus intended).
     lateness: Option<Histogram<u64>>,
@@ -134,10 +175,28 @@ impl Recorder {
     /// A recorder that also keeps uncorrected latencies when `open`.
     pub fn with_model(step_count: usize, open: bool) -> Recorder {
         Recorder {
-            steps: (0..step_count).map(|_| StepRecord::new(open)).collect(),
+            steps: (0..step_count).map(|_| None).collect(),
+            was_busy: vec![false; step_count],
             open,
             lateness: open.then(new_histogram),
         }
+    }
+
+    /// The record of `step`, made at its first sample unless the step is in
+    /// steady use (busy in the last two intervals), whose record [`take`]
+    /// makes at the interval's end, off the requests' path. A journey that
+    /// walks through a thousand steps holds records only for the steps it
+    /// is in, and makes each once.
+    ///
+    /// [`take`]: Recorder::take
+    #[inline]
+    fn step(&mut self, step: usize) -> Option<&mut StepRecord> {
+        let open = self.open;
+        let slot = self.steps.get_mut(step)?;
+        if slot.is_none() {
+            make(slot, open);
+        }
+        slot.as_mut()
     }
 
     /// Records a completed response's latency; with `uncorrected` (the open
@@ -150,7 +209,7 @@ impl Recorder {
         latency: Duration,
         uncorrected: Option<Duration>,
     ) {
-        let Some(rec) = self.steps.get_mut(step) else {
+        let Some(rec) = self.step(step) else {
             return;
         };
         let us = |d: Duration| {
@@ -158,9 +217,9 @@ impl Recorder {
                 .unwrap_or(u64::MAX)
                 .max(LOWEST_US)
         };
-        rec.histogram.saturating_record(us(latency));
+        record_us(&mut rec.histogram, us(latency), 1);
         if let (Some(h), Some(u)) = (rec.uncorrected.as_mut(), uncorrected) {
-            h.saturating_record(us(u));
+            record_us(h, us(u), 1);
         }
     }
 
@@ -197,7 +256,7 @@ impl Recorder {
     #[inline]
     pub fn record_lateness(&mut self, late: Duration) {
         if let Some(h) = &mut self.lateness {
-            h.saturating_record(u64::try_from(late.as_micros()).unwrap_or(u64::MAX));
+            record_us(h, u64::try_from(late.as_micros()).unwrap_or(u64::MAX), 1);
         }
     }
 
@@ -215,7 +274,7 @@ impl Recorder {
         kind: ErrorKind,
         message: impl FnOnce() -> String,
     ) {
-        if let Some(rec) = self.steps.get_mut(step) {
+        if let Some(rec) = self.step(step) {
             rec.tally(kind, 1, message);
         }
     }
@@ -224,7 +283,7 @@ impl Recorder {
     /// redirect followed or attempt resent) and its resent attempts.
     #[inline]
     pub fn record_exchanges(&mut self, step: usize, c: crate::client::Counts) {
-        if let Some(rec) = self.steps.get_mut(step) {
+        if let Some(rec) = self.step(step) {
             rec.exchanges += u64::from(c.exchanges);
             rec.retries += u64::from(c.retries);
             rec.bytes_received += c.received;
@@ -241,23 +300,34 @@ impl Recorder {
         elapsed: Duration,
         message: impl FnOnce() -> String,
     ) {
-        if let Some(rec) = self.steps.get_mut(step) {
+        if let Some(rec) = self.step(step) {
             rec.tally(kind, 1, message);
-            rec.failed
-                .get_or_insert_with(new_histogram)
-                .saturating_record(
-                    u64::try_from(elapsed.as_micros())
-                        .unwrap_or(u64::MAX)
-                        .max(LOWEST_US),
-                );
+            record_us(
+                rec.failed.get_or_insert_with(new_histogram),
+                u64::try_from(elapsed.as_micros())
+                    .unwrap_or(u64::MAX)
+                    .max(LOWEST_US),
+                1,
+            );
         }
     }
 
-    /// Takes this interval's records and starts empty ones. Called once per
-    /// interval, never per request.
-    pub fn take(&mut self) -> Vec<StepRecord> {
-        let fresh = (0..self.steps.len())
-            .map(|_| StepRecord::new(self.open))
+    /// Takes this interval's records (`None` for a step with no record) and
+    /// starts empty ones for the steps in steady use: something recorded in
+    /// this interval and the one before. Called once per interval, never
+    /// per request.
+    pub fn take(&mut self) -> Vec<Option<StepRecord>> {
+        let open = self.open;
+        let fresh = self
+            .steps
+            .iter()
+            .zip(&mut self.was_busy)
+            .map(|(slot, was_busy)| {
+                let busy = slot.as_ref().is_some_and(|r| !r.is_empty());
+                let steady = busy && *was_busy;
+                *was_busy = busy;
+                steady.then(|| StepRecord::new(open))
+            })
             .collect();
         std::mem::replace(&mut self.steps, fresh)
     }
@@ -278,7 +348,7 @@ mod tests {
             unreachable!("sample kept from the first")
         });
         r.record_response(7, Duration::from_micros(1), 200); // unknown step: ignored
-        let steps = r.take();
+        let steps: Vec<StepRecord> = r.take().into_iter().map(Option::unwrap).collect();
         assert_eq!(steps[0].count(), 2);
         assert_eq!(
             steps[0].histogram.max(),
@@ -299,29 +369,42 @@ mod tests {
             .unwrap();
         assert_eq!((timeout.count, timeout.sample.as_str()), (2, "timed out"));
         assert!(
-            r.take().iter().all(StepRecord::is_empty),
-            "take starts empty records"
+            r.take().iter().all(Option::is_none),
+            "a step busy in one interval only gets no record made for the next"
         );
+        // Busy two intervals running: the next record is made by take.
+        r.record_response(1, Duration::from_micros(10), 200);
+        let _ = r.take();
+        r.record_response(1, Duration::from_micros(10), 200);
+        let _ = r.take();
+        let made = r.take();
+        assert!(
+            made[1].as_ref().is_some_and(StepRecord::is_empty),
+            "{made:?}"
+        );
+        assert!(made[0].is_none());
     }
 
     #[test]
     fn open_model_keeps_both_latencies() {
         let mut r = Recorder::with_model(1, true);
         r.record_open(0, Duration::from_millis(900), Duration::from_millis(2), 200);
-        let steps = r.take();
+        let steps: Vec<StepRecord> = r.take().into_iter().map(Option::unwrap).collect();
         let corrected = &steps[0].histogram;
         let uncorrected = steps[0].uncorrected.as_ref().unwrap();
         assert_eq!((corrected.len(), uncorrected.len()), (1, 1));
         assert_eq!(corrected.max(), corrected.highest_equivalent(900_000));
         assert_eq!(uncorrected.max(), uncorrected.highest_equivalent(2_000));
-        assert!(Recorder::new(1).take()[0].uncorrected.is_none());
+        let mut closed = Recorder::new(1);
+        closed.record_response(0, Duration::from_millis(1), 200);
+        assert!(closed.take()[0].as_ref().unwrap().uncorrected.is_none());
     }
 
     #[test]
     fn clamps_beyond_one_hour() {
         let mut r = Recorder::new(1);
         r.record_response(0, Duration::from_secs(7200), 200);
-        let steps = r.take();
+        let steps: Vec<StepRecord> = r.take().into_iter().map(Option::unwrap).collect();
         assert_eq!(steps[0].count(), 1);
         assert!(steps[0].histogram.max() >= HIGHEST_US);
     }

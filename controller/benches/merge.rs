@@ -30,6 +30,7 @@ fn main() {
         .take()
         .iter()
         .enumerate()
+        .filter_map(|(i, s)| Some((i, s.as_ref()?)))
         .map(|(i, s)| {
             let mut b = Vec::new();
             ser.encode(&s.histogram, &mut b).unwrap();

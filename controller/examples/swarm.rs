@@ -47,12 +47,13 @@ fn step_reports(steps: usize, samples: u64, salt: u64) -> (Vec<v1::StepInterval>
     let mut enc = WireEncoder::default();
     let recorded = rec.take();
     let mut all = loadfleet_agent::recorder::new_histogram();
-    for s in &recorded {
+    for s in recorded.iter().flatten() {
         all.add(&s.histogram).expect("same bounds");
     }
     let reports = recorded
         .iter()
         .enumerate()
+        .filter_map(|(i, s)| Some((i, s.as_ref()?)))
         .map(|(i, s)| {
             let mut histogram = Vec::new();
             enc.encode(&s.histogram, &mut histogram)

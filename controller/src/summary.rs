@@ -75,11 +75,7 @@ impl Entry {
             latency_ms: t.latency().map(round_latency),
             latency_responses_ms: t.latency_responses().map(round_latency),
             latency_failures_ms: t.latency_failures().map(round_latency),
-            latency_uncorrected_ms: t
-                .uncorrected
-                .as_ref()
-                .and_then(LatencyMs::of)
-                .map(round_latency),
+            latency_uncorrected_ms: t.latency_uncorrected().map(round_latency),
             distribution: distribution(&t.all()),
         }
     }

@@ -32,6 +32,7 @@ mod mtls;
 mod netns;
 mod open_model;
 mod plan;
+mod plan_size;
 mod prometheus;
 mod report_html;
 mod report_layout;

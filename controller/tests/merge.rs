@@ -80,7 +80,7 @@ fn merged_percentiles_equal_one_histogram_of_all_samples() {
                 per_agent[i].record(us.max(1)).unwrap();
             }
             total += n;
-            let step = rec.take().remove(0);
+            let step = rec.take().remove(0).expect("recorded");
             let mut bytes = Vec::new();
             serializer.serialize(&step.histogram, &mut bytes).unwrap();
             let iv = interval(seq, vec![step_of(0, bytes, n)]);
@@ -90,7 +90,7 @@ fn merged_percentiles_equal_one_histogram_of_all_samples() {
         }
     }
     collector.close_all();
-    let merged = &collector.total.histogram;
+    let merged = &collector.total.responses_histogram();
     assert_eq!(merged.len(), total);
     assert_eq!(single.len(), total);
     for q in [
@@ -139,18 +139,22 @@ fn merged_percentiles_equal_one_histogram_of_all_samples() {
     let mut eu_single = per_agent[0].clone();
     eu_single.add(&per_agent[1]).unwrap();
     assert_eq!(
-        collector.regions["eu"].histogram.value_at_quantile(0.99),
+        collector.regions["eu"]
+            .responses_histogram()
+            .value_at_quantile(0.99),
         eu_single.value_at_quantile(0.99)
     );
-    let eu = &collector.regions["eu"].histogram;
+    let eu = &collector.regions["eu"].responses_histogram();
     assert_eq!(
         eu.len()
-            + collector.regions["us"].histogram.len()
-            + collector.regions["ap"].histogram.len(),
+            + collector.regions["us"].responses_histogram().len()
+            + collector.regions["ap"].responses_histogram().len(),
         total
     );
     assert_eq!(
-        collector.steps[0].histogram.value_at_quantile(0.999),
+        collector.steps[0]
+            .responses_histogram()
+            .value_at_quantile(0.999),
         single.value_at_quantile(0.999)
     );
     // Every interval of the timeline holds what the five agents sent for it:
@@ -179,7 +183,7 @@ fn a_bad_report_is_dropped_whole() {
     let steps = rec.take();
     let mut good = Vec::new();
     V2DeflateSerializer::new()
-        .serialize(&steps[0].histogram, &mut good)
+        .serialize(&steps[0].as_ref().expect("recorded").histogram, &mut good)
         .unwrap();
     let report = |steps: Vec<v1::StepInterval>| v1::Interval {
         run_id: "r".into(),
@@ -313,7 +317,7 @@ fn totals_that_disagree_with_the_reports_are_not_used() {
         for &m in ms {
             rec.record_response(0, Duration::from_millis(m), 200);
         }
-        let h = rec.take().remove(0).histogram;
+        let h = rec.take().remove(0).expect("recorded").histogram;
         let mut bytes = Vec::new();
         serializer.serialize(&h, &mut bytes).unwrap();
         (bytes, h.len())
@@ -368,8 +372,10 @@ fn totals_that_disagree_with_the_reports_are_not_used() {
     assert_eq!(collector.agents["a1"].requests(), 3);
     assert_eq!(collector.regions["eu"].requests(), 6);
     assert_eq!(
-        collector.regions["eu"].histogram.max(),
-        collector.regions["eu"].histogram.highest_equivalent(50_000)
+        collector.regions["eu"].responses_histogram().max(),
+        collector.regions["eu"]
+            .responses_histogram()
+            .highest_equivalent(50_000)
     );
 }
 
@@ -384,7 +390,11 @@ fn a_late_report_counts_in_its_region_and_step() {
         for &m in ms {
             rec.record_response(step as usize, Duration::from_millis(m), 200);
         }
-        let h = rec.take().remove(step as usize).histogram;
+        let h = rec
+            .take()
+            .remove(step as usize)
+            .expect("recorded")
+            .histogram;
         let mut bytes = Vec::new();
         serializer.serialize(&h, &mut bytes).unwrap();
         interval(seq, vec![step_of(step, bytes, h.len())])
@@ -406,7 +416,7 @@ fn a_late_report_counts_in_its_region_and_step() {
     assert_eq!(collector.steps[0].requests(), 4);
     assert_eq!(collector.regions["us"].requests(), 3);
     assert_eq!(collector.regions["eu"].requests(), 2);
-    let us = &collector.regions["us"].histogram;
+    let us = &collector.regions["us"].responses_histogram();
     assert_eq!(us.max(), us.highest_equivalent(50_000));
     assert_eq!(us.min(), us.lowest_equivalent(20_000));
 }
@@ -454,7 +464,10 @@ fn hostile_headers_are_refused_before_anything_is_allocated() {
     rec.record_response(0, Duration::from_millis(7), 200);
     let mut good = Vec::new();
     V2DeflateSerializer::new()
-        .serialize(&rec.take()[0].histogram, &mut good)
+        .serialize(
+            &rec.take()[0].as_ref().expect("recorded").histogram,
+            &mut good,
+        )
         .unwrap();
     assert_eq!(decoder.decode(0, &good).unwrap().count(), 1);
 }

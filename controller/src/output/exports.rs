@@ -52,11 +52,14 @@ pub fn hgrm(h: &Histogram<u64>, unit_ratio: f64) -> String {
         h.max() as f64 / unit_ratio,
         h.len()
     );
-    let sub_buckets = 2u64.pow((2.0 * 10f64.powi(i32::from(h.sigfig()))).log2().ceil() as u32);
+    // The layout of loadfleet's whole range (1 µs to an hour), whatever
+    // size this histogram has grown to: the file reads the same either way.
+    let full = loadfleet_agent::recorder::full_range_histogram();
+    let sub_buckets = 2u64.pow((2.0 * 10f64.powi(i32::from(full.sigfig()))).log2().ceil() as u32);
     let _ = writeln!(
         out,
         "#[Buckets = {:>12}, SubBuckets     = {sub_buckets:>12}]",
-        h.buckets()
+        full.buckets()
     );
     out
 }

@@ -137,6 +137,27 @@ impl Proc {
             .to_string()
     }
 
+    /// The process's peak resident memory so far (`VmHWM`), in KiB.
+    pub fn peak_rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    }
+
+    /// Like [`Proc::wait`], reading the peak resident memory every 10 ms
+    /// meanwhile; returns the highest reading (KiB) with the exit.
+    pub fn wait_watching_rss(mut self, timeout: Duration) -> (Exit, u64) {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut peak = 0;
+        while self.is_running() && std::time::Instant::now() < deadline {
+            peak = peak.max(self.peak_rss_kib().unwrap_or(0));
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        (self.wait(Duration::from_secs(1)), peak)
+    }
+
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))

@@ -60,13 +60,8 @@ pub enum TotalsError {
 
 pub use loadfleet_agent::histogram_codec::{CodecError, Decoder, MAX_HISTOGRAM_BYTES, Sparse};
 
-/// `dest += src` for two histograms with loadfleet's bounds (which cannot
-/// fail; if it did, every bucket is added one by one, saturating).
-fn add_histogram(dest: &mut Histogram<u64>, src: &Histogram<u64>) {
-    if dest.add(src).is_err() {
-        Sparse::of(src).add_to(dest);
-    }
-}
+mod hist;
+pub use hist::Hist;
 
 /// Errors of one kind.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -76,19 +71,21 @@ pub struct ErrorAgg {
 }
 
 /// Results of some slice of the run (a step, a region, an agent, everything).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Tally {
-    /// Latencies of completed responses (any status), microseconds.
-    pub histogram: Histogram<u64>,
+    /// Latencies of completed responses (any status), microseconds; sparse
+    /// while few buckets are in use (a plan of a thousand steps has a tally
+    /// per step, region and open interval, most of them nearly empty).
+    histogram: Hist,
     /// Requests that got no response (connect, timeout, reset, ...).
     pub transport_errors: u64,
     pub errors: BTreeMap<String, ErrorAgg>,
     /// Open model: latencies from the actual send (the main histogram is
     /// then measured from the intended send).
-    pub uncorrected: Option<Histogram<u64>>,
+    uncorrected: Option<Hist>,
     /// Time from send to failure of requests that got no response
     /// (timeout, reset, connect, ...); `None` while there were none.
-    pub failed: Option<Histogram<u64>>,
+    failed: Option<Hist>,
     /// HTTP exchanges begun, redirect hops included.
     pub exchanges: u64,
     /// Requests resent once on a new connection (a kept-alive one closed
@@ -99,26 +96,15 @@ pub struct Tally {
     pub bytes_decoded: u64,
 }
 
-impl Default for Tally {
-    fn default() -> Self {
-        Tally {
-            uncorrected: None,
-            failed: None,
-            exchanges: 0,
-            retries: 0,
-            bytes_received: 0,
-            bytes_decoded: 0,
-            histogram: new_histogram(),
-            transport_errors: 0,
-            errors: BTreeMap::new(),
-        }
-    }
-}
-
 impl Tally {
     /// Requests sent: responses plus requests that got none.
     pub fn requests(&self) -> u64 {
-        self.histogram.len() + self.transport_errors
+        self.responses() + self.transport_errors
+    }
+
+    /// Completed responses (any status).
+    pub fn responses(&self) -> u64 {
+        self.histogram.len()
     }
 
     /// Failed responses (a status >= 400, a failed check or extraction) plus
@@ -128,12 +114,12 @@ impl Tally {
     }
 
     fn add(&mut self, d: &DecodedStep<'_>) {
-        d.responses.add_to(&mut self.histogram);
+        self.histogram.add_sparse(&d.responses);
         if let Some(u) = &d.uncorrected {
-            u.add_to(self.uncorrected.get_or_insert_with(new_histogram));
+            self.uncorrected.get_or_insert_default().add_sparse(u);
         }
         if let Some(f) = &d.failed {
-            f.add_to(self.failed.get_or_insert_with(new_histogram));
+            self.failed.get_or_insert_default().add_sparse(f);
         }
         self.transport_errors += count_errors(&mut self.errors, d.errors);
         self.exchanges += d.exchanges;
@@ -144,12 +130,12 @@ impl Tally {
 
     /// Adds another tally into this one.
     fn merge(&mut self, other: &Tally) {
-        add_histogram(&mut self.histogram, &other.histogram);
+        self.histogram.add(&other.histogram);
         if let Some(u) = &other.uncorrected {
-            add_histogram(self.uncorrected.get_or_insert_with(new_histogram), u);
+            self.uncorrected.get_or_insert_default().add(u);
         }
         if let Some(f) = &other.failed {
-            add_histogram(self.failed.get_or_insert_with(new_histogram), f);
+            self.failed.get_or_insert_default().add(f);
         }
         self.transport_errors += other.transport_errors;
         self.exchanges += other.exchanges;
@@ -171,10 +157,10 @@ impl Tally {
         match &self.failed {
             Some(f) if !f.is_empty() => {
                 let mut all = self.histogram.clone();
-                add_histogram(&mut all, f);
-                std::borrow::Cow::Owned(all)
+                all.add(f);
+                std::borrow::Cow::Owned(all.histogram().into_owned())
             }
-            _ => std::borrow::Cow::Borrowed(&self.histogram),
+            _ => self.histogram.histogram(),
         }
     }
 
@@ -184,14 +170,28 @@ impl Tally {
         LatencyMs::of(&self.all())
     }
 
+    /// The responses' latencies, as one histogram.
+    pub fn responses_histogram(&self) -> std::borrow::Cow<'_, Histogram<u64>> {
+        self.histogram.histogram()
+    }
+
     /// Latency percentiles of the responses alone.
     pub fn latency_responses(&self) -> Option<LatencyMs> {
-        LatencyMs::of(&self.histogram)
+        LatencyMs::of(&self.histogram.histogram())
     }
 
     /// Time-to-failure percentiles of the requests that got no response.
     pub fn latency_failures(&self) -> Option<LatencyMs> {
-        self.failed.as_ref().and_then(LatencyMs::of)
+        self.failed
+            .as_ref()
+            .and_then(|f| LatencyMs::of(&f.histogram()))
+    }
+
+    /// Open model: latency percentiles from the actual send.
+    pub fn latency_uncorrected(&self) -> Option<LatencyMs> {
+        self.uncorrected
+            .as_ref()
+            .and_then(|u| LatencyMs::of(&u.histogram()))
     }
 }
 
