@@ -77,4 +77,8 @@ print(f"controller CPU per second, steady state: median {statistics.median(stead
       f"max {max(steady) * 100:.1f}% of one core over {len(steady)} s; "
       f"highest 5 s: {max(fives or [0]) * 100:.1f}%; total {(samples[-1][1] - samples[0][1]) / tck:.1f} s of CPU")
 print(f"summary: {len(s['agents'])} agents, {s['total']['requests']} requests merged")
+skews = sorted(a["start_skew_ms"] for a in s["agents"].values() if a.get("start_skew_ms") is not None)
+if skews:
+    print(f"start skew across {len(skews)} agents: median {statistics.median(skews):.3f} ms, "
+          f"max {skews[-1]:.3f} ms; reports late {s['late_reports']}, dropped {s['dropped_reports']}")
 PY

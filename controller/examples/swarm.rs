@@ -25,6 +25,12 @@ use tokio_stream::wrappers::ReceiverStream;
 struct Counters {
     bytes: AtomicU64,
     reports: AtomicU64,
+    /// Dials that failed and were tried again.
+    redials: AtomicU64,
+    /// The latest any agent of this process got its assignment, in
+    /// microseconds from the process's start.
+    assigned_by_us: AtomicU64,
+    began: Instant,
 }
 
 fn msg(body: agent_message::Body) -> v1::AgentMessage {
@@ -146,6 +152,7 @@ async fn agent(
             Ok(link) => break link,
             Err(e) if attempt >= 30 => return Err(e),
             Err(_) => {
+                counters.redials.fetch_add(1, Ordering::Relaxed);
                 attempt += 1;
                 tokio::time::sleep(Duration::from_millis(100 * attempt.min(5))).await;
             }
@@ -173,6 +180,10 @@ async fn agent(
             .ok_or("controller closed the stream")?;
         match m.body {
             Some(controller_message::Body::Assign(a)) => {
+                counters.assigned_by_us.fetch_max(
+                    counters.began.elapsed().as_micros() as u64,
+                    Ordering::Relaxed,
+                );
                 let (steps, one_second) =
                     step_reports(a.step_names.len(), samples, name.len() as u64);
                 send(msg(agent_message::Body::Ready(v1::Ready {
@@ -202,6 +213,10 @@ async fn agent(
         }
     };
     let (run_id, steps, one_second, seconds) = run.ok_or("started without an assignment")?;
+    // How late this agent starts its load, as a real agent measures it: the
+    // moment it wakes for the start, against the start it was given.
+    tokio::time::sleep_until(tokio::time::Instant::from_std(start)).await;
+    let start_lateness_us = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
     let mut seq = 0u64;
     let mut tick = tokio::time::interval_at(
         tokio::time::Instant::from_std(start + Duration::from_secs(1)),
@@ -242,7 +257,7 @@ async fn agent(
     send(msg(agent_message::Body::Done(v1::Done {
         run_id,
         last_seq: seq.saturating_sub(1),
-        start_lateness_us: 0,
+        start_lateness_us,
         totals: Some(totals(&one_second, seq)),
         cut_short: String::new(),
     })))
@@ -270,6 +285,9 @@ async fn main() {
     let counters = Arc::new(Counters {
         bytes: AtomicU64::new(0),
         reports: AtomicU64::new(0),
+        redials: AtomicU64::new(0),
+        assigned_by_us: AtomicU64::new(0),
+        began: Instant::now(),
     });
     let mut tasks = Vec::new();
     for i in 0..agents {
@@ -297,8 +315,10 @@ async fn main() {
     let bytes = counters.bytes.load(Ordering::Relaxed);
     let reports = counters.reports.load(Ordering::Relaxed);
     println!(
-        "swarm {prefix}: {agents} agents, {failed} failed, {reports} reports, {bytes} bytes sent, {:.0} bytes per agent-second",
-        bytes as f64 / reports.max(1) as f64
+        "swarm {prefix}: {agents} agents, {failed} failed, {reports} reports, {bytes} bytes sent, {:.0} bytes per agent-second; all assigned {:.1} s after the swarm began, {} dials tried again",
+        bytes as f64 / reports.max(1) as f64,
+        counters.assigned_by_us.load(Ordering::Relaxed) as f64 / 1e6,
+        counters.redials.load(Ordering::Relaxed),
     );
     if failed > 0 {
         std::process::exit(1);

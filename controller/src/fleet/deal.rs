@@ -209,13 +209,20 @@ pub(super) async fn wait_ready(
             a.stop(run_id, false);
         }
     };
-    while agents.iter().any(|a| a.state != State::Ready) {
+    let index = super::conn_index(agents);
+    let mut unready = agents.iter().filter(|a| a.state != State::Ready).count();
+    while unready > 0 {
         tokio::select! {
             ev = events.recv() => match ev {
                 Some(Event::Message { conn, body }) => {
-                    let Some(a) = agents.iter_mut().find(|a| a.conn == conn) else { continue };
+                    let Some(a) = index.get(&conn).and_then(|&i| agents.get_mut(i)) else { continue };
                     match body {
-                        agent_message::Body::Ready(r) if r.run_id == run_id => a.state = State::Ready,
+                        agent_message::Body::Ready(r) if r.run_id == run_id => {
+                            if a.state != State::Ready {
+                                unready -= 1;
+                            }
+                            a.state = State::Ready;
+                        }
                         agent_message::Body::Failed(f) => {
                             let err = FleetError::AgentFailed { agent: a.name.clone(), reason: f.reason, attached: Vec::new() };
                             abort(agents);
@@ -225,7 +232,7 @@ pub(super) async fn wait_ready(
                     }
                 }
                 Some(Event::Detached { conn, reason }) => {
-                    if let Some(a) = agents.iter().find(|a| a.conn == conn) {
+                    if let Some(a) = index.get(&conn).and_then(|&i| agents.get(i)) {
                         let err = FleetError::AgentLeft { agent: a.name.clone(), reason, attached: Vec::new() };
                         abort(agents);
                         return Err(err);

@@ -68,6 +68,15 @@ pub(super) struct Run<'a> {
     pub(super) live: Option<std::sync::Arc<crate::live::Live>>,
     /// Which run of a series this is, for the dashboard's title.
     pub(super) label: Option<String>,
+    /// Each agent's index in `agents` by its stream, so a report finds its
+    /// agent without a walk through ten thousand of them.
+    by_conn: std::collections::HashMap<crate::service::ConnId, usize>,
+    /// Agents whose stream broke (a superset: those that resumed or were
+    /// lost since are pruned as the loop looks).
+    broken: std::collections::BTreeSet<usize>,
+    /// No agent before this index is running (agents stop running during
+    /// the loop, never start again), so "is any running" costs nothing.
+    first_running: usize,
 }
 
 impl<'a> Run<'a> {
@@ -81,7 +90,11 @@ impl<'a> Run<'a> {
         journal: Option<crate::journal::Writer>,
     ) -> Run<'a> {
         let collector = Collector::new(plan.step_names.clone(), INTERVAL);
+        let by_conn = super::conn_index(&agents);
         Run {
+            by_conn,
+            broken: Default::default(),
+            first_running: 0,
             run_id,
             plan,
             start,
@@ -181,13 +194,15 @@ impl<'a> Run<'a> {
             live.publish(&self.families());
             live.show(self.snapshot(&[]));
         }
-        while self.agents.iter().any(Agent::is_running) {
+        while self.any_running() {
             // The first moment a broken stream's grace runs out.
+            let agents = &self.agents;
+            self.broken
+                .retain(|&i| agents[i].is_running() && agents[i].disconnected_at.is_some());
             let resume_deadline = self
-                .agents
+                .broken
                 .iter()
-                .filter(|a| a.is_running())
-                .filter_map(|a| a.disconnected_at)
+                .filter_map(|&i| self.agents[i].disconnected_at)
                 .min()
                 .map(|t| t + RESUME_GRACE + Duration::from_millis(10));
             tokio::select! {
@@ -221,6 +236,18 @@ impl<'a> Run<'a> {
             j.flush();
         }
         self.collector.close_all();
+    }
+
+    /// Whether any agent is still running (amortized constant time).
+    fn any_running(&mut self) -> bool {
+        while self
+            .agents
+            .get(self.first_running)
+            .is_some_and(|a| !a.is_running())
+        {
+            self.first_running += 1;
+        }
+        self.first_running < self.agents.len()
     }
 
     /// Tells every running agent to stop, gracefully or at once.
@@ -399,11 +426,16 @@ impl<'a> Run<'a> {
                 let resumed = (!hello.resume_run_id.is_empty()
                     && hello.resume_run_id == self.run_id)
                     .then(|| {
-                        self.agents.iter_mut().find(|a| {
+                        self.agents.iter_mut().enumerate().find(|(_, a)| {
                             a.name == hello.name && matches!(a.state, State::Running | State::Lost)
                         })
                     })
-                    .flatten();
+                    .flatten()
+                    .map(|(i, a)| {
+                        self.by_conn.remove(&a.conn);
+                        self.by_conn.insert(conn, i);
+                        a
+                    });
                 match resumed {
                     Some(a) if a.state == State::Lost => {
                         a.conn = conn;
@@ -458,13 +490,15 @@ impl<'a> Run<'a> {
             }
             Event::Refused(r) => tracing::debug!(?r, "refused an agent during the run"),
             Event::Detached { conn, reason } => {
-                if let Some(a) = self.agents.iter_mut().find(|a| a.conn == conn)
+                if let Some(&i) = self.by_conn.get(&conn)
+                    && let Some(a) = self.agents.get_mut(i).filter(|a| a.conn == conn)
                     && a.state == State::Running
                 {
                     // Lost unless it resumes soon (see `expire_silent`).
                     tracing::info!(agent = %a.name, %reason, "stream broke; waiting for a resume");
                     a.disconnected_at = Some(Instant::now());
                     a.note = reason;
+                    self.broken.insert(i);
                 }
             }
         }
@@ -477,7 +511,8 @@ impl<'a> Run<'a> {
         conn: crate::service::ConnId,
         body: agent_message::Body,
     ) -> Option<String> {
-        let a = self.agents.iter_mut().find(|a| a.conn == conn)?;
+        let &i = self.by_conn.get(&conn)?;
+        let a = self.agents.get_mut(i).filter(|a| a.conn == conn)?;
         a.last_heard = Instant::now();
         match body {
             agent_message::Body::Interval(iv) => {

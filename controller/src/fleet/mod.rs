@@ -516,3 +516,13 @@ fn fresh_seed() -> u64 {
 fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
+
+/// Each agent's index by its stream, for the loops that hear from ten
+/// thousand agents (a walk through all of them per message is quadratic).
+fn conn_index(agents: &[agent::Agent]) -> std::collections::HashMap<crate::service::ConnId, usize> {
+    agents
+        .iter()
+        .enumerate()
+        .map(|(i, a)| (a.conn, i))
+        .collect()
+}

@@ -29,12 +29,14 @@ pub(super) async fn sync_clocks(
     };
     agents.iter_mut().for_each(ping);
     let deadline = Instant::now() + Duration::from_secs(5);
-    while agents.iter().any(|a| a.clock.samples < PINGS) {
+    let index = super::conn_index(agents);
+    let mut unsynced = agents.iter().filter(|a| a.clock.samples < PINGS).count();
+    while unsynced > 0 {
         tokio::select! {
             ev = events.recv() => match ev {
                 Some(Event::Message { conn, body: agent_message::Body::Pong(p) }) => {
                     let now = Instant::now();
-                    let Some(a) = agents.iter_mut().find(|a| a.conn == conn) else { continue };
+                    let Some(a) = index.get(&conn).and_then(|&i| agents.get_mut(i)) else { continue };
                     let Some((nonce, sent)) = a.clock.in_flight else { continue };
                     if p.nonce != nonce {
                         continue;
@@ -49,10 +51,12 @@ pub(super) async fn sync_clocks(
                     a.clock.in_flight = None;
                     if a.clock.samples < PINGS {
                         ping(a);
+                    } else if a.clock.samples == PINGS {
+                        unsynced -= 1;
                     }
                 }
                 Some(Event::Detached { conn, reason }) => {
-                    if let Some(a) = agents.iter().find(|a| a.conn == conn) {
+                    if let Some(a) = index.get(&conn).and_then(|&i| agents.get(i)) {
                         return Err(FleetError::AgentLeft { agent: a.name.clone(), reason, attached: Vec::new() });
                     }
                 }
