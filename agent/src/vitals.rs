@@ -143,9 +143,13 @@ mod tests {
         }
         std::hint::black_box(x);
         let s = v.sample();
+        // The process's CPU: other tests of this binary may run on the other
+        // cores meanwhile, so at most every core for the whole span.
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
+        let most = (t.elapsed().as_micros() as u64 + 20_000) * cores;
         assert!(
-            (150_000..=600_000).contains(&s.cpu_us),
-            "300 ms of spinning: {} us of CPU",
+            (150_000..=most).contains(&s.cpu_us),
+            "300 ms of spinning: {} us of CPU (at most {most} on {cores} cores)",
             s.cpu_us
         );
         assert!(s.rss_bytes > 1 << 20, "{}", s.rss_bytes);
