@@ -79,7 +79,7 @@ impl WireEncoder {
         // always names loadfleet's range: the counters mean the same at
         // every size, and the payload holds them only up to the largest
         // value recorded, so the bytes are those of the full-range histogram.
-        if let Some(highest) = self.plain.get_mut(24..32) {
+        if let Some(highest) = self.plain.get_mut(HIGHEST_AT..HIGHEST_AT + 8) {
             highest.copy_from_slice(&HIGHEST_US.to_be_bytes());
         }
         let start = out.len();
@@ -109,6 +109,8 @@ impl WireEncoder {
 const V2_COOKIE: u32 = 0x1c84_9303 | 0x10;
 const V2_COMPRESSED_COOKIE: u32 = 0x1c84_9304 | 0x10;
 const HEADER_BYTES: usize = 40;
+/// Where the V2 header holds the highest trackable value (8 bytes).
+const HIGHEST_AT: usize = 24;
 /// The largest payload a histogram with loadfleet's bounds can have: every
 /// counter (23,552 of them) as a 9-byte LEB128 number, with room to spare.
 const MAX_PAYLOAD_BYTES: usize = 256 * 1024;
@@ -158,11 +160,6 @@ impl Sparse {
     /// Buckets in use.
     pub fn buckets(&self) -> usize {
         self.buckets.len()
-    }
-
-    /// The largest bucket value in use (0 when empty).
-    pub fn max(&self) -> u64 {
-        self.buckets.last().map_or(0, |b| b.0)
     }
 
     /// Adds `other`'s buckets into these (a merge of two sorted lists; a
@@ -274,7 +271,7 @@ impl Decoder {
         // counters mean the same as the full range's up to there.
         if word(head, 12) != u32::from(SIGNIFICANT_DIGITS)
             || long(head, 16) != LOWEST_US
-            || !(2 * LOWEST_US..=top_bucket_value()).contains(&long(head, 24))
+            || !(2 * LOWEST_US..=top_bucket_value()).contains(&long(head, HIGHEST_AT))
         {
             return Err(CodecError::Bounds { step });
         }

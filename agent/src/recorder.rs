@@ -35,10 +35,10 @@ pub fn full_range_histogram() -> Histogram<u64> {
         .expect("constant histogram bounds are valid")
 }
 
-/// Records `n` samples of `us` microseconds, clamped to loadfleet's range
-/// (a value beyond an hour counts as an hour; zero as 1 µs when `at_least`
-/// is [`LOWEST_US`]). Grows `h` when the value is beyond its counters: a
-/// few times per histogram at most, never per request once it has grown.
+/// Records `n` samples of `us` microseconds; a value beyond an hour counts
+/// as an hour (callers raise zero latencies to [`LOWEST_US`] themselves).
+/// Grows `h` when the value is beyond its counters: a few times per
+/// histogram at most, never per request once it has grown.
 #[inline]
 pub fn record_us(h: &mut Histogram<u64>, us: u64, n: u64) {
     let v = us.min(HIGHEST_US);
