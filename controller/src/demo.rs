@@ -62,7 +62,7 @@ pub async fn demo(
     interrupt: CancellationToken,
     hard_interrupt: CancellationToken,
 ) -> Exit {
-    use loadfleet_testbed::moodle::{CacheStore, MoodleConfig};
+    use loadfleet_testbed::moodle::{LatencyModel, MoodleConfig};
     let out = args.out.unwrap_or_else(|| {
         let stamp = time::OffsetDateTime::now_utc()
             .format(time::macros::format_description!(
@@ -102,15 +102,15 @@ pub async fn demo(
     // the same factor in full mode, so both tell the same story.
     let scale = if args.full { 10 } else { 1 };
     let stores = [
-        ("contended-lock", CacheStore::contended_lock_scaled(scale)),
-        ("flat-cost", CacheStore::flat_cost_scaled(scale)),
+        ("contended-lock", LatencyModel::contended_lock_scaled(scale)),
+        ("flat-cost", LatencyModel::flat_cost_scaled(scale)),
     ];
     let mut worst = Exit::Ok;
     let mut series = Vec::new();
     for (label, cache) in stores {
         let config = loadfleet_testbed::Config {
             moodle: Some(MoodleConfig {
-                cache,
+                latency_model: cache,
                 ..MoodleConfig::default()
             }),
             ..loadfleet_testbed::Config::default()

@@ -76,6 +76,8 @@ pub enum TestbedError {
     Io(#[from] std::io::Error),
     #[error("bad TLS identity: {0}")]
     Tls(String),
+    #[error(transparent)]
+    Store(#[from] moodle::StoreError),
 }
 
 /// A self-signed certificate for `names` (host names or IP addresses); the
@@ -222,10 +224,10 @@ impl Testbed {
         *stats.started.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
         let (shutdown, rx) = watch::channel(false);
         let scheme = if tls.is_some() { "https" } else { "http" };
-        let site = config
-            .moodle
-            .clone()
-            .map(|m| Arc::new(moodle::Site::new(m)));
+        let site = match config.moodle.clone() {
+            Some(m) => Some(Arc::new(moodle::Site::open(m).await?)),
+            None => None,
+        };
         let task = tokio::spawn(serve(
             listener,
             tls,

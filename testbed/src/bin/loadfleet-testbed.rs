@@ -34,12 +34,17 @@ struct Args {
     /// replies) on /, /login/, /course/, /mod/ and /user/.
     #[arg(long)]
     moodle: bool,
-    /// A latency model of the Moodle site's application cache: none,
-    /// contended-lock (one lock every page holds: latency grows with
+    /// Where the Moodle site keeps its application cache (sessions, course,
+    /// page and discussion caches): memory, file:DIR (files with locking,
+    /// as Moodle's file store; DIR can be a network mount) or
+    /// redis://HOST:PORT (a Redis server).
+    #[arg(long, default_value = "memory", value_parser = loadfleet_testbed::moodle::StoreSpec::parse, requires = "moodle")]
+    cache: loadfleet_testbed::moodle::StoreSpec,
+    /// A modelled cost added to every Moodle page on top of the store's:
+    /// none, contended-lock (one lock every page holds: latency grows with
     /// concurrent requests) or flat-cost (the same cost at any concurrency).
-    /// Models, not real cache stores.
-    #[arg(long, default_value = "none", value_parser = loadfleet_testbed::moodle::CacheStore::parse, requires = "moodle")]
-    cache: loadfleet_testbed::moodle::CacheStore,
+    #[arg(long, default_value = "none", value_parser = loadfleet_testbed::moodle::LatencyModel::parse, requires = "moodle")]
+    latency_model: loadfleet_testbed::moodle::LatencyModel,
     /// Say `Keep-Alive: timeout=N` (whole seconds, e.g. 1s) and count the
     /// requests that reuse a connection idle for longer (printed at exit).
     #[arg(long, value_parser = parse_default_latency)]
@@ -68,7 +73,8 @@ async fn main() -> anyhow::Result<()> {
         moodle: args
             .moodle
             .then(|| loadfleet_testbed::moodle::MoodleConfig {
-                cache: args.cache,
+                store: args.cache,
+                latency_model: args.latency_model,
                 ..Default::default()
             }),
         keep_alive_timeout: args.keep_alive_timeout,
