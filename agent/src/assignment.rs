@@ -10,7 +10,7 @@ use http::{HeaderName, HeaderValue, Method, Uri};
 use loadfleet_proto::v1;
 
 use crate::arrivals::{RateSchedule, RateStage};
-use crate::journey::{Check, Extract, Source, Think};
+use crate::journey::{Check, Extract, Probe, Source, Think};
 use crate::template::{Template, VarTable};
 
 /// Most redirects one step may follow.
@@ -108,6 +108,8 @@ pub struct Step {
     pub extract: Arc<[Extract]>,
     pub check: Arc<Check>,
     pub think: Option<Think>,
+    /// Numbers read from every response (`[[metric]]`).
+    pub metrics: Arc<[Probe]>,
 }
 
 impl Step {
@@ -125,23 +127,29 @@ impl Step {
             extract: Arc::new([]),
             check: Default::default(),
             think: None,
+            metrics: Arc::new([]),
         }
     }
 
-    /// Whether the response body must be kept (for checks or extraction).
+    /// Whether the response body must be kept (for checks, extraction or
+    /// metrics).
     pub fn needs_body(&self) -> bool {
         self.check.needs_body()
             || self
                 .extract
                 .iter()
-                .any(|e| !matches!(e.source, Source::Header(_)))
+                .map(|e| &e.source)
+                .chain(self.metrics.iter().map(|m| &m.source))
+                .any(|s| !matches!(s, Source::Header(_)))
     }
 
-    /// Whether the response headers must be kept (for extraction).
+    /// Whether the response headers must be kept (for extraction or metrics).
     pub fn needs_headers(&self) -> bool {
         self.extract
             .iter()
-            .any(|e| matches!(e.source, Source::Header(_)))
+            .map(|e| &e.source)
+            .chain(self.metrics.iter().map(|m| &m.source))
+            .any(|s| matches!(s, Source::Header(_)))
     }
 
     /// What of a response this step needs beyond its status.
@@ -337,6 +345,8 @@ pub struct Assignment {
     pub bound: Bound,
     pub interval: Duration,
     pub step_names: Vec<String>,
+    /// Names of the metrics read from responses ([`Probe::id`] indexes them).
+    pub metric_names: Vec<String>,
     /// Hard limit after which the agent stops all load by itself.
     pub max_run: Duration,
     /// How long a user stopped by a ramp-down may finish its iteration.
@@ -480,13 +490,13 @@ impl TryFrom<v1::Assign> for Assignment {
             };
             let mut steps = Vec::with_capacity(s.steps.len());
             for (i, st) in s.steps.into_iter().enumerate() {
-                let step = step(st, step_count, &target, &mut vars).map_err(|reason| {
-                    AssignmentError::BadStep {
+                let step = step(st, step_count, a.metric_names.len(), &target, &mut vars).map_err(
+                    |reason| AssignmentError::BadStep {
                         scenario: s.name.clone(),
                         step: i,
                         reason,
-                    }
-                })?;
+                    },
+                )?;
                 produced.resize(vars.len(), false);
                 for e in step.extract.iter() {
                     produced[e.slot] = true;
@@ -563,6 +573,7 @@ impl TryFrom<v1::Assign> for Assignment {
             bound,
             interval: Duration::from_micros(a.interval_us),
             step_names: a.step_names,
+            metric_names: a.metric_names,
             max_run: Duration::from_micros(a.max_run_us),
             graceful_stop: Duration::from_micros(a.graceful_stop_us),
             vars,
@@ -638,6 +649,7 @@ fn pairs(
 fn step(
     st: v1::Step,
     step_count: usize,
+    metric_count: usize,
     target: &Target,
     vars: &mut VarTable,
 ) -> Result<Step, String> {
@@ -700,6 +712,28 @@ fn step(
     for e in st.extract {
         extract.push(extraction(e, vars)?);
     }
+    let mut metrics = Vec::with_capacity(st.metrics.len());
+    for m in st.metrics {
+        if m.id as usize >= metric_count {
+            return Err(format!(
+                "metric {} but only {metric_count} metric names",
+                m.id
+            ));
+        }
+        if !(m.scale.is_finite() && m.scale > 0.0) {
+            return Err(format!("metric {}: scale {} is not above 0", m.id, m.scale));
+        }
+        let e = m
+            .source
+            .ok_or_else(|| format!("metric {} has no source", m.id))?;
+        let what = format!("metric {}", m.id);
+        metrics.push(Probe {
+            id: m.id,
+            source: source(e.from, e.group, e.attribute, &what)?,
+            match_no: e.match_no as usize,
+            scale: m.scale,
+        });
+    }
     let check = match st.check {
         None => Check::default(),
         Some(c) => Check {
@@ -750,16 +784,34 @@ fn step(
         extract: extract.into(),
         check: Arc::new(check),
         think,
+        metrics: metrics.into(),
     })
 }
 
 fn extraction(e: v1::Extract, vars: &mut VarTable) -> Result<Extract, String> {
     let what = format!("extract `{}`", e.name);
-    let source = match e.from {
+    let source = source(e.from, e.group, e.attribute, &what)?;
+    Ok(Extract {
+        slot: vars.slot(&e.name),
+        name: e.name,
+        source,
+        match_no: e.match_no as usize,
+        default: e.default,
+    })
+}
+
+/// Where an extraction or a metric looks.
+fn source(
+    from: Option<v1::extract::From>,
+    group: u32,
+    attribute: String,
+    what: &str,
+) -> Result<Source, String> {
+    Ok(match from {
         Some(v1::extract::From::Regex(r)) => {
             let regex =
                 regex::bytes::Regex::new(&r).map_err(|err| format!("{what}: regex: {err}"))?;
-            let group = e.group as usize;
+            let group = group as usize;
             if group >= regex.captures_len() {
                 return Err(format!(
                     "{what}: group {group}, but the regex has {} groups",
@@ -771,7 +823,7 @@ fn extraction(e: v1::Extract, vars: &mut VarTable) -> Result<Extract, String> {
         Some(v1::extract::From::Css(c)) => Source::Css {
             selector: scraper::Selector::parse(&c)
                 .map_err(|err| format!("{what}: CSS selector: {err}"))?,
-            attribute: e.attribute,
+            attribute,
         },
         Some(v1::extract::From::JsonPointer(p)) => {
             if !p.is_empty() && !p.starts_with('/') {
@@ -783,13 +835,6 @@ fn extraction(e: v1::Extract, vars: &mut VarTable) -> Result<Extract, String> {
             HeaderName::from_bytes(h.as_bytes()).map_err(|_| format!("{what}: bad header name"))?,
         ),
         None => return Err(format!("{what} has no source")),
-    };
-    Ok(Extract {
-        slot: vars.slot(&e.name),
-        name: e.name,
-        source,
-        match_no: e.match_no as usize,
-        default: e.default,
     })
 }
 

@@ -674,6 +674,10 @@ async fn run_iteration(
                             }
                             None => rec.record_latency(step.id, latency, None),
                         }
+                        for m in step.metrics.iter() {
+                            let sample = m.read(&reply.headers, client.body(), &mut user.rng);
+                            rec.record_metric(step.id, m.id, sample);
+                        }
                         match failure {
                             None => false,
                             Some(Fault::Status(code)) => {
@@ -1101,6 +1105,28 @@ impl Aggregator {
         true
     }
 
+    /// A step's metrics as they go on the wire; a metric whose histogram
+    /// cannot be encoded is left out (and said).
+    fn encode_metrics(&mut self, rec: &crate::recorder::StepRecord) -> Vec<v1::MetricInterval> {
+        let mut out = Vec::with_capacity(rec.metrics.len());
+        for m in &rec.metrics {
+            let mut histogram = Vec::new();
+            if !m.histogram.is_empty()
+                && let Err(e) = self.serializer.encode(&m.histogram, &mut histogram)
+            {
+                tracing::error!(error = ?e, "cannot serialize a metric's histogram");
+                continue;
+            }
+            out.push(v1::MetricInterval {
+                metric: m.id,
+                histogram,
+                missing: m.missing,
+                sum: m.sum,
+            });
+        }
+        out
+    }
+
     fn emit(&mut self, seq: u64) -> bool {
         let Some(p) = self.pending.remove(&seq) else {
             return true;
@@ -1141,6 +1167,7 @@ impl Aggregator {
                 retries: rec.retries,
                 bytes_received: rec.bytes_received,
                 bytes_decoded: rec.bytes_decoded,
+                metrics: self.encode_metrics(rec),
                 count: rec.count(),
                 errors: rec
                     .errors

@@ -4,6 +4,7 @@
 //! extraction from responses and checks. Everything here is compiled once
 //! from the assignment; per-request work is matching.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use crate::rng::Rng;
@@ -66,40 +67,87 @@ pub struct Extract {
 impl Extract {
     /// The extracted value, or `None` when nothing matched (and no default).
     pub fn apply(&self, headers: &http::HeaderMap, body: &[u8], rng: &mut Rng) -> Option<String> {
-        let found = match &self.source {
-            Source::Regex { regex, group } => {
-                let all: Vec<_> = regex.captures_iter(body).collect();
-                pick(all.len(), self.match_no, rng)
-                    .and_then(|i| all[i].get(*group))
-                    .map(|m| String::from_utf8_lossy(m.as_bytes()).into_owned())
+        find(&self.source, self.match_no, headers, body, rng)
+            .map(|v| String::from_utf8_lossy(&v).into_owned())
+            .or_else(|| self.default.clone())
+    }
+}
+
+/// What `source` finds in a response: borrowed from it where it can be.
+fn find<'r>(
+    source: &Source,
+    match_no: usize,
+    headers: &'r http::HeaderMap,
+    body: &'r [u8],
+    rng: &mut Rng,
+) -> Option<Cow<'r, [u8]>> {
+    match source {
+        Source::Regex { regex, group } => {
+            if match_no == 1 {
+                // The usual case, without collecting every match.
+                return regex
+                    .captures(body)
+                    .and_then(|c| c.get(*group))
+                    .map(|m| Cow::Borrowed(m.as_bytes()));
             }
-            Source::Css {
-                selector,
-                attribute,
-            } => {
-                let doc = scraper::Html::parse_document(&String::from_utf8_lossy(body));
-                let all: Vec<_> = doc.select(selector).collect();
-                pick(all.len(), self.match_no, rng).and_then(|i| {
-                    if attribute.is_empty() {
-                        Some(all[i].text().collect::<String>())
-                    } else {
-                        all[i].attr(attribute).map(str::to_string)
-                    }
+            let all: Vec<_> = regex.captures_iter(body).collect();
+            pick(all.len(), match_no, rng)
+                .and_then(|i| all[i].get(*group))
+                .map(|m| Cow::Borrowed(m.as_bytes()))
+        }
+        Source::Css {
+            selector,
+            attribute,
+        } => {
+            let doc = scraper::Html::parse_document(&String::from_utf8_lossy(body));
+            let all: Vec<_> = doc.select(selector).collect();
+            pick(all.len(), match_no, rng).and_then(|i| {
+                if attribute.is_empty() {
+                    Some(Cow::Owned(all[i].text().collect::<String>().into_bytes()))
+                } else {
+                    all[i]
+                        .attr(attribute)
+                        .map(|a| Cow::Owned(a.as_bytes().to_vec()))
+                }
+            })
+        }
+        Source::JsonPointer(p) => serde_json::from_slice::<serde_json::Value>(body)
+            .ok()
+            .and_then(|v| {
+                v.pointer(p).map(|x| match x {
+                    serde_json::Value::String(s) => Cow::Owned(s.clone().into_bytes()),
+                    other => Cow::Owned(other.to_string().into_bytes()),
                 })
-            }
-            Source::JsonPointer(p) => serde_json::from_slice::<serde_json::Value>(body)
-                .ok()
-                .and_then(|v| {
-                    v.pointer(p).map(|x| match x {
-                        serde_json::Value::String(s) => s.clone(),
-                        other => other.to_string(),
-                    })
-                }),
-            Source::Header(name) => headers
-                .get(name)
-                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
-        };
-        found.or_else(|| self.default.clone())
+            }),
+        Source::Header(name) => headers.get(name).map(|v| Cow::Borrowed(v.as_bytes())),
+    }
+}
+
+// === metrics ===
+
+/// A number read from every response of a step into a histogram of its
+/// own (`[[metric]]` in the plan).
+#[derive(Debug)]
+pub struct Probe {
+    /// Index into the assignment's metric names.
+    pub id: u32,
+    pub source: Source,
+    /// 1-based; 0 picks a match at random.
+    pub match_no: usize,
+    /// Multiplies the value read before it is rounded to an integer sample.
+    pub scale: f64,
+}
+
+impl Probe {
+    /// The sample this response carries: `None` when it has no such value,
+    /// or the value is not a decimal number of at least 0.
+    pub fn read(&self, headers: &http::HeaderMap, body: &[u8], rng: &mut Rng) -> Option<u64> {
+        let found = find(&self.source, self.match_no, headers, body, rng)?;
+        let text = std::str::from_utf8(&found).ok()?.trim();
+        let v: f64 = text.parse().ok()?;
+        let scaled = (v * self.scale).round();
+        // `as` saturates: values beyond u64 are clamped like latencies are.
+        (scaled.is_finite() && scaled >= 0.0).then_some(scaled as u64)
     }
 }
 

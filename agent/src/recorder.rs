@@ -79,6 +79,33 @@ pub struct StepRecord {
     pub bytes_received: u64,
     /// Bytes of the bodies checks and extractions read, after decoding.
     pub bytes_decoded: u64,
+    /// The step's metrics that had a sample or a miss in the interval; a
+    /// handful at most, found by a linear search.
+    pub metrics: Vec<MetricRecord>,
+}
+
+/// One metric of one step in one interval.
+#[derive(Debug, Clone)]
+pub struct MetricRecord {
+    /// Index into the assignment's metric names.
+    pub id: u32,
+    /// The samples (values as the plan scaled them), clamped like latencies.
+    pub histogram: Histogram<u64>,
+    /// Responses without the value.
+    pub missing: u64,
+    /// The exact sum of the samples (saturating).
+    pub sum: u64,
+}
+
+impl MetricRecord {
+    fn new(id: u32) -> MetricRecord {
+        MetricRecord {
+            id,
+            histogram: new_histogram(),
+            missing: 0,
+            sum: 0,
+        }
+    }
 }
 
 impl StepRecord {
@@ -92,6 +119,7 @@ impl StepRecord {
             retries: 0,
             bytes_received: 0,
             bytes_decoded: 0,
+            metrics: Vec::new(),
         }
     }
 
@@ -130,6 +158,27 @@ impl StepRecord {
         self.retries += other.retries;
         self.bytes_received += other.bytes_received;
         self.bytes_decoded += other.bytes_decoded;
+        for theirs in &other.metrics {
+            let mine = self.metric(theirs.id);
+            mine.histogram
+                .add(&theirs.histogram)
+                .expect("histograms share loadfleet's fixed bounds");
+            mine.missing += theirs.missing;
+            mine.sum = mine.sum.saturating_add(theirs.sum);
+        }
+    }
+
+    /// The record of metric `id`, made at its first sample or miss in the
+    /// interval.
+    #[inline]
+    fn metric(&mut self, id: u32) -> &mut MetricRecord {
+        match self.metrics.iter().position(|m| m.id == id) {
+            Some(i) => &mut self.metrics[i],
+            None => {
+                self.metrics.push(MetricRecord::new(id));
+                self.metrics.last_mut().expect("just pushed")
+            }
+        }
     }
 
     fn tally(&mut self, kind: ErrorKind, count: u64, sample: impl FnOnce() -> String) {
@@ -288,6 +337,23 @@ impl Recorder {
             rec.retries += u64::from(c.retries);
             rec.bytes_received += c.received;
             rec.bytes_decoded += c.decoded;
+        }
+    }
+
+    /// Records metric `id` of a response of `step`: its sample, or `None`
+    /// when the response did not carry the value.
+    #[inline]
+    pub fn record_metric(&mut self, step: usize, id: u32, sample: Option<u64>) {
+        if let Some(rec) = self.step(step) {
+            let m = rec.metric(id);
+            match sample {
+                Some(v) => {
+                    let v = v.min(HIGHEST_US);
+                    record_us(&mut m.histogram, v, 1);
+                    m.sum = m.sum.saturating_add(v);
+                }
+                None => m.missing += 1,
+            }
         }
     }
 

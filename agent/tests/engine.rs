@@ -39,6 +39,7 @@ fn assignment(
         bound,
         interval: Duration::from_millis(200),
         step_names: paths.iter().map(|p| p.to_string()).collect(),
+        metric_names: Vec::new(),
         max_run: Duration::from_secs(30),
         graceful_stop: Duration::from_secs(30),
         target,

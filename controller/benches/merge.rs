@@ -35,6 +35,7 @@ fn main() {
             let mut b = Vec::new();
             ser.encode(&s.histogram, &mut b).unwrap();
             v1::StepInterval {
+                metrics: Vec::new(),
                 step: i as u32,
                 histogram: b,
                 count: s.count(),

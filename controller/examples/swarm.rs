@@ -65,6 +65,7 @@ fn step_reports(steps: usize, samples: u64, salt: u64) -> (Vec<v1::StepInterval>
             enc.encode(&s.histogram, &mut histogram)
                 .expect("encoding a fresh histogram");
             v1::StepInterval {
+                metrics: Vec::new(),
                 step: i as u32,
                 histogram,
                 count: s.count(),

@@ -14,7 +14,7 @@ use crate::duration::PlanDuration;
 use loadfleet_proto::v1;
 
 mod journey;
-pub use journey::{DataSpec, MAX_DATA_BYTES, parse_think};
+pub use journey::{DataSpec, MAX_DATA_BYTES, MetricSpec, parse_think};
 
 /// Most virtual users one plan may ask for.
 pub const MAX_USERS: u64 = 10_000_000;
@@ -65,6 +65,9 @@ pub struct Plan {
     /// `load.throttle`: requests per second the whole fleet sends at most
     /// (closed model), shared by the agents as their users are.
     pub throttle_per_s: Option<f64>,
+    /// Numbers read from responses (`[[metric]]`, `[[scenario.step.metric]]`),
+    /// by id (`v1::Metric::id`).
+    pub metrics: Vec<MetricSpec>,
 }
 
 /// `[fleet] on_agent_loss`.
@@ -382,6 +385,9 @@ struct RawPlan {
     #[serde(default)]
     data: Vec<Spanned<journey::RawData>>,
     http: Option<RawHttp>,
+    /// Metrics read from every response of every step.
+    #[serde(default)]
+    metric: Vec<Spanned<journey::RawMetric>>,
 }
 
 /// `[http]`: what every request carries and how much of a body is kept.
@@ -668,6 +674,25 @@ impl Validator<'_> {
             .iter()
             .flat_map(|d| d.columns.iter().map(move |c| format!("{}.{c}", d.name)))
             .collect();
+        let mut metrics: Vec<MetricSpec> = Vec::new();
+        let mut plan_metrics = Vec::with_capacity(raw.metric.len());
+        for m in &raw.metric {
+            let m = self.metric(m)?;
+            if plan_metrics
+                .iter()
+                .any(|(p, _): &(journey::CheckedMetric, u32)| p.name == m.name)
+            {
+                return Err(self.error(
+                    m.name_span.clone(),
+                    format!(
+                        "metric `{}`: defined twice in [[metric]]; expected unique names",
+                        m.name
+                    ),
+                ));
+            }
+            let id = self.metric_id(&mut metrics, &m)?;
+            plan_metrics.push((m, id));
+        }
         let mut step_ids: HashMap<String, usize> = HashMap::new();
         let mut step_names = Vec::new();
         let mut seen = HashMap::new();
@@ -726,8 +751,11 @@ impl Validator<'_> {
             let mut steps = Vec::with_capacity(s.step.len());
             for st in s.step {
                 let span = st.span();
+                let mut st = st.into_inner();
+                let own = std::mem::take(&mut st.metric);
                 let (name, mut wire) =
-                    self.journey_step(st.into_inner(), span, &target, &mut scope, think.as_ref())?;
+                    self.journey_step(st, span, &target, &mut scope, think.as_ref())?;
+                wire.metrics = self.step_metrics(&own, &plan_metrics, &mut metrics)?;
                 let id = *step_ids.entry(name.clone()).or_insert_with(|| {
                     step_names.push(name.clone());
                     step_names.len() - 1
@@ -795,7 +823,76 @@ impl Validator<'_> {
             max_duration,
             seed: raw.seed,
             throttle_per_s,
+            metrics,
         })
+    }
+
+    /// The id of metric `m`: a name read in several places is one metric,
+    /// so it must have one unit and scale.
+    fn metric_id(
+        &self,
+        metrics: &mut Vec<MetricSpec>,
+        m: &journey::CheckedMetric,
+    ) -> Result<u32, PlanError> {
+        if let Some(i) = metrics.iter().position(|x| x.name == m.name) {
+            let x = &metrics[i];
+            if x.unit != m.unit || x.scale != m.scale {
+                return Err(self.error(
+                    m.name_span.clone(),
+                    format!(
+                        "metric `{}`: read elsewhere with unit \"{}\" and scale {}; expected one unit and scale per name",
+                        m.name, x.unit, x.scale
+                    ),
+                ));
+            }
+            return Ok(i as u32);
+        }
+        metrics.push(MetricSpec {
+            name: m.name.clone(),
+            unit: m.unit.clone(),
+            scale: m.scale,
+        });
+        Ok((metrics.len() - 1) as u32)
+    }
+
+    /// A step's metrics: its own, then the plan's that it does not redefine.
+    fn step_metrics(
+        &self,
+        own: &[Spanned<journey::RawMetric>],
+        plan: &[(journey::CheckedMetric, u32)],
+        metrics: &mut Vec<MetricSpec>,
+    ) -> Result<Vec<v1::Metric>, PlanError> {
+        let mut out: Vec<v1::Metric> = Vec::with_capacity(own.len() + plan.len());
+        let mut names: Vec<String> = Vec::with_capacity(own.len());
+        for m in own {
+            let m = self.metric(m)?;
+            if names.contains(&m.name) {
+                return Err(self.error(
+                    m.name_span.clone(),
+                    format!(
+                        "metric `{}`: read twice by this step; expected unique names",
+                        m.name
+                    ),
+                ));
+            }
+            let id = self.metric_id(metrics, &m)?;
+            names.push(m.name);
+            out.push(v1::Metric {
+                id,
+                source: Some(m.source),
+                scale: m.scale,
+            });
+        }
+        for (m, id) in plan {
+            if !names.contains(&m.name) {
+                out.push(v1::Metric {
+                    id: *id,
+                    source: Some(m.source.clone()),
+                    scale: m.scale,
+                });
+            }
+        }
+        Ok(out)
     }
 
     fn thresholds(

@@ -8,7 +8,9 @@ use serde::Serialize;
 
 use crate::facts::LoadSummary;
 use crate::fleet::{AgentEnd, RunResult, RunStatus};
-use crate::stats::{AgentTally, ErrorAgg, IntervalPoint, LatencyMs, Tally, distribution};
+use crate::stats::{
+    AgentTally, ErrorAgg, IntervalPoint, LatencyMs, MetricSpec, MetricStats, Tally, distribution,
+};
 
 /// Identifies the layout of `summary.json`.
 pub const SUMMARY_SCHEMA: &str = "loadfleet.summary/1";
@@ -59,11 +61,45 @@ pub struct Entry {
     /// on a 1/(1-p) axis and for comparing runs.
     #[serde(default)]
     pub distribution: Vec<(f64, f64)>,
+    /// Numbers read from responses (`[[metric]]`), by name: count, missing,
+    /// mean, sum, min, percentiles and max, in the metric's unit.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metrics: BTreeMap<String, MetricEntry>,
+}
+
+/// A metric's figures in one slice of the run.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct MetricEntry {
+    /// The plan's unit for the metric, after its scale; empty when it gave none.
+    #[serde(default)]
+    pub unit: String,
+    #[serde(flatten)]
+    pub stats: MetricStats,
+}
+
+/// The metrics of a tally, by name.
+fn metric_entries(t: &Tally, specs: &[MetricSpec]) -> BTreeMap<String, MetricEntry> {
+    t.metrics
+        .iter()
+        .filter_map(|(id, m)| {
+            let spec = specs.get(*id as usize)?;
+            let mut stats = m.stats();
+            stats.mean = stats.mean.map(round3);
+            Some((
+                spec.name.clone(),
+                MetricEntry {
+                    unit: spec.unit.clone(),
+                    stats,
+                },
+            ))
+        })
+        .collect()
 }
 
 impl Entry {
-    fn of(t: &Tally, duration_s: f64) -> Entry {
+    fn of(t: &Tally, duration_s: f64, metrics: &[MetricSpec]) -> Entry {
         Entry {
+            metrics: metric_entries(t, metrics),
             requests: t.requests(),
             exchanges: t.exchanges,
             retries: t.retries,
@@ -111,6 +147,7 @@ impl Entry {
                 .as_ref()
                 .map(|l| l.distribution.clone())
                 .unwrap_or_default(),
+            metrics: BTreeMap::new(),
         }
     }
 }
@@ -377,12 +414,12 @@ impl Summary {
         let mut regions: BTreeMap<String, Entry> = c
             .regions
             .iter()
-            .map(|(k, t)| (k.clone(), Entry::of(t, d)))
+            .map(|(k, t)| (k.clone(), Entry::of(t, d, &c.metrics)))
             .collect();
         for a in &r.agents {
             regions
                 .entry(a.region.clone())
-                .or_insert_with(|| Entry::of(&Tally::default(), d));
+                .or_insert_with(|| Entry::of(&Tally::default(), d, &[]));
         }
         Summary {
             schema: SUMMARY_SCHEMA.into(),
@@ -430,12 +467,12 @@ impl Summary {
                 .cloned()
                 .chain(saturation_warnings(&agents_for_warnings))
                 .collect(),
-            total: Entry::of(&c.total, d),
+            total: Entry::of(&c.total, d, &c.metrics),
             requests: c
                 .step_names
                 .iter()
                 .zip(&c.steps)
-                .map(|(n, t)| (n.clone(), Entry::of(t, d)))
+                .map(|(n, t)| (n.clone(), Entry::of(t, d, &c.metrics)))
                 .collect(),
             step_order: c.step_names.clone(),
             regions,

@@ -45,6 +45,7 @@ fn interval(seq: u64, steps: Vec<v1::StepInterval>) -> v1::Interval {
 /// Step `step`'s histogram in a report.
 fn step_of(step: u32, histogram: Vec<u8>, count: u64) -> v1::StepInterval {
     v1::StepInterval {
+        metrics: Vec::new(),
         step,
         histogram,
         count,
@@ -206,6 +207,7 @@ fn a_bad_report_is_dropped_whole() {
         vitals_span_us: 0,
     };
     let good_step = v1::StepInterval {
+        metrics: Vec::new(),
         step: 0,
         histogram: good.clone(),
         count: 1,
@@ -222,6 +224,7 @@ fn a_bad_report_is_dropped_whole() {
             vec![
                 good_step.clone(),
                 v1::StepInterval {
+                    metrics: Vec::new(),
                     step: 1,
                     histogram: b"not a histogram".to_vec(),
                     count: 1,
@@ -240,6 +243,7 @@ fn a_bad_report_is_dropped_whole() {
             vec![
                 good_step.clone(),
                 v1::StepInterval {
+                    metrics: Vec::new(),
                     step: 7,
                     histogram: good.clone(),
                     count: 1,
@@ -256,6 +260,7 @@ fn a_bad_report_is_dropped_whole() {
         ),
         (
             vec![v1::StepInterval {
+                metrics: Vec::new(),
                 step: 0,
                 histogram: good.clone(),
                 count: 5,
@@ -271,6 +276,7 @@ fn a_bad_report_is_dropped_whole() {
         ),
         (
             vec![v1::StepInterval {
+                metrics: Vec::new(),
                 step: 0,
                 histogram: vec![0; 2 * 1024 * 1024],
                 count: 1,

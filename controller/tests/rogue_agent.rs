@@ -57,6 +57,7 @@ async fn rogue(url: String) {
                     seq: 0,
                     active_users: 1,
                     steps: vec![v1::StepInterval {
+                        metrics: Vec::new(),
                         step: 0,
                         histogram: b"HISTFAAA garbage".to_vec(),
                         count: 1_000_000,

@@ -32,6 +32,7 @@ fuzz_target!(|data: &[u8]| {
                 let _ = c.apply_totals("fuzz", totals);
                 let iv = v1::Interval {
                     steps: vec![v1::StepInterval {
+                        metrics: Vec::new(),
                         step: 0,
                         histogram: totals.histogram.clone(),
                         count: totals.count,

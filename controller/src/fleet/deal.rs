@@ -68,6 +68,7 @@ pub(super) fn deal(
             duration_us: shares.duration_us,
             interval_us: micros(INTERVAL),
             step_names: plan.step_names.clone(),
+            metric_names: plan.metrics.iter().map(|m| m.name.clone()).collect(),
             max_run_us: micros(max_run),
             data,
             open,

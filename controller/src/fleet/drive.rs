@@ -89,7 +89,8 @@ impl<'a> Run<'a> {
         progress: &'a Progress,
         journal: Option<crate::journal::Writer>,
     ) -> Run<'a> {
-        let collector = Collector::new(plan.step_names.clone(), INTERVAL);
+        let collector =
+            Collector::new(plan.step_names.clone(), INTERVAL).with_metrics(plan.metrics.clone());
         let by_conn = super::conn_index(&agents);
         Run {
             by_conn,

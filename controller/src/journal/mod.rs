@@ -42,6 +42,9 @@ pub struct Header {
     pub started_at: String,
     pub facts: RunFacts,
     pub step_names: Vec<String>,
+    /// The metrics read from responses (older journals lack them).
+    #[serde(default)]
+    pub metrics: Vec<crate::stats::MetricSpec>,
     pub interval_s: f64,
     pub seed: u64,
     pub agents: Vec<JournalAgent>,
@@ -191,6 +194,7 @@ mod tests {
                 warnings: Vec::new(),
             },
             step_names: vec!["a".into()],
+            metrics: Vec::new(),
             interval_s: 1.0,
             seed: 7,
             agents: Vec::new(),

@@ -37,6 +37,8 @@ pub(super) struct RawStep {
     check: Option<Spanned<RawCheck>>,
     #[serde(default)]
     extract: Vec<Spanned<RawExtract>>,
+    #[serde(default)]
+    pub(super) metric: Vec<Spanned<RawMetric>>,
 }
 
 impl RawStep {
@@ -84,6 +86,38 @@ pub(super) struct RawExtract {
     attribute: Option<Spanned<String>>,
     #[serde(rename = "default")]
     fallback: Option<Spanned<String>>,
+}
+
+/// `[[metric]]` (plan-wide) or `[[scenario.step.metric]]`: a number read
+/// from responses, found like an extraction's value.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMetric {
+    name: Spanned<String>,
+    regex: Option<Spanned<String>>,
+    css: Option<Spanned<String>>,
+    json: Option<Spanned<String>>,
+    header: Option<Spanned<String>>,
+    group: Option<Spanned<u32>>,
+    #[serde(rename = "match")]
+    match_no: Option<Spanned<u32>>,
+    attribute: Option<Spanned<String>>,
+    /// What the samples are counted in, after `scale` ("ms", "reads").
+    unit: Option<Spanned<String>>,
+    /// Multiplies each value before it is rounded to an integer sample
+    /// (1000 turns "0.0123 secs" into 12 ms).
+    scale: Option<Spanned<f64>>,
+}
+
+pub use crate::stats::MetricSpec;
+
+/// A metric as validated, before it has an id: what the wire needs.
+pub(super) struct CheckedMetric {
+    pub name: String,
+    pub name_span: Range<usize>,
+    pub unit: String,
+    pub scale: f64,
+    pub source: v1::Extract,
 }
 
 #[derive(Deserialize)]
@@ -518,6 +552,8 @@ impl Validator<'_> {
                 extract,
                 check,
                 think,
+                // Filled in by the plan, which numbers its metrics.
+                metrics: Vec::new(),
             },
         ))
     }
@@ -559,13 +595,74 @@ impl Validator<'_> {
     }
 
     fn extract(&self, e: &Spanned<RawExtract>) -> Result<v1::Extract, PlanError> {
-        let span = e.span();
-        let e = e.get_ref();
+        self.extract_from(e.span(), e.get_ref(), "extract")
+    }
+
+    /// Checks a metric's name, source, unit and scale.
+    pub(super) fn metric(&self, m: &Spanned<RawMetric>) -> Result<CheckedMetric, PlanError> {
+        let span = m.span();
+        let m = m.get_ref();
+        let raw = RawExtract {
+            name: m.name.clone(),
+            regex: m.regex.clone(),
+            css: m.css.clone(),
+            json: m.json.clone(),
+            header: m.header.clone(),
+            group: m.group.clone(),
+            match_no: m.match_no.clone(),
+            attribute: m.attribute.clone(),
+            fallback: None,
+        };
+        let source = self.extract_from(span.clone(), &raw, "metric")?;
+        let scale = match &m.scale {
+            Some(s) if !(s.get_ref().is_finite() && *s.get_ref() > 0.0) => {
+                return Err(self.error(
+                    s.span(),
+                    format!(
+                        "metric `{}` `scale`: expected a number above 0, found {}",
+                        source.name,
+                        s.get_ref()
+                    ),
+                ));
+            }
+            Some(s) => *s.get_ref(),
+            None => 1.0,
+        };
+        let unit = m
+            .unit
+            .as_ref()
+            .map(|u| u.get_ref().trim().to_string())
+            .unwrap_or_default();
+        if unit.chars().count() > 16 || unit.chars().any(char::is_control) {
+            let span = m.unit.as_ref().map_or(span, Spanned::span);
+            return Err(self.error(
+                span,
+                format!(
+                    "metric `{}` `unit`: expected a short label such as \"ms\" or \"reads\"",
+                    source.name
+                ),
+            ));
+        }
+        Ok(CheckedMetric {
+            name: source.name.clone(),
+            name_span: m.name.span(),
+            unit,
+            scale,
+            source,
+        })
+    }
+
+    fn extract_from(
+        &self,
+        span: Range<usize>,
+        e: &RawExtract,
+        kind: &str,
+    ) -> Result<v1::Extract, PlanError> {
         let name = e.name.get_ref().trim().to_string();
         if !valid_name(&name) {
             return Err(self.error(
                 e.name.span(),
-                "extract `name`: expected a name of letters, digits, `_` and `-`",
+                format!("{kind} `name`: expected a name of letters, digits, `_` and `-`"),
             ));
         }
         let sources = [&e.regex, &e.css, &e.json, &e.header];
@@ -573,14 +670,14 @@ impl Validator<'_> {
             return Err(self.error(
                 span,
                 format!(
-                    "extract `{name}`: expected exactly one of `regex`, `css`, `json` and `header`"
+                    "{kind} `{name}`: expected exactly one of `regex`, `css`, `json` and `header`"
                 ),
             ));
         }
         let only = |key: &str, span: Option<Range<usize>>| match span {
             Some(span) => Err(self.error(
                 span,
-                format!("extract `{name}`: `{key}` does not apply to this kind of extraction"),
+                format!("{kind} `{name}`: `{key}` does not apply to this kind of extraction"),
             )),
             None => Ok(()),
         };
@@ -590,7 +687,7 @@ impl Validator<'_> {
                 self.error(
                     r.span(),
                     format!(
-                        "extract `{name}` `regex`: expected a regular expression: {}",
+                        "{kind} `{name}` `regex`: expected a regular expression: {}",
                         one_line(&err.to_string())
                     ),
                 )
@@ -600,9 +697,7 @@ impl Validator<'_> {
                 Some(g) if *g.get_ref() as usize > groups => {
                     return Err(self.error(
                         g.span(),
-                        format!(
-                            "extract `{name}` `group`: the regex has {groups} capture group(s)"
-                        ),
+                        format!("{kind} `{name}` `group`: the regex has {groups} capture group(s)"),
                     ));
                 }
                 Some(g) => *g.get_ref(),
@@ -614,7 +709,7 @@ impl Validator<'_> {
             scraper::Selector::parse(c.get_ref()).map_err(|err| {
                 self.error(
                     c.span(),
-                    format!("extract `{name}` `css`: expected a CSS selector: {err}"),
+                    format!("{kind} `{name}` `css`: expected a CSS selector: {err}"),
                 )
             })?;
             only("group", e.group.as_ref().map(Spanned::span))?;
@@ -625,7 +720,7 @@ impl Validator<'_> {
                 return Err(self.error(
                     j.span(),
                     format!(
-                        "extract `{name}` `json`: expected a JSON pointer such as \"/data/0/id\""
+                        "{kind} `{name}` `json`: expected a JSON pointer such as \"/data/0/id\""
                     ),
                 ));
             }
@@ -638,7 +733,7 @@ impl Validator<'_> {
             if !super::http_header_name_ok(h.get_ref()) {
                 return Err(self.error(
                     h.span(),
-                    format!("extract `{name}` `header`: expected a header name"),
+                    format!("{kind} `{name}` `header`: expected a header name"),
                 ));
             }
             only("group", e.group.as_ref().map(Spanned::span))?;

@@ -30,6 +30,8 @@ pub enum ReportError {
     },
     #[error("unknown step {step} (the plan has {steps})")]
     UnknownStep { step: u32, steps: usize },
+    #[error("unknown metric {metric} (the plan has {metrics})")]
+    UnknownMetric { metric: u32, metrics: usize },
 }
 
 /// Why an agent's own totals were not used for its latency figures.
@@ -94,6 +96,81 @@ pub struct Tally {
     /// Response bytes read, and bodies' bytes after decoding (those checks read).
     pub bytes_received: u64,
     pub bytes_decoded: u64,
+    /// Numbers read from responses, by metric id.
+    pub metrics: BTreeMap<u32, MetricTally>,
+}
+
+/// A metric of the plan: one name, one unit and scale wherever it is read.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct MetricSpec {
+    pub name: String,
+    /// Empty when the plan gives none.
+    pub unit: String,
+    pub scale: f64,
+}
+
+/// One metric's samples in some slice of the run.
+#[derive(Debug, Clone, Default)]
+pub struct MetricTally {
+    hist: Hist,
+    /// Responses that did not carry the value.
+    pub missing: u64,
+    /// The exact sum of the samples.
+    pub sum: u64,
+}
+
+/// A metric's figures, in the plan's unit (after its scale).
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct MetricStats {
+    /// Responses that carried the value.
+    pub count: u64,
+    /// Responses that did not.
+    pub missing: u64,
+    /// Exact: the sum of the samples over `count`.
+    pub mean: Option<f64>,
+    pub sum: u64,
+    pub min: Option<u64>,
+    pub p50: Option<u64>,
+    pub p90: Option<u64>,
+    pub p95: Option<u64>,
+    pub p99: Option<u64>,
+    pub max: Option<u64>,
+}
+
+impl MetricTally {
+    pub fn count(&self) -> u64 {
+        self.hist.len()
+    }
+
+    pub fn histogram(&self) -> std::borrow::Cow<'_, Histogram<u64>> {
+        self.hist.histogram()
+    }
+
+    fn add(&mut self, other: &MetricTally) {
+        self.hist.add(&other.hist);
+        self.missing += other.missing;
+        self.sum = self.sum.saturating_add(other.sum);
+    }
+
+    /// Count, missing, exact mean and sum, and percentiles (HdrHistogram's
+    /// three significant digits: a value is exact below 2,048).
+    pub fn stats(&self) -> MetricStats {
+        let h = self.hist.histogram();
+        let n = h.len();
+        let at = |q: f64| (n > 0).then(|| h.value_at_quantile(q));
+        MetricStats {
+            count: n,
+            missing: self.missing,
+            mean: (n > 0).then(|| self.sum as f64 / n as f64),
+            sum: self.sum,
+            min: (n > 0).then(|| h.min()),
+            p50: at(0.50),
+            p90: at(0.90),
+            p95: at(0.95),
+            p99: at(0.99),
+            max: (n > 0).then(|| h.max()),
+        }
+    }
 }
 
 impl Tally {
@@ -126,6 +203,14 @@ impl Tally {
         self.retries += d.retries;
         self.bytes_received += d.bytes_received;
         self.bytes_decoded += d.bytes_decoded;
+        for m in &d.metrics {
+            let t = self.metrics.entry(m.id).or_default();
+            if let Some(h) = &m.samples {
+                t.hist.add_sparse(h);
+            }
+            t.missing += m.missing;
+            t.sum = t.sum.saturating_add(m.sum);
+        }
     }
 
     /// Adds another tally into this one.
@@ -142,6 +227,9 @@ impl Tally {
         self.retries += other.retries;
         self.bytes_received += other.bytes_received;
         self.bytes_decoded += other.bytes_decoded;
+        for (id, m) in &other.metrics {
+            self.metrics.entry(*id).or_default().add(m);
+        }
         for (kind, e) in &other.errors {
             let agg = self.errors.entry(kind.clone()).or_default();
             agg.count += e.count;
@@ -206,6 +294,14 @@ struct DecodedStep<'a> {
     retries: u64,
     bytes_received: u64,
     bytes_decoded: u64,
+    metrics: Vec<DecodedMetric>,
+}
+
+struct DecodedMetric {
+    id: u32,
+    samples: Option<Sparse>,
+    missing: u64,
+    sum: u64,
 }
 
 /// Adds reported errors by kind; returns how many got no response.
@@ -509,6 +605,8 @@ struct OpenInterval {
 #[derive(Debug)]
 pub struct Collector {
     pub step_names: Vec<String>,
+    /// The metrics read from responses, by id.
+    pub metrics: Vec<MetricSpec>,
     pub interval: Duration,
     /// Everything in closed intervals (and late reports): during a run it
     /// lags the newest reports by the intervals still open.
@@ -550,10 +648,17 @@ pub struct Collector {
 }
 
 impl Collector {
+    /// A collector that also takes the plan's metrics.
+    pub fn with_metrics(mut self, metrics: Vec<MetricSpec>) -> Collector {
+        self.metrics = metrics;
+        self
+    }
+
     pub fn new(step_names: Vec<String>, interval: Duration) -> Collector {
         Collector {
             steps: vec![Tally::default(); step_names.len()],
             step_names,
+            metrics: Vec::new(),
             interval,
             total: Tally::default(),
             regions: BTreeMap::new(),
@@ -643,7 +748,28 @@ impl Collector {
                 }
                 Some(f)
             };
+            let mut metrics = Vec::with_capacity(s.metrics.len());
+            for m in &s.metrics {
+                if m.metric as usize >= self.metrics.len() {
+                    return Err(ReportError::UnknownMetric {
+                        metric: m.metric,
+                        metrics: self.metrics.len(),
+                    });
+                }
+                let samples = if m.histogram.is_empty() {
+                    None
+                } else {
+                    Some(self.decoder.decode(s.step, &m.histogram)?)
+                };
+                metrics.push(DecodedMetric {
+                    id: m.metric,
+                    samples,
+                    missing: m.missing,
+                    sum: m.sum,
+                });
+            }
             decoded.push(DecodedStep {
+                metrics,
                 step: idx,
                 responses: h,
                 uncorrected,
