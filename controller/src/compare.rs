@@ -1,6 +1,7 @@
 //! Run comparison: how the question that started this project (is shared
-//! file storage or Redis the better application cache?) gets answered. Per step and overall: p50, p95, p99, req/s and error
-//! rate of each run against the first, the change in percent, and a verdict
+//! file storage or Redis the better application cache?) gets answered. Per step and overall: p50, p95, p99, req/s, error
+//! rate and the mean of every number read from responses (`[[metric]]`:
+//! the server's own DB reads, cache misses) of each run against the first, the change in percent, and a verdict
 //! when a change passes a threshold (2% per step, 4% overall by default, as
 //! Moodle's own performance-comparison tool does).
 
@@ -43,7 +44,9 @@ pub enum Verdict {
 #[derive(Debug, Clone, Serialize)]
 pub struct Delta {
     pub scope: String,
-    pub metric: &'static str,
+    /// `p50_ms`, `rps`, ... or, for a number read from responses,
+    /// `metric.NAME mean`.
+    pub metric: String,
     pub baseline: Option<f64>,
     pub other: Option<f64>,
     /// Percent change; `None` when either side is missing or the change is
@@ -126,7 +129,19 @@ fn fmt_opt<T: ToString>(v: Option<T>) -> String {
 /// compare in percent.
 const METRICS: [&str; 5] = ["p50_ms", "p95_ms", "p99_ms", "rps", "error_rate_pct"];
 
+/// The label of a response metric's delta (its exact mean is compared, as
+/// Moodle's comparison tool compares a page's counts).
+fn read_label(name: &str) -> String {
+    format!("metric.{name} mean")
+}
+
 fn value(e: &Entry, metric: &str) -> Option<f64> {
+    if let Some(name) = metric
+        .strip_prefix("metric.")
+        .and_then(|m| m.strip_suffix(" mean"))
+    {
+        return e.metrics.get(name).and_then(|m| m.stats.mean);
+    }
     match metric {
         "p50_ms" => e.latency_ms.map(|l| l.p50),
         "p95_ms" => e.latency_ms.map(|l| l.p95),
@@ -142,6 +157,8 @@ fn tiny(metric: &str) -> f64 {
     match metric {
         "rps" => 0.1,
         "error_rate_pct" => 0.1,
+        // Exact means of counts: only zero is too small for a percentage.
+        m if m.starts_with("metric.") => 1e-9,
         _ => 0.05,
     }
 }
@@ -242,7 +259,7 @@ fn welch_t(a: &[f64], b: &[f64]) -> f64 {
 
 fn delta(
     scope: &str,
-    metric: &'static str,
+    metric: &str,
     a: Option<&Entry>,
     b: Option<&Entry>,
     limit: f64,
@@ -254,7 +271,7 @@ fn delta(
     );
     let mut d = Delta {
         scope: scope.to_string(),
-        metric,
+        metric: metric.to_string(),
         baseline: x,
         other: y,
         change_pct: None,
@@ -344,7 +361,22 @@ pub fn compare_with(
 ) -> Comparison {
     let (a, b) = (baseline.1, other.1);
     let mut deltas = Vec::new();
-    for metric in METRICS {
+    // Numbers read from responses, in either run.
+    let mut reads: Vec<String> = a
+        .total
+        .metrics
+        .keys()
+        .chain(b.total.metrics.keys())
+        .map(|n| read_label(n))
+        .collect();
+    reads.sort();
+    reads.dedup();
+    let metrics: Vec<&str> = METRICS
+        .iter()
+        .copied()
+        .chain(reads.iter().map(String::as_str))
+        .collect();
+    for &metric in &metrics {
         let variation = per_interval(a, metric).zip(per_interval(b, metric));
         deltas.push(delta(
             "overall",
@@ -363,7 +395,14 @@ pub fn compare_with(
         }
     }
     for step in steps {
-        for metric in METRICS {
+        for &metric in &metrics {
+            let (x, y) = (a.requests.get(step), b.requests.get(step));
+            if metric.starts_with("metric.")
+                && x.and_then(|e| value(e, metric)).is_none()
+                && y.and_then(|e| value(e, metric)).is_none()
+            {
+                continue;
+            }
             deltas.push(delta(
                 step,
                 metric,

@@ -803,7 +803,7 @@ impl Validator<'_> {
             }
         }
         let thresholds = match raw.thresholds {
-            Some(t) => self.thresholds(t, &step_names)?,
+            Some(t) => self.thresholds(t, &step_names, &metrics)?,
             None => Thresholds::default(),
         };
         Ok(Plan {
@@ -899,11 +899,23 @@ impl Validator<'_> {
         &self,
         raw: RawThresholds,
         step_names: &[String],
+        metrics: &[MetricSpec],
     ) -> Result<Thresholds, PlanError> {
         let mut rules = Vec::new();
         let mut rule = |text: &Spanned<String>, step: Option<usize>| -> Result<(), PlanError> {
-            let r = crate::thresholds::parse_rule(text.get_ref(), step)
+            let mut r = crate::thresholds::parse_rule(text.get_ref(), step)
                 .map_err(|e| self.error(text.span(), format!("`thresholds`: {e}")))?;
+            if let crate::thresholds::Metric::Read { name, id, .. } = &mut r.metric {
+                let names: Vec<&str> = metrics.iter().map(|m| m.name.as_str()).collect();
+                *id = names.iter().position(|n| n == name).ok_or_else(|| {
+                    self.error(
+                        text.span(),
+                        format!(
+                            "`thresholds`: no metric is named \"{name}\"; expected one of {names:?} (from [[metric]] or [[scenario.step.metric]])"
+                        ),
+                    )
+                })? as u32;
+            }
             rules.push(r);
             Ok(())
         };

@@ -11,8 +11,15 @@ use crate::duration::parse_duration;
 use crate::stats::{Collector, Tally};
 
 /// What a rule measures.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Metric {
+    /// A number read from responses (`metric.db_reads p95 < 100`), in the
+    /// metric's unit; `id` is set when the plan resolves `name`.
+    Read {
+        name: String,
+        id: u32,
+        stat: Stat,
+    },
     /// A latency quantile (0.95 for p95).
     Quantile(f64),
     Mean,
@@ -26,6 +33,15 @@ pub enum Metric {
     AgentCpu,
     /// The worst event-loop lag of any generator so far, ms.
     AgentLag,
+}
+
+/// Which figure of a metric's samples a rule reads.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Stat {
+    Quantile(f64),
+    Mean,
+    Min,
+    Max,
 }
 
 /// `<` `<=` `>` `>=`.
@@ -108,7 +124,48 @@ pub fn parse_rule(text: &str, step: Option<usize>) -> Result<Rule, String> {
             .map(|d| d.as_secs_f64() * 1000.0)
             .map_err(|e| format!("in \"{text}\": {e}"))
     };
+    let quantile = |p: &str| -> Option<f64> {
+        p.strip_prefix('p')?
+            .parse::<f64>()
+            .ok()
+            .filter(|q| (0.0..=100.0).contains(q))
+            .map(|q| q / 100.0)
+    };
     let (metric, limit) = match lhs {
+        read if read.starts_with("metric.") => {
+            let (name, stat) = read["metric.".len()..]
+                .split_once(char::is_whitespace)
+                .ok_or_else(|| {
+                    format!(
+                        "in \"{text}\": expected a metric's name and figure, as in \"metric.db_reads p95 < 100\""
+                    )
+                })?;
+            let stat = match stat.trim() {
+                "mean" | "avg" => Stat::Mean,
+                "min" => Stat::Min,
+                "max" => Stat::Max,
+                p => Stat::Quantile(quantile(p).ok_or_else(|| {
+                    format!(
+                        "in \"{text}\": expected mean, min, max or a percentile such as p95 after the metric's name"
+                    )
+                })?),
+            };
+            let n = rhs
+                .parse::<f64>()
+                .ok()
+                .filter(|n| n.is_finite())
+                .ok_or_else(|| {
+                    format!("in \"{text}\": expected a number in the metric's unit, such as 100")
+                })?;
+            (
+                Metric::Read {
+                    name: name.trim().to_string(),
+                    id: u32::MAX,
+                    stat,
+                },
+                n,
+            )
+        }
         "mean" | "avg" => (Metric::Mean, latency_ms(rhs)?),
         "max" => (Metric::Max, latency_ms(rhs)?),
         "errors" | "error_rate" => {
@@ -144,12 +201,8 @@ pub fn parse_rule(text: &str, step: Option<usize>) -> Result<Rule, String> {
             (Metric::Rps, n)
         }
         p if p.starts_with('p') => {
-            let q: f64 = p[1..]
-                .parse()
-                .ok()
-                .filter(|q| (0.0..=100.0).contains(q))
-                .ok_or_else(expected)?;
-            (Metric::Quantile(q / 100.0), latency_ms(rhs)?)
+            let q = quantile(p).ok_or_else(expected)?;
+            (Metric::Quantile(q), latency_ms(rhs)?)
         }
         _ => return Err(expected()),
     };
@@ -165,6 +218,19 @@ pub fn parse_rule(text: &str, step: Option<usize>) -> Result<Rule, String> {
 impl Rule {
     /// The measured value, in the rule's unit; `None` if nothing to measure.
     pub fn observe(&self, t: &Tally, elapsed: Duration) -> Option<f64> {
+        if let Metric::Read { id, stat, .. } = &self.metric {
+            let m = t.metrics.get(id)?;
+            let h = m.histogram();
+            if h.is_empty() {
+                return None;
+            }
+            return Some(match stat {
+                Stat::Quantile(q) => h.value_at_quantile(*q) as f64,
+                Stat::Mean => m.sum as f64 / h.len() as f64,
+                Stat::Min => h.min() as f64,
+                Stat::Max => h.max() as f64,
+            });
+        }
         // Every request's time to its outcome, failures included.
         let all = t.all();
         let h = all.as_ref();
@@ -180,7 +246,7 @@ impl Rule {
             Metric::Mean => Some(h.mean() / 1000.0),
             Metric::Max => Some(h.max() as f64 / 1000.0),
             // The generators' health is the collector's, not a tally's.
-            Metric::AgentCpu | Metric::AgentLag => None,
+            Metric::AgentCpu | Metric::AgentLag | Metric::Read { .. } => None,
         }
     }
 

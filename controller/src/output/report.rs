@@ -60,6 +60,61 @@ struct Report<'a> {
     planned_unit: &'static str,
     region_users_chart: String,
     latency_note: &'static str,
+    /// (step or "all steps", metric, unit, figures)
+    metric_rows: Vec<(String, String, String, crate::stats::MetricStats)>,
+    /// Each metric's mean per interval.
+    metric_charts: Vec<String>,
+}
+
+fn fmt_num(v: &Option<f64>) -> String {
+    v.map_or_else(|| "-".into(), |v| format!("{v:.2}"))
+}
+
+fn fmt_int(v: &Option<u64>) -> String {
+    v.map_or_else(|| "-".into(), |v| v.to_string())
+}
+
+/// The metrics table's rows: each step's, then all steps'.
+fn metric_rows(s: &Summary) -> Vec<(String, String, String, crate::stats::MetricStats)> {
+    let all = "all steps".to_string();
+    s.steps()
+        .into_iter()
+        .chain([(&all, &s.total)])
+        .flat_map(|(step, e)| {
+            e.metrics
+                .iter()
+                .map(move |(n, m)| (step.clone(), n.clone(), m.unit.clone(), m.stats.clone()))
+        })
+        .collect()
+}
+
+/// One small chart per metric: its mean per interval over the run.
+fn metric_charts(s: &Summary) -> Vec<String> {
+    s.total
+        .metrics
+        .iter()
+        .map(|(name, m)| {
+            let unit = if m.unit.is_empty() { "value" } else { &m.unit };
+            line_chart(
+                &format!("{name}: mean per interval"),
+                unit,
+                Values::Real,
+                &[Series {
+                    name,
+                    color: "#1f77b4",
+                    points: s
+                        .timeline
+                        .iter()
+                        .filter_map(|p| {
+                            p.metric_means
+                                .get(name)
+                                .map(|v| (p.start_s + p.length_s, *v))
+                        })
+                        .collect(),
+                }],
+            )
+        })
+        .collect()
 }
 
 /// `2026-12-01T10:09:41.123456789Z` as `2026-12-01 10:09:41 UTC`.
@@ -554,6 +609,8 @@ pub fn render(s: &Summary) -> Result<String, askama::Error> {
         planned_unit,
         region_users_chart,
         latency_note: crate::summary::latency_note(s),
+        metric_rows: metric_rows(s),
+        metric_charts: metric_charts(s),
     }
     .render()
 }
@@ -578,6 +635,7 @@ mod rate_tests {
             suspect: Vec::new(),
             iterations_started: 0,
             latency_ms: None,
+            metric_means: Default::default(),
         }
     }
 

@@ -41,6 +41,52 @@ fn table<'a>(title: &str, rows: impl IntoIterator<Item = (&'a String, &'a Entry)
     t
 }
 
+/// Numbers read from responses, per step and over all steps: count,
+/// missing, mean, p50, p95 and max in each metric's unit; `None` when the
+/// plan reads none.
+fn metrics_table(s: &Summary) -> Option<Table> {
+    if s.total.metrics.is_empty() {
+        return None;
+    }
+    let mut t = new_table();
+    t.set_header([
+        "step", "metric", "count", "missing", "mean", "p50", "p95", "max",
+    ]);
+    let num = |v: Option<u64>| v.map_or_else(|| "-".to_string(), |v| v.to_string());
+    let all = "all steps".to_string();
+    for (step, e) in s.steps().into_iter().chain([(&all, &s.total)]) {
+        for (name, m) in &e.metrics {
+            let label = if m.unit.is_empty() {
+                name.clone()
+            } else {
+                format!("{name} ({})", m.unit)
+            };
+            t.add_row([
+                step.clone(),
+                label,
+                m.stats.count.to_string(),
+                if m.stats.missing > 0 {
+                    format!("{} MISSING", m.stats.missing)
+                } else {
+                    "0".to_string()
+                },
+                m.stats
+                    .mean
+                    .map_or_else(|| "-".to_string(), |v| format!("{v:.2}")),
+                num(m.stats.p50),
+                num(m.stats.p95),
+                num(m.stats.max),
+            ]);
+        }
+    }
+    for i in 2..8 {
+        if let Some(col) = t.column_mut(i) {
+            col.set_cell_alignment(CellAlignment::Right);
+        }
+    }
+    Some(t)
+}
+
 /// A byte count for people: B, kB, MB, GB (powers of 1,000).
 pub fn bytes(n: u64) -> String {
     let n = n as f64;
@@ -168,6 +214,10 @@ pub fn render(s: &Summary) -> String {
                 e.requests, e.exchanges
             ));
         }
+    }
+    if let Some(t) = metrics_table(s) {
+        out.push_str(&t.to_string());
+        out.push('\n');
     }
     let regions = s.region_labels();
     out.push_str(&table("region", regions.iter().map(|(n, e)| (n, *e))).to_string());

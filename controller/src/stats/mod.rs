@@ -563,6 +563,10 @@ pub struct IntervalPoint {
     #[serde(default)]
     pub iterations_started: u64,
     pub latency_ms: Option<LatencyMs>,
+    /// Numbers read from responses: each metric's exact mean over the
+    /// interval's responses that carried it, all steps together.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metric_means: BTreeMap<String, f64>,
 }
 
 /// One step in one interval, for `requests.csv`.
@@ -923,6 +927,16 @@ impl Collector {
                 .collect(),
             iterations_started: o.started,
             latency_ms: total.latency(),
+            metric_means: total
+                .metrics
+                .iter()
+                .filter(|(_, m)| m.count() > 0)
+                .filter_map(|(id, m)| {
+                    let name = self.metrics.get(*id as usize)?.name.clone();
+                    let mean = m.sum as f64 / m.count() as f64;
+                    Some((name, (mean * 1000.0).round() / 1000.0))
+                })
+                .collect(),
         }
     }
 
