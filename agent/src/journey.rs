@@ -227,6 +227,43 @@ mod tests {
     use crate::template::VarTable;
 
     #[test]
+    fn a_probe_reads_decimal_numbers_scales_and_rounds_them() {
+        let mut rng = Rng::new(1);
+        let probe = |p: &str, scale: f64| Probe {
+            id: 0,
+            source: Source::Regex {
+                regex: regex::bytes::Regex::new(p).unwrap(),
+                group: 1,
+            },
+            match_no: 1,
+            scale,
+        };
+        let body = b"DB reads/writes: 45/2 <li>0.012345 secs</li> load: -3 x: 1e3 y: abc";
+        let h = http::HeaderMap::new();
+        let read = |p: &str, scale: f64| probe(p, scale).read(&h, body, &mut Rng::new(1));
+        assert_eq!(read(r"reads/writes: (\d+)/", 1.0), Some(45));
+        assert_eq!(read(r"/(\d+) ", 1.0), Some(2));
+        // Seconds to microseconds; 12,345.0 exactly after rounding.
+        assert_eq!(read(r"([0-9.]+) secs", 1e6), Some(12_345));
+        // Seconds to milliseconds: 12.345 rounds to 12.
+        assert_eq!(read(r"([0-9.]+) secs", 1e3), Some(12));
+        assert_eq!(read(r"x: (\S+)", 1.0), Some(1000));
+        // Not a number, below zero, or not there at all: missing.
+        assert_eq!(read(r"y: (\S+)", 1.0), None);
+        assert_eq!(read(r"load: (\S+)", 1.0), None);
+        assert_eq!(read(r"absent: (\d+)", 1.0), None);
+        let mut headers = http::HeaderMap::new();
+        headers.insert("x-db-time", http::HeaderValue::from_static(" 17 "));
+        let from_header = Probe {
+            id: 0,
+            source: Source::Header(http::HeaderName::from_static("x-db-time")),
+            match_no: 1,
+            scale: 1.0,
+        };
+        assert_eq!(from_header.read(&headers, b"", &mut rng), Some(17));
+    }
+
+    #[test]
     fn extraction_by_regex_css_json_header() {
         let mut rng = Rng::new(1);
         let body = br#"<a href="x?sesskey=AAA">1</a><a href="y?sesskey=BBB">2</a>

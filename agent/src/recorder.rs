@@ -404,6 +404,36 @@ mod tests {
     use super::*;
 
     #[test]
+    fn metrics_keep_samples_misses_and_an_exact_sum_per_step() {
+        let mut a = Recorder::new(2);
+        a.record_response(0, Duration::from_micros(900), 200);
+        a.record_metric(0, 3, Some(0));
+        a.record_metric(0, 3, Some(45));
+        a.record_metric(0, 3, None);
+        a.record_metric(1, 0, Some(5_000_000));
+        let mut b = Recorder::new(2);
+        b.record_metric(0, 3, Some(7));
+        b.record_metric(0, 1, None);
+        let mut steps: Vec<Option<StepRecord>> = a.take();
+        let theirs = b.take();
+        steps[0].as_mut().unwrap().add(theirs[0].as_ref().unwrap());
+        let s0 = steps[0].as_ref().unwrap();
+        let m3 = s0.metrics.iter().find(|m| m.id == 3).unwrap();
+        assert_eq!(
+            (m3.histogram.len(), m3.missing, m3.sum, m3.histogram.min()),
+            (3, 1, 52, 0)
+        );
+        let m1 = s0.metrics.iter().find(|m| m.id == 1).unwrap();
+        assert_eq!((m1.histogram.len(), m1.missing), (0, 1));
+        let s1 = steps[1].as_ref().unwrap();
+        assert_eq!(s1.metrics[0].sum, 5_000_000);
+        assert_eq!(
+            s1.metrics[0].histogram.max(),
+            s1.metrics[0].histogram.highest_equivalent(5_000_000)
+        );
+    }
+
+    #[test]
     fn records_statuses_and_failures() {
         let mut r = Recorder::new(2);
         r.record_response(0, Duration::from_micros(1500), 200);

@@ -548,6 +548,49 @@ mod tests {
         )
     }
 
+    fn with_reads(mean: Option<f64>) -> Entry {
+        let mut e = entry(10.0, 100);
+        if let Some(mean) = mean {
+            e.metrics.insert(
+                "db_reads".into(),
+                serde_json::from_value(serde_json::json!({
+                    "unit": "reads", "count": 100, "missing": 0, "mean": mean,
+                    "sum": (mean * 100.0) as u64, "min": 0, "p50": 0, "p90": 0,
+                    "p95": 0, "p99": 0, "max": 0
+                }))
+                .unwrap(),
+            );
+        }
+        e
+    }
+
+    /// A metric's mean is judged like Moodle's comparison tool judges a
+    /// page's counts: 2% per step and 4% overall, and from zero to any
+    /// value is a change without a percentage.
+    #[test]
+    fn a_metric_mean_is_judged_by_the_step_and_overall_limits() {
+        let label = read_label("db_reads");
+        let d = |a: Option<f64>, b: Option<f64>, limit: f64| {
+            delta(
+                "s",
+                &label,
+                Some(&with_reads(a)),
+                Some(&with_reads(b)),
+                limit,
+                (1.0, None),
+            )
+        };
+        let step = d(Some(10.0), Some(10.3), 2.0);
+        assert_eq!((step.verdict, step.change_pct), (Verdict::Worse, Some(3.0)));
+        let overall = d(Some(10.0), Some(10.3), 4.0);
+        assert_eq!(overall.verdict, Verdict::Same);
+        assert_eq!(d(Some(10.0), Some(9.0), 2.0).verdict, Verdict::Better);
+        assert_eq!(d(Some(0.0), Some(0.5), 2.0).verdict, Verdict::Worse);
+        assert_eq!(d(Some(0.0), Some(0.0), 2.0).verdict, Verdict::Same);
+        let one_side = d(None, Some(3.0), 2.0);
+        assert_eq!((one_side.verdict, one_side.baseline), (Verdict::Same, None));
+    }
+
     #[test]
     fn a_step_is_judged_against_its_own_variation_from_requests_csv() {
         let dir = tempfile::tempdir().unwrap();

@@ -1,11 +1,12 @@
-//! `loadfleet demo`: the shape of the question loadfleet began with, on one
-//! machine and with no files: the Moodle journey at 20, 30 and 40 users
-//! against the test target with two latency *models* of its application
-//! cache, one contended lock (how a cache on shared storage with locking
-//! behaves) and a flat per-request cost (how a fast in-memory store
-//! behaves). They are models in the test target, not real cache stores, and
-//! are named so. Built with the default `demo` feature (it links the test
-//! target).
+//! `loadfleet demo`: the question loadfleet began with, on one machine and
+//! with no files: the Moodle journey at 20, 30 and 40 users against the
+//! test target's Moodle-like site with its application cache in real
+//! stores, files on disk with locking (as Moodle's file store), then a real
+//! Redis server when `redis-server` is installed. Every page's performance
+//! footer is read as metrics, so the comparison shows cache misses and DB
+//! reads per step beside latency. Without Redis it says so and runs the
+//! file store alone. Built with the default `demo` feature (it links the
+//! test target).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -62,7 +63,7 @@ pub async fn demo(
     interrupt: CancellationToken,
     hard_interrupt: CancellationToken,
 ) -> Exit {
-    use loadfleet_testbed::moodle::{LatencyModel, MoodleConfig};
+    use loadfleet_testbed::moodle::{MoodleConfig, StoreSpec};
     let out = args.out.unwrap_or_else(|| {
         let stamp = time::OffsetDateTime::now_utc()
             .format(time::macros::format_description!(
@@ -98,19 +99,37 @@ pub async fn demo(
         operator: None,
         live: None,
     };
-    // Quick mode compresses the ramp 10 times; the cache costs stretch by
-    // the same factor in full mode, so both tell the same story.
-    let scale = if args.full { 10 } else { 1 };
-    let stores = [
-        ("contended-lock", LatencyModel::contended_lock_scaled(scale)),
-        ("flat-cost", LatencyModel::flat_cost_scaled(scale)),
-    ];
+    // The file store always; Redis when it is installed, in a server of
+    // its own on a free loopback port, stopped with the demo.
+    let mut redis = None;
+    let mut stores = vec![(
+        "file-store",
+        "files on disk with locking",
+        StoreSpec::File(out.join("file-store").join("cache")),
+    )];
+    match RedisServer::start().await {
+        Ok(Some(server)) => {
+            stores.push((
+                "redis",
+                "a Redis server",
+                StoreSpec::Redis(server.addr.clone()),
+            ));
+            redis = Some(server);
+        }
+        Ok(None) => say(
+            "demo: redis-server is not installed, so this demo runs the file store only; \
+             to compare it with Redis: sudo apt-get install redis-server (then run the demo again)",
+        ),
+        Err(e) => say(&format!(
+            "demo: cannot start redis-server ({e}), so this demo runs the file store only"
+        )),
+    }
     let mut worst = Exit::Ok;
     let mut series = Vec::new();
-    for (label, cache) in stores {
+    for (label, what, store) in stores {
         let config = loadfleet_testbed::Config {
             moodle: Some(MoodleConfig {
-                latency_model: cache,
+                store,
                 ..MoodleConfig::default()
             }),
             ..loadfleet_testbed::Config::default()
@@ -148,7 +167,7 @@ pub async fn demo(
             return Exit::Usage;
         };
         say(&format!(
-            "demo: Moodle journey, application cache on {label}: test target on {}; \
+            "demo: Moodle journey, application cache in {what}: test target on {}; \
              two agents (regions region-a, region-b) dial the controller over gRPC",
             bed.base_url()
         ));
@@ -173,18 +192,139 @@ pub async fn demo(
             break;
         }
     }
-    let table = demo_table(&series);
+    drop(redis);
+    let mut table = demo_table(&series);
+    if let Some(steps) = step_table(&series) {
+        table.push_str("\n\n");
+        table.push_str(&steps);
+    }
+    if series.len() < 2 {
+        table.push_str(
+            "\n\nRedis was not run (redis-server is not installed): the file store alone is shown.",
+        );
+    }
     say(&table);
     let _ = crate::output::atomic::write(out.join("demo.txt"), format!("{table}\n"));
+    let compare = if series.len() >= 2 {
+        format!(
+            "\n  compare the two stores load by load: loadfleet compare {}/file-store/series {}/redis/series\n  \
+             (with loadfleet on your PATH: cargo install --locked --path controller; or cargo run --locked --bin loadfleet -- compare ...)",
+            out.display(),
+            out.display()
+        )
+    } else {
+        String::new()
+    };
     say(&format!(
-        "demo directory: {}\n  one series per cache model, one run directory per user count \
-         (summary.json, latency.hlog, report.html)\n  compare the two cache models load by load: loadfleet compare {}/contended-lock/series {}/flat-cost/series\n  \
-         (with loadfleet on your PATH: cargo install --locked --path controller; or cargo run --locked --bin loadfleet -- compare ...)",
+        "demo directory: {}\n  one series per cache store, one run directory per user count \
+         (summary.json, latency.hlog, report.html){compare}",
         out.display(),
-        out.display(),
-        out.display()
     ));
     worst
+}
+
+/// A Redis server of the demo's own, on a free loopback port; stopped
+/// (killed) when dropped.
+struct RedisServer {
+    addr: String,
+    child: std::process::Child,
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl RedisServer {
+    /// `Ok(None)` when `redis-server` is not installed.
+    async fn start() -> std::io::Result<Option<RedisServer>> {
+        let port = std::net::TcpListener::bind(("127.0.0.1", 0))?
+            .local_addr()?
+            .port();
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn();
+        let mut child = match child {
+            Ok(c) => c,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let addr = format!("127.0.0.1:{port}");
+        // Wait until it accepts connections (a few milliseconds).
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(&addr).await.is_ok() {
+                return Ok(Some(RedisServer { addr, child }));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("redis-server did not listen on {addr} within 5 s"),
+        ))
+    }
+}
+
+/// Per step, at the largest user count: p50 latency, DB reads and cache
+/// misses per page (means of what the pages' performance footers said),
+/// one column group per store.
+fn step_table(series: &[(&str, Option<Series>)]) -> Option<String> {
+    let runs: Vec<(&str, crate::summary::Summary)> = series
+        .iter()
+        .filter_map(|(label, s)| {
+            let s = s.as_ref()?;
+            let last = s.runs.last()?;
+            let summary = crate::summary::read_summary(&s.dir.join(&last.run)).ok()?;
+            Some((*label, summary))
+        })
+        .collect();
+    let (_, first) = runs.first()?;
+    let users = first.load.users.unwrap_or_default();
+    let mut t = crate::output::table::new_table();
+    let mut header = vec!["step".to_string()];
+    for (label, _) in &runs {
+        for col in ["p50 ms", "DB reads", "cache misses"] {
+            header.push(format!("{label} {col}"));
+        }
+    }
+    t.set_header(header);
+    let mean = |e: &crate::summary::Entry, m: &str| {
+        e.metrics
+            .get(m)
+            .and_then(|m| m.stats.mean)
+            .map_or_else(|| "-".to_string(), |v| format!("{v:.2}"))
+    };
+    for (step, _) in first.steps() {
+        let mut row = vec![step.clone()];
+        for (_, s) in &runs {
+            let e = s.requests.get(step);
+            row.push(
+                e.and_then(|e| e.latency_ms)
+                    .map_or_else(|| "-".to_string(), |l| format!("{:.2}", l.p50)),
+            );
+            row.push(e.map_or_else(|| "-".to_string(), |e| mean(e, "db_reads")));
+            row.push(e.map_or_else(|| "-".to_string(), |e| mean(e, "cache_misses")));
+        }
+        t.add_row(row);
+    }
+    Some(format!(
+        "By step at {users} users: p50 latency, and the DB reads and cache misses per page that the site's \
+         performance footer reported (means over every page of the step):\n{t}"
+    ))
 }
 
 /// Users against p50, p95 and errors, one column group per cache store.
@@ -216,6 +356,6 @@ fn demo_table(series: &[(&str, Option<Series>)]) -> String {
         t.add_row(row);
     }
     format!(
-        "Moodle journey against the test target's two latency models of an application cache, one contended lock versus a flat per-request cost (latency of all steps; models, not real cache stores):\n{t}"
+        "Moodle journey against the test target's Moodle-like site, its application cache in each real store (latency of all steps):\n{t}"
     )
 }

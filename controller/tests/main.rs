@@ -28,6 +28,7 @@ mod journey;
 mod keepalive;
 mod limits;
 mod merge;
+mod metrics;
 mod mtls;
 mod netns;
 mod open_model;

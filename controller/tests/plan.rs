@@ -435,3 +435,92 @@ fn connect_timeout_is_above_zero_and_at_most_the_timeout() {
         "{e}"
     );
 }
+
+/// GOOD with `extra` appended (after its last step).
+fn with(extra: &str) -> String {
+    format!("{GOOD}{extra}")
+}
+
+#[test]
+fn metrics_are_numbered_per_name_and_reach_every_step() {
+    let p = parse(
+        "plan.toml",
+        &with(
+            r#"
+[[scenario.step.metric]]
+name = "db_reads"
+regex = 'DB reads/writes: (\d+)'
+unit = "reads"
+
+[[scenario.step.metric]]
+name = "time"
+header = "x-time"
+scale = 1000
+
+[[metric]]
+name = "db_reads"
+regex = 'reads: (\d+)'
+unit = "reads"
+"#,
+        ),
+        "ignored",
+    )
+    .unwrap();
+    let names: Vec<&str> = p.metrics.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(names, ["db_reads", "time"]);
+    assert_eq!(p.metrics[1].scale, 1000.0);
+    // The plan-wide metric reaches every step; the last step reads its own
+    // db_reads (not the plan's) and its time.
+    for s in &p.scenarios[0].steps {
+        assert_eq!(s.wire.metrics.len(), 1, "{}", s.name);
+        assert_eq!(s.wire.metrics[0].id, 0);
+    }
+    let last = &p.scenarios[1].steps[0];
+    let ids: Vec<u32> = last.wire.metrics.iter().map(|m| m.id).collect();
+    assert_eq!(ids, [0, 1]);
+    let own = last.wire.metrics[0].source.as_ref().unwrap();
+    assert!(
+        matches!(&own.from, Some(loadfleet_proto::v1::extract::From::Regex(r)) if r.starts_with("DB")),
+        "{own:?}"
+    );
+}
+
+#[test]
+fn a_bad_metric_says_where_and_what_was_expected() {
+    let e = err(&with("\n[[metric]]\nname = \"x\"\nregex = '(a'\n"));
+    assert!(
+        e.starts_with("plan.toml:33:9: ") && e.contains("metric `x` `regex`"),
+        "{e}"
+    );
+    let e = err(&with(
+        "\n[[metric]]\nname = \"x\"\nregex = 'a'\nscale = 0\n",
+    ));
+    assert!(
+        e.starts_with("plan.toml:34:9: ") && e.contains("expected a number above 0"),
+        "{e}"
+    );
+    let e = err(&with(
+        "\n[[metric]]\nname = \"x\"\nregex = '(a)'\nunit = \"ms\"\n\
+         \n[[scenario.step.metric]]\nname = \"x\"\nregex = '(b)'\n",
+    ));
+    assert!(
+        e.contains("metric `x`: read elsewhere with unit \"ms\""),
+        "{e}"
+    );
+    let e = err(&with("\n[[metric]]\nname = \"x\"\n"));
+    assert!(
+        e.contains("metric `x`: expected exactly one of `regex`, `css`, `json` and `header`"),
+        "{e}"
+    );
+    let e = err(&with(
+        "\n[[metric]]\nname = \"x\"\nregex = '(a)'\n\n[thresholds]\noverall = [\"metric.y p95 < 3\"]\n",
+    ));
+    assert!(
+        e.contains("no metric is named \"y\"; expected one of [\"x\"]"),
+        "{e}"
+    );
+    let e = err(&with(
+        "\n[[metric]]\nname = \"x\"\nregex = '(a)'\n\n[thresholds]\noverall = [\"metric.x p95 < 3ms\"]\n",
+    ));
+    assert!(e.contains("expected a number in the metric's unit"), "{e}");
+}
