@@ -176,6 +176,19 @@ async fn the_footer_numbers_agree_with_the_site_and_with_redis() {
 
     // What loadfleet read from the pages is what the pages said.
     assert_metrics_match_the_footers(&s, &bed);
+    // The report, as headless Chromium renders it, shows them per step and
+    // each metric over time.
+    let dom = dump_dom(&out.join("report.html"));
+    assert!(
+        dom.contains("Numbers read from responses"),
+        "no metrics section"
+    );
+    for needle in [
+        "<td>Send the reply</td><td style=\"text-align:left\">cache_misses</td>",
+        "db_reads: mean per interval",
+    ] {
+        assert!(dom.contains(needle), "the report lacks {needle}");
+    }
     // The step that posts a reply ends on the discussion page, which the
     // reply invalidated: it misses (unless another user's page cached it
     // again in between), and it reads the site's data exactly when it does.
