@@ -348,6 +348,34 @@ pub enum ImportCommand {
         #[arg(long)]
         base_url: Option<String>,
     },
+    /// A JMeter test plan (.jmx): thread groups as scenarios (and phases
+    /// when the plan runs them one after another), HTTP samplers as steps,
+    /// CSV data sets, extractors, assertions, timers and a shared throughput
+    /// timer; everything else is listed with why.
+    Jmeter {
+        /// The .jmx file.
+        jmx: PathBuf,
+        /// The plan to write (refused if it exists).
+        #[arg(long)]
+        out: PathBuf,
+        /// A JMeter property for ${__P(name,…)} and ${__property(name,…)}, as
+        /// NAME=VALUE; repeatable (as JMeter's own -J).
+        #[arg(short = 'J', value_name = "NAME=VALUE", value_parser = parse_property)]
+        properties: Vec<(String, String)>,
+        /// Point the plan here instead of the JMX's HTTP Request Defaults.
+        #[arg(long)]
+        base_url: Option<String>,
+        /// Refuse the plan (write nothing) when any element does not map.
+        #[arg(long)]
+        strict: bool,
+    },
+}
+
+fn parse_property(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .filter(|(k, _)| !k.trim().is_empty())
+        .map(|(k, v)| (k.trim().to_string(), v.to_string()))
+        .ok_or_else(|| format!("expected NAME=VALUE, found `{s}`"))
 }
 
 #[derive(Subcommand, Debug)]
@@ -476,12 +504,101 @@ pub async fn main_with(
 /// `loadfleet import ...`: converts, checks the result as `validate`
 /// would, and writes it only then (never over an existing file).
 fn import_command(cmd: ImportCommand) -> Exit {
-    let ImportCommand::Har {
-        har,
-        out,
-        include_assets,
+    match cmd {
+        ImportCommand::Har {
+            har,
+            out,
+            include_assets,
+            base_url,
+        } => import_har(har, out, include_assets, base_url),
+        ImportCommand::Jmeter {
+            jmx,
+            out,
+            properties,
+            base_url,
+            strict,
+        } => import_jmeter(jmx, out, properties, base_url, strict),
+    }
+}
+
+/// The name of an imported plan: its file's stem.
+fn plan_name(out: &Path) -> String {
+    out.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "imported".into())
+}
+
+/// Checks an imported plan as `validate` would, and writes it only then.
+fn write_imported(out: &Path, plan_text: &str) -> Result<(), Exit> {
+    if let Err(e) = plan::parse(&out.display().to_string(), plan_text, &plan_name(out)) {
+        return Err(usage(format!(
+            "the converted plan does not validate (nothing was written): {e}"
+        )));
+    }
+    crate::output::atomic::write(out, plan_text)
+        .map_err(|e| usage(format!("cannot write {}: {e}", out.display())))
+}
+
+fn import_jmeter(
+    jmx: PathBuf,
+    out: PathBuf,
+    properties: Vec<(String, String)>,
+    base_url: Option<String>,
+    strict: bool,
+) -> Exit {
+    if out.exists() {
+        return usage(format!(
+            "{} exists; give another --out (nothing was written)",
+            out.display()
+        ));
+    }
+    let text = match std::fs::read_to_string(&jmx) {
+        Ok(t) => t,
+        Err(e) => return usage(format!("cannot read {}: {e}", jmx.display())),
+    };
+    let opts = crate::import::jmeter::Options {
+        properties: properties.into_iter().collect(),
         base_url,
-    } = cmd;
+        name: plan_name(&out),
+        source: jmx.clone(),
+        out: out.clone(),
+    };
+    let imported = match crate::import::jmeter::import(&text, &opts) {
+        Ok(i) => i,
+        Err(e) => return usage(e),
+    };
+    for u in &imported.unmapped {
+        eprintln!("NOT MAPPED: {u}");
+    }
+    if strict && !imported.unmapped.is_empty() {
+        return usage(format!(
+            "--strict: {} element(s) of {} do not map (listed above); nothing was written",
+            imported.unmapped.len(),
+            jmx.display()
+        ));
+    }
+    if let Err(exit) = write_imported(&out, &imported.plan) {
+        return exit;
+    }
+    say(&format!(
+        "wrote {}: {} scenario(s), {} steps{}; `loadfleet validate {}` passes",
+        out.display(),
+        imported.scenarios,
+        imported.steps,
+        if imported.unmapped.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; {} element(s) not mapped or mapped approximately (NOT MAPPED lines above, and comments in the plan)",
+                imported.unmapped.len()
+            )
+        },
+        out.display()
+    ));
+    Exit::Ok
+}
+
+fn import_har(har: PathBuf, out: PathBuf, include_assets: bool, base_url: Option<String>) -> Exit {
     if out.exists() {
         return usage(format!(
             "{} exists; give another --out (nothing was written)",
@@ -492,27 +609,18 @@ fn import_command(cmd: ImportCommand) -> Exit {
         Ok(t) => t,
         Err(e) => return usage(format!("cannot read {}: {e}", har.display())),
     };
-    let name = out
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "imported".into());
     let opts = crate::import::har::Options {
         include_assets,
         base_url,
-        name: name.clone(),
+        name: plan_name(&out),
         source: har.display().to_string(),
     };
     let imported = match crate::import::har::import(&text, &opts) {
         Ok(i) => i,
         Err(e) => return usage(e),
     };
-    if let Err(e) = plan::parse(&out.display().to_string(), &imported.plan, &name) {
-        return usage(format!(
-            "the converted plan does not validate (nothing was written): {e}"
-        ));
-    }
-    if let Err(e) = crate::output::atomic::write(&out, &imported.plan) {
-        return usage(format!("cannot write {}: {e}", out.display()));
+    if let Err(exit) = write_imported(&out, &imported.plan) {
+        return exit;
     }
     for w in &imported.warnings {
         eprintln!("CHECK: {w}");
@@ -628,6 +736,11 @@ async fn run_command(
             crate::series::say_outcome(&outcome);
             outcome.map_or_else(|e| e.exit(), |s| s.exit())
         }
+        None if !plan.phases.is_empty() => {
+            let outcome = crate::phases::run_phases(&settings, &plan, args.out, &args.plan).await;
+            crate::phases::say_outcome(&outcome);
+            outcome.map_or_else(|e| e.exit(), |p| p.exit())
+        }
         None => {
             Exit::of_run(&run_and_report(settings.options(plan), args.out, Some(&args.plan)).await)
         }
@@ -642,6 +755,13 @@ async fn capacity_command(
     hard: CancellationToken,
 ) -> Result<Exit, String> {
     let plan = plan::load(&args.plan).map_err(|e| e.to_string())?;
+    if !plan.phases.is_empty() {
+        return Err(format!(
+            "{}: a capacity search varies one load, and this plan has {} phases; search with a plan of one [load]",
+            args.plan.display(),
+            plan.phases.len()
+        ));
+    }
     let spec = SearchSpec {
         slos: args.slos.clone(),
         step_duration: args.step_duration,
@@ -971,10 +1091,48 @@ pub fn describe(p: &Plan) -> String {
         let values: Vec<String> = s.values.iter().map(|v| v.to_string()).collect();
         format!(" (a sweep: one run each at {})", values.join(", "))
     });
+    let load = if p.phases.is_empty() {
+        p.load.describe()
+    } else {
+        let phases: Vec<String> = p
+            .phases
+            .iter()
+            .map(|ph| {
+                let scenarios: Vec<&str> = ph
+                    .scenarios
+                    .iter()
+                    .filter_map(|&i| p.scenarios.get(i).map(|s| s.name.as_str()))
+                    .collect();
+                format!(
+                    "\"{}\": {} ({})",
+                    ph.name,
+                    ph.load.describe(),
+                    scenarios.join(", ")
+                )
+            })
+            .collect();
+        format!(
+            "{} phases, one after another: {}",
+            p.phases.len(),
+            phases.join("; then ")
+        )
+    };
+    let metrics = if p.metrics.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "; {} metric(s) read from responses ({})",
+            p.metrics.len(),
+            p.metrics
+                .iter()
+                .map(|m| m.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
     format!(
-        "plan \"{}\" is valid: {}{sweep}; {} scenario(s), {steps} step(s); target {}",
+        "plan \"{}\" is valid: {load}{sweep}; {} scenario(s), {steps} step(s){metrics}; target {}",
         p.name,
-        p.load.describe(),
         p.scenarios.len(),
         p.target.base_url
     )

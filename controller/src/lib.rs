@@ -19,6 +19,7 @@ pub mod import;
 pub mod journal;
 pub mod live;
 pub mod output;
+pub mod phases;
 pub mod plan;
 pub mod progress;
 pub mod runner;

@@ -68,6 +68,21 @@ pub struct Plan {
     /// Numbers read from responses (`[[metric]]`, `[[scenario.step.metric]]`),
     /// by id (`v1::Metric::id`).
     pub metrics: Vec<MetricSpec>,
+    /// `[[phase]]`: loads run one after another, each a run of its own
+    /// ([`Plan::phase`]); empty for a plan with one `[load]`. `load`,
+    /// `max_duration` and `throttle_per_s` above are then the first phase's.
+    pub phases: Vec<Phase>,
+}
+
+/// One phase of a plan with `[[phase]]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Phase {
+    pub name: String,
+    /// Indices into [`Plan::scenarios`].
+    pub scenarios: Vec<usize>,
+    pub load: LoadModel,
+    pub max_duration: Option<Duration>,
+    pub throttle_per_s: Option<f64>,
 }
 
 /// `[fleet] on_agent_loss`.
@@ -270,6 +285,58 @@ impl Plan {
         p
     }
 
+    /// Phase `i` as a plan of its own: its load, its scenarios (their
+    /// steps numbered afresh, so its results list only its own steps) and
+    /// the thresholds about them (a rule about a step of another phase is
+    /// left out). `None` past the last phase.
+    pub fn phase(&self, i: usize) -> Option<Plan> {
+        let ph = self.phases.get(i)?;
+        let mut p = self.clone();
+        p.phases = Vec::new();
+        p.sweep = None;
+        p.load = ph.load.clone();
+        p.max_duration = ph.max_duration;
+        p.throttle_per_s = ph.throttle_per_s;
+        p.scenarios = ph
+            .scenarios
+            .iter()
+            .filter_map(|&s| self.scenarios.get(s).cloned())
+            .collect();
+        let mut names: Vec<String> = Vec::new();
+        let mut renumber = vec![None; self.step_names.len()];
+        for s in &mut p.scenarios {
+            for st in &mut s.steps {
+                let id = match renumber[st.id] {
+                    Some(id) => id,
+                    None => {
+                        names.push(st.name.clone());
+                        renumber[st.id] = Some(names.len() - 1);
+                        names.len() - 1
+                    }
+                };
+                st.id = id;
+                st.wire.id = id as u32;
+            }
+        }
+        p.step_names = names;
+        p.thresholds.rules = self
+            .thresholds
+            .rules
+            .iter()
+            .filter_map(|r| {
+                let mut r = r.clone();
+                match r.step {
+                    None => Some(r),
+                    Some(old) => {
+                        r.step = Some(renumber.get(old).copied().flatten()?);
+                        Some(r)
+                    }
+                }
+            })
+            .collect();
+        Some(p)
+    }
+
     /// Length of the scheduled load, when the plan fixes it.
     pub fn scheduled_duration(&self) -> Option<Duration> {
         match &self.load {
@@ -375,7 +442,11 @@ struct RawPlan {
     name: Option<Spanned<String>>,
     seed: Option<u64>,
     target: Spanned<RawTarget>,
-    load: Spanned<RawLoad>,
+    /// Required unless the plan has phases, which carry their own.
+    load: Option<Spanned<RawLoad>>,
+    /// Loads that run one after another in one run, each reported apart.
+    #[serde(default)]
+    phase: Vec<Spanned<RawPhase>>,
     #[serde(default)]
     scenario: Vec<Spanned<RawScenario>>,
     thresholds: Option<RawThresholds>,
@@ -437,7 +508,7 @@ struct RawTarget {
     tls_verify: Option<Spanned<bool>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
 struct RawLoad {
     users: Option<Spanned<Numbers>>,
@@ -455,7 +526,17 @@ struct RawLoad {
     max_duration: Option<Spanned<PlanDuration>>,
 }
 
+/// `[[phase]]`: a load of its own, run after the phase before it.
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPhase {
+    name: Spanned<String>,
+    /// The scenarios this phase runs (by name); all of them when absent.
+    scenarios: Option<Spanned<Vec<Spanned<String>>>>,
+    load: Spanned<RawLoad>,
+}
+
+#[derive(Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
 struct RawStage {
     rate: Option<Spanned<Numbers>>,
@@ -647,21 +728,24 @@ impl Validator<'_> {
                 target.tls_resumption = r.into_inner();
             }
         }
-        let max_duration = match &raw.load.get_ref().max_duration {
-            Some(m) if m.get_ref().0.is_zero() => {
+        let phases_raw = std::mem::take(&mut raw.phase);
+        let main = match (raw.load.take(), phases_raw.first()) {
+            (Some(l), None) => l,
+            (None, Some(first)) => first.get_ref().load.clone(),
+            (Some(l), Some(_)) => {
                 return Err(self.error(
-                    m.span(),
-                    "`load.max_duration`: expected a duration above zero",
+                    l.span(),
+                    "`load`: a plan with [[phase]] gives each phase its own `load`; remove [load]",
                 ));
             }
-            Some(m) => Some(m.get_ref().0),
-            None => None,
+            (None, None) => {
+                return Err(self.error(
+                    0..0,
+                    "expected a [load] table (users, ramp_up, iterations, …) or [[phase]] entries with a `load` each",
+                ));
+            }
         };
-        let throttle_per_s = match &raw.load.get_ref().throttle {
-            None => None,
-            Some(t) => Some(self.throttle(t, raw.load.get_ref().rate.is_some())?),
-        };
-        let (load, sweep) = self.load(raw.load, target.timeout)?;
+        let (load, sweep, max_duration, throttle_per_s) = self.load_of(main, target.timeout)?;
         if raw.scenario.is_empty() {
             return Err(self.error(
                 0..0,
@@ -771,18 +855,86 @@ impl Validator<'_> {
                 pacing: s.pacing.map(|p| p.into_inner().0).unwrap_or_default(),
             });
         }
+        let mut phases = Vec::with_capacity(phases_raw.len());
+        for ph in phases_raw {
+            let ph = ph.into_inner();
+            let name = ph.name.get_ref().trim().to_string();
+            if name.is_empty() || phases.iter().any(|p: &Phase| p.name == name) {
+                return Err(self.error(
+                    ph.name.span(),
+                    "phase `name`: expected a non-empty name, unique among the phases",
+                ));
+            }
+            let indices = match &ph.scenarios {
+                None => (0..scenarios.len()).collect(),
+                Some(list) => {
+                    let mut v = Vec::new();
+                    for n in list.get_ref() {
+                        let i = scenarios
+                            .iter()
+                            .position(|s| s.name == n.get_ref().trim())
+                            .ok_or_else(|| {
+                                let names: Vec<&str> =
+                                    scenarios.iter().map(|s| s.name.as_str()).collect();
+                                self.error(
+                                    n.span(),
+                                    format!(
+                                        "phase \"{name}\" `scenarios`: no scenario is named \"{}\"; expected one of {names:?}",
+                                        n.get_ref()
+                                    ),
+                                )
+                            })?;
+                        if !v.contains(&i) {
+                            v.push(i);
+                        }
+                    }
+                    if v.is_empty() {
+                        return Err(self.error(
+                            list.span(),
+                            format!("phase \"{name}\" `scenarios`: expected at least one scenario"),
+                        ));
+                    }
+                    v
+                }
+            };
+            let load_span = ph.load.span();
+            let (load, sweep, max_duration, throttle_per_s) =
+                self.load_of(ph.load, target.timeout)?;
+            if sweep.is_some() {
+                return Err(self.error(
+                    load_span,
+                    format!(
+                        "phase \"{name}\" `load`: a phase runs one load; expected single numbers, not lists (a sweep)"
+                    ),
+                ));
+            }
+            phases.push(Phase {
+                name,
+                scenarios: indices,
+                load,
+                max_duration,
+                throttle_per_s,
+            });
+        }
         // Unique rows bind to users: every user of the largest run needs one.
         let most_users = match &sweep {
             Some(sw) if matches!(load, LoadModel::Closed { .. }) => {
                 sw.values.iter().fold(0.0f64, |a, &b| a.max(b)) as u64
             }
-            _ => self_users(&load),
+            _ => phases
+                .iter()
+                .map(|p| self_users(&p.load))
+                .fold(self_users(&load), u64::max),
         };
         for (d, raw_d) in data.iter().zip(&raw.data) {
             if d.mode != v1::DataMode::Unique {
                 continue;
             }
-            if matches!(load, LoadModel::Open { .. }) {
+            if matches!(load, LoadModel::Open { .. })
+                || phases
+                    .iter()
+                    .any(|p| matches!(p.load, LoadModel::Open { .. }))
+            {
                 return Err(self.error(
                     raw_d.span(),
                     format!(
@@ -824,7 +976,34 @@ impl Validator<'_> {
             seed: raw.seed,
             throttle_per_s,
             metrics,
+            phases,
         })
+    }
+
+    /// A `[load]` (the plan's or a phase's): the model, its sweep, its
+    /// `max_duration` and its `throttle`.
+    #[allow(clippy::type_complexity)]
+    fn load_of(
+        &self,
+        raw: Spanned<RawLoad>,
+        timeout: Duration,
+    ) -> Result<(LoadModel, Option<Sweep>, Option<Duration>, Option<f64>), PlanError> {
+        let max_duration = match &raw.get_ref().max_duration {
+            Some(m) if m.get_ref().0.is_zero() => {
+                return Err(self.error(
+                    m.span(),
+                    "`load.max_duration`: expected a duration above zero",
+                ));
+            }
+            Some(m) => Some(m.get_ref().0),
+            None => None,
+        };
+        let throttle_per_s = match &raw.get_ref().throttle {
+            None => None,
+            Some(t) => Some(self.throttle(t, raw.get_ref().rate.is_some())?),
+        };
+        let (load, sweep) = self.load(raw, timeout)?;
+        Ok((load, sweep, max_duration, throttle_per_s))
     }
 
     /// The id of metric `m`: a name read in several places is one metric,

@@ -24,6 +24,7 @@ mod hostile_bytes;
 mod http_defaults;
 mod https;
 mod import_har;
+mod import_jmeter;
 mod journey;
 mod keepalive;
 mod limits;

@@ -524,3 +524,93 @@ fn a_bad_metric_says_where_and_what_was_expected() {
     ));
     assert!(e.contains("expected a number in the metric's unit"), "{e}");
 }
+
+const PHASED: &str = r#"name = "phased"
+[target]
+base_url = "http://127.0.0.1:8080"
+
+[[phase]]
+name = "warm-up"
+scenarios = ["warm"]
+load = { users = 3, ramp_up = "1s", iterations = 1 }
+
+[[phase]]
+name = "test"
+scenarios = ["main"]
+load = { users = 5, duration = "10s", throttle = "60/min" }
+
+[[scenario]]
+name = "warm"
+
+[[scenario.step]]
+name = "front"
+path = "/"
+
+[[scenario]]
+name = "main"
+
+[[scenario.step]]
+name = "login"
+path = "/login"
+
+[[scenario.step]]
+name = "front"
+path = "/"
+
+[thresholds]
+overall = ["p95 < 1s"]
+[thresholds.steps]
+"login" = ["p99 < 2s"]
+"#;
+
+#[test]
+fn phases_are_plans_of_their_own_with_their_own_steps() {
+    let p = parse("plan.toml", PHASED, "x").unwrap();
+    assert_eq!(p.phases.len(), 2);
+    assert_eq!(p.step_names, ["front", "login"]);
+    let warm = p.phase(0).unwrap();
+    assert!(warm.phases.is_empty());
+    assert_eq!(warm.step_names, ["front"]);
+    assert_eq!(warm.scenarios.len(), 1);
+    assert_eq!(
+        warm.load,
+        LoadModel::Closed {
+            users: 3,
+            ramp_up: Duration::from_secs(1),
+            bound: RunBound::Iterations(1)
+        }
+    );
+    // The login rule is about a step the warm-up does not run.
+    assert_eq!(warm.thresholds.rules.len(), 1);
+    let test = p.phase(1).unwrap();
+    assert_eq!(test.step_names, ["login", "front"]);
+    let ids: Vec<u32> = test.scenarios[0].steps.iter().map(|s| s.wire.id).collect();
+    assert_eq!(ids, [0, 1], "renumbered in the phase's own order");
+    assert_eq!(test.throttle_per_s, Some(1.0));
+    let login_rule = test.thresholds.rules.iter().find(|r| r.step.is_some());
+    assert_eq!(login_rule.and_then(|r| r.step), Some(0));
+    assert!(p.phase(2).is_none());
+}
+
+#[test]
+fn bad_phases_say_where_and_what_was_expected() {
+    let e = err(&PHASED.replace(
+        "[[phase]]\nname = \"warm-up\"",
+        "[load]\nusers = 1\n\n[[phase]]\nname = \"warm-up\"",
+    ));
+    assert!(
+        e.starts_with("plan.toml:5:1: ") && e.contains("gives each phase its own `load`"),
+        "{e}"
+    );
+    let e = err(&PHASED.replace("scenarios = [\"warm\"]", "scenarios = [\"wram\"]"));
+    assert!(
+        e.starts_with("plan.toml:7:14: ") && e.contains("no scenario is named \"wram\""),
+        "{e}"
+    );
+    let e = err(&PHASED.replace("users = 3,", "users = [3, 4],"));
+    assert!(e.contains("a phase runs one load"), "{e}");
+    let e = err(&PHASED.replace("name = \"test\"", "name = \"warm-up\""));
+    assert!(e.contains("unique among the phases"), "{e}");
+    let without = PHASED.replace("[[phase]]", "[[phasex]]");
+    assert!(err(&without).contains("unknown field"), "{}", err(&without));
+}

@@ -1,6 +1,7 @@
 //! Plans people already have, turned into loadfleet plans: browser
-//! recordings (HAR). Every conversion passes `loadfleet validate` before it
+//! recordings (HAR) and JMeter test plans (JMX). Every conversion passes `loadfleet validate` before it
 //! is written, and says in the plan and on stderr what needs a person.
 
 pub mod har;
+pub mod jmeter;
 mod toml_text;

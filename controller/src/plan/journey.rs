@@ -133,6 +133,9 @@ pub(super) struct RawData {
     name: Spanned<String>,
     file: Spanned<String>,
     mode: Option<Spanned<String>>,
+    /// The columns of a file without a header row (as JMeter's CSV Data
+    /// Set names them in `variableNames`).
+    columns: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 /// A data file, read by the controller.
@@ -321,36 +324,64 @@ impl Validator<'_> {
                 )
             };
             let mut reader = csv::ReaderBuilder::new()
-                .has_headers(true)
+                .has_headers(d.columns.is_none())
                 .trim(csv::Trim::All)
                 .from_reader(text.as_slice());
-            let columns: Vec<String> = reader
-                .headers()
-                .map_err(|e| csv_error(1, e.to_string()))?
-                .iter()
-                .map(str::to_string)
-                .collect();
-            if columns.is_empty() || columns.iter().any(|c| !valid_name(c)) {
-                return Err(csv_error(
-                    1,
-                    format!(
-                        "expected a header row of column names (letters, digits, `_`, `-`), found {columns:?}"
-                    ),
-                ));
-            }
+            let columns: Vec<String> = match &d.columns {
+                Some(given) => {
+                    let names: Vec<String> = given
+                        .get_ref()
+                        .iter()
+                        .map(|c| c.get_ref().trim().to_string())
+                        .collect();
+                    if names.is_empty() || names.iter().any(|c| !valid_name(c)) {
+                        return Err(self.error(
+                            given.span(),
+                            "data `columns`: expected column names (letters, digits, `_`, `-`)",
+                        ));
+                    }
+                    names
+                }
+                None => {
+                    let columns: Vec<String> = reader
+                        .headers()
+                        .map_err(|e| csv_error(1, e.to_string()))?
+                        .iter()
+                        .map(str::to_string)
+                        .collect();
+                    if columns.is_empty() || columns.iter().any(|c| !valid_name(c)) {
+                        return Err(csv_error(
+                            1,
+                            format!(
+                                "expected a header row of column names (letters, digits, `_`, `-`), found {columns:?} (a file without one names its columns in `columns`)"
+                            ),
+                        ));
+                    }
+                    columns
+                }
+            };
             let mut rows = Vec::new();
             for record in reader.records() {
                 let record = record.map_err(|e| {
                     let line = e.position().map_or(0, |p| p.line());
                     csv_error(line, e.to_string())
                 })?;
+                if record.len() != columns.len() {
+                    let line = record.position().map_or(0, |p| p.line());
+                    return Err(csv_error(
+                        line,
+                        format!(
+                            "expected {} fields ({}), found {}",
+                            columns.len(),
+                            columns.join(", "),
+                            record.len()
+                        ),
+                    ));
+                }
                 rows.push(record.iter().map(str::to_string).collect());
             }
             if rows.is_empty() {
-                return Err(csv_error(
-                    2,
-                    "expected at least one row after the header".into(),
-                ));
+                return Err(csv_error(2, "expected at least one row of data".into()));
             }
             out.push(DataSpec {
                 name,

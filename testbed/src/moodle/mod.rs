@@ -676,9 +676,9 @@ impl Site {
                 session.draft = Some(draft.clone());
                 Page::html(format!(
                     "<form method=\"post\" action=\"/mod/forum/post.php\">\
-                     <input type=\"hidden\" name=\"userid\" value=\"{uid}\">\
-                     <input type=\"hidden\" name=\"sesskey\" value=\"{sk}\">\
-                     <input type=\"hidden\" name=\"attachments\" value=\"{d2}\">\
+                     <input name=\"userid\" type=\"hidden\" value=\"{uid}\">\
+                     <input name=\"sesskey\" type=\"hidden\" value=\"{sk}\">\
+                     <input value=\"{d2}\" name=\"attachments\" type=\"hidden\">\
                      <input type=\"hidden\" name=\"message[itemid]\" value=\"{draft}\">\
                      <input name=\"subject\"><textarea name=\"message[text]\"></textarea>\
                      <input type=\"submit\" name=\"submitbutton\" value=\"Post to forum\"></form>",
@@ -727,6 +727,18 @@ impl Site {
             }
             _ => Page::status(StatusCode::NOT_FOUND, "<p>Not found</p>"),
         };
+        // Moodle's header on every page of a logged-in user: the user menu,
+        // whose toggle Moodle's own test plan looks for after logging in.
+        let mut page = page;
+        if let Some(u) = session.user.as_deref()
+            && page.code == StatusCode::OK
+            && !*ended
+        {
+            page.body = format!(
+                "<nav class=\"usermenu\"><a id=\"user-menu-toggle\" href=\"#\" aria-label=\"User menu\">{u}</a></nav>{}",
+                page.body
+            );
+        }
         Ok(page)
     }
 }

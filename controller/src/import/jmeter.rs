@@ -1,0 +1,1364 @@
+//! `loadfleet import jmeter`: a JMeter test plan (`.jmx`) turned into a
+//! loadfleet plan. Thread groups become scenarios (and phases when the plan
+//! runs them one after another), HTTP samplers steps, CSV data sets data
+//! files, regular-expression extractors extractions, response assertions
+//! checks, timers think times, and a shared Constant Throughput Timer the
+//! fleet-wide throttle. `${__P(…)}` and `${__property(…)}` take `-J`
+//! values, else their defaults. Every element that does not map is named
+//! with why, on stderr and in the plan's comments; nothing is dropped
+//! silently.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::path::{Path, PathBuf};
+
+use roxmltree::Node;
+
+use super::toml_text::{inline_table, string};
+
+/// How to import.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// `-J name=value`: JMeter properties for `${__P(…)}` and `${__property(…)}`.
+    pub properties: BTreeMap<String, String>,
+    /// Point the plan here instead of the JMX's HTTP defaults.
+    pub base_url: Option<String>,
+    /// The plan's name.
+    pub name: String,
+    /// The .jmx file (for comments, and to find CSV files beside it).
+    pub source: PathBuf,
+    /// Where the plan will be written (data file paths are made relative to it).
+    pub out: PathBuf,
+}
+
+/// The plan, and what did not map.
+#[derive(Debug)]
+pub struct Imported {
+    pub plan: String,
+    pub steps: usize,
+    pub scenarios: usize,
+    /// Elements that do not map, or map only approximately: `name: why`.
+    pub unmapped: Vec<String>,
+}
+
+/// One JMeter element's properties, by name (`stringProp`, `boolProp`,
+/// `intProp`, `longProp`, `doubleProp`), and its nested elements.
+struct Props<'a, 'i> {
+    node: Node<'a, 'i>,
+}
+
+impl<'a, 'i> Props<'a, 'i> {
+    fn of(node: Node<'a, 'i>) -> Self {
+        Props { node }
+    }
+
+    /// A simple property's text ("" when absent).
+    fn get(&self, name: &str) -> String {
+        for c in self.node.children().filter(Node::is_element) {
+            let tag = c.tag_name().name();
+            if tag.ends_with("Prop") && c.attribute("name") == Some(name) {
+                if tag == "doubleProp" || tag == "floatProp" {
+                    // <doubleProp><name>x</name><value>1.0</value>…
+                    return c
+                        .children()
+                        .find(|v| v.has_tag_name("value"))
+                        .and_then(|v| v.text())
+                        .unwrap_or("")
+                        .to_string();
+                }
+                return c.text().unwrap_or("").to_string();
+            }
+        }
+        // doubleProp's name is a child element, not an attribute.
+        for c in self
+            .node
+            .children()
+            .filter(|c| c.has_tag_name("doubleProp"))
+        {
+            if c.children()
+                .any(|n| n.has_tag_name("name") && n.text() == Some(name))
+            {
+                return c
+                    .children()
+                    .find(|v| v.has_tag_name("value"))
+                    .and_then(|v| v.text())
+                    .unwrap_or("")
+                    .to_string();
+            }
+        }
+        String::new()
+    }
+
+    fn bool(&self, name: &str) -> Option<bool> {
+        match self.get(name).trim() {
+            "true" => Some(true),
+            "false" => Some(false),
+            _ => None,
+        }
+    }
+
+    /// A nested `elementProp` by name.
+    fn element(&self, name: &str) -> Option<Props<'a, 'i>> {
+        self.node
+            .children()
+            .find(|c| c.has_tag_name("elementProp") && c.attribute("name") == Some(name))
+            .map(Props::of)
+    }
+
+    /// The items of a `collectionProp` by name.
+    fn collection(&self, name: &str) -> Vec<Node<'a, 'i>> {
+        self.node
+            .children()
+            .find(|c| c.has_tag_name("collectionProp") && c.attribute("name") == Some(name))
+            .map(|c| c.children().filter(Node::is_element).collect())
+            .unwrap_or_default()
+    }
+}
+
+/// `(name, value)` pairs of an `Arguments` element.
+fn arguments(args: &Props<'_, '_>) -> Vec<(String, String)> {
+    args.collection("Arguments.arguments")
+        .into_iter()
+        .map(|a| {
+            let p = Props::of(a);
+            (p.get("Argument.name"), p.get("Argument.value"))
+        })
+        .collect()
+}
+
+/// The element and the `hashTree` of its children, pair by pair.
+fn pairs<'a, 'i>(tree: Node<'a, 'i>) -> Vec<(Node<'a, 'i>, Option<Node<'a, 'i>>)> {
+    let elems: Vec<Node<'a, 'i>> = tree.children().filter(Node::is_element).collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < elems.len() {
+        let e = elems[i];
+        if e.has_tag_name("hashTree") {
+            i += 1;
+            continue;
+        }
+        let children = elems
+            .get(i + 1)
+            .filter(|n| n.has_tag_name("hashTree"))
+            .copied();
+        out.push((e, children));
+        i += if children.is_some() { 2 } else { 1 };
+    }
+    out
+}
+
+fn label(e: Node<'_, '_>) -> String {
+    format!(
+        "{} \"{}\"",
+        e.tag_name().name(),
+        e.attribute("testname").unwrap_or("")
+    )
+}
+
+fn enabled(e: Node<'_, '_>) -> bool {
+    e.attribute("enabled") != Some("false")
+}
+
+/// Everything the conversion keeps track of.
+struct Ctx<'o> {
+    opts: &'o Options,
+    vars: BTreeMap<String, String>,
+    /// CSV variable name → `data.column`.
+    csv_vars: BTreeMap<String, String>,
+    /// (file, columns) of each data table written, by name: thread groups
+    /// that read the same file share one table.
+    csv_files: Vec<(String, Vec<String>, String)>,
+    unmapped: Vec<String>,
+}
+
+impl Ctx<'_> {
+    fn note(&mut self, what: String) {
+        if !self.unmapped.contains(&what) {
+            self.unmapped.push(what);
+        }
+    }
+
+    /// Evaluates `${__P(name,default)}` and `${__property(name,name,default)}`
+    /// from `-J` (else the default), and `${var}` of the test plan's own
+    /// variables when `resolve_vars`; CSV and extracted variables become
+    /// loadfleet templates (`${users.username}`). Other functions are
+    /// noted and left out.
+    fn eval(&mut self, text: &str, resolve_vars: bool, where_: &str) -> String {
+        let mut out = String::new();
+        let mut rest = text;
+        while let Some(at) = rest.find("${") {
+            out.push_str(&rest[..at]);
+            let after = &rest[at + 2..];
+            // Functions nest parentheses: find the matching `}`.
+            let mut depth = 0i32;
+            let mut end = None;
+            for (i, ch) in after.char_indices() {
+                match ch {
+                    '(' => depth += 1,
+                    ')' => depth -= 1,
+                    '}' if depth <= 0 => {
+                        end = Some(i);
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+            let Some(end) = end else {
+                out.push_str(&rest[at..]);
+                return out;
+            };
+            let inner = &after[..end];
+            rest = &after[end + 1..];
+            out.push_str(&self.expand(inner, resolve_vars, where_));
+        }
+        out.push_str(rest);
+        out
+    }
+
+    fn expand(&mut self, inner: &str, resolve_vars: bool, where_: &str) -> String {
+        if let Some(call) = inner.strip_prefix("__") {
+            let (func, args) = match call.split_once('(') {
+                Some((f, a)) => (f, a.strip_suffix(')').unwrap_or(a)),
+                None => (call, ""),
+            };
+            let args: Vec<&str> = args.split(',').map(str::trim).collect();
+            let prop = |name: &str, default: &str| -> String {
+                self.opts
+                    .properties
+                    .get(name)
+                    .cloned()
+                    .unwrap_or_else(|| default.to_string())
+            };
+            return match func {
+                "P" => {
+                    let v = prop(args[0], args.get(1).copied().unwrap_or(""));
+                    self.eval(&v, resolve_vars, where_)
+                }
+                "property" => {
+                    let v = prop(args[0], args.get(2).copied().unwrap_or(""));
+                    self.eval(&v, resolve_vars, where_)
+                }
+                _ => {
+                    self.note(format!(
+                        "function ${{__{func}(…)}} in {where_}: JMeter functions other than __P and __property are not evaluated; left out"
+                    ));
+                    String::new()
+                }
+            };
+        }
+        if let Some(col) = self.csv_vars.get(inner) {
+            return format!("${{{col}}}");
+        }
+        if resolve_vars && let Some(v) = self.vars.get(inner).cloned() {
+            return self.eval(&v, true, where_);
+        }
+        if self.vars.contains_key(inner) {
+            // A plan variable: loadfleet's [vars] holds it.
+            return format!("${{{inner}}}");
+        }
+        // An extracted variable, or one the plan never sets (validation says which).
+        format!("${{{inner}}}")
+    }
+}
+
+/// What one thread group became.
+struct Group {
+    name: String,
+    users: u64,
+    ramp_s: u64,
+    /// `None`: runs for `duration_s`.
+    loops: Option<u64>,
+    duration_s: Option<u64>,
+    on_error: &'static str,
+    steps: String,
+    step_count: usize,
+    /// A constant or random timer that applies to every sampler.
+    think: Option<String>,
+}
+
+/// What is in scope of a sampler: defaults, headers, extractors and
+/// assertions from its parents.
+#[derive(Clone, Default)]
+struct Scope {
+    domain: String,
+    port: String,
+    protocol: String,
+    path: String,
+    headers: Vec<(String, String)>,
+}
+
+fn to_u64(s: &str) -> Option<u64> {
+    s.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|v| *v >= 0.0)
+        .map(|v| v as u64)
+}
+
+/// Converts the JMX text.
+pub fn import(jmx: &str, opts: &Options) -> Result<Imported, String> {
+    let source = opts.source.display().to_string();
+    let doc = roxmltree::Document::parse(jmx).map_err(|e| {
+        let p = e.pos();
+        format!("{source}:{}:{}: not a JMeter plan (XML): {e}", p.row, p.col)
+    })?;
+    let root = doc.root_element();
+    if !root.has_tag_name("jmeterTestPlan") {
+        return Err(format!(
+            "{source}: not a JMeter plan: expected <jmeterTestPlan>, found <{}>",
+            root.tag_name().name()
+        ));
+    }
+    let top = root
+        .children()
+        .find(|c| c.has_tag_name("hashTree"))
+        .ok_or_else(|| format!("{source}: no <hashTree> under <jmeterTestPlan>"))?;
+    let (plan_el, plan_tree) = pairs(top)
+        .into_iter()
+        .find(|(e, _)| e.has_tag_name("TestPlan"))
+        .ok_or_else(|| format!("{source}: no <TestPlan> element"))?;
+    let plan_props = Props::of(plan_el);
+    let mut ctx = Ctx {
+        opts,
+        vars: BTreeMap::new(),
+        csv_vars: BTreeMap::new(),
+        csv_files: Vec::new(),
+        unmapped: Vec::new(),
+    };
+    if let Some(udv) = plan_props.element("TestPlan.user_defined_variables") {
+        for (k, v) in arguments(&udv) {
+            if !k.is_empty() {
+                ctx.vars.insert(k, v);
+            }
+        }
+    }
+    // Variables are evaluated once, in order, as JMeter does at the start.
+    let names: Vec<String> = ctx.vars.keys().cloned().collect();
+    for k in names {
+        let raw = ctx.vars[&k].clone();
+        let v = ctx.eval(&raw, true, &format!("variable `{k}`"));
+        ctx.vars.insert(k, v);
+    }
+    let serialize = plan_props.bool("TestPlan.serialize_threadgroups") == Some(true);
+    let plan_children = plan_tree.map(pairs).unwrap_or_default();
+
+    let mut throttle: Option<String> = None;
+    let mut clear_cookies = false;
+    let mut data: Vec<String> = Vec::new();
+    let mut groups: Vec<Group> = Vec::new();
+    let mut base: Option<String> = None;
+
+    // Plan-level elements first (timers, config), then the thread groups.
+    for (e, _) in &plan_children {
+        if !enabled(*e) {
+            continue;
+        }
+        let tag = e.tag_name().name();
+        if tag == "ConstantThroughputTimer" {
+            throttle = throughput(&mut ctx, *e, None);
+        }
+    }
+    for (e, children) in &plan_children {
+        let tag = e.tag_name().name();
+        if !enabled(*e) {
+            ctx.note(format!("{}: disabled in the JMX; left out", label(*e)));
+            continue;
+        }
+        match tag {
+            "ConstantThroughputTimer" => {}
+            "ThreadGroup" | "SetupThreadGroup" | "PostThreadGroup" => {
+                if tag != "ThreadGroup" {
+                    ctx.note(format!(
+                        "{}: run as an ordinary thread group, in its place in the plan",
+                        label(*e)
+                    ));
+                }
+                let g = thread_group(
+                    &mut ctx,
+                    *e,
+                    *children,
+                    &mut data,
+                    &mut clear_cookies,
+                    &mut base,
+                    &mut throttle,
+                )?;
+                groups.push(g);
+            }
+            "Arguments" => {
+                for (k, v) in arguments(&Props::of(*e)) {
+                    let v = ctx.eval(&v, true, &format!("variable `{k}`"));
+                    ctx.vars.insert(k, v);
+                }
+            }
+            _ => note_unmapped(&mut ctx, *e),
+        }
+    }
+    let groups: Vec<Group> = groups.into_iter().filter(|g| g.step_count > 0).collect();
+    if groups.is_empty() {
+        return Err(format!(
+            "{source}: no thread group with an HTTP request to turn into a scenario"
+        ));
+    }
+    let base_url = match (&opts.base_url, &base) {
+        (Some(b), _) => b.trim_end_matches('/').to_string(),
+        (None, Some(b)) => b.clone(),
+        (None, None) => {
+            return Err(format!(
+                "{source}: no server named in HTTP Request Defaults or the samplers; give --base-url"
+            ));
+        }
+    };
+
+    let mut plan = String::new();
+    let steps: usize = groups.iter().map(|g| g.step_count).sum();
+    let _ = writeln!(
+        plan,
+        "# Imported from {source} by `loadfleet import jmeter`: {} thread group(s), {steps} HTTP sampler(s).",
+        groups.len()
+    );
+    if opts.base_url.is_some()
+        && let Some(b) = &base
+    {
+        let _ = writeln!(
+            plan,
+            "# The JMX's HTTP defaults name {b}; pointed at {base_url}."
+        );
+    }
+    if !opts.properties.is_empty() {
+        let props: Vec<String> = opts
+            .properties
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let _ = writeln!(plan, "# JMeter properties (-J): {}", props.join(", "));
+    }
+    for u in &ctx.unmapped {
+        let _ = writeln!(plan, "# NOT MAPPED: {u}");
+    }
+    let _ = writeln!(plan, "name = {}", string(&opts.name));
+    let _ = writeln!(
+        plan,
+        "\n# From HTTP Request Defaults (or the first sampler's server).\n[target]\nbase_url = {}",
+        string(&base_url)
+    );
+    let load = |g: &Group, throttle: &Option<String>| -> String {
+        let mut l = format!("users = {}, ramp_up = \"{}s\"", g.users.max(1), g.ramp_s);
+        match (g.loops, g.duration_s) {
+            (Some(n), _) => {
+                let _ = write!(l, ", iterations = {}", n.max(1));
+            }
+            (None, Some(d)) => {
+                let _ = write!(l, ", duration = \"{}s\"", d.max(1));
+            }
+            (None, None) => {
+                let _ = write!(l, ", iterations = 1");
+            }
+        }
+        if let Some(t) = throttle {
+            let _ = write!(l, ", throttle = {}", string(t));
+        }
+        l
+    };
+    if groups.len() > 1 && serialize {
+        let _ = writeln!(
+            plan,
+            "\n# The thread groups run one after another (TestPlan.serialize_threadgroups): one phase each, reported apart."
+        );
+        for g in &groups {
+            let _ = writeln!(
+                plan,
+                "\n# From ThreadGroup {}.\n[[phase]]\nname = {}\nscenarios = [{}]\nload = {{ {} }}",
+                string(&g.name),
+                string(&g.name),
+                string(&g.name),
+                load(g, &throttle)
+            );
+        }
+    } else {
+        let g = &groups[0];
+        if groups.len() > 1 {
+            let users: u64 = groups.iter().map(|g| g.users.max(1)).sum();
+            let ramp = groups.iter().map(|g| g.ramp_s).max().unwrap_or(0);
+            let loops = groups.iter().filter_map(|g| g.loops).max();
+            ctx.unmapped.push(format!(
+                "{} thread groups run at once: one load of {users} users (the groups' sum), the longest ramp-up ({ramp} s) and the most loops; each group's users become its scenario's weight",
+                groups.len()
+            ));
+            let merged = Group {
+                name: String::new(),
+                users,
+                ramp_s: ramp,
+                loops,
+                duration_s: groups.iter().filter_map(|g| g.duration_s).max(),
+                on_error: "continue",
+                steps: String::new(),
+                step_count: 0,
+                think: None,
+            };
+            let _ = writeln!(
+                plan,
+                "\n[load]\n{}",
+                load(&merged, &throttle).replace(", ", "\n")
+            );
+        } else {
+            let _ = writeln!(
+                plan,
+                "\n# From ThreadGroup {}.\n[load]\n{}",
+                string(&g.name),
+                load(g, &throttle).replace(", ", "\n")
+            );
+        }
+    }
+    if !ctx.vars.is_empty() {
+        let _ = writeln!(
+            plan,
+            "\n# From the TestPlan's user-defined variables.\n[vars]"
+        );
+        for (k, v) in &ctx.vars {
+            if is_name(k) {
+                let _ = writeln!(plan, "{k} = {}", string(v));
+            }
+        }
+    }
+    if clear_cookies {
+        let _ = writeln!(
+            plan,
+            "\n# From CookieManager (clearEachIteration).\n[session]\nclear_cookies_each_iteration = true"
+        );
+    }
+    for d in &data {
+        plan.push_str(d);
+    }
+    for g in &groups {
+        let _ = writeln!(
+            plan,
+            "\n# From ThreadGroup {} (on_sample_error → on_error).\n[[scenario]]\nname = {}\non_error = \"{}\"",
+            string(&g.name),
+            string(&g.name),
+            g.on_error
+        );
+        if groups.len() > 1 && !serialize {
+            let _ = writeln!(plan, "weight = {}", g.users.max(1));
+        }
+        if let Some(t) = &g.think {
+            let _ = writeln!(plan, "think = {}", string(t));
+        }
+        plan.push_str(&g.steps);
+    }
+    // The comments at the top list what did not map; a late addition
+    // (groups run at once) goes there too.
+    let header_end = plan.find("name = ").unwrap_or(0);
+    let listed: Vec<String> = ctx
+        .unmapped
+        .iter()
+        .filter(|u| !plan[..header_end].contains(u.as_str()))
+        .map(|u| format!("# NOT MAPPED: {u}\n"))
+        .collect();
+    plan.insert_str(header_end, &listed.concat());
+    Ok(Imported {
+        plan,
+        steps,
+        scenarios: groups.len(),
+        unmapped: ctx.unmapped,
+    })
+}
+
+fn is_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// A Constant Throughput Timer as a throttle ("N/min"), when it is shared
+/// by all threads; `threads` for a per-thread timer.
+fn throughput(ctx: &mut Ctx<'_>, e: Node<'_, '_>, threads: Option<u64>) -> Option<String> {
+    let p = Props::of(e);
+    let raw = p.get("throughput");
+    let per_min: f64 = ctx
+        .eval(&raw, true, &label(e))
+        .trim()
+        .parse()
+        .ok()
+        .filter(|v: &f64| v.is_finite() && *v > 0.0)?;
+    let mode = p.get("calcMode");
+    let mode = mode.trim();
+    match mode {
+        // All active threads (shared), and in the current thread group (shared).
+        "3"
+        | "4"
+        | "all active threads (shared)"
+        | "all active threads in current thread group (shared)" => Some(format!("{per_min}/min")),
+        _ => {
+            let users = threads.unwrap_or(1).max(1);
+            ctx.note(format!(
+                "{} calcMode {mode}: a per-thread target; approximated as a shared throttle of {per_min}/min × {users} users",
+                label(e)
+            ));
+            Some(format!("{}/min", per_min * users as f64))
+        }
+    }
+}
+
+fn note_unmapped(ctx: &mut Ctx<'_>, e: Node<'_, '_>) {
+    let tag = e.tag_name().name();
+    let why = if tag == "ResultCollector" || tag.ends_with("Listener") || tag == "Summariser" {
+        "a listener: loadfleet writes its own results (summary.json, the report)"
+    } else if tag.contains("BeanShell") || tag.starts_with("JSR223") || tag.contains("BSF") {
+        "a script: loadfleet runs no JMeter scripts"
+    } else if tag.ends_with("Sampler") || tag.ends_with("SamplerProxy") {
+        "a sampler of another protocol: loadfleet sends HTTP requests only"
+    } else {
+        "not an element loadfleet imports"
+    };
+    ctx.note(format!("{}: {why}; left out", label(e)));
+}
+
+#[allow(clippy::too_many_arguments)]
+fn thread_group(
+    ctx: &mut Ctx<'_>,
+    e: Node<'_, '_>,
+    children: Option<Node<'_, '_>>,
+    data: &mut Vec<String>,
+    clear_cookies: &mut bool,
+    base: &mut Option<String>,
+    throttle: &mut Option<String>,
+) -> Result<Group, String> {
+    let p = Props::of(e);
+    let name = e
+        .attribute("testname")
+        .unwrap_or("thread group")
+        .to_string();
+    let where_ = label(e);
+    let num = |ctx: &mut Ctx<'_>, key: &str| {
+        let v = p.get(key);
+        ctx.eval(&v, true, &where_)
+    };
+    let users_text = num(ctx, "ThreadGroup.num_threads");
+    let users = to_u64(&users_text).unwrap_or_else(|| {
+        ctx.note(format!(
+            "{where_} num_threads \"{users_text}\": not a number; 1 user"
+        ));
+        1
+    });
+    let ramp_s = to_u64(&num(ctx, "ThreadGroup.ramp_time")).unwrap_or(0);
+    let main = p.element("ThreadGroup.main_controller");
+    let loops_text = main
+        .as_ref()
+        .map(|m| {
+            let v = m.get("LoopController.loops");
+            ctx.eval(&v, true, &where_)
+        })
+        .unwrap_or_default();
+    let forever = main
+        .as_ref()
+        .and_then(|m| m.bool("LoopController.continue_forever"))
+        == Some(true)
+        || loops_text.trim() == "-1";
+    let scheduler = p.bool("ThreadGroup.scheduler") == Some(true);
+    let duration_s = to_u64(&num(ctx, "ThreadGroup.duration")).filter(|d| *d > 0);
+    let (loops, duration_s) = if scheduler && duration_s.is_some() {
+        if !forever {
+            ctx.note(format!(
+                "{where_}: loops and a scheduler duration; the duration bounds the run here (each user iterates until it ends)"
+            ));
+        }
+        (None, duration_s)
+    } else if forever {
+        ctx.note(format!(
+            "{where_}: loops forever without a scheduler duration; one iteration here (give the plan a duration)"
+        ));
+        (Some(1), None)
+    } else {
+        (Some(to_u64(&loops_text).unwrap_or(1).max(1)), None)
+    };
+    let on_error = match p.get("ThreadGroup.on_sample_error").trim() {
+        "startnextloop" | "startnextithread" => "next_iteration",
+        "stopthread" => "stop_user",
+        "stoptest" | "stoptestnow" => {
+            ctx.note(format!(
+                "{where_} on_sample_error {}: stops only the user here, not the whole test",
+                p.get("ThreadGroup.on_sample_error")
+            ));
+            "stop_user"
+        }
+        _ => "continue",
+    };
+    let mut g = Group {
+        name,
+        users,
+        ramp_s,
+        loops,
+        duration_s,
+        on_error,
+        steps: String::new(),
+        step_count: 0,
+        think: None,
+    };
+    if let Some(children) = children {
+        let mut scope = Scope::default();
+        walk(
+            ctx,
+            children,
+            &mut scope,
+            &mut g,
+            data,
+            clear_cookies,
+            base,
+            throttle,
+            &[],
+        )?;
+    }
+    Ok(g)
+}
+
+/// Post-processors and assertions in scope of a sampler, as step lines.
+struct Attached {
+    lines: String,
+    /// `check = { … }` parts.
+    status: Vec<String>,
+    contains: Vec<String>,
+    matches: Vec<String>,
+}
+
+/// Walks a controller's children: configuration first (it applies to the
+/// whole scope, wherever it sits in it), then samplers and controllers in
+/// order.
+#[allow(clippy::too_many_arguments)]
+fn walk<'a, 'i>(
+    ctx: &mut Ctx<'_>,
+    tree: Node<'a, 'i>,
+    scope: &mut Scope,
+    g: &mut Group,
+    data: &mut Vec<String>,
+    clear_cookies: &mut bool,
+    base: &mut Option<String>,
+    throttle: &mut Option<String>,
+    inherited: &[Node<'a, 'i>],
+) -> Result<(), String> {
+    let items = pairs(tree);
+    // Scope-wide elements: defaults, data, cookies, headers, timers, and
+    // extractors or assertions that apply to every sampler below.
+    let mut attached: Vec<Node<'a, 'i>> = inherited.to_vec();
+    for (e, _) in &items {
+        if !enabled(*e) {
+            continue;
+        }
+        let p = Props::of(*e);
+        match e.tag_name().name() {
+            "ConfigTestElement" => {
+                let mut eval = |k: &str| {
+                    let v = p.get(k);
+                    ctx.eval(&v, true, &label(*e))
+                };
+                let (d, port, proto, path) = (
+                    eval("HTTPSampler.domain"),
+                    eval("HTTPSampler.port"),
+                    eval("HTTPSampler.protocol"),
+                    eval("HTTPSampler.path"),
+                );
+                if !d.is_empty() {
+                    scope.domain = d;
+                }
+                if !port.is_empty() {
+                    scope.port = port;
+                }
+                if !proto.is_empty() {
+                    scope.protocol = proto;
+                }
+                if !path.is_empty() {
+                    scope.path = path;
+                }
+            }
+            "CSVDataSet" => csv(ctx, *e, data)?,
+            "CookieManager" if p.bool("CookieManager.clearEachIteration") == Some(true) => {
+                *clear_cookies = true;
+            }
+            "HeaderManager" => {
+                for h in p.collection("HeaderManager.headers") {
+                    let hp = Props::of(h);
+                    let (n, v) = (hp.get("Header.name"), hp.get("Header.value"));
+                    let v = ctx.eval(&v, false, &label(*e));
+                    if !n.is_empty() {
+                        scope.headers.push((n, v));
+                    }
+                }
+            }
+            "ConstantTimer" | "UniformRandomTimer" | "GaussianRandomTimer" => {
+                g.think = timer(ctx, *e);
+            }
+            "ConstantThroughputTimer" => {
+                *throttle = throughput(ctx, *e, Some(g.users));
+            }
+            "RegexExtractor" | "ResponseAssertion" => attached.push(*e),
+            _ => {}
+        }
+    }
+    for (e, children) in &items {
+        if !enabled(*e) {
+            ctx.note(format!("{}: disabled in the JMX; left out", label(*e)));
+            continue;
+        }
+        match e.tag_name().name() {
+            "ConfigTestElement"
+            | "CSVDataSet"
+            | "CookieManager"
+            | "HeaderManager"
+            | "ConstantTimer"
+            | "UniformRandomTimer"
+            | "GaussianRandomTimer"
+            | "ConstantThroughputTimer"
+            | "RegexExtractor"
+            | "ResponseAssertion" => {}
+            "HTTPSamplerProxy" | "HTTPSampler" => {
+                sampler(ctx, *e, *children, scope, g, base, &attached)?;
+            }
+            "GenericController" | "TransactionController" => {
+                let mut inner = scope.clone();
+                if let Some(c) = children {
+                    walk(
+                        ctx,
+                        *c,
+                        &mut inner,
+                        g,
+                        data,
+                        clear_cookies,
+                        base,
+                        throttle,
+                        &attached,
+                    )?;
+                }
+            }
+            "LoopController" => {
+                let p = Props::of(*e);
+                let v = p.get("LoopController.loops");
+                let n = to_u64(&ctx.eval(&v, true, &label(*e))).unwrap_or(1);
+                let n = if (1..=20).contains(&n) {
+                    n
+                } else {
+                    ctx.note(format!(
+                        "{}: {n} loops; its samplers appear once here",
+                        label(*e)
+                    ));
+                    1
+                };
+                if n > 1 {
+                    ctx.note(format!(
+                        "{}: its samplers are repeated {n} times as steps",
+                        label(*e)
+                    ));
+                }
+                for _ in 0..n {
+                    let mut inner = scope.clone();
+                    if let Some(c) = children {
+                        walk(
+                            ctx,
+                            *c,
+                            &mut inner,
+                            g,
+                            data,
+                            clear_cookies,
+                            base,
+                            throttle,
+                            &attached,
+                        )?;
+                    }
+                }
+            }
+            "OnceOnlyController" => {
+                if g.loops.unwrap_or(2) > 1 {
+                    ctx.note(format!(
+                        "{}: runs in every iteration here, not only the first (loadfleet has no once-only steps; a [[phase]] of its own can run them once)",
+                        label(*e)
+                    ));
+                }
+                let mut inner = scope.clone();
+                if let Some(c) = children {
+                    walk(
+                        ctx,
+                        *c,
+                        &mut inner,
+                        g,
+                        data,
+                        clear_cookies,
+                        base,
+                        throttle,
+                        &attached,
+                    )?;
+                }
+            }
+            _ => note_unmapped(ctx, *e),
+        }
+    }
+    Ok(())
+}
+
+/// A timer as a think time.
+fn timer(ctx: &mut Ctx<'_>, e: Node<'_, '_>) -> Option<String> {
+    let p = Props::of(e);
+    let mut ms = |k: &str| -> Option<f64> {
+        let v = p.get(k);
+        ctx.eval(&v, true, &label(e)).trim().parse::<f64>().ok()
+    };
+    let think = match e.tag_name().name() {
+        "ConstantTimer" => ms("ConstantTimer.delay").map(|d| format!("{}ms", d as u64)),
+        "UniformRandomTimer" => {
+            // Delay plus a random part up to `range`.
+            let (d, r) = (
+                ms("ConstantTimer.delay")?,
+                ms("RandomTimer.range").unwrap_or(0.0),
+            );
+            Some(format!("uniform({}ms, {}ms)", d as u64, (d + r) as u64))
+        }
+        "GaussianRandomTimer" => {
+            let (d, dev) = (
+                ms("ConstantTimer.delay")?,
+                ms("RandomTimer.range").unwrap_or(0.0),
+            );
+            Some(format!("gaussian({}ms, {}ms)", d as u64, dev as u64))
+        }
+        _ => None,
+    };
+    if think.is_none() {
+        ctx.note(format!("{}: its delay is not a number; left out", label(e)));
+    } else {
+        ctx.note(format!(
+            "{}: JMeter pauses before each sampler in its scope; loadfleet thinks after each step (the same pauses, shifted by one request)",
+            label(e)
+        ));
+    }
+    think
+}
+
+/// A CSV Data Set as a `[[data]]` table.
+fn csv(ctx: &mut Ctx<'_>, e: Node<'_, '_>, data: &mut Vec<String>) -> Result<(), String> {
+    let p = Props::of(e);
+    let where_ = label(e);
+    let file = {
+        let v = p.get("filename");
+        ctx.eval(&v, true, &where_)
+    };
+    let columns: Vec<String> = p
+        .get("variableNames")
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    let delimiter = p.get("delimiter");
+    if !delimiter.is_empty() && delimiter != "," {
+        ctx.note(format!(
+            "{where_} delimiter \"{delimiter}\": loadfleet reads comma-separated files; convert the file"
+        ));
+    }
+    if let Some((_, _, name)) = ctx
+        .csv_files
+        .iter()
+        .find(|(f, c, _)| *f == file && *c == columns)
+    {
+        let name = name.clone();
+        for c in &columns {
+            ctx.csv_vars.insert(c.clone(), format!("{name}.{c}"));
+        }
+        return Ok(());
+    }
+    let name = if data.is_empty() {
+        "users".to_string()
+    } else {
+        format!("data{}", data.len() + 1)
+    };
+    ctx.csv_files
+        .push((file.clone(), columns.clone(), name.clone()));
+    // The file, found beside the JMX when its path is relative.
+    let jmx_dir = ctx.opts.source.parent().unwrap_or(Path::new("."));
+    let path = if Path::new(&file).is_absolute() {
+        PathBuf::from(&file)
+    } else {
+        jmx_dir.join(&file)
+    };
+    let out_dir = ctx.opts.out.parent().unwrap_or(Path::new("."));
+    let written = match (path.canonicalize(), out_dir.canonicalize()) {
+        (Ok(abs), Ok(out)) => abs
+            .strip_prefix(&out)
+            .map(|r| r.display().to_string())
+            .unwrap_or_else(|_| abs.display().to_string()),
+        _ => {
+            ctx.note(format!(
+                "{where_}: {} does not exist here; the plan names it, put it there",
+                path.display()
+            ));
+            path.display().to_string()
+        }
+    };
+    let ignore_first = p.bool("ignoreFirstLine") == Some(true);
+    let recycle = p.bool("recycle") != Some(false);
+    let share = p.get("shareMode");
+    let mode = if recycle { "sequential" } else { "unique" };
+    if !share.is_empty() && !share.contains("all") && !share.contains("All") {
+        ctx.note(format!(
+            "{where_} shareMode \"{share}\": loadfleet shares rows across all users (mode \"{mode}\")"
+        ));
+    }
+    for c in &columns {
+        ctx.csv_vars.insert(c.clone(), format!("{name}.{c}"));
+    }
+    let mut t = format!(
+        "\n# From {where_} (shareMode all threads, recycle {recycle} → mode \"{mode}\").\n[[data]]\nname = {}\nfile = {}\nmode = \"{mode}\"\n",
+        string(&name),
+        string(&written)
+    );
+    if !columns.is_empty() && !ignore_first {
+        // JMeter's variableNames: the file has no header row.
+        let cols: Vec<String> = columns.iter().map(|c| string(c)).collect();
+        let _ = writeln!(t, "columns = [{}]", cols.join(", "));
+    } else if columns.is_empty() {
+        ctx.note(format!(
+            "{where_}: no variableNames; the file's first line names the columns"
+        ));
+    }
+    data.push(t);
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn sampler<'a, 'i>(
+    ctx: &mut Ctx<'_>,
+    e: Node<'a, 'i>,
+    children: Option<Node<'a, 'i>>,
+    scope: &Scope,
+    g: &mut Group,
+    base: &mut Option<String>,
+    inherited: &[Node<'a, 'i>],
+) -> Result<(), String> {
+    let p = Props::of(e);
+    let name = e.attribute("testname").unwrap_or("request").to_string();
+    let where_ = label(e);
+    let mut get = |k: &str, vars: bool| {
+        let v = p.get(k);
+        ctx.eval(&v, vars, &where_)
+    };
+    let domain = Some(get("HTTPSampler.domain", true)).filter(|d| !d.is_empty());
+    let port = Some(get("HTTPSampler.port", true)).filter(|d| !d.is_empty());
+    let protocol = Some(get("HTTPSampler.protocol", true)).filter(|d| !d.is_empty());
+    let path = get("HTTPSampler.path", true);
+    let method = {
+        let m = get("HTTPSampler.method", true);
+        if m.is_empty() {
+            "GET".to_string()
+        } else {
+            m.to_ascii_uppercase()
+        }
+    };
+    let follow = p.bool("HTTPSampler.follow_redirects") == Some(true)
+        || p.bool("HTTPSampler.auto_redirects") == Some(true);
+    let raw_body = p.bool("HTTPSampler.postBodyRaw") == Some(true);
+    let args: Vec<(String, String)> = p
+        .element("HTTPsampler.Arguments")
+        .map(|a| arguments(&a))
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| {
+            let v = ctx.eval(&v, false, &where_);
+            (k, v)
+        })
+        .collect();
+    let origin_of = |d: &str, port: &str, proto: &str| {
+        let proto = if proto.is_empty() { "http" } else { proto };
+        let default_port = (proto == "http" && port == "80") || (proto == "https" && port == "443");
+        if port.is_empty() || default_port {
+            format!("{proto}://{d}")
+        } else {
+            format!("{proto}://{d}:{port}")
+        }
+    };
+    let scope_origin =
+        (!scope.domain.is_empty()).then(|| origin_of(&scope.domain, &scope.port, &scope.protocol));
+    let own_origin = domain.as_ref().map(|d| {
+        origin_of(
+            d,
+            port.as_deref().unwrap_or(&scope.port),
+            protocol.as_deref().unwrap_or(&scope.protocol),
+        )
+    });
+    if base.is_none() {
+        *base = scope_origin.clone().or_else(|| own_origin.clone());
+    }
+    // The path: the sampler's, else the defaults' (Moodle's front page is
+    // a sampler with an empty path).
+    let mut path = if path.is_empty() {
+        ctx.eval(&scope.path, false, &where_)
+    } else if path.starts_with("http://") || path.starts_with("https://") {
+        path
+    } else if !path.starts_with('/') && !scope.path.is_empty() && !path.starts_with("${") {
+        format!("{}/{path}", scope.path.trim_end_matches('/'))
+    } else {
+        path
+    };
+    if path.is_empty() {
+        path = "/".into();
+    } else if !path.starts_with('/') && !path.starts_with("http") && !path.starts_with("${") {
+        path = format!("/{path}");
+    }
+    let mut lines = String::new();
+    let _ = writeln!(lines, "\n# From {where_}.\n[[scenario.step]]");
+    let _ = writeln!(lines, "name = {}", string(&name));
+    if method != "GET" {
+        let _ = writeln!(lines, "method = {}", string(&method));
+    }
+    let other_origin = own_origin
+        .as_ref()
+        .filter(|o| Some(*o) != base.as_ref() && Some(*o) != scope_origin.as_ref());
+    if path.starts_with("http://") || path.starts_with("https://") {
+        let _ = writeln!(lines, "url = {}", string(&path));
+    } else if let Some(o) = other_origin {
+        let _ = writeln!(lines, "url = {}", string(&format!("{o}{path}")));
+    } else {
+        let _ = writeln!(lines, "path = {}", string(&path));
+    }
+    if !follow {
+        let _ = writeln!(lines, "follow_redirects = false");
+    }
+    let with_body = !matches!(method.as_str(), "GET" | "HEAD" | "DELETE" | "OPTIONS");
+    if !args.is_empty() {
+        if raw_body {
+            let body: String = args.iter().map(|(_, v)| v.as_str()).collect();
+            let _ = writeln!(lines, "body = {}", template_string(&body));
+        } else if with_body {
+            let _ = writeln!(lines, "form = {}", template_table(&args));
+        } else {
+            let _ = writeln!(lines, "query = {}", template_table(&args));
+        }
+    }
+    if !scope.headers.is_empty() {
+        let headers: Vec<(String, String)> = scope
+            .headers
+            .iter()
+            .filter(|(n, _)| {
+                !["content-length", "transfer-encoding", "cookie", "host"]
+                    .iter()
+                    .any(|s| n.eq_ignore_ascii_case(s))
+            })
+            .cloned()
+            .collect();
+        if !headers.is_empty() {
+            let _ = writeln!(lines, "headers = {}", template_table(&headers));
+        }
+    }
+    // Post-processors and assertions: the sampler's own, then those of its
+    // scope, in JMeter's order (extractors before assertions).
+    let mut own: Vec<Node<'a, 'i>> = Vec::new();
+    if let Some(c) = children {
+        for (x, _) in pairs(c) {
+            if !enabled(x) {
+                ctx.note(format!("{}: disabled in the JMX; left out", label(x)));
+                continue;
+            }
+            match x.tag_name().name() {
+                "RegexExtractor" | "ResponseAssertion" => own.push(x),
+                "ConstantTimer" | "UniformRandomTimer" | "GaussianRandomTimer" => {
+                    if let Some(t) = timer(ctx, x) {
+                        let _ = writeln!(
+                            lines,
+                            "# (the timer of this sampler) think before the next step:\nthink = {}",
+                            string(&t)
+                        );
+                    }
+                }
+                "HeaderManager" => {
+                    let mut hs = Vec::new();
+                    for h in Props::of(x).collection("HeaderManager.headers") {
+                        let hp = Props::of(h);
+                        let v = ctx.eval(&hp.get("Header.value"), false, &label(x));
+                        hs.push((hp.get("Header.name"), v));
+                    }
+                    if !hs.is_empty() && scope.headers.is_empty() {
+                        let _ = writeln!(lines, "headers = {}", template_table(&hs));
+                    } else if !hs.is_empty() {
+                        ctx.note(format!(
+                            "{}: a second header manager for one sampler; its headers are left out",
+                            label(x)
+                        ));
+                    }
+                }
+                _ => note_unmapped(ctx, x),
+            }
+        }
+    }
+    let mut att = Attached {
+        lines: String::new(),
+        status: Vec::new(),
+        contains: Vec::new(),
+        matches: Vec::new(),
+    };
+    for x in own.iter().chain(inherited.iter()) {
+        match x.tag_name().name() {
+            "RegexExtractor" => extractor(ctx, *x, &mut att),
+            "ResponseAssertion" => assertion(ctx, *x, &mut att),
+            _ => {}
+        }
+    }
+    let mut check = Vec::new();
+    if !att.status.is_empty() {
+        check.push(format!("status = [{}]", att.status.join(", ")));
+    }
+    if !att.contains.is_empty() {
+        check.push(format!("body_contains = [{}]", att.contains.join(", ")));
+    }
+    if !att.matches.is_empty() {
+        check.push(format!("body_matches = [{}]", att.matches.join(", ")));
+    }
+    if !check.is_empty() {
+        let _ = writeln!(lines, "check = {{ {} }}", check.join(", "));
+    }
+    lines.push_str(&att.lines);
+    g.steps.push_str(&lines);
+    g.step_count += 1;
+    Ok(())
+}
+
+/// A string whose `${…}` are loadfleet variables (not escaped).
+fn template_string(s: &str) -> String {
+    string(s).replace("$${", "${")
+}
+
+fn template_table(pairs: &[(String, String)]) -> String {
+    inline_table(pairs).replace("$${", "${")
+}
+
+fn extractor(ctx: &mut Ctx<'_>, e: Node<'_, '_>, att: &mut Attached) {
+    let p = Props::of(e);
+    let where_ = label(e);
+    let refname = p.get("RegexExtractor.refname");
+    let regex = p.get("RegexExtractor.regex");
+    let template = p.get("RegexExtractor.template");
+    let match_no = p.get("RegexExtractor.match_number");
+    let default = p.get("RegexExtractor.default");
+    let use_headers = p.get("RegexExtractor.useHeaders");
+    if !is_name(&refname) {
+        ctx.note(format!(
+            "{where_}: refname \"{refname}\" is not a plain name; left out"
+        ));
+        return;
+    }
+    if !matches!(use_headers.trim(), "" | "false" | "body") {
+        ctx.note(format!(
+            "{where_} field \"{use_headers}\": loadfleet's regex extraction reads the body; left out"
+        ));
+        return;
+    }
+    let group = template
+        .trim()
+        .strip_prefix('$')
+        .and_then(|t| t.strip_suffix('$'))
+        .and_then(|n| n.parse::<u32>().ok());
+    let Some(group) = group else {
+        ctx.note(format!(
+            "{where_} template \"{template}\": only one group ($N$) maps; left out"
+        ));
+        return;
+    };
+    if let Err(err) = regex::bytes::Regex::new(&regex) {
+        ctx.note(format!(
+            "{where_}: its regex does not compile here ({}); left out",
+            err.to_string().lines().last().unwrap_or("")
+        ));
+        return;
+    }
+    let match_no: i64 = match_no.trim().parse().unwrap_or(1);
+    if match_no < 0 {
+        ctx.note(format!(
+            "{where_} match_number {match_no} (every match): loadfleet takes one; the first here"
+        ));
+    }
+    let _ = writeln!(
+        att.lines,
+        "\n# From {where_}.\n[[scenario.step.extract]]\nname = {}\nregex = {}\ngroup = {group}",
+        string(&refname),
+        literal(&regex)
+    );
+    if match_no != 1 {
+        let _ = writeln!(att.lines, "match = {}", match_no.max(0));
+    }
+    if !default.is_empty() {
+        let _ = writeln!(att.lines, "default = {}", string(&default));
+    } else {
+        ctx.note(format!(
+            "{where_}: no default; JMeter would go on with an empty `{refname}`, loadfleet counts the step as failed (an `extract` error) when nothing matches"
+        ));
+    }
+}
+
+/// A TOML literal string for a regular expression (no escapes to double),
+/// or a basic one when it holds a `'`.
+fn literal(s: &str) -> String {
+    if !s.contains('\'') && !s.contains('\n') {
+        format!("'{s}'")
+    } else {
+        string(s)
+    }
+}
+
+fn assertion(ctx: &mut Ctx<'_>, e: Node<'_, '_>, att: &mut Attached) {
+    let p = Props::of(e);
+    let where_ = label(e);
+    let field = p.get("Assertion.test_field");
+    let kind: u32 = p.get("Assertion.test_type").trim().parse().unwrap_or(2);
+    // JMeter spells the collection "Asserion.test_strings".
+    let strings: Vec<String> = p
+        .collection("Asserion.test_strings")
+        .into_iter()
+        .chain(p.collection("Assertion.test_strings"))
+        .filter_map(|n| n.text().map(str::to_string))
+        .collect();
+    if kind & 4 != 0 {
+        ctx.note(format!(
+            "{where_}: a NOT assertion; loadfleet checks only what must be there; left out"
+        ));
+        return;
+    }
+    if kind & 32 != 0 && strings.len() > 1 {
+        ctx.note(format!(
+            "{where_}: an OR assertion of several strings; left out"
+        ));
+        return;
+    }
+    let field = field.trim();
+    let on_body = field.is_empty() || field == "Assertion.response_data";
+    let on_code = field == "Assertion.response_code";
+    if !on_body && !on_code {
+        ctx.note(format!(
+            "{where_} on {field}: loadfleet checks the body and the status; left out"
+        ));
+        return;
+    }
+    for s in strings {
+        let s = ctx.eval(&s, false, &where_);
+        if on_code {
+            match s.trim().parse::<u32>() {
+                Ok(code) if (100..=999).contains(&code) => att.status.push(code.to_string()),
+                _ => ctx.note(format!("{where_}: status \"{s}\" is not a code; left out")),
+            }
+            continue;
+        }
+        match kind & (1 | 2 | 8 | 16) {
+            // Substring: the text as it is.
+            16 => att.contains.push(template_string(&s)),
+            // Contains: a regular expression found anywhere.
+            2 => {
+                if regex::bytes::Regex::new(&s).is_ok() {
+                    att.matches.push(literal(&s));
+                } else {
+                    ctx.note(format!(
+                        "{where_}: its pattern does not compile here; left out"
+                    ));
+                }
+            }
+            // Matches: the whole body.
+            1 => att.matches.push(literal(&format!("^(?s:{s})$"))),
+            // Equals: the whole body, as text.
+            8 => att
+                .matches
+                .push(literal(&format!("^{}$", regex::escape(&s)))),
+            _ => ctx.note(format!("{where_}: test type {kind} does not map; left out")),
+        }
+    }
+    let _ = writeln!(att.lines, "# (a check above is from {where_})");
+}
