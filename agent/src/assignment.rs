@@ -143,13 +143,16 @@ impl Step {
                 .any(|s| !matches!(s, Source::Header(_)))
     }
 
-    /// Whether the response headers must be kept (for extraction or metrics).
+    /// Whether the response headers must be kept (for extraction, metrics
+    /// or checks on them).
     pub fn needs_headers(&self) -> bool {
-        self.extract
-            .iter()
-            .map(|e| &e.source)
-            .chain(self.metrics.iter().map(|m| &m.source))
-            .any(|s| matches!(s, Source::Header(_)))
+        self.check.needs_headers()
+            || self
+                .extract
+                .iter()
+                .map(|e| &e.source)
+                .chain(self.metrics.iter().map(|m| &m.source))
+                .any(|s| matches!(s, Source::Header(_)))
     }
 
     /// What of a response this step needs beyond its status.
@@ -752,11 +755,10 @@ fn step(
                 .iter()
                 .map(|t| template(t, "check", vars))
                 .collect::<Result<_, _>>()?,
-            body_matches: c
-                .body_matches
-                .iter()
-                .map(|r| regex::bytes::Regex::new(r).map_err(|e| format!("check: regex: {e}")))
-                .collect::<Result<_, _>>()?,
+            body_matches: regexes(&c.body_matches)?,
+            body_not_matches: regexes(&c.body_not_matches)?,
+            headers_match: regexes(&c.headers_match)?,
+            headers_not_match: regexes(&c.headers_not_match)?,
         },
     };
     let think = match st.think.and_then(|t| t.kind) {
@@ -786,6 +788,13 @@ fn step(
         think,
         metrics: metrics.into(),
     })
+}
+
+fn regexes(patterns: &[String]) -> Result<Vec<regex::bytes::Regex>, String> {
+    patterns
+        .iter()
+        .map(|r| regex::bytes::Regex::new(r).map_err(|e| format!("check: regex: {e}")))
+        .collect()
 }
 
 fn extraction(e: v1::Extract, vars: &mut VarTable) -> Result<Extract, String> {

@@ -772,7 +772,10 @@ fn judge(step: &Step, reply: &Reply, body: &[u8], user: &mut UserState) -> Optio
         }
         msg
     };
-    match step.check.judge(reply.status, body, &user.vars) {
+    match step
+        .check
+        .judge(reply.status, &reply.headers, body, &user.vars)
+    {
         Verdict::Pass => {}
         Verdict::Status(code) => return Some(Fault::Status(code)),
         Verdict::Check(msg) => return Some(Fault::Other(ErrorKind::Check, cut(msg))),

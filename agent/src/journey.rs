@@ -170,6 +170,12 @@ pub struct Check {
     /// Texts the body must contain (variables rendered per response).
     pub body_contains: Vec<Template>,
     pub body_matches: Vec<regex::bytes::Regex>,
+    /// Patterns the body must not match.
+    pub body_not_matches: Vec<regex::bytes::Regex>,
+    /// Patterns the headers, one `Name: value` line each, must match, and
+    /// must not.
+    pub headers_match: Vec<regex::bytes::Regex>,
+    pub headers_not_match: Vec<regex::bytes::Regex>,
 }
 
 /// Why a response failed its step.
@@ -184,10 +190,22 @@ pub enum Verdict {
 
 impl Check {
     pub fn needs_body(&self) -> bool {
-        !self.body_contains.is_empty() || !self.body_matches.is_empty()
+        !self.body_contains.is_empty()
+            || !self.body_matches.is_empty()
+            || !self.body_not_matches.is_empty()
     }
 
-    pub fn judge(&self, status: u16, body: &[u8], vars: &[String]) -> Verdict {
+    pub fn needs_headers(&self) -> bool {
+        !self.headers_match.is_empty() || !self.headers_not_match.is_empty()
+    }
+
+    pub fn judge(
+        &self,
+        status: u16,
+        headers: &http::HeaderMap,
+        body: &[u8],
+        vars: &[String],
+    ) -> Verdict {
         if self.status.is_empty() {
             if status >= 400 {
                 return Verdict::Status(status);
@@ -211,6 +229,37 @@ impl Check {
         for re in &self.body_matches {
             if !re.is_match(body) {
                 return Verdict::Check(format!("body does not match /{}/", re.as_str()));
+            }
+        }
+        for re in &self.body_not_matches {
+            if re.is_match(body) {
+                return Verdict::Check(format!(
+                    "body matches /{}/, which it must not",
+                    re.as_str()
+                ));
+            }
+        }
+        if self.needs_headers() {
+            // Built only for steps that check headers.
+            let mut text = Vec::with_capacity(256);
+            for (name, value) in headers {
+                text.extend_from_slice(name.as_str().as_bytes());
+                text.extend_from_slice(b": ");
+                text.extend_from_slice(value.as_bytes());
+                text.push(b'\n');
+            }
+            for re in &self.headers_match {
+                if !re.is_match(&text) {
+                    return Verdict::Check(format!("headers do not match /{}/", re.as_str()));
+                }
+            }
+            for re in &self.headers_not_match {
+                if re.is_match(&text) {
+                    return Verdict::Check(format!(
+                        "headers match /{}/, which they must not",
+                        re.as_str()
+                    ));
+                }
             }
         }
         Verdict::Pass
@@ -311,25 +360,53 @@ mod tests {
 
     #[test]
     fn checks_and_think_times() {
+        let h = http::HeaderMap::new();
         let default = Check::default();
-        assert_eq!(default.judge(302, b"", &[]), Verdict::Pass);
-        assert_eq!(default.judge(404, b"", &[]), Verdict::Status(404));
+        assert_eq!(default.judge(302, &h, b"", &[]), Verdict::Pass);
+        assert_eq!(default.judge(404, &h, b"", &[]), Verdict::Status(404));
         let mut vars = VarTable::default();
         let strict = Check {
             status: vec![404],
             body_contains: vec![Template::compile("gone ${who}", &mut vars).unwrap()],
             body_matches: vec![regex::bytes::Regex::new("^g").unwrap()],
+            ..Check::default()
         };
         let who = ["away".to_string()];
-        assert_eq!(strict.judge(404, b"gone away", &who), Verdict::Pass);
+        assert_eq!(strict.judge(404, &h, b"gone away", &who), Verdict::Pass);
         assert!(matches!(
-            strict.judge(200, b"gone away", &who),
+            strict.judge(200, &h, b"gone away", &who),
             Verdict::Check(_)
         ));
         assert!(matches!(
-            strict.judge(404, b"gone home", &who),
+            strict.judge(404, &h, b"gone home", &who),
             Verdict::Check(_)
         ));
+        // NOT on the body, and patterns on the headers.
+        let re = |p: &str| regex::bytes::Regex::new(p).unwrap();
+        let negative = Check {
+            body_not_matches: vec![re("(?i)error")],
+            headers_match: vec![re("(?m)^content-type: text/html")],
+            headers_not_match: vec![re("(?m)^x-debug:")],
+            ..Check::default()
+        };
+        let mut html = http::HeaderMap::new();
+        html.insert("content-type", http::HeaderValue::from_static("text/html"));
+        assert_eq!(negative.judge(200, &html, b"fine", &[]), Verdict::Pass);
+        let said = |v: Verdict| match v {
+            Verdict::Check(m) => m,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            said(negative.judge(200, &html, b"An Error", &[])),
+            "body matches /(?i)error/, which it must not"
+        );
+        assert_eq!(
+            said(negative.judge(200, &h, b"fine", &[])),
+            "headers do not match /(?m)^content-type: text/html/"
+        );
+        html.insert("x-debug", http::HeaderValue::from_static("1"));
+        assert!(said(negative.judge(200, &html, b"fine", &[])).contains("must not"));
+        assert!(negative.needs_body() && negative.needs_headers());
         let mut rng = Rng::new(7);
         let u = Think::Uniform(Duration::from_millis(10), Duration::from_millis(20));
         let g = Think::Gaussian(Duration::from_millis(100), Duration::from_millis(10));

@@ -718,6 +718,9 @@ struct Attached {
     status: Vec<String>,
     contains: Vec<String>,
     matches: Vec<String>,
+    not_matches: Vec<String>,
+    headers: Vec<String>,
+    headers_not: Vec<String>,
 }
 
 /// Walks a controller's children: configuration first (it applies to the
@@ -1187,6 +1190,9 @@ fn sampler<'a, 'i>(
         status: Vec::new(),
         contains: Vec::new(),
         matches: Vec::new(),
+        not_matches: Vec::new(),
+        headers: Vec::new(),
+        headers_not: Vec::new(),
     };
     for x in own.iter().chain(inherited.iter()) {
         match x.tag_name().name() {
@@ -1202,8 +1208,15 @@ fn sampler<'a, 'i>(
     if !att.contains.is_empty() {
         check.push(format!("body_contains = [{}]", att.contains.join(", ")));
     }
-    if !att.matches.is_empty() {
-        check.push(format!("body_matches = [{}]", att.matches.join(", ")));
+    for (key, list) in [
+        ("body_matches", &att.matches),
+        ("body_not_matches", &att.not_matches),
+        ("headers_match", &att.headers),
+        ("headers_not_match", &att.headers_not),
+    ] {
+        if !list.is_empty() {
+            check.push(format!("{key} = [{}]", list.join(", ")));
+        }
     }
     if !check.is_empty() {
         let _ = writeln!(lines, "check = {{ {} }}", check.join(", "));
@@ -1308,24 +1321,20 @@ fn assertion(ctx: &mut Ctx<'_>, e: Node<'_, '_>, att: &mut Attached) {
         .chain(p.collection("Assertion.test_strings"))
         .filter_map(|n| n.text().map(str::to_string))
         .collect();
-    if kind & 4 != 0 {
-        ctx.note(format!(
-            "{where_}: a NOT assertion; loadfleet checks only what must be there; left out"
-        ));
-        return;
-    }
+    let negated = kind & 4 != 0;
     if kind & 32 != 0 && strings.len() > 1 {
         ctx.note(format!(
-            "{where_}: an OR assertion of several strings; left out"
+            "{where_}: an OR of several strings; loadfleet's checks must all hold; left out"
         ));
         return;
     }
     let field = field.trim();
     let on_body = field.is_empty() || field == "Assertion.response_data";
+    let on_headers = field == "Assertion.response_headers";
     let on_code = field == "Assertion.response_code";
-    if !on_body && !on_code {
+    if !on_body && !on_headers && !on_code {
         ctx.note(format!(
-            "{where_} on {field}: loadfleet checks the body and the status; left out"
+            "{where_} on {field}: loadfleet checks the body, the headers and the status; left out"
         ));
         return;
     }
@@ -1333,32 +1342,170 @@ fn assertion(ctx: &mut Ctx<'_>, e: Node<'_, '_>, att: &mut Attached) {
         let s = ctx.eval(&s, false, &where_);
         if on_code {
             match s.trim().parse::<u32>() {
-                Ok(code) if (100..=999).contains(&code) => att.status.push(code.to_string()),
+                Ok(code) if (100..=999).contains(&code) && !negated => {
+                    att.status.push(code.to_string());
+                }
+                Ok(_) if negated => {
+                    ctx.note(format!("{where_}: a NOT on the status code; left out"));
+                }
                 _ => ctx.note(format!("{where_}: status \"{s}\" is not a code; left out")),
             }
             continue;
         }
-        match kind & (1 | 2 | 8 | 16) {
-            // Substring: the text as it is.
-            16 => att.contains.push(template_string(&s)),
-            // Contains: a regular expression found anywhere.
-            2 => {
-                if regex::bytes::Regex::new(&s).is_ok() {
-                    att.matches.push(literal(&s));
-                } else {
-                    ctx.note(format!(
-                        "{where_}: its pattern does not compile here; left out"
-                    ));
-                }
-            }
-            // Matches: the whole body.
-            1 => att.matches.push(literal(&format!("^(?s:{s})$"))),
-            // Equals: the whole body, as text.
-            8 => att
-                .matches
-                .push(literal(&format!("^{}$", regex::escape(&s)))),
-            _ => ctx.note(format!("{where_}: test type {kind} does not map; left out")),
+        // Substring on the body keeps its variables (body_contains is a
+        // template); every other form becomes a regular expression.
+        if on_body && !negated && kind & 16 != 0 {
+            att.contains.push(template_string(&s));
+            continue;
         }
+        if s.contains("${") {
+            ctx.note(format!(
+                "{where_}: its pattern holds a variable, which loadfleet's patterns do not take; left out"
+            ));
+            continue;
+        }
+        let pattern = match kind & (1 | 2 | 8 | 16) {
+            16 => regex::escape(&s),
+            2 => s.clone(),
+            1 => format!("^(?s:{s})$"),
+            8 => format!("^{}$", regex::escape(&s)),
+            _ => {
+                ctx.note(format!("{where_}: test type {kind} does not map; left out"));
+                continue;
+            }
+        };
+        // Header lines are matched one at a time, as JMeter matches its
+        // header text.
+        let pattern = if on_headers {
+            format!("(?m){pattern}")
+        } else {
+            pattern
+        };
+        if regex::bytes::Regex::new(&pattern).is_err() {
+            ctx.note(format!(
+                "{where_}: its pattern does not compile here; left out"
+            ));
+            continue;
+        }
+        let list = match (on_headers, negated) {
+            (false, false) => &mut att.matches,
+            (false, true) => &mut att.not_matches,
+            (true, false) => &mut att.headers,
+            (true, true) => &mut att.headers_not,
+        };
+        list.push(literal(&pattern));
     }
     let _ = writeln!(att.lines, "# (a check above is from {where_})");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sp(name: &str, value: &str) -> String {
+        format!("<stringProp name=\"{name}\">{value}</stringProp>")
+    }
+
+    fn assertion(field: &str, kind: u32, text: &str) -> String {
+        format!(
+            "<ResponseAssertion testclass=\"ResponseAssertion\" testname=\"a{kind}\" enabled=\"true\">\
+             <collectionProp name=\"Asserion.test_strings\"><stringProp name=\"1\">{text}</stringProp></collectionProp>\
+             {}<intProp name=\"Assertion.test_type\">{kind}</intProp></ResponseAssertion><hashTree/>",
+            sp("Assertion.test_field", field)
+        )
+    }
+
+    /// One thread group of one sampler with `children` under it.
+    fn jmx(children: &str) -> String {
+        format!(
+            "<jmeterTestPlan><hashTree><TestPlan testclass=\"TestPlan\" testname=\"p\">\
+             <elementProp name=\"TestPlan.user_defined_variables\" elementType=\"Arguments\">\
+             <collectionProp name=\"Arguments.arguments\"><elementProp name=\"host\" elementType=\"Argument\">\
+             {}{}</elementProp></collectionProp></elementProp></TestPlan><hashTree>\
+             <ThreadGroup testclass=\"ThreadGroup\" testname=\"g\">{}{}\
+             <elementProp name=\"ThreadGroup.main_controller\" elementType=\"LoopController\">{}</elementProp>\
+             </ThreadGroup><hashTree>\
+             <HTTPSamplerProxy testclass=\"HTTPSamplerProxy\" testname=\"s\">{}{}{}</HTTPSamplerProxy>\
+             <hashTree>{children}</hashTree></hashTree></hashTree></hashTree></jmeterTestPlan>",
+            sp("Argument.name", "host"),
+            sp("Argument.value", "${__P(host,example.org)}"),
+            sp("ThreadGroup.num_threads", "${__P(users,3)}"),
+            sp("ThreadGroup.ramp_time", "2"),
+            sp("LoopController.loops", "4"),
+            sp("HTTPSampler.domain", "${host}"),
+            sp("HTTPSampler.path", "/p"),
+            sp("HTTPSampler.method", "GET"),
+        )
+    }
+
+    fn convert(text: &str, props: &[(&str, &str)]) -> Imported {
+        let opts = Options {
+            properties: props
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            base_url: None,
+            name: "t".into(),
+            source: "t.jmx".into(),
+            out: "t.toml".into(),
+        };
+        let i = import(text, &opts).unwrap();
+        // Every conversion is a valid plan.
+        crate::plan::parse("t.toml", &i.plan, "t").unwrap_or_else(|e| panic!("{e}\n{}", i.plan));
+        i
+    }
+
+    #[test]
+    fn properties_fill_functions_and_the_thread_group_its_load() {
+        let i = convert(&jmx(""), &[("users", "7")]);
+        assert!(
+            i.plan.contains("base_url = \"http://example.org\""),
+            "{}",
+            i.plan
+        );
+        assert!(
+            i.plan
+                .contains("users = 7\nramp_up = \"2s\"\niterations = 4"),
+            "{}",
+            i.plan
+        );
+        let i = convert(&jmx(""), &[("host", "10.0.0.9")]);
+        assert!(
+            i.plan.contains("base_url = \"http://10.0.0.9\""),
+            "{}",
+            i.plan
+        );
+        assert!(i.plan.contains("users = 3"), "{}", i.plan);
+    }
+
+    #[test]
+    fn response_assertions_map_to_checks_on_body_headers_and_status() {
+        let children = [
+            assertion("Assertion.response_data", 16, "Welcome"),
+            assertion("Assertion.response_data", 2, "id=\"x\\d\""),
+            assertion("Assertion.response_data", 2 | 4, "Fatal error"),
+            assertion("Assertion.response_data", 8, "a.b"),
+            assertion("Assertion.response_headers", 2, "Content-Type: text/html"),
+            assertion("Assertion.response_headers", 16 | 4, "X-Debug"),
+            assertion("Assertion.response_code", 8, "200"),
+            assertion("Assertion.response_message", 2, "OK"),
+        ]
+        .concat();
+        let i = convert(&jmx(&children), &[]);
+        let check = i
+            .plan
+            .lines()
+            .find(|l| l.starts_with("check = "))
+            .unwrap_or_else(|| panic!("{}", i.plan));
+        assert_eq!(
+            check,
+            r#"check = { status = [200], body_contains = ["Welcome"], body_matches = ['id="x\d"', '^a\.b$'], body_not_matches = ['Fatal error'], headers_match = ['(?m)Content-Type: text/html'], headers_not_match = ['(?m)X\-Debug'] }"#
+        );
+        assert_eq!(
+            i.unmapped,
+            [
+                "ResponseAssertion \"a2\" on Assertion.response_message: loadfleet checks the body, the headers and the status; left out"
+            ]
+        );
+    }
 }

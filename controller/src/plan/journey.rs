@@ -70,6 +70,12 @@ pub(super) struct RawCheck {
     body_contains: Vec<Spanned<String>>,
     #[serde(default)]
     body_matches: Vec<Spanned<String>>,
+    #[serde(default)]
+    body_not_matches: Vec<Spanned<String>>,
+    #[serde(default)]
+    headers_match: Vec<Spanned<String>>,
+    #[serde(default)]
+    headers_not_match: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -603,16 +609,23 @@ impl Validator<'_> {
             }
             status.push(*s.get_ref());
         }
-        for r in &c.body_matches {
-            regex::bytes::Regex::new(r.get_ref()).map_err(|e| {
-                self.error(
-                    r.span(),
-                    format!(
-                        "check `body_matches`: expected a regular expression: {}",
-                        one_line(&e.to_string())
-                    ),
-                )
-            })?;
+        for (key, list) in [
+            ("body_matches", &c.body_matches),
+            ("body_not_matches", &c.body_not_matches),
+            ("headers_match", &c.headers_match),
+            ("headers_not_match", &c.headers_not_match),
+        ] {
+            for r in list {
+                regex::bytes::Regex::new(r.get_ref()).map_err(|e| {
+                    self.error(
+                        r.span(),
+                        format!(
+                            "check `{key}`: expected a regular expression: {}",
+                            one_line(&e.to_string())
+                        ),
+                    )
+                })?;
+            }
         }
         Ok(v1::Check {
             status,
@@ -622,6 +635,21 @@ impl Validator<'_> {
                 .map(|s| self.template(s.get_ref(), &s.span(), "check `body_contains`", scope))
                 .collect::<Result<_, _>>()?,
             body_matches: c.body_matches.iter().map(|s| s.get_ref().clone()).collect(),
+            body_not_matches: c
+                .body_not_matches
+                .iter()
+                .map(|s| s.get_ref().clone())
+                .collect(),
+            headers_match: c
+                .headers_match
+                .iter()
+                .map(|s| s.get_ref().clone())
+                .collect(),
+            headers_not_match: c
+                .headers_not_match
+                .iter()
+                .map(|s| s.get_ref().clone())
+                .collect(),
         })
     }
 
