@@ -4,7 +4,6 @@
 //! merged across two agents. The numbers are checked against what the site
 //! counted and against what Redis itself says it served.
 
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -91,20 +90,6 @@ fn bed_with(store: StoreSpec) -> Config {
     }
 }
 
-/// examples/moodle/plan.toml aimed at `base`, `users` users over a 1 s
-/// ramp, one iteration each.
-fn moodle_plan(dir: &Path, base: &str, users: u64) -> std::path::PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/moodle");
-    std::fs::copy(root.join("users.csv"), dir.join("users.csv")).unwrap();
-    let text = std::fs::read_to_string(root.join("plan.toml"))
-        .unwrap()
-        .replace("http://127.0.0.1:8080", base)
-        .replace("users = [20, 30, 40]", &format!("users = {users}"))
-        .replace("ramp_up = \"30s\"", "ramp_up = \"1s\"")
-        .replace("cooldown = \"5s\"\n", "");
-    write_plan(dir, "plan.toml", &text)
-}
-
 fn u(v: &serde_json::Value) -> u64 {
     v.as_u64().unwrap_or_else(|| panic!("not a count: {v}"))
 }
@@ -115,12 +100,7 @@ fn footer_totals(bed: &loadfleet_testbed::Testbed) -> (u64, PagePerf) {
     let mut t = PagePerf::default();
     for (_, (n, p)) in bed.moodle().unwrap().footers() {
         pages += n;
-        t.db_reads += p.db_reads;
-        t.db_writes += p.db_writes;
-        t.cache_hits += p.cache_hits;
-        t.cache_misses += p.cache_misses;
-        t.cache_sets += p.cache_sets;
-        t.time_used_us += p.time_used_us;
+        t.add(&p);
     }
     (pages, t)
 }
@@ -163,7 +143,7 @@ async fn the_footer_numbers_agree_with_the_site_and_with_redis() {
         redis.calls("set"),
     );
     let dir = tempfile::tempdir().unwrap();
-    let plan = moodle_plan(dir.path(), &bed.base_url(), 6);
+    let plan = moodle_plan(dir.path(), &bed.base_url(), 6, |t| t);
     let out = dir.path().join("out");
     let exit = run_plan(&plan, &out).await;
     assert_eq!(exit.code, 0, "{}", exit.stderr);
@@ -259,7 +239,7 @@ async fn the_file_store_keeps_the_cache_in_files() {
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("cache");
     let bed = testbed(bed_with(StoreSpec::File(cache.clone()))).await;
-    let plan = moodle_plan(dir.path(), &bed.base_url(), 3);
+    let plan = moodle_plan(dir.path(), &bed.base_url(), 3, |t| t);
     let out = dir.path().join("out");
     let exit = run_plan(&plan, &out).await;
     assert_eq!(exit.code, 0, "{}", exit.stderr);
@@ -288,7 +268,7 @@ async fn the_file_store_keeps_the_cache_in_files() {
 async fn a_metric_merged_across_two_agents_equals_one_histogram_of_all_samples() {
     let bed = testbed(bed_with(StoreSpec::Memory)).await;
     let dir = tempfile::tempdir().unwrap();
-    let plan = moodle_plan(dir.path(), &bed.base_url(), 8);
+    let plan = moodle_plan(dir.path(), &bed.base_url(), 8, |t| t);
     // The same time in units of 10 ns: values in the tens of thousands,
     // where the histogram's buckets are wider than one unit, so equal
     // percentiles mean equal buckets, not just equal small integers.

@@ -815,42 +815,43 @@ fn walk<'a, 'i>(
             "HTTPSamplerProxy" | "HTTPSampler" => {
                 sampler(ctx, *e, *children, scope, g, base, &attached)?;
             }
-            "GenericController" | "TransactionController" => {
-                let mut inner = scope.clone();
-                if let Some(c) = children {
-                    walk(
-                        ctx,
-                        *c,
-                        &mut inner,
-                        g,
-                        data,
-                        clear_cookies,
-                        base,
-                        throttle,
-                        &attached,
-                    )?;
-                }
-            }
-            "LoopController" => {
-                let p = Props::of(*e);
-                let v = p.get("LoopController.loops");
-                let n = to_u64(&ctx.eval(&v, true, &label(*e))).unwrap_or(1);
-                let n = if (1..=20).contains(&n) {
-                    n
-                } else {
-                    ctx.note(format!(
-                        "{}: {n} loops; its samplers appear once here",
-                        label(*e)
-                    ));
-                    1
+            tag @ ("GenericController"
+            | "TransactionController"
+            | "LoopController"
+            | "OnceOnlyController") => {
+                // How many times the controller's samplers appear as steps.
+                let times = match tag {
+                    "LoopController" => {
+                        let v = Props::of(*e).get("LoopController.loops");
+                        let n = to_u64(&ctx.eval(&v, true, &label(*e))).unwrap_or(1);
+                        if !(1..=20).contains(&n) {
+                            ctx.note(format!(
+                                "{}: {n} loops; its samplers appear once here",
+                                label(*e)
+                            ));
+                            1
+                        } else {
+                            if n > 1 {
+                                ctx.note(format!(
+                                    "{}: its samplers are repeated {n} times as steps",
+                                    label(*e)
+                                ));
+                            }
+                            n
+                        }
+                    }
+                    "OnceOnlyController" => {
+                        if g.loops.unwrap_or(2) > 1 {
+                            ctx.note(format!(
+                                "{}: runs in every iteration here, not only the first (loadfleet has no once-only steps; a [[phase]] of its own can run them once)",
+                                label(*e)
+                            ));
+                        }
+                        1
+                    }
+                    _ => 1,
                 };
-                if n > 1 {
-                    ctx.note(format!(
-                        "{}: its samplers are repeated {n} times as steps",
-                        label(*e)
-                    ));
-                }
-                for _ in 0..n {
+                for _ in 0..times {
                     let mut inner = scope.clone();
                     if let Some(c) = children {
                         walk(
@@ -865,28 +866,6 @@ fn walk<'a, 'i>(
                             &attached,
                         )?;
                     }
-                }
-            }
-            "OnceOnlyController" => {
-                if g.loops.unwrap_or(2) > 1 {
-                    ctx.note(format!(
-                        "{}: runs in every iteration here, not only the first (loadfleet has no once-only steps; a [[phase]] of its own can run them once)",
-                        label(*e)
-                    ));
-                }
-                let mut inner = scope.clone();
-                if let Some(c) = children {
-                    walk(
-                        ctx,
-                        *c,
-                        &mut inner,
-                        g,
-                        data,
-                        clear_cookies,
-                        base,
-                        throttle,
-                        &attached,
-                    )?;
                 }
             }
             _ => note_unmapped(ctx, *e),

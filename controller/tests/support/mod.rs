@@ -420,3 +420,22 @@ pub fn dump_dom(file: &Path) -> String {
     );
     dom
 }
+
+/// examples/moodle/plan.toml aimed at `base`, with `users` users over a 1 s
+/// ramp, written next to a copy of its users.csv.
+pub fn moodle_plan(
+    dir: &Path,
+    base: &str,
+    users: u64,
+    edit: impl Fn(String) -> String,
+) -> std::path::PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/moodle");
+    std::fs::copy(root.join("users.csv"), dir.join("users.csv")).unwrap();
+    let text = std::fs::read_to_string(root.join("plan.toml"))
+        .unwrap()
+        .replace("http://127.0.0.1:8080", base)
+        .replace("users = [20, 30, 40]", &format!("users = {users}"))
+        .replace("ramp_up = \"30s\"", "ramp_up = \"1s\"")
+        .replace("cooldown = \"5s\"\n", "");
+    write_plan(dir, "plan.toml", &edit(text))
+}

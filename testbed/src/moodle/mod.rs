@@ -151,6 +151,19 @@ pub struct PagePerf {
     pub time_used_us: u64,
 }
 
+impl PagePerf {
+    /// Adds another page's counts into these.
+    pub fn add(&mut self, p: &PagePerf) {
+        self.db_reads += p.db_reads;
+        self.db_writes += p.db_writes;
+        self.cache_hits += p.cache_hits;
+        self.cache_misses += p.cache_misses;
+        self.cache_sets += p.cache_sets;
+        self.session_bytes += p.session_bytes;
+        self.time_used_us += p.time_used_us;
+    }
+}
+
 /// What the site has seen.
 #[derive(Debug, Default)]
 pub struct MoodleStats {
@@ -232,21 +245,12 @@ impl MoodleStats {
     }
 
     fn add(&self, path: &str, perf: &PagePerf, footer: bool) {
-        let sum = |t: &mut PagePerf| {
-            t.db_reads += perf.db_reads;
-            t.db_writes += perf.db_writes;
-            t.cache_hits += perf.cache_hits;
-            t.cache_misses += perf.cache_misses;
-            t.cache_sets += perf.cache_sets;
-            t.session_bytes += perf.session_bytes;
-            t.time_used_us += perf.time_used_us;
-        };
-        sum(&mut self.all.lock().unwrap_or_else(|e| e.into_inner()));
+        self.all.lock().unwrap_or_else(|e| e.into_inner()).add(perf);
         if footer {
             let mut f = self.footers.lock().unwrap_or_else(|e| e.into_inner());
             let e = f.entry(path.to_string()).or_default();
             e.0 += 1;
-            sum(&mut e.1);
+            e.1.add(perf);
             let mut t = self.times.lock().unwrap_or_else(|e| e.into_inner());
             if t.len() < KEEP_TIMES {
                 t.push((path.to_string(), perf.time_used_us));
