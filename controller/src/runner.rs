@@ -288,6 +288,9 @@ pub async fn run_and_report(
             let summary = Summary::of(&result);
             say(output::table::render(&summary).trim_end());
             let written = keep(&result, &summary, &out, plan_file);
+            // Read back into the outputs (or, with both attempts failed,
+            // nowhere to keep it): the interval records' file is done.
+            result.collector.remove_spill();
             if matches!(
                 &written,
                 Ok(_)

@@ -63,6 +63,12 @@ async fn exports_agree_with_the_summary_and_with_independent_readers() {
         let exit = run_plan(&plan, &out).await;
         assert!(exit.code <= 1, "{name}: {}", exit.stderr);
         let s = summary(&out);
+        // The interval records went through their file in the run
+        // directory, which is gone once the outputs hold them.
+        assert!(
+            !out.join(".intervals.part").exists(),
+            "{name}: the spill file is left behind"
+        );
         let facts = check_with_python(&out);
         assert_eq!(facts["schema_valid"], true);
         let responses = s["total"]["requests"].as_u64().unwrap()

@@ -490,6 +490,10 @@ async fn drive(
         )
     });
     let mut run = drive::Run::new(run_id, plan, start, opts.lease, agents, progress, journal);
+    // Closed intervals' records go to the run directory, not memory.
+    if let Some(dir) = opts.journal.as_deref() {
+        run.collector.spill_to(dir);
+    }
     run.live = opts.live.clone();
     run.label = opts.label.clone();
     run.drive(events, &opts.interrupt, &opts.hard_interrupt)

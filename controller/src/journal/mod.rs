@@ -156,6 +156,8 @@ impl Writer {
 pub fn remove(dir: &Path) {
     let _ = std::fs::remove_file(dir.join(RECORDS));
     let _ = std::fs::remove_file(dir.join(HEADER));
+    // A controller that died mid-run left its interval records' file too.
+    let _ = std::fs::remove_file(dir.join(crate::stats::spill::SPILL_FILE));
 }
 
 /// Whether `dir` holds a journal.

@@ -74,13 +74,11 @@ fn csv_field(s: &str) -> String {
 }
 
 /// One row per step and interval: requests, errors and latency (ms).
-pub fn requests_csv(c: &Collector) -> String {
+pub fn requests_csv(c: &Collector) -> std::io::Result<String> {
     let mut out = String::from(
         "step,interval_start_s,interval_length_s,requests,errors,p50_ms,p90_ms,p95_ms,p99_ms,max_ms\n",
     );
-    let mut rows: Vec<_> = c.step_rows.iter().collect();
-    rows.sort_by(|a, b| a.start_s.total_cmp(&b.start_s).then(a.step.cmp(&b.step)));
-    for r in rows {
+    let written = c.for_each_row(|r| {
         let name = c.step_names.get(r.step).map_or("", String::as_str);
         let lat = |f: fn(&crate::stats::LatencyMs) -> f64| {
             r.latency_ms
@@ -101,8 +99,9 @@ pub fn requests_csv(c: &Collector) -> String {
             lat(|l| l.p99),
             lat(|l| l.max),
         );
-    }
-    out
+    });
+    written?;
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -87,7 +87,7 @@ pub fn write<W: Write>(out: &mut W, r: &RunResult) -> std::io::Result<()> {
         .map_err(std::io::Error::other)?;
     let mut deserializer = Deserializer::new();
     let tags: Vec<String> = c.step_names.iter().map(|n| tag_for(n)).collect();
-    for li in &c.logged {
+    c.for_each_logged(|li| {
         let h: Histogram<u64> = deserializer
             .deserialize(&mut &li.bytes[..])
             .map_err(|e| std::io::Error::other(format!("{e:?}")))?;
@@ -95,8 +95,8 @@ pub fn write<W: Write>(out: &mut W, r: &RunResult) -> std::io::Result<()> {
         writer
             .write_histogram(&h, li.start, li.length, tag)
             .map_err(|e| std::io::Error::other(format!("{e:?}")))?;
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 #[cfg(test)]

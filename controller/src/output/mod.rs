@@ -46,6 +46,6 @@ pub fn write_run_dir(r: &RunResult, summary: &Summary, dir: &Path) -> std::io::R
         report::render(summary).map_err(std::io::Error::other)?,
     )?;
     atomic::write(&files.hgrm, exports::hgrm(&r.collector.total.all(), 1000.0))?;
-    atomic::write(&files.csv, exports::requests_csv(&r.collector))?;
+    atomic::write(&files.csv, exports::requests_csv(&r.collector)?)?;
     Ok(files)
 }

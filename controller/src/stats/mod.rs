@@ -64,6 +64,7 @@ pub use loadfleet_agent::histogram_codec::{CodecError, Decoder, MAX_HISTOGRAM_BY
 
 mod hist;
 pub use hist::Hist;
+pub mod spill;
 
 /// Errors of one kind.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -621,8 +622,13 @@ pub struct Collector {
     pub regions: BTreeMap<String, Tally>,
     pub agents: BTreeMap<String, AgentTally>,
     pub timeline: Vec<IntervalPoint>,
-    pub logged: Vec<LoggedInterval>,
-    pub step_rows: Vec<StepIntervalRow>,
+    /// Interval histograms and step rows kept in memory: those of a run
+    /// without a spill file, or after its file failed. Read both through
+    /// [`Collector::for_each_logged`] and [`Collector::for_each_row`].
+    logged: Vec<LoggedInterval>,
+    step_rows: Vec<StepIntervalRow>,
+    /// Where closed intervals' records go instead of memory.
+    spill: Option<std::sync::Mutex<spill::Spill>>,
     /// Reports that arrived after their interval was closed (counted in the
     /// totals, missing from the timeline).
     pub late_reports: u64,
@@ -652,6 +658,64 @@ pub struct Collector {
 }
 
 impl Collector {
+    /// Writes closed intervals' histograms and rows to a file in `dir`
+    /// ([`spill::SPILL_FILE`]) instead of keeping them; when the file
+    /// cannot be made, they are kept in memory (and that is said).
+    pub fn spill_to(&mut self, dir: &std::path::Path) {
+        match spill::Spill::create(&dir.join(spill::SPILL_FILE)) {
+            Ok(s) => self.spill = Some(std::sync::Mutex::new(s)),
+            Err(e) => tracing::warn!(
+                "cannot create {}: {e}; interval records stay in memory",
+                dir.join(spill::SPILL_FILE).display()
+            ),
+        }
+    }
+
+    /// Removes the spill file (once the outputs are written).
+    pub fn remove_spill(&self) {
+        if let Some(s) = &self.spill {
+            s.lock().unwrap_or_else(|e| e.into_inner()).remove();
+        }
+    }
+
+    /// Every closed interval's histograms, in the order they closed: those
+    /// in the spill file, then those in memory.
+    pub fn for_each_logged(
+        &self,
+        mut f: impl FnMut(&LoggedInterval) -> std::io::Result<()>,
+    ) -> std::io::Result<()> {
+        let mut result = Ok(());
+        if let Some(s) = &self.spill {
+            s.lock().unwrap_or_else(|e| e.into_inner()).read(|r| {
+                if let (spill::Record::Logged(li), Ok(())) = (&r, &result) {
+                    result = f(li);
+                }
+            })?;
+        }
+        result?;
+        for li in &self.logged {
+            f(li)?;
+        }
+        Ok(())
+    }
+
+    /// Every step's row of every closed interval, in the order they closed.
+    pub fn for_each_row(&self, mut f: impl FnMut(&StepIntervalRow)) -> std::io::Result<()> {
+        if let Some(s) = &self.spill {
+            s.lock().unwrap_or_else(|e| e.into_inner()).read(|r| {
+                if let spill::Record::Row(row) = &r {
+                    f(row);
+                }
+            })?;
+        }
+        let mut rows: Vec<_> = self.step_rows.iter().collect();
+        rows.sort_by(|a, b| a.start_s.total_cmp(&b.start_s).then(a.step.cmp(&b.step)));
+        for r in rows {
+            f(r);
+        }
+        Ok(())
+    }
+
     /// A collector that also takes the plan's metrics.
     pub fn with_metrics(mut self, metrics: Vec<MetricSpec>) -> Collector {
         self.metrics = metrics;
@@ -670,6 +734,7 @@ impl Collector {
             timeline: Vec::new(),
             logged: Vec::new(),
             step_rows: Vec::new(),
+            spill: None,
             late_reports: 0,
             dropped_reports: 0,
             dropped: 0,
@@ -989,24 +1054,25 @@ impl Collector {
                 Duration::from_secs_f64(point.length_s),
             );
             self.timeline.push(point);
-            let mut log =
-                |step: Option<usize>,
-                 h: &Histogram<u64>,
-                 ser: &mut loadfleet_agent::histogram_codec::WireEncoder| {
-                    let mut bytes = Vec::new();
-                    if ser.encode(h, &mut bytes).is_ok() {
-                        self.logged.push(LoggedInterval {
-                            start,
-                            length,
-                            step,
-                            bytes,
-                        });
-                    }
-                };
-            log(None, &total.all(), &mut serializer);
+            // The interval's records: one batch to the spill file, or (with
+            // no file, or after it failed) into memory.
+            let mut logged = Vec::with_capacity(steps.len() + 1);
+            let mut rows = Vec::with_capacity(steps.len());
+            let mut log = |step: Option<usize>, h: &Histogram<u64>| {
+                let mut bytes = Vec::new();
+                if serializer.encode(h, &mut bytes).is_ok() {
+                    logged.push(LoggedInterval {
+                        start,
+                        length,
+                        step,
+                        bytes,
+                    });
+                }
+            };
+            log(None, &total.all());
             for (idx, t) in &steps {
-                log(Some(*idx), &t.all(), &mut serializer);
-                self.step_rows.push(StepIntervalRow {
+                log(Some(*idx), &t.all());
+                rows.push(StepIntervalRow {
                     step: *idx,
                     start_s: start.as_secs_f64(),
                     length_s: length.as_secs_f64(),
@@ -1014,6 +1080,22 @@ impl Collector {
                     errors: t.error_count(),
                     latency_ms: t.latency(),
                 });
+            }
+            let spilled = self.spill.as_ref().is_some_and(|s| {
+                let mut batch = Vec::new();
+                for li in &logged {
+                    spill::encode_logged(li, &mut batch);
+                }
+                for r in &rows {
+                    spill::encode_row(r, &mut batch);
+                }
+                s.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .write_batch(&batch)
+            });
+            if !spilled {
+                self.logged.extend(logged);
+                self.step_rows.extend(rows);
             }
         }
         self.closed_before = self.closed_before.max(seq);
@@ -1131,6 +1213,68 @@ pub fn came_with_response(kind: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One agent-second of `n` responses of step 0.
+    fn report(seq: u64, n: u64) -> v1::Interval {
+        let mut h = new_histogram();
+        for i in 0..n {
+            h.record(1_000 + i * 10).unwrap();
+        }
+        let mut bytes = Vec::new();
+        loadfleet_agent::histogram_codec::WireEncoder::default()
+            .encode(&h, &mut bytes)
+            .unwrap();
+        v1::Interval {
+            run_id: "r".into(),
+            seq,
+            steps: vec![v1::StepInterval {
+                step: 0,
+                histogram: bytes,
+                count: n,
+                ..Default::default()
+            }],
+            elapsed_us: (seq + 1) * 1_000_000,
+            ..Default::default()
+        }
+    }
+
+    /// With a spill file, closed intervals leave nothing in memory, and
+    /// read back whole and in order.
+    #[test]
+    fn closed_intervals_go_to_the_spill_file_not_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = Collector::new(vec!["a".into()], Duration::from_secs(1));
+        c.spill_to(dir.path());
+        for seq in 0..300 {
+            c.apply("agent", "eu", &report(seq, 20)).unwrap();
+            c.close_before(seq);
+        }
+        c.close_all();
+        assert!(c.logged.is_empty() && c.step_rows.is_empty());
+        let size = std::fs::metadata(dir.path().join(spill::SPILL_FILE))
+            .unwrap()
+            .len();
+        println!("300 intervals: {size} bytes on disk, 0 in memory");
+        let (mut logged, mut last) = (0, Duration::ZERO);
+        c.for_each_logged(|li| {
+            assert!(li.start >= last, "in order");
+            last = li.start;
+            logged += 1;
+            Ok(())
+        })
+        .unwrap();
+        let mut rows = 0u64;
+        let mut requests = 0;
+        c.for_each_row(|r| {
+            rows += 1;
+            requests += r.requests;
+        })
+        .unwrap();
+        // An all-steps histogram and one per step, each interval.
+        assert_eq!((logged, rows, requests), (600, 300, 300 * 20));
+        c.remove_spill();
+        assert!(!dir.path().join(spill::SPILL_FILE).exists());
+    }
 
     /// Each point of the distribution is the histogram's value at exactly
     /// that percentile, so the table's p90 and the distribution's 90.0 are
