@@ -8,11 +8,22 @@ use std::path::{Path, PathBuf};
 
 /// Writes `bytes` to `path` atomically.
 pub fn write(path: impl AsRef<Path>, bytes: impl AsRef<[u8]>) -> std::io::Result<()> {
+    write_with(path, |w| w.write_all(bytes.as_ref()))
+}
+
+/// Writes what `fill` writes to `path` atomically, streaming it to the
+/// temporary file (an output as large as the run's interval log is never
+/// whole in memory).
+pub fn write_with(
+    path: impl AsRef<Path>,
+    fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     let path = path.as_ref();
     let tmp = temporary(path);
-    let written = std::fs::File::create(&tmp).and_then(|mut f| {
-        f.write_all(bytes.as_ref())?;
-        f.sync_all()
+    let written = std::fs::File::create(&tmp).and_then(|f| {
+        let mut w = std::io::BufWriter::with_capacity(64 << 10, f);
+        fill(&mut w)?;
+        w.into_inner().map_err(|e| e.into_error())?.sync_all()
     });
     let renamed = written.and_then(|()| std::fs::rename(&tmp, path));
     if renamed.is_err() {

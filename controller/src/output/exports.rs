@@ -74,18 +74,22 @@ fn csv_field(s: &str) -> String {
 }
 
 /// One row per step and interval: requests, errors and latency (ms).
-pub fn requests_csv(c: &Collector) -> std::io::Result<String> {
-    let mut out = String::from(
-        "step,interval_start_s,interval_length_s,requests,errors,p50_ms,p90_ms,p95_ms,p99_ms,max_ms\n",
-    );
-    let written = c.for_each_row(|r| {
+pub fn requests_csv(out: &mut dyn std::io::Write, c: &Collector) -> std::io::Result<()> {
+    out.write_all(
+        b"step,interval_start_s,interval_length_s,requests,errors,p50_ms,p90_ms,p95_ms,p99_ms,max_ms\n",
+    )?;
+    let mut result = Ok(());
+    c.for_each_row(|r| {
+        if result.is_err() {
+            return;
+        }
         let name = c.step_names.get(r.step).map_or("", String::as_str);
         let lat = |f: fn(&crate::stats::LatencyMs) -> f64| {
             r.latency_ms
                 .as_ref()
                 .map_or_else(String::new, |l| format!("{:.3}", f(l)))
         };
-        let _ = writeln!(
+        result = writeln!(
             out,
             "{},{:.3},{:.3},{},{},{},{},{},{},{}",
             csv_field(name),
@@ -99,9 +103,8 @@ pub fn requests_csv(c: &Collector) -> std::io::Result<String> {
             lat(|l| l.p99),
             lat(|l| l.max),
         );
-    });
-    written?;
-    Ok(out)
+    })?;
+    result
 }
 
 #[cfg(test)]

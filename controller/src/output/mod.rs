@@ -38,14 +38,12 @@ pub fn write_run_dir(r: &RunResult, summary: &Summary, dir: &Path) -> std::io::R
     };
     let json = serde_json::to_string_pretty(summary).map_err(std::io::Error::other)?;
     atomic::write(&files.summary, json + "\n")?;
-    let mut log = Vec::new();
-    hlog::write(&mut log, r)?;
-    atomic::write(&files.hlog, log)?;
+    atomic::write_with(&files.hlog, |mut w| hlog::write(&mut w, r))?;
     atomic::write(
         &files.report,
         report::render(summary).map_err(std::io::Error::other)?,
     )?;
     atomic::write(&files.hgrm, exports::hgrm(&r.collector.total.all(), 1000.0))?;
-    atomic::write(&files.csv, exports::requests_csv(&r.collector)?)?;
+    atomic::write_with(&files.csv, |w| exports::requests_csv(w, &r.collector))?;
     Ok(files)
 }
