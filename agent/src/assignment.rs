@@ -64,7 +64,20 @@ pub struct Target {
     pub connections: v1::Connections,
     /// Resume TLS sessions, as browsers do (`tls_resumption = false`: not).
     pub tls_resumption: bool,
+    /// Metric ids of the request phases ([`PHASE_METRICS`]), when the plan
+    /// asks for them (`[http] phases`).
+    pub phase_metrics: Option<[u32; 6]>,
 }
+
+/// The request phases' metric names, in [`crate::client::Phases`] order.
+pub const PHASE_METRICS: [&str; 6] = [
+    "http_dns",
+    "http_connect",
+    "http_tls",
+    "http_send",
+    "http_wait",
+    "http_receive",
+];
 
 /// Where a step's request goes.
 #[derive(Debug, Clone)]
@@ -424,6 +437,7 @@ impl Target {
             tls_verify: true,
             connections: v1::Connections::PerUser,
             tls_resumption: true,
+            phase_metrics: None,
         })
     }
 
@@ -459,6 +473,21 @@ impl TryFrom<v1::Assign> for Assignment {
         }
         target.tls_verify = !t.insecure_tls;
         target.tls_resumption = !t.no_tls_resumption;
+        if t.phases {
+            let mut ids = [0u32; 6];
+            for (id, name) in ids.iter_mut().zip(PHASE_METRICS) {
+                *id = a
+                    .metric_names
+                    .iter()
+                    .position(|n| n == name)
+                    .ok_or_else(|| {
+                        AssignmentError::Invalid(format!(
+                            "request phases asked for, but no metric is named {name}"
+                        ))
+                    })? as u32;
+            }
+            target.phase_metrics = Some(ids);
+        }
         target.connections = v1::Connections::try_from(t.connections).map_err(|_| {
             AssignmentError::Invalid(format!(
                 "unknown connections mode {} (a newer controller?)",

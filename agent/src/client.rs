@@ -2,7 +2,7 @@
 //! requests like a browser's, its cookies, and redirects.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HOST, TRANSFER_ENCODING};
@@ -125,12 +125,37 @@ fn append_query(out: &mut String, query: &[(Template, Template)], vars: &[String
 }
 
 /// What one request cost, beyond its latency (see [`UserClient::take_counts`]).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Counts {
     pub exchanges: u32,
     pub retries: u32,
     pub received: u64,
     pub decoded: u64,
+    /// Where the request's time went (only with `[http] phases`).
+    pub phases: Phases,
+}
+
+/// Where a request's time went, microseconds, summed over its attempts and
+/// redirect hops. DNS, connect and TLS are `None` for a request that opened
+/// no connection (or resolved no name), so they are not averaged in.
+/// Wait runs from the request's last byte written to its response head
+/// read; receive from there to the body's last byte.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Phases {
+    pub dns: Option<u64>,
+    pub connect: Option<u64>,
+    pub tls: Option<u64>,
+    pub send: u64,
+    pub wait: u64,
+    pub receive: u64,
+}
+
+fn add(slot: &mut Option<u64>, since: Instant) {
+    *slot = Some(slot.unwrap_or(0) + since.elapsed().as_micros() as u64);
+}
+
+fn micros(from: Instant, to: Instant) -> u64 {
+    to.saturating_duration_since(from).as_micros() as u64
 }
 
 /// A response: its status, and its headers when they were asked for; the
@@ -182,6 +207,8 @@ pub struct UserClient {
     /// [`UserClient::take_counts`].
     received: u64,
     decoded_bytes: u64,
+    /// The request in flight's phases, when they are timed.
+    phases: Phases,
 }
 
 type Header = (HeaderName, HeaderValue);
@@ -215,6 +242,7 @@ impl UserClient {
             retries: 0,
             received: 0,
             decoded_bytes: 0,
+            phases: Phases::default(),
             decoder: Default::default(),
             decoded: Vec::new(),
         }
@@ -237,6 +265,7 @@ impl UserClient {
             retries: std::mem::take(&mut self.retries),
             received: std::mem::take(&mut self.received),
             decoded: std::mem::take(&mut self.decoded_bytes),
+            phases: std::mem::take(&mut self.phases),
         }
     }
 
@@ -372,7 +401,9 @@ impl UserClient {
             decoded_bytes,
             decoder,
             decoded,
+            phases,
         } = self;
+        let timed = target.phase_metrics.is_some();
         *exchanges += 1;
         let o = origin.unwrap_or(main);
         cookie_line.clear();
@@ -404,7 +435,7 @@ impl UserClient {
         };
         // A kept connection is tried first, once.
         let mut slot = slot.and_then(|mut c| (!c.is_stale()).then_some(c));
-        let (mut conn, head, kept_headers, coding) = loop {
+        let (mut conn, head, kept_headers, coding, headed) = loop {
             let reused = slot.is_some();
             let mut conn = match slot.take() {
                 Some(c) => c,
@@ -412,12 +443,13 @@ impl UserClient {
                 // kilobyte of state would otherwise be in every user's task.
                 None => {
                     *connecting = true;
-                    let conn = Box::pin(connect(policy, tls, target, o)).await?;
+                    let conn = Box::pin(connect(policy, tls, target, o, phases)).await?;
                     *connecting = false;
                     conn
                 }
             };
             let retry = reused;
+            let sending = timed.then(Instant::now);
             if let Err(f) = conn.send(out, body).await {
                 if retry {
                     *exchanges += 1;
@@ -426,6 +458,11 @@ impl UserClient {
                 }
                 return Err(f);
             }
+            let sent = sending.map(|t| {
+                let now = Instant::now();
+                phases.send += micros(t, now);
+                now
+            });
             location.clear();
             let mut kept_headers = http::HeaderMap::new();
             let mut now = None;
@@ -455,10 +492,15 @@ impl UserClient {
                     }
                 })
                 .await;
+            let headed = sent.map(|t| {
+                let now = Instant::now();
+                phases.wait += micros(t, now);
+                now
+            });
             match read {
                 Ok(head) => {
                     conn.idle_from_now(idle_timeout);
-                    break (conn, head, kept_headers, coding);
+                    break (conn, head, kept_headers, coding, headed);
                 }
                 Err((_, true)) if retry => {
                     *exchanges += 1;
@@ -481,6 +523,9 @@ impl UserClient {
             }
         })
         .await?;
+        if let Some(t) = headed {
+            phases.receive += micros(t, Instant::now());
+        }
         *received += conn.take_received();
         let mut undecodable = None;
         if keep.body && coding != crate::encoding::Coding::Identity {
@@ -629,9 +674,10 @@ async fn connect(
     tls: &mut Option<Tls>,
     target: &Target,
     o: &Origin,
+    phases: &mut Phases,
 ) -> Result<Conn, Failure> {
     let limit = target.connect_timeout;
-    tokio::time::timeout(limit, open(policy, tls, target, o))
+    tokio::time::timeout(limit, open(policy, tls, target, o, phases))
         .await
         .unwrap_or_else(|_| {
             Err(Failure::new(
@@ -648,14 +694,23 @@ async fn open(
     tls: &mut Option<Tls>,
     target: &Target,
     o: &Origin,
+    phases: &mut Phases,
 ) -> Result<Conn, Failure> {
+    // A connect is rare: its phases are timed whether or not they are kept.
+    let began = Instant::now();
     let addr = match o.host.parse::<std::net::IpAddr>() {
         Ok(ip) => std::net::SocketAddr::new(ip, o.port),
-        Err(_) => tokio::net::lookup_host((o.host.as_str(), o.port))
-            .await
-            .map_err(|e| Failure::new(ErrorKind::Dns, format!("resolving {}: {e}", o.host)))?
-            .next()
-            .ok_or_else(|| Failure::new(ErrorKind::Dns, format!("{} has no address", o.host)))?,
+        Err(_) => {
+            let found = tokio::net::lookup_host((o.host.as_str(), o.port))
+                .await
+                .map_err(|e| Failure::new(ErrorKind::Dns, format!("resolving {}: {e}", o.host)))?
+                .next()
+                .ok_or_else(|| {
+                    Failure::new(ErrorKind::Dns, format!("{} has no address", o.host))
+                })?;
+            add(&mut phases.dns, began);
+            found
+        }
     };
     // Checked on the address actually dialed, so DNS cannot slip past it.
     if !policy.address_allowed(&o.host, addr.ip()) {
@@ -668,12 +723,14 @@ async fn open(
             ),
         ));
     }
+    let connecting = Instant::now();
     let stream = TcpStream::connect(addr).await.map_err(|e| {
         Failure::new(
             ErrorKind::Connect,
             format!("connecting to {}:{}: {e}", o.host, o.port),
         )
     })?;
+    add(&mut phases.connect, connecting);
     let _ = stream.set_nodelay(true);
     if !o.https {
         return Ok(Conn::new(Stream::Plain(stream)));
@@ -684,12 +741,14 @@ async fn open(
     let tls = tls.as_ref().expect("set above");
     let name = rustls::pki_types::ServerName::try_from(o.host.clone())
         .map_err(|e| Failure::new(ErrorKind::Tls, format!("server name {}: {e}", o.host)))?;
+    let shaking = Instant::now();
     let stream = tls.connect(name, stream).await.map_err(|e| {
         Failure::new(
             ErrorKind::Tls,
             format!("TLS handshake with {}: {e}", o.host),
         )
     })?;
+    add(&mut phases.tls, shaking);
     Ok(Conn::new(Stream::Tls(Box::new(stream))))
 }
 

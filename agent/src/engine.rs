@@ -678,6 +678,24 @@ async fn run_iteration(
                             let sample = m.read(&reply.headers, client.body(), &mut user.rng);
                             rec.record_metric(step.id, m.id, sample);
                         }
+                        if let Some(ids) = shared.target.phase_metrics {
+                            let p = counts.phases;
+                            let timed = [
+                                p.dns,
+                                p.connect,
+                                p.tls,
+                                Some(p.send),
+                                Some(p.wait),
+                                Some(p.receive),
+                            ];
+                            // A request that opened no connection has no
+                            // connect time: not a missing one.
+                            for (id, v) in ids.into_iter().zip(timed) {
+                                if v.is_some() {
+                                    rec.record_metric(step.id, id, v);
+                                }
+                            }
+                        }
                         match failure {
                             None => false,
                             Some(Fault::Status(code)) => {

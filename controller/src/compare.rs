@@ -321,6 +321,11 @@ fn delta(
         d.note = Some(format!("under the {floor_ms} ms floor"));
         return d;
     }
+    // A request phase is a latency in microseconds: the same floor.
+    if metric.starts_with("metric.http_") && (y - x).abs() < floor_ms * 1000.0 {
+        d.note = Some(format!("under the {floor_ms} ms floor"));
+        return d;
+    }
     if is_latency && (y - x).abs() <= x.max(y) * RESOLUTION {
         d.note = Some("within the histogram's resolution".into());
         return d;

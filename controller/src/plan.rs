@@ -117,6 +117,8 @@ pub struct TargetSpec {
     pub connections: v1::Connections,
     /// `http.tls_resumption` (default true).
     pub tls_resumption: bool,
+    /// `http.phases`: record each request's phases as metrics (default false).
+    pub phases: bool,
 }
 
 /// The largest `http.body_limit`: every user may keep a body this big.
@@ -477,6 +479,8 @@ struct RawHttp {
     connections: Option<Spanned<String>>,
     /// false: every TLS connection does a full handshake.
     tls_resumption: Option<Spanned<bool>>,
+    /// true: each request's DNS, connect, TLS, send, wait and receive times.
+    phases: Option<Spanned<bool>>,
 }
 
 #[derive(Deserialize)]
@@ -727,6 +731,9 @@ impl Validator<'_> {
             if let Some(r) = http.tls_resumption {
                 target.tls_resumption = r.into_inner();
             }
+            if let Some(p) = http.phases {
+                target.phases = p.into_inner();
+            }
         }
         let phases_raw = std::mem::take(&mut raw.phase);
         let main = match (raw.load.take(), phases_raw.first()) {
@@ -954,6 +961,23 @@ impl Validator<'_> {
                 ));
             }
         }
+        if target.phases {
+            for name in loadfleet_agent::assignment::PHASE_METRICS {
+                if metrics.iter().any(|m| m.name == name) {
+                    return Err(self.error(
+                        0..0,
+                        format!(
+                            "metric `{name}`: the name of a request phase, which `[http] phases = true` records; give the metric another name"
+                        ),
+                    ));
+                }
+                metrics.push(MetricSpec {
+                    name: name.to_string(),
+                    unit: "µs".into(),
+                    scale: 1.0,
+                });
+            }
+        }
         let thresholds = match raw.thresholds {
             Some(t) => self.thresholds(t, &step_names, &metrics)?,
             None => Thresholds::default(),
@@ -1160,6 +1184,7 @@ impl Validator<'_> {
             tls_verify: raw.tls_verify.is_none_or(Spanned::into_inner),
             connections: v1::Connections::PerUser,
             tls_resumption: true,
+            phases: false,
         })
     }
 

@@ -38,6 +38,7 @@ mod plan_size;
 mod prometheus;
 mod report_html;
 mod report_layout;
+mod request_phases;
 mod rogue_agent;
 mod stages;
 mod start_sync;

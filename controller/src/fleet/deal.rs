@@ -61,6 +61,7 @@ pub(super) fn deal(
                 insecure_tls: !plan.target.tls_verify,
                 connections: plan.target.connections.into(),
                 no_tls_resumption: !plan.target.tls_resumption,
+                phases: plan.target.phases,
             }),
             scenarios: scenarios.clone(),
             users,

@@ -64,6 +64,62 @@ struct Report<'a> {
     metric_rows: Vec<(String, String, String, crate::stats::MetricStats)>,
     /// Each metric's mean per interval.
     metric_charts: Vec<String>,
+    /// Request phases (`[http] phases`), per step: (step, total µs per
+    /// request, [(phase, µs per request, % of the widest bar, colour)]).
+    phase_rows: Vec<PhaseRow>,
+}
+
+struct PhaseRow {
+    step: String,
+    total_us: f64,
+    parts: Vec<(&'static str, f64, f64, &'static str)>,
+}
+
+/// The request phases, stacked per step: each phase's time per request of
+/// the step (its sum over the step's requests, so connect time counts only
+/// where a connection was opened and the bar adds up to the time a request
+/// took on the wire).
+fn phase_rows(s: &Summary) -> Vec<PhaseRow> {
+    const PHASES: [(&str, &str, &str); 6] = [
+        ("http_dns", "DNS", "#9467bd"),
+        ("http_connect", "connect", "#8c564b"),
+        ("http_tls", "TLS", "#e377c2"),
+        ("http_send", "send", "#2ca02c"),
+        ("http_wait", "wait", "#ff7f0e"),
+        ("http_receive", "receive", "#1f77b4"),
+    ];
+    if !s.total.metrics.contains_key("http_wait") {
+        return Vec::new();
+    }
+    let mut rows: Vec<PhaseRow> = s
+        .steps()
+        .into_iter()
+        .filter(|(_, e)| e.requests > 0)
+        .map(|(step, e)| {
+            let parts: Vec<(&'static str, f64, f64, &'static str)> = PHASES
+                .iter()
+                .map(|(key, label, color)| {
+                    let us = e
+                        .metrics
+                        .get(*key)
+                        .map_or(0.0, |m| m.stats.sum as f64 / e.requests as f64);
+                    (*label, us, 0.0, *color)
+                })
+                .collect();
+            PhaseRow {
+                step: step.clone(),
+                total_us: parts.iter().map(|p| p.1).sum(),
+                parts,
+            }
+        })
+        .collect();
+    let widest = rows.iter().map(|r| r.total_us).fold(0.0, f64::max).max(1.0);
+    for r in &mut rows {
+        for p in &mut r.parts {
+            p.2 = p.1 * 100.0 / widest;
+        }
+    }
+    rows
 }
 
 fn fmt_num(v: &Option<f64>) -> String {
@@ -611,6 +667,7 @@ pub fn render(s: &Summary) -> Result<String, askama::Error> {
         latency_note: crate::summary::latency_note(s),
         metric_rows: metric_rows(s),
         metric_charts: metric_charts(s),
+        phase_rows: phase_rows(s),
     }
     .render()
 }
