@@ -131,8 +131,6 @@ pub struct Counts {
     pub retries: u32,
     pub received: u64,
     pub decoded: u64,
-    /// Where the request's time went (only with `[http] phases`).
-    pub phases: Phases,
 }
 
 /// Where a request's time went, microseconds, summed over its attempts and
@@ -265,8 +263,12 @@ impl UserClient {
             retries: std::mem::take(&mut self.retries),
             received: std::mem::take(&mut self.received),
             decoded: std::mem::take(&mut self.decoded_bytes),
-            phases: std::mem::take(&mut self.phases),
         }
+    }
+
+    /// Where the last request's time went (timed only with `[http] phases`).
+    pub fn take_phases(&mut self) -> Phases {
+        std::mem::take(&mut self.phases)
     }
 
     /// Whether the last request was still opening its connection when it
@@ -308,6 +310,10 @@ impl UserClient {
         max_redirects: u32,
         keep: Keep,
     ) -> Result<Reply, Failure> {
+        // A request that failed left its phases: they are not this one's.
+        if self.target.phase_metrics.is_some() {
+            self.phases = Phases::default();
+        }
         // Borrowed, not moved in: the request stays where the caller keeps
         // it instead of being copied into this future's state.
         let Prepared {

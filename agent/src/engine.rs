@@ -679,7 +679,7 @@ async fn run_iteration(
                             rec.record_metric(step.id, m.id, sample);
                         }
                         if let Some(ids) = shared.target.phase_metrics {
-                            let p = counts.phases;
+                            let p = client.take_phases();
                             let timed = [
                                 p.dns,
                                 p.connect,
