@@ -19,6 +19,8 @@ command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 # A real Prometheus receives the remote write; promtool checks /metrics.
 command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
+# HTTP/2 is tested against a real HTTP/2 server (nginx, listen … http2).
+command -v nginx >/dev/null 2>&1 || missing+=(nginx-light)
 # The Moodle site's Redis cache store is tested against a real Redis server.
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 if [ ${#missing[@]} -gt 0 ]; then

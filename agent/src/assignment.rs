@@ -67,6 +67,9 @@ pub struct Target {
     /// Metric ids of the request phases ([`PHASE_METRICS`]), when the plan
     /// asks for them (`[http] phases`).
     pub phase_metrics: Option<[u32; 6]>,
+    /// `[http] version`: HTTP/2 by ALPN when offered (auto), never, always,
+    /// or over plain TCP (h2c).
+    pub version: v1::HttpVersion,
 }
 
 /// The request phases' metric names, in [`crate::client::Phases`] order.
@@ -438,6 +441,7 @@ impl Target {
             connections: v1::Connections::PerUser,
             tls_resumption: true,
             phase_metrics: None,
+            version: v1::HttpVersion::Auto,
         })
     }
 
@@ -473,6 +477,12 @@ impl TryFrom<v1::Assign> for Assignment {
         }
         target.tls_verify = !t.insecure_tls;
         target.tls_resumption = !t.no_tls_resumption;
+        target.version = v1::HttpVersion::try_from(t.version).map_err(|_| {
+            AssignmentError::Invalid(format!(
+                "unknown HTTP version {} (a newer controller?)",
+                t.version
+            ))
+        })?;
         if t.phases {
             let mut ids = [0u32; 6];
             for (id, name) in ids.iter_mut().zip(PHASE_METRICS) {

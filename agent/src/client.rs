@@ -168,6 +168,8 @@ pub struct Reply {
     /// The kept body was cut at this many bytes (`[http] body_limit`):
     /// checks and extractions saw only that much.
     pub truncated: Option<usize>,
+    /// The response came over HTTP/2.
+    pub http2: bool,
 }
 
 /// One virtual user's connections and cookies, kept alive across requests
@@ -207,6 +209,8 @@ pub struct UserClient {
     decoded_bytes: u64,
     /// The request in flight's phases, when they are timed.
     phases: Phases,
+    /// The user's HTTP/2 connection to the target, when it speaks HTTP/2.
+    h2: Option<crate::h2link::Link>,
 }
 
 type Header = (HeaderName, HeaderValue);
@@ -241,6 +245,7 @@ impl UserClient {
             received: 0,
             decoded_bytes: 0,
             phases: Phases::default(),
+            h2: None,
             decoder: Default::default(),
             decoded: Vec::new(),
         }
@@ -249,6 +254,7 @@ impl UserClient {
     /// Forgets the connections, so the next request opens new ones.
     pub fn reset(&mut self) {
         self.conn = None;
+        self.h2 = None;
         self.others.clear();
         self.connecting = false;
     }
@@ -372,13 +378,254 @@ impl UserClient {
         }
     }
 
+    /// One request and its response: over the user's HTTP/2 connection
+    /// when the target speaks HTTP/2 (found at its first connection, by
+    /// ALPN over TLS, or by the plan for h2c), else over HTTP/1.1. Other
+    /// origins (redirects elsewhere) speak HTTP/1.1.
+    #[allow(clippy::too_many_arguments)]
+    async fn exchange(
+        &mut self,
+        method: &Method,
+        origin: Option<&Origin>,
+        uri: &Uri,
+        (headers, rendered): (&[Header], &[Header]),
+        body: &[u8],
+        content_type: Option<&HeaderValue>,
+        keep: Keep,
+    ) -> Result<Reply, Failure> {
+        use loadfleet_proto::v1::HttpVersion;
+        if origin.is_none() {
+            let version = self.target.version;
+            // A kept HTTP/2 connection that can no longer take a stream
+            // (the server closed it) is dropped for a new one.
+            if let Some(link) = self.h2.as_mut()
+                && !link.ready().await
+            {
+                self.h2 = None;
+            }
+            let h2_only = matches!(version, HttpVersion::Http2 | HttpVersion::H2c);
+            let may_h2 = h2_only || (self.main.https && version == HttpVersion::Auto);
+            if self.h2.is_none() && self.conn.is_none() && may_h2 {
+                self.connecting = true;
+                let stream = Box::pin(connect(
+                    &self.policy,
+                    &mut self.tls,
+                    &self.target,
+                    &self.main,
+                    &mut self.phases,
+                ))
+                .await?;
+                self.connecting = false;
+                let offered = match &stream {
+                    Stream::Tls(t) => t.get_ref().1.alpn_protocol() == Some(&b"h2"[..]),
+                    Stream::Plain(_) => h2_only,
+                };
+                if offered {
+                    self.connecting = true;
+                    self.h2 = Some(Box::pin(crate::h2link::Link::handshake(stream)).await?);
+                    self.connecting = false;
+                } else if h2_only {
+                    return Err(Failure::new(
+                        ErrorKind::Protocol,
+                        format!(
+                            "{} did not offer HTTP/2 (ALPN h2), which `[http] version = \"2\"` asks for",
+                            self.main.host
+                        ),
+                    ));
+                } else {
+                    self.conn = Some(Conn::new(stream));
+                }
+            }
+            if self.h2.is_some() {
+                let reply = self
+                    .exchange_h2(method, uri, (headers, rendered), body, content_type, keep)
+                    .await;
+                if reply.is_err()
+                    || self.target.connections == loadfleet_proto::v1::Connections::PerRequest
+                {
+                    self.h2 = None;
+                }
+                return reply;
+            }
+        }
+        self.exchange_h1(
+            method,
+            origin,
+            uri,
+            (headers, rendered),
+            body,
+            content_type,
+            keep,
+        )
+        .await
+    }
+
+    /// One request and its response as a stream of the user's HTTP/2
+    /// connection to the target.
+    #[allow(clippy::too_many_arguments)]
+    async fn exchange_h2(
+        &mut self,
+        method: &Method,
+        uri: &Uri,
+        (headers, rendered): (&[Header], &[Header]),
+        body: &[u8],
+        content_type: Option<&HeaderValue>,
+        keep: Keep,
+    ) -> Result<Reply, Failure> {
+        let UserClient {
+            target,
+            main,
+            cookies,
+            body: kept,
+            cookie_line,
+            location,
+            exchanges,
+            received,
+            decoded_bytes,
+            decoder,
+            decoded,
+            phases,
+            h2,
+            ..
+        } = self;
+        let Some(link) = h2.as_mut() else {
+            return Err(Failure::new(ErrorKind::Protocol, "no HTTP/2 connection"));
+        };
+        *exchanges += 1;
+        let timed = target.phase_metrics.is_some();
+        cookie_line.clear();
+        if !cookies.is_empty() {
+            cookies.header_for(
+                &main.host,
+                uri.path(),
+                main.https,
+                SystemTime::now(),
+                cookie_line,
+            );
+        }
+        let scheme = if main.https { "https" } else { "http" };
+        let authority = main.authority.to_str().unwrap_or(&main.host);
+        let mut request = http::Request::builder()
+            .method(method.clone())
+            .uri(format!(
+                "{scheme}://{authority}{}",
+                uri.path_and_query().map_or("/", |p| p.as_str())
+            ))
+            .version(http::Version::HTTP_2);
+        let (mut has_encoding, mut has_agent, mut has_type) = (false, false, false);
+        for (name, value) in headers.iter().chain(rendered) {
+            // Connection-specific headers do not exist in HTTP/2, and the
+            // host is the request's :authority.
+            if [CONTENT_LENGTH, TRANSFER_ENCODING, CONNECTION, HOST].contains(name)
+                || ["keep-alive", "upgrade", "proxy-connection", "te"].contains(&name.as_str())
+            {
+                continue;
+            }
+            has_encoding |= *name == http::header::ACCEPT_ENCODING;
+            has_agent |= *name == http::header::USER_AGENT;
+            has_type |= *name == CONTENT_TYPE;
+            request = request.header(name, value);
+        }
+        if !has_encoding {
+            request = request.header(http::header::ACCEPT_ENCODING, "gzip, deflate, br, zstd");
+        }
+        if !has_agent {
+            request = request.header(http::header::USER_AGENT, USER_AGENT);
+        }
+        if !has_type && let Some(ct) = content_type {
+            request = request.header(CONTENT_TYPE, ct);
+        }
+        if !body.is_empty() || matches!(*method, Method::POST | Method::PUT | Method::PATCH) {
+            request = request.header(CONTENT_LENGTH, body.len());
+        }
+        if !cookie_line.is_empty() {
+            request = request.header(http::header::COOKIE, cookie_line.as_str());
+        }
+        let request = request
+            .body(())
+            .map_err(|e| Failure::new(ErrorKind::Request, format!("HTTP/2 request: {e}")))?;
+        let sending = timed.then(Instant::now);
+        let pending = link.start(request, body).await?;
+        let sent = sending.map(|t| {
+            let now = Instant::now();
+            phases.send += micros(t, now);
+            now
+        });
+        let (head, mut recv) = crate::h2link::response(pending).await?;
+        let headed = sent.map(|t| {
+            let now = Instant::now();
+            phases.wait += micros(t, now);
+            now
+        });
+        location.clear();
+        let mut kept_headers = http::HeaderMap::new();
+        let mut coding = crate::encoding::Coding::Identity;
+        let now = SystemTime::now();
+        // The head's size as HTTP/1.1 would spell it (HPACK's compressed
+        // frames are not what a reader of the figures compares).
+        let mut head_bytes = 15u64;
+        for (name, value) in &head.headers {
+            head_bytes += (name.as_str().len() + value.len() + 4) as u64;
+            if *name == http::header::SET_COOKIE {
+                if let Ok(v) = value.to_str() {
+                    cookies.store(v, &main.host, uri.path(), now);
+                }
+            } else if *name == http::header::LOCATION {
+                location.push_str(&String::from_utf8_lossy(value.as_bytes()));
+            } else if *name == http::header::CONTENT_ENCODING {
+                coding = crate::encoding::Coding::of(value.as_bytes());
+            }
+            if keep.headers {
+                kept_headers.append(name.clone(), value.clone());
+            }
+        }
+        if keep.body {
+            kept.clear();
+        }
+        let limit = target.body_limit;
+        let mut cut = false;
+        let body_bytes = crate::h2link::read_body(&mut recv, |data| {
+            if keep.body {
+                let room = limit.saturating_sub(kept.len());
+                cut |= data.len() > room;
+                kept.extend_from_slice(&data[..data.len().min(room)]);
+            }
+        })
+        .await?;
+        if let Some(t) = headed {
+            phases.receive += micros(t, Instant::now());
+        }
+        *received += head_bytes + body_bytes;
+        let mut undecodable = None;
+        if keep.body && coding != crate::encoding::Coding::Identity {
+            match decoder.decode(coding, kept, decoded, limit) {
+                Ok(more) => {
+                    std::mem::swap(kept, decoded);
+                    cut = more;
+                }
+                Err(_) if cut => std::mem::swap(kept, decoded),
+                Err(e) => undecodable = Some(e),
+            }
+        }
+        if keep.body && undecodable.is_none() {
+            *decoded_bytes += kept.len() as u64;
+        }
+        Ok(Reply {
+            status: head.status.as_u16(),
+            headers: kept_headers,
+            undecodable,
+            truncated: (keep.body && cut).then_some(limit),
+            http2: true,
+        })
+    }
+
     /// One request and its response on a kept or new connection. When a
     /// kept connection turns out closed (the write fails, or it ends before
     /// any byte of a response), the request is sent once more on a new
     /// connection, whatever its method, as browsers do: the server's idle
     /// timeout raced it. Counted in `retries`.
     #[allow(clippy::too_many_arguments)]
-    async fn exchange(
+    async fn exchange_h1(
         &mut self,
         method: &Method,
         origin: Option<&Origin>,
@@ -408,6 +655,7 @@ impl UserClient {
             decoder,
             decoded,
             phases,
+            h2: _,
         } = self;
         let timed = target.phase_metrics.is_some();
         *exchanges += 1;
@@ -449,9 +697,9 @@ impl UserClient {
                 // kilobyte of state would otherwise be in every user's task.
                 None => {
                     *connecting = true;
-                    let conn = Box::pin(connect(policy, tls, target, o, phases)).await?;
+                    let stream = Box::pin(connect(policy, tls, target, o, phases)).await?;
                     *connecting = false;
-                    conn
+                    Conn::new(stream)
                 }
             };
             let retry = reused;
@@ -564,6 +812,7 @@ impl UserClient {
             headers: kept_headers,
             undecodable,
             truncated: (keep.body && cut).then_some(limit),
+            http2: false,
         })
     }
 }
@@ -681,7 +930,7 @@ async fn connect(
     target: &Target,
     o: &Origin,
     phases: &mut Phases,
-) -> Result<Conn, Failure> {
+) -> Result<Stream, Failure> {
     let limit = target.connect_timeout;
     tokio::time::timeout(limit, open(policy, tls, target, o, phases))
         .await
@@ -701,7 +950,7 @@ async fn open(
     target: &Target,
     o: &Origin,
     phases: &mut Phases,
-) -> Result<Conn, Failure> {
+) -> Result<Stream, Failure> {
     // A connect is rare: its phases are timed whether or not they are kept.
     let began = Instant::now();
     let addr = match o.host.parse::<std::net::IpAddr>() {
@@ -739,7 +988,7 @@ async fn open(
     add(&mut phases.connect, connecting);
     let _ = stream.set_nodelay(true);
     if !o.https {
-        return Ok(Conn::new(Stream::Plain(stream)));
+        return Ok(Stream::Plain(stream));
     }
     if tls.is_none() {
         *tls = Some(Tls::new(target).map_err(|e| Failure::new(ErrorKind::Tls, e.to_string()))?);
@@ -755,7 +1004,7 @@ async fn open(
         )
     })?;
     add(&mut phases.tls, shaking);
-    Ok(Conn::new(Stream::Tls(Box::new(stream))))
+    Ok(Stream::Tls(Box::new(stream)))
 }
 
 /// Where a `Location` header points, from the request that got it.

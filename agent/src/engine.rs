@@ -674,6 +674,9 @@ async fn run_iteration(
                             }
                             None => rec.record_latency(step.id, latency, None),
                         }
+                        if reply.http2 {
+                            rec.record_http2(step.id);
+                        }
                         for m in step.metrics.iter() {
                             let sample = m.read(&reply.headers, client.body(), &mut user.rng);
                             rec.record_metric(step.id, m.id, sample);
@@ -1189,6 +1192,7 @@ impl Aggregator {
                 bytes_received: rec.bytes_received,
                 bytes_decoded: rec.bytes_decoded,
                 metrics: self.encode_metrics(rec),
+                http2_responses: rec.http2_responses,
                 count: rec.count(),
                 errors: rec
                     .errors

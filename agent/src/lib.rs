@@ -18,6 +18,7 @@ pub mod engine;
 pub mod exit;
 pub mod failure;
 pub mod h1;
+pub mod h2link;
 pub mod health;
 pub mod histogram_codec;
 pub mod journey;

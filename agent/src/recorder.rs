@@ -79,6 +79,8 @@ pub struct StepRecord {
     pub bytes_received: u64,
     /// Bytes of the bodies checks and extractions read, after decoding.
     pub bytes_decoded: u64,
+    /// Responses that came over HTTP/2.
+    pub http2_responses: u64,
     /// The step's metrics that had a sample or a miss in the interval; a
     /// handful at most, found by a linear search.
     pub metrics: Vec<MetricRecord>,
@@ -119,6 +121,7 @@ impl StepRecord {
             retries: 0,
             bytes_received: 0,
             bytes_decoded: 0,
+            http2_responses: 0,
             metrics: Vec::new(),
         }
     }
@@ -158,6 +161,7 @@ impl StepRecord {
         self.retries += other.retries;
         self.bytes_received += other.bytes_received;
         self.bytes_decoded += other.bytes_decoded;
+        self.http2_responses += other.http2_responses;
         for theirs in &other.metrics {
             let mine = self.metric(theirs.id);
             mine.histogram
@@ -337,6 +341,14 @@ impl Recorder {
             rec.retries += u64::from(c.retries);
             rec.bytes_received += c.received;
             rec.bytes_decoded += c.decoded;
+        }
+    }
+
+    /// Counts a response of `step` that came over HTTP/2.
+    #[inline]
+    pub fn record_http2(&mut self, step: usize) {
+        if let Some(rec) = self.step(step) {
+            rec.http2_responses += 1;
         }
     }
 

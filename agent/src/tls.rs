@@ -48,7 +48,12 @@ impl Tls {
             .dangerous()
             .with_custom_certificate_verifier(verifier)
             .with_no_client_auth();
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        // HTTP/2 is offered (and preferred) unless the plan says 1.1.
+        config.alpn_protocols = match target.version {
+            loadfleet_proto::v1::HttpVersion::Http1 => vec![b"http/1.1".to_vec()],
+            loadfleet_proto::v1::HttpVersion::Http2 => vec![b"h2".to_vec()],
+            _ => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+        };
         if !target.tls_resumption {
             config.resumption = rustls::client::Resumption::disabled();
         }

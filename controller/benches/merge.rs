@@ -36,6 +36,7 @@ fn main() {
             ser.encode(&s.histogram, &mut b).unwrap();
             v1::StepInterval {
                 metrics: Vec::new(),
+                http2_responses: 0,
                 step: i as u32,
                 histogram: b,
                 count: s.count(),

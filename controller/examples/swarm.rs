@@ -66,6 +66,7 @@ fn step_reports(steps: usize, samples: u64, salt: u64) -> (Vec<v1::StepInterval>
                 .expect("encoding a fresh histogram");
             v1::StepInterval {
                 metrics: Vec::new(),
+                http2_responses: 0,
                 step: i as u32,
                 histogram,
                 count: s.count(),

@@ -119,6 +119,8 @@ pub struct TargetSpec {
     pub tls_resumption: bool,
     /// `http.phases`: record each request's phases as metrics (default false).
     pub phases: bool,
+    /// `http.version`: "auto" (default), "1.1", "2" or "h2c".
+    pub version: v1::HttpVersion,
 }
 
 /// The largest `http.body_limit`: every user may keep a body this big.
@@ -481,6 +483,8 @@ struct RawHttp {
     tls_resumption: Option<Spanned<bool>>,
     /// true: each request's DNS, connect, TLS, send, wait and receive times.
     phases: Option<Spanned<bool>>,
+    /// "auto" (default), "1.1", "2" or "h2c".
+    version: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -733,6 +737,28 @@ impl Validator<'_> {
             }
             if let Some(p) = http.phases {
                 target.phases = p.into_inner();
+            }
+            if let Some(v) = http.version {
+                target.version = match v.get_ref().as_str() {
+                    "auto" => v1::HttpVersion::Auto,
+                    "1.1" => v1::HttpVersion::Http1,
+                    "2" => v1::HttpVersion::Http2,
+                    "h2c" if target.base_url.starts_with("https://") => {
+                        return Err(self.error(
+                            v.span(),
+                            "`http.version`: \"h2c\" is HTTP/2 over plain TCP, and the target is https; expected \"2\" (HTTP/2 over TLS) or \"auto\"",
+                        ));
+                    }
+                    "h2c" => v1::HttpVersion::H2c,
+                    other => {
+                        return Err(self.error(
+                            v.span(),
+                            format!(
+                                "`http.version`: expected \"auto\", \"1.1\", \"2\" or \"h2c\", found \"{other}\""
+                            ),
+                        ));
+                    }
+                };
             }
         }
         let phases_raw = std::mem::take(&mut raw.phase);
@@ -1185,6 +1211,7 @@ impl Validator<'_> {
             connections: v1::Connections::PerUser,
             tls_resumption: true,
             phases: false,
+            version: v1::HttpVersion::Auto,
         })
     }
 

@@ -37,6 +37,9 @@ pub struct Entry {
     /// decoding (bodies nobody reads are not decoded, so not counted).
     #[serde(default)]
     pub bytes_decoded: u64,
+    /// Responses that came over HTTP/2; the others came over HTTP/1.1.
+    #[serde(default)]
+    pub http2_responses: u64,
     pub errors: u64,
     pub rps: f64,
     pub errors_by_kind: BTreeMap<String, u64>,
@@ -105,6 +108,7 @@ impl Entry {
             retries: t.retries,
             bytes_received: t.bytes_received,
             bytes_decoded: t.bytes_decoded,
+            http2_responses: t.http2_responses,
             errors: t.error_count(),
             rps: round3(t.requests() as f64 / duration_s.max(0.001)),
             errors_by_kind: t.errors.iter().map(|(k, v)| (k.clone(), v.count)).collect(),
@@ -123,6 +127,7 @@ impl Entry {
             retries: a.retries,
             bytes_received: a.bytes_received,
             bytes_decoded: 0,
+            http2_responses: 0,
             errors: a.error_count(),
             rps: round3(a.requests() as f64 / duration_s.max(0.001)),
             errors_by_kind: a.errors.iter().map(|(k, v)| (k.clone(), v.count)).collect(),

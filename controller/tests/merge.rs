@@ -46,6 +46,7 @@ fn interval(seq: u64, steps: Vec<v1::StepInterval>) -> v1::Interval {
 fn step_of(step: u32, histogram: Vec<u8>, count: u64) -> v1::StepInterval {
     v1::StepInterval {
         metrics: Vec::new(),
+        http2_responses: 0,
         step,
         histogram,
         count,
@@ -208,6 +209,7 @@ fn a_bad_report_is_dropped_whole() {
     };
     let good_step = v1::StepInterval {
         metrics: Vec::new(),
+        http2_responses: 0,
         step: 0,
         histogram: good.clone(),
         count: 1,
@@ -225,6 +227,7 @@ fn a_bad_report_is_dropped_whole() {
                 good_step.clone(),
                 v1::StepInterval {
                     metrics: Vec::new(),
+                    http2_responses: 0,
                     step: 1,
                     histogram: b"not a histogram".to_vec(),
                     count: 1,
@@ -244,6 +247,7 @@ fn a_bad_report_is_dropped_whole() {
                 good_step.clone(),
                 v1::StepInterval {
                     metrics: Vec::new(),
+                    http2_responses: 0,
                     step: 7,
                     histogram: good.clone(),
                     count: 1,
@@ -261,6 +265,7 @@ fn a_bad_report_is_dropped_whole() {
         (
             vec![v1::StepInterval {
                 metrics: Vec::new(),
+                http2_responses: 0,
                 step: 0,
                 histogram: good.clone(),
                 count: 5,
@@ -277,6 +282,7 @@ fn a_bad_report_is_dropped_whole() {
         (
             vec![v1::StepInterval {
                 metrics: Vec::new(),
+                http2_responses: 0,
                 step: 0,
                 histogram: vec![0; 2 * 1024 * 1024],
                 count: 1,

@@ -614,3 +614,28 @@ fn bad_phases_say_where_and_what_was_expected() {
     let without = PHASED.replace("[[phase]]", "[[phasex]]");
     assert!(err(&without).contains("unknown field"), "{}", err(&without));
 }
+
+#[test]
+fn the_http_version_is_checked_against_the_target() {
+    let with = |http: &str, base: &str| {
+        GOOD.replace("http://127.0.0.1:8080", base)
+            .replace("[load]", &format!("[http]\n{http}\n\n[load]"))
+    };
+    let p = parse(
+        "plan.toml",
+        &with("version = \"h2c\"", "http://127.0.0.1:8080"),
+        "x",
+    )
+    .unwrap();
+    assert_eq!(p.target.version, loadfleet_proto::v1::HttpVersion::H2c);
+    let e = err(&with("version = \"h2c\"", "https://127.0.0.1:8443"));
+    assert!(
+        e.contains("\"h2c\" is HTTP/2 over plain TCP, and the target is https"),
+        "{e}"
+    );
+    let e = err(&with("version = \"3\"", "https://127.0.0.1:8443"));
+    assert!(
+        e.contains("expected \"auto\", \"1.1\", \"2\" or \"h2c\", found \"3\""),
+        "{e}"
+    );
+}

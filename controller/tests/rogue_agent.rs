@@ -58,6 +58,7 @@ async fn rogue(url: String) {
                     active_users: 1,
                     steps: vec![v1::StepInterval {
                         metrics: Vec::new(),
+                        http2_responses: 0,
                         step: 0,
                         histogram: b"HISTFAAA garbage".to_vec(),
                         count: 1_000_000,

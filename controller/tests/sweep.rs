@@ -102,8 +102,8 @@ async fn a_users_sweep_writes_one_run_per_value_and_a_series_table() {
     );
 }
 
-/// Two sweeps (the contended-lock series and the flat-cost series of the seed's
-/// experiment) compare load by load, in one table and one page.
+/// Two sweeps (a fast and a slow target, as the demo compares two cache
+/// stores) compare load by load, in one table and one page.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_series_compare_load_by_load() {
     let dir = tempfile::tempdir().unwrap();

@@ -33,6 +33,7 @@ fuzz_target!(|data: &[u8]| {
                 let iv = v1::Interval {
                     steps: vec![v1::StepInterval {
                         metrics: Vec::new(),
+                        http2_responses: 0,
                         step: 0,
                         histogram: totals.histogram.clone(),
                         count: totals.count,

@@ -62,6 +62,7 @@ pub(super) fn deal(
                 connections: plan.target.connections.into(),
                 no_tls_resumption: !plan.target.tls_resumption,
                 phases: plan.target.phases,
+                version: plan.target.version.into(),
             }),
             scenarios: scenarios.clone(),
             users,

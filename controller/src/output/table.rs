@@ -208,6 +208,19 @@ pub fn render(s: &Summary) -> String {
                 e.retries, e.requests
             ));
         }
+        let responses = e.requests
+            - e.errors_by_kind
+                .iter()
+                .filter(|(k, _)| !crate::stats::came_with_response(k))
+                .map(|(_, n)| n)
+                .sum::<u64>();
+        if e.http2_responses > 0 {
+            out.push_str(&format!(
+                "step {name}: {} responses over HTTP/2, {} over HTTP/1.1\n",
+                e.http2_responses,
+                responses.saturating_sub(e.http2_responses)
+            ));
+        }
         if e.exchanges > e.requests + e.retries {
             out.push_str(&format!(
                 "step {name}: {} requests made {} HTTP exchanges (redirects followed)\n",

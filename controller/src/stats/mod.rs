@@ -97,6 +97,8 @@ pub struct Tally {
     /// Response bytes read, and bodies' bytes after decoding (those checks read).
     pub bytes_received: u64,
     pub bytes_decoded: u64,
+    /// Responses that came over HTTP/2 (the rest over HTTP/1.1).
+    pub http2_responses: u64,
     /// Numbers read from responses, by metric id.
     pub metrics: BTreeMap<u32, MetricTally>,
 }
@@ -204,6 +206,7 @@ impl Tally {
         self.retries += d.retries;
         self.bytes_received += d.bytes_received;
         self.bytes_decoded += d.bytes_decoded;
+        self.http2_responses += d.http2_responses;
         for m in &d.metrics {
             let t = self.metrics.entry(m.id).or_default();
             if let Some(h) = &m.samples {
@@ -228,6 +231,7 @@ impl Tally {
         self.retries += other.retries;
         self.bytes_received += other.bytes_received;
         self.bytes_decoded += other.bytes_decoded;
+        self.http2_responses += other.http2_responses;
         for (id, m) in &other.metrics {
             self.metrics.entry(*id).or_default().add(m);
         }
@@ -295,6 +299,7 @@ struct DecodedStep<'a> {
     retries: u64,
     bytes_received: u64,
     bytes_decoded: u64,
+    http2_responses: u64,
     metrics: Vec<DecodedMetric>,
 }
 
@@ -837,8 +842,16 @@ impl Collector {
                     sum: m.sum,
                 });
             }
+            if s.http2_responses > s.count {
+                return Err(ReportError::Count {
+                    step: s.step,
+                    claimed: s.count,
+                    actual: s.http2_responses,
+                });
+            }
             decoded.push(DecodedStep {
                 metrics,
+                http2_responses: s.http2_responses,
                 step: idx,
                 responses: h,
                 uncorrected,

@@ -1,0 +1,109 @@
+//! HTTP/2 toward the target: one connection per virtual user (as a browser
+//! keeps one per origin), its frames driven by a task of the user's worker,
+//! each request a stream on it. Negotiated by ALPN over TLS, or spoken with
+//! prior knowledge over plain TCP (h2c).
+//!
+//! HTTP/2 goes through the `h2` crate, which allocates per request (a
+//! request head, a stream's state): the HTTP/1.1 path keeps its own
+//! allocation-free client.
+
+use std::future::poll_fn;
+
+use bytes::Bytes;
+use h2::client::SendRequest;
+
+use crate::failure::{ErrorKind, Failure};
+use crate::h1::Stream;
+
+/// A user's HTTP/2 connection.
+pub struct Link {
+    send: SendRequest<Bytes>,
+}
+
+fn failure(what: &str, e: h2::Error) -> Failure {
+    let kind = if e.is_io() {
+        ErrorKind::Reset
+    } else {
+        ErrorKind::Protocol
+    };
+    Failure::new(kind, format!("HTTP/2 {what}: {e}"))
+}
+
+impl Link {
+    /// The HTTP/2 preface and settings over `stream`; the connection's
+    /// frames are then driven by a task on this worker until it closes.
+    pub async fn handshake(stream: Stream) -> Result<Link, Failure> {
+        let (send, connection) = h2::client::Builder::new()
+            .initial_window_size(1 << 20)
+            .initial_connection_window_size(4 << 20)
+            .handshake::<_, Bytes>(stream)
+            .await
+            .map_err(|e| failure("handshake", e))?;
+        tokio::task::spawn_local(async move {
+            let _ = connection.await;
+        });
+        Ok(Link { send })
+    }
+
+    /// Whether the connection can take another stream (false once it closed).
+    pub async fn ready(&mut self) -> bool {
+        poll_fn(|cx| self.send.poll_ready(cx)).await.is_ok()
+    }
+
+    /// Sends one request (its body, if any, as DATA frames within the
+    /// stream's flow-control window); the response is the returned future's.
+    pub async fn start(
+        &mut self,
+        request: http::Request<()>,
+        body: &[u8],
+    ) -> Result<h2::client::ResponseFuture, Failure> {
+        let (response, mut out) = self
+            .send
+            .send_request(request, body.is_empty())
+            .map_err(|e| failure("request", e))?;
+        let mut rest = body;
+        while !rest.is_empty() {
+            out.reserve_capacity(rest.len());
+            let room = match poll_fn(|cx| out.poll_capacity(cx)).await {
+                Some(Ok(n)) => n,
+                Some(Err(e)) => return Err(failure("request body", e)),
+                None => {
+                    return Err(Failure::new(
+                        ErrorKind::Reset,
+                        "HTTP/2 stream closed while sending the body",
+                    ));
+                }
+            };
+            let n = room.min(rest.len());
+            let (now, later) = rest.split_at(n);
+            out.send_data(Bytes::copy_from_slice(now), later.is_empty())
+                .map_err(|e| failure("request body", e))?;
+            rest = later;
+        }
+        Ok(response)
+    }
+}
+
+/// The response head of a request [`Link::start`] sent.
+pub async fn response(
+    response: h2::client::ResponseFuture,
+) -> Result<(http::response::Parts, h2::RecvStream), Failure> {
+    let response = response.await.map_err(|e| failure("response", e))?;
+    Ok(response.into_parts())
+}
+
+/// Reads a response body to its end, handing each chunk to `on_data` and
+/// giving its flow-control window back as it goes; returns the bytes read.
+pub async fn read_body(
+    body: &mut h2::RecvStream,
+    mut on_data: impl FnMut(&[u8]),
+) -> Result<u64, Failure> {
+    let mut read = 0u64;
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.map_err(|e| failure("response body", e))?;
+        read += chunk.len() as u64;
+        let _ = body.flow_control().release_capacity(chunk.len());
+        on_data(&chunk);
+    }
+    Ok(read)
+}
