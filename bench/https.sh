@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# loadfleet beside wrk over HTTPS: keep-alive, and a new TLS connection for
-# every request (loadfleet's `connections = "per_request"`, wrk with
+# loadfleet beside wrk over HTTPS (HTTP/1.1): keep-alive, and a new TLS
+# connection for every request (also beside h2load, whose clients of one
+# request each open a connection each) (loadfleet's `connections = "per_request"`, wrk with
 # `Connection: close`, which nginx honours by closing after each response,
 # so wrk reconnects and shakes hands again), on loopback against one nginx
-# worker.
+# worker. And beside h2load over HTTP/2 (TLS, ALPN): 50 users, each with
+# one connection and one request in flight (h2load -m 1), as a browser tab.
 #
 #   bench/https.sh            ROUNDS (default 3) alternating rounds of each;
 #                             prints a table of generator CPU per request
@@ -29,8 +31,8 @@ cleanup() {
 }
 trap cleanup EXIT
 ulimit -n "$(ulimit -Hn)"
-for t in nginx wrk openssl; do
-  command -v "$t" >/dev/null || { echo "https.sh: $t is needed (apt-get install nginx-light wrk openssl)" >&2; exit 2; }
+for t in nginx wrk h2load openssl; do
+  command -v "$t" >/dev/null || { echo "https.sh: $t is needed (apt-get install nginx-light wrk nghttp2-client openssl)" >&2; exit 2; }
 done
 bin=${LOADFLEET_BIN:-$root/target/release}
 [ -n "${LOADFLEET_BIN:-}" ] || cargo build --release --locked -q --bins
@@ -62,7 +64,7 @@ http {
   uwsgi_temp_path $work/nginx/uwsgi;
   scgi_temp_path $work/nginx/scgi;
   server {
-    listen 127.0.0.1:$port ssl backlog=16384;
+    listen 127.0.0.1:$port ssl http2 backlog=16384;
     ssl_certificate $work/cert.pem;
     ssl_certificate_key $work/key.pem;
     location = / { default_type text/plain; return 200 "hello, loadfleet"; }
@@ -96,15 +98,16 @@ run() { # run TOOL SCENARIO COMMAND...
     "$(awk -v u="$user" -v s="$sys" 'BEGIN {print u + s}')" >>"$results"
   printf '  %-10s %-10s %s requests\n' "$tool" "$scenario" "$((after - before - 1))" >&2
 }
-plan() { # plan NAME CONNECTIONS RESUMPTION
-  printf 'name = "%s"\n[target]\nbase_url = "%s"\nca_file = "%s"\n[http]\nconnections = "%s"\ntls_resumption = %s\n[load]\nusers = 50\nduration = "%ss"\n[[scenario]]\nname = "get"\n[[scenario.step]]\nname = "home"\npath = "/"\n' \
-    "$1" "${url%/}" "$work/cert.pem" "$2" "$3" "$DUR" >"$work/$1.toml"
+plan() { # plan NAME CONNECTIONS RESUMPTION VERSION
+  printf 'name = "%s"\n[target]\nbase_url = "%s"\nca_file = "%s"\n[http]\nconnections = "%s"\ntls_resumption = %s\nversion = "%s"\n[load]\nusers = 50\nduration = "%ss"\n[[scenario]]\nname = "get"\n[[scenario.step]]\nname = "home"\npath = "/"\n' \
+    "$1" "${url%/}" "$work/cert.pem" "$2" "$3" "${4:-1.1}" "$DUR" >"$work/$1.toml"
   echo "$work/$1.toml"
 }
 keep=$(plan keepalive per_user true)
 fresh=$(plan fresh per_request true)
 # Every connection a full handshake, as wrk does (it resumes no session).
 full=$(plan fresh-full per_request false)
+h2=$(plan http2 per_user true 2)
 agent() { # agent PLAN: the measured agent, its controller on CPU 0
   taskset -c 0 "$bin/loadfleet" run "$1" --listen 127.0.0.1:0 --expect-agents 1 -q \
     --out "$work/run" >/dev/null 2>"$work/ctl.err" &
@@ -122,6 +125,11 @@ for round in $(seq "$ROUNDS"); do
   agent "$fresh" "fresh, resumed"
   agent "$full" "fresh, full"
   run wrk "fresh, full" wrk -t1 -c50 -d"${DUR}s" -H "Connection: close" "$url"
+  # h2load: 2,000 clients of one request each (-n = -c), so each request
+  # has a connection and a full handshake of its own, all opened at once.
+  run h2load "fresh, full" h2load --h1 -t1 -n 2000 -c 2000 "$url"
+  agent "$h2" http2
+  run h2load http2 h2load -t1 -c50 -m1 -D"$DUR" "$url"
 done
 python3 - "$results" <<'PY'
 import sys, collections, statistics
