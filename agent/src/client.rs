@@ -333,8 +333,26 @@ impl UserClient {
         } = req;
         let mut hop = 0;
         loop {
-            let reply = self
-                .exchange(
+            // HTTP/2 is decided once per connection to the target, and its
+            // requests go through a boxed future: an HTTP/1.1 request's
+            // state (the hot path) stays as small as it was.
+            let to_target = origin.is_none();
+            if to_target && self.h2.is_none() && self.conn.is_none() && self.may_h2() {
+                Box::pin(self.open_target()).await?;
+            }
+            let reply = if to_target && self.h2.is_some() {
+                Box::pin(self.exchange(
+                    method,
+                    None,
+                    uri,
+                    (headers, rendered),
+                    body,
+                    content_type.as_ref(),
+                    keep,
+                ))
+                .await
+            } else {
+                self.exchange_h1(
                     method,
                     origin.as_ref(),
                     uri,
@@ -343,7 +361,8 @@ impl UserClient {
                     content_type.as_ref(),
                     keep,
                 )
-                .await;
+                .await
+            };
             let reply = match reply {
                 Ok(r) => r,
                 Err(e) => {
@@ -378,86 +397,94 @@ impl UserClient {
         }
     }
 
-    /// One request and its response: over the user's HTTP/2 connection
-    /// when the target speaks HTTP/2 (found at its first connection, by
-    /// ALPN over TLS, or by the plan for h2c), else over HTTP/1.1. Other
-    /// origins (redirects elsewhere) speak HTTP/1.1.
+    /// Whether the target may speak HTTP/2 on the next connection.
+    fn may_h2(&self) -> bool {
+        use loadfleet_proto::v1::HttpVersion;
+        match self.target.version {
+            HttpVersion::Http2 | HttpVersion::H2c => true,
+            HttpVersion::Auto => self.main.https,
+            HttpVersion::Http1 => false,
+        }
+    }
+
+    /// Opens the user's connection to the target when it may speak
+    /// HTTP/2: an HTTP/2 connection when the server takes it (by ALPN over
+    /// TLS; always for h2c), else a kept HTTP/1.1 connection.
+    async fn open_target(&mut self) -> Result<(), Failure> {
+        use loadfleet_proto::v1::HttpVersion;
+        let h2_only = matches!(self.target.version, HttpVersion::Http2 | HttpVersion::H2c);
+        self.connecting = true;
+        let stream = Box::pin(connect(
+            &self.policy,
+            &mut self.tls,
+            &self.target,
+            &self.main,
+            &mut self.phases,
+        ))
+        .await?;
+        let offered = match &stream {
+            Stream::Tls(t) => t.get_ref().1.alpn_protocol() == Some(&b"h2"[..]),
+            Stream::Plain(_) => h2_only,
+        };
+        if offered {
+            self.h2 = Some(crate::h2link::Link::handshake(stream).await?);
+        } else if h2_only {
+            self.connecting = false;
+            return Err(Failure::new(
+                ErrorKind::Protocol,
+                format!(
+                    "{} did not offer HTTP/2 (ALPN h2), which `[http] version = \"2\"` asks for",
+                    self.main.host
+                ),
+            ));
+        } else {
+            self.conn = Some(Conn::new(stream));
+        }
+        self.connecting = false;
+        Ok(())
+    }
+
+    /// One request to the target over its HTTP/2 connection; a connection
+    /// the server has closed is opened again first.
     #[allow(clippy::too_many_arguments)]
     async fn exchange(
         &mut self,
         method: &Method,
-        origin: Option<&Origin>,
+        _origin: Option<&Origin>,
         uri: &Uri,
         (headers, rendered): (&[Header], &[Header]),
         body: &[u8],
         content_type: Option<&HeaderValue>,
         keep: Keep,
     ) -> Result<Reply, Failure> {
-        use loadfleet_proto::v1::HttpVersion;
-        if origin.is_none() {
-            let version = self.target.version;
-            // A kept HTTP/2 connection that can no longer take a stream
-            // (the server closed it) is dropped for a new one.
-            if let Some(link) = self.h2.as_mut()
-                && !link.ready().await
-            {
-                self.h2 = None;
-            }
-            let h2_only = matches!(version, HttpVersion::Http2 | HttpVersion::H2c);
-            let may_h2 = h2_only || (self.main.https && version == HttpVersion::Auto);
-            if self.h2.is_none() && self.conn.is_none() && may_h2 {
-                self.connecting = true;
-                let stream = Box::pin(connect(
-                    &self.policy,
-                    &mut self.tls,
-                    &self.target,
-                    &self.main,
-                    &mut self.phases,
-                ))
-                .await?;
-                self.connecting = false;
-                let offered = match &stream {
-                    Stream::Tls(t) => t.get_ref().1.alpn_protocol() == Some(&b"h2"[..]),
-                    Stream::Plain(_) => h2_only,
-                };
-                if offered {
-                    self.connecting = true;
-                    self.h2 = Some(Box::pin(crate::h2link::Link::handshake(stream)).await?);
-                    self.connecting = false;
-                } else if h2_only {
-                    return Err(Failure::new(
-                        ErrorKind::Protocol,
-                        format!(
-                            "{} did not offer HTTP/2 (ALPN h2), which `[http] version = \"2\"` asks for",
-                            self.main.host
-                        ),
-                    ));
-                } else {
-                    self.conn = Some(Conn::new(stream));
-                }
-            }
-            if self.h2.is_some() {
-                let reply = self
-                    .exchange_h2(method, uri, (headers, rendered), body, content_type, keep)
+        if let Some(link) = self.h2.as_mut()
+            && !link.ready().await
+        {
+            self.h2 = None;
+            self.open_target().await?;
+            if self.h2.is_none() {
+                // The server no longer offers HTTP/2.
+                return self
+                    .exchange_h1(
+                        method,
+                        None,
+                        uri,
+                        (headers, rendered),
+                        body,
+                        content_type,
+                        keep,
+                    )
                     .await;
-                if reply.is_err()
-                    || self.target.connections == loadfleet_proto::v1::Connections::PerRequest
-                {
-                    self.h2 = None;
-                }
-                return reply;
             }
         }
-        self.exchange_h1(
-            method,
-            origin,
-            uri,
-            (headers, rendered),
-            body,
-            content_type,
-            keep,
-        )
-        .await
+        let reply = self
+            .exchange_h2(method, uri, (headers, rendered), body, content_type, keep)
+            .await;
+        if reply.is_err() || self.target.connections == loadfleet_proto::v1::Connections::PerRequest
+        {
+            self.h2 = None;
+        }
+        reply
     }
 
     /// One request and its response as a stream of the user's HTTP/2
