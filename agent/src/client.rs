@@ -211,6 +211,9 @@ pub struct UserClient {
     phases: Phases,
     /// The user's HTTP/2 connection to the target, when it speaks HTTP/2.
     h2: Option<crate::h2link::Link>,
+    /// HTTP/2 connections to other origins that offered it (a browser keeps
+    /// one per origin).
+    others_h2: Vec<(Origin, crate::h2link::Link)>,
 }
 
 type Header = (HeaderName, HeaderValue);
@@ -246,6 +249,7 @@ impl UserClient {
             decoded_bytes: 0,
             phases: Phases::default(),
             h2: None,
+            others_h2: Vec::new(),
             decoder: Default::default(),
             decoded: Vec::new(),
         }
@@ -255,6 +259,7 @@ impl UserClient {
     pub fn reset(&mut self) {
         self.conn = None;
         self.h2 = None;
+        self.others_h2.clear();
         self.others.clear();
         self.connecting = false;
     }
@@ -340,10 +345,26 @@ impl UserClient {
             if to_target && self.h2.is_none() && self.conn.is_none() && self.may_h2() {
                 Box::pin(self.open_target()).await?;
             }
-            let reply = if to_target && self.h2.is_some() {
+            let other_h2 = match origin.as_ref() {
+                None => false,
+                Some(o) => {
+                    let known = self.others_h2.iter().any(|(k, _)| k == o);
+                    if !known
+                        && o.https
+                        && self.target.version != loadfleet_proto::v1::HttpVersion::Http1
+                        && !self.others.iter().any(|(k, _)| k == o)
+                    {
+                        Box::pin(self.open_other(o)).await?;
+                        self.others_h2.iter().any(|(k, _)| k == o)
+                    } else {
+                        known
+                    }
+                }
+            };
+            let reply = if (to_target && self.h2.is_some()) || other_h2 {
                 Box::pin(self.exchange(
                     method,
-                    None,
+                    origin.as_ref(),
                     uri,
                     (headers, rendered),
                     body,
@@ -444,30 +465,81 @@ impl UserClient {
         Ok(())
     }
 
-    /// One request to the target over its HTTP/2 connection; a connection
-    /// the server has closed is opened again first.
+    /// Opens a connection to another origin over TLS: HTTP/2 when it offers
+    /// it, else a kept HTTP/1.1 connection (at most four of each kept).
+    async fn open_other(&mut self, o: &Origin) -> Result<(), Failure> {
+        self.connecting = true;
+        let stream = Box::pin(connect(
+            &self.policy,
+            &mut self.tls,
+            &self.target,
+            o,
+            &mut self.phases,
+        ))
+        .await?;
+        let offered =
+            matches!(&stream, Stream::Tls(t) if t.get_ref().1.alpn_protocol() == Some(&b"h2"[..]));
+        if offered {
+            let link = crate::h2link::Link::handshake(stream).await?;
+            if self.others_h2.len() >= MAX_OTHER_ORIGINS {
+                self.others_h2.remove(0);
+            }
+            self.others_h2.push((o.clone(), link));
+        } else {
+            if self.others.len() >= MAX_OTHER_ORIGINS {
+                self.others.remove(0);
+            }
+            self.others.push((o.clone(), Conn::new(stream)));
+        }
+        self.connecting = false;
+        Ok(())
+    }
+
+    /// One request over the HTTP/2 connection to its origin (the target's
+    /// when `origin` is `None`); a connection the server has closed is
+    /// opened again first, and the request goes over HTTP/1.1 if the
+    /// server no longer offers HTTP/2.
     #[allow(clippy::too_many_arguments)]
     async fn exchange(
         &mut self,
         method: &Method,
-        _origin: Option<&Origin>,
+        origin: Option<&Origin>,
         uri: &Uri,
         (headers, rendered): (&[Header], &[Header]),
         body: &[u8],
         content_type: Option<&HeaderValue>,
         keep: Keep,
     ) -> Result<Reply, Failure> {
-        if let Some(link) = self.h2.as_mut()
-            && !link.ready().await
-        {
-            self.h2 = None;
-            self.open_target().await?;
-            if self.h2.is_none() {
-                // The server no longer offers HTTP/2.
+        let ready = match origin {
+            None => match self.h2.as_mut() {
+                Some(link) => link.ready().await,
+                None => false,
+            },
+            Some(o) => match self.others_h2.iter_mut().find(|(k, _)| k == o) {
+                Some((_, link)) => link.ready().await,
+                None => false,
+            },
+        };
+        if !ready {
+            match origin {
+                None => {
+                    self.h2 = None;
+                    self.open_target().await?;
+                }
+                Some(o) => {
+                    self.others_h2.retain(|(k, _)| k != o);
+                    self.open_other(o).await?;
+                }
+            }
+            let h2 = match origin {
+                None => self.h2.is_some(),
+                Some(o) => self.others_h2.iter().any(|(k, _)| k == o),
+            };
+            if !h2 {
                 return self
                     .exchange_h1(
                         method,
-                        None,
+                        origin,
                         uri,
                         (headers, rendered),
                         body,
@@ -478,11 +550,22 @@ impl UserClient {
             }
         }
         let reply = self
-            .exchange_h2(method, uri, (headers, rendered), body, content_type, keep)
+            .exchange_h2(
+                method,
+                origin,
+                uri,
+                (headers, rendered),
+                body,
+                content_type,
+                keep,
+            )
             .await;
         if reply.is_err() || self.target.connections == loadfleet_proto::v1::Connections::PerRequest
         {
-            self.h2 = None;
+            match origin {
+                None => self.h2 = None,
+                Some(o) => self.others_h2.retain(|(k, _)| k != o),
+            }
         }
         reply
     }
@@ -493,6 +576,7 @@ impl UserClient {
     async fn exchange_h2(
         &mut self,
         method: &Method,
+        origin: Option<&Origin>,
         uri: &Uri,
         (headers, rendered): (&[Header], &[Header]),
         body: &[u8],
@@ -513,9 +597,20 @@ impl UserClient {
             decoded,
             phases,
             h2,
+            others_h2,
             ..
         } = self;
-        let Some(link) = h2.as_mut() else {
+        let (main, link) = match origin {
+            None => (&*main, h2.as_mut()),
+            Some(o) => (
+                o,
+                others_h2
+                    .iter_mut()
+                    .find(|(k, _)| k == o)
+                    .map(|(_, link)| link),
+            ),
+        };
+        let Some(link) = link else {
             return Err(Failure::new(ErrorKind::Protocol, "no HTTP/2 connection"));
         };
         *exchanges += 1;
@@ -683,6 +778,7 @@ impl UserClient {
             decoded,
             phases,
             h2: _,
+            others_h2: _,
         } = self;
         let timed = target.phase_metrics.is_some();
         *exchanges += 1;

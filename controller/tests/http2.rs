@@ -17,6 +17,8 @@ use loadfleet_testbed::{Config, self_signed};
 struct Nginx {
     child: Child,
     tls_port: u16,
+    /// A second HTTP/2 TLS server: another origin.
+    other_port: u16,
     h2c_port: u16,
     log: PathBuf,
     cert: PathBuf,
@@ -37,7 +39,7 @@ impl Nginx {
         let key = dir.join("key.pem");
         std::fs::write(&cert, &id.cert_pem).unwrap();
         std::fs::write(&key, &id.key_pem).unwrap();
-        let (tls_port, h2c_port) = (free_port(), free_port());
+        let (tls_port, h2c_port, other_port) = (free_port(), free_port(), free_port());
         let log = dir.join("access.log");
         let d = dir.display();
         let proxy = format!(
@@ -51,6 +53,8 @@ impl Nginx {
              access_log {log} proto;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
              fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
              server {{ listen 127.0.0.1:{tls_port} ssl http2; ssl_certificate {cert}; \
+             ssl_certificate_key {key}; {proxy} }}\n\
+             server {{ listen 127.0.0.1:{other_port} ssl http2; ssl_certificate {cert}; \
              ssl_certificate_key {key}; {proxy} }}\n\
              server {{ listen 127.0.0.1:{h2c_port} http2; {proxy} }}\n}}\n",
             log = log.display(),
@@ -79,6 +83,7 @@ impl Nginx {
         Nginx {
             child,
             tls_port,
+            other_port,
             h2c_port,
             log,
             cert,
@@ -243,4 +248,39 @@ async fn http2_only_against_a_server_without_it_says_so() {
         s["errors"]
     );
     assert_eq!(bed.stats().served(), 0, "nothing was sent over HTTP/1.1");
+}
+
+/// A step that goes to another origin: that origin's own HTTP/2 connection
+/// (a browser keeps one per origin), by ALPN too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_origin_gets_its_own_http2_connection() {
+    let bed = testbed(Config::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let nginx = Nginx::start(dir.path(), &bed.addr().to_string());
+    let p = write_plan(
+        dir.path(),
+        "two.toml",
+        &format!(
+            "name = \"two\"\n[target]\nbase_url = \"https://127.0.0.1:{}\"\nca_file = \"{}\"\n\
+             [load]\nusers = 3\niterations = 5\n[[scenario]]\nname = \"s\"\n\
+             [[scenario.step]]\nname = \"here\"\npath = \"/a\"\n\
+             [[scenario.step]]\nname = \"there\"\nurl = \"https://127.0.0.1:{}/b\"\n",
+            nginx.tls_port,
+            nginx.cert.display(),
+            nginx.other_port
+        ),
+    );
+    let out = dir.path().join("out");
+    let exit = run_plan(&p, &out).await;
+    assert_eq!(exit.code, 0, "{}", exit.stderr);
+    let s = summary(&out);
+    println!(
+        "there: {} of {} over HTTP/2; nginx spoke {:?}",
+        s["requests"]["there"]["http2_responses"],
+        s["requests"]["there"]["requests"],
+        nginx.protocols()
+    );
+    assert_eq!(u(&s["requests"]["there"]["http2_responses"]), 15);
+    assert_eq!(u(&s["total"]["http2_responses"]), 30);
+    assert_eq!(nginx.protocols().get("HTTP/2.0"), Some(&30));
 }
