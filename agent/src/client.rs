@@ -148,6 +148,42 @@ pub struct Phases {
     pub receive: u64,
 }
 
+/// Keeps as much of a body's next bytes as the limit leaves room for;
+/// `cut` turns true once something did not fit.
+#[inline]
+fn keep_part(kept: &mut Vec<u8>, data: &[u8], limit: usize, cut: &mut bool) {
+    let room = limit.saturating_sub(kept.len());
+    *cut |= data.len() > room;
+    kept.extend_from_slice(&data[..data.len().min(room)]);
+}
+
+/// Decodes a kept body that came compressed (in `kept`, using `decoded`
+/// as room) and counts its decoded bytes; returns why it could not be
+/// decoded, if so. `cut` says whether the decoded text was cut at `limit`.
+fn decode_kept(
+    decoder: &mut crate::encoding::BodyDecoder,
+    coding: crate::encoding::Coding,
+    kept: &mut Vec<u8>,
+    decoded: &mut Vec<u8>,
+    limit: usize,
+    cut: &mut bool,
+    decoded_bytes: &mut u64,
+) -> Option<String> {
+    if coding != crate::encoding::Coding::Identity {
+        match decoder.decode(coding, kept, decoded, limit) {
+            Ok(more) => {
+                std::mem::swap(kept, decoded);
+                *cut = more;
+            }
+            // Cut on the wire, its end could not be decoded: what was is kept.
+            Err(_) if *cut => std::mem::swap(kept, decoded),
+            Err(e) => return Some(e),
+        }
+    }
+    *decoded_bytes += kept.len() as u64;
+    None
+}
+
 fn add(slot: &mut Option<u64>, since: Instant) {
     *slot = Some(slot.unwrap_or(0) + since.elapsed().as_micros() as u64);
 }
@@ -708,9 +744,7 @@ impl UserClient {
         let mut cut = false;
         let body_bytes = crate::h2link::read_body(&mut recv, |data| {
             if keep.body {
-                let room = limit.saturating_sub(kept.len());
-                cut |= data.len() > room;
-                kept.extend_from_slice(&data[..data.len().min(room)]);
+                keep_part(kept, data, limit, &mut cut);
             }
         })
         .await?;
@@ -718,20 +752,19 @@ impl UserClient {
             phases.receive += micros(t, Instant::now());
         }
         *received += head_bytes + body_bytes;
-        let mut undecodable = None;
-        if keep.body && coding != crate::encoding::Coding::Identity {
-            match decoder.decode(coding, kept, decoded, limit) {
-                Ok(more) => {
-                    std::mem::swap(kept, decoded);
-                    cut = more;
-                }
-                Err(_) if cut => std::mem::swap(kept, decoded),
-                Err(e) => undecodable = Some(e),
-            }
-        }
-        if keep.body && undecodable.is_none() {
-            *decoded_bytes += kept.len() as u64;
-        }
+        let undecodable = if keep.body {
+            decode_kept(
+                decoder,
+                coding,
+                kept,
+                decoded,
+                limit,
+                &mut cut,
+                decoded_bytes,
+            )
+        } else {
+            None
+        };
         Ok(Reply {
             status: head.status.as_u16(),
             headers: kept_headers,
@@ -894,9 +927,7 @@ impl UserClient {
         let mut cut = false;
         conn.read_body(head.framing, |data| {
             if keep.body {
-                let room = limit.saturating_sub(kept.len());
-                cut |= data.len() > room;
-                kept.extend_from_slice(&data[..data.len().min(room)]);
+                keep_part(kept, data, limit, &mut cut);
             }
         })
         .await?;
@@ -904,21 +935,19 @@ impl UserClient {
             phases.receive += micros(t, Instant::now());
         }
         *received += conn.take_received();
-        let mut undecodable = None;
-        if keep.body && coding != crate::encoding::Coding::Identity {
-            match decoder.decode(coding, kept, decoded, limit) {
-                Ok(more) => {
-                    std::mem::swap(kept, decoded);
-                    cut = more;
-                }
-                // Cut on the wire, its end could not be decoded: what was is kept.
-                Err(_) if cut => std::mem::swap(kept, decoded),
-                Err(e) => undecodable = Some(e),
-            }
-        }
-        if keep.body && undecodable.is_none() {
-            *decoded_bytes += kept.len() as u64;
-        }
+        let undecodable = if keep.body {
+            decode_kept(
+                decoder,
+                coding,
+                kept,
+                decoded,
+                limit,
+                &mut cut,
+                decoded_bytes,
+            )
+        } else {
+            None
+        };
         if head.keep_alive && !closing {
             match origin {
                 None => *main_conn = Some(conn),

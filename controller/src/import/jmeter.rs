@@ -52,38 +52,34 @@ impl<'a, 'i> Props<'a, 'i> {
         Props { node }
     }
 
-    /// A simple property's text ("" when absent).
+    /// A simple property's text ("" when absent). A `doubleProp` or
+    /// `floatProp` spells its name and value as child elements
+    /// (`<doubleProp><name>x</name><value>1.0</value>…`).
     fn get(&self, name: &str) -> String {
+        let child = |c: Node<'_, '_>, tag: &str| {
+            c.children()
+                .find(|v| v.has_tag_name(tag))
+                .and_then(|v| v.text())
+                .map(str::to_string)
+        };
         for c in self.node.children().filter(Node::is_element) {
             let tag = c.tag_name().name();
-            if tag.ends_with("Prop") && c.attribute("name") == Some(name) {
-                if tag == "doubleProp" || tag == "floatProp" {
-                    // <doubleProp><name>x</name><value>1.0</value>…
-                    return c
-                        .children()
-                        .find(|v| v.has_tag_name("value"))
-                        .and_then(|v| v.text())
-                        .unwrap_or("")
-                        .to_string();
-                }
-                return c.text().unwrap_or("").to_string();
+            if !tag.ends_with("Prop") {
+                continue;
             }
-        }
-        // doubleProp's name is a child element, not an attribute.
-        for c in self
-            .node
-            .children()
-            .filter(|c| c.has_tag_name("doubleProp"))
-        {
-            if c.children()
-                .any(|n| n.has_tag_name("name") && n.text() == Some(name))
-            {
-                return c
-                    .children()
-                    .find(|v| v.has_tag_name("value"))
-                    .and_then(|v| v.text())
-                    .unwrap_or("")
-                    .to_string();
+            let nested = tag == "doubleProp" || tag == "floatProp";
+            let prop_name = if nested {
+                child(c, "name")
+            } else {
+                c.attribute("name").map(str::to_string)
+            };
+            if prop_name.as_deref() == Some(name) {
+                let value = if nested {
+                    child(c, "value")
+                } else {
+                    c.text().map(str::to_string)
+                };
+                return value.unwrap_or_default();
             }
         }
         String::new()
@@ -1432,6 +1428,22 @@ mod tests {
         // Every conversion is a valid plan.
         crate::plan::parse("t.toml", &i.plan, "t").unwrap_or_else(|e| panic!("{e}\n{}", i.plan));
         i
+    }
+
+    #[test]
+    fn a_double_property_is_read_from_its_child_elements() {
+        let doc = roxmltree::Document::parse(
+            "<ConstantThroughputTimer><doubleProp><name>throughput</name><value>90.5</value>\
+             <savedValue>0.0</savedValue></doubleProp><intProp name=\"calcMode\">3</intProp>\
+             </ConstantThroughputTimer>",
+        )
+        .unwrap();
+        let p = Props::of(doc.root_element());
+        assert_eq!(
+            (p.get("throughput"), p.get("calcMode")),
+            ("90.5".into(), "3".into())
+        );
+        assert_eq!(p.get("absent"), "");
     }
 
     #[test]
