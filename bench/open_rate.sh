@@ -5,7 +5,7 @@
 # worker) has CPU 1 to itself. Loopback only.
 #
 #   bench/open_rate.sh [SECONDS] [RATES...]     (defaults: 10 s; 1000 10000 50000)
-#   AGENT_FLAGS=--frugal-timing bench/open_rate.sh    (the millisecond-timer mode)
+#   AGENT_FLAGS="--timing poll" bench/open_rate.sh   (the polling timing)
 #   LOADFLEET_BIN=DIR bench/open_rate.sh              (binaries from DIR, not built)
 #
 # A benchmark, not a test: it prints numbers and checks nothing.

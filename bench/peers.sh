@@ -77,52 +77,7 @@ bin=$(cd "$bin" && pwd)
 [ -n "${LOADFLEET_BIN:-}" ] || cargo build --release --locked -q --bins
 
 # --- the target -------------------------------------------------------------
-# A random port may be taken (or in TIME_WAIT): try a few.
-start_nginx() {
-  port=$((30000 + RANDOM % 20000))
-  mkdir -p "$work/nginx"
-  cat >"$work/nginx/nginx.conf" <<CONF
-worker_processes 1;
-master_process off;
-daemon off;
-pid $work/nginx/nginx.pid;
-error_log $work/nginx/error.log warn;
-worker_rlimit_nofile 40000;
-events { worker_connections 30000; }
-http {
-  access_log off;
-  keepalive_requests 1000000000;
-  keepalive_timeout 300s;
-  client_body_temp_path $work/nginx/body;
-  proxy_temp_path $work/nginx/proxy;
-  fastcgi_temp_path $work/nginx/fastcgi;
-  uwsgi_temp_path $work/nginx/uwsgi;
-  scgi_temp_path $work/nginx/scgi;
-  server {
-    listen 127.0.0.1:$port backlog=16384;
-    location = / { default_type text/plain; return 200 "hello, loadfleet"; }
-    location = /nginx_status { stub_status; }
-  }
-}
-CONF
-  taskset -c 0 nginx -p "$work/nginx" -c "$work/nginx/nginx.conf" 2>>"$work/nginx.log" &
-  nginx_pid=$!
-  url=http://127.0.0.1:$port/
-  for _ in $(seq 50); do
-    kill -0 "$nginx_pid" 2>/dev/null || return 1
-    curl -sf "${url}nginx_status" >/dev/null && return 0
-    sleep 0.1
-  done
-  return 1
-}
-started=
-for _ in 1 2 3 4 5; do
-  if start_nginx; then started=1; break; fi
-  kill "$nginx_pid" 2>/dev/null || true
-  nginx_pid=
-done
-[ -n "$started" ] || { echo "peers.sh: nginx did not start:" >&2; cat "$work/nginx.log" >&2; exit 2; }
-served() { curl -sf "http://127.0.0.1:$port/nginx_status" | awk 'NR == 3 {print $3}'; }
+plain_nginx "$work" || exit 2
 
 # --- one measured run ---------------------------------------------------------
 # run TOOL SCENARIO ROUND COMMAND...: appends "tool scenario round requests seconds cpu_s rss_kb".
@@ -207,12 +162,15 @@ max_cmd[autocannon]="autocannon -c 50 -d $DUR $url"
 max_cmd[locust]="locust -f $work/locustfile.py --headless -u 50 -r 50 -t ${DUR}s -H ${url%/} --only-summary"
 rate_cmd[loadfleet]="$bin/loadfleet run $rate_plan -q --out $work/run-rate"
 rate_cmd[loadfleet-agent]="$bin/loadfleet-agent --controller \$agent_url --allow-target 127.0.0.1 --once --name bench"
-# loadfleet's default timing polls the last 2 ms before each arrival, so that
-# arrivals leave on time; at 5,000/s on one core that is all the time between
-# them. The frugal variants sleep on the millisecond timer instead, as the
-# peers do. Both are measured, with the send lateness each achieved.
-rate_cmd[loadfleet-frugal]="$bin/loadfleet run $rate_plan -q --frugal-timing --out $work/run-rate"
-rate_cmd[loadfleet-agent-frugal]="$bin/loadfleet-agent --controller \$agent_url --allow-target 127.0.0.1 --once --name bench --frugal-timing"
+# loadfleet's default timing sleeps on a high-resolution timer, arrivals
+# within 0.5 ms of each other sharing a wake-up; the poll variants poll the
+# last 2 ms before each arrival instead (on time to the microsecond, and at
+# 5,000/s on one core that is all the time between arrivals). Both are
+# measured, with the send lateness each achieved. h2load's rate mode sends
+# each connection's requests on its own timer (--rps per connection).
+rate_cmd[loadfleet-poll]="$bin/loadfleet run $rate_plan -q --timing poll --out $work/run-rate"
+rate_cmd[loadfleet-agent-poll]="$bin/loadfleet-agent --controller \$agent_url --allow-target 127.0.0.1 --once --name bench --timing poll"
+rate_cmd[h2load]="h2load --h1 -t1 -c50 --rps 100 -D$DUR $url"
 rate_cmd[hey]="hey -z ${DUR}s -c 50 -q 100 $url"
 rate_cmd[oha]="oha --no-tui -z ${DUR}s -c 50 -q 5000 $url"
 rate_cmd[autocannon]="autocannon -c 50 -d $DUR -R 5000 $url"
@@ -237,7 +195,7 @@ for round in $(seq "$ROUNDS"); do
     [ "$t" = loadfleet-agent ] && start_controller "$max_plan"
     eval "run $t max $round ${max_cmd[$t]}"
     [ "$t" = loadfleet-agent ] && { wait "$ctl_pid" || true; }
-    for v in "$t" "$t-frugal"; do
+    for v in "$t" "$t-poll"; do
       [ -n "${rate_cmd[$v]:-}" ] || continue
       [ "$t" = loadfleet-agent ] && start_controller "$rate_plan"
       eval "run $v rate5000 $round ${rate_cmd[$v]}"
@@ -324,7 +282,7 @@ done
   for t in "${available[@]}"; do
     echo "${max_cmd[$t]}"
     [ -n "${rate_cmd[$t]:-}" ] && echo "${rate_cmd[$t]}"
-    [ -n "${rate_cmd[$t-frugal]:-}" ] && echo "${rate_cmd[$t-frugal]}"
+    [ -n "${rate_cmd[$t-poll]:-}" ] && echo "${rate_cmd[$t-poll]}"
     [ -n "${mem_cmd[$t]:-}" ] && echo "${mem_cmd[$t]}"
   done | sed "s|$work|\$WORK|g; s|$root/||g"
   echo '```'

@@ -65,26 +65,27 @@ for t in tools:
 
 
 def label(tool):
-    """A frugal variant is its tool run with `--frugal-timing`."""
-    if tool.endswith("-frugal"):
-        return f"{tool[: -len('-frugal')]} `--frugal-timing`"
+    """A poll variant is its tool run with `--timing poll`."""
+    if tool.endswith("-poll"):
+        return f"{tool[: -len('-poll')]} `--timing poll`"
     return tool
 
 
 rate_tools = []
 for t in tools:
-    rate_tools += [v for v in (t, f"{t}-frugal") if (v, "rate5000") in runs]
+    rate_tools += [v for v in (t, f"{t}-poll") if (v, "rate5000") in runs]
 if rate_tools:
     print()
     print("## Fixed rate, 5,000 requests per second, 50 connections")
     print()
     print(
-        "Only tools that can hold a rate (wrk and h2load cannot). Send lateness "
-        "(how late each request left after its scheduled instant) is what loadfleet "
-        "reports of itself; the peers do not report theirs. loadfleet's default "
-        "timing polls for the last 2 ms before each arrival so that arrivals leave "
-        "on time, which at 5,000/s on one core is all the time between them; "
-        "`--frugal-timing` sleeps on the millisecond timer instead."
+        "Only tools that can hold a rate (wrk cannot; h2load with `--rps 100` on each "
+        "of its 50 connections). Send lateness (how late each request left after its "
+        "scheduled instant) is what loadfleet reports of itself; the peers do not "
+        "report theirs. loadfleet's default timing sleeps on a high-resolution timer, "
+        "arrivals within 0.5 ms of each other sharing a wake-up; `--timing poll` polls "
+        "for the last 2 ms before each arrival instead, which at 5,000/s on one core is "
+        "all the time between them. `bench/timing.sh` has the trade-off in detail."
     )
     print()
     print("| tool | achieved req/s | generator CPU µs per request | peak RSS MiB | send lateness p50 ms | p99 ms |")

@@ -147,17 +147,130 @@ async fn watch_lag(shared: Rc<Shared>) {
 }
 
 /// How the open model's generator waits for each arrival's instant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Timing {
-    /// Sleep to 2 ms before the instant, then yield until it: arrivals leave
-    /// within microseconds, at the cost of polling while the worker is idle
-    /// (a whole core at 500 arrivals/s per worker and above).
-    #[default]
-    Precise,
-    /// Sleep on tokio's millisecond timer only: arrivals leave up to about
-    /// 2 ms late (reported as send lateness), and an idle agent stays idle.
-    Frugal,
+    /// Sleep on a high-resolution kernel timer to the instant itself
+    /// ([`crate::alarm`]). Arrivals due within `window` of the earliest one
+    /// waiting share one wake-up, taken at the last one's instant, so a
+    /// worker wakes at most about 1/window times a second for its arrivals;
+    /// the others leave up to `window` late (reported as send lateness).
+    /// With a zero window every arrival has a wake-up of its own. An idle
+    /// agent stays idle.
+    Timer { window: Duration },
+    /// Sleep on tokio's millisecond timer to 2 ms before the instant, then
+    /// yield until it: arrivals leave within microseconds, at the cost of
+    /// polling while the worker would otherwise be idle (a whole core at
+    /// 500 arrivals/s per worker and above).
+    Poll,
 }
+
+impl Timing {
+    /// In words, as the summary shows it: "timer, 0.5 ms window", "timer,
+    /// no window" or "poll".
+    pub fn describe(self) -> String {
+        match self {
+            Timing::Timer { window } if window.is_zero() => "timer, no window".into(),
+            Timing::Timer { window } => {
+                let us = window.as_micros();
+                let ms = if us % 1000 == 0 {
+                    format!("{}", us / 1000)
+                } else {
+                    format!("{:.3}", us as f64 / 1000.0)
+                        .trim_end_matches('0')
+                        .to_string()
+                };
+                format!("timer, {ms} ms window")
+            }
+            Timing::Poll => "poll".into(),
+        }
+    }
+}
+
+impl Default for Timing {
+    fn default() -> Timing {
+        Timing::Timer {
+            window: DEFAULT_WINDOW,
+        }
+    }
+}
+
+/// The timing modes by name, as `--timing` takes them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimingMode {
+    Timer,
+    Poll,
+}
+
+impl TimingMode {
+    pub const NAMES: [&'static str; 2] = ["timer", "poll"];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            TimingMode::Timer => "timer",
+            TimingMode::Poll => "poll",
+        }
+    }
+
+    /// The timing this mode names; `window` is used by `timer` only.
+    pub fn with_window(self, window: Duration) -> Timing {
+        match self {
+            TimingMode::Timer => Timing::Timer { window },
+            TimingMode::Poll => Timing::Poll,
+        }
+    }
+}
+
+impl std::str::FromStr for TimingMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<TimingMode, String> {
+        match s {
+            "timer" => Ok(TimingMode::Timer),
+            "poll" => Ok(TimingMode::Poll),
+            _ => Err(format!(
+                "unknown timing {s:?}: expected one of {}",
+                TimingMode::NAMES.join(", ")
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for TimingMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// [`Timing::Timer`]'s default window.
+pub const DEFAULT_WINDOW: Duration = Duration::from_micros(500);
+
+/// The longest window `--timing-window` takes.
+pub const MAX_WINDOW: Duration = Duration::from_secs(1);
+
+/// Parses a timer window: an integer with `us` or `ms` (`500us`, `2ms`), or
+/// `0`, at most [`MAX_WINDOW`].
+pub fn parse_window(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let expected = || format!("expected a window such as \"500us\" or \"2ms\", found {s:?}");
+    let d = if t == "0" {
+        Duration::ZERO
+    } else if let Some(n) = t.strip_suffix("us").or_else(|| t.strip_suffix("µs")) {
+        Duration::from_micros(n.parse().map_err(|_| expected())?)
+    } else if let Some(n) = t.strip_suffix("ms") {
+        Duration::from_millis(n.parse().map_err(|_| expected())?)
+    } else {
+        return Err(expected());
+    };
+    if d > MAX_WINDOW {
+        return Err(format!(
+            "a timer window of {s} is longer than the 1 s allowed"
+        ));
+    }
+    Ok(d)
+}
+
+/// At most this many arrivals share one wake-up.
+const COALESCE_MAX: usize = 64;
 
 /// How an agent runs its engine.
 #[derive(Debug, Clone, Default)]
@@ -820,7 +933,7 @@ fn judge(step: &Step, reply: &Reply, body: &[u8], user: &mut UserState) -> Optio
 
 // === open model ===
 
-/// How early precise timing stops sleeping: tokio's timer wheel has
+/// How early polling timing stops sleeping: tokio's timer wheel has
 /// millisecond ticks and the park timeout rounds up again, so a sleep can
 /// end up to ~2 ms after its deadline.
 const TIMER_MARGIN: Duration = Duration::from_millis(2);
@@ -862,43 +975,75 @@ async fn generate(
 ) {
     let open = shared.assign.open.as_ref().expect("open model");
     let workers = workers as u64;
-    for (m, (arrival, due)) in
-        OwnArrivals::new(&open.schedule, open.period, &open.positions).enumerate()
-    {
-        let m = m as u64;
-        if m % workers != worker as u64 {
-            continue;
-        }
-        let at = shared.start_at + due;
-        // tokio's timer fires on millisecond ticks, up to ~2 ms late. Precise
-        // timing sleeps to just before the instant, then yields (other tasks
-        // keep running) until it arrives, so arrivals leave on time.
-        let coarse = match timing {
-            Timing::Precise => at.checked_sub(TIMER_MARGIN).unwrap_or(at),
-            Timing::Frugal => at,
+    let mut own = OwnArrivals::new(&open.schedule, open.period, &open.positions)
+        .enumerate()
+        .filter(|(m, _)| *m as u64 % workers == worker as u64)
+        .map(|(m, (arrival, due))| (m as u64, arrival, shared.start_at + due))
+        .peekable();
+    // Made on first use, on this worker's reactor.
+    let mut alarm: Option<crate::alarm::Alarm> = None;
+    // The arrivals sharing the next wake-up: (index, arrival, instant).
+    let mut batch: Vec<(u64, u64, tokio::time::Instant)> = Vec::with_capacity(COALESCE_MAX);
+    'arrivals: while let Some(first) = own.next() {
+        batch.clear();
+        batch.push(first);
+        let wake = match timing {
+            Timing::Timer { window } => {
+                // Every arrival due within the window of the first leaves at
+                // the last one's instant: one wake-up instead of several.
+                let until = first.2 + window;
+                while batch.len() < COALESCE_MAX {
+                    match own.next_if(|next| next.2 <= until) {
+                        Some(next) => batch.push(next),
+                        None => break,
+                    }
+                }
+                let wake = batch.last().map_or(first.2, |b| b.2);
+                let alarm = alarm.get_or_insert_with(crate::alarm::Alarm::new);
+                tokio::select! {
+                    _ = alarm.sleep_until(wake) => {}
+                    _ = shared.graceful.cancelled() => break 'arrivals,
+                }
+                wake
+            }
+            Timing::Poll => {
+                let at = first.2;
+                // tokio's timer fires on millisecond ticks, up to ~2 ms late:
+                // sleep to just before the instant, then yield (other tasks
+                // keep running) until it arrives.
+                tokio::select! {
+                    _ = tokio::time::sleep_until(at.checked_sub(TIMER_MARGIN).unwrap_or(at)) => {}
+                    _ = shared.graceful.cancelled() => break 'arrivals,
+                }
+                while tokio::time::Instant::now() < at && !shared.graceful.is_cancelled() {
+                    tokio::task::yield_now().await;
+                }
+                at
+            }
         };
-        tokio::select! {
-            _ = tokio::time::sleep_until(coarse) => {}
-            _ = shared.graceful.cancelled() => break,
-        }
-        while tokio::time::Instant::now() < at && !shared.graceful.is_cancelled() {
-            tokio::task::yield_now().await;
-        }
         if shared.graceful.is_cancelled() {
             break;
         }
-        if open.max_wait.is_zero() && queue.idle.get() == 0 {
-            shared.dropped.set(shared.dropped.get() + 1);
-            continue;
+        debug_assert!(batch.iter().all(|b| b.2 <= wake));
+        for &(m, arrival, at) in &batch {
+            if open.max_wait.is_zero() && queue.idle.get() == 0 {
+                shared.dropped.set(shared.dropped.get() + 1);
+                continue;
+            }
+            let scenario = open.scenario_cycle[(m % open.scenario_cycle.len() as u64) as usize];
+            queue.jobs.borrow_mut().push_back((at, scenario, arrival));
+            queue.more.notify_one();
         }
-        let scenario = open.scenario_cycle[(m % open.scenario_cycle.len() as u64) as usize];
-        queue.jobs.borrow_mut().push_back((at, scenario, arrival));
-        queue.more.notify_one();
+        batch.clear();
     }
+    // Arrivals of a wake-up the stop came before, whose instant had already
+    // come (they waited for a later one's), were due and never run.
+    let now = tokio::time::Instant::now();
+    let unsent = batch.iter().filter(|b| b.2 <= now).count() as u64;
     // Arrivals still waiting when the load stops were never run: dropped, not lost.
     if shared.graceful.is_cancelled() {
         let left = queue.jobs.borrow_mut().drain(..).count() as u64;
-        shared.dropped.set(shared.dropped.get() + left);
+        shared.dropped.set(shared.dropped.get() + left + unsent);
     }
     queue.generating.set(false);
     queue.more.notify_waiters();
@@ -1262,6 +1407,44 @@ fn add_latencies(into: &mut StepRecord, rec: &StepRecord) {
             into.failed
                 .get_or_insert_with(crate::recorder::new_histogram),
             theirs,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timer_windows_parse_with_their_unit() {
+        assert_eq!(parse_window("500us"), Ok(Duration::from_micros(500)));
+        assert_eq!(parse_window("500µs"), Ok(Duration::from_micros(500)));
+        assert_eq!(parse_window(" 2ms "), Ok(Duration::from_millis(2)));
+        assert_eq!(parse_window("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_window("1000ms"), Ok(MAX_WINDOW));
+        for bad in ["", "500", "0.5ms", "-1ms", "2s", "ms"] {
+            let e = parse_window(bad).unwrap_err();
+            assert!(e.contains("expected a window such as"), "{bad:?}: {e}");
+        }
+        let e = parse_window("1001ms").unwrap_err();
+        assert!(e.contains("longer than the 1 s allowed"), "{e}");
+    }
+
+    #[test]
+    fn timing_modes_by_name() {
+        assert_eq!("timer".parse(), Ok(TimingMode::Timer));
+        assert_eq!("poll".parse(), Ok(TimingMode::Poll));
+        let e = "tick".parse::<TimingMode>().unwrap_err();
+        assert_eq!(e, "unknown timing \"tick\": expected one of timer, poll");
+        assert_eq!(
+            TimingMode::Timer.with_window(Duration::from_millis(2)),
+            Timing::Timer {
+                window: Duration::from_millis(2)
+            }
+        );
+        assert_eq!(
+            Timing::default(),
+            TimingMode::Timer.with_window(DEFAULT_WINDOW)
         );
     }
 }

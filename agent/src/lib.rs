@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
+pub mod alarm;
 pub mod arrivals;
 pub mod assignment;
 pub mod backoff;

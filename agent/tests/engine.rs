@@ -182,7 +182,7 @@ async fn server_stall_shows_in_corrected_latency_only() {
 fn config(workers: usize) -> engine::EngineConfig {
     engine::EngineConfig {
         workers,
-        timing: engine::Timing::Precise,
+        timing: engine::Timing::default(),
         ..Default::default()
     }
 }

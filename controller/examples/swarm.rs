@@ -125,6 +125,7 @@ async fn attach(url: &str, name: &str, counters: &Counters) -> Result<Link, Stri
         check_only: false,
         allowed_targets: Vec::new(),
         allow_any_target: true,
+        timing: String::new(),
     }));
     counters
         .bytes

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use loadfleet_agent::engine::Timing;
+use loadfleet_agent::engine::{TimingMode, parse_window};
 use tokio_util::sync::CancellationToken;
 
 use crate::capacity::{CapacityError, SearchSpec};
@@ -99,11 +99,19 @@ pub struct FleetArgs {
     /// Worker threads of each local agent (default: the number of CPUs).
     #[arg(long)]
     pub workers: Option<usize>,
-    /// Open model, local agents: wait for arrivals on the millisecond timer
-    /// only (up to ~2 ms late, reported as send lateness) instead of polling
-    /// the last 2 ms before each arrival, as `loadfleet-agent
-    /// --frugal-timing` does.
-    #[arg(long)]
+    /// Open model, local agents: how arrivals wait for their instant, as
+    /// `loadfleet-agent --timing`: `timer` (default; a high-resolution timer,
+    /// arrivals within `--timing-window` of each other sharing a wake-up) or
+    /// `poll` (within microseconds, a core busy).
+    #[arg(long, default_value_t = TimingMode::Timer)]
+    pub timing: TimingMode,
+    /// `--timing timer`: arrivals due within this span of the earliest one
+    /// waiting share its wake-up (`500us`, `2ms`, `0`), as `loadfleet-agent
+    /// --timing-window`.
+    #[arg(long, default_value = "500us", value_parser = parse_window)]
+    pub timing_window: Duration,
+    /// Replaced by `--timing`; accepted with a warning.
+    #[arg(long, hide = true)]
     pub frugal_timing: bool,
     /// No live progress line.
     #[arg(long, short)]
@@ -256,6 +264,12 @@ impl FleetArgs {
         if local + self.expect_agents == 0 {
             return Err("no agents: give --expect-agents N or --local-agents N".into());
         }
+        if self.frugal_timing {
+            tracing::warn!(
+                "--frugal-timing is no longer needed and is ignored: the default `--timing timer` \
+                 sleeps on a high-resolution timer and is idle between arrivals"
+            );
+        }
         let workers = self.workers.unwrap_or_else(default_workers);
         let (token, tls) = self.auth.load()?;
         if token.as_ref().is_some_and(|t| t.len() < 16) {
@@ -287,11 +301,7 @@ impl FleetArgs {
                     },
                     region: "local".into(),
                     workers,
-                    timing: if self.frugal_timing {
-                        Timing::Frugal
-                    } else {
-                        Timing::Precise
-                    },
+                    timing: self.timing.with_window(self.timing_window),
                 })
                 .collect(),
             wait_for_agents: self.wait_agents,

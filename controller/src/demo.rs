@@ -84,7 +84,7 @@ pub async fn demo(
                 name: format!("agent-{r}"),
                 region: format!("region-{r}"),
                 workers: 1,
-                timing: Timing::Precise,
+                timing: Timing::default(),
             })
             .collect(),
         wait_for_agents: Duration::from_secs(10),

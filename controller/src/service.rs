@@ -173,6 +173,11 @@ impl Fleet for FleetService {
                 "agent region must be 1 to 128 bytes",
             ));
         }
+        if hello.timing.len() > 64 || hello.timing.chars().any(char::is_control) {
+            return Err(Status::invalid_argument(
+                "agent timing must be at most 64 bytes of printable text",
+            ));
+        }
         if self.check_cert_names {
             let named = certs
                 .as_ref()

@@ -181,6 +181,11 @@ pub struct AgentEntry {
     pub load_share: f64,
     /// Open model: this agent's send lateness.
     pub send_lateness_ms: Option<LatencyMs>,
+    /// How its open-model generator waited for arrivals (`--timing`):
+    /// "timer, 0.5 ms window", "timer, no window" or "poll"; absent for an
+    /// agent that did not say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timing: Option<String>,
     /// Seconds from the start that the reports received from it cover;
     /// `null` when none arrived. For an agent that did not finish, what it
     /// sent after this is not counted anywhere (its `rps` is over this span).
@@ -390,6 +395,7 @@ impl Summary {
                         .get(&a.name)
                         .and_then(|t| t.send_lateness)
                         .map(round_latency),
+                    timing: Some(a.timing.clone()).filter(|t| !t.is_empty()),
                     reported_until_s: a.reported_until_s.map(round3),
                     health: c
                         .agents

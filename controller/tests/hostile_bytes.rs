@@ -83,6 +83,7 @@ fn hello(name: &str) -> Vec<u8> {
             check_only: false,
             allowed_targets: Vec::new(),
             allow_any_target: true,
+            timing: String::new(),
         })),
     }
     .encode_to_vec()

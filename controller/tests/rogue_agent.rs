@@ -25,6 +25,7 @@ async fn rogue(url: String) {
         check_only: false,
         allowed_targets: Vec::new(),
         allow_any_target: true,
+        timing: String::new(),
     })))
     .await
     .unwrap();
@@ -138,4 +139,59 @@ async fn undecodable_histogram_is_dropped_and_the_run_goes_on() {
         "the real agent ran its 2 users x 25"
     );
     assert_eq!(s["agents"]["rogue"]["requests"], 0);
+}
+
+/// A Hello whose words the controller would print and write is checked
+/// first: a timing longer than 64 bytes, or holding a control character
+/// (which could rewrite the operator's terminal), is refused with why, and
+/// the run still waits for a real agent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hello_with_unprintable_or_long_timing_is_refused() {
+    let bed = testbed(Config::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let text = plan_toml(
+        &bed.base_url(),
+        "users = 1\niterations = 2",
+        &[("home", "/")],
+    );
+    let plan = write_plan(dir.path(), "p.toml", &text);
+    let out = dir.path().join("run");
+    let (ctl, url) = fleet_controller(&plan, &out, 1);
+    for timing in ["x".repeat(65), "timer\u{1b}[2J".to_string()] {
+        let mut client = FleetClient::connect(url.clone()).await.expect("connect");
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        tx.send(msg(agent_message::Body::Hello(v1::Hello {
+            name: "odd".into(),
+            region: "r".into(),
+            version: "0".into(),
+            weight: 1,
+            resume_run_id: String::new(),
+            check_only: false,
+            allowed_targets: Vec::new(),
+            allow_any_target: true,
+            timing: timing.clone(),
+        })))
+        .await
+        .unwrap();
+        let refused = match client.attach(ReceiverStream::new(rx)).await {
+            Err(status) => status,
+            Ok(resp) => resp
+                .into_inner()
+                .message()
+                .await
+                .expect_err("a refusal, not a message"),
+        };
+        eprintln!("timing {timing:?}: {refused}");
+        assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+        assert!(
+            refused
+                .message()
+                .contains("agent timing must be at most 64 bytes of printable text"),
+            "{refused}"
+        );
+    }
+    let _agent = agent(&url, "eu", "real", &[]);
+    let exit = exited(ctl, Duration::from_secs(60)).await;
+    assert_eq!(exit.code, 0, "{}", exit.stderr);
+    assert_eq!(summary(&out)["total"]["requests"], 2);
 }

@@ -65,6 +65,7 @@ pub(super) async fn open(
         check_only: intent == Intent::Check,
         allowed_targets: opts.policy.describe(),
         allow_any_target: !opts.policy.restricts(),
+        timing: opts.timing.describe(),
     };
     tx.send(msg(agent_message::Body::Hello(hello)))
         .await

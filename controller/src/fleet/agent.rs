@@ -32,6 +32,9 @@ pub(super) struct Agent {
     /// What it will load, as it said: its `--allow-target` list, `any`,
     /// or `not reported` (an agent older than the field).
     pub(super) targets: String,
+    /// How its open-model generator waits for arrivals, as it said (empty
+    /// from an agent older than the field).
+    pub(super) timing: String,
     pub(super) outbound: Outbound,
     pub(super) state: State,
     pub(super) next_seq: u64,
@@ -103,6 +106,7 @@ impl Agent {
         Agent {
             conn,
             targets: targets_of(&hello),
+            timing: hello.timing,
             name: hello.name,
             region: hello.region,
             weight: hello.weight.clamp(1, 1000),

@@ -75,6 +75,7 @@ impl Run<'_> {
                 peer: a.peer,
                 identity: a.identity,
                 targets: a.targets,
+                timing: a.timing,
                 users: a.users,
                 ended_at_s: a.ended_at.map(|d| d.as_secs_f64()),
                 note: a.note,

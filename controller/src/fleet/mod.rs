@@ -266,6 +266,9 @@ pub struct AgentReport {
     pub load_share: f64,
     /// What it will load, as it said (see [`AgentFacts::targets`]).
     pub targets: String,
+    /// How its open-model generator waits for arrivals, as it said (empty
+    /// when it did not).
+    pub timing: String,
     /// Seconds from the start covered by the reports received from it
     /// (the end of its newest interval); `None` when none arrived.
     pub reported_until_s: Option<f64>,
@@ -481,6 +484,7 @@ async fn drive(
                         address: a.peer.clone(),
                         identity: a.identity.clone(),
                         targets: a.targets.clone(),
+                        timing: a.timing.clone(),
                         users: a.users,
                         load_share: a.load_share,
                     })

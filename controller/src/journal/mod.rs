@@ -62,6 +62,9 @@ pub struct JournalAgent {
     /// What it will load, as it said (older journals lack it).
     #[serde(default)]
     pub targets: String,
+    /// Its open-model timing, as it said (older journals lack it).
+    #[serde(default)]
+    pub timing: String,
     pub users: usize,
     pub load_share: f64,
 }

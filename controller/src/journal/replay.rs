@@ -128,6 +128,7 @@ pub fn replay(dir: &Path) -> Result<Replayed, ReplayError> {
                 peer: a.address.clone(),
                 identity: a.identity.clone(),
                 targets: a.targets.clone(),
+                timing: a.timing.clone(),
                 users: a.users,
                 end: if finished {
                     AgentEnd::Finished

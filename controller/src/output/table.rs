@@ -109,6 +109,25 @@ pub fn new_table() -> Table {
 }
 
 /// The tables: overall, by step, by region. Latencies in milliseconds.
+/// How the agents' generators waited for arrivals, after the send
+/// lateness it explains: "; timing: timer, 0.5 ms window", or per agent
+/// when they differ. Empty when no agent said.
+fn timings(s: &Summary) -> String {
+    let said: Vec<(&String, &String)> = s
+        .agents
+        .iter()
+        .filter_map(|(name, a)| a.timing.as_ref().map(|t| (name, t)))
+        .collect();
+    match said.first() {
+        None => String::new(),
+        Some((_, t)) if said.iter().all(|(_, u)| u == t) => format!("; timing: {t}"),
+        Some(_) => {
+            let each: Vec<String> = said.iter().map(|(n, t)| format!("{n} {t}")).collect();
+            format!("; timing: {}", each.join(", "))
+        }
+    }
+}
+
 pub fn render(s: &Summary) -> String {
     let overall = "overall".to_string();
     let mut out = String::new();
@@ -171,8 +190,11 @@ pub fn render(s: &Summary) -> String {
     }
     if let Some(l) = s.send_lateness_ms {
         out.push_str(&format!(
-            "send lateness (actual minus intended start): p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms\n",
-            l.p50, l.p99, l.max
+            "send lateness (actual minus intended start): p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms{}\n",
+            l.p50,
+            l.p99,
+            l.max,
+            timings(s)
         ));
     }
     let mut overall_rows = vec![(overall.clone(), s.total.clone())];
