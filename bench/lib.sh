@@ -18,12 +18,15 @@ controller_addr() {
   return 1
 }
 
-# plain_nginx WORK: starts the benchmarks' target: nginx, one worker pinned to
-# CPU 0, access log off, a 16-byte body at /, stub_status at /nginx_status,
-# keep-alive without limit. Sets nginx_pid, port and url; the caller kills
-# nginx_pid. A random port may be taken (or in TIME_WAIT), so it tries a few.
+# plain_nginx WORK [ACCESS_LOG]: starts the benchmarks' target: nginx, one
+# worker pinned to CPU 0, a 16-byte body at /, stub_status at /nginx_status,
+# keep-alive without limit. The access log is off unless ACCESS_LOG names a
+# file, which then gets each request's arrival time ($msec, one line each).
+# Sets nginx_pid, port and url; the caller kills nginx_pid. A random port may
+# be taken (or in TIME_WAIT), so it tries a few.
 plain_nginx() {
-  local work=$1
+  local work=$1 log="access_log off;"
+  [ -n "${2:-}" ] && log="log_format arrival '\$msec'; access_log $2 arrival;"
   for _ in 1 2 3 4 5; do
     port=$((30000 + RANDOM % 20000))
     mkdir -p "$work/nginx"
@@ -36,7 +39,7 @@ error_log $work/nginx/error.log warn;
 worker_rlimit_nofile 40000;
 events { worker_connections 30000; }
 http {
-  access_log off;
+  $log
   keepalive_requests 1000000000;
   keepalive_timeout 300s;
   client_body_temp_path $work/nginx/body;

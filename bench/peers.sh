@@ -163,7 +163,7 @@ max_cmd[locust]="locust -f $work/locustfile.py --headless -u 50 -r 50 -t ${DUR}s
 rate_cmd[loadfleet]="$bin/loadfleet run $rate_plan -q --out $work/run-rate"
 rate_cmd[loadfleet-agent]="$bin/loadfleet-agent --controller \$agent_url --allow-target 127.0.0.1 --once --name bench"
 # loadfleet's default timing sleeps on a high-resolution timer, arrivals
-# within 0.5 ms of each other sharing a wake-up; the poll variants poll the
+# within 0.75 ms of each other sharing a wake-up; the poll variants poll the
 # last 2 ms before each arrival instead (on time to the microsecond, and at
 # 5,000/s on one core that is all the time between arrivals). Both are
 # measured, with the send lateness each achieved. h2load's rate mode sends

@@ -83,7 +83,7 @@ if rate_tools:
         "of its 50 connections). Send lateness (how late each request left after its "
         "scheduled instant) is what loadfleet reports of itself; the peers do not "
         "report theirs. loadfleet's default timing sleeps on a high-resolution timer, "
-        "arrivals within 0.5 ms of each other sharing a wake-up; `--timing poll` polls "
+        "arrivals within 0.75 ms of each other sharing a wake-up; `--timing poll` polls "
         "for the last 2 ms before each arrival instead, which at 5,000/s on one core is "
         "all the time between them. `bench/timing.sh` has the trade-off in detail."
     )

@@ -16,7 +16,13 @@
 # GNU time, and so do the sleeps (voluntary context switches: each is a
 # wake-up to pay for, a large part of the cost at a fixed rate). Send
 # lateness (actual minus scheduled start of each arrival) is what the agent
-# reports; h2load does not report its own. Steal is the time
+# reports; h2load does not report its own. What every generator's schedule
+# looks like from the target comes from nginx's access log (each request's
+# arrival, to the millisecond): the requests in the run's busiest 1% of
+# milliseconds (p99 of the count per millisecond) and the share of
+# milliseconds with no request at all. A steady 5,000/s has 5 in every one;
+# a generator that sends in bursts has many more in a few, and none in the
+# rest. Steal is the time
 # the hypervisor ran something else on CPU 1 during the run: arrivals in a
 # stolen gap are late whatever the generator does, so it is printed beside.
 #
@@ -42,7 +48,7 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-plain_nginx "$work" || exit 2
+plain_nginx "$work" "$work/arrivals.log" || exit 2
 
 cat >"$work/plan.toml" <<PLAN
 name = "timing-$rate"
@@ -64,8 +70,9 @@ steal_ms() { awk '$1 == "cpu1" {print $9 * 10}' /proc/stat; }
 # measure NAME COMMAND...: one run on CPU 1; appends
 # "name requests cpu_s steal_ms lateness_p50 lateness_p99 lateness_p99_9".
 measure() {
-  local name=$1 before after stolen user sys late
+  local name=$1 before after stolen user sys late lines
   shift
+  lines=$(wc -l <"$work/arrivals.log")
   before=$(served)
   stolen=$(steal_ms)
   /usr/bin/time -f "%U %S %w" -o "$work/time" taskset -c 1 "$@" >"$work/last.out" 2>&1 || true
@@ -76,8 +83,18 @@ measure() {
   if [ -f "$work/run/summary.json" ]; then
     late=$(python3 -c 'import json,sys; l=json.load(open(sys.argv[1]))["send_lateness_ms"] or {}; print(l.get("p50","-"), l.get("p99","-"), l.get("p99_9","-"))' "$work/run/summary.json")
   fi
-  printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$((after - before - 1))" \
-    "$(awk -v u="$user" -v s="$sys" 'BEGIN {print u + s}')" "$waits" "$stolen" "${late// /	}" >>"$work/results.tsv"
+  shape=$(tail -n +"$((lines + 1))" "$work/arrivals.log" | python3 -c '
+import sys
+from collections import Counter
+t = sorted(round(float(l) * 1000) for l in sys.stdin if l.strip())
+# The middle 98% of the requests: not a probe before the start, nor the
+# ramp of connections at either end.
+t = t[len(t) // 100 : len(t) - len(t) // 100] or [0]
+ms = Counter(t)
+per = sorted(ms.get(m, 0) for m in range(t[0], t[-1] + 1))
+print(per[len(per) * 99 // 100], per.count(0) / len(per) * 100)')
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$((after - before - 1))" \
+    "$(awk -v u="$user" -v s="$sys" 'BEGIN {print u + s}')" "$waits" "$stolen" "${late// /	}" "${shape// /	}" >>"$work/results.tsv"
   printf '  %-14s %s requests, %s ms stolen\n' "$name" "$((after - before - 1))" "$stolen" >&2
 }
 
@@ -106,8 +123,8 @@ import statistics, sys
 from collections import defaultdict
 rows = defaultdict(list)
 for line in open(sys.argv[1]):
-    name, req, cpu, waits, steal, p50, p99, p999 = line.rstrip("\n").split("\t")
-    rows[name].append((int(req), float(cpu), int(steal), p50, p99, p999, int(waits)))
+    name, req, cpu, waits, steal, p50, p99, p999, busiest, idle = line.rstrip("\n").split("\t")
+    rows[name].append((int(req), float(cpu), int(steal), p50, p99, p999, int(waits), int(busiest), float(idle)))
 secs, rate = float(sys.argv[2]), sys.argv[3]
 def med(xs):
     return statistics.median(xs), min(xs), max(xs)
@@ -116,8 +133,8 @@ def fmt(v, digits):
     return f"{m:,.{digits}f} ({lo:,.{digits}f}–{hi:,.{digits}f})"
 base = statistics.median(c / r * 1e6 for r, c, *_ in rows["h2load"]) if rows["h2load"] else None
 print(f"Fixed rate {rate}/s, {secs:.0f} s per run, {len(rows['h2load'])} round(s); median (min–max).\n")
-print("| generator | achieved /s | CPU µs per request | vs h2load | sleeps per request | send lateness p50 ms | p99 ms | p99.9 ms | steal on CPU 1 ms |")
-print("|---|---|---|---|---|---|---|---|---|")
+print("| generator | achieved /s | CPU µs per request | vs h2load | sleeps per request | send lateness p50 ms | p99 ms | p99.9 ms | requests per ms at the target, p99 | ms with no request | steal on CPU 1 ms |")
+print("|---|---|---|---|---|---|---|---|---|---|---|")
 for name, rs in rows.items():
     cpu = [c / r * 1e6 for r, c, *_ in rs if r > 0]
     ratio = f"{statistics.median(cpu) / base:.2f}×" if base and cpu else "-"
@@ -127,5 +144,6 @@ for name, rs in rows.items():
         lat.append(fmt(med(vals), 3) if vals else "not reported")
     sleeps = fmt(med([x[6] / x[0] for x in rs if x[0] > 0]), 2)
     print(f"| {name} | {fmt(med([r / secs for r, *_ in rs]), 0)} | {fmt(med(cpu), 1)} | {ratio} | {sleeps} | "
-          f"{' | '.join(lat)} | {', '.join(str(x[2]) for x in rs)} |")
+          f"{' | '.join(lat)} | {fmt(med([x[7] for x in rs]), 0)} | {fmt(med([x[8] for x in rs]), 0)}% | "
+          f"{', '.join(str(x[2]) for x in rs)} |")
 PY

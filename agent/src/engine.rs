@@ -165,7 +165,7 @@ pub enum Timing {
 }
 
 impl Timing {
-    /// In words, as the summary shows it: "timer, 0.5 ms window", "timer,
+    /// In words, as the summary shows it: "timer, 0.75 ms window", "timer,
     /// no window" or "poll".
     pub fn describe(self) -> String {
         match self {
@@ -242,7 +242,7 @@ impl std::fmt::Display for TimingMode {
 }
 
 /// [`Timing::Timer`]'s default window.
-pub const DEFAULT_WINDOW: Duration = Duration::from_micros(500);
+pub const DEFAULT_WINDOW: Duration = Duration::from_micros(750);
 
 /// The longest window `--timing-window` takes.
 pub const MAX_WINDOW: Duration = Duration::from_secs(1);
@@ -1446,5 +1446,18 @@ mod tests {
             Timing::default(),
             TimingMode::Timer.with_window(DEFAULT_WINDOW)
         );
+    }
+
+    #[test]
+    fn timings_in_words() {
+        let timer = |us| Timing::Timer {
+            window: Duration::from_micros(us),
+        };
+        assert_eq!(Timing::default().describe(), "timer, 0.75 ms window");
+        assert_eq!(timer(0).describe(), "timer, no window");
+        assert_eq!(timer(1).describe(), "timer, 0.001 ms window");
+        assert_eq!(timer(1500).describe(), "timer, 1.5 ms window");
+        assert_eq!(timer(20_000).describe(), "timer, 20 ms window");
+        assert_eq!(Timing::Poll.describe(), "poll");
     }
 }

@@ -108,7 +108,7 @@ pub struct FleetArgs {
     /// `--timing timer`: arrivals due within this span of the earliest one
     /// waiting share its wake-up (`500us`, `2ms`, `0`), as `loadfleet-agent
     /// --timing-window`.
-    #[arg(long, default_value = "500us", value_parser = parse_window)]
+    #[arg(long, default_value = "750us", value_parser = parse_window)]
     pub timing_window: Duration,
     /// Replaced by `--timing`; accepted with a warning.
     #[arg(long, hide = true)]

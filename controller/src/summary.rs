@@ -182,7 +182,7 @@ pub struct AgentEntry {
     /// Open model: this agent's send lateness.
     pub send_lateness_ms: Option<LatencyMs>,
     /// How its open-model generator waited for arrivals (`--timing`):
-    /// "timer, 0.5 ms window", "timer, no window" or "poll"; absent for an
+    /// "timer, 0.75 ms window", "timer, no window" or "poll"; absent for an
     /// agent that did not say.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timing: Option<String>,
@@ -578,4 +578,16 @@ pub fn read_summary(dir: &Path) -> Result<Summary, String> {
         ));
     }
     Ok(summary)
+}
+
+/// Responses an entry's requests got: its requests less those that ended
+/// without one (a timeout, a refused or reset connection...).
+pub fn responses(e: &Entry) -> u64 {
+    e.requests.saturating_sub(
+        e.errors_by_kind
+            .iter()
+            .filter(|(k, _)| !crate::stats::came_with_response(k))
+            .map(|(_, n)| n)
+            .sum::<u64>(),
+    )
 }

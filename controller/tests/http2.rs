@@ -171,6 +171,12 @@ async fn http2_by_alpn_by_prior_knowledge_and_http1_when_asked() {
                 "{}",
                 exit.stdout
             );
+            // The report's step table says it too.
+            let report = std::fs::read_to_string(out.join("report.html")).unwrap();
+            assert!(
+                report.contains("(15 of 15 responses over HTTP/2)"),
+                "{name}: the report's step rows"
+            );
         }
         before = after;
     }

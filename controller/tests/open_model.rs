@@ -235,9 +235,9 @@ fn cpu_ms(pid: u32) -> Option<(u64, bool)> {
 }
 
 /// The timer leaves the agent idle between arrivals; polling keeps it busy
-/// for the last 2 ms before each. 100 arrivals/s for 4 s, split between
+/// for the last 2 ms before each. 400 arrivals/s for 3 s, split between
 /// one agent of each kind (one worker each): polling costs about 2 ms of CPU
-/// per arrival, 400 ms in all; the timer a few wake-ups' worth. The timer
+/// per arrival, 1.2 s in all; the timer what its requests cost. The timer
 /// agent is started with the old `--frugal-timing`, which is accepted with a
 /// warning and leaves the default timing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -247,7 +247,7 @@ async fn the_timer_leaves_the_agent_idle_between_arrivals_and_polling_does_not()
     let plan = open_plan(
         dir.path(),
         &bed,
-        "rate = 100\nduration = \"4s\"\nmax_users = 10",
+        "rate = 400\nduration = \"3s\"\nmax_users = 10",
     );
     let out = dir.path().join("run");
     let (ctl, url) = fleet_controller(&plan, &out, 2);
@@ -296,23 +296,18 @@ async fn the_timer_leaves_the_agent_idle_between_arrivals_and_polling_does_not()
     );
     drop(poll);
     let s = summary(&out);
-    assert_eq!(s["agents"]["timer"]["requests"], 200);
-    assert_eq!(s["agents"]["poll"]["requests"], 200);
+    assert_eq!(s["agents"]["timer"]["requests"], 600);
+    assert_eq!(s["agents"]["poll"]["requests"], 600);
     eprintln!("agent CPU over the load: timer {timer_ms} ms, poll {poll_ms} ms");
     assert_eq!(s["agents"]["poll"]["timing"], "poll");
-    assert_eq!(s["agents"]["timer"]["timing"], "timer, 0.5 ms window");
-    // About 190 arrivals x 2 ms of polling: up to 380 ms, less when other
-    // work takes the CPU it would poll on (measured here: 330 ms alone,
-    // 180 ms beside two busy loops). The timer costs what its requests and
-    // wake-ups cost (a debug build: 40-50 ms, both ways), well under the
-    // 0.5 ms per arrival asserted.
+    assert_eq!(s["agents"]["timer"]["timing"], "timer, 0.75 ms window");
+    // About 590 arrivals x up to 2 ms of polling (tokio's timer wakes it
+    // late, so less): measured here 480 ms alone, 840 ms beside two busy
+    // loops. The timer costs what its requests and the agent's reports cost
+    // (a debug build): 120-130 ms, the same in either timing.
     assert!(
-        poll_ms >= 120,
-        "polling the last 2 ms of 200 arrivals: {poll_ms} ms"
-    );
-    assert!(
-        timer_ms <= 100,
-        "the timer sleeps between arrivals: {timer_ms} ms for 200"
+        poll_ms >= 300,
+        "polling before each of 600 arrivals: {poll_ms} ms"
     );
     assert!(
         timer_ms * 2 <= poll_ms,

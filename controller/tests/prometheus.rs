@@ -89,15 +89,13 @@ async fn metrics_while_running_and_remote_write_into_a_real_prometheus() {
     .await;
     let dir = tempfile::tempdir().unwrap();
     let (_prom, prom) = prometheus(dir.path());
-    let plan = write_plan(
-        dir.path(),
-        "p.toml",
-        &plan_toml(
-            &bed.base_url(),
-            "users = 4\nduration = \"4s\"",
-            &[("home", "/"), ("missing", "/status/404")],
-        ),
-    );
+    // A number read from every response: its Content-Length.
+    let text = plan_toml(
+        &bed.base_url(),
+        "users = 4\nduration = \"4s\"",
+        &[("home", "/"), ("missing", "/status/404")],
+    ) + "\n[[metric]]\nname = \"size\"\nheader = \"content-length\"\nunit = \"bytes\"\n";
+    let plan = write_plan(dir.path(), "p.toml", &text);
     let out = dir.path().join("run");
     let ctl = run_in_background(
         &plan,
@@ -175,6 +173,38 @@ async fn metrics_while_running_and_remote_write_into_a_real_prometheus() {
     assert_eq!(pushed, total, "the run's count, exactly");
     assert_eq!(count, total);
     assert_eq!(errors, s["requests"]["missing"]["errors"].as_f64().unwrap());
+    // The response metric, and the protocol count, as the summary has them.
+    let size = &s["total"]["metrics"]["size"];
+    let sum = promql(
+        &prom,
+        &format!(
+            "sum(loadfleet_response_metric_value_total{{run_id=\"{run}\",metric=\"size\",unit=\"bytes\"}})"
+        ),
+    );
+    let carried = promql(
+        &prom,
+        &format!(
+            "sum(loadfleet_response_metric_responses_total{{run_id=\"{run}\",metric=\"size\"}})"
+        ),
+    );
+    let missing = promql(
+        &prom,
+        &format!(
+            "sum(loadfleet_response_metric_missing_total{{run_id=\"{run}\",metric=\"size\"}})"
+        ),
+    );
+    let http2 = promql(
+        &prom,
+        &format!("sum(loadfleet_http2_responses_total{{run_id=\"{run}\"}})"),
+    );
+    eprintln!(
+        "size: summary {size}; Prometheus sum {sum}, {carried} carried, {missing} missing; {http2} over HTTP/2"
+    );
+    assert!(sum > 0.0, "Content-Length summed: {sum}");
+    assert_eq!(sum, size["sum"].as_f64().unwrap());
+    assert_eq!(carried, size["count"].as_f64().unwrap());
+    assert_eq!(missing, size["missing"].as_f64().unwrap());
+    assert_eq!(http2, 0.0, "plain http is HTTP/1.1");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

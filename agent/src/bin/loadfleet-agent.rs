@@ -95,7 +95,7 @@ struct Args {
     /// waiting share its wake-up (`500us`, `2ms`; `0` gives every arrival
     /// its own). A longer window costs less CPU per arrival at high rates
     /// and sends more of them late, by at most the window.
-    #[arg(long, env = "LOADFLEET_TIMING_WINDOW", default_value = "500us", value_parser = parse_window)]
+    #[arg(long, env = "LOADFLEET_TIMING_WINDOW", default_value = "750us", value_parser = parse_window)]
     timing_window: Duration,
     /// Replaced by `--timing`: the default timing is frugal now. Accepted,
     /// with a warning, so that older settings files still start an agent.

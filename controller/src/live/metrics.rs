@@ -56,9 +56,44 @@ pub fn families(run_id: &str, c: &Collector, agents: Agents) -> Vec<Family> {
     let mut errors = Vec::new();
     let mut retries = Vec::new();
     let mut received = Vec::new();
+    let mut http2 = Vec::new();
+    let (mut metric_sum, mut metric_count, mut metric_missing) =
+        (Vec::new(), Vec::new(), Vec::new());
     let mut duration = Vec::new();
     for (name, t) in c.step_names.iter().zip(&c.steps) {
         let step = || ("step", name.clone());
+        http2.push(Sample {
+            name: "loadfleet_http2_responses_total".into(),
+            labels: vec![run(), step()],
+            value: t.http2_responses as f64,
+        });
+        for (id, m) in &t.metrics {
+            let Some(spec) = c.metrics.get(*id as usize) else {
+                continue;
+            };
+            let labels = || {
+                let mut l = vec![run(), step(), ("metric", spec.name.clone())];
+                if !spec.unit.is_empty() {
+                    l.push(("unit", spec.unit.clone()));
+                }
+                l
+            };
+            metric_sum.push(Sample {
+                name: "loadfleet_response_metric_value_total".into(),
+                labels: labels(),
+                value: m.sum as f64,
+            });
+            metric_count.push(Sample {
+                name: "loadfleet_response_metric_responses_total".into(),
+                labels: labels(),
+                value: m.count() as f64,
+            });
+            metric_missing.push(Sample {
+                name: "loadfleet_response_metric_missing_total".into(),
+                labels: labels(),
+                value: m.missing as f64,
+            });
+        }
         requests.push(Sample {
             name: "loadfleet_requests_total".into(),
             labels: vec![run(), step()],
@@ -159,6 +194,30 @@ pub fn families(run_id: &str, c: &Collector, agents: Agents) -> Vec<Family> {
             help: "Response bytes read from the target (after TLS decryption), by step.",
             kind: Kind::Counter,
             samples: received,
+        },
+        Family {
+            name: "loadfleet_http2_responses_total",
+            help: "Responses that came over HTTP/2 (the rest over HTTP/1.1), by step.",
+            kind: Kind::Counter,
+            samples: http2,
+        },
+        Family {
+            name: "loadfleet_response_metric_value_total",
+            help: "Sum of the numbers a [[metric]] read from responses, in its unit, by step and metric; over the responses that carried one it is the exact mean.",
+            kind: Kind::Counter,
+            samples: metric_sum,
+        },
+        Family {
+            name: "loadfleet_response_metric_responses_total",
+            help: "Responses that carried the [[metric]]'s number, by step and metric.",
+            kind: Kind::Counter,
+            samples: metric_count,
+        },
+        Family {
+            name: "loadfleet_response_metric_missing_total",
+            help: "Responses without the [[metric]]'s number (never counted as zero), by step and metric.",
+            kind: Kind::Counter,
+            samples: metric_missing,
         },
         Family {
             name: "loadfleet_region_requests_total",

@@ -623,7 +623,21 @@ pub fn render(s: &Summary) -> Result<String, askama::Error> {
             .and_then(|v| v.as_str().map(String::from))
             .unwrap_or_default(),
         load,
-        steps: s.steps().into_iter().map(|(n, e)| Row::new(n, e)).collect(),
+        steps: s
+            .steps()
+            .into_iter()
+            .map(|(n, e)| {
+                let mut row = Row::new(n, e);
+                if e.http2_responses > 0 {
+                    row.extra = format!(
+                        "{} of {} responses over HTTP/2",
+                        e.http2_responses,
+                        crate::summary::responses(e)
+                    );
+                }
+                row
+            })
+            .collect(),
         regions: s
             .region_labels()
             .into_iter()

@@ -110,7 +110,7 @@ pub fn new_table() -> Table {
 
 /// The tables: overall, by step, by region. Latencies in milliseconds.
 /// How the agents' generators waited for arrivals, after the send
-/// lateness it explains: "; timing: timer, 0.5 ms window", or per agent
+/// lateness it explains: "; timing: timer, 0.75 ms window", or per agent
 /// when they differ. Empty when no agent said.
 fn timings(s: &Summary) -> String {
     let said: Vec<(&String, &String)> = s
@@ -230,12 +230,7 @@ pub fn render(s: &Summary) -> String {
                 e.retries, e.requests
             ));
         }
-        let responses = e.requests
-            - e.errors_by_kind
-                .iter()
-                .filter(|(k, _)| !crate::stats::came_with_response(k))
-                .map(|(_, n)| n)
-                .sum::<u64>();
+        let responses = crate::summary::responses(e);
         if e.http2_responses > 0 {
             out.push_str(&format!(
                 "step {name}: {} responses over HTTP/2, {} over HTTP/1.1\n",
