@@ -163,17 +163,20 @@ impl Fleet for FleetService {
                 return Err(status);
             }
         };
-        if hello.name.trim().is_empty() || hello.name.len() > 128 {
+        // Names, regions and timings reach the operator's terminal, the
+        // summary and the report: printable text only.
+        let printable = |s: &str| !s.chars().any(char::is_control);
+        if hello.name.trim().is_empty() || hello.name.len() > 128 || !printable(&hello.name) {
             return Err(Status::invalid_argument(
-                "agent name must be 1 to 128 bytes",
+                "agent name must be 1 to 128 bytes of printable text",
             ));
         }
-        if hello.region.trim().is_empty() || hello.region.len() > 128 {
+        if hello.region.trim().is_empty() || hello.region.len() > 128 || !printable(&hello.region) {
             return Err(Status::invalid_argument(
-                "agent region must be 1 to 128 bytes",
+                "agent region must be 1 to 128 bytes of printable text",
             ));
         }
-        if hello.timing.len() > 64 || hello.timing.chars().any(char::is_control) {
+        if hello.timing.len() > 64 || !printable(&hello.timing) {
             return Err(Status::invalid_argument(
                 "agent timing must be at most 64 bytes of printable text",
             ));

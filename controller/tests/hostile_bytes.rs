@@ -74,17 +74,7 @@ async fn attach_with(url: &str, first: Vec<u8>) -> Result<(), tonic::Status> {
 
 fn hello(name: &str) -> Vec<u8> {
     v1::AgentMessage {
-        body: Some(agent_message::Body::Hello(v1::Hello {
-            name: name.into(),
-            region: "r".into(),
-            version: "0".into(),
-            weight: 1,
-            resume_run_id: String::new(),
-            check_only: false,
-            allowed_targets: Vec::new(),
-            allow_any_target: true,
-            timing: String::new(),
-        })),
+        body: Some(agent_message::Body::Hello(hand_hello(name, "r"))),
     }
     .encode_to_vec()
 }

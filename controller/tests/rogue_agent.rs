@@ -16,17 +16,9 @@ fn msg(body: agent_message::Body) -> v1::AgentMessage {
 async fn rogue(url: String) {
     let mut client = FleetClient::connect(url).await.expect("connect");
     let (tx, rx) = tokio::sync::mpsc::channel(8);
-    tx.send(msg(agent_message::Body::Hello(v1::Hello {
-        name: "rogue".into(),
-        region: "nowhere".into(),
-        version: "0".into(),
-        weight: 1,
-        resume_run_id: String::new(),
-        check_only: false,
-        allowed_targets: Vec::new(),
-        allow_any_target: true,
-        timing: String::new(),
-    })))
+    tx.send(msg(agent_message::Body::Hello(hand_hello(
+        "rogue", "nowhere",
+    ))))
     .await
     .unwrap();
     let mut inbound = client
@@ -142,11 +134,11 @@ async fn undecodable_histogram_is_dropped_and_the_run_goes_on() {
 }
 
 /// A Hello whose words the controller would print and write is checked
-/// first: a timing longer than 64 bytes, or holding a control character
-/// (which could rewrite the operator's terminal), is refused with why, and
-/// the run still waits for a real agent.
+/// first: a timing longer than 64 bytes, or a name, region or timing
+/// holding a control character (which could rewrite the operator's
+/// terminal), is refused with why, and the run still waits for a real agent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hello_with_unprintable_or_long_timing_is_refused() {
+async fn a_hello_with_unprintable_or_long_words_is_refused() {
     let bed = testbed(Config::default()).await;
     let dir = tempfile::tempdir().unwrap();
     let text = plan_toml(
@@ -157,22 +149,29 @@ async fn a_hello_with_unprintable_or_long_timing_is_refused() {
     let plan = write_plan(dir.path(), "p.toml", &text);
     let out = dir.path().join("run");
     let (ctl, url) = fleet_controller(&plan, &out, 1);
-    for timing in ["x".repeat(65), "timer\u{1b}[2J".to_string()] {
+    let odd = |name: &str, region: &str, timing: &str| v1::Hello {
+        timing: timing.into(),
+        ..hand_hello(name, region)
+    };
+    let timing = "agent timing must be at most 64 bytes of printable text";
+    for (hello, says) in [
+        (odd("odd", "r", &"x".repeat(65)), timing),
+        (odd("odd", "r", "timer\u{1b}[2J"), timing),
+        (
+            odd("odd\u{1b}]0;owned\u{7}", "r", ""),
+            "agent name must be 1 to 128 bytes of printable text",
+        ),
+        (
+            odd("odd", "r\n", ""),
+            "agent region must be 1 to 128 bytes of printable text",
+        ),
+    ] {
         let mut client = FleetClient::connect(url.clone()).await.expect("connect");
         let (tx, rx) = tokio::sync::mpsc::channel(8);
-        tx.send(msg(agent_message::Body::Hello(v1::Hello {
-            name: "odd".into(),
-            region: "r".into(),
-            version: "0".into(),
-            weight: 1,
-            resume_run_id: String::new(),
-            check_only: false,
-            allowed_targets: Vec::new(),
-            allow_any_target: true,
-            timing: timing.clone(),
-        })))
-        .await
-        .unwrap();
+        let shown = format!("{:?} {:?} {:?}", hello.name, hello.region, hello.timing);
+        tx.send(msg(agent_message::Body::Hello(hello)))
+            .await
+            .unwrap();
         let refused = match client.attach(ReceiverStream::new(rx)).await {
             Err(status) => status,
             Ok(resp) => resp
@@ -181,14 +180,9 @@ async fn a_hello_with_unprintable_or_long_timing_is_refused() {
                 .await
                 .expect_err("a refusal, not a message"),
         };
-        eprintln!("timing {timing:?}: {refused}");
+        eprintln!("{shown}: {refused}");
         assert_eq!(refused.code(), tonic::Code::InvalidArgument);
-        assert!(
-            refused
-                .message()
-                .contains("agent timing must be at most 64 bytes of printable text"),
-            "{refused}"
-        );
+        assert!(refused.message().contains(says), "{shown}: {refused}");
     }
     let _agent = agent(&url, "eu", "real", &[]);
     let exit = exited(ctl, Duration::from_secs(60)).await;

@@ -439,3 +439,19 @@ pub fn moodle_plan(
         .replace("cooldown = \"5s\"\n", "");
     write_plan(dir, "plan.toml", &edit(text))
 }
+
+/// The Hello of an agent written by hand in a test: version "0", weight 1,
+/// any target, joining (not resuming, not checking).
+pub fn hand_hello(name: &str, region: &str) -> loadfleet_proto::v1::Hello {
+    loadfleet_proto::v1::Hello {
+        name: name.into(),
+        region: region.into(),
+        version: "0".into(),
+        weight: 1,
+        resume_run_id: String::new(),
+        check_only: false,
+        allowed_targets: Vec::new(),
+        allow_any_target: true,
+        timing: String::new(),
+    }
+}
