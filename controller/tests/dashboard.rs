@@ -55,15 +55,13 @@ async fn the_dashboard_follows_the_run_and_ends_with_its_numbers() {
     })
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let plan = write_plan(
-        dir.path(),
-        "live.toml",
-        &plan_toml(
-            &bed.base_url(),
-            "users = 4\nduration = \"5s\"",
-            &[("home", "/"), ("gone", "/status/404")],
-        ),
-    );
+    // A number read from every response, for the page's metrics table.
+    let text = plan_toml(
+        &bed.base_url(),
+        "users = 4\nduration = \"5s\"",
+        &[("home", "/"), ("gone", "/status/404")],
+    ) + "\n[[metric]]\nname = \"size\"\nheader = \"content-length\"\nunit = \"bytes\"\n";
+    let plan = write_plan(dir.path(), "live.toml", &text);
     let out = dir.path().join("run");
     let ctl = run_in_background(&plan, &out, &["--dashboard", "--dashboard-linger", "4s"]);
     let line = ctl.wait_for_line("dashboard at http://", Duration::from_secs(20));
@@ -113,6 +111,17 @@ async fn the_dashboard_follows_the_run_and_ends_with_its_numbers() {
         figure(&last, "errors"),
         s["total"]["errors"].as_f64().unwrap()
     );
+    // The metric's row, as the script drew it last: the run's count and
+    // exact mean, as the summary has them.
+    let size = &s["total"]["metrics"]["size"];
+    let row = format!(
+        "<tr><td>size</td><td>bytes</td><td>{}</td><td>0</td><td>{:.2}</td>",
+        size["count"],
+        size["mean"].as_f64().unwrap()
+    );
+    eprintln!("the metric's row: {row}");
+    assert!(size["count"].as_u64().unwrap() > 0);
+    assert!(last.contains(&row), "{row} in {last}");
     assert!(last.contains("href=\"/report\""), "links the report");
     let report = page(&format!("{url}report"));
     assert!(

@@ -35,6 +35,9 @@ pub struct Snapshot {
     pub thresholds: Vec<crate::thresholds::Outcome>,
     /// Open model: send lateness p99 so far.
     pub lateness_p99_ms: Option<f64>,
+    /// The numbers read from responses (`[[metric]]`), every one the plan
+    /// names, all steps together.
+    pub metrics: Vec<MetricRow>,
     /// How the run ended (its status), once it has.
     pub status: Option<String>,
     /// Where the final report is served, once written.
@@ -62,6 +65,19 @@ pub struct RegionRow {
     pub errors: u64,
     pub p95_ms: Option<f64>,
     pub active: u64,
+}
+
+/// One `[[metric]]`: over the run so far, and in the newest interval.
+#[derive(Debug, Clone, Serialize)]
+pub struct MetricRow {
+    pub name: String,
+    pub unit: String,
+    /// Responses that carried it, and those that did not.
+    pub count: u64,
+    pub missing: u64,
+    /// Exact means (the sum over the count).
+    pub mean: Option<f64>,
+    pub newest_mean: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -131,6 +147,25 @@ impl Snapshot {
                 })
                 .collect(),
             lateness_p99_ms: crate::stats::LatencyMs::of(&c.lateness).map(|l| round(l.p99)),
+            metrics: c
+                .metrics
+                .iter()
+                .enumerate()
+                .map(|(id, spec)| {
+                    let stats = c.total.metrics.get(&(id as u32)).map(|m| m.stats());
+                    MetricRow {
+                        name: spec.name.clone(),
+                        unit: spec.unit.clone(),
+                        count: stats.as_ref().map_or(0, |m| m.count),
+                        missing: stats.as_ref().map_or(0, |m| m.missing),
+                        mean: stats.and_then(|m| m.mean).map(round),
+                        newest_mean: last
+                            .and_then(|p| p.metric_means.get(&spec.name))
+                            .copied()
+                            .map(round),
+                    }
+                })
+                .collect(),
             ..Snapshot::default()
         }
     }
