@@ -354,6 +354,11 @@ async fn the_embedded_agent_takes_the_timing_flags_too() {
         "{}",
         exit.stdout
     );
+    let report = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(
+        report.contains("(timing: timer, 20 ms window)"),
+        "the report's agent row names the timing"
+    );
 }
 
 /// A timing or window that is not one is refused before anything starts,

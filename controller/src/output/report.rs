@@ -418,7 +418,8 @@ fn verdict(s: &Summary) -> (String, &'static str) {
     }
 }
 
-/// Region, users, how it ended, start skew and dropped iterations of an agent.
+/// Region, users, how it ended, start skew, dropped iterations, send
+/// lateness and health of an agent.
 fn agent_note(a: &crate::summary::AgentEntry) -> String {
     let mut note = format!(
         "{} · {} users · {}",
@@ -434,6 +435,13 @@ fn agent_note(a: &crate::summary::AgentEntry) -> String {
     }
     if a.dropped_iterations > 0 {
         note.push_str(&format!(" · {} dropped iterations", a.dropped_iterations));
+    }
+    // Open model: how late its arrivals left, and the timing that explains it.
+    if let Some(l) = a.send_lateness_ms {
+        note.push_str(&format!(" · send lateness p99 {:.3} ms", l.p99));
+        if let Some(t) = &a.timing {
+            note.push_str(&format!(" (timing: {t})"));
+        }
     }
     if let Some(h) = &a.health {
         note.push_str(&format!(
