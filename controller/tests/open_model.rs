@@ -302,16 +302,18 @@ async fn the_timer_leaves_the_agent_idle_between_arrivals_and_polling_does_not()
     assert_eq!(s["agents"]["poll"]["timing"], "poll");
     assert_eq!(s["agents"]["timer"]["timing"], "timer, 0.75 ms window");
     // About 590 arrivals x up to 2 ms of polling (tokio's timer wakes it
-    // late, so less): measured here 480 ms alone, 840 ms beside two busy
-    // loops. The timer costs what its requests and the agent's reports cost
-    // (a debug build): 120-130 ms, the same in either timing.
+    // late, so less): measured here 450-1,030 ms, less when other tests
+    // take the CPU it would poll on. The timer costs what its requests and
+    // the agent's reports cost in a debug build, the same in either timing:
+    // 120-200 ms, whatever else runs. A timer that polled or spun would
+    // take most of the 3 s.
     assert!(
         poll_ms >= 300,
         "polling before each of 600 arrivals: {poll_ms} ms"
     );
     assert!(
-        timer_ms * 2 <= poll_ms,
-        "the timer sleeps between arrivals: {timer_ms} ms against {poll_ms} ms polling"
+        timer_ms <= 600 && timer_ms < poll_ms,
+        "the timer sleeps between arrivals: {timer_ms} ms of the load's 3 s, against {poll_ms} ms polling"
     );
 }
 
