@@ -489,7 +489,7 @@ impl Summary {
             regions,
             agents,
             errors: c.total.errors.clone(),
-            timeline: c.timeline.clone(),
+            timeline: c.timeline().cloned().collect(),
             late_reports: c.late_reports,
             dropped_reports: c.dropped_reports,
         }

@@ -329,7 +329,7 @@ impl<'a> Run<'a> {
                 (since > STALE_AFTER).then(|| (a.name.clone(), since))
             })
             .collect();
-        let closed = self.collector.timeline.last().cloned();
+        let closed = self.collector.newest.clone();
         // While an agent is stale, the intervals wait for it: show what the
         // others have reported since, rather than freeze on the last closed one.
         let partial = self

@@ -97,12 +97,11 @@ pub struct AgentRow {
 impl Snapshot {
     /// The figures of `c` (closed intervals) for the page.
     pub fn of(c: &Collector) -> Snapshot {
-        let last = c.timeline.last();
-        let timeline = c
-            .timeline
-            .iter()
-            .rev()
-            .take(HISTORY)
+        let last = c.newest.as_ref();
+        let newest_first: Vec<&crate::stats::IntervalPoint> =
+            c.timeline().rev().take(HISTORY).collect();
+        let timeline = newest_first
+            .into_iter()
             .rev()
             .map(|p| Point {
                 t: round(p.start_s + p.length_s),

@@ -132,7 +132,7 @@ pub fn families(run_id: &str, c: &Collector, agents: Agents) -> Vec<Family> {
             value: t.requests() as f64,
         })
         .collect();
-    let last = c.timeline.last();
+    let last = c.newest.as_ref();
     let active = c
         .regions
         .keys()

@@ -470,8 +470,17 @@ fn agent_note(a: &crate::summary::AgentEntry) -> String {
 
 /// Renders the report of a run.
 pub fn render(s: &Summary) -> Result<String, askama::Error> {
+    // A run longer than the timeline's cap has points of several seconds.
+    let point_s = s
+        .timeline
+        .iter()
+        .map(|p| p.length_s)
+        .fold(0.0f64, f64::max)
+        .round()
+        .max(1.0);
+    let latency_title = format!("Latency over time (per {point_s:.0} s interval)");
     let latency_chart = latency_over_time(
-        "Latency over time (per 1 s interval)",
+        &latency_title,
         &s.timeline,
         &[
             ("p50", "#1f77b4", |l| l.p50),

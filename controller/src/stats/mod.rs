@@ -611,6 +611,76 @@ struct OpenInterval {
     end: Duration,
 }
 
+/// The most points the timeline holds: a run's first 68 minutes at one
+/// point a second; longer runs have points of 2, 4, 8... seconds.
+pub const TIMELINE_CAP: usize = 4096;
+
+/// Beside each timeline point, what merging it with its neighbour needs:
+/// its latencies (responses and failures) and each metric's sum and count.
+#[derive(Debug, Clone)]
+struct PointAux {
+    hist: Hist,
+    metrics: BTreeMap<String, (u64, u64)>,
+}
+
+/// Two adjacent timeline points as one, exactly: counts added, latency
+/// percentiles and metric means from the added histograms and sums, users
+/// at the end from the later one, peaks the larger, the mean weighted by
+/// time.
+fn merge_points(
+    a: IntervalPoint,
+    mut a_aux: PointAux,
+    b: IntervalPoint,
+    b_aux: PointAux,
+) -> (IntervalPoint, PointAux) {
+    a_aux.hist.add(&b_aux.hist);
+    for (name, (sum, count)) in b_aux.metrics {
+        let m = a_aux.metrics.entry(name).or_default();
+        m.0 = m.0.saturating_add(sum);
+        m.1 += count;
+    }
+    let length_s = (b.start_s + b.length_s).max(a.start_s + a.length_s) - a.start_s;
+    let mut peak_by_region = a.peak_by_region;
+    for (region, peak) in b.peak_by_region {
+        let p = peak_by_region.entry(region).or_insert(0);
+        *p = (*p).max(peak);
+    }
+    let mut suspect = a.suspect;
+    suspect.extend(b.suspect);
+    suspect.sort();
+    suspect.dedup();
+    let point = IntervalPoint {
+        seq: a.seq,
+        start_s: a.start_s,
+        length_s,
+        requests: a.requests + b.requests,
+        errors: a.errors + b.errors,
+        active_users: b.active_users,
+        active_peak: a.active_peak.max(b.active_peak),
+        active_mean: if length_s > 0.0 {
+            (a.active_mean * a.length_s + b.active_mean * b.length_s) / length_s
+        } else {
+            b.active_mean
+        },
+        active_by_region: b.active_by_region,
+        peak_by_region,
+        dropped: a.dropped + b.dropped,
+        suspect,
+        iterations_started: a.iterations_started + b.iterations_started,
+        latency_ms: LatencyMs::of(&a_aux.hist.histogram()),
+        metric_means: a_aux
+            .metrics
+            .iter()
+            .filter(|(_, (_, count))| *count > 0)
+            .map(|(name, (sum, count))| {
+                let mean = *sum as f64 / *count as f64;
+                (name.clone(), (mean * 1000.0).round() / 1000.0)
+            })
+            .collect(),
+    };
+    (point, a_aux)
+}
+
 /// Everything merged so far: cumulative tallies and the finished timeline.
 #[derive(Debug)]
 pub struct Collector {
@@ -626,7 +696,24 @@ pub struct Collector {
     /// Per region, like `total`.
     pub regions: BTreeMap<String, Tally>,
     pub agents: BTreeMap<String, AgentTally>,
-    pub timeline: Vec<IntervalPoint>,
+    /// The run over time: a point per interval, until [`TIMELINE_CAP`]
+    /// points; then adjacent points are merged in pairs (exactly: their
+    /// histograms are added again), so each covers 2, 4, 8... intervals and
+    /// memory stays bounded however long the run. Read it through
+    /// [`Collector::timeline`], which adds the point still filling.
+    timeline: Vec<IntervalPoint>,
+    /// What merging a timeline point again needs, beside each point.
+    timeline_aux: Vec<PointAux>,
+    /// Intervals merged so far into the point being filled (when a point
+    /// covers more than one).
+    pending: Option<(IntervalPoint, PointAux, u64)>,
+    /// Intervals per timeline point: 1, then doubling each time the
+    /// timeline reaches its cap.
+    pub timeline_factor: u64,
+    timeline_cap: usize,
+    /// The newest closed interval, whatever the timeline's resolution: what
+    /// the progress line, the dashboard and `/metrics` show as "now".
+    pub newest: Option<IntervalPoint>,
     /// Interval histograms and step rows kept in memory: those of a run
     /// without a spill file, or after its file failed. Read both through
     /// [`Collector::for_each_logged`] and [`Collector::for_each_row`].
@@ -737,6 +824,11 @@ impl Collector {
             regions: BTreeMap::new(),
             agents: BTreeMap::new(),
             timeline: Vec::new(),
+            timeline_aux: Vec::new(),
+            pending: None,
+            timeline_factor: 1,
+            timeline_cap: TIMELINE_CAP,
+            newest: None,
             logged: Vec::new(),
             step_rows: Vec::new(),
             spill: None,
@@ -1066,7 +1158,24 @@ impl Collector {
                 Duration::from_secs_f64(point.start_s),
                 Duration::from_secs_f64(point.length_s),
             );
-            self.timeline.push(point);
+            let aux = PointAux {
+                hist: {
+                    let mut h = total.histogram.clone();
+                    if let Some(f) = &total.failed {
+                        h.add(f);
+                    }
+                    h
+                },
+                metrics: total
+                    .metrics
+                    .iter()
+                    .filter_map(|(id, m)| {
+                        let name = self.metrics.get(*id as usize)?.name.clone();
+                        Some((name, (m.sum, m.count())))
+                    })
+                    .collect(),
+            };
+            self.push_point(point, aux);
             // The interval's records: one batch to the spill file, or (with
             // no file, or after it failed) into memory.
             let mut logged = Vec::with_capacity(steps.len() + 1);
@@ -1117,6 +1226,60 @@ impl Collector {
     /// Closes every interval still open.
     pub fn close_all(&mut self) {
         self.close_before(u64::MAX);
+    }
+
+    /// The timeline: its points, then the one still filling (when points
+    /// cover several intervals and the newest have not filled one yet).
+    pub fn timeline(&self) -> impl DoubleEndedIterator<Item = &IntervalPoint> {
+        self.timeline
+            .iter()
+            .chain(self.pending.as_ref().map(|(p, _, _)| p))
+    }
+
+    /// A smaller cap than [`TIMELINE_CAP`], for tests (even, at least 2).
+    #[cfg(test)]
+    fn with_timeline_cap(mut self, cap: usize) -> Collector {
+        assert!(cap >= 2 && cap.is_multiple_of(2));
+        self.timeline_cap = cap;
+        self
+    }
+
+    /// Adds a closed interval's point to the timeline, into the point
+    /// being filled when points cover several intervals, and halves the
+    /// timeline when it reaches its cap.
+    fn push_point(&mut self, point: IntervalPoint, aux: PointAux) {
+        self.newest = Some(point.clone());
+        let (point, aux) = match self.pending.take() {
+            None if self.timeline_factor == 1 => (point, aux),
+            None => {
+                self.pending = Some((point, aux, 1));
+                return;
+            }
+            Some((p, a, n)) => {
+                let (p, a) = merge_points(p, a, point, aux);
+                if n + 1 < self.timeline_factor {
+                    self.pending = Some((p, a, n + 1));
+                    return;
+                }
+                (p, a)
+            }
+        };
+        self.timeline.push(point);
+        self.timeline_aux.push(aux);
+        if self.timeline.len() >= self.timeline_cap {
+            let points = std::mem::take(&mut self.timeline);
+            let auxes = std::mem::take(&mut self.timeline_aux);
+            let mut pairs = points.into_iter().zip(auxes);
+            while let Some((p, a)) = pairs.next() {
+                let (p, a) = match pairs.next() {
+                    Some((q, b)) => merge_points(p, a, q, b),
+                    None => (p, a),
+                };
+                self.timeline.push(p);
+                self.timeline_aux.push(a);
+            }
+            self.timeline_factor *= 2;
+        }
     }
 
     /// Takes an agent's own totals (from its Done) as its latency
@@ -1287,6 +1450,88 @@ mod tests {
         assert_eq!((logged, rows, requests), (600, 300, 300 * 20));
         c.remove_spill();
         assert!(!dir.path().join(spill::SPILL_FILE).exists());
+    }
+
+    /// A long run's timeline stays within its cap: adjacent points merge in
+    /// pairs, exactly. 37 intervals of different latencies and a metric,
+    /// with a cap of 8: the points cover 8 intervals each (the last one
+    /// still filling), and every point's counts, percentiles and metric
+    /// mean are those of a histogram of its intervals' samples.
+    #[test]
+    fn a_long_timeline_merges_its_points_exactly() {
+        let mut c = Collector::new(vec!["a".into()], Duration::from_secs(1))
+            .with_metrics(vec![MetricSpec {
+                name: "m".into(),
+                unit: String::new(),
+                scale: 1.0,
+            }])
+            .with_timeline_cap(8);
+        let samples = |seq: u64| -> Vec<u64> {
+            (0..5 + seq % 7)
+                .map(|i| 1_000 + seq * 300 + i * 10)
+                .collect()
+        };
+        for seq in 0..37 {
+            let mut r = report(seq, 0);
+            let mut h = new_histogram();
+            let mut m = new_histogram();
+            for v in samples(seq) {
+                h.record(v).unwrap();
+                m.record(seq).unwrap();
+            }
+            let enc = |h: &Histogram<u64>| {
+                let mut bytes = Vec::new();
+                loadfleet_agent::histogram_codec::WireEncoder::default()
+                    .encode(h, &mut bytes)
+                    .unwrap();
+                bytes
+            };
+            r.steps[0].histogram = enc(&h);
+            r.steps[0].count = h.len();
+            r.steps[0].metrics = vec![v1::MetricInterval {
+                metric: 0,
+                histogram: enc(&m),
+                missing: 0,
+                sum: seq * h.len(),
+            }];
+            r.active_users = seq as u32;
+            c.apply("agent", "eu", &r).unwrap();
+            c.close_before(seq);
+        }
+        c.close_all();
+        let points: Vec<&IntervalPoint> = c.timeline().collect();
+        println!(
+            "37 intervals, cap 8: {} points of {:?} s",
+            points.len(),
+            points.iter().map(|p| p.length_s).collect::<Vec<_>>()
+        );
+        assert_eq!(c.timeline_factor, 8);
+        // 32 intervals in 4 points of 8, then the last 5 still filling.
+        assert_eq!(points.len(), 5);
+        let mut first = 0;
+        for p in &points {
+            let n = p.length_s.round() as u64;
+            let seqs = first..first + n;
+            assert_eq!(p.start_s, first as f64, "contiguous");
+            let mut h = new_histogram();
+            let (mut sum, mut count) = (0u64, 0u64);
+            for seq in seqs.clone() {
+                for v in samples(seq) {
+                    h.record(v).unwrap();
+                    sum += seq;
+                    count += 1;
+                }
+            }
+            assert_eq!(p.requests, h.len(), "intervals {seqs:?}");
+            assert_eq!(p.latency_ms, LatencyMs::of(&h), "intervals {seqs:?}");
+            let mean = ((sum as f64 / count as f64) * 1000.0).round() / 1000.0;
+            assert_eq!(p.metric_means.get("m"), Some(&mean), "intervals {seqs:?}");
+            assert_eq!(p.active_users, seqs.end - 1, "users at the point's end");
+            first = seqs.end;
+        }
+        assert_eq!(first, 37, "every interval in one point");
+        assert_eq!(c.newest.as_ref().map(|p| p.seq), Some(36));
+        assert_eq!(c.newest.as_ref().map(|p| p.length_s), Some(1.0));
     }
 
     /// Each point of the distribution is the histogram's value at exactly
