@@ -1026,7 +1026,10 @@ async fn generate(
         }
         debug_assert!(batch.iter().all(|b| b.2 <= wake));
         for &(m, arrival, at) in &batch {
-            if open.max_wait.is_zero() && queue.idle.get() == 0 {
+            // With no wait allowed, an arrival needs an idle user that no
+            // job already queued (earlier in this batch) has claimed: idle
+            // users only take their jobs once this task yields.
+            if open.max_wait.is_zero() && queue.jobs.borrow().len() >= queue.idle.get() as usize {
                 shared.dropped.set(shared.dropped.get() + 1);
                 continue;
             }

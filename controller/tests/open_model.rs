@@ -223,6 +223,57 @@ async fn the_timer_window_sends_arrivals_together_and_no_window_sends_each_on_it
     assert_eq!(s["agents"]["exact"]["timing"], "timer, no window");
 }
 
+/// `max_wait = "0s"` drops an arrival that finds no free user, also when
+/// a timer window sends several together: one user of 20 ms, 200
+/// arrivals/s, a 20 ms window (groups of five). The first of each group
+/// runs; the others are dropped at once, not queued behind it (measured
+/// with the check against idle users alone: queued, and started up to
+/// 94 ms late; with it, 21 ms at most).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_wait_drops_what_a_window_sends_together_beyond_the_free_users() {
+    let bed = testbed(Config {
+        default_latency: Duration::from_millis(20),
+        ..Config::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let plan = open_plan(
+        dir.path(),
+        &bed,
+        "rate = 200\nduration = \"2s\"\nmax_users = 1\nmax_wait = \"0s\"",
+    );
+    let out = dir.path().join("run");
+    let args = [
+        "run",
+        plan.to_str().unwrap(),
+        "-q",
+        "--timing-window",
+        "20ms",
+        "--workers",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    let exit = exited(Proc::spawn(&loadfleet(), &args), Duration::from_secs(60)).await;
+    assert_eq!(exit.code, 0, "{}", exit.stderr);
+    let s = summary(&out);
+    let ran = s["total"]["requests"].as_u64().unwrap();
+    let dropped = s["dropped_iterations"].as_u64().unwrap();
+    let late_max = s["send_lateness_ms"]["max"].as_f64().unwrap();
+    eprintln!("ran {ran}, dropped {dropped}, send lateness max {late_max} ms");
+    assert_eq!(ran + dropped, 400, "every arrival ran or was counted");
+    assert!(
+        dropped >= 250,
+        "one user of 20 ms per group of five: dropped {dropped}"
+    );
+    // A run arrival started when its user was free: late by the window at
+    // most (its group's wait), plus the wake-up.
+    assert!(
+        late_max < 40.0,
+        "no arrival queued behind a busy user: max lateness {late_max} ms"
+    );
+}
+
 /// CPU time (user + system, all threads) of a process in ms, from /proc
 /// (10 ms ticks), and whether it has exited (a zombie not yet waited for).
 fn cpu_ms(pid: u32) -> Option<(u64, bool)> {
