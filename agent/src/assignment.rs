@@ -72,6 +72,30 @@ pub struct Target {
     pub version: v1::HttpVersion,
 }
 
+impl Target {
+    /// The TLS settings this target asks for. HTTP/2 is offered (and
+    /// preferred) unless the plan says 1.1.
+    pub fn tls_settings(&self) -> crate::tls::Settings<'_> {
+        crate::tls::Settings {
+            ca_pem: &self.ca_pem,
+            verify: self.tls_verify,
+            resumption: self.tls_resumption,
+            alpn: match self.version {
+                v1::HttpVersion::Http1 => &[b"http/1.1"],
+                v1::HttpVersion::Http2 => &[b"h2"],
+                _ => &[b"h2", b"http/1.1"],
+            },
+        }
+    }
+}
+
+/// Most of a response body kept for checks and extraction by default
+/// (decoded, when it came compressed; `[http] body_limit` changes it, up to
+/// [`MAX_BODY_LIMIT`]); the rest is read and dropped.
+pub const MAX_KEPT_BODY: usize = 8 << 20;
+/// The largest body limit an agent accepts: every user may keep this much.
+pub const MAX_BODY_LIMIT: usize = 64 << 20;
+
 /// The request phases' metric names, in [`crate::client::Phases`] order.
 pub const PHASE_METRICS: [&str; 6] = [
     "http_dns",
@@ -436,7 +460,7 @@ impl Target {
             timeout,
             connect_timeout: timeout,
             ca_pem: String::new(),
-            body_limit: crate::client::MAX_KEPT_BODY,
+            body_limit: MAX_KEPT_BODY,
             tls_verify: true,
             connections: v1::Connections::PerUser,
             tls_resumption: true,
@@ -507,7 +531,7 @@ impl TryFrom<v1::Assign> for Assignment {
         if t.body_limit > 0 {
             target.body_limit = usize::try_from(t.body_limit)
                 .unwrap_or(usize::MAX)
-                .min(crate::client::MAX_BODY_LIMIT);
+                .min(MAX_BODY_LIMIT);
         }
         let step_count = a.step_names.len();
         let mut vars = VarTable::default();

@@ -17,13 +17,6 @@ use crate::h1::{Conn, Stream};
 use crate::template::Template;
 use crate::tls::Tls;
 
-/// Most of a response body kept for checks and extraction by default
-/// (decoded, when it came compressed; `[http] body_limit` changes it, up to
-/// [`MAX_BODY_LIMIT`]); the rest is read and dropped.
-pub const MAX_KEPT_BODY: usize = 8 << 20;
-/// The largest body limit an agent accepts: every user may keep this much.
-pub const MAX_BODY_LIMIT: usize = 64 << 20;
-
 /// The `User-Agent` requests carry unless a step sets its own.
 pub const USER_AGENT: &str = concat!("loadfleet/", env!("CARGO_PKG_VERSION"));
 
@@ -1143,7 +1136,10 @@ async fn open(
         return Ok(Stream::Plain(stream));
     }
     if tls.is_none() {
-        *tls = Some(Tls::new(target).map_err(|e| Failure::new(ErrorKind::Tls, e.to_string()))?);
+        *tls = Some(
+            Tls::new(target.tls_settings())
+                .map_err(|e| Failure::new(ErrorKind::Tls, e.to_string()))?,
+        );
     }
     let tls = tls.as_ref().expect("set above");
     let name = rustls::pki_types::ServerName::try_from(o.host.clone())

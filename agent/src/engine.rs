@@ -300,7 +300,7 @@ pub fn start(
     };
     let workers = workers.clamp(1, units.max(1));
     let tls = if assign.target.scheme == http::uri::Scheme::HTTPS {
-        Some(Tls::new(&assign.target)?)
+        Some(Tls::new(assign.target.tls_settings())?)
     } else {
         None
     };

@@ -11,6 +11,20 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use tokio::net::TcpStream;
 
+/// What the client's TLS is built from: plain settings, read from the
+/// assignment's target by its owner.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings<'a> {
+    /// Extra certificate authorities (PEM); may be empty.
+    pub ca_pem: &'a str,
+    /// Verify servers' certificates; false accepts any.
+    pub verify: bool,
+    /// Resume TLS sessions, as browsers do.
+    pub resumption: bool,
+    /// The protocols offered by ALPN, most wanted first.
+    pub alpn: &'a [&'a [u8]],
+}
+
 /// TLS settings shared by every connection of a run (built once).
 #[derive(Clone)]
 pub struct Tls {
@@ -19,12 +33,11 @@ pub struct Tls {
 
 impl Tls {
     /// Verifies servers against the Mozilla root store (webpki-roots) plus
-    /// the target's certificate authorities (`ca_pem`, may be empty); with
-    /// `tls_verify` false, accepts any server certificate. Sessions are
-    /// resumed (one cache for the run, as a browser has) unless the target
-    /// says `tls_resumption` false.
-    pub fn new(target: &crate::assignment::Target) -> Result<Tls, rustls::Error> {
-        let (extra_ca_pem, verify) = (target.ca_pem.as_str(), target.tls_verify);
+    /// the settings' certificate authorities; with `verify` false, accepts
+    /// any server certificate. Sessions are resumed (one cache for the run,
+    /// as a browser has) unless `resumption` is false.
+    pub fn new(settings: Settings<'_>) -> Result<Tls, rustls::Error> {
+        let (extra_ca_pem, verify) = (settings.ca_pem, settings.verify);
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut roots =
             rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
@@ -48,13 +61,8 @@ impl Tls {
             .dangerous()
             .with_custom_certificate_verifier(verifier)
             .with_no_client_auth();
-        // HTTP/2 is offered (and preferred) unless the plan says 1.1.
-        config.alpn_protocols = match target.version {
-            loadfleet_proto::v1::HttpVersion::Http1 => vec![b"http/1.1".to_vec()],
-            loadfleet_proto::v1::HttpVersion::Http2 => vec![b"h2".to_vec()],
-            _ => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
-        };
-        if !target.tls_resumption {
+        config.alpn_protocols = settings.alpn.iter().map(|p| p.to_vec()).collect();
+        if !settings.resumption {
             config.resumption = rustls::client::Resumption::disabled();
         }
         Ok(Tls {

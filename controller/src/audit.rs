@@ -11,7 +11,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::fleet::{FleetError, RunResult};
+use crate::outcome::{FleetError, RunResult};
 use crate::plan::Plan;
 
 /// What the audit line says about the plan, taken before the run.
@@ -89,7 +89,7 @@ struct AgentLine<'a> {
 }
 
 impl<'a> AgentLine<'a> {
-    fn of(a: &'a crate::fleet::AgentFacts, end: &'static str) -> AgentLine<'a> {
+    fn of(a: &'a crate::outcome::AgentFacts, end: &'static str) -> AgentLine<'a> {
         AgentLine {
             name: &a.name,
             region: &a.region,
@@ -160,10 +160,10 @@ pub fn append(
                     identity: &a.identity,
                     targets: &a.targets,
                     end: match a.end {
-                        crate::fleet::AgentEnd::Finished => "finished",
-                        crate::fleet::AgentEnd::Lost => "lost",
-                        crate::fleet::AgentEnd::Failed => "failed",
-                        crate::fleet::AgentEnd::Unknown => "unknown",
+                        crate::outcome::AgentEnd::Finished => "finished",
+                        crate::outcome::AgentEnd::Lost => "lost",
+                        crate::outcome::AgentEnd::Failed => "failed",
+                        crate::outcome::AgentEnd::Unknown => "unknown",
                     },
                 })
                 .collect(),
@@ -199,7 +199,7 @@ pub fn append_started(
     path: &Path,
     plan: &PlanFacts,
     run_dir: &Path,
-    note: &crate::fleet::StartNote,
+    note: &crate::outcome::StartNote,
 ) {
     let line = Line {
         schema: "loadfleet.audit/1",

@@ -278,14 +278,9 @@ impl Search {
             }
         }
         let json = serde_json::to_string_pretty(&report).unwrap_or_default();
-        match crate::output::atomic::write(report.dir.join("capacity.json"), json + "\n").and_then(
-            |()| {
-                crate::output::atomic::write(
-                    report.dir.join("capacity.txt"),
-                    render(&report) + "\n",
-                )
-            },
-        ) {
+        match crate::atomic::write(report.dir.join("capacity.json"), json + "\n").and_then(|()| {
+            crate::atomic::write(report.dir.join("capacity.txt"), render(&report) + "\n")
+        }) {
             Ok(()) => Ok(report),
             Err(e) => Err(CapacityError::Write {
                 report: Box::new(report),
@@ -297,7 +292,7 @@ impl Search {
 
 /// The evidence table and the answer.
 pub fn render(r: &Report) -> String {
-    let mut t = crate::output::table::new_table();
+    let mut t = crate::console::new_table();
     t.set_header([
         r.parameter,
         "SLOs",

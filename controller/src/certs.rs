@@ -93,8 +93,7 @@ fn write_private(path: &Path, text: &str) -> Result<(), String> {
 }
 
 fn write_public(path: &Path, text: &str) -> Result<(), String> {
-    crate::output::atomic::write(path, text)
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+    crate::atomic::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
 /// Creates `ca.pem`/`ca.key` and `controller.pem`/`controller.key` for the

@@ -545,7 +545,7 @@ fn write_imported(out: &Path, plan_text: &str) -> Result<(), Exit> {
             "the converted plan does not validate (nothing was written): {e}"
         )));
     }
-    crate::output::atomic::write(out, plan_text)
+    crate::atomic::write(out, plan_text)
         .map_err(|e| usage(format!("cannot write {}: {e}", out.display())))
 }
 
@@ -904,7 +904,7 @@ fn compare_series(args: &CompareArgs, a: &Path, b: &Path, limits: crate::compare
             pairs.iter().map(|p| p.5.clone()).collect();
         match crate::output::report::render_comparison(&summaries, &comparisons, limits)
             .map_err(|e| e.to_string())
-            .and_then(|html| crate::output::atomic::write(path, html).map_err(|e| e.to_string()))
+            .and_then(|html| crate::atomic::write(path, html).map_err(|e| e.to_string()))
         {
             Ok(()) => say(&format!("comparison report: {}", path.display())),
             Err(e) => {
@@ -988,7 +988,7 @@ fn rebuild_report(run: &Path) -> Exit {
             return Exit::Fleet;
         }
     };
-    match crate::output::atomic::write(run.join("report.html"), html) {
+    match crate::atomic::write(run.join("report.html"), html) {
         Ok(()) => {
             say(&format!("report: {}", run.join("report.html").display()));
             Exit::Ok
@@ -1070,7 +1070,7 @@ fn compare_runs(args: &CompareArgs) -> Exit {
         let summaries: Vec<(&str, &Summary)> = runs.iter().map(|(n, s)| (n.as_str(), s)).collect();
         match crate::output::report::render_comparison(&summaries, &comparisons, limits) {
             Ok(html) => {
-                if let Err(e) = crate::output::atomic::write(path, html) {
+                if let Err(e) = crate::atomic::write(path, html) {
                     eprintln!("error: cannot write {}: {e}", path.display());
                     return Exit::Fleet;
                 }
@@ -1167,7 +1167,7 @@ async fn list_agents(args: AgentsArgs) -> Exit {
             Exit::Ok
         }
         Ok((_, seen)) => {
-            let mut t = crate::output::table::new_table();
+            let mut t = crate::console::new_table();
             t.set_header(["name", "region", "version", "address", "identity", "state"]);
             for a in &seen {
                 t.add_row([

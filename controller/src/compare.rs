@@ -444,7 +444,7 @@ pub fn render_series(
         out,
         "{b} against {a} (baseline), {parameter} by {parameter}"
     );
-    let mut t = crate::output::table::new_table();
+    let mut t = crate::console::new_table();
     t.set_header([
         parameter, "metric", "baseline", "this run", "change", "verdict",
     ]);
@@ -495,7 +495,7 @@ pub fn render(c: &Comparison, limits: Limits) -> String {
     for d in &c.differences {
         let _ = writeln!(out, "warning: the runs may not be comparable: {d}");
     }
-    let mut t = crate::output::table::new_table();
+    let mut t = crate::console::new_table();
     t.set_header([
         "scope", "metric", "baseline", "this run", "change", "verdict",
     ]);

@@ -147,10 +147,8 @@ pub async fn demo(
         let dir = out.join(label);
         let plan_file = dir.join("plan.toml");
         if let Err(e) = std::fs::create_dir_all(&dir)
-            .and_then(|()| {
-                crate::output::atomic::write(&plan_file, demo_plan(&bed.base_url(), !args.full))
-            })
-            .and_then(|()| crate::output::atomic::write(dir.join("users.csv"), MOODLE_USERS))
+            .and_then(|()| crate::atomic::write(&plan_file, demo_plan(&bed.base_url(), !args.full)))
+            .and_then(|()| crate::atomic::write(dir.join("users.csv"), MOODLE_USERS))
         {
             eprintln!("error: cannot write to {}: {e}", dir.display());
             return Exit::Usage;
@@ -204,7 +202,7 @@ pub async fn demo(
         );
     }
     say(&table);
-    let _ = crate::output::atomic::write(out.join("demo.txt"), format!("{table}\n"));
+    let _ = crate::atomic::write(out.join("demo.txt"), format!("{table}\n"));
     let compare = if series.len() >= 2 {
         format!(
             "\n  compare the two stores load by load: loadfleet compare {}/file-store/series {}/redis/series\n  \
@@ -294,7 +292,7 @@ fn step_table(series: &[(&str, Option<Series>)]) -> Option<String> {
         .collect();
     let (_, first) = runs.first()?;
     let users = first.load.users.unwrap_or_default();
-    let mut t = crate::output::table::new_table();
+    let mut t = crate::console::new_table();
     let mut header = vec!["step".to_string()];
     for (label, _) in &runs {
         for col in ["p50 ms", "DB reads", "cache misses"] {
@@ -329,7 +327,7 @@ fn step_table(series: &[(&str, Option<Series>)]) -> Option<String> {
 
 /// Users against p50, p95 and errors, one column group per cache store.
 fn demo_table(series: &[(&str, Option<Series>)]) -> String {
-    let mut t = crate::output::table::new_table();
+    let mut t = crate::console::new_table();
     let mut header = vec!["users".to_string()];
     for (label, _) in series {
         for col in ["p50 ms", "p95 ms", "errors"] {

@@ -6,7 +6,7 @@
 use std::process::ExitCode;
 
 use crate::capacity::Report;
-use crate::fleet::{FleetError, RunStatus};
+use crate::outcome::{FleetError, RunStatus};
 use crate::runner::RunOutcome;
 
 /// How a `loadfleet` command ended. Ordered from best to worst, so the

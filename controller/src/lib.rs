@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
+pub mod atomic;
 pub mod audit;
 pub mod capacity;
 pub mod certs;
@@ -18,6 +19,7 @@ pub mod fleet;
 pub mod import;
 pub mod journal;
 pub mod live;
+pub mod outcome;
 pub mod output;
 pub mod phases;
 pub mod plan;

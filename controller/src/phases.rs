@@ -126,7 +126,7 @@ pub async fn run_phases(
         return Err(PhasesError::CreateDir { dir, source });
     }
     if let Ok(text) = std::fs::read(plan_file) {
-        let _ = crate::output::atomic::write(dir.join("plan.toml"), text);
+        let _ = crate::atomic::write(dir.join("plan.toml"), text);
     }
     let mut phases = Phases {
         name: plan.name.clone(),
@@ -198,11 +198,9 @@ pub async fn run_phases(
         }
     }
     let json = serde_json::to_string_pretty(&phases).unwrap_or_default();
-    let written = crate::output::atomic::write(phases.dir.join("phases.json"), json + "\n")
-        .and_then(|()| {
-            crate::output::atomic::write(phases.dir.join("phases.txt"), render(&phases) + "\n")
-        })
-        .and_then(|()| crate::output::atomic::write(phases.dir.join("phases.html"), html(&phases)))
+    let written = crate::atomic::write(phases.dir.join("phases.json"), json + "\n")
+        .and_then(|()| crate::atomic::write(phases.dir.join("phases.txt"), render(&phases) + "\n"))
+        .and_then(|()| crate::atomic::write(phases.dir.join("phases.html"), html(&phases)))
         .map_err(|e| e.to_string());
     match written {
         Ok(()) => Ok(phases),
@@ -215,7 +213,7 @@ pub async fn run_phases(
 
 /// The phases' table: one row per phase, in order.
 pub fn render(p: &Phases) -> String {
-    let mut t = crate::output::table::new_table();
+    let mut t = crate::console::new_table();
     t.set_header([
         "phase", "users", "requests", "errors", "req/s", "p50 ms", "p95 ms", "p99 ms", "exit",
         "run",

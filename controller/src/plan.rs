@@ -124,7 +124,9 @@ pub struct TargetSpec {
 }
 
 /// The largest `http.body_limit`: every user may keep a body this big.
-pub const MAX_BODY_LIMIT: u64 = 64 << 20;
+/// The agent's own limit, so that a plan the controller accepts is one an
+/// agent accepts.
+pub const MAX_BODY_LIMIT: u64 = loadfleet_agent::assignment::MAX_BODY_LIMIT as u64;
 
 /// How much load, and for how long.
 #[derive(Debug, Clone, PartialEq)]

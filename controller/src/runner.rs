@@ -10,7 +10,8 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::console::say;
-use crate::fleet::{self, FleetError, LocalAgent, RunOptions};
+use crate::fleet::{self, LocalAgent, RunOptions};
+use crate::outcome::{FleetError, StartNote};
 use crate::output::{self, RunFiles};
 use crate::plan::{self, Plan};
 use crate::progress::ProgressMode;
@@ -153,7 +154,7 @@ pub fn room_needed(plan: &Plan) -> u64 {
 /// has room for the outputs.
 fn preflight(dir: &Path, plan: &Plan) -> Result<(), String> {
     let probe = dir.join(".loadfleet-write-probe");
-    crate::output::atomic::write(&probe, b"probe")
+    crate::atomic::write(&probe, b"probe")
         .and_then(|()| std::fs::remove_file(&probe))
         .map_err(|e| format!("cannot write to the run directory {}: {e}", dir.display()))?;
     let need = room_needed(plan);
@@ -179,7 +180,7 @@ fn mib(bytes: u64) -> String {
 /// Writes the run directory; when that fails, writes the same files under
 /// the system's temporary directory and says where.
 fn keep(
-    result: &crate::fleet::RunResult,
+    result: &crate::outcome::RunResult,
     summary: &Summary,
     out: &Path,
     plan_file: Option<&Path>,
@@ -187,7 +188,7 @@ fn keep(
     let write = |dir: &Path| -> std::io::Result<RunFiles> {
         let files = output::write_run_dir(result, summary, dir)?;
         if let Some(p) = plan_file {
-            crate::output::atomic::write(dir.join("plan.toml"), std::fs::read(p)?)?;
+            crate::atomic::write(dir.join("plan.toml"), std::fs::read(p)?)?;
         }
         Ok(files)
     };
@@ -273,7 +274,7 @@ pub async fn run_and_report(
     // record that load was sent, by whom and at what.
     opts.on_start = Some(fleet::OnStart(Box::new({
         let (path, facts, dir) = (audit_path.clone(), audit_plan.clone(), out.clone());
-        move |note: &fleet::StartNote| crate::audit::append_started(&path, &facts, &dir, note)
+        move |note: &StartNote| crate::audit::append_started(&path, &facts, &dir, note)
     })));
     opts.journal = Some(out.clone());
     let live = opts.live.clone();

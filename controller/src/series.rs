@@ -125,7 +125,7 @@ pub async fn run_series(
         return Err(SeriesError::CreateDir { dir, source });
     }
     if let Ok(text) = std::fs::read(plan_file) {
-        let _ = crate::output::atomic::write(dir.join("plan.toml"), text);
+        let _ = crate::atomic::write(dir.join("plan.toml"), text);
     }
     let param = parameter(plan);
     let mut series = Series {
@@ -174,14 +174,11 @@ pub async fn run_series(
         .map_err(|e| format!("cannot render the series report: {e}"))
         .and_then(|page| {
             let json = serde_json::to_string_pretty(&series).unwrap_or_default();
-            crate::output::atomic::write(series.dir.join("series.json"), json + "\n")
+            crate::atomic::write(series.dir.join("series.json"), json + "\n")
                 .and_then(|()| {
-                    crate::output::atomic::write(
-                        series.dir.join("series.txt"),
-                        render(&series) + "\n",
-                    )
+                    crate::atomic::write(series.dir.join("series.txt"), render(&series) + "\n")
                 })
-                .and_then(|()| crate::output::atomic::write(series.dir.join("series.html"), page))
+                .and_then(|()| crate::atomic::write(series.dir.join("series.html"), page))
                 .map_err(|e| e.to_string())
         });
     match written {
@@ -214,7 +211,7 @@ fn row(value: f64, run: String, outcome: &RunOutcome) -> SeriesRow {
 
 /// The series table: one row per value.
 pub fn render(s: &Series) -> String {
-    let mut t = crate::output::table::new_table();
+    let mut t = crate::console::new_table();
     t.set_header([
         s.parameter,
         "req/s",

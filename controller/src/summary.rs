@@ -7,7 +7,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::facts::LoadSummary;
-use crate::fleet::{AgentEnd, RunResult, RunStatus};
+use crate::outcome::{AgentEnd, RunResult, RunStatus};
 use crate::stats::{
     AgentTally, ErrorAgg, IntervalPoint, LatencyMs, MetricSpec, MetricStats, Tally, distribution,
 };

@@ -21,6 +21,7 @@ mod failures;
 mod fleet;
 mod generator_health;
 mod hostile_bytes;
+mod house;
 mod http2;
 mod http_defaults;
 mod https;

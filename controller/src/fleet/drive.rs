@@ -17,30 +17,11 @@ use crate::stats::Collector;
 
 use super::agent::{Agent, RESUME_GRACE, State};
 use super::{INTERVAL, reject};
+use crate::outcome::Abort;
 
 /// A running agent whose newest report is older than this is named as
 /// stale on the progress line (reports come every interval).
 const STALE_AFTER: Duration = Duration::from_millis(2500);
-
-/// Why a run was stopped before its schedule ended, by the controller.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Abort {
-    /// A threshold with `abort_on_fail` failed.
-    Threshold { rule: String, scope: String },
-    /// An agent was lost or failed and the plan says `on_agent_loss = "abort"`.
-    AgentLost { agent: String },
-}
-
-impl std::fmt::Display for Abort {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Abort::Threshold { rule, scope } => write!(f, "{rule} ({scope})"),
-            Abort::AgentLost { agent } => {
-                write!(f, "agent {agent} was lost (on_agent_loss = abort)")
-            }
-        }
-    }
-}
 
 /// A started run and everything that decides how it ends.
 pub(super) struct Run<'a> {

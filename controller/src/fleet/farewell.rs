@@ -4,8 +4,9 @@
 use std::net::SocketAddr;
 
 use super::agent::State;
-use super::drive::{Abort, Run};
+use super::drive::Run;
 use super::{AgentEnd, AgentReport, FleetError, RunResult, RunStatus};
+use crate::outcome::Abort;
 
 impl Run<'_> {
     /// The run's result; an error when every agent was lost before any

@@ -86,7 +86,7 @@ impl Writer {
         let path = dir.join(RECORDS);
         let opened = serde_json::to_vec_pretty(header)
             .map_err(std::io::Error::other)
-            .and_then(|json| crate::output::atomic::write(dir.join(HEADER), json))
+            .and_then(|json| crate::atomic::write(dir.join(HEADER), json))
             .and_then(|()| std::fs::File::create(&path));
         let file = match opened {
             Ok(f) => Some(f),
@@ -178,7 +178,7 @@ pub use replay::{ReplayError, Replayed, replay};
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fleet::RunStatus;
+    use crate::outcome::RunStatus;
 
     #[test]
     fn a_torn_tail_is_skipped_and_whole_records_read_back() {

@@ -9,7 +9,7 @@ use loadfleet_proto::v1;
 use prost::Message;
 
 use super::{DONE, HEADER, Header, INTERVAL_REPORT, RECORDS, SCHEMA};
-use crate::fleet::{AgentEnd, AgentReport, RunResult, RunStatus};
+use crate::outcome::{AgentEnd, AgentReport, RunResult, RunStatus};
 use crate::stats::Collector;
 
 /// Why a journal could not be replayed.

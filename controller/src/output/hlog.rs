@@ -10,7 +10,7 @@ use hdrhistogram::Histogram;
 use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
 use hdrhistogram::serialization::{Deserializer, V2DeflateSerializer};
 
-use crate::fleet::RunResult;
+use crate::outcome::RunResult;
 
 /// The tag of a step name: HdrHistogram tags may not hold commas or spaces.
 pub fn tag_for(step: &str) -> String {

@@ -1,7 +1,6 @@
 //! What a run leaves behind: the terminal table, `summary.json`,
 //! `latency.hlog` and `report.html`, all from one [`Summary`] (see [`crate::summary`]).
 
-pub mod atomic;
 pub mod exports;
 pub mod hlog;
 pub mod report;
@@ -10,7 +9,8 @@ pub mod table;
 
 use std::path::{Path, PathBuf};
 
-use crate::fleet::RunResult;
+use crate::atomic;
+use crate::outcome::RunResult;
 use crate::summary::Summary;
 
 /// The files of a run directory.

@@ -373,7 +373,7 @@ fn rates(
 
 /// What the run received from the target, for the header.
 fn received(s: &Summary) -> String {
-    use crate::output::table::bytes;
+    use crate::console::bytes;
     let mut t = format!(
         "{} from the target ({}/s)",
         bytes(s.total.bytes_received),
@@ -413,7 +413,7 @@ fn verdict(s: &Summary) -> (String, &'static str) {
             ),
             "bad",
         ),
-        _ if s.status == crate::fleet::RunStatus::Completed => (status, "good"),
+        _ if s.status == crate::outcome::RunStatus::Completed => (status, "good"),
         _ => (status, "bad"),
     }
 }
@@ -455,7 +455,7 @@ fn agent_note(a: &crate::summary::AgentEntry) -> String {
             ));
         }
     }
-    if a.end != crate::fleet::AgentEnd::Finished {
+    if a.end != crate::outcome::AgentEnd::Finished {
         match a.reported_until_s {
             Some(t) => note.push_str(&format!(" · reports cover 0–{t:.1} s")),
             None => note.push_str(" · no report arrived"),

@@ -1,7 +1,8 @@
 //! The percentile tables printed at the end of a run.
 
-use comfy_table::presets::UTF8_FULL_CONDENSED;
 use comfy_table::{CellAlignment, Table};
+
+use crate::console::{bytes, new_table};
 
 use crate::summary::{Entry, Summary};
 
@@ -85,27 +86,6 @@ fn metrics_table(s: &Summary) -> Option<Table> {
         }
     }
     Some(t)
-}
-
-/// A byte count for people: B, kB, MB, GB (powers of 1,000).
-pub fn bytes(n: u64) -> String {
-    let n = n as f64;
-    match n {
-        n if n >= 1e9 => format!("{:.2} GB", n / 1e9),
-        n if n >= 1e6 => format!("{:.2} MB", n / 1e6),
-        n if n >= 1e3 => format!("{:.1} kB", n / 1e3),
-        n => format!("{n:.0} B"),
-    }
-}
-
-/// A table in loadfleet's style that fits the terminal it is printed to
-/// (columns wrap to its width; written to a file or a pipe, it keeps its
-/// natural width).
-pub fn new_table() -> Table {
-    let mut t = Table::new();
-    t.load_preset(UTF8_FULL_CONDENSED);
-    t.set_content_arrangement(comfy_table::ContentArrangement::Dynamic);
-    t
 }
 
 /// The tables: overall, by step, by region. Latencies in milliseconds.
