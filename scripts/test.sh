@@ -45,4 +45,28 @@ if ! python3 -c 'import jsonschema, hdrh' >/dev/null 2>&1; then
     -r .ci/requirements-tests.txt
 fi
 
-exec cargo test --workspace --locked "$@"
+# Every test binary runs even when one fails (--no-fail-fast), so a failure
+# in one area never hides the rest; the last line adds up every binary's
+# "test result" line: N passed, N failed (, N skipped).
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test --workspace --locked --no-fail-fast "$@" 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+awk '/^test result:/ {
+       for (i = 1; i <= NF; i++) {
+         if ($(i) ~ /^passed;?$/) p += $(i-1)
+         if ($(i) ~ /^failed;?$/) f += $(i-1)
+         if ($(i) ~ /^ignored;?$/) s += $(i-1)
+       }
+       n++
+     }
+     END {
+       if (n == 0) { print "scripts/test.sh: no test binary reported a result" > "/dev/stderr" }
+       printf "%d passed, %d failed, %d skipped\n", p, f, s
+     }' "$log"
+if [ "$status" -ne 0 ] && ! grep -q '^test result: FAILED' "$log"; then
+  echo "scripts/test.sh: cargo test exited $status before every test ran (a build error?)" >&2
+fi
+exit "$status"

@@ -63,7 +63,10 @@ async fn the_dashboard_follows_the_run_and_ends_with_its_numbers() {
     ) + "\n[[metric]]\nname = \"size\"\nheader = \"content-length\"\nunit = \"bytes\"\n";
     let plan = write_plan(dir.path(), "live.toml", &text);
     let out = dir.path().join("run");
-    let ctl = run_in_background(&plan, &out, &["--dashboard", "--dashboard-linger", "4s"]);
+    // The page stays up until the test has read it (each read starts a
+    // headless Chromium, which took over 4 s with a build beside the
+    // suite); SIGINT then ends the linger, as Ctrl-C does for a person.
+    let ctl = run_in_background(&plan, &out, &["--dashboard", "--dashboard-linger", "120s"]);
     let line = ctl.wait_for_line("dashboard at http://", Duration::from_secs(20));
     let url = line
         .split("dashboard at ")
@@ -128,6 +131,11 @@ async fn the_dashboard_follows_the_run_and_ends_with_its_numbers() {
         report.contains(s["run_id"].as_str().unwrap()),
         "the report is served"
     );
+    let interrupted = std::process::Command::new("kill")
+        .args(["-INT", &ctl.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(interrupted.success());
     let exit = exited(ctl, Duration::from_secs(20)).await;
     assert_eq!(exit.code, 1, "{}", exit.stderr);
 }

@@ -72,10 +72,24 @@ async fn fleet_arrivals_follow_the_schedule_at_1000_per_second() {
         .collect();
     eprintln!("iterations started per second: {per_second:?}");
     assert!(per_second.len() >= 2, "{per_second:?}");
+    // The schedule itself is held exactly above (3,000 arrivals, none
+    // dropped) and by the agents' own send lateness below. Which second an
+    // arrival is counted in depends on when each agent's reporting task
+    // closes its interval: with a build beside the suite that was seen up
+    // to 19 ms late (981 in one second, more in the next). At 1,000/s a
+    // boundary d ms late moves d arrivals, so each second is held to the
+    // lateness the agents report plus 50 ms of such delay.
+    let lateness_p99 = s["send_lateness_ms"]["p99"].as_f64().unwrap();
+    eprintln!("send lateness p99 {lateness_p99:.2} ms");
+    assert!(
+        lateness_p99 < 50.0,
+        "arrivals leave on time: p99 {lateness_p99} ms late"
+    );
+    let slack = (50.0 + lateness_p99).ceil() as u64;
     for n in &per_second[..3.min(per_second.len())] {
         assert!(
-            (990..=1010).contains(n),
-            "each second within 1% of 1000: {per_second:?}"
+            n.abs_diff(1000) <= slack,
+            "each second within {slack} of 1000: {per_second:?}"
         );
     }
 }
