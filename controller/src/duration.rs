@@ -10,6 +10,11 @@ use serde::de::{self, Deserializer, Visitor};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub struct PlanDuration(pub Duration);
 
+/// A duration in whole microseconds, as the wire carries it (saturating).
+pub fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
 /// Parses `<integer><unit>` with unit `ms`, `s`, `m` or `h`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let expected = || {

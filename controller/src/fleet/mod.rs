@@ -32,6 +32,7 @@ use tokio::time::Instant;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
+use crate::duration::micros;
 use crate::plan::Plan;
 use crate::progress::{Progress, ProgressMode};
 use crate::service::{Event, FleetService, MAX_MESSAGE_BYTES, Outbound};
@@ -346,10 +347,6 @@ fn fresh_seed() -> u64 {
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     // 53 bits: exact in every JSON reader, and a TOML integer.
     (z ^ (z >> 31)) & ((1 << 53) - 1)
-}
-
-fn micros(d: Duration) -> u64 {
-    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
 /// Each agent's index by its stream, for the loops that hear from ten

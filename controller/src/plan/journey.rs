@@ -480,7 +480,9 @@ impl Validator<'_> {
         };
         let mut headers = Vec::with_capacity(st.headers.len());
         for (k, v) in &st.headers {
-            if !super::http_header_name_ok(k) || !super::http_header_value_ok(v.get_ref()) {
+            if !super::validate::http_header_name_ok(k)
+                || !super::validate::http_header_value_ok(v.get_ref())
+            {
                 return Err(self.error(
                     v.span(),
                     format!(
@@ -789,7 +791,7 @@ impl Validator<'_> {
             v1::extract::From::JsonPointer(p.clone())
         } else {
             let h = e.header.as_ref().expect("one source");
-            if !super::http_header_name_ok(h.get_ref()) {
+            if !super::validate::http_header_name_ok(h.get_ref()) {
                 return Err(self.error(
                     h.span(),
                     format!("{kind} `{name}` `header`: expected a header name"),

@@ -1,684 +1,25 @@
-//! Plan files: TOML in, one validated [`Plan`] out, before anything is sent.
-//!
-//! Every error names the file, line and column, the key and what was expected.
+//! From the raw TOML shapes to a validated [`Plan`]: every value checked,
+//! every error with its file, line, column, key and what was expected.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::ops::Range;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use serde::Deserialize;
+use loadfleet_proto::v1;
 use toml::Spanned;
 
+use super::raw::*;
+use super::*;
 use crate::duration::PlanDuration;
-use loadfleet_proto::v1;
 
-mod journey;
-pub use journey::{DataSpec, MAX_DATA_BYTES, MetricSpec, parse_think};
-
-/// Most virtual users one plan may ask for.
-pub const MAX_USERS: u64 = 10_000_000;
-/// Default time a user stopped by a ramp-down may finish its iteration.
-pub const DEFAULT_GRACEFUL_STOP: Duration = Duration::from_secs(30);
-/// Default concurrency cap of the open model.
-pub const DEFAULT_MAX_USERS: u64 = 1000;
-/// Default per-request timeout.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// A plan that failed to load: where, and what was expected.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{file}:{line}:{column}: {message}")]
-pub struct PlanError {
-    pub file: String,
-    /// 1-based; 0 when the error has no position (e.g. the file is unreadable).
-    pub line: usize,
-    pub column: usize,
-    pub message: String,
-}
-
-/// A validated plan.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Plan {
-    pub name: String,
-    pub target: TargetSpec,
-    pub load: LoadModel,
-    /// Set when `users` or `rate` is a list: the plan runs once per value.
-    pub sweep: Option<Sweep>,
-    pub scenarios: Vec<ScenarioSpec>,
-    /// Distinct step names; steps with the same name share one row in results.
-    pub step_names: Vec<String>,
-    pub thresholds: Thresholds,
-    /// What happens to the run when an agent is lost for good.
-    pub on_agent_loss: OnAgentLoss,
-    /// `[[data]]` files, read when the plan is loaded.
-    pub data: Vec<DataSpec>,
-    /// `[session] clear_cookies_each_iteration`.
-    pub clear_cookies_each_iteration: bool,
-    /// SHA-256 of the plan's text, hex (for the audit log).
-    pub sha256: String,
-    /// `load.max_duration`: the operator's own cap on the whole run; users
-    /// still running when it passes are stopped and the run is `truncated`.
-    pub max_duration: Option<Duration>,
-    /// `seed`: replays a run's random choices (think times, random data
-    /// rows); `None`: a fresh seed per run, recorded in its summary.
-    pub seed: Option<u64>,
-    /// `load.throttle`: requests per second the whole fleet sends at most
-    /// (closed model), shared by the agents as their users are.
-    pub throttle_per_s: Option<f64>,
-    /// Numbers read from responses (`[[metric]]`, `[[scenario.step.metric]]`),
-    /// by id (`v1::Metric::id`).
-    pub metrics: Vec<MetricSpec>,
-    /// `[[phase]]`: loads run one after another, each a run of its own
-    /// ([`Plan::phase`]); empty for a plan with one `[load]`. `load`,
-    /// `max_duration` and `throttle_per_s` above are then the first phase's.
-    pub phases: Vec<Phase>,
-}
-
-/// One phase of a plan with `[[phase]]`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Phase {
-    pub name: String,
-    /// Indices into [`Plan::scenarios`].
-    pub scenarios: Vec<usize>,
-    pub load: LoadModel,
-    pub max_duration: Option<Duration>,
-    pub throttle_per_s: Option<f64>,
-}
-
-/// `[fleet] on_agent_loss`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OnAgentLoss {
-    /// The other agents go on; the run is marked degraded (exit code 1).
-    #[default]
-    Continue,
-    /// The other agents stop gracefully; the run ends early.
-    Abort,
-}
-
-pub use crate::thresholds::Thresholds;
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct TargetSpec {
-    pub base_url: String,
-    pub timeout: Duration,
-    /// `target.connect_timeout`: the longest a new connection (TCP connect
-    /// and TLS handshake) may take; `None`: the request timeout.
-    pub connect_timeout: Option<Duration>,
-    /// Extra certificate authorities (PEM) trusted for https targets, read
-    /// from `ca_file` and shipped to agents, so agents need no files.
-    pub ca_pem: Option<String>,
-    /// `http.body_limit`: bytes of a body checks and extractions see;
-    /// `None`: the agent's default (8 MiB).
-    pub body_limit: Option<u64>,
-    /// `target.tls_verify`: check servers' certificates (default true).
-    pub tls_verify: bool,
-    /// `http.connections`: how long a user keeps a connection.
-    pub connections: v1::Connections,
-    /// `http.tls_resumption` (default true).
-    pub tls_resumption: bool,
-    /// `http.phases`: record each request's phases as metrics (default false).
-    pub phases: bool,
-    /// `http.version`: "auto" (default), "1.1", "2" or "h2c".
-    pub version: v1::HttpVersion,
-}
-
-/// The largest `http.body_limit`: every user may keep a body this big.
-/// The agent's own limit, so that a plan the controller accepts is one an
-/// agent accepts.
-pub const MAX_BODY_LIMIT: u64 = loadfleet_agent::assignment::MAX_BODY_LIMIT as u64;
-
-/// How much load, and for how long.
-#[derive(Debug, Clone, PartialEq)]
-pub enum LoadModel {
-    /// A fixed number of users started over a ramp, as in a JMeter thread group.
-    Closed {
-        users: u64,
-        ramp_up: Duration,
-        bound: RunBound,
-    },
-    /// Closed model with stages of `(users, duration)`, each ramping linearly
-    /// from the previous level (from 0); a ramp-down stops users gracefully.
-    Staged {
-        stages: Vec<(u64, Duration)>,
-        /// How long a stopped user may finish its iteration.
-        graceful_stop: Duration,
-    },
-    /// Iterations started at scheduled instants (arrivals per second),
-    /// whatever the target's response times.
-    Open {
-        stages: Vec<RateStage>,
-        /// Concurrency cap, fleet-wide.
-        max_users: u64,
-        /// How long an arrival may wait for a free user before it is dropped.
-        max_wait: Duration,
-    },
-}
-
-pub use loadfleet_agent::arrivals::RateStage;
-
-impl LoadModel {
-    /// One line a person reads: "20 users over a 30s ramp-up, 1 iteration each".
-    pub fn describe(&self) -> String {
-        use crate::duration::format_duration as fd;
-        match self {
-            LoadModel::Closed {
-                users,
-                ramp_up,
-                bound,
-            } => {
-                let bound = match bound {
-                    RunBound::Iterations(1) => "1 iteration each".to_string(),
-                    RunBound::Iterations(n) => format!("{n} iterations each"),
-                    RunBound::Duration(d) => format!("for {}", fd(*d)),
-                };
-                format!(
-                    "closed model: {users} users over a {} ramp-up, {bound}",
-                    fd(*ramp_up)
-                )
-            }
-            LoadModel::Staged {
-                stages,
-                graceful_stop,
-            } => {
-                let mut level = 0;
-                let parts: Vec<String> = stages
-                    .iter()
-                    .map(|&(u, d)| {
-                        let part = format!("{level}→{u} users over {}", fd(d));
-                        level = u;
-                        part
-                    })
-                    .collect();
-                format!(
-                    "closed model in stages: {}; stopped users finish their iteration within {}",
-                    parts.join(", "),
-                    fd(*graceful_stop)
-                )
-            }
-            LoadModel::Open {
-                stages,
-                max_users,
-                max_wait,
-            } => {
-                let rates = match stages.as_slice() {
-                    [s] if s.from == s.to => {
-                        format!("{} arrivals/s for {}", s.from, fd(s.duration))
-                    }
-                    _ => stages
-                        .iter()
-                        .map(|s| format!("{}→{}/s over {}", s.from, s.to, fd(s.duration)))
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                };
-                format!(
-                    "open model: {rates}; at most {max_users} users; arrivals wait up to {} for one",
-                    fd(*max_wait)
-                )
-            }
-        }
-    }
-}
-
-/// One plan run once per value, one after another.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Sweep {
-    /// Users (closed model) or arrivals per second (open model), in order.
-    pub values: Vec<f64>,
-    /// Pause between two runs.
-    pub cooldown: Duration,
-}
-
-/// How long each user of a closed model runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RunBound {
-    Iterations(u64),
-    Duration(Duration),
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct ScenarioSpec {
-    pub name: String,
-    pub weight: u32,
-    pub steps: Vec<StepSpec>,
-    pub on_error: v1::OnError,
-    /// Minimum length of an iteration.
-    pub pacing: Duration,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct StepSpec {
-    /// Index into [`Plan::step_names`].
-    pub id: usize,
-    pub name: String,
-    /// The step as agents receive it: `[vars]` and `${env:NAME}` already
-    /// substituted, every regex and selector already checked.
-    pub wire: v1::Step,
-}
-
-impl Plan {
-    /// What this plan turns off that everyone reading its results must know.
-    pub fn warnings(&self) -> Vec<String> {
-        let mut w = Vec::new();
-        if !self.target.tls_verify {
-            w.push(
-                "target.tls_verify = false: servers' certificates were not checked; \
-                 anyone on the path could have answered in the target's place"
-                    .to_string(),
-            );
-        }
-        w
-    }
-
-    /// The fleet-wide user count (the concurrency cap in the open model).
-    pub fn users(&self) -> u64 {
-        self_users(&self.load)
-    }
-
-    /// The plan for one value of its sweep (users or rate), without the sweep.
-    pub fn at(&self, value: f64) -> Plan {
-        let mut p = self.clone();
-        p.sweep = None;
-        match &mut p.load {
-            LoadModel::Closed { users, .. } => *users = value as u64,
-            LoadModel::Staged { .. } => {}
-            LoadModel::Open { stages, .. } => {
-                for s in stages {
-                    (s.from, s.to) = (value, value);
-                }
-            }
-        }
-        p
-    }
-
-    /// Phase `i` as a plan of its own: its load, its scenarios (their
-    /// steps numbered afresh, so its results list only its own steps) and
-    /// the thresholds about them (a rule about a step of another phase is
-    /// left out). `None` past the last phase.
-    pub fn phase(&self, i: usize) -> Option<Plan> {
-        let ph = self.phases.get(i)?;
-        let mut p = self.clone();
-        p.phases = Vec::new();
-        p.sweep = None;
-        p.load = ph.load.clone();
-        p.max_duration = ph.max_duration;
-        p.throttle_per_s = ph.throttle_per_s;
-        p.scenarios = ph
-            .scenarios
-            .iter()
-            .filter_map(|&s| self.scenarios.get(s).cloned())
-            .collect();
-        let mut names: Vec<String> = Vec::new();
-        let mut renumber = vec![None; self.step_names.len()];
-        for s in &mut p.scenarios {
-            for st in &mut s.steps {
-                let id = match renumber[st.id] {
-                    Some(id) => id,
-                    None => {
-                        names.push(st.name.clone());
-                        renumber[st.id] = Some(names.len() - 1);
-                        names.len() - 1
-                    }
-                };
-                st.id = id;
-                st.wire.id = id as u32;
-            }
-        }
-        p.step_names = names;
-        p.thresholds.rules = self
-            .thresholds
-            .rules
-            .iter()
-            .filter_map(|r| {
-                let mut r = r.clone();
-                match r.step {
-                    None => Some(r),
-                    Some(old) => {
-                        r.step = Some(renumber.get(old).copied().flatten()?);
-                        Some(r)
-                    }
-                }
-            })
-            .collect();
-        Some(p)
-    }
-
-    /// Length of the scheduled load, when the plan fixes it.
-    pub fn scheduled_duration(&self) -> Option<Duration> {
-        match &self.load {
-            LoadModel::Closed {
-                bound: RunBound::Duration(d),
-                ..
-            } => Some(*d),
-            LoadModel::Closed { .. } => None,
-            LoadModel::Staged { stages, .. } => Some(stages.iter().map(|s| s.1).sum()),
-            LoadModel::Open { stages, .. } => Some(stages.iter().map(|s| s.duration).sum()),
-        }
-    }
-
-    /// The longest one iteration of any scenario can take: each step's
-    /// timeout and its longest think time, or the scenario's pacing when
-    /// that is longer. A Gaussian think time counts as its mean plus six
-    /// deviations (a sample beyond that is about one in a billion; the agent
-    /// caps samples at a day).
-    pub fn iteration_bound(&self) -> Duration {
-        let think_max = |t: &Option<v1::Think>| -> Duration {
-            use v1::think::Kind;
-            match t.as_ref().and_then(|t| t.kind.as_ref()) {
-                None => Duration::ZERO,
-                Some(Kind::ConstantUs(us)) => Duration::from_micros(*us),
-                Some(Kind::Uniform(r)) => Duration::from_micros(r.max_us.max(r.min_us)),
-                Some(Kind::Gaussian(g)) => Duration::from_micros(
-                    g.mean_us.saturating_add(g.deviation_us.saturating_mul(6)),
-                )
-                .min(Duration::from_secs(86_400)),
-            }
-        };
-        self.scenarios
-            .iter()
-            .map(|s| {
-                s.steps
-                    .iter()
-                    .map(|st| {
-                        self.target
-                            .timeout
-                            .saturating_add(think_max(&st.wire.think))
-                    })
-                    .fold(Duration::ZERO, Duration::saturating_add)
-                    .max(s.pacing)
-            })
-            .max()
-            .unwrap_or(self.target.timeout)
-    }
-
-    /// The most requests the plan can send, when its load is bounded by
-    /// iterations (users × iterations × the longest scenario's steps;
-    /// redirects followed are not requests of their own).
-    pub fn requests_bound(&self) -> Option<u64> {
-        match self.load {
-            LoadModel::Closed {
-                users,
-                bound: RunBound::Iterations(n),
-                ..
-            } => {
-                let longest = self.scenarios.iter().map(|s| s.steps.len()).max()?;
-                Some(users.saturating_mul(n).saturating_mul(longest as u64))
-            }
-            _ => None,
-        }
-    }
-
-    /// The longest the run may take before agents stop by themselves (and
-    /// say so: the run is then `truncated`): `load.max_duration` when the
-    /// plan sets it, else the schedule plus the longest iteration it could
-    /// still be in, plus 5 s.
-    pub fn max_run(&self) -> Duration {
-        if let Some(cap) = self.max_duration {
-            return cap;
-        }
-        let slack = Duration::from_secs(5);
-        let iteration = self.iteration_bound();
-        match self.load {
-            LoadModel::Staged { graceful_stop, .. } => self
-                .scheduled_duration()
-                .unwrap_or_default()
-                .saturating_add(graceful_stop.max(self.target.timeout))
-                .saturating_add(slack),
-            LoadModel::Open { max_wait, .. } => self
-                .scheduled_duration()
-                .unwrap_or_default()
-                .saturating_add(max_wait)
-                .saturating_add(iteration)
-                .saturating_add(slack),
-            LoadModel::Closed { ramp_up, bound, .. } => match bound {
-                RunBound::Duration(d) => d + self.target.timeout + slack,
-                RunBound::Iterations(n) => ramp_up
-                    .saturating_add(iteration.saturating_mul(u32::try_from(n).unwrap_or(u32::MAX)))
-                    .saturating_add(slack),
-            },
-        }
-    }
-}
-
-// === raw TOML model ===
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawPlan {
-    name: Option<Spanned<String>>,
-    seed: Option<u64>,
-    target: Spanned<RawTarget>,
-    /// Required unless the plan has phases, which carry their own.
-    load: Option<Spanned<RawLoad>>,
-    /// Loads that run one after another in one run, each reported apart.
-    #[serde(default)]
-    phase: Vec<Spanned<RawPhase>>,
-    #[serde(default)]
-    scenario: Vec<Spanned<RawScenario>>,
-    thresholds: Option<RawThresholds>,
-    fleet: Option<RawFleet>,
-    vars: Option<BTreeMap<String, Spanned<toml::Value>>>,
-    session: Option<journey::RawSession>,
-    #[serde(default)]
-    data: Vec<Spanned<journey::RawData>>,
-    http: Option<RawHttp>,
-    /// Metrics read from every response of every step.
-    #[serde(default)]
-    metric: Vec<Spanned<journey::RawMetric>>,
-}
-
-/// `[http]`: what every request carries and how much of a body is kept.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawHttp {
-    /// Headers every step sends unless it sets the same one.
-    #[serde(default)]
-    headers: BTreeMap<String, Spanned<String>>,
-    /// `Accept-Encoding` of every request ("" asks for no compression).
-    accept_encoding: Option<Spanned<String>>,
-    /// Bytes of a body that checks and extractions see: a number, or a
-    /// string with a unit ("512KiB", "8MiB").
-    body_limit: Option<Spanned<toml::Value>>,
-    /// "per_user" (default), "per_iteration" or "per_request".
-    connections: Option<Spanned<String>>,
-    /// false: every TLS connection does a full handshake.
-    tls_resumption: Option<Spanned<bool>>,
-    /// true: each request's DNS, connect, TLS, send, wait and receive times.
-    phases: Option<Spanned<bool>>,
-    /// "auto" (default), "1.1", "2" or "h2c".
-    version: Option<Spanned<String>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawFleet {
-    #[serde(default)]
-    on_agent_loss: OnAgentLoss,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawThresholds {
-    #[serde(default)]
-    overall: Vec<Spanned<String>>,
-    #[serde(default)]
-    steps: BTreeMap<String, Spanned<Vec<Spanned<String>>>>,
-    #[serde(default)]
-    abort_on_fail: bool,
-    grace: Option<Spanned<PlanDuration>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawTarget {
-    base_url: Spanned<String>,
-    timeout: Option<Spanned<PlanDuration>>,
-    connect_timeout: Option<Spanned<PlanDuration>>,
-    ca_file: Option<Spanned<String>>,
-    tls_verify: Option<Spanned<bool>>,
-}
-
-#[derive(Deserialize, Clone)]
-#[serde(deny_unknown_fields)]
-struct RawLoad {
-    users: Option<Spanned<Numbers>>,
-    rate: Option<Spanned<Numbers>>,
-    ramp_up: Option<Spanned<PlanDuration>>,
-    iterations: Option<Spanned<u64>>,
-    duration: Option<Spanned<PlanDuration>>,
-    stages: Option<Vec<Spanned<RawStage>>>,
-    max_users: Option<Spanned<u64>>,
-    max_wait: Option<Spanned<PlanDuration>>,
-    cooldown: Option<Spanned<PlanDuration>>,
-    /// "120/min", "5/s", "1000/h": requests the whole fleet sends at most.
-    throttle: Option<Spanned<String>>,
-    graceful_stop: Option<Spanned<PlanDuration>>,
-    max_duration: Option<Spanned<PlanDuration>>,
-}
-
-/// `[[phase]]`: a load of its own, run after the phase before it.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawPhase {
-    name: Spanned<String>,
-    /// The scenarios this phase runs (by name); all of them when absent.
-    scenarios: Option<Spanned<Vec<Spanned<String>>>>,
-    load: Spanned<RawLoad>,
-}
-
-#[derive(Deserialize, Clone)]
-#[serde(deny_unknown_fields)]
-struct RawStage {
-    rate: Option<Spanned<Numbers>>,
-    users: Option<Spanned<Numbers>>,
-    duration: Spanned<PlanDuration>,
-}
-
-/// A number or a list of numbers (a sweep), integers or floats.
-#[derive(Debug, Clone, PartialEq)]
-struct Numbers {
-    values: Vec<f64>,
-    list: bool,
-}
-
-impl<'de> Deserialize<'de> for Numbers {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = Numbers;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a non-negative number or a list of them")
-            }
-            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Numbers, E> {
-                if v < 0 {
-                    return Err(E::custom(format!(
-                        "expected a non-negative integer, found {v}"
-                    )));
-                }
-                Ok(Numbers {
-                    values: vec![v as f64],
-                    list: false,
-                })
-            }
-            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Numbers, E> {
-                Ok(Numbers {
-                    values: vec![v as f64],
-                    list: false,
-                })
-            }
-            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Numbers, E> {
-                if !v.is_finite() || v < 0.0 {
-                    return Err(E::custom(format!(
-                        "expected a non-negative number, found {v}"
-                    )));
-                }
-                Ok(Numbers {
-                    values: vec![v],
-                    list: false,
-                })
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(
-                self,
-                mut seq: A,
-            ) -> Result<Numbers, A::Error> {
-                let mut values = Vec::new();
-                while let Some(n) = seq.next_element::<Numbers>()? {
-                    if n.list {
-                        return Err(serde::de::Error::custom(
-                            "expected numbers, found a nested list",
-                        ));
-                    }
-                    values.extend(n.values);
-                }
-                if values.is_empty() {
-                    return Err(serde::de::Error::custom(
-                        "expected at least one value in the list",
-                    ));
-                }
-                Ok(Numbers { values, list: true })
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawScenario {
-    name: Spanned<String>,
-    weight: Option<Spanned<u32>>,
-    on_error: Option<Spanned<String>>,
-    think: Option<Spanned<String>>,
-    pacing: Option<Spanned<PlanDuration>>,
-    #[serde(default)]
-    step: Vec<Spanned<journey::RawStep>>,
-}
-
-// === loading ===
-
-/// Reads and validates a plan file.
-pub fn load(path: &Path) -> Result<Plan, PlanError> {
-    let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| PlanError {
-        file: file.clone(),
-        line: 0,
-        column: 0,
-        message: format!("cannot read plan: {e}"),
-    })?;
-    let default_name = path
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "plan".into());
-    parse(&file, &text, &default_name)
-}
-
-/// Parses and validates plan text; `file` is used in error messages.
-pub fn parse(file: &str, text: &str, default_name: &str) -> Result<Plan, PlanError> {
-    let v = Validator { file, text };
-    let raw: RawPlan = toml::from_str(text).map_err(|e| {
-        let span = e.span().unwrap_or(0..0);
-        let mut message = e
-            .message()
-            .trim()
-            .replace("expected u64", "expected a non-negative integer")
-            .replace("expected u32", "expected a non-negative integer");
-        if let Some(key) = key_at(text, span.start)
-            && !message.contains(&format!("`{}`", key.rsplit('.').next().unwrap_or(&key)))
-        {
-            message = format!("`{key}`: {message}");
-        }
-        v.error(span, message)
-    })?;
-    v.plan(raw, default_name)
-}
-
-struct Validator<'a> {
-    file: &'a str,
-    text: &'a str,
+pub(super) struct Validator<'a> {
+    pub(super) file: &'a str,
+    pub(super) text: &'a str,
 }
 
 impl Validator<'_> {
-    fn error(&self, span: Range<usize>, message: impl Into<String>) -> PlanError {
+    pub(super) fn error(&self, span: Range<usize>, message: impl Into<String>) -> PlanError {
         let (line, column) = line_column(self.text, span.start);
         PlanError {
             file: self.file.to_string(),
@@ -688,7 +29,7 @@ impl Validator<'_> {
         }
     }
 
-    fn plan(&self, mut raw: RawPlan, default_name: &str) -> Result<Plan, PlanError> {
+    pub(super) fn plan(&self, mut raw: RawPlan, default_name: &str) -> Result<Plan, PlanError> {
         let name = match raw.name {
             Some(n) if n.get_ref().trim().is_empty() => {
                 return Err(self.error(n.span(), "`name`: expected a non-empty string"));
@@ -698,88 +39,10 @@ impl Validator<'_> {
         };
         let mut target = self.target(raw.target)?;
         if let Some(http) = raw.http.take() {
-            let mut defaults = http.headers;
-            if let Some(ae) = http.accept_encoding {
-                if let Some((k, _)) = defaults
-                    .iter()
-                    .find(|(k, _)| k.eq_ignore_ascii_case("accept-encoding"))
-                {
-                    return Err(self.error(
-                        ae.span(),
-                        format!("`http.accept_encoding`: `http.headers` sets `{k}` too; keep one"),
-                    ));
-                }
-                defaults.insert("Accept-Encoding".into(), ae);
-            }
-            for s in &mut raw.scenario {
-                for st in &mut s.get_mut().step {
-                    st.get_mut().default_headers(&defaults);
-                }
-            }
-            if let Some(limit) = http.body_limit {
-                target.body_limit = Some(self.body_limit(&limit)?);
-            }
-            if let Some(c) = http.connections {
-                target.connections = match c.get_ref().as_str() {
-                    "per_user" => v1::Connections::PerUser,
-                    "per_iteration" => v1::Connections::PerIteration,
-                    "per_request" => v1::Connections::PerRequest,
-                    other => {
-                        return Err(self.error(
-                            c.span(),
-                            format!(
-                                "`http.connections`: expected \"per_user\", \"per_iteration\" or \"per_request\", found \"{other}\""
-                            ),
-                        ));
-                    }
-                };
-            }
-            if let Some(r) = http.tls_resumption {
-                target.tls_resumption = r.into_inner();
-            }
-            if let Some(p) = http.phases {
-                target.phases = p.into_inner();
-            }
-            if let Some(v) = http.version {
-                target.version = match v.get_ref().as_str() {
-                    "auto" => v1::HttpVersion::Auto,
-                    "1.1" => v1::HttpVersion::Http1,
-                    "2" => v1::HttpVersion::Http2,
-                    "h2c" if target.base_url.starts_with("https://") => {
-                        return Err(self.error(
-                            v.span(),
-                            "`http.version`: \"h2c\" is HTTP/2 over plain TCP, and the target is https; expected \"2\" (HTTP/2 over TLS) or \"auto\"",
-                        ));
-                    }
-                    "h2c" => v1::HttpVersion::H2c,
-                    other => {
-                        return Err(self.error(
-                            v.span(),
-                            format!(
-                                "`http.version`: expected \"auto\", \"1.1\", \"2\" or \"h2c\", found \"{other}\""
-                            ),
-                        ));
-                    }
-                };
-            }
+            self.http(http, &mut target, &mut raw.scenario)?;
         }
         let phases_raw = std::mem::take(&mut raw.phase);
-        let main = match (raw.load.take(), phases_raw.first()) {
-            (Some(l), None) => l,
-            (None, Some(first)) => first.get_ref().load.clone(),
-            (Some(l), Some(_)) => {
-                return Err(self.error(
-                    l.span(),
-                    "`load`: a plan with [[phase]] gives each phase its own `load`; remove [load]",
-                ));
-            }
-            (None, None) => {
-                return Err(self.error(
-                    0..0,
-                    "expected a [load] table (users, ramp_up, iterations, …) or [[phase]] entries with a `load` each",
-                ));
-            }
-        };
+        let main = self.main_load(raw.load.take(), phases_raw.first())?;
         let (load, sweep, max_duration, throttle_per_s) = self.load_of(main, target.timeout)?;
         if raw.scenario.is_empty() {
             return Err(self.error(
@@ -789,13 +52,154 @@ impl Validator<'_> {
         }
         let vars = self.vars(raw.vars)?;
         let data = self.data(raw.data.clone())?;
-        let columns: HashSet<String> = data
-            .iter()
-            .flat_map(|d| d.columns.iter().map(move |c| format!("{}.{c}", d.name)))
-            .collect();
+        let (mut metrics, plan_metrics) = self.plan_metrics(&raw.metric)?;
+        let (scenarios, step_names) = self.scenarios(
+            raw.scenario,
+            &target,
+            &vars,
+            &data,
+            &plan_metrics,
+            &mut metrics,
+        )?;
+        let phases = self.phases(phases_raw, &scenarios, target.timeout)?;
+        self.unique_data(&data, &raw.data, &load, sweep.as_ref(), &phases)?;
+        if target.request_phases {
+            self.request_phase_metrics(&mut metrics)?;
+        }
+        let thresholds = match raw.thresholds {
+            Some(t) => self.thresholds(t, &step_names, &metrics)?,
+            None => Thresholds::default(),
+        };
+        Ok(Plan {
+            name,
+            target,
+            load,
+            sweep,
+            scenarios,
+            step_names,
+            thresholds,
+            on_agent_loss: raw.fleet.map(|f| f.on_agent_loss).unwrap_or_default(),
+            data,
+            clear_cookies_each_iteration: raw
+                .session
+                .is_some_and(|s| s.clear_cookies_each_iteration),
+            sha256: sha256_hex(self.text.as_bytes()),
+            max_duration,
+            seed: raw.seed,
+            throttle_per_s,
+            metrics,
+            phases,
+        })
+    }
+
+    /// `[http]`: default headers into every step, and the target's
+    /// connection, TLS, body and protocol settings.
+    fn http(
+        &self,
+        http: RawHttp,
+        target: &mut TargetSpec,
+        scenarios: &mut [Spanned<RawScenario>],
+    ) -> Result<(), PlanError> {
+        let mut defaults = http.headers;
+        if let Some(ae) = http.accept_encoding {
+            if let Some((k, _)) = defaults
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case("accept-encoding"))
+            {
+                return Err(self.error(
+                    ae.span(),
+                    format!("`http.accept_encoding`: `http.headers` sets `{k}` too; keep one"),
+                ));
+            }
+            defaults.insert("Accept-Encoding".into(), ae);
+        }
+        for s in scenarios.iter_mut() {
+            for st in &mut s.get_mut().step {
+                st.get_mut().default_headers(&defaults);
+            }
+        }
+        if let Some(limit) = http.body_limit {
+            target.body_limit = Some(self.body_limit(&limit)?);
+        }
+        if let Some(c) = http.connections {
+            target.connections = match c.get_ref().as_str() {
+                "per_user" => v1::Connections::PerUser,
+                "per_iteration" => v1::Connections::PerIteration,
+                "per_request" => v1::Connections::PerRequest,
+                other => {
+                    return Err(self.error(
+                        c.span(),
+                        format!(
+                            "`http.connections`: expected \"per_user\", \"per_iteration\" or \"per_request\", found \"{other}\""
+                        ),
+                    ));
+                }
+            };
+        }
+        if let Some(r) = http.tls_resumption {
+            target.tls_resumption = r.into_inner();
+        }
+        if let Some(p) = http.phases {
+            target.request_phases = p.into_inner();
+        }
+        if let Some(v) = http.version {
+            target.version = match v.get_ref().as_str() {
+                "auto" => v1::HttpVersion::Auto,
+                "1.1" => v1::HttpVersion::Http1,
+                "2" => v1::HttpVersion::Http2,
+                "h2c" if target.base_url.starts_with("https://") => {
+                    return Err(self.error(
+                        v.span(),
+                        "`http.version`: \"h2c\" is HTTP/2 over plain TCP, and the target is https; expected \"2\" (HTTP/2 over TLS) or \"auto\"",
+                    ));
+                }
+                "h2c" => v1::HttpVersion::H2c,
+                other => {
+                    return Err(self.error(
+                        v.span(),
+                        format!(
+                            "`http.version`: expected \"auto\", \"1.1\", \"2\" or \"h2c\", found \"{other}\""
+                        ),
+                    ));
+                }
+            };
+        }
+        Ok(())
+    }
+
+    /// The load of the plan's `[load]`, or of its first phase.
+    fn main_load(
+        &self,
+        load: Option<Spanned<RawLoad>>,
+        first_phase: Option<&Spanned<RawPhase>>,
+    ) -> Result<Spanned<RawLoad>, PlanError> {
+        match (load, first_phase) {
+            (Some(l), None) => Ok(l),
+            (None, Some(first)) => Ok(first.get_ref().load.clone()),
+            (Some(l), Some(_)) => {
+                Err(self.error(
+                    l.span(),
+                    "`load`: a plan with [[phase]] gives each phase its own `load`; remove [load]",
+                ))
+            }
+            (None, None) => {
+                Err(self.error(
+                    0..0,
+                    "expected a [load] table (users, ramp_up, iterations, …) or [[phase]] entries with a `load` each",
+                ))
+            }
+        }
+    }
+
+    /// The plan-wide `[[metric]]`s, checked and given ids.
+    #[allow(clippy::type_complexity)]
+    fn plan_metrics(
+        &self,
+        raw: &[Spanned<journey::RawMetric>],
+    ) -> Result<(Vec<MetricSpec>, Vec<(journey::CheckedMetric, u32)>), PlanError> {
         let mut metrics: Vec<MetricSpec> = Vec::new();
-        let mut plan_metrics = Vec::with_capacity(raw.metric.len());
-        for m in &raw.metric {
+        let mut plan_metrics = Vec::with_capacity(raw.len());
+        for m in raw {
             let m = self.metric(m)?;
             if plan_metrics
                 .iter()
@@ -812,11 +216,29 @@ impl Validator<'_> {
             let id = self.metric_id(&mut metrics, &m)?;
             plan_metrics.push((m, id));
         }
+        Ok((metrics, plan_metrics))
+    }
+
+    /// The scenarios and their steps; the steps' names in order of first
+    /// use (a name used twice is one step of the results).
+    fn scenarios(
+        &self,
+        raw: Vec<Spanned<RawScenario>>,
+        target: &TargetSpec,
+        vars: &HashMap<String, String>,
+        data: &[DataSpec],
+        plan_metrics: &[(journey::CheckedMetric, u32)],
+        metrics: &mut Vec<MetricSpec>,
+    ) -> Result<(Vec<ScenarioSpec>, Vec<String>), PlanError> {
+        let columns: HashSet<String> = data
+            .iter()
+            .flat_map(|d| d.columns.iter().map(move |c| format!("{}.{c}", d.name)))
+            .collect();
         let mut step_ids: HashMap<String, usize> = HashMap::new();
         let mut step_names = Vec::new();
         let mut seen = HashMap::new();
-        let mut scenarios = Vec::with_capacity(raw.scenario.len());
-        for s in raw.scenario {
+        let mut scenarios = Vec::with_capacity(raw.len());
+        for s in raw {
             let span = s.span();
             let s = s.into_inner();
             let sname = s.name.get_ref().trim().to_string();
@@ -858,7 +280,7 @@ impl Validator<'_> {
                 None => None,
             };
             let mut scope = journey::Scope {
-                vars: &vars,
+                vars,
                 columns: &columns,
                 extracted: HashSet::new(),
                 later: s
@@ -873,8 +295,8 @@ impl Validator<'_> {
                 let mut st = st.into_inner();
                 let own = std::mem::take(&mut st.metric);
                 let (name, mut wire) =
-                    self.journey_step(st, span, &target, &mut scope, think.as_ref())?;
-                wire.metrics = self.step_metrics(&own, &plan_metrics, &mut metrics)?;
+                    self.journey_step(st, span, target, &mut scope, think.as_ref())?;
+                wire.metrics = self.step_metrics(&own, plan_metrics, metrics)?;
                 let id = *step_ids.entry(name.clone()).or_insert_with(|| {
                     step_names.push(name.clone());
                     step_names.len() - 1
@@ -890,8 +312,18 @@ impl Validator<'_> {
                 pacing: s.pacing.map(|p| p.into_inner().0).unwrap_or_default(),
             });
         }
-        let mut phases = Vec::with_capacity(phases_raw.len());
-        for ph in phases_raw {
+        Ok((scenarios, step_names))
+    }
+
+    /// `[[phase]]`s: each a load of its own over some of the scenarios.
+    fn phases(
+        &self,
+        raw: Vec<Spanned<RawPhase>>,
+        scenarios: &[ScenarioSpec],
+        timeout: Duration,
+    ) -> Result<Vec<Phase>, PlanError> {
+        let mut phases = Vec::with_capacity(raw.len());
+        for ph in raw {
             let ph = ph.into_inner();
             let name = ph.name.get_ref().trim().to_string();
             if name.is_empty() || phases.iter().any(|p: &Phase| p.name == name) {
@@ -933,8 +365,7 @@ impl Validator<'_> {
                 }
             };
             let load_span = ph.load.span();
-            let (load, sweep, max_duration, throttle_per_s) =
-                self.load_of(ph.load, target.timeout)?;
+            let (load, sweep, max_duration, throttle_per_s) = self.load_of(ph.load, timeout)?;
             if sweep.is_some() {
                 return Err(self.error(
                     load_span,
@@ -951,17 +382,30 @@ impl Validator<'_> {
                 throttle_per_s,
             });
         }
+        Ok(phases)
+    }
+
+    /// Data in mode "unique" binds rows to users: it needs the closed
+    /// model, and one row for every user of the largest run.
+    fn unique_data(
+        &self,
+        data: &[DataSpec],
+        raw: &[Spanned<journey::RawData>],
+        load: &LoadModel,
+        sweep: Option<&Sweep>,
+        phases: &[Phase],
+    ) -> Result<(), PlanError> {
         // Unique rows bind to users: every user of the largest run needs one.
-        let most_users = match &sweep {
+        let most_users = match sweep {
             Some(sw) if matches!(load, LoadModel::Closed { .. }) => {
                 sw.values.iter().fold(0.0f64, |a, &b| a.max(b)) as u64
             }
             _ => phases
                 .iter()
                 .map(|p| self_users(&p.load))
-                .fold(self_users(&load), u64::max),
+                .fold(self_users(load), u64::max),
         };
-        for (d, raw_d) in data.iter().zip(&raw.data) {
+        for (d, raw_d) in data.iter().zip(raw) {
             if d.mode != v1::DataMode::Unique {
                 continue;
             }
@@ -989,53 +433,33 @@ impl Validator<'_> {
                 ));
             }
         }
-        if target.phases {
-            for name in loadfleet_agent::assignment::PHASE_METRICS {
-                if metrics.iter().any(|m| m.name == name) {
-                    return Err(self.error(
-                        0..0,
-                        format!(
-                            "metric `{name}`: the name of a request phase, which `[http] phases = true` records; give the metric another name"
-                        ),
-                    ));
-                }
-                metrics.push(MetricSpec {
-                    name: name.to_string(),
-                    unit: "µs".into(),
-                    scale: 1.0,
-                });
+        Ok(())
+    }
+
+    /// `[http] phases = true`: each request phase is a metric of its own.
+    fn request_phase_metrics(&self, metrics: &mut Vec<MetricSpec>) -> Result<(), PlanError> {
+        for name in loadfleet_agent::assignment::PHASE_METRICS {
+            if metrics.iter().any(|m| m.name == name) {
+                return Err(self.error(
+                    0..0,
+                    format!(
+                        "metric `{name}`: the name of a request phase, which `[http] phases = true` records; give the metric another name"
+                    ),
+                ));
             }
+            metrics.push(MetricSpec {
+                name: name.to_string(),
+                unit: "µs".into(),
+                scale: 1.0,
+            });
         }
-        let thresholds = match raw.thresholds {
-            Some(t) => self.thresholds(t, &step_names, &metrics)?,
-            None => Thresholds::default(),
-        };
-        Ok(Plan {
-            name,
-            target,
-            load,
-            sweep,
-            scenarios,
-            step_names,
-            thresholds,
-            on_agent_loss: raw.fleet.map(|f| f.on_agent_loss).unwrap_or_default(),
-            data,
-            clear_cookies_each_iteration: raw
-                .session
-                .is_some_and(|s| s.clear_cookies_each_iteration),
-            sha256: sha256_hex(self.text.as_bytes()),
-            max_duration,
-            seed: raw.seed,
-            throttle_per_s,
-            metrics,
-            phases,
-        })
+        Ok(())
     }
 
     /// A `[load]` (the plan's or a phase's): the model, its sweep, its
     /// `max_duration` and its `throttle`.
     #[allow(clippy::type_complexity)]
-    fn load_of(
+    pub(super) fn load_of(
         &self,
         raw: Spanned<RawLoad>,
         timeout: Duration,
@@ -1060,7 +484,7 @@ impl Validator<'_> {
 
     /// The id of metric `m`: a name read in several places is one metric,
     /// so it must have one unit and scale.
-    fn metric_id(
+    pub(super) fn metric_id(
         &self,
         metrics: &mut Vec<MetricSpec>,
         m: &journey::CheckedMetric,
@@ -1087,7 +511,7 @@ impl Validator<'_> {
     }
 
     /// A step's metrics: its own, then the plan's that it does not redefine.
-    fn step_metrics(
+    pub(super) fn step_metrics(
         &self,
         own: &[Spanned<journey::RawMetric>],
         plan: &[(journey::CheckedMetric, u32)],
@@ -1126,7 +550,7 @@ impl Validator<'_> {
         Ok(out)
     }
 
-    fn thresholds(
+    pub(super) fn thresholds(
         &self,
         raw: RawThresholds,
         step_names: &[String],
@@ -1171,7 +595,7 @@ impl Validator<'_> {
         })
     }
 
-    fn target(&self, raw: Spanned<RawTarget>) -> Result<TargetSpec, PlanError> {
+    pub(super) fn target(&self, raw: Spanned<RawTarget>) -> Result<TargetSpec, PlanError> {
         let raw = raw.into_inner();
         let timeout = match raw.timeout {
             Some(t) if t.get_ref().0.is_zero() => {
@@ -1212,13 +636,13 @@ impl Validator<'_> {
             tls_verify: raw.tls_verify.is_none_or(Spanned::into_inner),
             connections: v1::Connections::PerUser,
             tls_resumption: true,
-            phases: false,
+            request_phases: false,
             version: v1::HttpVersion::Auto,
         })
     }
 
     /// `load.throttle`: "120/min" and the like, as requests per second.
-    fn throttle(&self, t: &Spanned<String>, open_model: bool) -> Result<f64, PlanError> {
+    pub(super) fn throttle(&self, t: &Spanned<String>, open_model: bool) -> Result<f64, PlanError> {
         if open_model {
             return Err(self.error(
                 t.span(),
@@ -1250,7 +674,7 @@ impl Validator<'_> {
     }
 
     /// `http.body_limit`: bytes, from a number or "512KiB"/"8MiB"/"1MB".
-    fn body_limit(&self, v: &Spanned<toml::Value>) -> Result<u64, PlanError> {
+    pub(super) fn body_limit(&self, v: &Spanned<toml::Value>) -> Result<u64, PlanError> {
         let bad = || {
             self.error(
                 v.span(),
@@ -1287,7 +711,7 @@ impl Validator<'_> {
 
     /// Reads `target.ca_file` (relative to the plan's folder) and checks it
     /// holds PEM certificates.
-    fn ca_file(&self, f: &Spanned<String>) -> Result<String, PlanError> {
+    pub(super) fn ca_file(&self, f: &Spanned<String>) -> Result<String, PlanError> {
         let base = Path::new(self.file).parent().unwrap_or(Path::new("."));
         let path = base.join(f.get_ref());
         let pem = std::fs::read_to_string(&path).map_err(|e| {
@@ -1315,7 +739,7 @@ impl Validator<'_> {
         }
     }
 
-    fn load(
+    pub(super) fn load(
         &self,
         raw: Spanned<RawLoad>,
         timeout: Duration,
@@ -1448,7 +872,10 @@ impl Validator<'_> {
         }
     }
 
-    fn closed_stages(&self, raw: RawLoad) -> Result<(LoadModel, Option<Sweep>), PlanError> {
+    pub(super) fn closed_stages(
+        &self,
+        raw: RawLoad,
+    ) -> Result<(LoadModel, Option<Sweep>), PlanError> {
         for (key, at) in [
             ("duration", raw.duration.as_ref().map(Spanned::span)),
             ("ramp_up", raw.ramp_up.as_ref().map(Spanned::span)),
@@ -1505,7 +932,7 @@ impl Validator<'_> {
         ))
     }
 
-    fn open_stages(
+    pub(super) fn open_stages(
         &self,
         raw: RawLoad,
         timeout: Duration,
@@ -1565,7 +992,7 @@ impl Validator<'_> {
         Ok((self.open_model(&raw, stages, timeout)?, None))
     }
 
-    fn open_model(
+    pub(super) fn open_model(
         &self,
         raw: &RawLoad,
         stages: Vec<RateStage>,
@@ -1590,17 +1017,8 @@ impl Validator<'_> {
     }
 }
 
-/// SHA-256 of `bytes`, in lowercase hex.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    ring::digest::digest(&ring::digest::SHA256, bytes)
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 /// Users of a load model (the concurrency cap of the open model).
-fn self_users(load: &LoadModel) -> u64 {
+pub(super) fn self_users(load: &LoadModel) -> u64 {
     match load {
         LoadModel::Closed { users, .. } => *users,
         LoadModel::Staged { stages, .. } => stages.iter().map(|s| s.0).max().unwrap_or(0),
@@ -1608,14 +1026,14 @@ fn self_users(load: &LoadModel) -> u64 {
     }
 }
 
-fn http_header_name_ok(name: &str) -> bool {
+pub(super) fn http_header_name_ok(name: &str) -> bool {
     !name.is_empty()
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
-fn http_header_value_ok(value: &str) -> bool {
+pub(super) fn http_header_value_ok(value: &str) -> bool {
     value
         .bytes()
         .all(|b| b == b'\t' || (0x20..0x7f).contains(&b))
@@ -1623,7 +1041,7 @@ fn http_header_value_ok(value: &str) -> bool {
 
 /// The dotted key whose value starts at `offset` (`load.users`), read from
 /// the line's `key =` and the nearest table header above it.
-fn key_at(text: &str, offset: usize) -> Option<String> {
+pub(super) fn key_at(text: &str, offset: usize) -> Option<String> {
     let offset = text.floor_char_boundary(offset.min(text.len()));
     let line_start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
     let line_end = text[offset..].find('\n').map_or(text.len(), |i| offset + i);
@@ -1649,7 +1067,7 @@ fn key_at(text: &str, offset: usize) -> Option<String> {
 }
 
 /// 1-based line and column (in characters) of a byte offset.
-fn line_column(text: &str, offset: usize) -> (usize, usize) {
+pub(super) fn line_column(text: &str, offset: usize) -> (usize, usize) {
     let offset = offset.min(text.len());
     let before = &text[..text.floor_char_boundary(offset)];
     let line = before.matches('\n').count() + 1;
@@ -1657,23 +1075,147 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
     (line, before[line_start..].chars().count() + 1)
 }
 
-/// Where outputs go by default: `runs/<UTC timestamp>-<plan name>/`.
-pub fn default_out_dir(plan: &Plan, now: time::OffsetDateTime) -> PathBuf {
-    let stamp = now
-        .format(time::macros::format_description!(
-            "[year][month][day]T[hour][minute][second]Z"
-        ))
-        .unwrap_or_else(|_| "run".into());
-    let safe: String = plan
-        .name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    PathBuf::from("runs").join(format!("{stamp}-{safe}"))
+#[cfg(test)]
+mod tests {
+    use super::super::parse;
+
+    const TARGET: &str = "[target]\nbase_url = \"http://127.0.0.1:8080\"\n";
+    const LOAD: &str = "[load]\nusers = 2\nramp_up = \"1s\"\niterations = 1\n";
+    const SCENARIO: &str = "[[scenario]]\nname = \"s\"\n[[scenario.step]]\npath = \"/\"\n";
+
+    /// The error for `text`, as `line:column: message`.
+    fn error(text: &str) -> String {
+        let e = parse("p.toml", text, "p").expect_err("the plan should be refused");
+        assert_eq!(e.file, "p.toml");
+        format!("{}:{}: {}", e.line, e.column, e.message)
+    }
+
+    #[test]
+    fn a_minimal_plan_is_one_scenario_of_one_step() {
+        let plan = parse("p.toml", &format!("{TARGET}{LOAD}{SCENARIO}"), "p").unwrap();
+        assert_eq!(plan.name, "p");
+        assert_eq!(plan.scenarios.len(), 1);
+        assert_eq!(plan.step_names, ["GET /"]);
+        assert!(!plan.target.request_phases);
+    }
+
+    #[test]
+    fn http_settings_are_checked_where_they_are_written() {
+        let e = error(&format!(
+            "{TARGET}[http]\nconnections = \"pooled\"\n{LOAD}{SCENARIO}"
+        ));
+        assert_eq!(
+            e,
+            "4:15: `http.connections`: expected \"per_user\", \"per_iteration\" or \"per_request\", found \"pooled\""
+        );
+        let https = TARGET.replace("http://", "https://");
+        let e = error(&format!(
+            "{https}[http]\nversion = \"h2c\"\n{LOAD}{SCENARIO}"
+        ));
+        assert!(e.starts_with("4:11: `http.version`: \"h2c\""), "{e}");
+        let e = error(&format!(
+            "{TARGET}[http]\naccept_encoding = \"gzip\"\nheaders = {{ \"accept-encoding\" = \"br\" }}\n{LOAD}{SCENARIO}"
+        ));
+        assert!(
+            e.contains("`http.headers` sets `accept-encoding` too"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_plan_has_one_load_or_phases_with_their_own() {
+        let e = error(&format!("{TARGET}{SCENARIO}"));
+        assert!(e.starts_with("1:1: expected a [load] table"), "{e}");
+        let phase = "[[phase]]\nname = \"warm\"\n[phase.load]\nusers = 1\nramp_up = \"1s\"\niterations = 1\n";
+        let e = error(&format!("{TARGET}{LOAD}{phase}{SCENARIO}"));
+        assert!(e.starts_with("3:1: `load`: a plan with [[phase]]"), "{e}");
+        let plan = parse("p.toml", &format!("{TARGET}{phase}{SCENARIO}"), "p").unwrap();
+        assert_eq!(plan.phases.len(), 1);
+        assert_eq!(plan.phases[0].scenarios, [0]);
+    }
+
+    #[test]
+    fn scenarios_need_unique_names_and_a_positive_weight() {
+        let e = error(&format!("{TARGET}{LOAD}{SCENARIO}{SCENARIO}"));
+        assert_eq!(
+            e,
+            "12:8: scenario `name`: \"s\" is used twice; expected unique names"
+        );
+        let e = error(&format!(
+            "{TARGET}{LOAD}[[scenario]]\nname = \"s\"\nweight = 0\n[[scenario.step]]\npath = \"/\"\n"
+        ));
+        assert_eq!(
+            e,
+            "9:10: scenario `weight`: expected an integer of at least 1"
+        );
+    }
+
+    #[test]
+    fn a_phase_names_existing_scenarios_and_runs_one_load() {
+        let phase = |scenarios: &str, users: &str| {
+            format!(
+                "[[phase]]\nname = \"p1\"\n{scenarios}[phase.load]\nusers = {users}\nramp_up = \"1s\"\niterations = 1\n"
+            )
+        };
+        let e = error(&format!(
+            "{TARGET}{}{SCENARIO}",
+            phase("scenarios = [\"nope\"]\n", "1")
+        ));
+        assert!(
+            e.starts_with("5:14: phase \"p1\" `scenarios`: no scenario is named \"nope\""),
+            "{e}"
+        );
+        let e = error(&format!("{TARGET}{}{SCENARIO}", phase("", "[1, 2]")));
+        assert!(e.contains("a phase runs one load"), "{e}");
+    }
+
+    #[test]
+    fn unique_data_needs_fixed_users_and_a_row_for_each() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("u.csv"), "name\na\n").unwrap();
+        let file = dir.path().join("p.toml");
+        let data = "[[data]]\nname = \"u\"\nfile = \"u.csv\"\nmode = \"unique\"\n";
+        let e = parse(
+            file.to_str().unwrap(),
+            &format!("{TARGET}{LOAD}{SCENARIO}{data}"),
+            "p",
+        )
+        .unwrap_err();
+        assert_eq!((e.line, e.column), (11, 1));
+        assert_eq!(
+            e.message,
+            "data \"u\": mode \"unique\" needs one row per user: 1 rows for 2 users"
+        );
+        let open = "[load]\nrate = 10\nduration = \"1s\"\nmax_users = 2\n";
+        let e = parse(
+            file.to_str().unwrap(),
+            &format!("{TARGET}{open}{SCENARIO}{data}"),
+            "p",
+        )
+        .unwrap_err();
+        assert!(
+            e.message.contains("the open model has no fixed users"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn request_phases_become_metrics_whose_names_are_taken() {
+        let plan = parse(
+            "p.toml",
+            &format!("{TARGET}[http]\nphases = true\n{LOAD}{SCENARIO}"),
+            "p",
+        )
+        .unwrap();
+        assert!(plan.target.request_phases);
+        let names: Vec<&str> = plan.metrics.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, loadfleet_agent::assignment::PHASE_METRICS);
+        let e = error(&format!(
+            "{TARGET}[http]\nphases = true\n{LOAD}{SCENARIO}[[metric]]\nname = \"http_wait\"\nheader = \"x-t\"\n"
+        ));
+        assert!(
+            e.contains("metric `http_wait`: the name of a request phase"),
+            "{e}"
+        );
+    }
 }

@@ -1,0 +1,516 @@
+//! Plan files: TOML in, one validated [`Plan`] out, before anything is sent.
+//!
+//! Every error names the file, line and column, the key and what was expected.
+//!
+//! Its parts: `raw` (the TOML shapes as written), `validate` (from
+//! those shapes to a [`Plan`], with the line and column of every error),
+//! `journey` (steps, variables, checks and data) and [`assign`] (a plan
+//! cut into what each agent receives).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use loadfleet_proto::v1;
+
+pub mod assign;
+mod journey;
+mod raw;
+mod validate;
+
+pub use journey::{DataSpec, MAX_DATA_BYTES, MetricSpec, parse_think};
+
+use raw::RawPlan;
+use validate::{Validator, key_at, self_users};
+
+/// Most virtual users one plan may ask for.
+pub const MAX_USERS: u64 = 10_000_000;
+/// Default time a user stopped by a ramp-down may finish its iteration.
+pub const DEFAULT_GRACEFUL_STOP: Duration = Duration::from_secs(30);
+/// Default concurrency cap of the open model.
+pub const DEFAULT_MAX_USERS: u64 = 1000;
+/// Default per-request timeout.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A plan that failed to load: where, and what was expected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}:{line}:{column}: {message}")]
+pub struct PlanError {
+    pub file: String,
+    /// 1-based; 0 when the error has no position (e.g. the file is unreadable).
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+/// A validated plan.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub name: String,
+    pub target: TargetSpec,
+    pub load: LoadModel,
+    /// Set when `users` or `rate` is a list: the plan runs once per value.
+    pub sweep: Option<Sweep>,
+    pub scenarios: Vec<ScenarioSpec>,
+    /// Distinct step names; steps with the same name share one row in results.
+    pub step_names: Vec<String>,
+    pub thresholds: Thresholds,
+    /// What happens to the run when an agent is lost for good.
+    pub on_agent_loss: OnAgentLoss,
+    /// `[[data]]` files, read when the plan is loaded.
+    pub data: Vec<DataSpec>,
+    /// `[session] clear_cookies_each_iteration`.
+    pub clear_cookies_each_iteration: bool,
+    /// SHA-256 of the plan's text, hex (for the audit log).
+    pub sha256: String,
+    /// `load.max_duration`: the operator's own cap on the whole run; users
+    /// still running when it passes are stopped and the run is `truncated`.
+    pub max_duration: Option<Duration>,
+    /// `seed`: replays a run's random choices (think times, random data
+    /// rows); `None`: a fresh seed per run, recorded in its summary.
+    pub seed: Option<u64>,
+    /// `load.throttle`: requests per second the whole fleet sends at most
+    /// (closed model), shared by the agents as their users are.
+    pub throttle_per_s: Option<f64>,
+    /// Numbers read from responses (`[[metric]]`, `[[scenario.step.metric]]`),
+    /// by id (`v1::Metric::id`).
+    pub metrics: Vec<MetricSpec>,
+    /// `[[phase]]`: loads run one after another, each a run of its own
+    /// ([`Plan::phase`]); empty for a plan with one `[load]`. `load`,
+    /// `max_duration` and `throttle_per_s` above are then the first phase's.
+    pub phases: Vec<Phase>,
+}
+
+/// One phase of a plan with `[[phase]]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Phase {
+    pub name: String,
+    /// Indices into [`Plan::scenarios`].
+    pub scenarios: Vec<usize>,
+    pub load: LoadModel,
+    pub max_duration: Option<Duration>,
+    pub throttle_per_s: Option<f64>,
+}
+
+/// `[fleet] on_agent_loss`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnAgentLoss {
+    /// The other agents go on; the run is marked degraded (exit code 1).
+    #[default]
+    Continue,
+    /// The other agents stop gracefully; the run ends early.
+    Abort,
+}
+
+pub use crate::thresholds::Thresholds;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TargetSpec {
+    pub base_url: String,
+    pub timeout: Duration,
+    /// `target.connect_timeout`: the longest a new connection (TCP connect
+    /// and TLS handshake) may take; `None`: the request timeout.
+    pub connect_timeout: Option<Duration>,
+    /// Extra certificate authorities (PEM) trusted for https targets, read
+    /// from `ca_file` and shipped to agents, so agents need no files.
+    pub ca_pem: Option<String>,
+    /// `http.body_limit`: bytes of a body checks and extractions see;
+    /// `None`: the agent's default (8 MiB).
+    pub body_limit: Option<u64>,
+    /// `target.tls_verify`: check servers' certificates (default true).
+    pub tls_verify: bool,
+    /// `http.connections`: how long a user keeps a connection.
+    pub connections: v1::Connections,
+    /// `http.tls_resumption` (default true).
+    pub tls_resumption: bool,
+    /// `http.phases`: record each request's phases (DNS, connect, TLS, send,
+    /// wait, receive) as metrics (default false). Not the plan's `[[phase]]`s.
+    pub request_phases: bool,
+    /// `http.version`: "auto" (default), "1.1", "2" or "h2c".
+    pub version: v1::HttpVersion,
+}
+
+/// The largest `http.body_limit`: every user may keep a body this big.
+/// The agent's own limit, so that a plan the controller accepts is one an
+/// agent accepts.
+pub const MAX_BODY_LIMIT: u64 = loadfleet_agent::assignment::MAX_BODY_LIMIT as u64;
+
+/// How much load, and for how long.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LoadModel {
+    /// A fixed number of users started over a ramp, as in a JMeter thread group.
+    Closed {
+        users: u64,
+        ramp_up: Duration,
+        bound: RunBound,
+    },
+    /// Closed model with stages of `(users, duration)`, each ramping linearly
+    /// from the previous level (from 0); a ramp-down stops users gracefully.
+    Staged {
+        stages: Vec<(u64, Duration)>,
+        /// How long a stopped user may finish its iteration.
+        graceful_stop: Duration,
+    },
+    /// Iterations started at scheduled instants (arrivals per second),
+    /// whatever the target's response times.
+    Open {
+        stages: Vec<RateStage>,
+        /// Concurrency cap, fleet-wide.
+        max_users: u64,
+        /// How long an arrival may wait for a free user before it is dropped.
+        max_wait: Duration,
+    },
+}
+
+pub use loadfleet_agent::arrivals::RateStage;
+
+impl LoadModel {
+    /// One line a person reads: "20 users over a 30s ramp-up, 1 iteration each".
+    pub fn describe(&self) -> String {
+        use crate::duration::format_duration as fd;
+        match self {
+            LoadModel::Closed {
+                users,
+                ramp_up,
+                bound,
+            } => {
+                let bound = match bound {
+                    RunBound::Iterations(1) => "1 iteration each".to_string(),
+                    RunBound::Iterations(n) => format!("{n} iterations each"),
+                    RunBound::Duration(d) => format!("for {}", fd(*d)),
+                };
+                format!(
+                    "closed model: {users} users over a {} ramp-up, {bound}",
+                    fd(*ramp_up)
+                )
+            }
+            LoadModel::Staged {
+                stages,
+                graceful_stop,
+            } => {
+                let mut level = 0;
+                let parts: Vec<String> = stages
+                    .iter()
+                    .map(|&(u, d)| {
+                        let part = format!("{level}→{u} users over {}", fd(d));
+                        level = u;
+                        part
+                    })
+                    .collect();
+                format!(
+                    "closed model in stages: {}; stopped users finish their iteration within {}",
+                    parts.join(", "),
+                    fd(*graceful_stop)
+                )
+            }
+            LoadModel::Open {
+                stages,
+                max_users,
+                max_wait,
+            } => {
+                let rates = match stages.as_slice() {
+                    [s] if s.from == s.to => {
+                        format!("{} arrivals/s for {}", s.from, fd(s.duration))
+                    }
+                    _ => stages
+                        .iter()
+                        .map(|s| format!("{}→{}/s over {}", s.from, s.to, fd(s.duration)))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                };
+                format!(
+                    "open model: {rates}; at most {max_users} users; arrivals wait up to {} for one",
+                    fd(*max_wait)
+                )
+            }
+        }
+    }
+}
+
+/// One plan run once per value, one after another.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sweep {
+    /// Users (closed model) or arrivals per second (open model), in order.
+    pub values: Vec<f64>,
+    /// Pause between two runs.
+    pub cooldown: Duration,
+}
+
+/// How long each user of a closed model runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunBound {
+    Iterations(u64),
+    Duration(Duration),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScenarioSpec {
+    pub name: String,
+    pub weight: u32,
+    pub steps: Vec<StepSpec>,
+    pub on_error: v1::OnError,
+    /// Minimum length of an iteration.
+    pub pacing: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepSpec {
+    /// Index into [`Plan::step_names`].
+    pub id: usize,
+    pub name: String,
+    /// The step as agents receive it: `[vars]` and `${env:NAME}` already
+    /// substituted, every regex and selector already checked.
+    pub wire: v1::Step,
+}
+
+impl Plan {
+    /// What this plan turns off that everyone reading its results must know.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        if !self.target.tls_verify {
+            w.push(
+                "target.tls_verify = false: servers' certificates were not checked; \
+                 anyone on the path could have answered in the target's place"
+                    .to_string(),
+            );
+        }
+        w
+    }
+
+    /// The fleet-wide user count (the concurrency cap in the open model).
+    pub fn users(&self) -> u64 {
+        self_users(&self.load)
+    }
+
+    /// The plan for one value of its sweep (users or rate), without the sweep.
+    pub fn at(&self, value: f64) -> Plan {
+        let mut p = self.clone();
+        p.sweep = None;
+        match &mut p.load {
+            LoadModel::Closed { users, .. } => *users = value as u64,
+            LoadModel::Staged { .. } => {}
+            LoadModel::Open { stages, .. } => {
+                for s in stages {
+                    (s.from, s.to) = (value, value);
+                }
+            }
+        }
+        p
+    }
+
+    /// Phase `i` as a plan of its own: its load, its scenarios (their
+    /// steps numbered afresh, so its results list only its own steps) and
+    /// the thresholds about them (a rule about a step of another phase is
+    /// left out). `None` past the last phase.
+    pub fn phase(&self, i: usize) -> Option<Plan> {
+        let ph = self.phases.get(i)?;
+        let mut p = self.clone();
+        p.phases = Vec::new();
+        p.sweep = None;
+        p.load = ph.load.clone();
+        p.max_duration = ph.max_duration;
+        p.throttle_per_s = ph.throttle_per_s;
+        p.scenarios = ph
+            .scenarios
+            .iter()
+            .filter_map(|&s| self.scenarios.get(s).cloned())
+            .collect();
+        let mut names: Vec<String> = Vec::new();
+        let mut renumber = vec![None; self.step_names.len()];
+        for s in &mut p.scenarios {
+            for st in &mut s.steps {
+                let id = match renumber[st.id] {
+                    Some(id) => id,
+                    None => {
+                        names.push(st.name.clone());
+                        renumber[st.id] = Some(names.len() - 1);
+                        names.len() - 1
+                    }
+                };
+                st.id = id;
+                st.wire.id = id as u32;
+            }
+        }
+        p.step_names = names;
+        p.thresholds.rules = self
+            .thresholds
+            .rules
+            .iter()
+            .filter_map(|r| {
+                let mut r = r.clone();
+                match r.step {
+                    None => Some(r),
+                    Some(old) => {
+                        r.step = Some(renumber.get(old).copied().flatten()?);
+                        Some(r)
+                    }
+                }
+            })
+            .collect();
+        Some(p)
+    }
+
+    /// Length of the scheduled load, when the plan fixes it.
+    pub fn scheduled_duration(&self) -> Option<Duration> {
+        match &self.load {
+            LoadModel::Closed {
+                bound: RunBound::Duration(d),
+                ..
+            } => Some(*d),
+            LoadModel::Closed { .. } => None,
+            LoadModel::Staged { stages, .. } => Some(stages.iter().map(|s| s.1).sum()),
+            LoadModel::Open { stages, .. } => Some(stages.iter().map(|s| s.duration).sum()),
+        }
+    }
+
+    /// The longest one iteration of any scenario can take: each step's
+    /// timeout and its longest think time, or the scenario's pacing when
+    /// that is longer. A Gaussian think time counts as its mean plus six
+    /// deviations (a sample beyond that is about one in a billion; the agent
+    /// caps samples at a day).
+    pub fn iteration_bound(&self) -> Duration {
+        let think_max = |t: &Option<v1::Think>| -> Duration {
+            use v1::think::Kind;
+            match t.as_ref().and_then(|t| t.kind.as_ref()) {
+                None => Duration::ZERO,
+                Some(Kind::ConstantUs(us)) => Duration::from_micros(*us),
+                Some(Kind::Uniform(r)) => Duration::from_micros(r.max_us.max(r.min_us)),
+                Some(Kind::Gaussian(g)) => Duration::from_micros(
+                    g.mean_us.saturating_add(g.deviation_us.saturating_mul(6)),
+                )
+                .min(Duration::from_secs(86_400)),
+            }
+        };
+        self.scenarios
+            .iter()
+            .map(|s| {
+                s.steps
+                    .iter()
+                    .map(|st| {
+                        self.target
+                            .timeout
+                            .saturating_add(think_max(&st.wire.think))
+                    })
+                    .fold(Duration::ZERO, Duration::saturating_add)
+                    .max(s.pacing)
+            })
+            .max()
+            .unwrap_or(self.target.timeout)
+    }
+
+    /// The most requests the plan can send, when its load is bounded by
+    /// iterations (users × iterations × the longest scenario's steps;
+    /// redirects followed are not requests of their own).
+    pub fn requests_bound(&self) -> Option<u64> {
+        match self.load {
+            LoadModel::Closed {
+                users,
+                bound: RunBound::Iterations(n),
+                ..
+            } => {
+                let longest = self.scenarios.iter().map(|s| s.steps.len()).max()?;
+                Some(users.saturating_mul(n).saturating_mul(longest as u64))
+            }
+            _ => None,
+        }
+    }
+
+    /// The longest the run may take before agents stop by themselves (and
+    /// say so: the run is then `truncated`): `load.max_duration` when the
+    /// plan sets it, else the schedule plus the longest iteration it could
+    /// still be in, plus 5 s.
+    pub fn max_run(&self) -> Duration {
+        if let Some(cap) = self.max_duration {
+            return cap;
+        }
+        let slack = Duration::from_secs(5);
+        let iteration = self.iteration_bound();
+        match self.load {
+            LoadModel::Staged { graceful_stop, .. } => self
+                .scheduled_duration()
+                .unwrap_or_default()
+                .saturating_add(graceful_stop.max(self.target.timeout))
+                .saturating_add(slack),
+            LoadModel::Open { max_wait, .. } => self
+                .scheduled_duration()
+                .unwrap_or_default()
+                .saturating_add(max_wait)
+                .saturating_add(iteration)
+                .saturating_add(slack),
+            LoadModel::Closed { ramp_up, bound, .. } => match bound {
+                RunBound::Duration(d) => d + self.target.timeout + slack,
+                RunBound::Iterations(n) => ramp_up
+                    .saturating_add(iteration.saturating_mul(u32::try_from(n).unwrap_or(u32::MAX)))
+                    .saturating_add(slack),
+            },
+        }
+    }
+}
+
+/// Reads and validates a plan file.
+pub fn load(path: &Path) -> Result<Plan, PlanError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| PlanError {
+        file: file.clone(),
+        line: 0,
+        column: 0,
+        message: format!("cannot read plan: {e}"),
+    })?;
+    let default_name = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "plan".into());
+    parse(&file, &text, &default_name)
+}
+
+/// Parses and validates plan text; `file` is used in error messages.
+pub fn parse(file: &str, text: &str, default_name: &str) -> Result<Plan, PlanError> {
+    let v = Validator { file, text };
+    let raw: RawPlan = toml::from_str(text).map_err(|e| {
+        let span = e.span().unwrap_or(0..0);
+        let mut message = e
+            .message()
+            .trim()
+            .replace("expected u64", "expected a non-negative integer")
+            .replace("expected u32", "expected a non-negative integer");
+        if let Some(key) = key_at(text, span.start)
+            && !message.contains(&format!("`{}`", key.rsplit('.').next().unwrap_or(&key)))
+        {
+            message = format!("`{key}`: {message}");
+        }
+        v.error(span, message)
+    })?;
+    v.plan(raw, default_name)
+}
+
+/// SHA-256 of `bytes`, in lowercase hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    ring::digest::digest(&ring::digest::SHA256, bytes)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Where outputs go by default: `runs/<UTC timestamp>-<plan name>/`.
+pub fn default_out_dir(plan: &Plan, now: time::OffsetDateTime) -> PathBuf {
+    let stamp = now
+        .format(time::macros::format_description!(
+            "[year][month][day]T[hour][minute][second]Z"
+        ))
+        .unwrap_or_else(|_| "run".into());
+    let safe: String = plan
+        .name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    PathBuf::from("runs").join(format!("{stamp}-{safe}"))
+}
