@@ -1,5 +1,5 @@
 //! Why a request failed: the kind every report counts by, and the failure
-//! an exchange returns. Shared by the transport ([`crate::h1`],
+//! an exchange returns. Shared by the transport ([`crate::client::h1`],
 //! [`crate::client`]) and the metrics ([`crate::recorder`]), which depend on
 //! it and not on each other.
 

@@ -18,8 +18,6 @@ pub mod encoding;
 pub mod engine;
 pub mod exit;
 pub mod failure;
-pub mod h1;
-pub mod h2link;
 pub mod health;
 pub mod histogram_codec;
 pub mod journey;

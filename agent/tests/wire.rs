@@ -201,7 +201,7 @@ async fn a_large_body_is_read_through_a_pooled_buffer() {
     // Between responses the connection holds only its own small buffer; the
     // large one went back to this thread's pool, and was reused.
     assert_eq!(c.buffered(), 2 << 10);
-    assert_eq!(loadfleet_agent::h1::pooled_buffers(), 1);
+    assert_eq!(loadfleet_agent::client::h1::pooled_buffers(), 1);
     assert_eq!(seen.lock().unwrap().connections, 1);
 }
 

@@ -9,7 +9,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use libfuzzer_sys::fuzz_target;
-use loadfleet_agent::h1::{Conn, Framing};
+use loadfleet_agent::client::h1::{Conn, Framing};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// The server's bytes, handed out at most `piece` at a time, so heads and

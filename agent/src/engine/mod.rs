@@ -1,7 +1,8 @@
 //! The load engine: runs an agent's virtual users on one single-threaded
 //! runtime per worker thread and turns their recordings into interval reports.
 //!
-//! Each worker owns its users and its [`Recorder`]; a sample never leaves the
+//! Each worker owns its users and its
+//! [`Recorder`](crate::recorder::Recorder); a sample never leaves the
 //! thread until the interval ends. Once per interval each worker hands its
 //! records to the aggregator, which adds the workers' histograms per step and
 //! serializes them (HdrHistogram V2 + DEFLATE) into a wire [`v1::Interval`].

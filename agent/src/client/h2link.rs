@@ -12,8 +12,8 @@ use std::future::poll_fn;
 use bytes::Bytes;
 use h2::client::SendRequest;
 
+use crate::client::h1::Stream;
 use crate::failure::{ErrorKind, Failure};
-use crate::h1::Stream;
 
 /// A user's HTTP/2 connection.
 pub struct Link {
