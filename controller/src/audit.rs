@@ -37,13 +37,7 @@ impl PlanFacts {
             plan_sha256: plan.sha256.clone(),
             target: plan.target.base_url.clone(),
             load: plan.load.describe(),
-            agent_auth: if mtls {
-                "mtls"
-            } else if token {
-                "token"
-            } else {
-                "none"
-            },
+            agent_auth: crate::auth::Mode::of(token, mtls).as_str(),
             operator: os_user(),
             os_user: os_user(),
         }

@@ -5,6 +5,7 @@
 
 pub mod atomic;
 pub mod audit;
+pub mod auth;
 pub mod capacity;
 pub mod certs;
 pub mod cli;

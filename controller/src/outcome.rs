@@ -23,7 +23,8 @@ pub struct AgentFacts {
     pub region: String,
     /// Where it connected from.
     pub address: String,
-    /// How it proved who it is: `mtls:NAME.agent.loadfleet`, `token` or `none`.
+    /// How it proved who it is, as [`crate::auth::Identity`] reads:
+    /// `mtls:NAME.agent.loadfleet`, `token` or `none`.
     pub identity: String,
     /// What it will load, as it said: its `--allow-target` list, `any` or
     /// `not reported`.
@@ -137,7 +138,8 @@ pub struct AgentReport {
     pub name: String,
     pub region: String,
     pub peer: String,
-    /// How it proved who it is: `mtls:NAME.agent.loadfleet`, `token` or `none`.
+    /// How it proved who it is, as [`crate::auth::Identity`] reads:
+    /// `mtls:NAME.agent.loadfleet`, `token` or `none`.
     pub identity: String,
     pub users: usize,
     pub end: AgentEnd,

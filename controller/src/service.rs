@@ -9,6 +9,8 @@ use tokio::sync::mpsc;
 use tokio_stream::{Stream, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::auth::{Gate, Identity};
+
 /// Largest message the controller accepts from an agent.
 pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 
@@ -25,9 +27,8 @@ pub enum Event {
         conn: ConnId,
         hello: v1::Hello,
         peer: String,
-        /// How the agent proved who it is: `mtls:NAME.agent.loadfleet`,
-        /// `token`, or `none` (a loopback controller without either).
-        identity: String,
+        /// How the agent proved who it is.
+        identity: Identity,
         outbound: Outbound,
     },
     Message {
@@ -60,27 +61,17 @@ pub struct Refusal {
 pub struct FleetService {
     events: mpsc::Sender<Event>,
     next_conn: AtomicU64,
-    token: Option<String>,
-    /// mTLS: an agent's certificate must name the agent it claims to be.
-    check_cert_names: bool,
-    /// Revoked agent certificates (mTLS): SHA-256 of the DER, agent name.
-    revoked: Vec<(String, String)>,
+    /// What an agent must show to attach.
+    gate: Gate,
 }
 
 impl FleetService {
-    /// With `token`, only agents presenting `authorization: Bearer <token>` may attach.
-    pub fn new(
-        events: mpsc::Sender<Event>,
-        token: Option<String>,
-        check_cert_names: bool,
-        revoked: Vec<(String, String)>,
-    ) -> FleetService {
+    /// Only agents that pass `gate` attach.
+    pub fn new(events: mpsc::Sender<Event>, gate: Gate) -> FleetService {
         FleetService {
             events,
             next_conn: AtomicU64::new(1),
-            token,
-            check_cert_names,
-            revoked,
+            gate,
         }
     }
 
@@ -92,32 +83,6 @@ impl FleetService {
             reason: reason.to_string(),
         }));
     }
-
-    fn authorize<T>(&self, request: &Request<T>) -> Result<(), Status> {
-        let Some(expected) = &self.token else {
-            return Ok(());
-        };
-        let presented = request
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        if constant_time_eq(presented.as_bytes(), expected.as_bytes()) {
-            Ok(())
-        } else {
-            Err(Status::unauthenticated("missing or wrong fleet token"))
-        }
-    }
-}
-
-/// Compares secrets without an early exit, so timing does not reveal how
-/// much of a guess was right (only whether the lengths match).
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 type ControllerStream = Pin<Box<dyn Stream<Item = Result<v1::ControllerMessage, Status>> + Send>>;
@@ -130,7 +95,7 @@ impl Fleet for FleetService {
         &self,
         request: Request<Streaming<v1::AgentMessage>>,
     ) -> Result<Response<Self::AttachStream>, Status> {
-        let authorized = self.authorize(&request);
+        let authorized = self.gate.check_token(request.metadata());
         let peer = request
             .remote_addr()
             .map_or_else(|| "unknown".to_string(), |a| a.to_string());
@@ -181,44 +146,19 @@ impl Fleet for FleetService {
                 "agent timing must be at most 64 bytes of printable text",
             ));
         }
-        if self.check_cert_names {
-            let named = certs
-                .as_ref()
-                .and_then(|c| c.first())
-                .is_some_and(|der| crate::certs::cert_names_agent(der, &hello.name));
-            if !named {
-                let status = Status::permission_denied(format!(
-                    "agent name `{}` does not match its certificate",
-                    hello.name
-                ));
+        let identity = match self.gate.identify(&certs, &hello.name) {
+            Ok(identity) => identity,
+            Err(status) => {
                 self.refused(&peer, Some(hello.name.clone()), status.message());
                 return Err(status);
             }
-        }
-        if let Some(der) = certs.as_ref().and_then(|c| c.first()) {
-            let fp = crate::certs::fingerprint(der.as_ref());
-            if let Some((_, name)) = self.revoked.iter().find(|(f, _)| *f == fp) {
-                let status = Status::permission_denied(format!(
-                    "the certificate of agent {name} was revoked (sha256:{fp}): \
-                     `loadfleet certs renew {name}` issues a new one"
-                ));
-                self.refused(&peer, Some(hello.name.clone()), status.message());
-                return Err(status);
-            }
-        }
-        let identity = if self.check_cert_names {
-            format!("mtls:{}.agent.loadfleet", hello.name)
-        } else if self.token.is_some() {
-            "token".to_string()
-        } else {
-            "none".to_string()
         };
         if hello.check_only {
             // `loadfleet-agent --check`: it would get in; nothing more.
             let (tx, rx) = mpsc::channel(1);
             let _ = tx.try_send(Ok(v1::ControllerMessage {
                 body: Some(controller_message::Body::Accepted(v1::Accepted {
-                    identity,
+                    identity: identity.to_string(),
                 })),
             }));
             return Ok(Response::new(Box::pin(ReceiverStream::new(rx))));
@@ -252,16 +192,5 @@ impl Fleet for FleetService {
             let _ = events.send(Event::Detached { conn, reason }).await;
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn token_comparison() {
-        assert!(super::constant_time_eq(b"s3cret", b"s3cret"));
-        assert!(!super::constant_time_eq(b"s3cret", b"s3creT"));
-        assert!(!super::constant_time_eq(b"s3cret", b"s3cre"));
-        assert!(!super::constant_time_eq(b"", b"x"));
     }
 }

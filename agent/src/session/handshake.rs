@@ -72,10 +72,7 @@ pub(super) async fn open(
         .map_err(|_| OpenError::Closed)?;
     let mut request = tonic::Request::new(ReceiverStream::new(rx));
     if let Some(token) = &opts.token {
-        let value = format!("Bearer {token}")
-            .parse()
-            .map_err(|_| OpenError::BadToken)?;
-        request.metadata_mut().insert("authorization", value);
+        super::auth::bearer(&mut request, token).ok_or(OpenError::BadToken)?;
     }
     let inbound = client
         .attach(request)

@@ -5,6 +5,7 @@
 //! instant) and [`run`] (the link, the unacknowledged reports, the lease and
 //! the redial).
 
+mod auth;
 mod handshake;
 mod run;
 mod start;
@@ -18,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::backoff::Backoff;
 use crate::engine;
 
+pub use auth::AgentTls;
 use handshake::{OpenError, Taken};
 use run::RunState;
 
@@ -51,33 +53,6 @@ pub struct AgentOptions {
     pub policy: crate::policy::Policy,
     /// Longest wait between reconnect attempts.
     pub max_backoff: Duration,
-}
-
-/// mTLS material of an agent.
-#[derive(Debug, Clone)]
-pub struct AgentTls {
-    pub ca_pem: String,
-    pub cert_pem: String,
-    pub key_pem: String,
-}
-
-impl AgentTls {
-    /// Checks that each part holds what it should, naming the part that
-    /// does not: `ca` and `cert` certificates, `key` a private key.
-    pub fn validate(&self) -> Result<(), (&'static str, String)> {
-        use rustls::pki_types::PrivateKeyDer;
-        use rustls::pki_types::pem::PemObject;
-        for (part, pem) in [("ca", &self.ca_pem), ("cert", &self.cert_pem)] {
-            match crate::tls::parse_pem_certs(pem) {
-                Ok(certs) if !certs.is_empty() => {}
-                Ok(_) => return Err((part, "no certificate in it".into())),
-                Err(e) => return Err((part, e)),
-            }
-        }
-        PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes())
-            .map(drop)
-            .map_err(|e| ("key", format!("no private key in it ({e})")))
-    }
 }
 
 /// Why an agent stopped.
@@ -218,27 +193,12 @@ fn endpoint(opts: &AgentOptions) -> Result<tonic::transport::Endpoint, AgentErro
         .keep_alive_timeout(Duration::from_secs(10))
         .keep_alive_while_idle(true)
         .tcp_nodelay(true);
-    let endpoint = match &opts.tls {
-        None => endpoint,
-        Some(t) => {
-            if !opts.controller.starts_with("https://") {
-                return Err(AgentError::Tls(format!(
-                    "with certificates the controller address must be https://, got {}",
-                    opts.controller
-                )));
-            }
-            let config = tonic::transport::ClientTlsConfig::new()
-                .ca_certificate(tonic::transport::Certificate::from_pem(&t.ca_pem))
-                .identity(tonic::transport::Identity::from_pem(
-                    &t.cert_pem,
-                    &t.key_pem,
-                ));
-            endpoint
-                .tls_config(config)
-                .map_err(|e| AgentError::Tls(e.to_string()))?
-        }
-    };
-    Ok(endpoint)
+    match &opts.tls {
+        None => Ok(endpoint),
+        Some(t) => t
+            .endpoint(endpoint, &opts.controller)
+            .map_err(AgentError::Tls),
+    }
 }
 
 /// Runs the agent until `shutdown` fires, or after one run with `once`.

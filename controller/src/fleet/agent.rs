@@ -28,7 +28,7 @@ pub(super) struct Agent {
     pub(super) weight: u32,
     pub(super) peer: String,
     /// How it proved who it is (see [`crate::service::Event::Attached`]).
-    pub(super) identity: String,
+    pub(super) identity: crate::auth::Identity,
     /// What it will load, as it said: its `--allow-target` list, `any`,
     /// or `not reported` (an agent older than the field).
     pub(super) targets: String,
@@ -90,7 +90,7 @@ impl Agent {
             name: self.name.clone(),
             region: self.region.clone(),
             address: self.peer.clone(),
-            identity: self.identity.clone(),
+            identity: self.identity.to_string(),
             targets: self.targets.clone(),
         }
     }
@@ -100,7 +100,7 @@ impl Agent {
         conn: ConnId,
         hello: v1::Hello,
         peer: String,
-        identity: String,
+        identity: crate::auth::Identity,
         outbound: Outbound,
     ) -> Agent {
         Agent {

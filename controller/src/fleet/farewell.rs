@@ -74,7 +74,7 @@ impl Run<'_> {
                 name: a.name,
                 region: a.region,
                 peer: a.peer,
-                identity: a.identity,
+                identity: a.identity.to_string(),
                 targets: a.targets,
                 timing: a.timing,
                 users: a.users,

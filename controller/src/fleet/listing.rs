@@ -35,9 +35,7 @@ pub async fn list_agents(
     tls: Option<&crate::certs::ControllerTls>,
     for_how_long: Duration,
 ) -> Result<(SocketAddr, Vec<SeenAgent>), FleetError> {
-    if !listen.ip().is_loopback() && token.is_none() && tls.is_none() {
-        return Err(FleetError::Insecure { addr: listen });
-    }
+    crate::auth::check_listen(listen, token.is_some(), tls.is_some())?;
     let listener = TcpListener::bind(listen)
         .await
         .map_err(|source| FleetError::Listen {
@@ -68,7 +66,7 @@ pub async fn list_agents(
                         region: hello.region,
                         version: hello.version,
                         address: peer,
-                        identity,
+                        identity: identity.to_string(),
                         state,
                     };
                     match seen.iter_mut().find(|s| s.name == agent.name) {

@@ -32,6 +32,7 @@ use tokio::time::Instant;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::{Gate, check_listen, server_tls};
 use crate::duration::micros;
 use crate::plan::Plan;
 use crate::progress::{Progress, ProgressMode};
@@ -142,24 +143,13 @@ fn start_server(
 ) -> Result<(mpsc::Receiver<Event>, CancellationToken, ServerTask), FleetError> {
     let (events_tx, events) = mpsc::channel::<Event>(1024);
     let server_stop = CancellationToken::new();
-    let service = FleetServer::new(FleetService::new(
-        events_tx,
-        token,
-        tls.is_some(),
-        tls.map(|t| t.revoked.clone()).unwrap_or_default(),
-    ))
-    .max_decoding_message_size(MAX_MESSAGE_BYTES)
-    .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let service = FleetServer::new(FleetService::new(events_tx, Gate::new(token, tls)))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let mut builder = tonic::transport::Server::builder();
     if let Some(t) = tls {
-        let config = tonic::transport::ServerTlsConfig::new()
-            .identity(tonic::transport::Identity::from_pem(
-                &t.cert_pem,
-                &t.key_pem,
-            ))
-            .client_ca_root(tonic::transport::Certificate::from_pem(&t.ca_pem));
         builder = builder
-            .tls_config(config)
+            .tls_config(server_tls(t))
             .map_err(|e| FleetError::Unfit(format!("TLS setup: {e}")))?;
     }
     let server = tokio::spawn(
@@ -177,9 +167,7 @@ fn start_server(
 
 /// Runs a plan on the fleet and returns what was measured.
 pub async fn execute(mut opts: RunOptions) -> Result<RunResult, FleetError> {
-    if !opts.listen.ip().is_loopback() && opts.token.is_none() && opts.tls.is_none() {
-        return Err(FleetError::Insecure { addr: opts.listen });
-    }
+    check_listen(opts.listen, opts.token.is_some(), opts.tls.is_some())?;
     if opts.tls.is_some() && !opts.local_agents.is_empty() {
         return Err(FleetError::Unfit(
             "agents in this process have no certificates: with --tls-dir, start loadfleet-agent processes".into(),
@@ -309,7 +297,7 @@ async fn drive(
                         name: a.name.clone(),
                         region: a.region.clone(),
                         address: a.peer.clone(),
-                        identity: a.identity.clone(),
+                        identity: a.identity.to_string(),
                         targets: a.targets.clone(),
                         timing: a.timing.clone(),
                         users: a.users,
