@@ -13,6 +13,7 @@ pub mod assignment;
 pub mod backoff;
 pub mod client;
 pub mod cookies;
+pub mod counters;
 pub mod deadline;
 pub mod encoding;
 pub mod engine;

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
+use crate::counters::StepCounters;
 use crate::failure::ErrorKind;
 
 /// Lowest latency the histograms distinguish, in microseconds.
@@ -71,16 +72,9 @@ pub struct StepRecord {
     pub failed: Option<Histogram<u64>>,
     /// Errors by kind; a handful of entries at most, so a linear search is fastest.
     pub errors: Vec<ErrorTally>,
-    /// HTTP exchanges begun, redirect hops included.
-    pub exchanges: u64,
-    /// Requests resent once on a new connection (see `UserClient::take_counts`).
-    pub retries: u64,
-    /// Response bytes read (heads and bodies as they came, after TLS).
-    pub bytes_received: u64,
-    /// Bytes of the bodies checks and extractions read, after decoding.
-    pub bytes_decoded: u64,
-    /// Responses that came over HTTP/2.
-    pub http2_responses: u64,
+    /// Exchanges, retries, bytes and HTTP/2 responses (see
+    /// [`StepCounters`]).
+    pub counters: StepCounters,
     /// The step's metrics that had a sample or a miss in the interval; a
     /// handful at most, found by a linear search.
     pub metrics: Vec<MetricRecord>,
@@ -117,11 +111,7 @@ impl StepRecord {
             uncorrected: open.then(new_histogram),
             failed: None,
             errors: Vec::new(),
-            exchanges: 0,
-            retries: 0,
-            bytes_received: 0,
-            bytes_decoded: 0,
-            http2_responses: 0,
+            counters: StepCounters::default(),
             metrics: Vec::new(),
         }
     }
@@ -135,8 +125,8 @@ impl StepRecord {
     pub fn is_empty(&self) -> bool {
         self.histogram.is_empty()
             && self.errors.is_empty()
-            && self.exchanges == 0
-            && self.bytes_received == 0
+            && self.counters.exchanges == 0
+            && self.counters.bytes_received == 0
     }
 
     /// Adds another record of the same step into this one.
@@ -157,11 +147,7 @@ impl StepRecord {
         for e in &other.errors {
             self.tally(e.kind, e.count, || e.sample.clone());
         }
-        self.exchanges += other.exchanges;
-        self.retries += other.retries;
-        self.bytes_received += other.bytes_received;
-        self.bytes_decoded += other.bytes_decoded;
-        self.http2_responses += other.http2_responses;
+        self.counters.add(&other.counters);
         for theirs in &other.metrics {
             let mine = self.metric(theirs.id);
             mine.histogram
@@ -337,10 +323,10 @@ impl Recorder {
     #[inline]
     pub fn record_exchanges(&mut self, step: usize, c: crate::client::Counts) {
         if let Some(rec) = self.step(step) {
-            rec.exchanges += u64::from(c.exchanges);
-            rec.retries += u64::from(c.retries);
-            rec.bytes_received += c.received;
-            rec.bytes_decoded += c.decoded;
+            rec.counters.exchanges += u64::from(c.exchanges);
+            rec.counters.retries += u64::from(c.retries);
+            rec.counters.bytes_received += c.received;
+            rec.counters.bytes_decoded += c.decoded;
         }
     }
 
@@ -348,7 +334,7 @@ impl Recorder {
     #[inline]
     pub fn record_http2(&mut self, step: usize) {
         if let Some(rec) = self.step(step) {
-            rec.http2_responses += 1;
+            rec.counters.http2_responses += 1;
         }
     }
 

@@ -6,6 +6,8 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use loadfleet_agent::counters::StepCounters;
+
 use crate::facts::LoadSummary;
 use crate::outcome::{AgentEnd, RunResult, RunStatus};
 use crate::stats::{
@@ -19,27 +21,11 @@ pub const SUMMARY_SCHEMA: &str = "loadfleet.summary/1";
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Entry {
     pub requests: u64,
-    /// HTTP exchanges the target saw: one per request, one more per
-    /// redirect followed (so it reconciles with an access log).
-    #[serde(default)]
-    pub exchanges: u64,
-    /// Requests sent a second time, on a new connection, because the
-    /// kept-alive connection they went out on closed before any byte of a
-    /// response (a server's idle timeout racing the request). Not errors;
-    /// each attempt is one of `exchanges`.
-    #[serde(default)]
-    pub retries: u64,
-    /// Response bytes read from the target (heads and bodies as they came,
-    /// after TLS decryption).
-    #[serde(default)]
-    pub bytes_received: u64,
-    /// Bytes of the bodies that checks and extractions read, after
-    /// decoding (bodies nobody reads are not decoded, so not counted).
-    #[serde(default)]
-    pub bytes_decoded: u64,
-    /// Responses that came over HTTP/2; the others came over HTTP/1.1.
-    #[serde(default)]
-    pub http2_responses: u64,
+    /// Exchanges the target saw (one per request, one more per redirect
+    /// followed), retries, bytes read and decoded, and responses over
+    /// HTTP/2: each a key of its own in the JSON.
+    #[serde(flatten)]
+    pub counters: StepCounters,
     pub errors: u64,
     pub rps: f64,
     pub errors_by_kind: BTreeMap<String, u64>,
@@ -104,11 +90,7 @@ impl Entry {
         Entry {
             metrics: metric_entries(t, metrics),
             requests: t.requests(),
-            exchanges: t.exchanges,
-            retries: t.retries,
-            bytes_received: t.bytes_received,
-            bytes_decoded: t.bytes_decoded,
-            http2_responses: t.http2_responses,
+            counters: t.counters,
             errors: t.error_count(),
             rps: round3(t.requests() as f64 / duration_s.max(0.001)),
             errors_by_kind: t.errors.iter().map(|(k, v)| (k.clone(), v.count)).collect(),
@@ -123,11 +105,7 @@ impl Entry {
     fn of_agent(a: &AgentTally, duration_s: f64) -> Entry {
         Entry {
             requests: a.requests(),
-            exchanges: a.exchanges,
-            retries: a.retries,
-            bytes_received: a.bytes_received,
-            bytes_decoded: 0,
-            http2_responses: 0,
+            counters: a.counters,
             errors: a.error_count(),
             rps: round3(a.requests() as f64 / duration_s.max(0.001)),
             errors_by_kind: a.errors.iter().map(|(k, v)| (k.clone(), v.count)).collect(),

@@ -232,17 +232,12 @@ impl Aggregator {
                 continue;
             }
             add_latencies(&mut self.sent, rec);
-            steps.push(v1::StepInterval {
+            let mut step = v1::StepInterval {
                 step: id as u32,
                 histogram: bytes,
                 uncorrected,
                 failed,
-                exchanges: rec.exchanges,
-                retries: rec.retries,
-                bytes_received: rec.bytes_received,
-                bytes_decoded: rec.bytes_decoded,
                 metrics: self.encode_metrics(rec),
-                http2_responses: rec.http2_responses,
                 count: rec.count(),
                 errors: rec
                     .errors
@@ -253,7 +248,10 @@ impl Aggregator {
                         sample: e.sample.clone(),
                     })
                     .collect(),
-            });
+                ..v1::StepInterval::default()
+            };
+            rec.counters.write_wire(&mut step);
+            steps.push(step);
         }
         let mut lateness = Vec::new();
         if let Some(h) = &p.lateness

@@ -65,7 +65,7 @@ pub fn families(run_id: &str, c: &Collector, agents: Agents) -> Vec<Family> {
         http2.push(Sample {
             name: "loadfleet_http2_responses_total".into(),
             labels: vec![run(), step()],
-            value: t.http2_responses as f64,
+            value: t.counters.http2_responses as f64,
         });
         for (id, m) in &t.metrics {
             let Some(spec) = c.metrics.get(*id as usize) else {
@@ -102,12 +102,12 @@ pub fn families(run_id: &str, c: &Collector, agents: Agents) -> Vec<Family> {
         retries.push(Sample {
             name: "loadfleet_retries_total".into(),
             labels: vec![run(), step()],
-            value: t.retries as f64,
+            value: t.counters.retries as f64,
         });
         received.push(Sample {
             name: "loadfleet_received_bytes_total".into(),
             labels: vec![run(), step()],
-            value: t.bytes_received as f64,
+            value: t.counters.bytes_received as f64,
         });
         for (kind, e) in &t.errors {
             errors.push(Sample {

@@ -376,13 +376,13 @@ fn received(s: &Summary) -> String {
     use crate::console::bytes;
     let mut t = format!(
         "{} from the target ({}/s)",
-        bytes(s.total.bytes_received),
-        bytes((s.total.bytes_received as f64 / s.duration_s.max(0.001)) as u64)
+        bytes(s.total.counters.bytes_received),
+        bytes((s.total.counters.bytes_received as f64 / s.duration_s.max(0.001)) as u64)
     );
-    if s.total.bytes_decoded > 0 {
+    if s.total.counters.bytes_decoded > 0 {
         t.push_str(&format!(
             "; checks read {} of decoded bodies",
-            bytes(s.total.bytes_decoded)
+            bytes(s.total.counters.bytes_decoded)
         ));
     }
     t
@@ -645,10 +645,10 @@ pub fn render(s: &Summary) -> Result<String, askama::Error> {
             .into_iter()
             .map(|(n, e)| {
                 let mut row = Row::new(n, e);
-                if e.http2_responses > 0 {
+                if e.counters.http2_responses > 0 {
                     row.extra = format!(
                         "{} of {} responses over HTTP/2",
-                        e.http2_responses,
+                        e.counters.http2_responses,
                         crate::summary::responses(e)
                     );
                 }

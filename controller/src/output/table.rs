@@ -135,15 +135,15 @@ pub fn render(s: &Summary) -> String {
         Some(planned) => out.push_str(&format!("iterations: all {planned} planned ran\n")),
         None => {}
     }
-    if s.total.bytes_received > 0 {
+    if s.total.counters.bytes_received > 0 {
         out.push_str(&format!(
             "received {} from the target ({}/s){}\n",
-            bytes(s.total.bytes_received),
-            bytes((s.total.bytes_received as f64 / s.duration_s.max(0.001)) as u64),
-            if s.total.bytes_decoded > 0 {
+            bytes(s.total.counters.bytes_received),
+            bytes((s.total.counters.bytes_received as f64 / s.duration_s.max(0.001)) as u64),
+            if s.total.counters.bytes_decoded > 0 {
                 format!(
                     "; checks and extractions read {} of decoded bodies",
-                    bytes(s.total.bytes_decoded)
+                    bytes(s.total.counters.bytes_decoded)
                 )
             } else {
                 String::new()
@@ -203,25 +203,25 @@ pub fn render(s: &Summary) -> String {
     out.push_str(&table("step", s.steps()).to_string());
     out.push('\n');
     for (name, e) in s.steps() {
-        if e.retries > 0 {
+        if e.counters.retries > 0 {
             out.push_str(&format!(
                 "step {name}: {} of {} requests were sent a second time on a new connection: \
                  the kept-alive one closed before any response (the server's idle timeout raced them)\n",
-                e.retries, e.requests
+                e.counters.retries, e.requests
             ));
         }
         let responses = crate::summary::responses(e);
-        if e.http2_responses > 0 {
+        if e.counters.http2_responses > 0 {
             out.push_str(&format!(
                 "step {name}: {} responses over HTTP/2, {} over HTTP/1.1\n",
-                e.http2_responses,
-                responses.saturating_sub(e.http2_responses)
+                e.counters.http2_responses,
+                responses.saturating_sub(e.counters.http2_responses)
             ));
         }
-        if e.exchanges > e.requests + e.retries {
+        if e.counters.exchanges > e.requests + e.counters.retries {
             out.push_str(&format!(
                 "step {name}: {} requests made {} HTTP exchanges (redirects followed)\n",
-                e.requests, e.exchanges
+                e.requests, e.counters.exchanges
             ));
         }
     }

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
+use loadfleet_agent::counters::StepCounters;
 use loadfleet_agent::recorder::new_histogram;
 use loadfleet_proto::v1;
 use serde::Serialize;
@@ -89,16 +90,8 @@ pub struct Tally {
     /// Time from send to failure of requests that got no response
     /// (timeout, reset, connect, ...); `None` while there were none.
     failed: Option<Hist>,
-    /// HTTP exchanges begun, redirect hops included.
-    pub exchanges: u64,
-    /// Requests resent once on a new connection (a kept-alive one closed
-    /// as they were sent).
-    pub retries: u64,
-    /// Response bytes read, and bodies' bytes after decoding (those checks read).
-    pub bytes_received: u64,
-    pub bytes_decoded: u64,
-    /// Responses that came over HTTP/2 (the rest over HTTP/1.1).
-    pub http2_responses: u64,
+    /// Exchanges, retries, bytes and HTTP/2 responses.
+    pub counters: StepCounters,
     /// Numbers read from responses, by metric id.
     pub metrics: BTreeMap<u32, MetricTally>,
 }
@@ -202,11 +195,7 @@ impl Tally {
             self.failed.get_or_insert_default().add_sparse(f);
         }
         self.transport_errors += count_errors(&mut self.errors, d.errors);
-        self.exchanges += d.exchanges;
-        self.retries += d.retries;
-        self.bytes_received += d.bytes_received;
-        self.bytes_decoded += d.bytes_decoded;
-        self.http2_responses += d.http2_responses;
+        self.counters.add(&d.counters);
         for m in &d.metrics {
             let t = self.metrics.entry(m.id).or_default();
             if let Some(h) = &m.samples {
@@ -227,11 +216,7 @@ impl Tally {
             self.failed.get_or_insert_default().add(f);
         }
         self.transport_errors += other.transport_errors;
-        self.exchanges += other.exchanges;
-        self.retries += other.retries;
-        self.bytes_received += other.bytes_received;
-        self.bytes_decoded += other.bytes_decoded;
-        self.http2_responses += other.http2_responses;
+        self.counters.add(&other.counters);
         for (id, m) in &other.metrics {
             self.metrics.entry(*id).or_default().add(m);
         }
@@ -295,11 +280,7 @@ struct DecodedStep<'a> {
     uncorrected: Option<Sparse>,
     failed: Option<Sparse>,
     errors: &'a [v1::ErrorCount],
-    exchanges: u64,
-    retries: u64,
-    bytes_received: u64,
-    bytes_decoded: u64,
-    http2_responses: u64,
+    counters: StepCounters,
     metrics: Vec<DecodedMetric>,
 }
 
@@ -348,12 +329,9 @@ pub struct AgentTally {
     pub lateness_samples: u64,
     /// Timed failures (requests without a response) in the reports received.
     pub failed_samples: u64,
-    /// HTTP exchanges begun, redirect hops included.
-    pub exchanges: u64,
-    /// Requests resent once on a new connection.
-    pub retries: u64,
-    /// Response bytes read.
-    pub bytes_received: u64,
+    /// Exchanges, retries, bytes and HTTP/2 responses in the reports
+    /// received.
+    pub counters: StepCounters,
     /// Open model: its send lateness, from its totals when they agree with
     /// `lateness_samples`.
     pub send_lateness: Option<LatencyMs>,
@@ -943,16 +921,12 @@ impl Collector {
             }
             decoded.push(DecodedStep {
                 metrics,
-                http2_responses: s.http2_responses,
+                counters: StepCounters::of_wire(s),
                 step: idx,
                 responses: h,
                 uncorrected,
                 failed,
                 errors: &s.errors,
-                exchanges: s.exchanges,
-                retries: s.retries,
-                bytes_received: s.bytes_received,
-                bytes_decoded: s.bytes_decoded,
             });
         }
         let lateness = if iv.lateness.is_empty() {
@@ -1033,9 +1007,7 @@ impl Collector {
             for d in &decoded {
                 t.responses += d.responses.count();
                 t.failed_samples += d.failed.as_ref().map_or(0, Sparse::count);
-                t.exchanges += d.exchanges;
-                t.retries += d.retries;
-                t.bytes_received += d.bytes_received;
+                t.counters.add(&d.counters);
                 t.transport_errors += count_errors(&mut t.errors, d.errors);
             }
         }
