@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::plan::{self, LoadModel, Plan, RateStage, RunBound};
+use crate::plan::{self, Plan};
 use crate::runner::{RunSettings, run_and_report};
 use crate::thresholds::{Thresholds, parse_rule};
 
@@ -98,16 +98,8 @@ impl Search {
         for s in &args.slos {
             rules.push(parse_rule(s, None).map_err(|e| format!("--slo: {e}"))?);
         }
-        let (start, users) = match &plan.load {
-            LoadModel::Closed { users, .. } => (*users as f64, true),
-            LoadModel::Staged { .. } => {
-                return Err("capacity search needs `users` (with `ramp_up`) or a constant `rate`, not `stages`".into());
-            }
-            LoadModel::Open { stages, .. } => match stages.as_slice() {
-                [s] if s.from == s.to => (s.from, false),
-                _ => return Err("capacity search needs a constant `rate`, not `stages`".into()),
-            },
-        };
+        let start = plan.load.constant_level()?;
+        let users = !plan.load.is_open();
         if args.step_duration < Duration::from_secs(1) {
             return Err("--step-duration must be at least 1s".into());
         }
@@ -142,27 +134,7 @@ impl Search {
     fn step_plan(&self, plan: &Plan, load: f64) -> Plan {
         let mut p = plan.clone();
         p.thresholds = self.slos.clone();
-        p.load = match &plan.load {
-            LoadModel::Closed { ramp_up, .. } => LoadModel::Closed {
-                users: load as u64,
-                ramp_up: (*ramp_up).min(self.step / 3),
-                bound: RunBound::Duration(self.step),
-            },
-            LoadModel::Staged { .. } => plan.load.clone(),
-            LoadModel::Open {
-                max_users,
-                max_wait,
-                ..
-            } => LoadModel::Open {
-                stages: vec![RateStage {
-                    from: load,
-                    to: load,
-                    duration: self.step,
-                }],
-                max_users: *max_users,
-                max_wait: *max_wait,
-            },
-        };
+        p.load = plan.load.held_at(load, self.step, self.step / 3);
         p
     }
 

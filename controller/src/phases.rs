@@ -100,14 +100,6 @@ fn dir_name(i: usize, name: &str) -> String {
     )
 }
 
-fn users_of(plan: &Plan) -> Option<u64> {
-    match &plan.load {
-        plan::LoadModel::Closed { users, .. } => Some(*users),
-        plan::LoadModel::Staged { stages, .. } => stages.iter().map(|s| s.0).max(),
-        plan::LoadModel::Open { max_users, .. } => Some(*max_users),
-    }
-}
-
 /// Runs every phase of `plan` in order into one directory (default:
 /// `runs/<stamp>-<plan>-phases/`). A phase whose fleet failed stops the
 /// phases after it, as does an interrupt; those are listed as not run.
@@ -140,7 +132,7 @@ pub async fn run_phases(
         let Some(phase_plan) = plan.phase(i) else {
             break;
         };
-        let users = users_of(&phase_plan);
+        let users = Some(phase_plan.load.peak_users());
         if stop.is_none() && settings.interrupt.is_cancelled() {
             stop = Some("not run: interrupted".into());
         }

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::console::say;
 use crate::exit::Exit;
-use crate::plan::{self, LoadModel, Plan, Sweep};
+use crate::plan::{self, Plan, Sweep};
 use crate::runner::{RunOutcome, RunSettings, run_and_report};
 
 /// One run of a series.
@@ -100,13 +100,6 @@ pub fn say_outcome(outcome: &Result<Series, SeriesError>) {
     }
 }
 
-fn parameter(plan: &Plan) -> &'static str {
-    match plan.load {
-        LoadModel::Closed { .. } | LoadModel::Staged { .. } => "users",
-        LoadModel::Open { .. } => "rate",
-    }
-}
-
 /// Runs the sweep and writes `series.json`, `series.txt` and `series.html`
 /// into its directory (default: `runs/<stamp>-<plan>-series/`).
 pub async fn run_series(
@@ -127,7 +120,7 @@ pub async fn run_series(
     if let Ok(text) = std::fs::read(plan_file) {
         let _ = crate::atomic::write(dir.join("plan.toml"), text);
     }
-    let param = parameter(plan);
+    let param = plan.load.level_name();
     let mut series = Series {
         name: plan.name.clone(),
         parameter: param,

@@ -16,13 +16,15 @@ use loadfleet_proto::v1;
 
 pub mod assign;
 mod journey;
+pub mod load;
 mod raw;
 mod validate;
 
 pub use journey::{DataSpec, MAX_DATA_BYTES, MetricSpec, parse_think};
+pub use load::{LoadModel, RateStage};
 
 use raw::RawPlan;
-use validate::{Validator, key_at, self_users};
+use validate::{Validator, key_at};
 
 /// Most virtual users one plan may ask for.
 pub const MAX_USERS: u64 = 10_000_000;
@@ -137,98 +139,6 @@ pub struct TargetSpec {
 /// agent accepts.
 pub const MAX_BODY_LIMIT: u64 = loadfleet_agent::assignment::MAX_BODY_LIMIT as u64;
 
-/// How much load, and for how long.
-#[derive(Debug, Clone, PartialEq)]
-pub enum LoadModel {
-    /// A fixed number of users started over a ramp, as in a JMeter thread group.
-    Closed {
-        users: u64,
-        ramp_up: Duration,
-        bound: RunBound,
-    },
-    /// Closed model with stages of `(users, duration)`, each ramping linearly
-    /// from the previous level (from 0); a ramp-down stops users gracefully.
-    Staged {
-        stages: Vec<(u64, Duration)>,
-        /// How long a stopped user may finish its iteration.
-        graceful_stop: Duration,
-    },
-    /// Iterations started at scheduled instants (arrivals per second),
-    /// whatever the target's response times.
-    Open {
-        stages: Vec<RateStage>,
-        /// Concurrency cap, fleet-wide.
-        max_users: u64,
-        /// How long an arrival may wait for a free user before it is dropped.
-        max_wait: Duration,
-    },
-}
-
-pub use loadfleet_agent::arrivals::RateStage;
-
-impl LoadModel {
-    /// One line a person reads: "20 users over a 30s ramp-up, 1 iteration each".
-    pub fn describe(&self) -> String {
-        use crate::duration::format_duration as fd;
-        match self {
-            LoadModel::Closed {
-                users,
-                ramp_up,
-                bound,
-            } => {
-                let bound = match bound {
-                    RunBound::Iterations(1) => "1 iteration each".to_string(),
-                    RunBound::Iterations(n) => format!("{n} iterations each"),
-                    RunBound::Duration(d) => format!("for {}", fd(*d)),
-                };
-                format!(
-                    "closed model: {users} users over a {} ramp-up, {bound}",
-                    fd(*ramp_up)
-                )
-            }
-            LoadModel::Staged {
-                stages,
-                graceful_stop,
-            } => {
-                let mut level = 0;
-                let parts: Vec<String> = stages
-                    .iter()
-                    .map(|&(u, d)| {
-                        let part = format!("{level}→{u} users over {}", fd(d));
-                        level = u;
-                        part
-                    })
-                    .collect();
-                format!(
-                    "closed model in stages: {}; stopped users finish their iteration within {}",
-                    parts.join(", "),
-                    fd(*graceful_stop)
-                )
-            }
-            LoadModel::Open {
-                stages,
-                max_users,
-                max_wait,
-            } => {
-                let rates = match stages.as_slice() {
-                    [s] if s.from == s.to => {
-                        format!("{} arrivals/s for {}", s.from, fd(s.duration))
-                    }
-                    _ => stages
-                        .iter()
-                        .map(|s| format!("{}→{}/s over {}", s.from, s.to, fd(s.duration)))
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                };
-                format!(
-                    "open model: {rates}; at most {max_users} users; arrivals wait up to {} for one",
-                    fd(*max_wait)
-                )
-            }
-        }
-    }
-}
-
 /// One plan run once per value, one after another.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sweep {
@@ -281,7 +191,7 @@ impl Plan {
 
     /// The fleet-wide user count (the concurrency cap in the open model).
     pub fn users(&self) -> u64 {
-        self_users(&self.load)
+        self.load.peak_users()
     }
 
     /// The plan for one value of its sweep (users or rate), without the sweep.

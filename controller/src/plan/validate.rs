@@ -402,8 +402,8 @@ impl Validator<'_> {
             }
             _ => phases
                 .iter()
-                .map(|p| self_users(&p.load))
-                .fold(self_users(load), u64::max),
+                .map(|p| p.load.peak_users())
+                .fold(load.peak_users(), u64::max),
         };
         for (d, raw_d) in data.iter().zip(raw) {
             if d.mode != v1::DataMode::Unique {
@@ -1014,15 +1014,6 @@ impl Validator<'_> {
             max_users,
             max_wait,
         })
-    }
-}
-
-/// Users of a load model (the concurrency cap of the open model).
-pub(super) fn self_users(load: &LoadModel) -> u64 {
-    match load {
-        LoadModel::Closed { users, .. } => *users,
-        LoadModel::Staged { stages, .. } => stages.iter().map(|s| s.0).max().unwrap_or(0),
-        LoadModel::Open { max_users, .. } => *max_users,
     }
 }
 
