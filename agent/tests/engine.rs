@@ -110,6 +110,10 @@ async fn open_model_starts_every_arrival_on_schedule() {
     assert_eq!(count, 400, "200/s for 2 s");
     assert_eq!(dropped(&intervals), 0);
     assert_eq!(bed.stats().served(), 400);
+    // The schedule is 2 s; beyond it there is only the last arrivals'
+    // response (the test target answers in well under 1 ms) and the final
+    // interval's report. 600 ms covers a worker that gets half a core while
+    // another process is busy on the other.
     assert!(
         started.elapsed() < Duration::from_millis(2600),
         "took {:?}",
@@ -322,6 +326,10 @@ async fn statuses_and_timeouts_are_errors_by_kind() {
     );
     let started = Instant::now();
     let intervals = run(a, 1).await;
+    // Each user's two iterations hold one 150 ms timeout each (/hang
+    // answers after 5 s): 300 ms of waiting per user, both users at once.
+    // 3 s is ten times that, so only a request that ignored its timeout
+    // (and waited the 5 s) fails it.
     assert!(
         started.elapsed() < Duration::from_secs(3),
         "timeouts bound the run"
@@ -442,6 +450,9 @@ async fn hard_stop_abandons_in_flight_requests() {
     e.stop.hard();
     while let Ok(Some(_)) = tokio::time::timeout(Duration::from_secs(5), e.intervals.recv()).await {
     }
+    // A hard stop abandons in-flight requests at once (the target answers
+    // after 10 s); 1 s is the engine's threads joining, with room for a
+    // busy machine, and far below the 10 s a missed stop would take.
     assert!(
         stopped.elapsed() < Duration::from_secs(1),
         "stopped in {:?}",

@@ -1,13 +1,18 @@
 //! The load models, and what the controller knows of each in one place:
-//! how it reads to a person, how a sweep or a capacity search varies it,
-//! and how the summary describes it. Its validation is in `validate`, its
-//! split among agents in `assign`.
+//! its validation from `[load]`, how it reads to a person, how a sweep or
+//! a capacity search varies it, and how the summary describes it. Its
+//! split among agents is in `assign`.
 
+use std::ops::Range;
 use std::time::Duration;
 
 use serde::Serialize;
+use toml::Spanned;
 
-use super::RunBound;
+use super::raw::{Numbers, RawLoad};
+use super::validate::Validator;
+use super::{DEFAULT_GRACEFUL_STOP, DEFAULT_MAX_USERS, MAX_USERS, PlanError, RunBound, Sweep};
+use crate::duration::PlanDuration;
 
 pub use loadfleet_agent::arrivals::RateStage;
 
@@ -177,6 +182,344 @@ impl LoadModel {
                 max_wait: *max_wait,
             },
         }
+    }
+}
+
+/// `[load]`, validated into a model.
+impl Validator<'_> {
+    /// A `[load]` (the plan's or a phase's): the model, its sweep, its
+    /// `max_duration` and its `throttle`.
+    #[allow(clippy::type_complexity)]
+    pub(super) fn load_of(
+        &self,
+        raw: Spanned<RawLoad>,
+        timeout: Duration,
+    ) -> Result<(LoadModel, Option<Sweep>, Option<Duration>, Option<f64>), PlanError> {
+        let max_duration = match &raw.get_ref().max_duration {
+            Some(m) if m.get_ref().0.is_zero() => {
+                return Err(self.error(
+                    m.span(),
+                    "`load.max_duration`: expected a duration above zero",
+                ));
+            }
+            Some(m) => Some(m.get_ref().0),
+            None => None,
+        };
+        let throttle_per_s = match &raw.get_ref().throttle {
+            None => None,
+            Some(t) => Some(self.throttle(t, raw.get_ref().rate.is_some())?),
+        };
+        let (load, sweep) = self.load(raw, timeout)?;
+        Ok((load, sweep, max_duration, throttle_per_s))
+    }
+
+    /// `load.throttle`: "120/min" and the like, as requests per second.
+    pub(super) fn throttle(&self, t: &Spanned<String>, open_model: bool) -> Result<f64, PlanError> {
+        if open_model {
+            return Err(self.error(
+                t.span(),
+                "`load.throttle`: the open model's `rate` already sets the pace; throttle caps a closed model",
+            ));
+        }
+        let bad = || {
+            self.error(
+                t.span(),
+                format!(
+                    "`load.throttle`: expected requests per unit of time, such as \"120/min\", \"5/s\" or \"1000/h\", found \"{}\"",
+                    t.get_ref()
+                ),
+            )
+        };
+        let (n, unit) = t.get_ref().split_once('/').ok_or_else(bad)?;
+        let n: f64 = n.trim().parse().map_err(|_| bad())?;
+        let per = match unit.trim() {
+            "s" | "sec" | "second" => 1.0,
+            "m" | "min" | "minute" => 60.0,
+            "h" | "hour" => 3600.0,
+            _ => return Err(bad()),
+        };
+        let rate = n / per;
+        if !(rate.is_finite() && rate > 0.0 && rate <= 1_000_000.0) {
+            return Err(bad());
+        }
+        Ok(rate)
+    }
+
+    pub(super) fn load(
+        &self,
+        raw: Spanned<RawLoad>,
+        timeout: Duration,
+    ) -> Result<(LoadModel, Option<Sweep>), PlanError> {
+        let span = raw.span();
+        let raw = raw.into_inner();
+        let not_with = |key: &str, other: &str, at: Range<usize>| {
+            self.error(at, format!("`load.{key}`: not allowed with {other}"))
+        };
+        let positive = |d: &Option<Spanned<PlanDuration>>, key: &str| -> Result<(), PlanError> {
+            match d {
+                Some(d) if d.get_ref().0.is_zero() => Err(self.error(
+                    d.span(),
+                    format!("`load.{key}`: expected a duration above zero"),
+                )),
+                _ => Ok(()),
+            }
+        };
+        positive(&raw.duration, "duration")?;
+        let cooldown = raw
+            .cooldown
+            .as_ref()
+            .map(|c| c.get_ref().0)
+            .unwrap_or_default();
+        let sweep_of = |n: &Spanned<Numbers>| {
+            n.get_ref().list.then(|| Sweep {
+                values: n.get_ref().values.clone(),
+                cooldown,
+            })
+        };
+        match (&raw.users, &raw.rate) {
+            (Some(_), Some(r)) => Err(self.error(
+                r.span(),
+                "`load.rate`: expected either `users` (closed model) or `rate` (open model), not both",
+            )),
+            (None, None) if raw.stages.as_ref().and_then(|s| s.first()).is_some_and(|s| s.get_ref().users.is_some()) => {
+                self.closed_stages(raw)
+            }
+            (None, None) if raw.stages.is_some() => self.open_stages(raw, timeout),
+            (None, None) => Err(self.error(
+                span,
+                "[load]: expected `users = N` (closed model) or `rate = N` (open model)",
+            )),
+            (Some(users), None) => {
+                for key in [("max_users", raw.max_users.as_ref().map(Spanned::span)), ("max_wait", raw.max_wait.as_ref().map(Spanned::span))] {
+                    if let (name, Some(at)) = key {
+                        return Err(not_with(name, "`users` (the closed model)", at));
+                    }
+                }
+                if let Some(st) = raw.stages.as_ref().and_then(|s| s.first()) {
+                    return Err(not_with("stages", "`users` (stages set their own users)", st.span()));
+                }
+                for &u in &users.get_ref().values {
+                    if u < 1.0 || u > MAX_USERS as f64 || u.fract() != 0.0 {
+                        return Err(self.error(
+                            users.span(),
+                            format!("`load.users`: expected an integer from 1 to {MAX_USERS}, found {u}"),
+                        ));
+                    }
+                }
+                let ramp_span = raw.ramp_up.as_ref().map(Spanned::span);
+                let ramp_up = raw.ramp_up.map(|r| r.into_inner().0).unwrap_or_default();
+                let bound = match (raw.iterations, raw.duration) {
+                    (Some(_), Some(d)) => {
+                        return Err(self.error(d.span(), "`load.duration`: expected either `iterations` or `duration`, not both"));
+                    }
+                    (None, None) => {
+                        return Err(self.error(span, "[load]: expected `iterations = N` or `duration = \"2m\"`"));
+                    }
+                    (Some(i), None) => {
+                        if *i.get_ref() == 0 {
+                            return Err(self.error(i.span(), "`load.iterations`: expected an integer of at least 1"));
+                        }
+                        RunBound::Iterations(i.into_inner())
+                    }
+                    (None, Some(d)) => RunBound::Duration(d.into_inner().0),
+                };
+                use crate::duration::format_duration;
+                // User k of N starts at k × ramp_up / N: with a ramp longer
+                // than the run, the last users would never start.
+                if let (RunBound::Duration(d), Some(at)) = (bound, ramp_span) {
+                    for &u in &users.get_ref().values {
+                        let n = u as u64;
+                        let started = (0..n)
+                            .take_while(|&k| ramp_up.mul_f64(k as f64 / n as f64) < d)
+                            .count() as u64;
+                        if started < n {
+                            return Err(self.error(
+                                at,
+                                format!(
+                                    "`load.ramp_up`: {} is longer than the run (`duration` {}): one user starts every {}, so only {started} of {n} users would start before the run ends; shorten `ramp_up` or lengthen `duration` (or use `stages`)",
+                                    format_duration(ramp_up),
+                                    format_duration(d),
+                                    format_duration(ramp_up / u32::try_from(n).unwrap_or(u32::MAX)),
+                                ),
+                            ));
+                        }
+                    }
+                }
+                let model = LoadModel::Closed {
+                    users: users.get_ref().values[0] as u64,
+                    ramp_up,
+                    bound,
+                };
+                Ok((model, sweep_of(users)))
+            }
+            (None, Some(rate)) => {
+                if let Some(i) = &raw.iterations {
+                    return Err(not_with("iterations", "`rate` (the open model runs for a `duration`)", i.span()));
+                }
+                if let Some(r) = &raw.ramp_up {
+                    return Err(not_with("ramp_up", "`rate` (use `stages` to ramp the rate)", r.span()));
+                }
+                if let Some(st) = raw.stages.as_ref().and_then(|s| s.first()) {
+                    return Err(not_with("stages", "`rate`", st.span()));
+                }
+                for &r in &rate.get_ref().values {
+                    if r <= 0.0 || r > 10_000_000.0 {
+                        return Err(self.error(rate.span(), format!("`load.rate`: expected arrivals per second above 0 and at most 10000000, found {r}")));
+                    }
+                }
+                let Some(d) = raw.duration.as_ref() else {
+                    return Err(self.error(span, "[load]: the open model needs `duration = \"2m\"` (or `stages`)"));
+                };
+                let r = rate.get_ref().values[0];
+                let stages = vec![RateStage { from: r, to: r, duration: d.get_ref().0 }];
+                let sweep = sweep_of(rate);
+                Ok((self.open_model(&raw, stages, timeout)?, sweep))
+            }
+        }
+    }
+
+    pub(super) fn closed_stages(
+        &self,
+        raw: RawLoad,
+    ) -> Result<(LoadModel, Option<Sweep>), PlanError> {
+        for (key, at) in [
+            ("duration", raw.duration.as_ref().map(Spanned::span)),
+            ("ramp_up", raw.ramp_up.as_ref().map(Spanned::span)),
+            ("iterations", raw.iterations.as_ref().map(Spanned::span)),
+            ("max_users", raw.max_users.as_ref().map(Spanned::span)),
+            ("max_wait", raw.max_wait.as_ref().map(Spanned::span)),
+        ] {
+            if let Some(at) = at {
+                return Err(self.error(at, format!("`load.{key}`: not allowed with `stages` of `users` (each stage has its own duration)")));
+            }
+        }
+        let mut stages = Vec::new();
+        for st in raw.stages.iter().flatten() {
+            let at = st.span();
+            let st = st.get_ref();
+            if let Some(r) = &st.rate {
+                return Err(self.error(r.span(), "`load.stages`: expected `users` in every stage (or `rate` in every stage), not both kinds"));
+            }
+            let Some(users) = &st.users else {
+                return Err(
+                    self.error(at, "`load.stages`: each stage needs `users` and `duration`")
+                );
+            };
+            let u = users.get_ref().values[0];
+            if users.get_ref().list || u.fract() != 0.0 || u > MAX_USERS as f64 {
+                return Err(self.error(
+                    users.span(),
+                    format!("`load.stages`: expected a number of users from 0 to {MAX_USERS}"),
+                ));
+            }
+            if st.duration.get_ref().0.is_zero() {
+                return Err(self.error(
+                    st.duration.span(),
+                    "`load.stages`: expected a duration above zero",
+                ));
+            }
+            stages.push((u as u64, st.duration.get_ref().0));
+        }
+        if stages.iter().all(|s| s.0 == 0) {
+            return Err(self.error(
+                0..0,
+                "`load.stages`: expected at least one stage with users",
+            ));
+        }
+        let graceful_stop = raw
+            .graceful_stop
+            .map_or(DEFAULT_GRACEFUL_STOP, |g| g.into_inner().0);
+        Ok((
+            LoadModel::Staged {
+                stages,
+                graceful_stop,
+            },
+            None,
+        ))
+    }
+
+    pub(super) fn open_stages(
+        &self,
+        raw: RawLoad,
+        timeout: Duration,
+    ) -> Result<(LoadModel, Option<Sweep>), PlanError> {
+        if let Some(d) = &raw.duration {
+            return Err(self.error(
+                d.span(),
+                "`load.duration`: not allowed with `stages` (each stage has its own)",
+            ));
+        }
+        if let Some(r) = &raw.ramp_up {
+            return Err(self.error(
+                r.span(),
+                "`load.ramp_up`: not allowed with `stages` (ramp between stages instead)",
+            ));
+        }
+        let mut stages = Vec::new();
+        let mut level = 0.0;
+        for st in raw.stages.iter().flatten() {
+            let at = st.span();
+            let st = st.get_ref();
+            if let Some(u) = &st.users {
+                return Err(self.error(u.span(), "`load.stages`: expected `rate` in every stage (or `users` in every stage), not both kinds"));
+            }
+            let Some(rate) = &st.rate else {
+                return Err(self.error(at, "`load.stages`: each stage needs `rate` and `duration`"));
+            };
+            if rate.get_ref().list {
+                return Err(self.error(rate.span(), "`load.stages`: a stage's rate is one number"));
+            }
+            let r = rate.get_ref().values[0];
+            if r > 10_000_000.0 {
+                return Err(self.error(
+                    rate.span(),
+                    format!("`load.stages`: rate {r} is above 10000000 per second"),
+                ));
+            }
+            if st.duration.get_ref().0.is_zero() {
+                return Err(self.error(
+                    st.duration.span(),
+                    "`load.stages`: expected a duration above zero",
+                ));
+            }
+            stages.push(RateStage {
+                from: level,
+                to: r,
+                duration: st.duration.get_ref().0,
+            });
+            level = r;
+        }
+        if stages.is_empty() || stages.iter().all(|s| s.from == 0.0 && s.to == 0.0) {
+            return Err(self.error(
+                0..0,
+                "`load.stages`: expected at least one stage with a rate above zero",
+            ));
+        }
+        Ok((self.open_model(&raw, stages, timeout)?, None))
+    }
+
+    pub(super) fn open_model(
+        &self,
+        raw: &RawLoad,
+        stages: Vec<RateStage>,
+        timeout: Duration,
+    ) -> Result<LoadModel, PlanError> {
+        let max_users = match &raw.max_users {
+            Some(m) if *m.get_ref() == 0 || *m.get_ref() > MAX_USERS => {
+                return Err(self.error(
+                    m.span(),
+                    format!("`load.max_users`: expected an integer from 1 to {MAX_USERS}"),
+                ));
+            }
+            Some(m) => *m.get_ref(),
+            None => DEFAULT_MAX_USERS,
+        };
+        let max_wait = raw.max_wait.as_ref().map_or(timeout, |w| w.get_ref().0);
+        Ok(LoadModel::Open {
+            stages,
+            max_users,
+            max_wait,
+        })
     }
 }
 
