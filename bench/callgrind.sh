@@ -6,6 +6,8 @@
 # instructions divided by the requests it made.
 #
 #   bench/callgrind.sh [SECONDS] [BIN_DIR...]    (defaults: 6 s; target/release)
+#   KEEP=DIR bench/callgrind.sh ...                (keeps each worker thread's
+#                                                   profile in DIR, for callgrind_annotate)
 #
 # Several BIN_DIRs (release builds of two commits, say) are measured in
 # turn, in the same hour, which is the only fair comparison. Needs valgrind
@@ -49,9 +51,14 @@ PLAN
     >/dev/null 2>"$work/valgrind.err" || true
   wait "$ctl" || true
   # The worker thread is the one that ran the most instructions.
-  worker=$(for f in "$work"/callgrind.out.*; do
-    awk '/^summary:|^totals:/ {print $2; exit}' "$f"
+  worker_file=$(for f in "$work"/callgrind.out.*; do
+    echo "$(awk '/^summary:|^totals:/ {print $2; exit}' "$f") $f"
   done | sort -n | tail -1)
+  worker=${worker_file%% *}
+  if [ -n "${KEEP:-}" ]; then
+    mkdir -p "$KEEP"
+    cp "${worker_file#* }" "$KEEP/$(echo "$bin" | tr '/' '_').callgrind"
+  fi
   requests=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["total"]["requests"])' \
     "$work/run/summary.json")
   python3 - "$bin" "$requests" "$worker" <<'PY'
