@@ -49,6 +49,11 @@ pub enum Command {
     /// Compare runs with the first one: p50, p95, p99, req/s and errors per
     /// step and overall, with the change in percent and a verdict.
     Compare(CompareArgs),
+    /// Compare configurations of the system under test (arms), each put in
+    /// place by a set-up command, with repeated runs in interleaved blocks:
+    /// every difference with a 95% confidence interval, and a verdict only
+    /// where the interval allows one.
+    Experiment(ExperimentArgs),
     /// Turn a plan you already have into a loadfleet plan.
     #[command(subcommand)]
     Import(ImportCommand),
@@ -340,6 +345,53 @@ pub struct CapacityArgs {
     pub fleet: FleetArgs,
 }
 
+#[derive(Args, Debug)]
+pub struct ExperimentArgs {
+    /// The plan file (TOML). A sweep (`users = [20, 30, 40]`) makes each
+    /// value a load of the experiment; `[experiment]` in the plan may hold
+    /// the arms and settings these flags override.
+    pub plan: PathBuf,
+    /// An arm: its name and the shell command (`sh -c`, on this machine)
+    /// that puts the system in its configuration; repeatable, the first is
+    /// the baseline. Given here, they replace the plan's arms.
+    #[arg(long = "arm", value_name = "NAME=COMMAND", value_parser = parse_property)]
+    pub arms: Vec<(String, String)>,
+    /// Measured runs of each arm at each load (default 4; at least 2).
+    #[arg(long)]
+    pub runs: Option<usize>,
+    /// A run of this length before every measured run, at its load, not
+    /// counted (default: none).
+    #[arg(long, value_parser = parse_duration)]
+    pub warm_up: Option<Duration>,
+    /// A pause after each set-up command (default 0s).
+    #[arg(long, value_parser = parse_duration)]
+    pub settle: Option<Duration>,
+    /// Longest a set-up command may take (default 5m).
+    #[arg(long, value_parser = parse_duration)]
+    pub setup_timeout: Option<Duration>,
+    /// `balanced` (arms rotated block by block: AB BA AB…) or `random`
+    /// (each block shuffled; the seed is recorded).
+    #[arg(long)]
+    pub order: Option<String>,
+    /// The seed of `--order random` (default: a fresh one, recorded).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// An interval within ± this many percent reads "same" (default 5;
+    /// for the error rate, a fifth of it in percentage points).
+    #[arg(long)]
+    pub margin: Option<f64>,
+    /// Keep runs flagged by a generator's health (saturated) or status
+    /// (degraded, truncated) in the statistics; by default they are left
+    /// out, with a line saying so.
+    #[arg(long)]
+    pub keep_flagged: bool,
+    /// Experiment directory (default: runs/<UTC timestamp>-<plan name>-experiment/).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub fleet: FleetArgs,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum ImportCommand {
     /// A browser recording (HAR, as Chrome's or Firefox's developer tools
@@ -501,6 +553,9 @@ pub async fn main_with(
             .await
             .unwrap_or_else(usage),
         Command::Compare(args) => compare_runs(&args),
+        Command::Experiment(args) => experiment_command(args, interrupt, hard_interrupt)
+            .await
+            .unwrap_or_else(usage),
         Command::Certs(cmd) => certs_command(cmd),
         Command::Import(cmd) => import_command(cmd),
         Command::Agents(args) => list_agents(args).await,
@@ -798,6 +853,82 @@ async fn capacity_command(
         Err(CapacityError::Write { report, error }) => {
             say(&crate::capacity::render(&report));
             eprintln!("error: cannot write the capacity report: {error}");
+            Exit::Fleet
+        }
+    };
+    args.fleet.linger(&settings).await;
+    Ok(exit)
+}
+
+async fn experiment_command(
+    args: ExperimentArgs,
+    interrupt: CancellationToken,
+    hard: CancellationToken,
+) -> Result<Exit, String> {
+    use crate::experiment::{Arm, Design, Order};
+    let plan = plan::load(&args.plan).map_err(|e| e.to_string())?;
+    if !plan.phases.is_empty() {
+        return Err(format!(
+            "{}: an experiment repeats one load (or a sweep's loads); this plan has {} phases (use --warm-up for a warm-up before each run)",
+            args.plan.display(),
+            plan.phases.len()
+        ));
+    }
+    let spec = plan.experiment.clone().unwrap_or_default();
+    let arms = if args.arms.is_empty() {
+        spec.arms.clone()
+    } else {
+        args.arms.clone()
+    };
+    let order = match args.order.as_deref().or(spec.order.as_deref()) {
+        None | Some("balanced") => Order::Balanced,
+        Some("random") => Order::Random(args.seed.or(spec.seed).unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+        })),
+        Some(other) => {
+            return Err(format!(
+                "--order: expected `balanced` or `random`, found `{other}`"
+            ));
+        }
+    };
+    let design = Design {
+        arms: arms
+            .into_iter()
+            .map(|(name, setup)| Arm { name, setup })
+            .collect(),
+        runs: args.runs.or(spec.runs).unwrap_or(4),
+        warm_up: args.warm_up.or(spec.warm_up),
+        settle: args.settle.or(spec.settle).unwrap_or_default(),
+        setup_timeout: args
+            .setup_timeout
+            .or(spec.setup_timeout)
+            .unwrap_or(Duration::from_secs(300)),
+        order,
+        margin_pct: args.margin.or(spec.margin_pct).unwrap_or(5.0),
+        keep_flagged: args.keep_flagged,
+    };
+    design.check()?;
+    let mut settings = args.fleet.settings(interrupt, hard)?;
+    settings.live = args
+        .fleet
+        .live(settings.token.clone(), settings.interrupt.clone())
+        .await?;
+    let outcome =
+        crate::experiment::run_experiment(&settings, &plan, &design, args.out, &args.plan).await;
+    let exit = match outcome {
+        Ok(ex) => {
+            say(&crate::experiment::render(&ex));
+            say(&format!(
+                "experiment directory: {} (experiment.html, experiment.json)",
+                ex.dir.display()
+            ));
+            ex.exit()
+        }
+        Err(e @ crate::experiment::ExperimentError::CreateDir { .. }) => usage(e),
+        Err(e) => {
+            eprintln!("error: {e}");
             Exit::Fleet
         }
     };

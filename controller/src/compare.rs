@@ -135,7 +135,8 @@ fn read_label(name: &str) -> String {
     format!("metric.{name} mean")
 }
 
-fn value(e: &Entry, metric: &str) -> Option<f64> {
+/// A measure's value in an entry, by the name `compare` gives it.
+pub fn value(e: &Entry, metric: &str) -> Option<f64> {
     if let Some(name) = metric
         .strip_prefix("metric.")
         .and_then(|m| m.strip_suffix(" mean"))

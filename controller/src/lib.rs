@@ -15,6 +15,7 @@ pub mod console;
 pub mod demo;
 pub mod duration;
 pub mod exit;
+pub mod experiment;
 pub mod facts;
 pub mod fleet;
 pub mod import;

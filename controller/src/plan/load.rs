@@ -157,6 +157,28 @@ impl LoadModel {
         }
     }
 
+    /// A warm-up of `length` at this model's load: its users (the highest
+    /// stage's) or its highest rate, held, ramping over at most a third
+    /// of it.
+    pub fn warm_up(&self, length: Duration) -> LoadModel {
+        let level = match self {
+            LoadModel::Closed { users, .. } => *users as f64,
+            LoadModel::Staged { .. } => self.peak_users() as f64,
+            LoadModel::Open { stages, .. } => {
+                stages.iter().map(|s| s.from.max(s.to)).fold(0.0, f64::max)
+            }
+        };
+        let closed = match self {
+            LoadModel::Staged { .. } => &LoadModel::Closed {
+                users: 0,
+                ramp_up: length / 3,
+                bound: RunBound::Duration(length),
+            },
+            other => other,
+        };
+        closed.held_at(level, length, length / 3)
+    }
+
     /// This model held at `level` (users, or arrivals per second) for
     /// `hold`, ramping over at most `max_ramp` (a capacity search's step).
     /// Stages are kept as they are.

@@ -82,6 +82,8 @@ pub struct Plan {
     /// ([`Plan::phase`]); empty for a plan with one `[load]`. `load`,
     /// `max_duration` and `throttle_per_s` above are then the first phase's.
     pub phases: Vec<Phase>,
+    /// `[experiment]`: arms and repetitions for `loadfleet experiment`.
+    pub experiment: Option<ExperimentSpec>,
 }
 
 /// One phase of a plan with `[[phase]]`.
@@ -138,6 +140,22 @@ pub struct TargetSpec {
 /// The agent's own limit, so that a plan the controller accepts is one an
 /// agent accepts.
 pub const MAX_BODY_LIMIT: u64 = loadfleet_agent::assignment::MAX_BODY_LIMIT as u64;
+
+/// `[experiment]` and its `[[experiment.arm]]`s, as the plan writes them
+/// (`loadfleet experiment` flags override each).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ExperimentSpec {
+    /// (name, set-up command), the baseline first.
+    pub arms: Vec<(String, String)>,
+    pub runs: Option<usize>,
+    pub warm_up: Option<Duration>,
+    pub settle: Option<Duration>,
+    pub setup_timeout: Option<Duration>,
+    /// `balanced` or `random`.
+    pub order: Option<String>,
+    pub seed: Option<u64>,
+    pub margin_pct: Option<f64>,
+}
 
 /// One plan run once per value, one after another.
 #[derive(Debug, Clone, PartialEq)]

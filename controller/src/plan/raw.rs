@@ -33,6 +33,30 @@ pub(super) struct RawPlan {
     /// Metrics read from every response of every step.
     #[serde(default)]
     pub(super) metric: Vec<Spanned<journey::RawMetric>>,
+    pub(super) experiment: Option<Spanned<RawExperiment>>,
+}
+
+/// `[experiment]`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawExperiment {
+    #[serde(default)]
+    pub(super) arm: Vec<Spanned<RawArm>>,
+    pub(super) runs: Option<Spanned<u32>>,
+    pub(super) warm_up: Option<Spanned<PlanDuration>>,
+    pub(super) settle: Option<Spanned<PlanDuration>>,
+    pub(super) setup_timeout: Option<Spanned<PlanDuration>>,
+    pub(super) order: Option<Spanned<String>>,
+    pub(super) seed: Option<u64>,
+    pub(super) margin: Option<Spanned<f64>>,
+}
+
+/// `[[experiment.arm]]`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawArm {
+    pub(super) name: Spanned<String>,
+    pub(super) setup: Spanned<String>,
 }
 
 /// `[http]`: what every request carries and how much of a body is kept.

@@ -69,6 +69,10 @@ impl Validator<'_> {
             Some(t) => self.thresholds(t, &step_names, &metrics)?,
             None => Thresholds::default(),
         };
+        let experiment = match raw.experiment {
+            Some(e) => Some(self.experiment(e)?),
+            None => None,
+        };
         Ok(Plan {
             name,
             target,
@@ -88,6 +92,7 @@ impl Validator<'_> {
             throttle_per_s,
             metrics,
             phases,
+            experiment,
         })
     }
 
@@ -433,6 +438,86 @@ impl Validator<'_> {
             }
         }
         Ok(())
+    }
+
+    /// `[experiment]`: arms with names and set-up commands, and the
+    /// design's settings.
+    fn experiment(&self, raw: Spanned<RawExperiment>) -> Result<ExperimentSpec, PlanError> {
+        let span = raw.span();
+        let e = raw.into_inner();
+        let mut arms: Vec<(String, String)> = Vec::new();
+        for a in &e.arm {
+            let a = a.get_ref();
+            let name = a.name.get_ref().trim().to_string();
+            let ok = !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            if !ok {
+                return Err(self.error(
+                    a.name.span(),
+                    "experiment arm `name`: expected letters, digits, `-` or `_` (it names run directories)",
+                ));
+            }
+            if arms.iter().any(|(n, _)| *n == name) {
+                return Err(self.error(
+                    a.name.span(),
+                    format!(
+                        "experiment arm `name`: \"{name}\" is used twice; expected unique names"
+                    ),
+                ));
+            }
+            if a.setup.get_ref().trim().is_empty() {
+                return Err(self.error(
+                    a.setup.span(),
+                    "experiment arm `setup`: expected a shell command that puts the system in this arm's configuration",
+                ));
+            }
+            arms.push((name, a.setup.get_ref().clone()));
+        }
+        if arms.len() == 1 {
+            return Err(self.error(
+                span,
+                "[experiment]: expected two or more [[experiment.arm]] entries (the first is the baseline)",
+            ));
+        }
+        if let Some(r) = &e.runs
+            && *r.get_ref() < 2
+        {
+            return Err(self.error(
+                r.span(),
+                "experiment `runs`: expected at least 2 (an interval needs two runs of each arm)",
+            ));
+        }
+        if let Some(o) = &e.order
+            && !matches!(o.get_ref().as_str(), "balanced" | "random")
+        {
+            return Err(self.error(
+                o.span(),
+                format!(
+                    "experiment `order`: expected \"balanced\" or \"random\", found \"{}\"",
+                    o.get_ref()
+                ),
+            ));
+        }
+        if let Some(m) = &e.margin
+            && !(*m.get_ref() > 0.0 && *m.get_ref() <= 100.0)
+        {
+            return Err(self.error(
+                m.span(),
+                "experiment `margin`: expected a percentage above 0, at most 100",
+            ));
+        }
+        Ok(ExperimentSpec {
+            arms,
+            runs: e.runs.map(|r| r.into_inner() as usize),
+            warm_up: e.warm_up.map(|d| d.into_inner().0),
+            settle: e.settle.map(|d| d.into_inner().0),
+            setup_timeout: e.setup_timeout.map(|d| d.into_inner().0),
+            order: e.order.map(Spanned::into_inner),
+            seed: e.seed,
+            margin_pct: e.margin.map(Spanned::into_inner),
+        })
     }
 
     /// `[http] phases = true`: each request phase is a metric of its own.
