@@ -65,7 +65,22 @@ pub struct Comparison {
     pub other: String,
     /// Load parameters that differ, said plainly: the runs may not be comparable.
     pub differences: Vec<String>,
+    /// What the verdicts cannot know (one run per side), and either run's
+    /// own warnings (a saturated generator, a plan that turned checks off).
+    pub caveats: Vec<String>,
     pub deltas: Vec<Delta>,
+}
+
+/// What a comparison of one run with another cannot know.
+pub const ONE_RUN_EACH: &str = "one run per side: run-to-run variation unknown, so a verdict may be noise; `loadfleet experiment` repeats runs and says how sure it is";
+
+/// The caveats of comparing `a` with `b`: one run each, and each run's
+/// warnings.
+fn caveats(a: &Summary, b: &Summary) -> Vec<String> {
+    let mut out = vec![ONE_RUN_EACH.to_string()];
+    out.extend(a.warnings.iter().map(|w| format!("baseline: {w}")));
+    out.extend(b.warnings.iter().map(|w| format!("this run: {w}")));
+    out
 }
 
 impl Comparison {
@@ -427,6 +442,7 @@ pub fn compare_with(
         baseline: baseline.0.to_string(),
         other: other.0.to_string(),
         differences: load_differences(a, b),
+        caveats: caveats(a, b),
         deltas,
     }
 }
@@ -495,6 +511,9 @@ pub fn render(c: &Comparison, limits: Limits) -> String {
     let _ = writeln!(out, "{} (baseline) vs {}", c.baseline, c.other);
     for d in &c.differences {
         let _ = writeln!(out, "warning: the runs may not be comparable: {d}");
+    }
+    for caveat in &c.caveats {
+        let _ = writeln!(out, "note: {caveat}");
     }
     let mut t = crate::console::new_table();
     t.set_header([

@@ -57,6 +57,14 @@ async fn slower_runs_are_flagged_and_identical_ones_are_not() {
         overall_p50.contains("WORSE") && (overall_p50.contains("+4") || overall_p50.contains("+5")),
         "150 ms vs 100 ms is about +50%: {overall_p50}"
     );
+    // One run per side: the comparison says what it cannot know.
+    assert!(
+        exit.stdout.contains(
+            "note: one run per side: run-to-run variation unknown, so a verdict may be noise; `loadfleet experiment` repeats runs"
+        ),
+        "{}",
+        exit.stdout
+    );
     let gated = run(
         &loadfleet(),
         &["compare", &arg(&fast), &arg(&slow), "--fail-on-regression"],
@@ -97,6 +105,10 @@ async fn slower_runs_are_flagged_and_identical_ones_are_not() {
     );
     assert!(identical.stdout.contains("0 worse"), "{}", identical.stdout);
     let page = std::fs::read_to_string(&html).unwrap();
+    assert!(
+        page.contains("Note: one run per side"),
+        "the page says it too"
+    );
     assert_eq!(
         page.matches("<svg").count(),
         3,

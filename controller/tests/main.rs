@@ -16,6 +16,7 @@ mod crash;
 mod dashboard;
 mod disk;
 mod examples;
+mod experiment;
 mod exports;
 mod failures;
 mod fleet;

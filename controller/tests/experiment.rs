@@ -1,0 +1,337 @@
+//! `loadfleet experiment`: arms whose set-up commands really restart a test
+//! target (its own process, on a port of its own) with another latency;
+//! the intervals and verdicts that follow, and a set-up that fails.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::support::*;
+
+/// The test target binary, built by `cargo test --workspace` beside `loadfleet`.
+fn testbed_bin() -> PathBuf {
+    loadfleet().with_file_name("loadfleet-testbed")
+}
+
+/// A free port on 127.0.0.1 (bound and released).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A set-up script in `dir`: `sh arm.sh LATENCY` stops the target it
+/// started before (if any) and starts a new one on `port` with `/` at
+/// LATENCY, then waits until it listens. The target's output goes to a
+/// file: a server started in the background must not hold the set-up's
+/// output open.
+fn arm_script(dir: &Path, port: u16) -> PathBuf {
+    let script = dir.join("arm.sh");
+    std::fs::write(
+        &script,
+        format!(
+            r#"set -e
+cd "{dir}"
+if [ -f tb.pid ]; then kill "$(cat tb.pid)" 2>/dev/null || true; sleep 0.2; fi
+"{bin}" --listen 127.0.0.1:{port} --latency /=$1 --exit-after 300 >tb.log 2>&1 &
+echo $! > tb.pid
+for i in $(seq 100); do grep -q "listening on" tb.log && echo "target up with / at $1" && exit 0; sleep 0.1; done
+echo "the target did not start"; cat tb.log; exit 1
+"#,
+            dir = dir.display(),
+            bin = testbed_bin().display()
+        ),
+    )
+    .unwrap();
+    script
+}
+
+/// Stops the target a set-up script started, when the test ends.
+struct StopTarget(PathBuf);
+
+impl Drop for StopTarget {
+    fn drop(&mut self) {
+        if let Ok(pid) = std::fs::read_to_string(self.0.join("tb.pid")) {
+            let _ = Command::new("kill").arg(pid.trim()).status();
+        }
+    }
+}
+
+fn plan(dir: &Path, port: u16) -> PathBuf {
+    write_plan(
+        dir,
+        "exp.toml",
+        &plan_toml(
+            &format!("http://127.0.0.1:{port}"),
+            "users = 4\nramp_up = \"0s\"\nduration = \"2s\"",
+            &[("home", "/")],
+        ),
+    )
+}
+
+/// Reads experiment.json after checking it against docs/experiment.schema.json
+/// with an independent validator (Python's jsonschema).
+fn experiment_json(dir: &Path) -> serde_json::Value {
+    let path = dir.join("experiment.json");
+    let schema = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/experiment.schema.json");
+    let check = "import json, sys, jsonschema\n\
+        schema = json.load(open(sys.argv[1]))\n\
+        jsonschema.Draft202012Validator.check_schema(schema)\n\
+        jsonschema.Draft202012Validator(schema).validate(json.load(open(sys.argv[2])))";
+    let out = Command::new("python3")
+        .args(["-c", check])
+        .arg(&schema)
+        .arg(&path)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "{} does not match docs/experiment.schema.json:\n{}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
+
+fn run_experiment(plan: &Path, out: &Path, arms: &[(&str, String)], runs: &str) -> Exit {
+    let mut args = vec![
+        "experiment".to_string(),
+        plan.display().to_string(),
+        "--runs".into(),
+        runs.into(),
+        "--out".into(),
+        out.display().to_string(),
+        "-q".into(),
+    ];
+    for (name, cmd) in arms {
+        args.push("--arm".into());
+        args.push(format!("{name}={cmd}"));
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    // Six runs of 2 s, each after a set-up that restarts the target.
+    run(&loadfleet(), &args, Duration::from_secs(120))
+}
+
+fn f(v: &serde_json::Value) -> f64 {
+    v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))
+}
+
+#[test]
+fn a_slower_arm_is_found_slower_by_what_its_target_adds() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let script = arm_script(dir.path(), port);
+    let _stop = StopTarget(dir.path().to_path_buf());
+    let out = dir.path().join("ex");
+    let exit = run_experiment(
+        &plan(dir.path(), port),
+        &out,
+        &[
+            ("fast", format!("sh {} 20ms", script.display())),
+            ("slow", format!("sh {} 24ms", script.display())),
+        ],
+        "3",
+    );
+    assert_eq!(exit.code, 0, "{}\n{}", exit.stdout, exit.stderr);
+    let ex = experiment_json(&out);
+    // Balanced blocks: AB, BA, AB.
+    let order: Vec<&str> = ex["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["arm"].as_str().unwrap())
+        .collect();
+    assert_eq!(order, ["fast", "slow", "slow", "fast", "fast", "slow"]);
+    for r in ex["runs"].as_array().unwrap() {
+        let run_dir = out.join("runs").join(r["run"].as_str().unwrap());
+        let s = summary(&run_dir);
+        assert_eq!(
+            f(&s["total"]["latency_ms"]["p50"]),
+            f(&r["values"]["p50_ms"])
+        );
+        assert_eq!(s["total"]["errors"], 0, "{}", r["run"]);
+    }
+    let setups = std::fs::read_dir(out.join("setup")).unwrap().count();
+    assert_eq!(setups, 6, "one set-up log per run");
+    let log = std::fs::read_to_string(out.join("setup/002-slow.log")).unwrap();
+    assert!(log.contains("target up with / at 24ms"), "{log}");
+    let p50 = &ex["loads"][0]["measures"]["p50_ms"];
+    let fast: Vec<f64> = p50["arms"]["fast"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(f)
+        .collect();
+    let (low, high) = (f(&p50["ci_low_pct"]), f(&p50["ci_high_pct"]));
+    // The target adds 4 ms more in the slow arm; relative to the baseline's
+    // p50 (20 ms plus the request's own time) that is the difference the
+    // interval must hold.
+    let expected = 4.0 / (fast.iter().sum::<f64>() / fast.len() as f64) * 100.0;
+    eprintln!(
+        "p50 fast {fast:?}; difference {:.2}% [{low:.2}, {high:.2}]; 4 ms is {expected:.2}%",
+        f(&p50["difference_pct"])
+    );
+    assert!(low > 0.0, "the interval excludes 0: [{low}, {high}]");
+    assert!(
+        low <= expected && expected <= high,
+        "[{low}, {high}] holds {expected}"
+    );
+    assert_eq!(p50["verdict"], "worse");
+    assert_eq!(ex["loads"][0]["measures"]["rps"]["verdict"], "worse");
+    let text = std::fs::read_to_string(out.join("experiment.txt")).unwrap();
+    assert!(text.contains("worse: slow slower than fast by"), "{text}");
+    assert!(exit.stdout.contains("worse: slow slower than fast by"));
+    let html = std::fs::read_to_string(out.join("experiment.html")).unwrap();
+    assert!(html.contains("name=\"viewport\""));
+    assert!(html.contains("href=\"runs/r1-fast/report.html\""));
+    assert!(
+        html.find("worse: slow slower").unwrap() < html.find("<svg").unwrap(),
+        "the answer comes first"
+    );
+}
+
+#[test]
+fn the_same_arm_twice_is_never_better_or_worse_even_beside_a_busy_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let script = arm_script(dir.path(), port);
+    let _stop = StopTarget(dir.path().to_path_buf());
+    // A process busy on a core for the whole experiment, bounded: `timeout`
+    // ends it after 60 s by itself, and SIGTERM (which `timeout` passes on)
+    // ends it with the test. Its output goes nowhere, so it never holds the
+    // test's pipes open.
+    let mut busy = Command::new("timeout")
+        .args(["60", "sh", "-c", "while :; do :; done"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = dir.path().join("ex");
+    let cmd = format!("sh {} 20ms", script.display());
+    let exit = run_experiment(
+        &plan(dir.path(), port),
+        &out,
+        &[("a", cmd.clone()), ("again", cmd)],
+        "3",
+    );
+    let _ = Command::new("kill").arg(busy.id().to_string()).status();
+    let _ = busy.wait();
+    assert_eq!(exit.code, 0, "{}\n{}", exit.stdout, exit.stderr);
+    let ex = experiment_json(&out);
+    let p50 = &ex["loads"][0]["measures"]["p50_ms"];
+    let (low, high) = (f(&p50["ci_low_pct"]), f(&p50["ci_high_pct"]));
+    eprintln!(
+        "A/A p50 {:.2}% [{low:.2}, {high:.2}]: {}",
+        f(&p50["difference_pct"]),
+        p50["comparisons"][0]["words"]
+    );
+    assert!(low <= 0.0 && 0.0 <= high, "[{low}, {high}] holds 0");
+    let verdict = p50["verdict"].as_str().unwrap();
+    assert!(
+        verdict == "same" || verdict == "inconclusive",
+        "an arm against itself: {verdict}"
+    );
+}
+
+#[test]
+fn a_failing_set_up_stops_the_experiment_with_its_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let script = arm_script(dir.path(), port);
+    let _stop = StopTarget(dir.path().to_path_buf());
+    let out = dir.path().join("ex");
+    let exit = run_experiment(
+        &plan(dir.path(), port),
+        &out,
+        &[
+            ("good", format!("sh {} 5ms", script.display())),
+            (
+                "broken",
+                "echo 'cache store redis://nowhere: connection refused'; exit 7".into(),
+            ),
+        ],
+        "2",
+    );
+    assert_eq!(exit.code, 3, "{}\n{}", exit.stdout, exit.stderr);
+    assert!(
+        exit.stderr
+            .contains("the set-up of arm broken failed (exit status 7)"),
+        "{}",
+        exit.stderr
+    );
+    assert!(
+        exit.stderr
+            .contains("cache store redis://nowhere: connection refused"),
+        "its output is shown: {}",
+        exit.stderr
+    );
+    let ex = experiment_json(&out);
+    assert_eq!(
+        ex["runs"].as_array().unwrap().len(),
+        1,
+        "only the first run ran"
+    );
+    assert_eq!(ex["loads"].as_array().unwrap().len(), 0, "nothing compared");
+    assert!(
+        ex["stopped"]
+            .as_str()
+            .unwrap()
+            .contains("the set-up of arm broken failed"),
+        "{}",
+        ex["stopped"]
+    );
+    assert_eq!(ex["exit_code"], 3);
+    assert!(exit.stdout.contains("No verdict"), "{}", exit.stdout);
+}
+
+#[test]
+fn an_experiment_without_two_arms_or_with_one_run_sends_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = plan(dir.path(), 9);
+    let exit = run(
+        &loadfleet(),
+        &["experiment", p.to_str().unwrap(), "--arm", "a=true"],
+        Duration::from_secs(20),
+    );
+    assert_eq!(exit.code, 2, "{}", exit.stderr);
+    assert!(exit.stderr.contains("two or more arms"), "{}", exit.stderr);
+    let exit = run(
+        &loadfleet(),
+        &[
+            "experiment",
+            p.to_str().unwrap(),
+            "--arm",
+            "a=true",
+            "--arm",
+            "b=true",
+            "--runs",
+            "1",
+        ],
+        Duration::from_secs(20),
+    );
+    assert_eq!(exit.code, 2, "{}", exit.stderr);
+    assert!(exit.stderr.contains("at least 2 runs"), "{}", exit.stderr);
+    // The plan's own arms, with a mistake: the line and column.
+    let bad = write_plan(
+        dir.path(),
+        "bad.toml",
+        &(std::fs::read_to_string(&p).unwrap()
+            + "[experiment]\nruns = 3\n[[experiment.arm]]\nname = \"a b\"\nsetup = \"true\"\n[[experiment.arm]]\nname = \"c\"\nsetup = \"true\"\n"),
+    );
+    let exit = run(
+        &loadfleet(),
+        &["experiment", bad.to_str().unwrap()],
+        Duration::from_secs(20),
+    );
+    assert_eq!(exit.code, 2, "{}", exit.stderr);
+    assert!(
+        exit.stderr.contains("bad.toml:")
+            && exit
+                .stderr
+                .contains("experiment arm `name`: expected letters"),
+        "{}",
+        exit.stderr
+    );
+}
