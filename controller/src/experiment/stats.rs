@@ -169,9 +169,10 @@ pub fn difference(pairs: &[(f64, f64)], j: Judging<'_>) -> Difference {
     };
     let words = match verdict {
         Verdict::Same => format!(
-            "same: {} no different from {} beyond ±{:.1}{unit} ({:+.1}{unit} [{:+.1}, {:+.1}])",
+            "same: {} no different from {} in {} beyond ±{:.1}{unit} ({:+.1}{unit} [{:+.1}, {:+.1}])",
             j.arm,
             j.baseline,
+            j.what,
             low.abs().max(high.abs()),
             mean,
             low,
