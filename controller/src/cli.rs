@@ -67,9 +67,9 @@ pub enum Command {
     /// region, version, address, identity, state); offers them no run.
     Agents(AgentsArgs),
     /// The Moodle journey at 20, 30 and 40 users against an in-process test
-    /// target with two latency models of its cache (one contended lock, a
-    /// flat per-request cost; models, not real stores), on two local agents
-    /// over gRPC; prints the two side by side.
+    /// target's Moodle-like site, its application cache first in files on
+    /// disk, then in a real Redis server (when redis-server is installed),
+    /// on two local agents over gRPC; prints the two side by side.
     #[cfg(feature = "demo")]
     Demo(crate::demo::DemoArgs),
 }
