@@ -183,3 +183,30 @@ fn a_broken_jmx_says_where() {
     );
     assert!(!out.exists());
 }
+
+/// `--out NAME.toml` in the current directory: the CSV beside the JMX is
+/// found (it was reported as not existing, and the note landed in the plan).
+#[test]
+fn a_bare_out_file_name_finds_the_csv_beside_it() {
+    let dir = tempfile::tempdir().unwrap();
+    fixture(dir.path());
+    let out = std::process::Command::new(loadfleet())
+        .args([
+            "import",
+            "jmeter",
+            "moodle-testplan.jmx",
+            "--out",
+            "moodle.toml",
+            "--base-url",
+            "http://127.0.0.1:9",
+        ])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("does not exist here"), "{stderr}");
+    let plan = std::fs::read_to_string(dir.path().join("moodle.toml")).unwrap();
+    assert!(!plan.contains("does not exist here"), "{plan}");
+    assert!(plan.contains("file = \"moodle-users.csv\""), "{plan}");
+}

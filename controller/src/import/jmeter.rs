@@ -952,7 +952,14 @@ fn csv(ctx: &mut Ctx<'_>, e: Node<'_, '_>, data: &mut Vec<String>) -> Result<(),
     } else {
         jmx_dir.join(&file)
     };
-    let out_dir = ctx.opts.out.parent().unwrap_or(Path::new("."));
+    // A bare `--out plan.toml` has the empty path as its parent: the
+    // current directory.
+    let out_dir = ctx
+        .opts
+        .out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let written = match (path.canonicalize(), out_dir.canonicalize()) {
         (Ok(abs), Ok(out)) => abs
             .strip_prefix(&out)
