@@ -409,3 +409,50 @@ async fn a_step_that_asks_for_close_gets_a_new_connection_each_time() {
     assert_eq!(seen.lock().unwrap().connections, 3);
     assert_eq!(c.buffered(), 0, "no connection kept");
 }
+
+/// Server push is turned off in the client's first SETTINGS frame
+/// (ENABLE_PUSH = 0, RFC 9113 6.5.2), as browsers and h2load do: a server
+/// then may not push. Read off the wire by a server that speaks no HTTP/2
+/// beyond the client's preface.
+#[tokio::test]
+async fn http2_settings_turn_server_push_off() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let settings = tokio::spawn(async move {
+        let (mut conn, _) = listener.accept().await.unwrap();
+        let mut preface = [0u8; 24];
+        conn.read_exact(&mut preface).await.unwrap();
+        assert_eq!(&preface, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+        let mut head = [0u8; 9];
+        conn.read_exact(&mut head).await.unwrap();
+        assert_eq!(head[3], 0x4, "the first frame is SETTINGS");
+        let len = usize::from(head[0]) << 16 | usize::from(head[1]) << 8 | usize::from(head[2]);
+        let mut payload = vec![0u8; len];
+        conn.read_exact(&mut payload).await.unwrap();
+        payload
+            .chunks(6)
+            .map(|e| {
+                (
+                    u16::from_be_bytes([e[0], e[1]]),
+                    u32::from_be_bytes([e[2], e[3], e[4], e[5]]),
+                )
+            })
+            .collect::<Vec<_>>()
+        // The connection closes here: the request fails, which is fine.
+    });
+    let mut target = Target::parse(&format!("http://{addr}"), Duration::from_secs(5)).unwrap();
+    target.version = loadfleet_proto::v1::HttpVersion::H2c;
+    // HTTP/2 connections are driven by a task on the user's own thread.
+    tokio::task::LocalSet::new()
+        .run_until(async {
+            let mut c = client(&target);
+            let _ = get(&mut c, &target, "/").await;
+        })
+        .await;
+    let settings = settings.await.unwrap();
+    eprintln!("client SETTINGS: {settings:?}");
+    assert!(
+        settings.contains(&(0x2, 0)),
+        "ENABLE_PUSH = 0 in {settings:?}"
+    );
+}

@@ -34,6 +34,9 @@ impl Link {
     /// frames are then driven by a task on this worker until it closes.
     pub async fn handshake(stream: Stream) -> Result<Link, Failure> {
         let (send, connection) = h2::client::Builder::new()
+            // No server push, as browsers and h2load: pushed streams would
+            // be bytes nobody asked for, outside every step's figures.
+            .enable_push(false)
             .initial_window_size(1 << 20)
             .initial_connection_window_size(4 << 20)
             .handshake::<_, Bytes>(stream)
