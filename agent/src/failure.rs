@@ -71,6 +71,9 @@ impl ErrorKind {
 pub struct Failure {
     pub kind: ErrorKind,
     pub message: String,
+    /// Only one HTTP/2 stream ended (the server reset it): its connection
+    /// carries on and is kept.
+    pub stream_only: bool,
 }
 
 impl Failure {
@@ -78,6 +81,7 @@ impl Failure {
         Failure {
             kind,
             message: message.into(),
+            stream_only: false,
         }
     }
 

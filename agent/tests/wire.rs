@@ -456,3 +456,63 @@ async fn http2_settings_turn_server_push_off() {
         "ENABLE_PUSH = 0 in {settings:?}"
     );
 }
+
+/// A stream the server resets (RST_STREAM INTERNAL_ERROR) is a `reset`
+/// naming its code, and it ends that stream only: the next request goes
+/// over the same connection (before, every reset cost a new connection).
+#[tokio::test]
+async fn an_http2_stream_reset_is_named_and_keeps_the_connection() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let connections = Arc::new(Mutex::new(0usize));
+    let seen = connections.clone();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            *seen.lock().unwrap() += 1;
+            tokio::spawn(async move {
+                let Ok(mut conn) = h2::server::handshake(socket).await else {
+                    return;
+                };
+                let mut n = 0;
+                while let Some(Ok((_req, mut respond))) = conn.accept().await {
+                    n += 1;
+                    if n == 1 {
+                        respond.send_reset(h2::Reason::INTERNAL_ERROR);
+                    } else {
+                        let head = http::Response::builder().status(200).body(()).unwrap();
+                        let mut body = respond.send_response(head, false).unwrap();
+                        body.send_data(bytes::Bytes::from_static(b"ok"), true)
+                            .unwrap();
+                    }
+                }
+            });
+        }
+    });
+    let mut target = Target::parse(&format!("http://{addr}"), Duration::from_secs(5)).unwrap();
+    target.version = loadfleet_proto::v1::HttpVersion::H2c;
+    let (first, second) = tokio::task::LocalSet::new()
+        .run_until(async {
+            let mut c = client(&target);
+            let first = get(&mut c, &target, "/").await.map(|r| r.status);
+            let second = get(&mut c, &target, "/")
+                .await
+                .map(|r| (r.status, c.body().to_vec()));
+            (first, second)
+        })
+        .await;
+    let f = first.unwrap_err();
+    eprintln!("first: {f:?}");
+    assert_eq!(f.kind, ErrorKind::Reset);
+    assert!(
+        f.message
+            .contains("stream reset by the server: INTERNAL_ERROR"),
+        "{}",
+        f.message
+    );
+    assert_eq!(second.unwrap(), (200, b"ok".to_vec()));
+    assert_eq!(
+        *connections.lock().unwrap(),
+        1,
+        "one connection for both requests"
+    );
+}

@@ -52,8 +52,8 @@ impl UserClient {
             }
         }
         let reply = self.exchange_h2(req, keep).await;
-        if reply.is_err() || self.target.connections == loadfleet_proto::v1::Connections::PerRequest
-        {
+        let broken = reply.as_ref().is_err_and(|f| !f.stream_only);
+        if broken || self.target.connections == loadfleet_proto::v1::Connections::PerRequest {
             match origin {
                 None => self.h2 = None,
                 Some(o) => self.others_h2.retain(|(k, _)| k != o),

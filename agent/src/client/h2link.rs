@@ -21,6 +21,20 @@ pub struct Link {
 }
 
 fn failure(what: &str, e: h2::Error) -> Failure {
+    // A stream the server reset is a reset, named by its code; it ends
+    // that stream, not the connection.
+    if e.is_reset()
+        && e.is_remote()
+        && let Some(reason) = e.reason()
+    {
+        return Failure {
+            stream_only: true,
+            ..Failure::new(
+                ErrorKind::Reset,
+                format!("HTTP/2 {what}: stream reset by the server: {reason:?}"),
+            )
+        };
+    }
     let kind = if e.is_io() {
         ErrorKind::Reset
     } else {

@@ -261,7 +261,10 @@ impl UserClient {
             let reply = match reply {
                 Ok(r) => r,
                 Err(e) => {
-                    self.reset();
+                    // A reset HTTP/2 stream leaves its connection working.
+                    if !e.stream_only {
+                        self.reset();
+                    }
                     return Err(e);
                 }
             };
