@@ -74,6 +74,9 @@ pub struct Failure {
     /// Only one HTTP/2 stream ended (the server reset it): its connection
     /// carries on and is kept.
     pub stream_only: bool,
+    /// The server did not process the request (HTTP/2 REFUSED_STREAM): it
+    /// is safe to send again.
+    pub unprocessed: bool,
 }
 
 impl Failure {
@@ -82,6 +85,7 @@ impl Failure {
             kind,
             message: message.into(),
             stream_only: false,
+            unprocessed: false,
         }
     }
 

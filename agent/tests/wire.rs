@@ -516,3 +516,87 @@ async fn an_http2_stream_reset_is_named_and_keeps_the_connection() {
         "one connection for both requests"
     );
 }
+
+/// An h2c server whose `n`-th request (from 1) on each connection gets
+/// `refuse` done to it (the rest get 200 "ok"); counts connections.
+async fn h2_server(
+    refuse: fn(
+        usize,
+        &mut h2::server::Connection<TcpStream, bytes::Bytes>,
+        &mut h2::server::SendResponse<bytes::Bytes>,
+    ) -> bool,
+) -> (Target, Arc<Mutex<usize>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let connections = Arc::new(Mutex::new(0usize));
+    let seen = connections.clone();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            *seen.lock().unwrap() += 1;
+            tokio::spawn(async move {
+                let Ok(mut conn) = h2::server::handshake(socket).await else {
+                    return;
+                };
+                let mut n = 0;
+                while let Some(Ok((_req, mut respond))) = conn.accept().await {
+                    n += 1;
+                    if refuse(n, &mut conn, &mut respond) {
+                        continue;
+                    }
+                    let head = http::Response::builder().status(200).body(()).unwrap();
+                    let mut body = respond.send_response(head, false).unwrap();
+                    body.send_data(bytes::Bytes::from_static(b"ok"), true)
+                        .unwrap();
+                }
+            });
+        }
+    });
+    let mut target = Target::parse(&format!("http://{addr}"), Duration::from_secs(5)).unwrap();
+    target.version = loadfleet_proto::v1::HttpVersion::H2c;
+    (target, connections)
+}
+
+/// Two requests of one user; what each got, and the user's counts.
+async fn two_requests(
+    target: &Target,
+) -> (
+    Result<u16, Failure>,
+    Result<u16, Failure>,
+    loadfleet_agent::client::Counts,
+) {
+    tokio::task::LocalSet::new()
+        .run_until(async {
+            let mut c = client(target);
+            let first = get(&mut c, target, "/").await.map(|r| r.status);
+            let second = get(&mut c, target, "/").await.map(|r| r.status);
+            (first, second, c.take_counts())
+        })
+        .await
+}
+
+/// A refused stream (RST_STREAM REFUSED_STREAM) was not processed: it is
+/// sent again, counted as a retry, and is no error.
+#[tokio::test]
+async fn a_refused_http2_stream_is_sent_again_and_is_no_error() {
+    let (target, connections) = h2_server(|n, _, respond| {
+        if n == 1 {
+            respond.send_reset(h2::Reason::REFUSED_STREAM);
+            return true;
+        }
+        false
+    })
+    .await;
+    let (first, second, counts) = two_requests(&target).await;
+    assert_eq!(first.unwrap(), 200, "resent and answered");
+    assert_eq!(second.unwrap(), 200);
+    assert_eq!(counts.retries, 1, "{counts:?}");
+    assert_eq!(
+        counts.exchanges, 3,
+        "every attempt is an exchange: {counts:?}"
+    );
+    assert_eq!(
+        *connections.lock().unwrap(),
+        1,
+        "a refused stream keeps the connection"
+    );
+}

@@ -15,51 +15,62 @@ impl UserClient {
     /// One request over the HTTP/2 connection to its origin (the target's
     /// when the request has no origin of its own); a connection the server
     /// has closed is opened again first, and the request goes over HTTP/1.1
-    /// if the server no longer offers HTTP/2.
+    /// if the server no longer offers HTTP/2. A request the server did not
+    /// process (it refused the stream: RFC 9113, 8.7) is sent once more
+    /// and counted in `retries`, not in the errors.
     pub(super) async fn exchange(
         &mut self,
         req: &Prepared<'_>,
         keep: Keep,
     ) -> Result<Reply, Failure> {
         let origin = req.origin.as_ref();
-        let ready = match origin {
-            None => match self.h2.as_mut() {
-                Some(link) => link.ready().await,
-                None => false,
-            },
-            Some(o) => match self.others_h2.iter_mut().find(|(k, _)| k == o) {
-                Some((_, link)) => link.ready().await,
-                None => false,
-            },
-        };
-        if !ready {
-            match origin {
-                None => {
-                    self.h2 = None;
-                    self.open_target().await?;
-                }
-                Some(o) => {
-                    self.others_h2.retain(|(k, _)| k != o);
-                    self.open_other(o).await?;
-                }
-            }
-            let h2 = match origin {
-                None => self.h2.is_some(),
-                Some(o) => self.others_h2.iter().any(|(k, _)| k == o),
+        let mut resent = false;
+        loop {
+            let ready = match origin {
+                None => match self.h2.as_mut() {
+                    Some(link) => link.ready().await,
+                    None => false,
+                },
+                Some(o) => match self.others_h2.iter_mut().find(|(k, _)| k == o) {
+                    Some((_, link)) => link.ready().await,
+                    None => false,
+                },
             };
-            if !h2 {
-                return self.exchange_h1(req, keep).await;
+            if !ready {
+                match origin {
+                    None => {
+                        self.h2 = None;
+                        self.open_target().await?;
+                    }
+                    Some(o) => {
+                        self.others_h2.retain(|(k, _)| k != o);
+                        self.open_other(o).await?;
+                    }
+                }
+                let h2 = match origin {
+                    None => self.h2.is_some(),
+                    Some(o) => self.others_h2.iter().any(|(k, _)| k == o),
+                };
+                if !h2 {
+                    return self.exchange_h1(req, keep).await;
+                }
             }
-        }
-        let reply = self.exchange_h2(req, keep).await;
-        let broken = reply.as_ref().is_err_and(|f| !f.stream_only);
-        if broken || self.target.connections == loadfleet_proto::v1::Connections::PerRequest {
-            match origin {
-                None => self.h2 = None,
-                Some(o) => self.others_h2.retain(|(k, _)| k != o),
+            let reply = self.exchange_h2(req, keep).await;
+            let resend = !resent && reply.as_ref().is_err_and(|f| f.unprocessed);
+            let broken = reply.as_ref().is_err_and(|f| !f.stream_only);
+            if broken || self.target.connections == loadfleet_proto::v1::Connections::PerRequest {
+                match origin {
+                    None => self.h2 = None,
+                    Some(o) => self.others_h2.retain(|(k, _)| k != o),
+                }
             }
+            if resend {
+                resent = true;
+                self.retries += 1;
+                continue;
+            }
+            return reply;
         }
-        reply
     }
 
     /// One request and its response as a stream of an HTTP/2 connection.

@@ -29,6 +29,8 @@ fn failure(what: &str, e: h2::Error) -> Failure {
     {
         return Failure {
             stream_only: true,
+            // Refused: the server did not process it (RFC 9113, 8.7).
+            unprocessed: reason == h2::Reason::REFUSED_STREAM,
             ..Failure::new(
                 ErrorKind::Reset,
                 format!("HTTP/2 {what}: stream reset by the server: {reason:?}"),
