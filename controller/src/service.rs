@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use loadfleet_proto::v1::{self, agent_message, controller_message, fleet_server::Fleet};
 use tokio::sync::mpsc;
-use tokio_stream::{Stream, wrappers::ReceiverStream};
+use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::{Gate, Identity};
@@ -17,8 +17,11 @@ pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 /// Identifies one attached stream.
 pub type ConnId = u64;
 
-/// Sends to one agent.
-pub type Outbound = mpsc::Sender<Result<v1::ControllerMessage, Status>>;
+/// Sends to one agent. Its messages are boxed: a tokio channel makes a
+/// block of 32 slots up front, and a slot holding the message itself (with
+/// room for a gRPC status) cost 6.5 KB per attached agent (heaptrack, see
+/// bench/NOTES.md); boxed, a slot is a pointer.
+pub type Outbound = mpsc::Sender<Box<v1::ControllerMessage>>;
 
 /// What the service tells the owner.
 #[derive(Debug)]
@@ -164,7 +167,7 @@ impl Fleet for FleetService {
             return Ok(Response::new(Box::pin(ReceiverStream::new(rx))));
         }
         let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
-        let (outbound, rx) = mpsc::channel(64);
+        let (outbound, rx) = mpsc::channel::<Box<v1::ControllerMessage>>(64);
         self.events
             .send(Event::Attached {
                 conn,
@@ -191,6 +194,8 @@ impl Fleet for FleetService {
             };
             let _ = events.send(Event::Detached { conn, reason }).await;
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(
+            ReceiverStream::new(rx).map(|m| Ok(*m)),
+        )))
     }
 }

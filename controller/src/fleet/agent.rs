@@ -133,7 +133,7 @@ impl Agent {
         // stream's end is reported separately, so nothing else to do here.
         let _ = self
             .outbound
-            .try_send(Ok(v1::ControllerMessage { body: Some(body) }));
+            .try_send(Box::new(v1::ControllerMessage { body: Some(body) }));
     }
 
     /// Tells the agent to stop `run_id`: gracefully (users finish their

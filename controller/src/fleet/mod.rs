@@ -129,7 +129,7 @@ fn reject(outbound: &Outbound, reason: &str) {
     let body = controller_message::Body::Reject(v1::Reject {
         reason: reason.to_string(),
     });
-    let _ = outbound.try_send(Ok(v1::ControllerMessage { body: Some(body) }));
+    let _ = outbound.try_send(Box::new(v1::ControllerMessage { body: Some(body) }));
 }
 
 type ServerTask = tokio::task::JoinHandle<Result<(), tonic::transport::Error>>;
