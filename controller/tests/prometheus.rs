@@ -92,7 +92,10 @@ async fn metrics_while_running_and_remote_write_into_a_real_prometheus() {
     // A number read from every response: its Content-Length.
     let text = plan_toml(
         &bed.base_url(),
-        "users = 4\nduration = \"4s\"",
+        // Two scrapes come at most 2.8 s after load has started, which a
+        // busy machine can delay by seconds: 8 s keeps the run (and its
+        // /metrics listener) up past them.
+        "users = 4\nduration = \"8s\"",
         &[("home", "/"), ("missing", "/status/404")],
     ) + "\n[[metric]]\nname = \"size\"\nheader = \"content-length\"\nunit = \"bytes\"\n";
     let plan = write_plan(dir.path(), "p.toml", &text);
