@@ -462,44 +462,15 @@ async fn http2_settings_turn_server_push_off() {
 /// over the same connection (before, every reset cost a new connection).
 #[tokio::test]
 async fn an_http2_stream_reset_is_named_and_keeps_the_connection() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let connections = Arc::new(Mutex::new(0usize));
-    let seen = connections.clone();
-    tokio::spawn(async move {
-        while let Ok((socket, _)) = listener.accept().await {
-            *seen.lock().unwrap() += 1;
-            tokio::spawn(async move {
-                let Ok(mut conn) = h2::server::handshake(socket).await else {
-                    return;
-                };
-                let mut n = 0;
-                while let Some(Ok((_req, mut respond))) = conn.accept().await {
-                    n += 1;
-                    if n == 1 {
-                        respond.send_reset(h2::Reason::INTERNAL_ERROR);
-                    } else {
-                        let head = http::Response::builder().status(200).body(()).unwrap();
-                        let mut body = respond.send_response(head, false).unwrap();
-                        body.send_data(bytes::Bytes::from_static(b"ok"), true)
-                            .unwrap();
-                    }
-                }
-            });
+    let (target, connections) = h2_server(|n, _, respond| {
+        if n == 1 {
+            respond.send_reset(h2::Reason::INTERNAL_ERROR);
+            return true;
         }
-    });
-    let mut target = Target::parse(&format!("http://{addr}"), Duration::from_secs(5)).unwrap();
-    target.version = loadfleet_proto::v1::HttpVersion::H2c;
-    let (first, second) = tokio::task::LocalSet::new()
-        .run_until(async {
-            let mut c = client(&target);
-            let first = get(&mut c, &target, "/").await.map(|r| r.status);
-            let second = get(&mut c, &target, "/")
-                .await
-                .map(|r| (r.status, c.body().to_vec()));
-            (first, second)
-        })
-        .await;
+        false
+    })
+    .await;
+    let (first, second, _) = two_requests(&target).await;
     let f = first.unwrap_err();
     eprintln!("first: {f:?}");
     assert_eq!(f.kind, ErrorKind::Reset);
@@ -556,19 +527,22 @@ async fn h2_server(
     (target, connections)
 }
 
-/// Two requests of one user; what each got, and the user's counts.
+/// Two requests of one user: the first's status, the second's status and
+/// body, and the user's counts.
 async fn two_requests(
     target: &Target,
 ) -> (
     Result<u16, Failure>,
-    Result<u16, Failure>,
+    Result<(u16, Vec<u8>), Failure>,
     loadfleet_agent::client::Counts,
 ) {
     tokio::task::LocalSet::new()
         .run_until(async {
             let mut c = client(target);
             let first = get(&mut c, target, "/").await.map(|r| r.status);
-            let second = get(&mut c, target, "/").await.map(|r| r.status);
+            let second = get(&mut c, target, "/")
+                .await
+                .map(|r| (r.status, c.body().to_vec()));
             (first, second, c.take_counts())
         })
         .await
@@ -588,7 +562,7 @@ async fn a_refused_http2_stream_is_sent_again_and_is_no_error() {
     .await;
     let (first, second, counts) = two_requests(&target).await;
     assert_eq!(first.unwrap(), 200, "resent and answered");
-    assert_eq!(second.unwrap(), 200);
+    assert_eq!(second.unwrap(), (200, b"ok".to_vec()));
     assert_eq!(counts.retries, 1, "{counts:?}");
     assert_eq!(
         counts.exchanges, 3,

@@ -48,12 +48,38 @@ echo "the target did not start"; cat tb.log; exit 1
     script
 }
 
-/// Stops the target a set-up script started, when the test ends.
-struct StopTarget(PathBuf);
+/// A test directory with a set-up script for a target of its own; the
+/// target is stopped when this is dropped.
+struct Bench {
+    dir: tempfile::TempDir,
+    port: u16,
+    script: PathBuf,
+}
 
-impl Drop for StopTarget {
+impl Bench {
+    fn new() -> Bench {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let script = arm_script(dir.path(), port);
+        Bench { dir, port, script }
+    }
+
+    /// The set-up command that restarts the target with `/` at `latency`.
+    fn arm(&self, latency: &str) -> String {
+        format!("sh {} {latency}", self.script.display())
+    }
+
+    /// Runs an experiment of `arms` on the bench's plan into `ex/`.
+    fn run(&self, arms: &[(&str, String)], runs: &str) -> (Exit, PathBuf) {
+        let out = self.dir.path().join("ex");
+        let exit = run_experiment(&plan(self.dir.path(), self.port), &out, arms, runs);
+        (exit, out)
+    }
+}
+
+impl Drop for Bench {
     fn drop(&mut self) {
-        if let Ok(pid) = std::fs::read_to_string(self.0.join("tb.pid")) {
+        if let Ok(pid) = std::fs::read_to_string(self.dir.path().join("tb.pid")) {
             let _ = Command::new("kill").arg(pid.trim()).status();
         }
     }
@@ -71,28 +97,9 @@ fn plan(dir: &Path, port: u16) -> PathBuf {
     )
 }
 
-/// Reads experiment.json after checking it against docs/experiment.schema.json
-/// with an independent validator (Python's jsonschema).
+/// Reads experiment.json, checked against docs/experiment.schema.json.
 fn experiment_json(dir: &Path) -> serde_json::Value {
-    let path = dir.join("experiment.json");
-    let schema = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/experiment.schema.json");
-    let check = "import json, sys, jsonschema\n\
-        schema = json.load(open(sys.argv[1]))\n\
-        jsonschema.Draft202012Validator.check_schema(schema)\n\
-        jsonschema.Draft202012Validator(schema).validate(json.load(open(sys.argv[2])))";
-    let out = Command::new("python3")
-        .args(["-c", check])
-        .arg(&schema)
-        .arg(&path)
-        .output()
-        .expect("python3 runs");
-    assert!(
-        out.status.success(),
-        "{} does not match docs/experiment.schema.json:\n{}",
-        path.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+    checked_json(&dir.join("experiment.json"), "experiment.schema.json")
 }
 
 fn run_experiment(plan: &Path, out: &Path, arms: &[(&str, String)], runs: &str) -> Exit {
@@ -120,18 +127,9 @@ fn f(v: &serde_json::Value) -> f64 {
 
 #[test]
 fn a_slower_arm_is_found_slower_by_what_its_target_adds() {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let script = arm_script(dir.path(), port);
-    let _stop = StopTarget(dir.path().to_path_buf());
-    let out = dir.path().join("ex");
-    let exit = run_experiment(
-        &plan(dir.path(), port),
-        &out,
-        &[
-            ("fast", format!("sh {} 20ms", script.display())),
-            ("slow", format!("sh {} 24ms", script.display())),
-        ],
+    let bench = Bench::new();
+    let (exit, out) = bench.run(
+        &[("fast", bench.arm("20ms")), ("slow", bench.arm("24ms"))],
         "3",
     );
     assert_eq!(exit.code, 0, "{}\n{}", exit.stdout, exit.stderr);
@@ -197,10 +195,7 @@ fn a_slower_arm_is_found_slower_by_what_its_target_adds() {
 
 #[test]
 fn the_same_arm_twice_is_never_better_or_worse_even_beside_a_busy_process() {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let script = arm_script(dir.path(), port);
-    let _stop = StopTarget(dir.path().to_path_buf());
+    let bench = Bench::new();
     // A process busy on a core for the whole experiment, bounded: `timeout`
     // ends it after 60 s by itself, and SIGTERM (which `timeout` passes on)
     // ends it with the test. Its output goes nowhere, so it never holds the
@@ -211,12 +206,8 @@ fn the_same_arm_twice_is_never_better_or_worse_even_beside_a_busy_process() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let out = dir.path().join("ex");
-    let cmd = format!("sh {} 20ms", script.display());
-    let exit = run_experiment(
-        &plan(dir.path(), port),
-        &out,
-        &[("a", cmd.clone()), ("again", cmd)],
+    let (exit, out) = bench.run(
+        &[("a", bench.arm("20ms")), ("again", bench.arm("20ms"))],
         "3",
     );
     let _ = Command::new("kill").arg(busy.id().to_string()).status();
@@ -240,16 +231,10 @@ fn the_same_arm_twice_is_never_better_or_worse_even_beside_a_busy_process() {
 
 #[test]
 fn a_failing_set_up_stops_the_experiment_with_its_output() {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let script = arm_script(dir.path(), port);
-    let _stop = StopTarget(dir.path().to_path_buf());
-    let out = dir.path().join("ex");
-    let exit = run_experiment(
-        &plan(dir.path(), port),
-        &out,
+    let bench = Bench::new();
+    let (exit, out) = bench.run(
         &[
-            ("good", format!("sh {} 5ms", script.display())),
+            ("good", bench.arm("5ms")),
             (
                 "broken",
                 "echo 'cache store redis://nowhere: connection refused'; exit 7".into(),

@@ -203,25 +203,35 @@ pub fn run(bin: &Path, args: &[&str], timeout: Duration) -> Exit {
 /// documented JSON Schema with an independent validator (Python's
 /// `jsonschema`, installed by .ci/run): every summary a test reads validates.
 pub fn summary(dir: &Path) -> serde_json::Value {
-    let path = dir.join("summary.json");
-    let text = std::fs::read_to_string(&path).expect("summary.json exists");
-    let schema = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/summary.schema.json");
+    checked_json(&dir.join("summary.json"), "summary.schema.json")
+}
+
+/// Reads a JSON output after checking it against `docs/SCHEMA` (itself
+/// checked as a Draft 2020-12 schema) with an independent validator:
+/// Python's `jsonschema`, installed by scripts/test.sh.
+pub fn checked_json(path: &Path, schema: &str) -> serde_json::Value {
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{} cannot be read: {e}", path.display()));
+    let schema_path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../docs")
+        .join(schema);
     let check = "import json, sys, jsonschema\n\
         schema = json.load(open(sys.argv[1]))\n\
+        jsonschema.Draft202012Validator.check_schema(schema)\n\
         jsonschema.Draft202012Validator(schema).validate(json.load(open(sys.argv[2])))";
     let out = Command::new("python3")
         .args(["-c", check])
-        .arg(&schema)
-        .arg(&path)
+        .arg(&schema_path)
+        .arg(path)
         .output()
         .expect("python3 runs");
     assert!(
         out.status.success(),
-        "{} does not match docs/summary.schema.json (or `pip install jsonschema` is missing):\n{}",
+        "{} does not match docs/{schema} (or `pip install jsonschema` is missing):\n{}",
         path.display(),
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_str(&text).expect("summary.json is JSON")
+    serde_json::from_str(&text).expect("valid JSON")
 }
 
 /// A one-scenario plan: the `[load]` body as given, steps as (name, path).
