@@ -221,7 +221,14 @@ fn the_same_arm_twice_is_never_better_or_worse_even_beside_a_busy_process() {
         f(&p50["difference_pct"]),
         p50["comparisons"][0]["words"]
     );
-    assert!(low <= 0.0 && 0.0 <= high, "[{low}, {high}] holds 0");
+    // A 95% interval misses the true difference (here 0) in one experiment
+    // of twenty by construction: CI once saw [-1.68, -0.04]. What must hold
+    // every time is the verdict's ground: the interval lies within the
+    // ±5% margin, so it reads "same" and never "better" or "worse".
+    assert!(
+        -5.0 <= low && high <= 5.0,
+        "[{low}, {high}] within the ±5% margin"
+    );
     let verdict = p50["verdict"].as_str().unwrap();
     assert!(
         verdict == "same" || verdict == "inconclusive",
