@@ -10,7 +10,10 @@ use http::{HeaderName, HeaderValue, Method, Uri};
 use loadfleet_proto::v1;
 
 use crate::arrivals::{RateSchedule, RateStage};
+use crate::builtin::Builtin;
+use crate::expr::Expr;
 use crate::journey::{Check, Extract, Probe, Source, Think};
+use crate::program::{Names, Program};
 use crate::template::{Template, VarTable};
 
 /// Most redirects one step may follow.
@@ -130,6 +133,10 @@ pub enum BodySpec {
     Raw(Template),
 }
 
+/// A variable a step sets after its response: its slot, its expression,
+/// and the per-use built-ins the expression reads.
+pub type SetVar = (usize, Expr, Box<[usize]>);
+
 /// One HTTP request of a scenario, prepared once.
 #[derive(Debug, Clone)]
 pub struct Step {
@@ -150,6 +157,12 @@ pub struct Step {
     pub think: Option<Think>,
     /// Numbers read from every response (`[[metric]]`).
     pub metrics: Arc<[Probe]>,
+    /// Variables set after the response (and its extractions), in order,
+    /// each with the per-use built-ins its expression reads.
+    pub set: Arc<[SetVar]>,
+    /// Per-use built-ins (`${__random(..)}`, `${__uuid}`...) the request
+    /// reads: filled just before it is built.
+    pub fresh: Box<[usize]>,
 }
 
 impl Step {
@@ -168,6 +181,8 @@ impl Step {
             check: Default::default(),
             think: None,
             metrics: Arc::new([]),
+            set: Arc::new([]),
+            fresh: Box::default(),
         }
     }
 
@@ -227,6 +242,8 @@ pub enum OnError {
 pub struct Scenario {
     pub name: String,
     pub steps: Vec<Step>,
+    /// The control flow over `steps` (each once, in order, without one).
+    pub program: Program,
     pub on_error: OnError,
     /// Minimum length of an iteration.
     pub pacing: Duration,
@@ -236,6 +253,7 @@ impl Scenario {
     pub fn new(name: impl Into<String>, steps: Vec<Step>) -> Scenario {
         Scenario {
             name: name.into(),
+            program: Program::straight(steps.len()),
             steps,
             on_error: OnError::Continue,
             pacing: Duration::ZERO,
@@ -255,6 +273,7 @@ pub enum DataMode {
 #[derive(Debug, Clone)]
 pub struct DataSet {
     pub name: String,
+    pub columns: Vec<String>,
     pub slots: Vec<usize>,
     pub rows: Vec<Vec<String>>,
     pub mode: DataMode,
@@ -404,6 +423,19 @@ pub struct Assignment {
     pub throttle_per_s: Option<f64>,
     /// The run's seed (see [`crate::rng::Rng::for_user`]).
     pub seed: u64,
+    /// Lists set by extractions with `match = "all"`, each with a slot in
+    /// a user's lists.
+    pub lists: VarTable,
+    /// By variable slot: the built-in it is, if it is one.
+    pub builtins: Vec<Option<Builtin>>,
+    /// By step id: whether it is a group (left out of overall figures).
+    pub group_steps: Vec<bool>,
+    /// What `${__agent}` and `${__region}` read.
+    pub agent_name: String,
+    pub region: String,
+    /// The most loop counters, group timers, choice counters and nested
+    /// groups any scenario's program needs, so a user's state is made once.
+    pub user_slots: Program,
 }
 
 impl Target {
@@ -540,8 +572,30 @@ impl TryFrom<v1::Assign> for Assignment {
             .into_iter()
             .map(|d| data_set(d, &mut vars))
             .collect::<Result<Vec<_>, _>>()?;
+        let mut group_steps = vec![false; step_count];
+        for &g in &a.group_steps {
+            match group_steps.get_mut(g as usize) {
+                Some(flag) => *flag = true,
+                None => {
+                    return Err(AssignmentError::Invalid(format!(
+                        "group step {g}, but only {step_count} step names"
+                    )));
+                }
+            }
+        }
+        // Lists come from extractions with `match = "all"`: named first, so
+        // a `for_each` finds them whichever step comes first.
+        let mut lists = VarTable::default();
+        for s in &a.scenarios {
+            for st in &s.steps {
+                for e in st.extract.iter().filter(|e| e.all) {
+                    lists.slot(&e.name);
+                }
+            }
+        }
         let mut scenarios = Vec::with_capacity(a.scenarios.len());
         let mut produced: Vec<bool> = Vec::new();
+        let mut user_slots = Program::default();
         for s in a.scenarios {
             let on_error = match v1::OnError::try_from(s.on_error) {
                 Ok(v1::OnError::Continue) => OnError::Continue,
@@ -556,16 +610,35 @@ impl TryFrom<v1::Assign> for Assignment {
             };
             let mut steps = Vec::with_capacity(s.steps.len());
             for (i, st) in s.steps.into_iter().enumerate() {
-                let step = step(st, step_count, a.metric_names.len(), &target, &mut vars).map_err(
-                    |reason| AssignmentError::BadStep {
+                if group_steps.get(st.id as usize).copied().unwrap_or(false) {
+                    return Err(AssignmentError::BadStep {
                         scenario: s.name.clone(),
                         step: i,
-                        reason,
-                    },
-                )?;
+                        reason: format!("step id {} is a group's", st.id),
+                    });
+                }
+                let step = step(
+                    st,
+                    step_count,
+                    a.metric_names.len(),
+                    &target,
+                    &mut vars,
+                    &lists,
+                )
+                .map_err(|reason| AssignmentError::BadStep {
+                    scenario: s.name.clone(),
+                    step: i,
+                    reason,
+                })?;
                 produced.resize(vars.len(), false);
                 for e in step.extract.iter() {
                     produced[e.slot] = true;
+                    if let Some((_, count)) = e.all {
+                        produced[count] = true;
+                    }
+                }
+                for (slot, _, _) in step.set.iter() {
+                    produced[*slot] = true;
                 }
                 steps.push(step);
             }
@@ -575,9 +648,39 @@ impl TryFrom<v1::Assign> for Assignment {
                     s.name
                 )));
             }
+            let program = if s.program.is_empty() {
+                Program::straight(steps.len())
+            } else {
+                let names = Names {
+                    steps: steps.len(),
+                    step_ids: step_count,
+                    group_steps: &group_steps,
+                    lists: &lists,
+                    data: &data,
+                };
+                Program::compile(s.program, &names, &mut vars)
+                    .map_err(|e| AssignmentError::Invalid(format!("scenario `{}`: {e}", s.name)))?
+            };
+            produced.resize(vars.len(), false);
+            for op in &program.ops {
+                match op {
+                    crate::program::Op::Set { slot, .. } => produced[*slot] = true,
+                    crate::program::Op::LoopTest(l) => {
+                        if let Some((_, item)) = l.list {
+                            produced[item] = true;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            user_slots.loops = user_slots.loops.max(program.loops);
+            user_slots.groups = user_slots.groups.max(program.groups);
+            user_slots.turns = user_slots.turns.max(program.turns);
+            user_slots.group_depth = user_slots.group_depth.max(program.group_depth);
             scenarios.push(Scenario {
                 name: s.name,
                 steps,
+                program,
                 on_error,
                 pacing: Duration::from_micros(s.pacing_us),
             });
@@ -588,9 +691,20 @@ impl TryFrom<v1::Assign> for Assignment {
                 produced[slot] = true;
             }
         }
+        let mut builtins = Vec::with_capacity(vars.len());
+        for (slot, made) in produced.iter_mut().enumerate() {
+            match Builtin::parse(vars.name(slot)) {
+                None => builtins.push(None),
+                Some(Ok(b)) => {
+                    *made = true;
+                    builtins.push(Some(b));
+                }
+                Some(Err(e)) => return Err(AssignmentError::Invalid(e)),
+            }
+        }
         if let Some(slot) = produced.iter().position(|p| !p) {
             return Err(AssignmentError::Invalid(format!(
-                "variable `{}` is used but no data column or extraction sets it",
+                "variable `{}` is used but no data column, extraction or `set` sets it",
                 vars.name(slot)
             )));
         }
@@ -649,6 +763,12 @@ impl TryFrom<v1::Assign> for Assignment {
             throttle_per_s: (a.throttle_per_s.is_finite() && a.throttle_per_s > 0.0)
                 .then_some(a.throttle_per_s),
             seed: a.seed,
+            lists,
+            builtins,
+            group_steps,
+            agent_name: a.agent_name,
+            region: a.region,
+            user_slots,
         })
     }
 }
@@ -686,6 +806,7 @@ fn data_set(d: v1::DataSet, vars: &mut VarTable) -> Result<DataSet, AssignmentEr
         .collect();
     Ok(DataSet {
         slots,
+        columns: d.columns,
         rows: d.rows.into_iter().map(|r| r.values).collect(),
         mode,
         by_user,
@@ -718,8 +839,10 @@ fn step(
     metric_count: usize,
     target: &Target,
     vars: &mut VarTable,
+    lists: &VarTable,
 ) -> Result<Step, String> {
     let id = st.id as usize;
+    vars.watch();
     if id >= step_count {
         return Err(format!("step id {id} but only {step_count} step names"));
     }
@@ -774,9 +897,19 @@ fn step(
             st.max_redirects
         ));
     }
+    let reads = vars.watched();
+    let fresh = crate::program::fresh(&reads, vars);
     let mut extract = Vec::with_capacity(st.extract.len());
     for e in st.extract {
-        extract.push(extraction(e, vars)?);
+        extract.push(extraction(e, vars, lists)?);
+    }
+    let mut set = Vec::with_capacity(st.set.len());
+    for sv in st.set {
+        vars.watch();
+        let e = Expr::parse(&sv.expression, vars)
+            .map_err(|e| format!("set `{}` = `{}`: {e}", sv.name, sv.expression));
+        let read = vars.watched();
+        set.push((vars.slot(&sv.name), e?, crate::program::fresh(&read, vars)));
     }
     let mut metrics = Vec::with_capacity(st.metrics.len());
     for m in st.metrics {
@@ -850,6 +983,8 @@ fn step(
         check: Arc::new(check),
         think,
         metrics: metrics.into(),
+        set: set.into(),
+        fresh,
     })
 }
 
@@ -860,10 +995,16 @@ fn regexes(patterns: &[String]) -> Result<Vec<regex::bytes::Regex>, String> {
         .collect()
 }
 
-fn extraction(e: v1::Extract, vars: &mut VarTable) -> Result<Extract, String> {
+fn extraction(e: v1::Extract, vars: &mut VarTable, lists: &VarTable) -> Result<Extract, String> {
     let what = format!("extract `{}`", e.name);
     let source = source(e.from, e.group, e.attribute, &what)?;
+    let all = match (e.all, lists.get(&e.name)) {
+        (false, _) => None,
+        (true, Some(list)) => Some((list, vars.slot(&format!("{}_matchNr", e.name)))),
+        (true, None) => return Err(format!("{what}: a list that was not named")),
+    };
     Ok(Extract {
+        all,
         slot: vars.slot(&e.name),
         name: e.name,
         source,

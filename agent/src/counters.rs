@@ -59,6 +59,9 @@ step_counters! {
     bytes_decoded,
     /// Responses that came over HTTP/2; the others came over HTTP/1.1.
     http2_responses,
+    /// Loops (`while`, or `during` with `max_loops`) of this group that
+    /// ended at their bound of passes while their condition still held.
+    loop_bound_hits,
 }
 
 #[cfg(test)]
@@ -73,6 +76,7 @@ mod tests {
             bytes_received: 900,
             bytes_decoded: 2_000,
             http2_responses: 2,
+            loop_bound_hits: 0,
         };
         let mut wire = v1::StepInterval::default();
         a.write_wire(&mut wire);
@@ -88,6 +92,6 @@ mod tests {
         });
         assert_eq!(b.retries, u64::MAX, "saturates");
         assert_eq!(a.named()[0], ("exchanges", 3));
-        assert_eq!(a.named().len(), 5);
+        assert_eq!(a.named().len(), 6);
     }
 }

@@ -41,6 +41,8 @@ pub enum ErrorKind {
     Redirect,
     /// The request could not be built (a variable's value made it invalid).
     Request,
+    /// A step of a group (transaction) failed: the group failed with it.
+    Group,
 }
 
 impl ErrorKind {
@@ -62,6 +64,7 @@ impl ErrorKind {
             ErrorKind::Extract => Cow::Borrowed("extract"),
             ErrorKind::Redirect => Cow::Borrowed("redirect"),
             ErrorKind::Request => Cow::Borrowed("request"),
+            ErrorKind::Group => Cow::Borrowed("group"),
         }
     }
 }

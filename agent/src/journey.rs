@@ -62,9 +62,83 @@ pub struct Extract {
     /// 1-based; 0 picks a match at random.
     pub match_no: usize,
     pub default: Option<String>,
+    /// `match = "all"`: every match goes into this list slot, and their
+    /// number into this variable slot (`<name>_matchNr`).
+    pub all: Option<(usize, usize)>,
 }
 
 impl Extract {
+    /// Every match, into `list` (its strings reused where they can be);
+    /// how many there were.
+    pub fn apply_all(
+        &self,
+        headers: &http::HeaderMap,
+        body: &[u8],
+        list: &mut Vec<String>,
+    ) -> usize {
+        let mut n = 0;
+        let mut put = |v: &[u8]| {
+            let text = String::from_utf8_lossy(v);
+            match list.get_mut(n) {
+                Some(s) => {
+                    s.clear();
+                    s.push_str(&text);
+                }
+                None => list.push(text.into_owned()),
+            }
+            n += 1;
+        };
+        match &self.source {
+            Source::Regex { regex, group } => {
+                for c in regex.captures_iter(body) {
+                    if let Some(m) = c.get(*group) {
+                        put(m.as_bytes());
+                    }
+                }
+            }
+            Source::Css {
+                selector,
+                attribute,
+            } => {
+                let doc = scraper::Html::parse_document(&String::from_utf8_lossy(body));
+                for el in doc.select(selector) {
+                    if attribute.is_empty() {
+                        put(el.text().collect::<String>().as_bytes());
+                    } else if let Some(a) = el.attr(attribute) {
+                        put(a.as_bytes());
+                    }
+                }
+            }
+            Source::JsonPointer(p) => {
+                if let Some(v) = serde_json::from_slice::<serde_json::Value>(body)
+                    .ok()
+                    .as_ref()
+                    .and_then(|v| v.pointer(p))
+                {
+                    let each = |x: &serde_json::Value| match x {
+                        serde_json::Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    };
+                    match v {
+                        serde_json::Value::Array(items) => {
+                            for x in items {
+                                put(each(x).as_bytes());
+                            }
+                        }
+                        other => put(each(other).as_bytes()),
+                    }
+                }
+            }
+            Source::Header(name) => {
+                for v in headers.get_all(name) {
+                    put(v.as_bytes());
+                }
+            }
+        }
+        list.truncate(n);
+        n
+    }
+
     /// The extracted value, or `None` when nothing matched (and no default).
     pub fn apply(&self, headers: &http::HeaderMap, body: &[u8], rng: &mut Rng) -> Option<String> {
         find(&self.source, self.match_no, headers, body, rng)
@@ -326,6 +400,7 @@ mod tests {
             },
             match_no,
             default: None,
+            all: None,
         };
         let h = http::HeaderMap::new();
         assert_eq!(
@@ -342,6 +417,7 @@ mod tests {
             },
             match_no: 1,
             default: None,
+            all: None,
         };
         assert_eq!(css.apply(&h, body, &mut rng), Some("T&K".into()));
         let json = Extract {
@@ -350,7 +426,17 @@ mod tests {
             source: Source::JsonPointer("/a/1/id".into()),
             match_no: 1,
             default: Some("none".into()),
+            all: None,
         };
+        let mut list = vec!["old".to_string(); 5];
+        let every = Extract {
+            all: Some((0, 0)),
+            ..re(r#"sesskey=([^"]+)""#, 1)
+        };
+        assert_eq!(every.apply_all(&h, body, &mut list), 2);
+        assert_eq!(list, ["AAA", "BBB"]);
+        assert_eq!(every.apply_all(&h, b"none here", &mut list), 0);
+        assert!(list.is_empty());
         assert_eq!(
             json.apply(&h, br#"{"a":[{},{"id":42}]}"#, &mut rng),
             Some("42".into())

@@ -127,6 +127,7 @@ impl StepRecord {
             && self.errors.is_empty()
             && self.counters.exchanges == 0
             && self.counters.bytes_received == 0
+            && self.counters.loop_bound_hits == 0
     }
 
     /// Adds another record of the same step into this one.
@@ -327,6 +328,14 @@ impl Recorder {
             rec.counters.retries += u64::from(c.retries);
             rec.counters.bytes_received += c.received;
             rec.counters.bytes_decoded += c.decoded;
+        }
+    }
+
+    /// Counts a loop under group `step` that ended at its bound of passes
+    /// while its condition still held.
+    pub fn record_bound_hit(&mut self, step: usize) {
+        if let Some(rec) = self.step(step) {
+            rec.counters.loop_bound_hits += 1;
         }
     }
 

@@ -10,11 +10,33 @@ use std::collections::HashMap;
 pub struct VarTable {
     index: HashMap<String, usize>,
     names: Vec<String>,
+    /// Slots asked for since [`VarTable::watch`] (what one step reads).
+    watched: Option<Vec<usize>>,
 }
 
 impl VarTable {
     /// The slot of `name`, added when new.
     pub fn slot(&mut self, name: &str) -> usize {
+        let i = self.slot_of(name);
+        if let Some(w) = &mut self.watched
+            && !w.contains(&i)
+        {
+            w.push(i);
+        }
+        i
+    }
+
+    /// Starts noting every slot asked for, until [`VarTable::watched`].
+    pub fn watch(&mut self) {
+        self.watched = Some(Vec::new());
+    }
+
+    /// The slots asked for since [`VarTable::watch`], in order of first use.
+    pub fn watched(&mut self) -> Vec<usize> {
+        self.watched.take().unwrap_or_default()
+    }
+
+    fn slot_of(&mut self, name: &str) -> usize {
         if let Some(&i) = self.index.get(name) {
             return i;
         }

@@ -50,6 +50,12 @@ fn assignment(
         clear_cookies_each_iteration: false,
         throttle_per_s: None,
         seed: 1,
+        lists: Default::default(),
+        builtins: Vec::new(),
+        group_steps: vec![false; paths.len()],
+        agent_name: "test".into(),
+        region: "local".into(),
+        user_slots: Default::default(),
     }
 }
 

@@ -37,6 +37,7 @@ fn main() {
             v1::StepInterval {
                 metrics: Vec::new(),
                 http2_responses: 0,
+                loop_bound_hits: 0,
                 step: i as u32,
                 histogram: b,
                 count: s.count(),

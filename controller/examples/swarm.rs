@@ -77,6 +77,7 @@ fn step_reports(steps: usize, samples: u64, salt: u64) -> (Vec<v1::StepInterval>
                 retries: 0,
                 bytes_received: 0,
                 bytes_decoded: 0,
+                loop_bound_hits: 0,
             }
         })
         .collect();

@@ -38,6 +38,10 @@ pub enum Command {
         /// The plan files (TOML); each is checked, every error is shown.
         #[arg(required = true, num_args = 1..)]
         plans: Vec<PathBuf>,
+        /// Also print each scenario's journey as an indented tree: every
+        /// request, group, loop (with its bound), condition and choice.
+        #[arg(long)]
+        explain: bool,
     },
     /// Find the highest load that meets every SLO: raise it step by step
     /// until an SLO breaks, then narrow down between the last good and the
@@ -536,11 +540,16 @@ pub async fn main_with(
     hard_interrupt: CancellationToken,
 ) -> ExitCode {
     let exit = match cli.command {
-        Command::Validate { plans } => {
+        Command::Validate { plans, explain } => {
             let mut worst = Exit::Ok;
             for plan in &plans {
                 match plan::load(plan) {
-                    Ok(p) => say(&describe(&p)),
+                    Ok(p) => {
+                        say(&describe(&p));
+                        if explain {
+                            say(&explain_journeys(&p));
+                        }
+                    }
                     Err(e) => worst = worst.max(usage(e)),
                 }
             }
@@ -1223,6 +1232,30 @@ fn compare_runs(args: &CompareArgs) -> Exit {
 
 fn default_workers() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Each scenario's journey as an indented tree, with the most requests and
+/// the longest time one iteration can take.
+pub fn explain_journeys(p: &Plan) -> String {
+    let mut out = String::new();
+    for s in &p.scenarios {
+        let most = s.max_requests.map_or_else(
+            || "bounded by time, not by a count".to_string(),
+            |n| format!("at most {n} request(s)"),
+        );
+        out.push_str(&format!(
+            "scenario \"{}\" (weight {}): per iteration {most}, lasting at most {:.1} s with every timeout and the longest think times\n",
+            s.name,
+            s.weight,
+            s.longest.as_secs_f64()
+        ));
+        for line in &s.tree {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out.truncate(out.trim_end().len());
+    out
 }
 
 /// A short description of what a plan will do.

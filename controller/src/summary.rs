@@ -271,6 +271,10 @@ pub struct Summary {
     /// step); `requests` is keyed by name. Empty in older summaries.
     #[serde(default)]
     pub step_order: Vec<String>,
+    /// The rows of `requests` that are groups (transactions), left out of
+    /// `total`, `regions` and `agents`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
     pub regions: BTreeMap<String, Entry>,
     pub agents: BTreeMap<String, AgentEntry>,
     pub errors: BTreeMap<String, ErrorAgg>,
@@ -464,6 +468,13 @@ impl Summary {
                 .map(|(n, t)| (n.clone(), Entry::of(t, d, &c.metrics)))
                 .collect(),
             step_order: c.step_names.clone(),
+            groups: c
+                .step_names
+                .iter()
+                .zip(&c.groups)
+                .filter(|(_, g)| **g)
+                .map(|(n, _)| n.clone())
+                .collect(),
             regions,
             agents,
             errors: c.total.errors.clone(),

@@ -47,6 +47,7 @@ fn step_of(step: u32, histogram: Vec<u8>, count: u64) -> v1::StepInterval {
     v1::StepInterval {
         metrics: Vec::new(),
         http2_responses: 0,
+        loop_bound_hits: 0,
         step,
         histogram,
         count,
@@ -207,6 +208,7 @@ fn a_bad_report_is_dropped_whole() {
     let good_step = v1::StepInterval {
         metrics: Vec::new(),
         http2_responses: 0,
+        loop_bound_hits: 0,
         step: 0,
         histogram: good.clone(),
         count: 1,
@@ -225,6 +227,7 @@ fn a_bad_report_is_dropped_whole() {
                 v1::StepInterval {
                     metrics: Vec::new(),
                     http2_responses: 0,
+                    loop_bound_hits: 0,
                     step: 1,
                     histogram: b"not a histogram".to_vec(),
                     count: 1,
@@ -245,6 +248,7 @@ fn a_bad_report_is_dropped_whole() {
                 v1::StepInterval {
                     metrics: Vec::new(),
                     http2_responses: 0,
+                    loop_bound_hits: 0,
                     step: 7,
                     histogram: good.clone(),
                     count: 1,
@@ -263,6 +267,7 @@ fn a_bad_report_is_dropped_whole() {
             vec![v1::StepInterval {
                 metrics: Vec::new(),
                 http2_responses: 0,
+                loop_bound_hits: 0,
                 step: 0,
                 histogram: good.clone(),
                 count: 5,
@@ -280,6 +285,7 @@ fn a_bad_report_is_dropped_whole() {
             vec![v1::StepInterval {
                 metrics: Vec::new(),
                 http2_responses: 0,
+                loop_bound_hits: 0,
                 step: 0,
                 histogram: vec![0; 2 * 1024 * 1024],
                 count: 1,

@@ -52,6 +52,7 @@ async fn rogue(url: String) {
                     steps: vec![v1::StepInterval {
                         metrics: Vec::new(),
                         http2_responses: 0,
+                        loop_bound_hits: 0,
                         step: 0,
                         histogram: b"HISTFAAA garbage".to_vec(),
                         count: 1_000_000,

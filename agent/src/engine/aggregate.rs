@@ -231,7 +231,11 @@ impl Aggregator {
                 tracing::error!(error = ?e, "cannot serialize histogram");
                 continue;
             }
-            add_latencies(&mut self.sent, rec);
+            // A group's time spans requests already counted: the totals
+            // hold each request once.
+            if !self.assign.group_steps.get(id).copied().unwrap_or(false) {
+                add_latencies(&mut self.sent, rec);
+            }
             let mut step = v1::StepInterval {
                 step: id as u32,
                 histogram: bytes,

@@ -24,7 +24,9 @@ pub(super) fn deal(
     let weights: Vec<u32> = agents.iter().map(|a| a.weight).collect();
     let shares =
         assign::assignments(plan, &weights, run_id, seed, INTERVAL).map_err(FleetError::Unfit)?;
-    for (agent, share) in agents.iter_mut().zip(shares) {
+    for (agent, mut share) in agents.iter_mut().zip(shares) {
+        share.assign.agent_name = agent.name.clone();
+        share.assign.region = agent.region.clone();
         agent.users = share.users;
         agent.load_share = share.load_share;
         agent.send(controller_message::Body::Assign(share.assign));

@@ -70,8 +70,9 @@ impl<'a> Run<'a> {
         progress: &'a Progress,
         journal: Option<crate::journal::Writer>,
     ) -> Run<'a> {
-        let collector =
-            Collector::new(plan.step_names.clone(), INTERVAL).with_metrics(plan.metrics.clone());
+        let collector = Collector::new(plan.step_names.clone(), INTERVAL)
+            .with_metrics(plan.metrics.clone())
+            .with_groups(&plan.groups);
         let by_conn = super::conn_index(&agents);
         Run {
             by_conn,

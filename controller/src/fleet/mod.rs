@@ -288,6 +288,7 @@ async fn drive(
                     .unwrap_or_default(),
                 facts: crate::facts::RunFacts::of(&plan),
                 step_names: plan.step_names.clone(),
+                groups: plan.groups.clone(),
                 metrics: plan.metrics.clone(),
                 interval_s: INTERVAL.as_secs_f64(),
                 seed,

@@ -42,6 +42,9 @@ pub struct Header {
     pub started_at: String,
     pub facts: RunFacts,
     pub step_names: Vec<String>,
+    /// By step: whether it is a group (older journals have none).
+    #[serde(default)]
+    pub groups: Vec<bool>,
     /// The metrics read from responses (older journals lack them).
     #[serde(default)]
     pub metrics: Vec<crate::stats::MetricSpec>,
@@ -199,6 +202,7 @@ mod tests {
                 warnings: Vec::new(),
             },
             step_names: vec!["a".into()],
+            groups: Vec::new(),
             metrics: Vec::new(),
             interval_s: 1.0,
             seed: 7,

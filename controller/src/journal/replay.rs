@@ -60,8 +60,9 @@ pub fn replay(dir: &Path) -> Result<Replayed, ReplayError> {
         });
     }
     let interval = Duration::from_secs_f64(header.interval_s.max(0.001));
-    let mut collector =
-        Collector::new(header.step_names.clone(), interval).with_metrics(header.metrics.clone());
+    let mut collector = Collector::new(header.step_names.clone(), interval)
+        .with_metrics(header.metrics.clone())
+        .with_groups(&header.groups);
     let mut done: Vec<String> = Vec::new();
     // Each agent's newest interval in the journal.
     let mut reported: std::collections::BTreeMap<String, u64> = Default::default();

@@ -200,8 +200,27 @@ pub fn render(s: &Summary) -> String {
             part(Some(f))
         ));
     }
-    out.push_str(&table("step", s.steps()).to_string());
+    let (groups, steps): (Vec<_>, Vec<_>) = s
+        .steps()
+        .into_iter()
+        .partition(|(n, _)| s.groups.contains(n));
+    out.push_str(&table("step", steps).to_string());
     out.push('\n');
+    if !groups.is_empty() {
+        out.push_str(&table("group", groups.iter().copied()).to_string());
+        out.push('\n');
+        out.push_str(
+            "a group's time runs from its first request's send to its last response, less think time; groups are not in the totals\n",
+        );
+        for (name, e) in &groups {
+            if e.counters.loop_bound_hits > 0 {
+                out.push_str(&format!(
+                    "group {name}: its loop stopped at its `max_loops` bound {} times while its condition still held: those passes ran fewer times than the condition asked\n",
+                    e.counters.loop_bound_hits
+                ));
+            }
+        }
+    }
     for (name, e) in s.steps() {
         if e.counters.retries > 0 {
             out.push_str(&format!(

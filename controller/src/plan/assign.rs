@@ -45,6 +45,7 @@ pub fn assignments(
             steps: s.steps.iter().map(|st| st.wire.clone()).collect(),
             on_error: s.on_error as i32,
             pacing_us: micros(s.pacing),
+            program: s.program.clone(),
         })
         .collect();
     let fleet_users: u64 = shares.closed.iter().map(|u| u.len() as u64).sum();
@@ -94,6 +95,16 @@ pub fn assignments(
                 // Its share of the fleet's cap, as its share of the users.
                 throttle_per_s: plan.throttle_per_s.map_or(0.0, |t| t * load_share),
                 seed,
+                group_steps: plan
+                    .groups
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, g)| **g)
+                    .map(|(i, _)| i as u32)
+                    .collect(),
+                // Filled in as each share is dealt to its agent.
+                agent_name: String::new(),
+                region: String::new(),
             },
         });
     }

@@ -39,12 +39,44 @@ pub(super) struct RawStep {
     extract: Vec<Spanned<RawExtract>>,
     #[serde(default)]
     pub(super) metric: Vec<Spanned<RawMetric>>,
+    /// Variables set after the response (or, on a step without a request,
+    /// when the step is reached), in name order.
+    pub(super) set: Option<Spanned<BTreeMap<String, Spanned<String>>>>,
+    // The control flow (see `flow`): a step with one of these is a block
+    // of the nested `step`s instead of a request.
+    pub(super) group: Option<Spanned<String>>,
+    pub(super) include_think: Option<Spanned<bool>>,
+    pub(super) repeat: Option<Spanned<u64>>,
+    #[serde(rename = "while")]
+    pub(super) while_: Option<Spanned<String>>,
+    pub(super) max_loops: Option<Spanned<u64>>,
+    pub(super) during: Option<Spanned<crate::duration::PlanDuration>>,
+    #[serde(rename = "if")]
+    pub(super) if_: Option<Spanned<String>>,
+    #[serde(rename = "else", default)]
+    pub(super) else_: Vec<Spanned<RawStep>>,
+    pub(super) for_each: Option<Spanned<String>>,
+    #[serde(rename = "as")]
+    pub(super) as_: Option<Spanned<String>>,
+    pub(super) once: Option<Spanned<bool>>,
+    pub(super) one_of: Option<Spanned<bool>>,
+    pub(super) in_turn: Option<Spanned<bool>>,
+    pub(super) percent: Option<Spanned<f64>>,
+    pub(super) weight: Option<Spanned<u32>>,
+    #[serde(default)]
+    pub(super) step: Vec<Spanned<RawStep>>,
 }
 
 impl RawStep {
     /// Adds the plan's `[http]` default headers this step does not set
-    /// itself (names compare without case).
+    /// itself (names compare without case), to every request in it.
     pub(super) fn default_headers(&mut self, defaults: &BTreeMap<String, Spanned<String>>) {
+        for child in self.step.iter_mut().chain(self.else_.iter_mut()) {
+            child.get_mut().default_headers(defaults);
+        }
+        if !self.is_request() {
+            return;
+        }
         for (name, value) in defaults {
             if !self.headers.keys().any(|h| h.eq_ignore_ascii_case(name)) {
                 self.headers.insert(name.clone(), value.clone());
@@ -52,12 +84,94 @@ impl RawStep {
         }
     }
 
-    /// Variables this step's extractions set.
+    /// Whether this step sends a request (rather than being a block).
+    pub(super) fn is_request(&self) -> bool {
+        self.path.is_some() || self.url.is_some()
+    }
+
+    /// Variables this step and every step in it set (extractions, `set`s),
+    /// for the message about a variable used before it is set.
     pub(super) fn extract_names(&self) -> Vec<String> {
-        self.extract
+        let mut out: Vec<String> = self
+            .extract
             .iter()
             .map(|e| e.get_ref().name.get_ref().trim().to_string())
-            .collect()
+            .collect();
+        if let Some(set) = &self.set {
+            out.extend(set.get_ref().keys().map(|k| k.trim().to_string()));
+        }
+        for child in self.step.iter().chain(&self.else_) {
+            out.extend(child.get_ref().extract_names());
+        }
+        out
+    }
+
+    /// The keys a request has that a block must not (the first found).
+    pub(super) fn request_key(&self) -> Option<(&'static str, Range<usize>)> {
+        let span = |s: Option<Range<usize>>, k: &'static str| s.map(|s| (k, s));
+        span(self.name.as_ref().map(Spanned::span), "name")
+            .or_else(|| span(self.method.as_ref().map(Spanned::span), "method"))
+            .or_else(|| span(self.form.as_ref().map(Spanned::span), "form"))
+            .or_else(|| span(self.json.as_ref().map(Spanned::span), "json"))
+            .or_else(|| span(self.body.as_ref().map(Spanned::span), "body"))
+            .or_else(|| span(self.think.as_ref().map(Spanned::span), "think"))
+            .or_else(|| span(self.check.as_ref().map(Spanned::span), "check"))
+            .or_else(|| span(self.extract.first().map(Spanned::span), "extract"))
+            .or_else(|| span(self.metric.first().map(Spanned::span), "metric"))
+            .or_else(|| {
+                span(
+                    self.max_redirects.as_ref().map(Spanned::span),
+                    "max_redirects",
+                )
+            })
+            .or_else(|| {
+                span(
+                    self.follow_redirects.as_ref().map(Spanned::span),
+                    "follow_redirects",
+                )
+            })
+            .or_else(|| span(self.query.values().next().map(Spanned::span), "query"))
+    }
+}
+
+/// An extraction's `match`: the n-th match (1-based; 0 picks one at
+/// random), or every match (`"all"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum MatchNo {
+    Nth(u32),
+    All,
+}
+
+impl<'de> Deserialize<'de> for MatchNo {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = MatchNo;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a match number (1 for the first, 0 for a random one) or \"all\"")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<MatchNo, E> {
+                u32::try_from(v).map(MatchNo::Nth).map_err(|_| {
+                    E::custom(format!(
+                        "expected a match number from 0 or \"all\", found {v}"
+                    ))
+                })
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<MatchNo, E> {
+                u32::try_from(v).map(MatchNo::Nth).map_err(|_| {
+                    E::custom(format!("expected a match number or \"all\", found {v}"))
+                })
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<MatchNo, E> {
+                match v {
+                    "all" => Ok(MatchNo::All),
+                    other => Err(E::custom(format!(
+                        "expected a match number or \"all\", found \"{other}\""
+                    ))),
+                }
+            }
+        }
+        d.deserialize_any(V)
     }
 }
 
@@ -88,7 +202,7 @@ pub(super) struct RawExtract {
     header: Option<Spanned<String>>,
     group: Option<Spanned<u32>>,
     #[serde(rename = "match")]
-    match_no: Option<Spanned<u32>>,
+    match_no: Option<Spanned<MatchNo>>,
     attribute: Option<Spanned<String>>,
     #[serde(rename = "default")]
     fallback: Option<Spanned<String>>,
@@ -106,7 +220,7 @@ pub(super) struct RawMetric {
     header: Option<Spanned<String>>,
     group: Option<Spanned<u32>>,
     #[serde(rename = "match")]
-    match_no: Option<Spanned<u32>>,
+    match_no: Option<Spanned<MatchNo>>,
     attribute: Option<Spanned<String>>,
     /// What the samples are counted in, after `scale` ("ms", "reads").
     unit: Option<Spanned<String>>,
@@ -163,12 +277,20 @@ pub(super) struct Scope<'a> {
     pub extracted: HashSet<String>,
     /// Set by extractions of later steps (for a better message).
     pub later: HashSet<String>,
+    /// Lists of extractions with `match = "all"` of earlier steps.
+    pub lists: HashSet<String>,
+    /// Set only inside a block that may not run, with that block's words
+    /// (for the message when one is used after it).
+    pub inside: HashMap<String, String>,
+    /// Rows of each data file, by its name (what a `for_each` over a
+    /// column walks).
+    pub data_rows: HashMap<String, u64>,
 }
 
 impl Validator<'_> {
     /// Where in the file byte `at` of the string value at `span` is (inside
     /// the quotes when the string has no escapes before it).
-    fn inner(&self, span: &Range<usize>, at: usize) -> Range<usize> {
+    pub(super) fn inner(&self, span: &Range<usize>, at: usize) -> Range<usize> {
         let raw = self.text.get(span.clone()).unwrap_or("");
         let quote = raw.chars().next().filter(|c| *c == '"' || *c == '\'');
         match quote {
@@ -266,6 +388,9 @@ impl Validator<'_> {
                 columns: &empty_cols,
                 extracted: HashSet::new(),
                 later: HashSet::new(),
+                lists: HashSet::new(),
+                inside: HashMap::new(),
+                data_rows: HashMap::new(),
             };
             let value = self.template(&text, &v.span(), &format!("`vars.{k}`"), &scope)?;
             vars.insert(k, value.replace("$${", "${"));
@@ -575,7 +700,12 @@ impl Validator<'_> {
             extract.push(self.extract(e)?);
         }
         for e in &extract {
-            scope.extracted.insert(e.name.clone());
+            if e.all {
+                scope.lists.insert(e.name.clone());
+                scope.extracted.insert(format!("{}_matchNr", e.name));
+            } else {
+                scope.extracted.insert(e.name.clone());
+            }
         }
         Ok((
             name,
@@ -593,6 +723,9 @@ impl Validator<'_> {
                 think,
                 // Filled in by the plan, which numbers its metrics.
                 metrics: Vec::new(),
+                // Filled in by the journey's flow (they may read this
+                // step's extractions).
+                set: Vec::new(),
             },
         ))
     }
@@ -674,6 +807,14 @@ impl Validator<'_> {
             attribute: m.attribute.clone(),
             fallback: None,
         };
+        if let Some(m) = &m.match_no
+            && *m.get_ref() == MatchNo::All
+        {
+            return Err(self.error(
+                m.span(),
+                "metric `match`: a metric reads one value per response; expected a match number",
+            ));
+        }
         let source = self.extract_from(span.clone(), &raw, "metric")?;
         let scale = match &m.scale {
             Some(s) if !(s.get_ref().is_finite() && *s.get_ref() > 0.0) => {
@@ -787,7 +928,7 @@ impl Validator<'_> {
             }
             only("group", e.group.as_ref().map(Spanned::span))?;
             only("attribute", e.attribute.as_ref().map(Spanned::span))?;
-            only("match", e.match_no.as_ref().map(Spanned::span))?;
+            only("match", nth_span(&e.match_no))?;
             v1::extract::From::JsonPointer(p.clone())
         } else {
             let h = e.header.as_ref().expect("one source");
@@ -799,14 +940,22 @@ impl Validator<'_> {
             }
             only("group", e.group.as_ref().map(Spanned::span))?;
             only("attribute", e.attribute.as_ref().map(Spanned::span))?;
-            only("match", e.match_no.as_ref().map(Spanned::span))?;
+            only("match", nth_span(&e.match_no))?;
             v1::extract::From::Header(h.get_ref().clone())
         };
         Ok(v1::Extract {
             name,
             from: Some(from),
             group,
-            match_no: e.match_no.as_ref().map_or(1, |m| *m.get_ref()),
+            match_no: match e.match_no.as_ref().map(|m| *m.get_ref()) {
+                Some(MatchNo::Nth(n)) => n,
+                Some(MatchNo::All) => 0,
+                None => 1,
+            },
+            all: matches!(
+                e.match_no.as_ref().map(|m| *m.get_ref()),
+                Some(MatchNo::All)
+            ),
             attribute: e
                 .attribute
                 .as_ref()
@@ -817,9 +966,19 @@ impl Validator<'_> {
     }
 }
 
+/// The span of a `match` that picks one match (a number).
+fn nth_span(m: &Option<Spanned<MatchNo>>) -> Option<Range<usize>> {
+    m.as_ref()
+        .filter(|m| matches!(m.get_ref(), MatchNo::Nth(_)))
+        .map(Spanned::span)
+}
+
 /// Where `${name}` comes from: `Some(value)` for constants, `None` for
 /// variables the agent sets.
-fn resolve(name: &str, scope: &Scope<'_>) -> Result<Option<String>, String> {
+pub(super) fn resolve(name: &str, scope: &Scope<'_>) -> Result<Option<String>, String> {
+    if let Some(b) = loadfleet_agent::builtin::Builtin::parse(name) {
+        return b.map(|_| None);
+    }
     if let Some(env) = name.strip_prefix("env:") {
         return std::env::var(env)
             .map(Some)
@@ -830,6 +989,16 @@ fn resolve(name: &str, scope: &Scope<'_>) -> Result<Option<String>, String> {
     }
     if scope.columns.contains(name) || scope.extracted.contains(name) {
         return Ok(None);
+    }
+    if let Some(block) = scope.inside.get(name) {
+        return Err(format!(
+            "`{name}` is set only inside {block}, which may not run; expected it set before that block, or used inside it"
+        ));
+    }
+    if scope.lists.contains(name) {
+        return Err(format!(
+            "`{name}` holds every match (`match = \"all\"`); expected a `for_each = \"{name}\"` block that walks them, or `${{{name}_matchNr}}` for their number"
+        ));
     }
     if scope.later.contains(name) {
         return Err(format!(

@@ -15,6 +15,7 @@ use serde::Deserialize;
 use loadfleet_proto::v1;
 
 pub mod assign;
+mod flow;
 mod journey;
 pub mod load;
 mod raw;
@@ -57,6 +58,9 @@ pub struct Plan {
     pub scenarios: Vec<ScenarioSpec>,
     /// Distinct step names; steps with the same name share one row in results.
     pub step_names: Vec<String>,
+    /// By step id: whether the row is a group (a transaction) rather than
+    /// a request; groups are left out of every overall figure.
+    pub groups: Vec<bool>,
     pub thresholds: Thresholds,
     /// What happens to the run when an agent is lost for good.
     pub on_agent_loss: OnAgentLoss,
@@ -177,7 +181,17 @@ pub enum RunBound {
 pub struct ScenarioSpec {
     pub name: String,
     pub weight: u32,
+    /// The requests; `program` says in which order and how often (each
+    /// once, in order, when it is empty).
     pub steps: Vec<StepSpec>,
+    pub program: Vec<v1::Op>,
+    /// The journey as an indented tree, a line per step and block
+    /// (`loadfleet validate --explain`).
+    pub tree: Vec<String>,
+    /// The most requests one iteration can send (`None`: only time bounds
+    /// them), and the longest it can take (timeouts and think times).
+    pub max_requests: Option<u64>,
+    pub longest: Duration,
     pub on_error: v1::OnError,
     /// Minimum length of an iteration.
     pub pacing: Duration,
@@ -246,22 +260,38 @@ impl Plan {
             .filter_map(|&s| self.scenarios.get(s).cloned())
             .collect();
         let mut names: Vec<String> = Vec::new();
+        let mut groups: Vec<bool> = Vec::new();
         let mut renumber = vec![None; self.step_names.len()];
+        let mut number = |old: usize| -> usize {
+            match renumber[old] {
+                Some(id) => id,
+                None => {
+                    names.push(self.step_names[old].clone());
+                    groups.push(self.groups.get(old).copied().unwrap_or(false));
+                    renumber[old] = Some(names.len() - 1);
+                    names.len() - 1
+                }
+            }
+        };
         for s in &mut p.scenarios {
             for st in &mut s.steps {
-                let id = match renumber[st.id] {
-                    Some(id) => id,
-                    None => {
-                        names.push(st.name.clone());
-                        renumber[st.id] = Some(names.len() - 1);
-                        names.len() - 1
-                    }
-                };
+                let id = number(st.id);
                 st.id = id;
                 st.wire.id = id as u32;
             }
+            // Groups, and the rows that count loops' bound hits.
+            for op in &mut s.program {
+                match &mut op.op {
+                    Some(v1::op::Op::GroupBegin(g)) => g.step = number(g.step as usize) as u32,
+                    Some(v1::op::Op::LoopTest(t)) if t.bound_step > 0 => {
+                        t.bound_step = number(t.bound_step as usize - 1) as u32 + 1
+                    }
+                    _ => {}
+                }
+            }
         }
         p.step_names = names;
+        p.groups = groups;
         p.thresholds.rules = self
             .thresholds
             .rules
@@ -293,44 +323,21 @@ impl Plan {
         }
     }
 
-    /// The longest one iteration of any scenario can take: each step's
-    /// timeout and its longest think time, or the scenario's pacing when
-    /// that is longer. A Gaussian think time counts as its mean plus six
-    /// deviations (a sample beyond that is about one in a billion; the agent
-    /// caps samples at a day).
+    /// The longest one iteration of any scenario can take: each request's
+    /// timeout and its longest think time, as often as its loops may run it
+    /// (see [`flow::Bound`]), or the scenario's pacing when that is longer.
     pub fn iteration_bound(&self) -> Duration {
-        let think_max = |t: &Option<v1::Think>| -> Duration {
-            use v1::think::Kind;
-            match t.as_ref().and_then(|t| t.kind.as_ref()) {
-                None => Duration::ZERO,
-                Some(Kind::ConstantUs(us)) => Duration::from_micros(*us),
-                Some(Kind::Uniform(r)) => Duration::from_micros(r.max_us.max(r.min_us)),
-                Some(Kind::Gaussian(g)) => Duration::from_micros(
-                    g.mean_us.saturating_add(g.deviation_us.saturating_mul(6)),
-                )
-                .min(Duration::from_secs(86_400)),
-            }
-        };
         self.scenarios
             .iter()
-            .map(|s| {
-                s.steps
-                    .iter()
-                    .map(|st| {
-                        self.target
-                            .timeout
-                            .saturating_add(think_max(&st.wire.think))
-                    })
-                    .fold(Duration::ZERO, Duration::saturating_add)
-                    .max(s.pacing)
-            })
+            .map(|s| s.longest.max(s.pacing))
             .max()
             .unwrap_or(self.target.timeout)
     }
 
     /// The most requests the plan can send, when its load is bounded by
-    /// iterations (users × iterations × the longest scenario's steps;
-    /// redirects followed are not requests of their own).
+    /// iterations (users × iterations × the most requests of a scenario's
+    /// iteration, its loops counted; redirects followed are not requests
+    /// of their own). `None` when only time bounds them.
     pub fn requests_bound(&self) -> Option<u64> {
         match self.load {
             LoadModel::Closed {
@@ -338,8 +345,11 @@ impl Plan {
                 bound: RunBound::Iterations(n),
                 ..
             } => {
-                let longest = self.scenarios.iter().map(|s| s.steps.len()).max()?;
-                Some(users.saturating_mul(n).saturating_mul(longest as u64))
+                let mut most = 0u64;
+                for s in &self.scenarios {
+                    most = most.max(s.max_requests?);
+                }
+                Some(users.saturating_mul(n).saturating_mul(most))
             }
             _ => None,
         }

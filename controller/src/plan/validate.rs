@@ -17,6 +17,10 @@ pub(super) struct Validator<'a> {
     pub(super) text: &'a str,
 }
 
+/// The scenarios, the names of their rows in order of first use, and
+/// which rows are groups.
+type Journeys = (Vec<ScenarioSpec>, Vec<String>, Vec<bool>);
+
 impl Validator<'_> {
     pub(super) fn error(&self, span: Range<usize>, message: impl Into<String>) -> PlanError {
         let (line, column) = line_column(self.text, span.start);
@@ -52,7 +56,7 @@ impl Validator<'_> {
         let vars = self.vars(raw.vars)?;
         let data = self.data(raw.data.clone())?;
         let (mut metrics, plan_metrics) = self.plan_metrics(&raw.metric)?;
-        let (scenarios, step_names) = self.scenarios(
+        let (scenarios, step_names, groups) = self.scenarios(
             raw.scenario,
             &target,
             &vars,
@@ -80,6 +84,7 @@ impl Validator<'_> {
             sweep,
             scenarios,
             step_names,
+            groups,
             thresholds,
             on_agent_loss: raw.fleet.map(|f| f.on_agent_loss).unwrap_or_default(),
             data,
@@ -233,7 +238,9 @@ impl Validator<'_> {
         data: &[DataSpec],
         plan_metrics: &[(journey::CheckedMetric, u32)],
         metrics: &mut Vec<MetricSpec>,
-    ) -> Result<(Vec<ScenarioSpec>, Vec<String>), PlanError> {
+    ) -> Result<Journeys, PlanError> {
+        let mut groups = Vec::new();
+        let groups = &mut groups;
         let columns: HashSet<String> = data
             .iter()
             .flat_map(|d| d.columns.iter().map(move |c| format!("{}.{c}", d.name)))
@@ -292,31 +299,38 @@ impl Validator<'_> {
                     .iter()
                     .flat_map(|st| st.get_ref().extract_names())
                     .collect(),
+                lists: HashSet::new(),
+                inside: HashMap::new(),
+                data_rows: data
+                    .iter()
+                    .map(|d| (d.name.clone(), d.rows.len() as u64))
+                    .collect(),
             };
-            let mut steps = Vec::with_capacity(s.step.len());
-            for st in s.step {
-                let span = st.span();
-                let mut st = st.into_inner();
-                let own = std::mem::take(&mut st.metric);
-                let (name, mut wire) =
-                    self.journey_step(st, span, target, &mut scope, think.as_ref())?;
-                wire.metrics = self.step_metrics(&own, plan_metrics, metrics)?;
-                let id = *step_ids.entry(name.clone()).or_insert_with(|| {
-                    step_names.push(name.clone());
-                    step_names.len() - 1
-                });
-                wire.id = id as u32;
-                steps.push(StepSpec { id, name, wire });
-            }
+            let mut b = flow::Build::new(
+                target,
+                think.as_ref(),
+                plan_metrics,
+                metrics,
+                &mut step_ids,
+                &mut step_names,
+                groups,
+            );
+            let bound = self.flow_steps(s.step, &mut b, &mut scope, 0)?;
+            let flows = b.flows;
+            let (steps, program, tree) = (b.steps, b.program, b.tree);
             scenarios.push(ScenarioSpec {
                 name: sname,
                 weight,
                 steps,
+                program: if flows { program } else { Vec::new() },
+                tree,
+                max_requests: bound.requests,
+                longest: bound.time,
                 on_error,
                 pacing: s.pacing.map(|p| p.into_inner().0).unwrap_or_default(),
             });
         }
-        Ok((scenarios, step_names))
+        Ok((scenarios, step_names, std::mem::take(groups)))
     }
 
     /// `[[phase]]`s: each a load of its own over some of the scenarios.

@@ -663,6 +663,10 @@ fn merge_points(
 #[derive(Debug)]
 pub struct Collector {
     pub step_names: Vec<String>,
+    /// By step: whether it is a group (a transaction), whose time spans
+    /// requests counted in their own steps: left out of the total, the
+    /// regions' and the agents' figures, so each request counts once.
+    pub groups: Vec<bool>,
     /// The metrics read from responses, by id.
     pub metrics: Vec<MetricSpec>,
     pub interval: Duration,
@@ -786,6 +790,18 @@ impl Collector {
         Ok(())
     }
 
+    /// A collector whose steps marked true are groups.
+    pub fn with_groups(mut self, groups: &[bool]) -> Collector {
+        for (mine, &g) in self.groups.iter_mut().zip(groups) {
+            *mine = g;
+        }
+        self
+    }
+
+    fn is_group(&self, step: usize) -> bool {
+        self.groups.get(step).copied().unwrap_or(false)
+    }
+
     /// A collector that also takes the plan's metrics.
     pub fn with_metrics(mut self, metrics: Vec<MetricSpec>) -> Collector {
         self.metrics = metrics;
@@ -795,6 +811,7 @@ impl Collector {
     pub fn new(step_names: Vec<String>, interval: Duration) -> Collector {
         Collector {
             steps: vec![Tally::default(); step_names.len()],
+            groups: vec![false; step_names.len()],
             step_names,
             metrics: Vec::new(),
             interval,
@@ -1002,9 +1019,13 @@ impl Collector {
                 self.worst_health.1.max(t.health.loop_lag_ms_max),
             );
         }
+        let groups = std::mem::take(&mut self.groups);
         if let Some(t) = self.agents.get_mut(agent) {
             t.lateness_samples += lateness.as_ref().map_or(0, Sparse::count);
-            for d in &decoded {
+            for d in decoded
+                .iter()
+                .filter(|d| !groups.get(d.step).copied().unwrap_or(false))
+            {
                 t.responses += d.responses.count();
                 t.failed_samples += d.failed.as_ref().map_or(0, Sparse::count);
                 t.counters.add(&d.counters);
@@ -1016,14 +1037,17 @@ impl Collector {
                 Some(o) => o.cells.entry((d.step, rid)).or_default().add(d),
                 // Its interval is closed: straight into the cumulative tallies.
                 None => {
-                    self.total.add(d);
                     self.steps[d.step].add(d);
-                    if let Some(t) = self.regions.get_mut(region) {
-                        t.add(d);
+                    if !groups.get(d.step).copied().unwrap_or(false) {
+                        self.total.add(d);
+                        if let Some(t) = self.regions.get_mut(region) {
+                            t.add(d);
+                        }
                     }
                 }
             }
         }
+        self.groups = groups;
         Ok(())
     }
 
@@ -1088,8 +1112,10 @@ impl Collector {
     pub fn preview(&self, seq: u64) -> Option<IntervalPoint> {
         let o = self.open.get(&seq)?;
         let mut total = Tally::default();
-        for t in o.cells.values() {
-            total.merge(t);
+        for (&(step, _), t) in &o.cells {
+            if !self.is_group(step) {
+                total.merge(t);
+            }
         }
         Some(self.point(seq, o, &total))
     }
@@ -1107,7 +1133,9 @@ impl Collector {
             // the step's tally of this interval.
             let mut steps: BTreeMap<usize, Tally> = BTreeMap::new();
             for ((idx, rid), t) in std::mem::take(&mut o.cells) {
-                if let Some(r) = self.regions.get_mut(&self.region_names[rid]) {
+                if !self.is_group(idx)
+                    && let Some(r) = self.regions.get_mut(&self.region_names[rid])
+                {
                     r.merge(&t);
                 }
                 match steps.entry(idx) {
@@ -1121,7 +1149,9 @@ impl Collector {
             }
             let mut total = Tally::default();
             for (idx, t) in &steps {
-                total.merge(t);
+                if !self.is_group(*idx) {
+                    total.merge(t);
+                }
                 self.steps[*idx].merge(t);
             }
             self.total.merge(&total);
