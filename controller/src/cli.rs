@@ -1240,7 +1240,7 @@ pub fn explain_journeys(p: &Plan) -> String {
     let mut out = String::new();
     for s in &p.scenarios {
         let most = s.max_requests.map_or_else(
-            || "bounded by time, not by a count".to_string(),
+            || "no fixed most (a `during` loop or a `for_each` over matches decides)".to_string(),
             |n| format!("at most {n} request(s)"),
         );
         out.push_str(&format!(

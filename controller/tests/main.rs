@@ -20,6 +20,7 @@ mod experiment;
 mod exports;
 mod failures;
 mod fleet;
+mod flow;
 mod fleet_memory;
 mod generator_health;
 mod hostile_bytes;

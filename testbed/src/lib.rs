@@ -191,6 +191,12 @@ impl Stats {
         map.get(path).copied().unwrap_or(0)
     }
 
+    /// Responses served per path (without the query), sorted by path.
+    pub fn paths(&self) -> std::collections::BTreeMap<String, u64> {
+        let map = self.by_path.lock().unwrap_or_else(|e| e.into_inner());
+        map.iter().map(|(k, v)| (k.clone(), *v)).collect()
+    }
+
     /// Arrival times of the first request on each connection, from the server's
     /// start, sorted.
     pub fn first_request_times(&self) -> Vec<Duration> {

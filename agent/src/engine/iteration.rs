@@ -237,11 +237,11 @@ pub(super) async fn run_iteration(
                     match scenario.on_error {
                         OnError::Continue => {}
                         OnError::NextIteration => {
-                            fail_open_groups(shared, user);
+                            fail_open_groups(shared, user, lateness);
                             break;
                         }
                         OnError::StopUser => {
-                            fail_open_groups(shared, user);
+                            fail_open_groups(shared, user, lateness);
                             return false;
                         }
                     }
@@ -410,20 +410,11 @@ fn end_group(shared: &Shared, user: &mut UserState, slot: usize, lateness: Optio
 }
 
 /// A failed request ended the iteration (`on_error`): every open group
-/// fails with it, without a time (it did not run to its end).
-fn fail_open_groups(shared: &Shared, user: &mut UserState) {
-    let mut rec = shared.recorder.borrow_mut();
-    for &slot in &user.open_groups {
-        let g = &user.groups[slot];
-        let id = g.failed.unwrap_or(g.step);
-        rec.record_failure(g.step, ErrorKind::Group, || {
-            format!(
-                "its step `{}` failed and ended the iteration",
-                shared.assign.step_names[id]
-            )
-        });
+/// ends with it, failed, timed up to that request's end.
+fn fail_open_groups(shared: &Shared, user: &mut UserState, lateness: Option<Duration>) {
+    while let Some(&slot) = user.open_groups.last() {
+        end_group(shared, user, slot, lateness);
     }
-    user.open_groups.clear();
 }
 
 /// Sends one request of `step` and records it; true when it failed.

@@ -759,11 +759,11 @@ impl Validator<'_> {
                     item: item_name.clone(),
                     ..Default::default()
                 }));
-                let had = scope.extracted.insert(item_name.clone());
+                // The value is visible inside the loop only (unless it was
+                // set before it).
+                let was_set = !scope.extracted.insert(item_name.clone());
                 let inner = self.flow_maybe(body, b, scope, depth + 1, &words("for_each"))?;
-                if had {
-                    scope.extracted.insert(item_name);
-                } else {
+                if !was_set {
                     scope.extracted.remove(&item_name);
                 }
                 b.push(v1::op::Op::Jump(test as u32));

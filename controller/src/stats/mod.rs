@@ -1385,7 +1385,12 @@ impl Collector {
 /// Whether errors of this kind were counted with a response (whose latency
 /// is in the histogram): a status, a failed check, a failed extraction.
 pub fn came_with_response(kind: &str) -> bool {
-    kind.starts_with("http_") || kind == "check" || kind == "extract" || kind == "decode"
+    kind.starts_with("http_")
+        || kind == "check"
+        || kind == "extract"
+        || kind == "decode"
+        // A group's failure: its time is recorded like a response's.
+        || kind == "group"
 }
 
 #[cfg(test)]

@@ -1,0 +1,565 @@
+//! Journeys with control flow, end to end: every construct counted at the
+//! test target per path and in the summary's rows, in the embedded agent
+//! and in a fleet of two agent processes (whose counts must equal the
+//! single machine's); a group's time against the requests it holds; and
+//! bad plans refused with file:line:column before anything is sent.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::support::*;
+use loadfleet_testbed::Config;
+
+/// A journey using every construct whose counts are fixed: 3 users, 4
+/// iterations each, so 12 iterations (each count below is per iteration,
+/// per user, or per user's turn, as the comment says).
+fn every_construct(base: &str, dir: &Path) -> String {
+    std::fs::write(dir.join("people.csv"), "name\nalice\nbob\n").unwrap();
+    format!(
+        r#"
+name = "flow"
+seed = 7
+[target]
+base_url = "{base}"
+timeout = "5s"
+[load]
+users = 3
+iterations = 4
+
+[[data]]
+name = "people"
+file = "people.csv"
+
+[[scenario]]
+name = "s"
+
+[[scenario.step]]
+group = "pair"
+  [[scenario.step.step]]
+  path = "/a/one"
+  [[scenario.step.step]]
+  path = "/b/two"
+
+[[scenario.step]]
+repeat = 3
+  [[scenario.step.step]]
+  name = "rep"
+  path = "/rep"
+
+[[scenario.step]]
+set = {{ page = "0", n = "0" }}
+
+[[scenario.step]]
+group = "poll"
+while = "${{page}} < 10"
+max_loops = 4
+  [[scenario.step.step]]
+  name = "w"
+  path = "/w/${{page}}"
+  set = {{ page = "${{page}} + 1" }}
+
+[[scenario.step]]
+group = "count to 2"
+while = "${{n}} < 2"
+max_loops = 5
+  [[scenario.step.step]]
+  name = "w2"
+  path = "/w2"
+  set = {{ n = "${{n}} + 1" }}
+
+[[scenario.step]]
+path = "/list/a/b/c"
+extract = [{{ name = "ids", regex = '/([abc])\b', match = "all" }}]
+
+[[scenario.step]]
+for_each = "ids"
+as = "id"
+  [[scenario.step.step]]
+  name = "item"
+  path = "/item/${{id}}"
+
+[[scenario.step]]
+for_each = "people.name"
+as = "who"
+  [[scenario.step.step]]
+  name = "person"
+  path = "/d/${{who}}"
+
+[[scenario.step]]
+if = "${{ids_matchNr}} == 3 and status == 200"
+  [[scenario.step.step]]
+  path = "/yes"
+[[scenario.step.else]]
+path = "/no"
+
+[[scenario.step]]
+if = "${{ids_matchNr}} > 5"
+  [[scenario.step.step]]
+  path = "/big"
+[[scenario.step.else]]
+path = "/small"
+
+[[scenario.step]]
+once = true
+  [[scenario.step.step]]
+  path = "/once"
+
+[[scenario.step]]
+in_turn = true
+  [[scenario.step.step]]
+  path = "/turn/a"
+  [[scenario.step.step]]
+  path = "/turn/b"
+
+[[scenario.step]]
+percent = 25
+  [[scenario.step.step]]
+  path = "/quarter"
+
+[[scenario.step]]
+one_of = true
+  [[scenario.step.step]]
+  path = "/pick/a"
+  weight = 3
+  [[scenario.step.step]]
+  path = "/pick/b"
+
+[[scenario.step]]
+name = "who"
+path = "/u/${{__user}}/${{__iteration}}"
+"#
+    )
+}
+
+/// What the target must serve for [`every_construct`], path by path.
+fn expected_paths() -> BTreeMap<String, u64> {
+    let mut m: BTreeMap<String, u64> = [
+        ("/a/one", 12),
+        ("/b/two", 12),
+        ("/rep", 36),
+        // `while page < 10` with at most 4 passes: pages 0 to 3.
+        ("/w/0", 12),
+        ("/w/1", 12),
+        ("/w/2", 12),
+        ("/w/3", 12),
+        ("/w2", 24),
+        ("/list/a/b/c", 12),
+        ("/item/a", 12),
+        ("/item/b", 12),
+        ("/item/c", 12),
+        ("/d/alice", 12),
+        ("/d/bob", 12),
+        ("/yes", 12),
+        ("/small", 12),
+        // Each user's first iteration.
+        ("/once", 3),
+        // Per user: a, b, a, b.
+        ("/turn/a", 6),
+        ("/turn/b", 6),
+        // Exactly a quarter of each user's 4 passes.
+        ("/quarter", 3),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    for user in 1..=3 {
+        for it in 1..=4 {
+            m.insert(format!("/u/{user}/{it}"), 1);
+        }
+    }
+    m
+}
+
+fn rows(s: &serde_json::Value) -> BTreeMap<String, u64> {
+    s["requests"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v["requests"].as_u64().unwrap()))
+        .collect()
+}
+
+/// Checks the target's counts against [`expected_paths`] (the random
+/// choice only in sum) and the summary's rows against the target's.
+fn check_counts(paths: &BTreeMap<String, u64>, s: &serde_json::Value) {
+    let mut fixed = paths.clone();
+    let a = fixed.remove("/pick/a").unwrap_or(0);
+    let b = fixed.remove("/pick/b").unwrap_or(0);
+    assert_eq!(a + b, 12, "one branch of `one_of` per iteration: {a} + {b}");
+    assert_eq!(fixed, expected_paths(), "served per path");
+    let r = rows(s);
+    eprintln!("summary rows: {r:?}");
+    for (row, path) in [
+        ("GET /a/one", "/a/one"),
+        ("rep", "/rep"),
+        ("w2", "/w2"),
+        ("GET /once", "/once"),
+        ("GET /quarter", "/quarter"),
+        ("GET /no", "/no"),
+    ] {
+        assert_eq!(
+            r[row],
+            paths.get(path).copied().unwrap_or(0),
+            "row {row} against the target's {path}"
+        );
+    }
+    assert_eq!(r["w"], 48);
+    assert_eq!(r["item"], 36);
+    assert_eq!(r["person"], 24);
+    assert_eq!(r["who"], 12);
+    // Groups: one per iteration each; not in the total.
+    assert_eq!((r["pair"], r["poll"], r["count to 2"]), (12, 12, 12));
+    let served: u64 = paths.values().sum();
+    assert_eq!(
+        s["total"]["requests"].as_u64(),
+        Some(served),
+        "the total counts each request once, groups left out"
+    );
+    assert_eq!(s["total"]["errors"], 0, "{}", s["errors"]);
+    let mut groups: Vec<&str> = s["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g.as_str().unwrap())
+        .collect();
+    groups.sort();
+    assert_eq!(groups, ["count to 2", "pair", "poll"]);
+    // `while page < 10` stops at its 4 passes every iteration: counted;
+    // `while n < 2` ends by its condition: not.
+    assert_eq!(s["requests"]["poll"]["loop_bound_hits"], 12);
+    assert_eq!(s["requests"]["count to 2"]["loop_bound_hits"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_construct_runs_as_often_as_the_plan_says_in_one_agent_and_in_a_fleet() {
+    let dir = tempfile::tempdir().unwrap();
+
+    let bed = testbed(Config::default()).await;
+    let plan = write_plan(
+        dir.path(),
+        "flow.toml",
+        &every_construct(&bed.base_url(), dir.path()),
+    );
+    let out = dir.path().join("one");
+    let ctl = run_in_background(&plan, &out, &[]);
+    let exit = exited(ctl, Duration::from_secs(60)).await;
+    assert_eq!(exit.code, 0, "{}", exit.stderr);
+    let single = bed.stats().paths();
+    let s1 = checked_json(&out.join("summary.json"), "summary.schema.json");
+    check_counts(&single, &s1);
+
+    // The same plan on two agent processes: the same requests, the same rows.
+    let bed2 = testbed(Config::default()).await;
+    let plan2 = write_plan(
+        dir.path(),
+        "flow2.toml",
+        &every_construct(&bed2.base_url(), dir.path()),
+    );
+    let out2 = dir.path().join("fleet");
+    let (ctl, url) = fleet_controller(&plan2, &out2, 2);
+    let a1 = agent(&url, "eu", "a1", &[]);
+    let a2 = agent(&url, "us", "a2", &[]);
+    let exit = exited(ctl, Duration::from_secs(60)).await;
+    assert_eq!(exit.code, 0, "{}", exit.stderr);
+    exited(a1, Duration::from_secs(20)).await;
+    exited(a2, Duration::from_secs(20)).await;
+    let fleet = bed2.stats().paths();
+    let s2 = checked_json(&out2.join("summary.json"), "summary.schema.json");
+    check_counts(&fleet, &s2);
+    assert_eq!(
+        fleet, single,
+        "the fleet served exactly what one machine served, random choice included (same seed, same users)"
+    );
+    assert_eq!(rows(&s2), rows(&s1), "the merged rows equal one machine's");
+    for g in ["pair", "poll"] {
+        let regions: u64 = ["eu", "us"]
+            .iter()
+            .map(|r| s2["regions"][r]["requests"].as_u64().unwrap_or(0))
+            .sum();
+        assert_eq!(
+            regions,
+            s2["total"]["requests"].as_u64().unwrap(),
+            "regions hold requests only, not group {g}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_times_its_requests_without_the_think_time_between_them() {
+    let bed = testbed(Config {
+        latencies: vec![
+            ("/a".into(), Duration::from_millis(10)),
+            ("/b".into(), Duration::from_millis(20)),
+        ],
+        ..Config::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let body = |name: &str, extra: &str| {
+        format!(
+            "[[scenario.step]]\ngroup = \"{name}\"\n{extra}\n  [[scenario.step.step]]\n  name = \"{name} a\"\n  path = \"/a\"\n  think = \"30ms\"\n  [[scenario.step.step]]\n  name = \"{name} b\"\n  path = \"/b\"\n"
+        )
+    };
+    let text = format!(
+        "[target]\nbase_url = \"{}\"\n[load]\nusers = 2\niterations = 10\n[[scenario]]\nname = \"s\"\n{}{}",
+        bed.base_url(),
+        body("g", ""),
+        body("with think", "include_think = true"),
+    );
+    let plan = write_plan(dir.path(), "group.toml", &text);
+    let out = dir.path().join("out");
+    let exit = exited(run_in_background(&plan, &out, &[]), Duration::from_secs(60)).await;
+    assert_eq!(exit.code, 0, "{}", exit.stderr);
+    let s = summary(&out);
+    let mean = |row: &str| s["requests"][row]["latency_ms"]["mean"].as_f64().unwrap();
+    let p50 = |row: &str| s["requests"][row]["latency_ms"]["p50"].as_f64().unwrap();
+    let (a, b, g) = (mean("g a"), mean("g b"), mean("g"));
+    eprintln!(
+        "a {a:.2} ms, b {b:.2} ms, group {g:.2} ms (p50 {:.2}), with think {:.2} ms",
+        p50("g"),
+        mean("with think")
+    );
+    assert_eq!(s["requests"]["g"]["requests"], 20, "a group row per iteration");
+    // The group is its two requests plus the agent's bookkeeping between
+    // them: under 10 ms even with another process busy on a core, and far
+    // below the 30 ms think time it leaves out.
+    assert!(
+        g >= a + b - 0.1 && g <= a + b + 10.0,
+        "group mean {g:.2} ms against its requests' {a:.2} + {b:.2} ms"
+    );
+    assert!(p50("g") >= p50("g a") + p50("g b") - 1.0);
+    // Including think time adds the 30 ms pause (and the think after its
+    // last request, none here).
+    let (ta, tb, t) = (mean("with think a"), mean("with think b"), mean("with think"));
+    assert!(
+        t >= ta + tb + 30.0 && t <= ta + tb + 45.0,
+        "with think {t:.2} ms against {ta:.2} + {tb:.2} + 30 ms"
+    );
+    assert_eq!(
+        s["total"]["requests"], 80,
+        "the total counts the 80 requests, not the groups"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_of_follows_its_weights_and_a_failed_step_fails_its_group() {
+    let bed = testbed(Config::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        r#"
+[target]
+base_url = "{}"
+[load]
+users = 1
+iterations = 400
+[[scenario]]
+name = "s"
+[[scenario.step]]
+one_of = true
+  [[scenario.step.step]]
+  path = "/pick/a"
+  weight = 3
+  [[scenario.step.step]]
+  path = "/pick/b"
+[[scenario.step]]
+group = "checkout"
+  [[scenario.step.step]]
+  path = "/cart"
+  [[scenario.step.step]]
+  if = "${{__iteration}} % 100 == 0"
+    [[scenario.step.step.step]]
+    path = "/status/500"
+"#,
+        bed.base_url()
+    );
+    let plan = write_plan(dir.path(), "pick.toml", &text);
+    let out = dir.path().join("out");
+    let exit = exited(run_in_background(&plan, &out, &[]), Duration::from_secs(60)).await;
+    assert_eq!(exit.code, 1, "errors make exit 1: {}", exit.stderr);
+    let a = bed.stats().served_path("/pick/a");
+    let b = bed.stats().served_path("/pick/b");
+    eprintln!("weights 3:1 over 400 passes: {a} and {b}");
+    assert_eq!(a + b, 400);
+    // Binomial(400, 0.75): mean 300, deviation 8.7; 255..=345 is over 5
+    // deviations either way.
+    assert!((255..=345).contains(&a), "{a} of 400 for weight 3 of 4");
+    let s = summary(&out);
+    let g = &s["requests"]["checkout"];
+    assert_eq!(g["requests"], 400);
+    assert_eq!(
+        g["errors"], 4,
+        "iterations 100, 200, 300 and 400 failed their group"
+    );
+    assert_eq!(g["errors_by_kind"]["group"], 4);
+    assert_eq!(bed.stats().served_path("/status/500"), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_during_loop_stops_at_the_end_of_the_run() {
+    let bed = testbed(Config {
+        latencies: vec![("/poll".into(), Duration::from_millis(20))],
+        ..Config::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    // A loop that would run 10 minutes, in a run of 2 s.
+    let text = format!(
+        "[target]\nbase_url = \"{}\"\n[load]\nusers = 2\nduration = \"2s\"\ngraceful_stop = \"1s\"\n[[scenario]]\nname = \"s\"\n[[scenario.step]]\nduring = \"10m\"\n  [[scenario.step.step]]\n  path = \"/poll\"\n",
+        bed.base_url()
+    );
+    let plan = write_plan(dir.path(), "during.toml", &text);
+    let out = dir.path().join("out");
+    let started = std::time::Instant::now();
+    let exit = exited(run_in_background(&plan, &out, &[]), Duration::from_secs(60)).await;
+    let took = started.elapsed();
+    eprintln!("took {took:?}: {}", exit.stderr);
+    // 2 s of load, 1 s of graceful stop, and the process's start and
+    // outputs: well under 15 s; the loop's 10 minutes did not hold it.
+    assert!(took < Duration::from_secs(15), "took {took:?}");
+    let polls = bed.stats().served_path("/poll");
+    // 2 users, one request per 20 ms or more, for 2 to 3 s.
+    assert!(
+        (50..=300).contains(&polls),
+        "{polls} polls in about 2 s by 2 users"
+    );
+    let s = summary(&out);
+    assert_eq!(s["iterations"]["completed"], 0, "{}", s["iterations"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_journeys_are_refused_with_their_place_and_nothing_is_sent() {
+    let bed = testbed(Config::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let head = format!(
+        "[target]\nbase_url = \"{}\"\n[load]\nusers = 1\niterations = 1\n[[scenario]]\nname = \"s\"\n",
+        bed.base_url()
+    );
+    // Line 8 is the first step's table.
+    let cases = [
+        (
+            "unbounded while",
+            "[[scenario.step]]\nwhile = \"status == 200\"\n  [[scenario.step.step]]\n  path = \"/\"\n",
+            "9:9:",
+            "`while` block: expected `max_loops`",
+        ),
+        (
+            "type error",
+            "[[scenario.step]]\nif = \"\\\"abc\\\" < 3\"\n  [[scenario.step.step]]\n  path = \"/\"\n",
+            "9:7:",
+            "`<` orders numbers, found a string",
+        ),
+        (
+            "condition that is a value",
+            "[[scenario.step]]\nif = \"status + 1\"\n  [[scenario.step.step]]\n  path = \"/\"\n",
+            "9:7:",
+            "expected a condition",
+        ),
+        (
+            "for_each over nothing",
+            "[[scenario.step]]\npath = \"/\"\nextract = [{ name = \"t\", regex = \"(x)\" }]\n[[scenario.step]]\nfor_each = \"t\"\nas = \"v\"\n  [[scenario.step.step]]\n  path = \"/${v}\"\n",
+            "12:12:",
+            "`t` holds one value; expected an extraction with `match = \"all\"`",
+        ),
+        (
+            "for_each over an unknown list",
+            "[[scenario.step]]\nfor_each = \"ids\"\nas = \"v\"\n  [[scenario.step.step]]\n  path = \"/${v}\"\n",
+            "9:12:",
+            "no list `ids`",
+        ),
+        (
+            "variable used outside its block",
+            "[[scenario.step]]\nif = \"status == 0\"\n  [[scenario.step.step]]\n  path = \"/\"\n  extract = [{ name = \"tok\", regex = \"(x)\" }]\n[[scenario.step]]\npath = \"/${tok}\"\n",
+            "14:10:",
+            "`tok` is set only inside the `if` block at 8:1, which may not run",
+        ),
+        (
+            "loop variable used after its loop",
+            "[[scenario.step]]\npath = \"/\"\nextract = [{ name = \"ids\", regex = \"(x)\", match = \"all\" }]\n[[scenario.step]]\nfor_each = \"ids\"\nas = \"v\"\n  [[scenario.step.step]]\n  path = \"/a\"\n[[scenario.step]]\npath = \"/${v}\"\n",
+            "17:10:",
+            "undefined variable `v`",
+        ),
+        (
+            "two control keys",
+            "[[scenario.step]]\nrepeat = 2\nonce = true\n  [[scenario.step.step]]\n  path = \"/\"\n",
+            "10:8:",
+            "`repeat` and `once` in one step",
+        ),
+        (
+            "request inside a block key",
+            "[[scenario.step]]\nrepeat = 2\npath = \"/\"\n",
+            "9:10:",
+            "a request (`path` or `url`) cannot also be a block",
+        ),
+        (
+            "unknown built-in",
+            "[[scenario.step]]\npath = \"/${__nope}\"\n",
+            "9:10:",
+            "unknown built-in `__nope`",
+        ),
+        (
+            "group named like a step",
+            "[[scenario.step]]\nname = \"x\"\npath = \"/\"\n[[scenario.step]]\ngroup = \"x\"\n  [[scenario.step.step]]\n  path = \"/a\"\n",
+            "12:9:",
+            "a request step has this name",
+        ),
+    ];
+    for (what, steps, position, message) in cases {
+        let plan = write_plan(dir.path(), "bad.toml", &format!("{head}{steps}"));
+        let out = dir.path().join(format!("out-{}", what.replace(' ', "-")));
+        let args = [
+            "run".to_string(),
+            plan.to_str().unwrap().to_string(),
+            "-q".into(),
+            "--out".into(),
+            out.to_str().unwrap().to_string(),
+        ];
+        let exit = tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            run(&loadfleet(), &args, Duration::from_secs(20))
+        })
+        .await
+        .unwrap();
+        assert_eq!(exit.code, 2, "{what}: {}", exit.stderr);
+        let line = exit
+            .stderr
+            .lines()
+            .find(|l| l.starts_with("error: "))
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            line.contains(&format!("bad.toml:{position}")) && line.contains(message),
+            "{what}: got {line:?}, wanted {position}…{message}"
+        );
+    }
+    assert_eq!(bed.stats().served(), 0, "nothing was sent");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validate_explain_prints_the_journey_as_a_tree_with_its_bounds() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = write_plan(
+        dir.path(),
+        "flow.toml",
+        &every_construct("http://127.0.0.1:9", dir.path()),
+    );
+    let exit = run(
+        &loadfleet(),
+        &["validate", "--explain", plan.to_str().unwrap()],
+        Duration::from_secs(20),
+    );
+    assert_eq!(exit.code, 0, "{}", exit.stderr);
+    eprintln!("{}", exit.stdout);
+    for line in [
+        "scenario \"s\" (weight 1): per iteration no fixed most",
+        "\n  group \"pair\"\n    GET /a/one\n    GET /b/two\n",
+        "\n  repeat 3 times\n    rep\n",
+        "\n  group \"poll\"\n    while ${page} < 10 (at most 4 passes)\n      w\n        set page = ${page} + 1\n",
+        "\n  for each who in people.name (2 rows)\n    person\n",
+        "\n  if ${ids_matchNr} > 5\n    GET /big\n  else\n    GET /small\n",
+        "\n  one of (at random, by weight)\n    branch, weight 3 (75.0%)\n      GET /pick/a\n",
+        "\n  in 25% of passes\n    GET /quarter\n",
+    ] {
+        assert!(exit.stdout.contains(line), "missing {line:?}");
+    }
+}
