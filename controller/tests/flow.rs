@@ -302,7 +302,7 @@ async fn a_group_times_its_requests_without_the_think_time_between_them() {
         )
     };
     let text = format!(
-        "[target]\nbase_url = \"{}\"\n[load]\nusers = 2\niterations = 10\n[[scenario]]\nname = \"s\"\n{}{}",
+        "[target]\nbase_url = \"{}\"\n[load]\nusers = 2\niterations = 10\n[[scenario]]\nname = \"s\"\n{}{}[thresholds]\nsteps = {{ \"g\" = [\"p95 < 5s\"], \"with think\" = [\"p50 < 20ms\"] }}\n",
         bed.base_url(),
         body("g", ""),
         body("with think", "include_think = true"),
@@ -310,8 +310,32 @@ async fn a_group_times_its_requests_without_the_think_time_between_them() {
     let plan = write_plan(dir.path(), "group.toml", &text);
     let out = dir.path().join("out");
     let exit = exited(run_in_background(&plan, &out, &[]), Duration::from_secs(60)).await;
-    assert_eq!(exit.code, 0, "{}", exit.stderr);
+    // The group with its think time takes over 30 ms: its threshold fails.
+    assert_eq!(exit.code, 1, "{}", exit.stderr);
     let s = summary(&out);
+    let verdicts: Vec<(String, bool)> = s["thresholds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["scope"].as_str().unwrap().to_string(),
+                t["passed"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        verdicts,
+        [("g".to_string(), true), ("with think".to_string(), false)],
+        "thresholds hold groups by name"
+    );
+    let csv = std::fs::read_to_string(out.join("requests.csv")).unwrap();
+    let group_rows: u64 = csv
+        .lines()
+        .filter(|l| l.starts_with("g,"))
+        .map(|l| l.split(',').nth(3).unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(group_rows, 20, "requests.csv has the group's rows");
     let mean = |row: &str| s["requests"][row]["latency_ms"]["mean"].as_f64().unwrap();
     let p50 = |row: &str| s["requests"][row]["latency_ms"]["p50"].as_f64().unwrap();
     let (a, b, g) = (mean("g a"), mean("g b"), mean("g"));
@@ -320,7 +344,10 @@ async fn a_group_times_its_requests_without_the_think_time_between_them() {
         p50("g"),
         mean("with think")
     );
-    assert_eq!(s["requests"]["g"]["requests"], 20, "a group row per iteration");
+    assert_eq!(
+        s["requests"]["g"]["requests"], 20,
+        "a group row per iteration"
+    );
     // The group is its two requests plus the agent's bookkeeping between
     // them: under 10 ms even with another process busy on a core, and far
     // below the 30 ms think time it leaves out.
@@ -331,7 +358,11 @@ async fn a_group_times_its_requests_without_the_think_time_between_them() {
     assert!(p50("g") >= p50("g a") + p50("g b") - 1.0);
     // Including think time adds the 30 ms pause (and the think after its
     // last request, none here).
-    let (ta, tb, t) = (mean("with think a"), mean("with think b"), mean("with think"));
+    let (ta, tb, t) = (
+        mean("with think a"),
+        mean("with think b"),
+        mean("with think"),
+    );
     assert!(
         t >= ta + tb + 30.0 && t <= ta + tb + 45.0,
         "with think {t:.2} ms against {ta:.2} + {tb:.2} + 30 ms"

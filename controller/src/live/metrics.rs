@@ -60,8 +60,30 @@ pub fn families(run_id: &str, c: &Collector, agents: Agents) -> Vec<Family> {
     let (mut metric_sum, mut metric_count, mut metric_missing) =
         (Vec::new(), Vec::new(), Vec::new());
     let mut duration = Vec::new();
-    for (name, t) in c.step_names.iter().zip(&c.steps) {
+    for (i, (name, t)) in c.step_names.iter().zip(&c.steps).enumerate() {
+        // A group's series carry `row="group"`: they time requests counted
+        // in their own steps, so a sum over steps leaves them out with
+        // `{row!="group"}`.
+        let group = c.groups.get(i).copied().unwrap_or(false);
         let step = || ("step", name.clone());
+        let tagged = |samples: &mut Vec<Sample>, from: usize| {
+            if group {
+                for s in &mut samples[from..] {
+                    s.labels.push(("row", "group".to_string()));
+                }
+            }
+        };
+        let marks = [
+            http2.len(),
+            requests.len(),
+            retries.len(),
+            received.len(),
+            errors.len(),
+            duration.len(),
+            metric_sum.len(),
+            metric_count.len(),
+            metric_missing.len(),
+        ];
         http2.push(Sample {
             name: "loadfleet_http2_responses_total".into(),
             labels: vec![run(), step()],
@@ -122,6 +144,22 @@ pub fn families(run_id: &str, c: &Collector, agents: Agents) -> Vec<Family> {
             vec![run(), step()],
             &t.all(),
         );
+        for (v, from) in [
+            &mut http2,
+            &mut requests,
+            &mut retries,
+            &mut received,
+            &mut errors,
+            &mut duration,
+            &mut metric_sum,
+            &mut metric_count,
+            &mut metric_missing,
+        ]
+        .into_iter()
+        .zip(marks)
+        {
+            tagged(v, from);
+        }
     }
     let region_requests = c
         .regions
