@@ -8,6 +8,9 @@
 #   bench/callgrind.sh [SECONDS] [BIN_DIR...]    (defaults: 6 s; target/release)
 #   KEEP=DIR bench/callgrind.sh ...                (keeps each worker thread's
 #                                                   profile in DIR, for callgrind_annotate)
+#   JOURNEY=flow bench/callgrind.sh ...            (a journey of a group, a loop and a
+#                                                   condition instead of one plain step;
+#                                                   builds before control flow cannot run it)
 #
 # Several BIN_DIRs (release builds of two commits, say) are measured in
 # turn, in the same hour, which is the only fair comparison. Needs valgrind
@@ -36,10 +39,27 @@ ramp_up = "0s"
 duration = "${secs}s"
 [[scenario]]
 name = "hit"
-[[scenario.step]]
-name = "home"
-path = "/"
 PLAN
+  if [ "${JOURNEY:-straight}" = flow ]; then
+    # Three requests per iteration: a group of a two-pass loop, then a
+    # request under a condition on the last status.
+    cat >>"$work/plan.toml" <<'PLAN'
+[[scenario.step]]
+group = "visit"
+  [[scenario.step.step]]
+  repeat = 2
+    [[scenario.step.step.step]]
+    name = "home"
+    path = "/"
+  [[scenario.step.step]]
+  if = "status == 200"
+    [[scenario.step.step.step]]
+    name = "again"
+    path = "/"
+PLAN
+  else
+    printf '[[scenario.step]]\nname = "home"\npath = "/"\n' >>"$work/plan.toml"
+  fi
   rm -f "$work"/callgrind.out.*
   taskset -c 0 "$bin/loadfleet" run "$work/plan.toml" --listen 127.0.0.1:0 --expect-agents 1 \
     -q --out "$work/run" >/dev/null 2>"$work/ctl.err" &

@@ -957,19 +957,7 @@ fn step(
             headers_not_match: regexes(&c.headers_not_match)?,
         },
     };
-    let think = match st.think.and_then(|t| t.kind) {
-        None => None,
-        Some(v1::think::Kind::ConstantUs(us)) => Some(Think::Constant(Duration::from_micros(us))),
-        Some(v1::think::Kind::Uniform(r)) if r.min_us <= r.max_us => Some(Think::Uniform(
-            Duration::from_micros(r.min_us),
-            Duration::from_micros(r.max_us),
-        )),
-        Some(v1::think::Kind::Uniform(_)) => return Err("think: uniform min above max".into()),
-        Some(v1::think::Kind::Gaussian(g)) => Some(Think::Gaussian(
-            Duration::from_micros(g.mean_us),
-            Duration::from_micros(g.deviation_us),
-        )),
-    };
+    let think = think_of(st.think)?;
     Ok(Step {
         id,
         method,
@@ -985,6 +973,23 @@ fn step(
         metrics: metrics.into(),
         set: set.into(),
         fresh,
+    })
+}
+
+/// A think time from the wire (`None`: none).
+pub fn think_of(t: Option<v1::Think>) -> Result<Option<Think>, String> {
+    Ok(match t.and_then(|t| t.kind) {
+        None => None,
+        Some(v1::think::Kind::ConstantUs(us)) => Some(Think::Constant(Duration::from_micros(us))),
+        Some(v1::think::Kind::Uniform(r)) if r.min_us <= r.max_us => Some(Think::Uniform(
+            Duration::from_micros(r.min_us),
+            Duration::from_micros(r.max_us),
+        )),
+        Some(v1::think::Kind::Uniform(_)) => return Err("think: uniform min above max".into()),
+        Some(v1::think::Kind::Gaussian(g)) => Some(Think::Gaussian(
+            Duration::from_micros(g.mean_us),
+            Duration::from_micros(g.deviation_us),
+        )),
     })
 }
 

@@ -77,6 +77,7 @@ pub enum Op {
         percent: f64,
         to: usize,
     },
+    Pause(crate::journey::Think),
 }
 
 /// A scenario's program and the per-user state it needs.
@@ -277,6 +278,11 @@ impl Program {
                             .collect::<Result<_, _>>()?,
                     }
                 }
+                W::Pause(t) => Op::Pause(
+                    crate::assignment::think_of(Some(t))
+                        .map_err(|e| format!("op {at}: {e}"))?
+                        .ok_or_else(|| format!("op {at}: a pause without a time"))?,
+                ),
                 W::Percent(pc) => {
                     if !(0.0..=100.0).contains(&pc.percent) {
                         return Err(format!("op {at}: percent {} outside 0..=100", pc.percent));

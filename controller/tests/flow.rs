@@ -301,8 +301,10 @@ async fn a_group_times_its_requests_without_the_think_time_between_them() {
             "[[scenario.step]]\ngroup = \"{name}\"\n{extra}\n  [[scenario.step.step]]\n  name = \"{name} a\"\n  path = \"/a\"\n  think = \"30ms\"\n  [[scenario.step.step]]\n  name = \"{name} b\"\n  path = \"/b\"\n"
         )
     };
+    // A pause of its own (a step with only `think`) between the requests.
+    let paused = "[[scenario.step]]\ngroup = \"paused\"\ninclude_think = true\n  [[scenario.step.step]]\n  name = \"paused a\"\n  path = \"/a\"\n  [[scenario.step.step]]\n  think = \"40ms\"\n  [[scenario.step.step]]\n  name = \"paused b\"\n  path = \"/b\"\n";
     let text = format!(
-        "[target]\nbase_url = \"{}\"\n[load]\nusers = 2\niterations = 10\n[[scenario]]\nname = \"s\"\n{}{}[thresholds]\nsteps = {{ \"g\" = [\"p95 < 5s\"], \"with think\" = [\"p50 < 20ms\"] }}\n",
+        "[target]\nbase_url = \"{}\"\n[load]\nusers = 2\niterations = 10\n[[scenario]]\nname = \"s\"\n{}{}{paused}[thresholds]\nsteps = {{ \"g\" = [\"p95 < 5s\"], \"with think\" = [\"p50 < 20ms\"] }}\n",
         bed.base_url(),
         body("g", ""),
         body("with think", "include_think = true"),
@@ -367,9 +369,14 @@ async fn a_group_times_its_requests_without_the_think_time_between_them() {
         t >= ta + tb + 30.0 && t <= ta + tb + 45.0,
         "with think {t:.2} ms against {ta:.2} + {tb:.2} + 30 ms"
     );
+    let (pa, pb, p) = (mean("paused a"), mean("paused b"), mean("paused"));
+    assert!(
+        p >= pa + pb + 40.0 && p <= pa + pb + 55.0,
+        "a group with a 40 ms pause step: {p:.2} ms against {pa:.2} + {pb:.2} + 40 ms"
+    );
     assert_eq!(
-        s["total"]["requests"], 80,
-        "the total counts the 80 requests, not the groups"
+        s["total"]["requests"], 120,
+        "the total counts the 120 requests, not the groups"
     );
 }
 

@@ -346,6 +346,14 @@ pub(super) async fn run_iteration(
                 user.turns[*slot] = n + 1;
                 pc = to[(n % to.len() as u64) as usize];
             }
+            Op::Pause(think) => {
+                spun = 0;
+                let d = think.sample(&mut user.rng);
+                if !pause(shared, d, deadline).await {
+                    return false;
+                }
+                user.thought(d);
+            }
             Op::Percent { slot, percent, to } => {
                 // Exactly `percent` of passes, spread evenly: pass n runs
                 // when it raises floor(n * percent / 100).

@@ -255,6 +255,29 @@ impl Validator<'_> {
                 ));
             }
         }
+        if control.is_none()
+            && st.group.is_none()
+            && st.set.is_none()
+            && st.step.is_empty()
+            && let Some(t) = st.think.take()
+        {
+            // Only `think`: a pause of its own.
+            if let Some((k, s)) = st.request_key() {
+                return Err(self.error(
+                    s,
+                    format!("step `{k}`: a step without `path` or `url` sends no request"),
+                ));
+            }
+            let think = self.think(&t, "step `think`")?;
+            b.line(depth, format!("pause {}", t.get_ref().trim()));
+            let time = think_max(&Some(think.clone()));
+            b.push(v1::op::Op::Pause(think));
+            b.flows = true;
+            return Ok(Bound {
+                requests: Some(0),
+                time,
+            });
+        }
         if control.is_none() && st.group.is_none() {
             if let Some(set) = st.set.take() {
                 if let Some(c) = st.step.first() {
@@ -278,7 +301,7 @@ impl Validator<'_> {
             }
             return Err(self.error(
                 span,
-                "step: expected a `path` (or an absolute `url`) for a request, or a block (`group`, `repeat`, `while`, `during`, `if`, `for_each`, `once`, `one_of`, `in_turn`, `percent`) with nested [[...step]]s",
+                "step: expected a `path` (or an absolute `url`) for a request, a block (`group`, `repeat`, `while`, `during`, `if`, `for_each`, `once`, `one_of`, `in_turn`, `percent`) with nested [[...step]]s, only `set`, or only `think` (a pause)",
             ));
         }
         if let Some((k, s)) = st.request_key() {

@@ -33,7 +33,7 @@ pub(super) struct RawStep {
     body: Option<Spanned<String>>,
     follow_redirects: Option<Spanned<bool>>,
     max_redirects: Option<Spanned<u32>>,
-    think: Option<Spanned<String>>,
+    pub(super) think: Option<Spanned<String>>,
     check: Option<Spanned<RawCheck>>,
     #[serde(default)]
     extract: Vec<Spanned<RawExtract>>,
