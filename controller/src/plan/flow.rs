@@ -270,7 +270,7 @@ impl Validator<'_> {
             }
             let think = self.think(&t, "step `think`")?;
             b.line(depth, format!("pause {}", t.get_ref().trim()));
-            let time = think_max(&Some(think.clone()));
+            let time = think_max(&Some(think));
             b.push(v1::op::Op::Pause(think));
             b.flows = true;
             return Ok(Bound {
