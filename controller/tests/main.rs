@@ -28,6 +28,7 @@ mod house;
 mod http2;
 mod http_defaults;
 mod https;
+mod import_flow;
 mod import_har;
 mod import_jmeter;
 mod journey;

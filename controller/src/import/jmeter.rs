@@ -64,10 +64,11 @@ impl<'a, 'i> Props<'a, 'i> {
         };
         for c in self.node.children().filter(Node::is_element) {
             let tag = c.tag_name().name();
-            if !tag.ends_with("Prop") {
+            if !tag.ends_with("Prop") && !tag.ends_with("Property") {
                 continue;
             }
-            let nested = tag == "doubleProp" || tag == "floatProp";
+            // `<FloatProperty>` (Throughput Controller's percent) too.
+            let nested = tag == "doubleProp" || tag == "floatProp" || tag.ends_with("Property");
             let prop_name = if nested {
                 child(c, "name")
             } else {
@@ -165,6 +166,13 @@ struct Ctx<'o> {
     /// that read the same file share one table.
     csv_files: Vec<(String, Vec<String>, String)>,
     unmapped: Vec<String>,
+    /// `[[data]]` tables written so far.
+    data: Vec<String>,
+    clear_cookies: bool,
+    /// The target: the first HTTP Request Defaults' (or sampler's) origin.
+    base: Option<String>,
+    /// A shared Constant Throughput Timer, as a throttle.
+    throttle: Option<String>,
 }
 
 impl Ctx<'_> {
@@ -234,9 +242,39 @@ impl Ctx<'_> {
                     let v = prop(args[0], args.get(2).copied().unwrap_or(""));
                     self.eval(&v, resolve_vars, where_)
                 }
+                // Functions with a built-in variable of the same meaning.
+                "time" if args.first().is_none_or(|a| a.is_empty()) => "${__time}".into(),
+                "UUID" => "${__uuid}".into(),
+                "threadNum" => "${__user}".into(),
+                "iterationNum" => "${__iteration}".into(),
+                "counter" => {
+                    if args
+                        .first()
+                        .is_some_and(|a| a.eq_ignore_ascii_case("false"))
+                    {
+                        "${__fleet_counter}".into()
+                    } else {
+                        "${__counter}".into()
+                    }
+                }
+                "Random" if args.len() >= 2 => {
+                    let lo = self.eval(args[0], true, where_);
+                    let hi = self.eval(args[1], true, where_);
+                    match (lo.trim().parse::<i64>(), hi.trim().parse::<i64>()) {
+                        (Ok(lo), Ok(hi)) if lo <= hi => format!("${{__random({lo},{hi})}}"),
+                        _ => {
+                            self.note(format!(
+                                "function ${{__Random({})}} in {where_}: its bounds are not integers; left out",
+                                args.join(",")
+                            ));
+                            String::new()
+                        }
+                    }
+                }
+                "V" if !args[0].is_empty() => format!("${{{}}}", args[0]),
                 _ => {
                     self.note(format!(
-                        "function ${{__{func}(…)}} in {where_}: JMeter functions other than __P and __property are not evaluated; left out"
+                        "function ${{__{func}(…)}} in {where_}: not one loadfleet evaluates (it maps __P, __property, __time, __UUID, __Random, __threadNum, __iterationNum, __counter and __V); left out"
                     ));
                     String::new()
                 }
@@ -268,8 +306,6 @@ struct Group {
     on_error: &'static str,
     steps: String,
     step_count: usize,
-    /// A constant or random timer that applies to every sampler.
-    think: Option<String>,
 }
 
 /// What is in scope of a sampler: defaults, headers, extractors and
@@ -281,6 +317,44 @@ struct Scope {
     protocol: String,
     path: String,
     headers: Vec<(String, String)>,
+    /// Timers in scope, each a pause before every sampler below (as
+    /// JMeter runs them): the element's label and its think time.
+    timers: Vec<(String, String)>,
+}
+
+/// The most controllers nested in one another an import follows.
+const MAX_DEPTH: usize = 48;
+
+/// Step tables `depth` blocks deep: `[[scenario.step]]` written as
+/// `[[scenario.step.step]]` one block down, and so on.
+fn nest(text: &str, depth: usize) -> String {
+    if depth == 0 {
+        return text.to_string();
+    }
+    text.replace(
+        "[[scenario.step",
+        &format!("[[scenario{}", ".step".repeat(depth + 1)),
+    )
+}
+
+/// A block's own table, `depth` blocks deep: `# From …`, the header and
+/// its keys.
+fn block(where_: &str, keys: &str, depth: usize) -> String {
+    nest(
+        &format!("\n# From {where_}.\n[[scenario.step]]\n{keys}\n"),
+        depth,
+    )
+}
+
+/// A pause step for a timer in scope, before a sampler.
+fn pause(where_: &str, think: &str, depth: usize) -> String {
+    nest(
+        &format!(
+            "\n# From {where_}: JMeter pauses before each sampler in its scope.\n[[scenario.step]]\nthink = {}\n",
+            string(think)
+        ),
+        depth,
+    )
 }
 
 fn to_u64(s: &str) -> Option<u64> {
@@ -320,6 +394,10 @@ pub fn import(jmx: &str, opts: &Options) -> Result<Imported, String> {
         csv_vars: BTreeMap::new(),
         csv_files: Vec::new(),
         unmapped: Vec::new(),
+        data: Vec::new(),
+        clear_cookies: false,
+        base: None,
+        throttle: None,
     };
     if let Some(udv) = plan_props.element("TestPlan.user_defined_variables") {
         for (k, v) in arguments(&udv) {
@@ -338,22 +416,18 @@ pub fn import(jmx: &str, opts: &Options) -> Result<Imported, String> {
     let serialize = plan_props.bool("TestPlan.serialize_threadgroups") == Some(true);
     let plan_children = plan_tree.map(pairs).unwrap_or_default();
 
-    let mut throttle: Option<String> = None;
-    let mut clear_cookies = false;
-    let mut data: Vec<String> = Vec::new();
     let mut groups: Vec<Group> = Vec::new();
-    let mut base: Option<String> = None;
-
-    // Plan-level elements first (timers, config), then the thread groups.
-    for (e, _) in &plan_children {
-        if !enabled(*e) {
-            continue;
-        }
-        let tag = e.tag_name().name();
-        if tag == "ConstantThroughputTimer" {
-            throttle = throughput(&mut ctx, *e, None);
-        }
-    }
+    // Plan-level elements apply to every thread group: defaults, headers,
+    // timers, data, cookies, variables, extractors and assertions.
+    let mut plan_scope = Scope::default();
+    let mut plan_attached = Vec::new();
+    configure(
+        &mut ctx,
+        &plan_children,
+        &mut plan_scope,
+        &mut plan_attached,
+        None,
+    )?;
     for (e, children) in &plan_children {
         let tag = e.tag_name().name();
         if !enabled(*e) {
@@ -361,7 +435,6 @@ pub fn import(jmx: &str, opts: &Options) -> Result<Imported, String> {
             continue;
         }
         match tag {
-            "ConstantThroughputTimer" => {}
             "ThreadGroup" | "SetupThreadGroup" | "PostThreadGroup" => {
                 if tag != "ThreadGroup" {
                     ctx.note(format!(
@@ -369,23 +442,10 @@ pub fn import(jmx: &str, opts: &Options) -> Result<Imported, String> {
                         label(*e)
                     ));
                 }
-                let g = thread_group(
-                    &mut ctx,
-                    *e,
-                    *children,
-                    &mut data,
-                    &mut clear_cookies,
-                    &mut base,
-                    &mut throttle,
-                )?;
+                let g = thread_group(&mut ctx, *e, *children, &plan_scope, &plan_attached)?;
                 groups.push(g);
             }
-            "Arguments" => {
-                for (k, v) in arguments(&Props::of(*e)) {
-                    let v = ctx.eval(&v, true, &format!("variable `{k}`"));
-                    ctx.vars.insert(k, v);
-                }
-            }
+            t if is_config(t) => {}
             _ => note_unmapped(&mut ctx, *e),
         }
     }
@@ -395,6 +455,9 @@ pub fn import(jmx: &str, opts: &Options) -> Result<Imported, String> {
             "{source}: no thread group with an HTTP request to turn into a scenario"
         ));
     }
+    let (base, throttle, clear_cookies) =
+        (ctx.base.clone(), ctx.throttle.clone(), ctx.clear_cookies);
+    let data = std::mem::take(&mut ctx.data);
     let base_url = match (&opts.base_url, &base) {
         (Some(b), _) => b.trim_end_matches('/').to_string(),
         (None, Some(b)) => b.clone(),
@@ -489,7 +552,6 @@ pub fn import(jmx: &str, opts: &Options) -> Result<Imported, String> {
                 on_error: "continue",
                 steps: String::new(),
                 step_count: 0,
-                think: None,
             };
             let _ = writeln!(
                 plan,
@@ -535,9 +597,6 @@ pub fn import(jmx: &str, opts: &Options) -> Result<Imported, String> {
         );
         if groups.len() > 1 && !serialize {
             let _ = writeln!(plan, "weight = {}", g.users.max(1));
-        }
-        if let Some(t) = &g.think {
-            let _ = writeln!(plan, "think = {}", string(t));
         }
         plan.push_str(&g.steps);
     }
@@ -609,15 +668,12 @@ fn note_unmapped(ctx: &mut Ctx<'_>, e: Node<'_, '_>) {
     ctx.note(format!("{}: {why}; left out", label(e)));
 }
 
-#[allow(clippy::too_many_arguments)]
-fn thread_group(
+fn thread_group<'a, 'i>(
     ctx: &mut Ctx<'_>,
-    e: Node<'_, '_>,
-    children: Option<Node<'_, '_>>,
-    data: &mut Vec<String>,
-    clear_cookies: &mut bool,
-    base: &mut Option<String>,
-    throttle: &mut Option<String>,
+    e: Node<'a, 'i>,
+    children: Option<Node<'a, 'i>>,
+    plan_scope: &Scope,
+    plan_attached: &[Node<'a, 'i>],
 ) -> Result<Group, String> {
     let p = Props::of(e);
     let name = e
@@ -688,21 +744,13 @@ fn thread_group(
         on_error,
         steps: String::new(),
         step_count: 0,
-        think: None,
     };
     if let Some(children) = children {
-        let mut scope = Scope::default();
-        walk(
-            ctx,
-            children,
-            &mut scope,
-            &mut g,
-            data,
-            clear_cookies,
-            base,
-            throttle,
-            &[],
-        )?;
+        // A thread group's own defaults apply to it alone.
+        let mut scope = plan_scope.clone();
+        let (steps, count) = walk(ctx, pairs(children), &mut scope, &g, plan_attached, 0)?;
+        g.steps = steps;
+        g.step_count = count;
     }
     Ok(g)
 }
@@ -719,26 +767,47 @@ struct Attached {
     headers_not: Vec<String>,
 }
 
-/// Walks a controller's children: configuration first (it applies to the
-/// whole scope, wherever it sits in it), then samplers and controllers in
-/// order.
-#[allow(clippy::too_many_arguments)]
-fn walk<'a, 'i>(
+/// Whether an element configures its scope rather than running in order.
+fn is_config(tag: &str) -> bool {
+    matches!(
+        tag,
+        "ConfigTestElement"
+            | "CSVDataSet"
+            | "CookieManager"
+            | "HeaderManager"
+            | "ConstantTimer"
+            | "UniformRandomTimer"
+            | "GaussianRandomTimer"
+            | "PoissonRandomTimer"
+            | "ConstantThroughputTimer"
+            | "RegexExtractor"
+            | "ResponseAssertion"
+            | "Arguments"
+    )
+}
+
+/// The HTTP samplers in a subtree (for what is lost with an element).
+fn samplers_in(children: Option<Node<'_, '_>>) -> usize {
+    children.map_or(0, |c| {
+        c.descendants()
+            .filter(|d| d.has_tag_name("HTTPSamplerProxy") || d.has_tag_name("HTTPSampler"))
+            .filter(|d| enabled(*d))
+            .count()
+    })
+}
+
+/// What a scope's configuration elements set, wherever they sit in it:
+/// defaults, data, cookies, headers (merged as JMeter merges them: the
+/// nearer manager wins per header name), timers, variables, and extractors
+/// or assertions that apply to every sampler below.
+fn configure<'a, 'i>(
     ctx: &mut Ctx<'_>,
-    tree: Node<'a, 'i>,
+    items: &[(Node<'a, 'i>, Option<Node<'a, 'i>>)],
     scope: &mut Scope,
-    g: &mut Group,
-    data: &mut Vec<String>,
-    clear_cookies: &mut bool,
-    base: &mut Option<String>,
-    throttle: &mut Option<String>,
-    inherited: &[Node<'a, 'i>],
+    attached: &mut Vec<Node<'a, 'i>>,
+    threads: Option<u64>,
 ) -> Result<(), String> {
-    let items = pairs(tree);
-    // Scope-wide elements: defaults, data, cookies, headers, timers, and
-    // extractors or assertions that apply to every sampler below.
-    let mut attached: Vec<Node<'a, 'i>> = inherited.to_vec();
-    for (e, _) in &items {
+    for (e, _) in items {
         if !enabled(*e) {
             continue;
         }
@@ -768,106 +837,551 @@ fn walk<'a, 'i>(
                     scope.path = path;
                 }
             }
-            "CSVDataSet" => csv(ctx, *e, data)?,
+            "CSVDataSet" => csv(ctx, *e)?,
             "CookieManager" if p.bool("CookieManager.clearEachIteration") == Some(true) => {
-                *clear_cookies = true;
+                ctx.clear_cookies = true;
             }
             "HeaderManager" => {
-                for h in p.collection("HeaderManager.headers") {
-                    let hp = Props::of(h);
-                    let (n, v) = (hp.get("Header.name"), hp.get("Header.value"));
-                    let v = ctx.eval(&v, false, &label(*e));
-                    if !n.is_empty() {
-                        scope.headers.push((n, v));
-                    }
+                let own = headers_of(ctx, *e);
+                merge_headers(&mut scope.headers, own);
+            }
+            "ConstantTimer"
+            | "UniformRandomTimer"
+            | "GaussianRandomTimer"
+            | "PoissonRandomTimer" => {
+                if let Some(t) = timer(ctx, *e) {
+                    scope.timers.push((label(*e), t));
                 }
             }
-            "ConstantTimer" | "UniformRandomTimer" | "GaussianRandomTimer" => {
-                g.think = timer(ctx, *e);
-            }
             "ConstantThroughputTimer" => {
-                *throttle = throughput(ctx, *e, Some(g.users));
+                ctx.throttle = throughput(ctx, *e, threads);
             }
             "RegexExtractor" | "ResponseAssertion" => attached.push(*e),
+            "Arguments" => {
+                for (k, v) in arguments(&p) {
+                    let v = ctx.eval(&v, true, &format!("variable `{k}`"));
+                    ctx.vars.insert(k, v);
+                }
+            }
             _ => {}
         }
     }
-    for (e, children) in &items {
-        if !enabled(*e) {
-            ctx.note(format!("{}: disabled in the JMX; left out", label(*e)));
-            continue;
-        }
-        match e.tag_name().name() {
-            "ConfigTestElement"
-            | "CSVDataSet"
-            | "CookieManager"
-            | "HeaderManager"
-            | "ConstantTimer"
-            | "UniformRandomTimer"
-            | "GaussianRandomTimer"
-            | "ConstantThroughputTimer"
-            | "RegexExtractor"
-            | "ResponseAssertion" => {}
-            "HTTPSamplerProxy" | "HTTPSampler" => {
-                sampler(ctx, *e, *children, scope, g, base, &attached)?;
-            }
-            tag @ ("GenericController"
-            | "TransactionController"
-            | "LoopController"
-            | "OnceOnlyController") => {
-                // How many times the controller's samplers appear as steps.
-                let times = match tag {
-                    "LoopController" => {
-                        let v = Props::of(*e).get("LoopController.loops");
-                        let n = to_u64(&ctx.eval(&v, true, &label(*e))).unwrap_or(1);
-                        if !(1..=20).contains(&n) {
-                            ctx.note(format!(
-                                "{}: {n} loops; its samplers appear once here",
-                                label(*e)
-                            ));
-                            1
-                        } else {
-                            if n > 1 {
-                                ctx.note(format!(
-                                    "{}: its samplers are repeated {n} times as steps",
-                                    label(*e)
-                                ));
-                            }
-                            n
-                        }
-                    }
-                    "OnceOnlyController" => {
-                        if g.loops.unwrap_or(2) > 1 {
-                            ctx.note(format!(
-                                "{}: runs in every iteration here, not only the first (loadfleet has no once-only steps; a [[phase]] of its own can run them once)",
-                                label(*e)
-                            ));
-                        }
-                        1
-                    }
-                    _ => 1,
-                };
-                for _ in 0..times {
-                    let mut inner = scope.clone();
-                    if let Some(c) = children {
-                        walk(
-                            ctx,
-                            *c,
-                            &mut inner,
-                            g,
-                            data,
-                            clear_cookies,
-                            base,
-                            throttle,
-                            &attached,
-                        )?;
-                    }
-                }
-            }
-            _ => note_unmapped(ctx, *e),
+    Ok(())
+}
+
+/// A Header Manager's headers, values as loadfleet templates.
+fn headers_of(ctx: &mut Ctx<'_>, e: Node<'_, '_>) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for h in Props::of(e).collection("HeaderManager.headers") {
+        let hp = Props::of(h);
+        let (n, v) = (hp.get("Header.name"), hp.get("Header.value"));
+        let v = ctx.eval(&v, false, &label(e));
+        if !n.trim().is_empty() {
+            out.push((n.trim().to_string(), v));
         }
     }
-    Ok(())
+    out
+}
+
+/// Adds `nearer` headers over `outer` ones: one of the same name (without
+/// case) is replaced, as JMeter's nearer Header Manager wins.
+fn merge_headers(outer: &mut Vec<(String, String)>, nearer: Vec<(String, String)>) {
+    for (n, v) in nearer {
+        match outer.iter_mut().find(|(o, _)| o.eq_ignore_ascii_case(&n)) {
+            Some(slot) => slot.1 = v,
+            None => outer.push((n, v)),
+        }
+    }
+}
+
+/// Walks a controller's children, `depth` blocks deep: configuration first
+/// (it applies to the whole scope, wherever it sits in it), then samplers,
+/// pauses and controllers in order. Returns the steps' text and how many
+/// HTTP samplers it holds.
+fn walk<'a, 'i>(
+    ctx: &mut Ctx<'_>,
+    items: Vec<(Node<'a, 'i>, Option<Node<'a, 'i>>)>,
+    scope: &mut Scope,
+    g: &Group,
+    inherited: &[Node<'a, 'i>],
+    depth: usize,
+) -> Result<(String, usize), String> {
+    let mut attached: Vec<Node<'a, 'i>> = inherited.to_vec();
+    configure(ctx, &items, scope, &mut attached, Some(g.users))?;
+    let mut out = String::new();
+    let mut count = 0;
+    for (e, children) in &items {
+        let tag = e.tag_name().name();
+        if !enabled(*e) {
+            let n = samplers_in(*children) + usize::from(tag.starts_with("HTTPSampler"));
+            ctx.note(format!(
+                "{}: disabled in the JMX; left out{}",
+                label(*e),
+                if n > 0 {
+                    format!(" (with the {n} HTTP sampler(s) in it)")
+                } else {
+                    String::new()
+                }
+            ));
+            continue;
+        }
+        if is_config(tag) {
+            continue;
+        }
+        match tag {
+            "HTTPSamplerProxy" | "HTTPSampler" => {
+                let (text, own_timers) = sampler(ctx, *e, *children, scope, &attached)?;
+                for (w, t) in scope.timers.iter().chain(&own_timers) {
+                    out.push_str(&pause(w, t, depth));
+                }
+                out.push_str(&nest(&text, depth));
+                count += 1;
+            }
+            "TestAction" => {
+                let p = Props::of(*e);
+                let action = p.get("ActionProcessor.action");
+                if !matches!(action.trim(), "1" | "") {
+                    ctx.note(format!(
+                        "{}: action {} (stop or restart): loadfleet's journeys do not stop or restart users from a step; left out",
+                        label(*e),
+                        action.trim()
+                    ));
+                    continue;
+                }
+                // A sampler: the timers in scope run before it, its own
+                // timers too, then it pauses for its duration.
+                let mut pauses: Vec<(String, String)> = scope.timers.clone();
+                if let Some(c) = children {
+                    for (x, _) in pairs(*c) {
+                        if enabled(x)
+                            && matches!(
+                                x.tag_name().name(),
+                                "ConstantTimer"
+                                    | "UniformRandomTimer"
+                                    | "GaussianRandomTimer"
+                                    | "PoissonRandomTimer"
+                            )
+                            && let Some(t) = timer(ctx, x)
+                        {
+                            pauses.push((label(x), t));
+                        }
+                    }
+                }
+                let ms = ctx
+                    .eval(&p.get("ActionProcessor.duration"), true, &label(*e))
+                    .trim()
+                    .parse::<f64>()
+                    .unwrap_or(0.0);
+                if ms > 0.0 {
+                    pauses.push((label(*e), format!("{}ms", ms as u64)));
+                }
+                for (w, t) in &pauses {
+                    out.push_str(&pause(w, t, depth));
+                }
+            }
+            _ => {
+                let (text, n) = controller(ctx, *e, *children, scope, g, &attached, depth)?;
+                out.push_str(&text);
+                count += n;
+            }
+        }
+    }
+    Ok((out, count))
+}
+
+/// A logic controller as a block of the journey (or its steps in place).
+fn controller<'a, 'i>(
+    ctx: &mut Ctx<'_>,
+    e: Node<'a, 'i>,
+    children: Option<Node<'a, 'i>>,
+    scope: &Scope,
+    g: &Group,
+    attached: &[Node<'a, 'i>],
+    depth: usize,
+) -> Result<(String, usize), String> {
+    let tag = e.tag_name().name();
+    let where_ = label(e);
+    if depth >= MAX_DEPTH {
+        return Err(format!(
+            "{}: {where_} is nested {depth} controllers deep; the import follows at most {MAX_DEPTH}",
+            ctx.opts.source.display()
+        ));
+    }
+    let kids = children.map(pairs).unwrap_or_default();
+    let p = Props::of(e);
+    let mut inner = scope.clone();
+    // The steps inside, one block deeper (or in place).
+    let mut body =
+        |ctx: &mut Ctx<'_>, d: usize| walk(ctx, kids.clone(), &mut inner, g, attached, d);
+    let wrapped = |ctx: &mut Ctx<'_>, keys: String, (text, n): (String, usize)| {
+        if n == 0 {
+            ctx.note(format!("{where_}: no HTTP sampler inside; left out"));
+            return (String::new(), 0);
+        }
+        (block(&where_, &keys, depth) + &text, n)
+    };
+    Ok(match tag {
+        "GenericController" | "RecordingController" => body(ctx, depth)?,
+        "RandomOrderController" => {
+            ctx.note(format!(
+                "{where_}: its children run in their order here, not in a random order"
+            ));
+            body(ctx, depth)?
+        }
+        "TransactionController" => {
+            let name = e.attribute("testname").unwrap_or("transaction").to_string();
+            let mut keys = format!("group = {}", string(&name));
+            if p.bool("TransactionController.includeTimers") == Some(true) {
+                keys.push_str("\ninclude_think = true");
+            }
+            let b = body(ctx, depth + 1)?;
+            wrapped(ctx, keys, b)
+        }
+        "LoopController" => {
+            let v = p.get("LoopController.loops");
+            let text = ctx.eval(&v, true, &where_);
+            let forever = text.trim() == "-1"
+                || p.bool("LoopController.continue_forever") == Some(true)
+                    && text.trim().is_empty();
+            match to_u64(&text) {
+                _ if forever => match g.duration_s {
+                    Some(d) => {
+                        let b = body(ctx, depth + 1)?;
+                        wrapped(ctx, format!("during = \"{d}s\""), b)
+                    }
+                    None => {
+                        ctx.note(format!(
+                            "{where_}: loops forever in a thread group without a duration; its steps run once per iteration here"
+                        ));
+                        body(ctx, depth)?
+                    }
+                },
+                Some(0) => {
+                    ctx.note(format!(
+                        "{where_}: 0 loops, so JMeter never runs its {} sampler(s); left out",
+                        samplers_in(children)
+                    ));
+                    (String::new(), 0)
+                }
+                Some(1) => body(ctx, depth)?,
+                Some(n) if n <= loadfleet_controller_max_loops() => {
+                    let b = body(ctx, depth + 1)?;
+                    wrapped(ctx, format!("repeat = {n}"), b)
+                }
+                _ => {
+                    ctx.note(format!(
+                        "{where_}: loops \"{}\" is not a count loadfleet repeats (1 to {}); its steps run once here",
+                        text.trim(),
+                        loadfleet_controller_max_loops()
+                    ));
+                    body(ctx, depth)?
+                }
+            }
+        }
+        "OnceOnlyController" => {
+            let b = body(ctx, depth + 1)?;
+            wrapped(ctx, "once = true".into(), b)
+        }
+        "WhileController" => {
+            let raw = p.get("WhileController.condition");
+            match condition(ctx, &raw, &where_, true) {
+                Ok(c) => {
+                    ctx.note(format!(
+                        "{where_}: JMeter's While has no bound; at most {WHILE_BOUND} passes here (`max_loops`; a pass refused by it is counted)"
+                    ));
+                    let b = body(ctx, depth + 1)?;
+                    wrapped(
+                        ctx,
+                        format!("while = {}\nmax_loops = {WHILE_BOUND}", string_expr(&c)),
+                        b,
+                    )
+                }
+                Err(why) => {
+                    ctx.note(format!(
+                        "{where_}: condition {raw:?} not mapped ({why}); its {} sampler(s) run once per pass here",
+                        samplers_in(children)
+                    ));
+                    body(ctx, depth)?
+                }
+            }
+        }
+        "IfController" => {
+            let raw = p.get("IfController.condition");
+            if p.bool("IfController.evaluateAll") == Some(true) {
+                ctx.note(format!(
+                    "{where_}: evaluateAll (the condition before each child): checked once, before the block, here"
+                ));
+            }
+            match condition(ctx, &raw, &where_, false) {
+                Ok(c) => {
+                    let b = body(ctx, depth + 1)?;
+                    wrapped(ctx, format!("if = {}", string_expr(&c)), b)
+                }
+                Err(why) => {
+                    ctx.note(format!(
+                        "{where_}: condition {raw:?} not mapped ({why}); its {} sampler(s) run every time here",
+                        samplers_in(children)
+                    ));
+                    body(ctx, depth)?
+                }
+            }
+        }
+        "ForeachController" => {
+            let input = p.get("ForeachController.inputVal");
+            let output = p.get("ForeachController.returnVal");
+            if !is_name(input.trim()) || !is_name(output.trim()) {
+                ctx.note(format!(
+                    "{where_}: input \"{input}\" or output \"{output}\" is not a plain name; its steps run once here"
+                ));
+                body(ctx, depth)?
+            } else {
+                let list = ctx
+                    .csv_vars
+                    .get(input.trim())
+                    .cloned()
+                    .unwrap_or_else(|| input.trim().to_string());
+                let b = body(ctx, depth + 1)?;
+                wrapped(
+                    ctx,
+                    format!(
+                        "for_each = {}\nas = {}",
+                        string(&list),
+                        string(output.trim())
+                    ),
+                    b,
+                )
+            }
+        }
+        "RunTime" => {
+            let secs = to_u64(&ctx.eval(&p.get("RunTime.seconds"), true, &where_)).unwrap_or(0);
+            if secs == 0 {
+                ctx.note(format!(
+                    "{where_}: 0 seconds, so JMeter never runs its samplers; left out"
+                ));
+                (String::new(), 0)
+            } else {
+                let b = body(ctx, depth + 1)?;
+                wrapped(ctx, format!("during = \"{secs}s\""), b)
+            }
+        }
+        "ThroughputController" => {
+            let style = p.get("ThroughputController.style");
+            let per_thread = p.bool("ThroughputController.perThread") == Some(true);
+            if style.trim() == "1" {
+                let pct = ctx
+                    .eval(
+                        &p.get("ThroughputController.percentThroughput"),
+                        true,
+                        &where_,
+                    )
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|v| (0.0..=100.0).contains(v));
+                match pct {
+                    Some(pc) => {
+                        if !per_thread {
+                            ctx.note(format!(
+                                "{where_}: {pc}% of every user's passes here (JMeter counts the thread group's passes together)"
+                            ));
+                        }
+                        let b = body(ctx, depth + 1)?;
+                        wrapped(ctx, format!("percent = {pc}"), b)
+                    }
+                    None => {
+                        ctx.note(format!(
+                            "{where_}: its percent is not a number from 0 to 100; its steps run every time here"
+                        ));
+                        body(ctx, depth)?
+                    }
+                }
+            } else {
+                let max =
+                    to_u64(&ctx.eval(&p.get("ThroughputController.maxThroughput"), true, &where_));
+                if max == Some(1) && per_thread {
+                    let b = body(ctx, depth + 1)?;
+                    wrapped(ctx, "once = true".into(), b)
+                } else {
+                    ctx.note(format!(
+                        "{where_}: total executions ({}{}): not mapped; its {} sampler(s) run every time here",
+                        max.map_or("?".to_string(), |m| m.to_string()),
+                        if per_thread { " per user" } else { " in all" },
+                        samplers_in(children)
+                    ));
+                    body(ctx, depth)?
+                }
+            }
+        }
+        "RandomController" | "InterleaveControl" => {
+            let key = if tag == "RandomController" {
+                "one_of = true"
+            } else {
+                "in_turn = true"
+            };
+            let mut attached = attached.to_vec();
+            configure(ctx, &kids, &mut inner, &mut attached, Some(g.users))?;
+            let mut text = String::new();
+            let mut n = 0;
+            let top = format!("\n[[scenario{}]]\n", ".step".repeat(depth + 2));
+            for kid in kids.iter().filter(|(k, _)| !is_config(k.tag_name().name())) {
+                let mut branch_scope = inner.clone();
+                let (t, c) = walk(ctx, vec![*kid], &mut branch_scope, g, &attached, depth + 1)?;
+                if c == 0 {
+                    continue;
+                }
+                if t.matches(&top).count() == 1 {
+                    // One step (a sampler or a block): the branch itself.
+                    text.push_str(&t);
+                } else {
+                    // Several (a sampler and its pauses): one pass of them.
+                    text.push_str(&block(
+                        &format!("{} (one branch)", label(kid.0)),
+                        "repeat = 1",
+                        depth + 1,
+                    ));
+                    text.push_str(&nest(&t, 1));
+                }
+                n += c;
+            }
+            wrapped(ctx, key.into(), (text, n))
+        }
+        "SwitchController" => {
+            let value = ctx.eval(&p.get("SwitchController.value"), false, &where_);
+            let value = value.trim().to_string();
+            let mut attached = attached.to_vec();
+            configure(ctx, &kids, &mut inner, &mut attached, Some(g.users))?;
+            let branches: Vec<_> = kids
+                .iter()
+                .filter(|(k, _)| !is_config(k.tag_name().name()) && enabled(*k))
+                .copied()
+                .collect();
+            if let Ok(i) = value.parse::<usize>() {
+                // A fixed choice: that child only (JMeter runs the first
+                // when the number is out of range).
+                let pick = branches.get(i).or(branches.first()).copied();
+                let chosen: Vec<_> = pick.into_iter().collect();
+                walk(ctx, chosen, &mut inner, g, &attached, depth)?
+            } else {
+                ctx.note(format!(
+                    "{where_}: each child under a condition on \"{value}\" (its index or name); JMeter's default child is not mapped"
+                ));
+                let mut text = String::new();
+                let mut n = 0;
+                for (i, kid) in branches.iter().enumerate() {
+                    let name = kid.0.attribute("testname").unwrap_or("");
+                    let cond = format!(
+                        "{} == \"{i}\" or {} == {}",
+                        value,
+                        value,
+                        toml::Value::String(name.to_string())
+                    );
+                    let mut branch_scope = inner.clone();
+                    let (t, c) = walk(ctx, vec![*kid], &mut branch_scope, g, &attached, depth + 1)?;
+                    if c == 0 {
+                        continue;
+                    }
+                    if loadfleet_agent::expr::Expr::condition(
+                        &cond,
+                        &mut loadfleet_agent::template::VarTable::default(),
+                    )
+                    .is_err()
+                    {
+                        ctx.note(format!(
+                            "{where_}: value \"{value}\" is not one variable; its children run every time here"
+                        ));
+                        text.push_str(&nest(&t, depth.saturating_sub(0)));
+                    } else {
+                        text.push_str(&block(
+                            &format!("{} (switch case {i})", label(kid.0)),
+                            &format!("if = {}", string_expr(&cond)),
+                            depth,
+                        ));
+                        text.push_str(&t);
+                    }
+                    n += c;
+                }
+                (text, n)
+            }
+        }
+        _ => {
+            note_unmapped(ctx, e);
+            let n = samplers_in(children);
+            if n > 0 {
+                ctx.note(format!(
+                    "{where_}: the {n} HTTP sampler(s) inside it are left out with it"
+                ));
+            }
+            (String::new(), 0)
+        }
+    })
+}
+
+/// Passes a `while` imported from JMeter may make (its While has none).
+const WHILE_BOUND: u64 = 1_000;
+
+fn loadfleet_controller_max_loops() -> u64 {
+    1_000_000
+}
+
+/// An expression as a TOML string, its variables kept.
+fn string_expr(e: &str) -> String {
+    template_string(e)
+}
+
+/// A JMeter condition (If, While) as a loadfleet one: the function
+/// wrappers (`__jexl3`, `__jexl2`, `__groovy`, `__javaScript`) taken off,
+/// quoted variables unquoted, `===` as `==`, `"${a}".equals("x")` as
+/// `${a} == "x"`, a lone `${flag}` as `${flag} == "true"`. `Err` says why
+/// a condition does not map.
+fn condition(
+    ctx: &mut Ctx<'_>,
+    raw: &str,
+    where_: &str,
+    blank_is_last_ok: bool,
+) -> Result<String, String> {
+    let t = raw.trim();
+    if t.is_empty() {
+        return if blank_is_last_ok {
+            // JMeter: go on while the last sample succeeded.
+            Ok("status == 0 or status < 400".into())
+        } else {
+            Err("empty".into())
+        };
+    }
+    let mut inner = t.to_string();
+    for f in [
+        "__jexl3(",
+        "__jexl2(",
+        "__groovy(",
+        "__javaScript(",
+        "__javascript(",
+    ] {
+        if let Some(rest) = t.strip_prefix("${").and_then(|r| r.strip_prefix(f))
+            && let Some(body) = rest.strip_suffix(")}")
+        {
+            inner = body.trim().trim_end_matches(',').trim().to_string();
+        }
+    }
+    let lone = regex::Regex::new(r"^\$\{([A-Za-z0-9_.-]+)\}$").expect("regex");
+    if lone.is_match(inner.trim()) {
+        inner = format!("{} == \"true\"", inner.trim());
+    }
+    let quoted = regex::Regex::new(r#"["'](\$\{[A-Za-z0-9_.-]+\})["']"#).expect("regex");
+    let equals =
+        regex::Regex::new(r#"(\$\{[A-Za-z0-9_.-]+\})\.equals\((["'][^"']*["'])\)"#).expect("regex");
+    inner = inner.replace("===", "==").replace("!==", "!=");
+    inner = quoted.replace_all(&inner, "$1").into_owned();
+    inner = equals.replace_all(&inner, "$1 == $2").into_owned();
+    if inner.contains("${__") {
+        return Err("it calls a JMeter function".into());
+    }
+    let converted = ctx.eval(&inner, false, where_);
+    loadfleet_agent::expr::Expr::condition(
+        &converted,
+        &mut loadfleet_agent::template::VarTable::default(),
+    )
+    .map_err(|e| e.message)?;
+    Ok(converted)
 }
 
 /// A timer as a think time.
@@ -887,6 +1401,24 @@ fn timer(ctx: &mut Ctx<'_>, e: Node<'_, '_>) -> Option<String> {
             );
             Some(format!("uniform({}ms, {}ms)", d as u64, (d + r) as u64))
         }
+        "PoissonRandomTimer" => {
+            // Delay plus a Poisson-distributed part of mean `range`: the
+            // same mean, spread uniformly.
+            let (d, lambda) = (
+                ms("ConstantTimer.delay")?,
+                ms("RandomTimer.range").unwrap_or(0.0),
+            );
+            ctx.note(format!(
+                "{}: a Poisson pause of mean {} ms is a uniform one of the same mean here",
+                label(e),
+                (d + lambda) as u64
+            ));
+            Some(format!(
+                "uniform({}ms, {}ms)",
+                d as u64,
+                (d + 2.0 * lambda) as u64
+            ))
+        }
         "GaussianRandomTimer" => {
             let (d, dev) = (
                 ms("ConstantTimer.delay")?,
@@ -898,17 +1430,12 @@ fn timer(ctx: &mut Ctx<'_>, e: Node<'_, '_>) -> Option<String> {
     };
     if think.is_none() {
         ctx.note(format!("{}: its delay is not a number; left out", label(e)));
-    } else {
-        ctx.note(format!(
-            "{}: JMeter pauses before each sampler in its scope; loadfleet thinks after each step (the same pauses, shifted by one request)",
-            label(e)
-        ));
     }
     think
 }
 
 /// A CSV Data Set as a `[[data]]` table.
-fn csv(ctx: &mut Ctx<'_>, e: Node<'_, '_>, data: &mut Vec<String>) -> Result<(), String> {
+fn csv(ctx: &mut Ctx<'_>, e: Node<'_, '_>) -> Result<(), String> {
     let p = Props::of(e);
     let where_ = label(e);
     let file = {
@@ -938,10 +1465,10 @@ fn csv(ctx: &mut Ctx<'_>, e: Node<'_, '_>, data: &mut Vec<String>) -> Result<(),
         }
         return Ok(());
     }
-    let name = if data.is_empty() {
+    let name = if ctx.data.is_empty() {
         "users".to_string()
     } else {
-        format!("data{}", data.len() + 1)
+        format!("data{}", ctx.data.len() + 1)
     };
     ctx.csv_files
         .push((file.clone(), columns.clone(), name.clone()));
@@ -999,20 +1526,21 @@ fn csv(ctx: &mut Ctx<'_>, e: Node<'_, '_>, data: &mut Vec<String>) -> Result<(),
             "{where_}: no variableNames; the file's first line names the columns"
         ));
     }
-    data.push(t);
+    ctx.data.push(t);
     Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]
+/// One HTTP sampler as a step (`[[scenario.step]]` at the top level, for
+/// [`nest`]), and its own timers (pauses before it).
+#[allow(clippy::type_complexity)]
 fn sampler<'a, 'i>(
     ctx: &mut Ctx<'_>,
     e: Node<'a, 'i>,
     children: Option<Node<'a, 'i>>,
     scope: &Scope,
-    g: &mut Group,
-    base: &mut Option<String>,
     inherited: &[Node<'a, 'i>],
-) -> Result<(), String> {
+) -> Result<(String, Vec<(String, String)>), String> {
     let p = Props::of(e);
     let name = e.attribute("testname").unwrap_or("request").to_string();
     let where_ = label(e);
@@ -1063,9 +1591,10 @@ fn sampler<'a, 'i>(
             protocol.as_deref().unwrap_or(&scope.protocol),
         )
     });
-    if base.is_none() {
-        *base = scope_origin.clone().or_else(|| own_origin.clone());
+    if ctx.base.is_none() {
+        ctx.base = scope_origin.clone().or_else(|| own_origin.clone());
     }
+    let base = ctx.base.clone();
     // The path: the sampler's, else the defaults' (Moodle's front page is
     // a sampler with an empty path).
     let mut path = if path.is_empty() {
@@ -1091,12 +1620,13 @@ fn sampler<'a, 'i>(
     let other_origin = own_origin
         .as_ref()
         .filter(|o| Some(*o) != base.as_ref() && Some(*o) != scope_origin.as_ref());
+    // `${…}` in a path is a variable set at run time: kept as one.
     if path.starts_with("http://") || path.starts_with("https://") {
-        let _ = writeln!(lines, "url = {}", string(&path));
+        let _ = writeln!(lines, "url = {}", template_string(&path));
     } else if let Some(o) = other_origin {
-        let _ = writeln!(lines, "url = {}", string(&format!("{o}{path}")));
+        let _ = writeln!(lines, "url = {}", template_string(&format!("{o}{path}")));
     } else {
-        let _ = writeln!(lines, "path = {}", string(&path));
+        let _ = writeln!(lines, "path = {}", template_string(&path));
     }
     if !follow {
         let _ = writeln!(lines, "follow_redirects = false");
@@ -1112,9 +1642,19 @@ fn sampler<'a, 'i>(
             let _ = writeln!(lines, "query = {}", template_table(&args));
         }
     }
-    if !scope.headers.is_empty() {
-        let headers: Vec<(String, String)> = scope
-            .headers
+    // The sampler's own Header Managers win over its scope's, per name.
+    let mut all_headers = scope.headers.clone();
+    let mut own_timers = Vec::new();
+    if let Some(c) = children {
+        for (x, _) in pairs(c) {
+            if enabled(x) && x.tag_name().name() == "HeaderManager" {
+                let own = headers_of(ctx, x);
+                merge_headers(&mut all_headers, own);
+            }
+        }
+    }
+    if !all_headers.is_empty() {
+        let headers: Vec<(String, String)> = all_headers
             .iter()
             .filter(|(n, _)| {
                 !["content-length", "transfer-encoding", "cookie", "host"]
@@ -1138,31 +1678,15 @@ fn sampler<'a, 'i>(
             }
             match x.tag_name().name() {
                 "RegexExtractor" | "ResponseAssertion" => own.push(x),
-                "ConstantTimer" | "UniformRandomTimer" | "GaussianRandomTimer" => {
+                "ConstantTimer"
+                | "UniformRandomTimer"
+                | "GaussianRandomTimer"
+                | "PoissonRandomTimer" => {
                     if let Some(t) = timer(ctx, x) {
-                        let _ = writeln!(
-                            lines,
-                            "# (the timer of this sampler) think before the next step:\nthink = {}",
-                            string(&t)
-                        );
+                        own_timers.push((label(x), t));
                     }
                 }
-                "HeaderManager" => {
-                    let mut hs = Vec::new();
-                    for h in Props::of(x).collection("HeaderManager.headers") {
-                        let hp = Props::of(h);
-                        let v = ctx.eval(&hp.get("Header.value"), false, &label(x));
-                        hs.push((hp.get("Header.name"), v));
-                    }
-                    if !hs.is_empty() && scope.headers.is_empty() {
-                        let _ = writeln!(lines, "headers = {}", template_table(&hs));
-                    } else if !hs.is_empty() {
-                        ctx.note(format!(
-                            "{}: a second header manager for one sampler; its headers are left out",
-                            label(x)
-                        ));
-                    }
-                }
+                "HeaderManager" => {}
                 _ => note_unmapped(ctx, x),
             }
         }
@@ -1204,9 +1728,7 @@ fn sampler<'a, 'i>(
         let _ = writeln!(lines, "check = {{ {} }}", check.join(", "));
     }
     lines.push_str(&att.lines);
-    g.steps.push_str(&lines);
-    g.step_count += 1;
-    Ok(())
+    Ok((lines, own_timers))
 }
 
 /// A string whose `${…}` are loadfleet variables (not escaped).
@@ -1258,21 +1780,21 @@ fn extractor(ctx: &mut Ctx<'_>, e: Node<'_, '_>, att: &mut Attached) {
         return;
     }
     let match_no: i64 = match_no.trim().parse().unwrap_or(1);
-    if match_no < 0 {
-        ctx.note(format!(
-            "{where_} match_number {match_no} (every match): loadfleet takes one; the first here"
-        ));
-    }
     let _ = writeln!(
         att.lines,
         "\n# From {where_}.\n[[scenario.step.extract]]\nname = {}\nregex = {}\ngroup = {group}",
         string(&refname),
         literal(&regex)
     );
-    if match_no != 1 {
-        let _ = writeln!(att.lines, "match = {}", match_no.max(0));
+    if match_no < 0 {
+        // Every match: the list a ForEach walks, and `<refname>_matchNr`.
+        let _ = writeln!(att.lines, "match = \"all\"");
+    } else if match_no != 1 {
+        let _ = writeln!(att.lines, "match = {match_no}");
     }
-    if !default.is_empty() {
+    if match_no < 0 {
+        // No match is an empty list, not a failure.
+    } else if !default.is_empty() {
         let _ = writeln!(att.lines, "default = {}", string(&default));
     } else {
         ctx.note(format!(
