@@ -546,6 +546,7 @@ pub async fn main_with(
                 match plan::load(plan) {
                     Ok(p) => {
                         say(&describe(&p));
+                        say(&sends_to(&p));
                         if explain {
                             say(&explain_journeys(&p));
                         }
@@ -798,6 +799,8 @@ async fn run_command(
     hard: CancellationToken,
 ) -> Result<Exit, String> {
     let plan = plan::load(&args.plan).map_err(|e| e.to_string())?;
+    // Before anything is sent: where it will go.
+    eprintln!("{}", sends_to(&plan));
     let mut settings = args.fleet.settings(interrupt, hard)?;
     settings.live = args
         .fleet
@@ -829,6 +832,7 @@ async fn capacity_command(
     hard: CancellationToken,
 ) -> Result<Exit, String> {
     let plan = plan::load(&args.plan).map_err(|e| e.to_string())?;
+    eprintln!("{}", sends_to(&plan));
     if !plan.phases.is_empty() {
         return Err(format!(
             "{}: a capacity search varies one load, and this plan has {} phases; search with a plan of one [load]",
@@ -876,6 +880,7 @@ async fn experiment_command(
 ) -> Result<Exit, String> {
     use crate::experiment::{Arm, Design, Order};
     let plan = plan::load(&args.plan).map_err(|e| e.to_string())?;
+    eprintln!("{}", sends_to(&plan));
     if !plan.phases.is_empty() {
         return Err(format!(
             "{}: an experiment repeats one load (or a sweep's loads); this plan has {} phases (use --warm-up for a warm-up before each run)",
@@ -1256,6 +1261,17 @@ pub fn explain_journeys(p: &Plan) -> String {
     }
     out.truncate(out.trim_end().len());
     out
+}
+
+/// The hosts a plan sends requests to, in one line.
+pub fn sends_to(p: &Plan) -> String {
+    let hosts: Vec<String> = p
+        .hosts()
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(h, n)| format!("{h} ({n} step{})", if *n == 1 { "" } else { "s" }))
+        .collect();
+    format!("requests go to: {}", hosts.join(", "))
 }
 
 /// A short description of what a plan will do.

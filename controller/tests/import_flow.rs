@@ -303,6 +303,15 @@ async fn jmeter_controllers_pauses_and_plan_level_defaults_import_as_jmeter_runs
     let run_dir = dir.path().join("run");
     let exit = run_plan(&out, &run_dir).await;
     assert_eq!(exit.code, 0, "{}\n{}", exit.stdout, exit.stderr);
+    // Before any load, the run says where it sends: the target and the
+    // other host a step names (whose condition never holds here).
+    assert!(
+        exit.stderr.contains(&format!(
+            "requests go to: http://{host}:{port} (13 steps), http://www.example.com:{port} (1 step)"
+        )),
+        "{}",
+        exit.stderr
+    );
     let served = bed.stats().paths();
     println!("served: {served:?}");
     let n = |p: &str| served.get(p).copied().unwrap_or(0);

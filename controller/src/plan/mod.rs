@@ -323,6 +323,42 @@ impl Plan {
         }
     }
 
+    /// Where the plan sends requests: each origin (scheme, host and port)
+    /// with the number of steps aimed at it, the target's first; a URL
+    /// that a variable makes is listed as such.
+    pub fn hosts(&self) -> Vec<(String, usize)> {
+        let origin = |url: &str| -> String {
+            match url
+                .parse::<http::Uri>()
+                .ok()
+                .and_then(|u| loadfleet_agent::assignment::Origin::split(&u).ok())
+            {
+                Some((o, _)) => format!(
+                    "{}://{}:{}",
+                    if o.https { "https" } else { "http" },
+                    o.host,
+                    o.port
+                ),
+                None => format!("a URL a variable makes ({url})"),
+            }
+        };
+        let mut out: Vec<(String, usize)> = vec![(origin(&self.target.base_url), 0)];
+        for s in &self.scenarios {
+            for st in &s.steps {
+                let o = if st.wire.url.is_empty() {
+                    out[0].0.clone()
+                } else {
+                    origin(&st.wire.url)
+                };
+                match out.iter_mut().find(|(h, _)| *h == o) {
+                    Some(h) => h.1 += 1,
+                    None => out.push((o, 1)),
+                }
+            }
+        }
+        out
+    }
+
     /// The longest one iteration of any scenario can take: each request's
     /// timeout and its longest think time, as often as its loops may run it
     /// (see [`flow::Bound`]), or the scenario's pacing when that is longer.
