@@ -413,6 +413,18 @@ pub enum ImportCommand {
         /// Point the plan here instead of the recording's first origin.
         #[arg(long)]
         base_url: Option<String>,
+        /// Also keep requests to this host (the first document's host is
+        /// kept; every other one is left out, and listed); repeatable.
+        #[arg(long = "include-host", value_name = "HOST")]
+        include_hosts: Vec<String>,
+        /// Keep requests to every recorded host (analytics and trackers
+        /// included).
+        #[arg(long)]
+        all_hosts: bool,
+        /// The longest recorded pause kept as think time; a longer one
+        /// becomes this (and is listed).
+        #[arg(long, default_value = "30s", value_parser = crate::duration::parse_duration)]
+        max_think: std::time::Duration,
     },
     /// A JMeter test plan (.jmx): thread groups as scenarios (and phases
     /// when the plan runs them one after another), HTTP samplers as steps,
@@ -585,7 +597,21 @@ fn import_command(cmd: ImportCommand) -> Exit {
             out,
             include_assets,
             base_url,
-        } => import_har(har, out, include_assets, base_url),
+            include_hosts,
+            all_hosts,
+            max_think,
+        } => import_har(
+            har,
+            out,
+            crate::import::har::Options {
+                include_assets,
+                base_url,
+                include_hosts,
+                all_hosts,
+                max_think,
+                ..Default::default()
+            },
+        ),
         ImportCommand::Jmeter {
             jmx,
             out,
@@ -673,7 +699,7 @@ fn import_jmeter(
     Exit::Ok
 }
 
-fn import_har(har: PathBuf, out: PathBuf, include_assets: bool, base_url: Option<String>) -> Exit {
+fn import_har(har: PathBuf, out: PathBuf, opts: crate::import::har::Options) -> Exit {
     if out.exists() {
         return usage(format!(
             "{} exists; give another --out (nothing was written)",
@@ -685,10 +711,9 @@ fn import_har(har: PathBuf, out: PathBuf, include_assets: bool, base_url: Option
         Err(e) => return usage(format!("cannot read {}: {e}", har.display())),
     };
     let opts = crate::import::har::Options {
-        include_assets,
-        base_url,
         name: plan_name(&out),
         source: har.display().to_string(),
+        ..opts
     };
     let imported = match crate::import::har::import(&text, &opts) {
         Ok(i) => i,
