@@ -362,6 +362,9 @@ pub struct UserSlot {
     pub scenario: usize,
     /// When a ramp-down stops this user (it finishes its iteration first).
     pub stop_offset: Option<Duration>,
+    /// Its scenario's own load: the user's iterations, or its end (from
+    /// the run's start, as a `duration` ends); `None` for the run's bound.
+    pub bound: Option<Bound>,
 }
 
 /// How long each user runs.
@@ -723,6 +726,11 @@ impl TryFrom<v1::Assign> for Assignment {
                 scenario: u.scenario as usize,
                 stop_offset: (u.stop_offset_us > 0)
                     .then(|| Duration::from_micros(u.stop_offset_us)),
+                bound: match (u.iterations, u.end_us) {
+                    (0, 0) => None,
+                    (0, end) => Some(Bound::Duration(Duration::from_micros(end))),
+                    (n, _) => Some(Bound::Iterations(n)),
+                },
             });
         }
         let bound = match (a.iterations, a.duration_us) {

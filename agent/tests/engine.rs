@@ -34,6 +34,7 @@ fn assignment(
                 start_offset: Duration::ZERO,
                 scenario: 0,
                 stop_offset: None,
+                bound: None,
             })
             .collect(),
         bound,

@@ -13,6 +13,10 @@ pub struct Slot {
     pub scenario: u32,
     /// When a ramp-down stops this user; `None` for the end of the run.
     pub stop_offset: Option<Duration>,
+    /// Its scenario's own load: the user's iterations (0: the run's
+    /// bound), or its end from the run's start.
+    pub iterations: u64,
+    pub end: Option<Duration>,
 }
 
 /// Smooth weighted round-robin: over any window of `sum(weights)` picks each
@@ -63,9 +67,39 @@ pub fn closed_slots(users: u64, ramp_up: Duration, scenario_weights: &[u32]) -> 
                 start_offset: Duration::from_micros(u64::try_from(offset_us).unwrap_or(u64::MAX)),
                 scenario: scenarios.pick() as u32,
                 stop_offset: None,
+                iterations: 0,
+                end: None,
             }
         })
         .collect()
+}
+
+/// The schedule of loads per scenario, one after another in the fleet's
+/// user numbers: scenario `s`'s user `k` of `n` starts at
+/// `start + k * ramp_up / n`, with its scenario's bound.
+pub fn scenario_slots(loads: &[crate::plan::load::ScenarioLoad]) -> Vec<Slot> {
+    let mut slots = Vec::new();
+    let mut index = 0u64;
+    for l in loads {
+        let ramp_us = l.ramp_up.as_micros();
+        for k in 0..l.users {
+            let offset_us = ramp_us * u128::from(k) / u128::from(l.users.max(1));
+            slots.push(Slot {
+                index,
+                start_offset: l.start
+                    + Duration::from_micros(u64::try_from(offset_us).unwrap_or(u64::MAX)),
+                scenario: l.scenario as u32,
+                stop_offset: None,
+                iterations: match l.bound {
+                    crate::plan::RunBound::Iterations(n) => n,
+                    crate::plan::RunBound::Duration(_) => 0,
+                },
+                end: l.end(),
+            });
+            index += 1;
+        }
+    }
+    slots
 }
 
 /// The closed-model schedule of `stages` of `(users, duration)`, each ramping
@@ -101,6 +135,8 @@ pub fn staged_slots(stages: &[(u64, Duration)], scenario_weights: &[u32]) -> Vec
                     start_offset: at(t, d, k - level, target - level),
                     scenario: user_scenario[idx],
                     stop_offset: None,
+                    iterations: 0,
+                    end: None,
                 });
             }
         } else if target < level {

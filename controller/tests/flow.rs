@@ -601,3 +601,134 @@ async fn validate_explain_prints_the_journey_as_a_tree_with_its_bounds() {
         assert!(exit.stdout.contains(line), "missing {line:?}");
     }
 }
+
+/// Two scenarios, each with its own load: one bounded by iterations from
+/// the start, one by a duration from 1 s into the run.
+fn per_scenario(base: &str) -> String {
+    format!(
+        r#"
+name = "two loads"
+[target]
+base_url = "{base}"
+[load]
+max_duration = "60s"
+
+[[scenario]]
+name = "browse"
+[scenario.load]
+users = 3
+ramp_up = "1s"
+iterations = 4
+[[scenario.step]]
+path = "/browse"
+
+[[scenario]]
+name = "poll"
+[scenario.load]
+users = 2
+duration = "2s"
+start = "1s"
+[[scenario.step]]
+path = "/poll"
+think = "100ms"
+"#
+    )
+}
+
+/// The first interval in which `step` has a row in requests.csv.
+fn first_interval(run: &Path, step: &str) -> f64 {
+    let csv = std::fs::read_to_string(run.join("requests.csv")).unwrap();
+    csv.lines()
+        .filter(|l| l.starts_with(&format!("{step},")))
+        .filter_map(|l| l.split(',').nth(1)?.parse::<f64>().ok())
+        .fold(f64::INFINITY, f64::min)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_scenario_runs_its_own_load_on_one_agent_and_on_a_fleet() {
+    let dir = tempfile::tempdir().unwrap();
+    for agents in [0usize, 2] {
+        let bed = testbed(Config::default()).await;
+        let plan = write_plan(
+            dir.path(),
+            &format!("loads{agents}.toml"),
+            &per_scenario(&bed.base_url()),
+        );
+        let out = dir.path().join(format!("run{agents}"));
+        if agents == 0 {
+            let exit = exited(run_in_background(&plan, &out, &[]), Duration::from_secs(60)).await;
+            assert_eq!(exit.code, 0, "{}", exit.stderr);
+        } else {
+            let (ctl, url) = fleet_controller(&plan, &out, agents);
+            let a1 = agent(&url, "eu", "a1", &[]);
+            let a2 = agent(&url, "us", "a2", &[]);
+            let exit = exited(ctl, Duration::from_secs(60)).await;
+            assert_eq!(exit.code, 0, "{}", exit.stderr);
+            exited(a1, Duration::from_secs(20)).await;
+            exited(a2, Duration::from_secs(20)).await;
+        }
+        let (browse, poll) = (
+            bed.stats().served_path("/browse"),
+            bed.stats().served_path("/poll"),
+        );
+        eprintln!("{agents} agents: browse {browse}, poll {poll}");
+        assert_eq!(browse, 12, "3 users x 4 iterations");
+        // 2 users for 2 s, each request followed by 100 ms of think time:
+        // at most 21 each; at least half that on a busy machine.
+        assert!((20..=42).contains(&poll), "{poll} polls");
+        let s = checked_json(&out.join("summary.json"), "summary.schema.json");
+        assert_eq!(s["requests"]["GET /browse"]["requests"], 12);
+        assert_eq!(s["requests"]["GET /poll"]["requests"], poll);
+        let loads = s["load"]["scenario_loads"].as_array().unwrap();
+        assert_eq!(loads.len(), 2);
+        assert_eq!(loads[1]["start_s"], 1.0);
+        // The poll scenario starts 1 s into the run: its first interval.
+        let first = first_interval(&out, "GET /poll");
+        assert!(first >= 1.0, "polls began in the interval at {first} s");
+        assert_eq!(first_interval(&out, "GET /browse"), 0.0);
+    }
+}
+
+#[test]
+fn loads_per_scenario_are_all_or_none_and_hold_no_rate() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = per_scenario("http://127.0.0.1:9");
+    for (what, text, expected) in [
+        (
+            "one scenario without a load",
+            base.replace(
+                "[scenario.load]\nusers = 2\nduration = \"2s\"\nstart = \"1s\"\n",
+                "",
+            ),
+            "expected a [scenario.load] as the other scenarios have",
+        ),
+        (
+            "users in [load]",
+            base.replace("max_duration = \"60s\"", "users = 3"),
+            "`load.users`: with a load per scenario, [load] holds only `max_duration` and `throttle`",
+        ),
+        (
+            "a rate",
+            base.replace("users = 2\nduration", "rate = 5\nduration"),
+            "an arrival rate per scenario is not supported",
+        ),
+        (
+            "a weight",
+            base.replace("name = \"poll\"\n", "name = \"poll\"\nweight = 2\n"),
+            "its own load says how many users it has",
+        ),
+    ] {
+        let plan = write_plan(dir.path(), "bad.toml", &text);
+        let exit = run(
+            &loadfleet(),
+            &["validate", plan.to_str().unwrap()],
+            Duration::from_secs(20),
+        );
+        assert_eq!(exit.code, 2, "{what}");
+        assert!(
+            exit.stderr.contains("bad.toml:") && exit.stderr.contains(expected),
+            "{what}: {}",
+            exit.stderr
+        );
+    }
+}

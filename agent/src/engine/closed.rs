@@ -11,7 +11,9 @@ use crate::client::UserClient;
 
 pub(super) async fn run_user(shared: Rc<Shared>, slot: UserSlot) {
     let assign = &shared.assign;
-    let deadline = match assign.bound {
+    // The user's own bound (its scenario's load), else the run's.
+    let bound = slot.bound.unwrap_or(assign.bound);
+    let deadline = match bound {
         Bound::Duration(d) => Some(shared.start_at + d),
         Bound::Iterations(_) => None,
     };
@@ -32,7 +34,7 @@ pub(super) async fn run_user(shared: Rc<Shared>, slot: UserSlot) {
         let stop_at = slot.stop_offset.map(|s| shared.start_at + s);
         let mut iteration: u64 = 0;
         loop {
-            if let Bound::Iterations(n) = assign.bound
+            if let Bound::Iterations(n) = bound
                 && iteration >= n
             {
                 break;

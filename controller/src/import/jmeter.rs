@@ -298,6 +298,8 @@ impl Ctx<'_> {
 /// What one thread group became.
 struct Group {
     name: String,
+    /// The scheduler's startup delay, seconds.
+    delay_s: u64,
     users: u64,
     ramp_s: u64,
     /// `None`: runs for `duration_s`.
@@ -449,7 +451,25 @@ pub fn import(jmx: &str, opts: &Options) -> Result<Imported, String> {
             _ => note_unmapped(&mut ctx, *e),
         }
     }
-    let groups: Vec<Group> = groups.into_iter().filter(|g| g.step_count > 0).collect();
+    let mut groups: Vec<Group> = groups.into_iter().filter(|g| g.step_count > 0).collect();
+    // Scenario names are unique: a second "Thread Group" is "Thread Group (2)".
+    let mut seen: Vec<String> = Vec::new();
+    for g in &mut groups {
+        let mut name = g.name.clone();
+        let mut n = 1;
+        while seen.contains(&name) {
+            n += 1;
+            name = format!("{} ({n})", g.name);
+        }
+        if name != g.name {
+            ctx.note(format!(
+                "ThreadGroup \"{}\": a second thread group of that name; its scenario is \"{name}\"",
+                g.name
+            ));
+            g.name = name.clone();
+        }
+        seen.push(name);
+    }
     if groups.is_empty() {
         return Err(format!(
             "{source}: no thread group with an HTTP request to turn into a scenario"
@@ -536,28 +556,14 @@ pub fn import(jmx: &str, opts: &Options) -> Result<Imported, String> {
     } else {
         let g = &groups[0];
         if groups.len() > 1 {
-            let users: u64 = groups.iter().map(|g| g.users.max(1)).sum();
-            let ramp = groups.iter().map(|g| g.ramp_s).max().unwrap_or(0);
-            let loops = groups.iter().filter_map(|g| g.loops).max();
-            ctx.unmapped.push(format!(
-                "{} thread groups run at once: one load of {users} users (the groups' sum), the longest ramp-up ({ramp} s) and the most loops; each group's users become its scenario's weight",
-                groups.len()
-            ));
-            let merged = Group {
-                name: String::new(),
-                users,
-                ramp_s: ramp,
-                loops,
-                duration_s: groups.iter().filter_map(|g| g.duration_s).max(),
-                on_error: "continue",
-                steps: String::new(),
-                step_count: 0,
-            };
+            // Thread groups run at once: each scenario its own load.
             let _ = writeln!(
                 plan,
-                "\n[load]\n{}",
-                load(&merged, &throttle).replace(", ", "\n")
+                "\n# The thread groups run at once, each with its own users, ramp-up, loops or duration and delay: a [scenario.load] each."
             );
+            if let Some(t) = &throttle {
+                let _ = writeln!(plan, "[load]\nthrottle = {}", string(t));
+            }
         } else {
             let _ = writeln!(
                 plan,
@@ -596,7 +602,11 @@ pub fn import(jmx: &str, opts: &Options) -> Result<Imported, String> {
             g.on_error
         );
         if groups.len() > 1 && !serialize {
-            let _ = writeln!(plan, "weight = {}", g.users.max(1));
+            let mut l = load(g, &None).replace(", ", "\n");
+            if g.delay_s > 0 {
+                let _ = write!(l, "\nstart = \"{}s\"", g.delay_s);
+            }
+            let _ = writeln!(plan, "[scenario.load]\n{l}");
         }
         plan.push_str(&g.steps);
     }
@@ -708,6 +718,11 @@ fn thread_group<'a, 'i>(
         || loops_text.trim() == "-1";
     let scheduler = p.bool("ThreadGroup.scheduler") == Some(true);
     let duration_s = to_u64(&num(ctx, "ThreadGroup.duration")).filter(|d| *d > 0);
+    let delay_s = if scheduler {
+        to_u64(&num(ctx, "ThreadGroup.delay")).unwrap_or(0)
+    } else {
+        0
+    };
     let (loops, duration_s) = if scheduler && duration_s.is_some() {
         if !forever {
             ctx.note(format!(
@@ -736,6 +751,7 @@ fn thread_group<'a, 'i>(
         _ => "continue",
     };
     let mut g = Group {
+        delay_s,
         name,
         users,
         ramp_s,
@@ -1957,6 +1973,47 @@ mod tests {
         // Every conversion is a valid plan.
         crate::plan::parse("t.toml", &i.plan, "t").unwrap_or_else(|e| panic!("{e}\n{}", i.plan));
         i
+    }
+
+    #[test]
+    fn concurrent_thread_groups_become_scenarios_with_loads_of_their_own() {
+        let group = |users: &str, loops: &str, sched: &str| {
+            format!(
+                "<ThreadGroup testclass=\"ThreadGroup\" testname=\"Thread Group\">{}{}{}{}{}\
+                 <elementProp name=\"ThreadGroup.main_controller\" elementType=\"LoopController\">{}</elementProp>\
+                 </ThreadGroup><hashTree>\
+                 <HTTPSamplerProxy testclass=\"HTTPSamplerProxy\" testname=\"s\">{}{}</HTTPSamplerProxy><hashTree/></hashTree>",
+                sp("ThreadGroup.num_threads", users),
+                sp("ThreadGroup.ramp_time", "3"),
+                format_args!("<boolProp name=\"ThreadGroup.scheduler\">{sched}</boolProp>"),
+                sp("ThreadGroup.duration", "60"),
+                sp("ThreadGroup.delay", "5"),
+                sp("LoopController.loops", loops),
+                sp("HTTPSampler.domain", "example.org"),
+                sp("HTTPSampler.path", "/p"),
+            )
+        };
+        let text = format!(
+            "<jmeterTestPlan><hashTree><TestPlan testclass=\"TestPlan\" testname=\"p\"></TestPlan><hashTree>{}{}</hashTree></hashTree></jmeterTestPlan>",
+            group("4", "2", "false"),
+            group("7", "-1", "true"),
+        );
+        let i = convert(&text, &[]);
+        let p = crate::plan::parse("t.toml", &i.plan, "t").unwrap();
+        assert_eq!(p.scenarios[0].name, "Thread Group");
+        assert_eq!(p.scenarios[1].name, "Thread Group (2)");
+        let crate::plan::LoadModel::Scenarios(loads) = &p.load else {
+            panic!("{:?}\n{}", p.load, i.plan)
+        };
+        assert_eq!((loads[0].users, loads[1].users), (4, 7));
+        assert_eq!(loads[0].bound, crate::plan::RunBound::Iterations(2));
+        assert_eq!(
+            loads[1].bound,
+            crate::plan::RunBound::Duration(std::time::Duration::from_secs(60))
+        );
+        assert_eq!(loads[1].start, std::time::Duration::from_secs(5));
+        assert_eq!(loads[0].start, std::time::Duration::ZERO);
+        assert!(i.unmapped.iter().any(|u| u.contains("Thread Group (2)")));
     }
 
     #[test]

@@ -142,6 +142,30 @@ impl Shares {
                     graceful_stop_us: 0,
                 })
             }
+            LoadModel::Scenarios(loads) => {
+                let slots = schedule::scenario_slots(loads);
+                // Every user has its own bound; the run's is the latest end
+                // (or the most iterations), which no user reads.
+                let end = loads.iter().filter_map(|l| l.end()).max();
+                let most = loads
+                    .iter()
+                    .filter_map(|l| match l.bound {
+                        RunBound::Iterations(n) => Some(n),
+                        RunBound::Duration(_) => None,
+                    })
+                    .max();
+                let (iterations, duration_us) = match (end, most) {
+                    (Some(e), _) => (0, micros(e)),
+                    (None, n) => (n.unwrap_or(1), 0),
+                };
+                Ok(Shares {
+                    closed: schedule::deal(&slots, agent_weights),
+                    open: None,
+                    iterations,
+                    duration_us,
+                    graceful_stop_us: 0,
+                })
+            }
             LoadModel::Staged {
                 stages,
                 graceful_stop,
@@ -206,6 +230,8 @@ impl Shares {
                 start_offset_us: micros(s.start_offset),
                 scenario: s.scenario,
                 stop_offset_us: s.stop_offset.map_or(0, micros),
+                iterations: s.iterations,
+                end_us: s.end.map_or(0, micros),
             })
             .collect();
         let open = self

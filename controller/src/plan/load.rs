@@ -32,6 +32,10 @@ pub enum LoadModel {
         /// How long a stopped user may finish its iteration.
         graceful_stop: Duration,
     },
+    /// Closed model with a load per scenario (`[scenario.load]`): the
+    /// scenarios run at once, each with its own users, ramp-up, bound and
+    /// start, as k6's scenarios and JMeter's concurrent thread groups do.
+    Scenarios(Vec<ScenarioLoad>),
     /// Iterations started at scheduled instants (arrivals per second),
     /// whatever the target's response times.
     Open {
@@ -41,6 +45,31 @@ pub enum LoadModel {
         /// How long an arrival may wait for a free user before it is dropped.
         max_wait: Duration,
     },
+}
+
+/// One scenario's own load.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScenarioLoad {
+    /// Index into the plan's scenarios, and its name.
+    pub scenario: usize,
+    pub name: String,
+    pub users: u64,
+    pub ramp_up: Duration,
+    /// Iterations per user, or a duration counted from `start`.
+    pub bound: RunBound,
+    /// When its first user starts, from the run's start.
+    pub start: Duration,
+}
+
+impl ScenarioLoad {
+    /// When its users stop at the latest (a duration's end), from the
+    /// run's start; `None` when iterations bound them.
+    pub fn end(&self) -> Option<Duration> {
+        match self.bound {
+            RunBound::Duration(d) => Some(self.start + d),
+            RunBound::Iterations(_) => None,
+        }
+    }
 }
 
 impl LoadModel {
@@ -62,6 +91,30 @@ impl LoadModel {
                     "closed model: {users} users over a {} ramp-up, {bound}",
                     fd(*ramp_up)
                 )
+            }
+            LoadModel::Scenarios(loads) => {
+                let each: Vec<String> = loads
+                    .iter()
+                    .map(|l| {
+                        let bound = match l.bound {
+                            RunBound::Iterations(1) => "1 iteration each".to_string(),
+                            RunBound::Iterations(n) => format!("{n} iterations each"),
+                            RunBound::Duration(d) => format!("for {}", fd(d)),
+                        };
+                        let from = if l.start.is_zero() {
+                            String::new()
+                        } else {
+                            format!(", from {}", fd(l.start))
+                        };
+                        format!(
+                            "\"{}\" {} users over a {} ramp-up, {bound}{from}",
+                            l.name,
+                            l.users,
+                            fd(l.ramp_up)
+                        )
+                    })
+                    .collect();
+                format!("closed model, a load per scenario: {}", each.join("; "))
             }
             LoadModel::Staged {
                 stages,
@@ -117,6 +170,8 @@ impl LoadModel {
         match self {
             LoadModel::Closed { users, .. } => *users,
             LoadModel::Staged { stages, .. } => stages.iter().map(|s| s.0).max().unwrap_or(0),
+            // At most all of them at once.
+            LoadModel::Scenarios(loads) => loads.iter().map(|l| l.users).sum(),
             LoadModel::Open { max_users, .. } => *max_users,
         }
     }
@@ -129,6 +184,10 @@ impl LoadModel {
                 bound: RunBound::Iterations(n),
                 ..
             } => Some(users.saturating_mul(*n)),
+            LoadModel::Scenarios(loads) => loads.iter().try_fold(0u64, |sum, l| match l.bound {
+                RunBound::Iterations(n) => Some(sum.saturating_add(l.users.saturating_mul(n))),
+                RunBound::Duration(_) => None,
+            }),
             _ => None,
         }
     }
@@ -136,7 +195,9 @@ impl LoadModel {
     /// What a sweep or a capacity search varies: `users` or `rate`.
     pub fn level_name(&self) -> &'static str {
         match self {
-            LoadModel::Closed { .. } | LoadModel::Staged { .. } => "users",
+            LoadModel::Closed { .. } | LoadModel::Staged { .. } | LoadModel::Scenarios(_) => {
+                "users"
+            }
             LoadModel::Open { .. } => "rate",
         }
     }
@@ -148,6 +209,10 @@ impl LoadModel {
             LoadModel::Closed { users, .. } => Ok(*users as f64),
             LoadModel::Staged { .. } => Err(
                 "capacity search needs `users` (with `ramp_up`) or a constant `rate`, not `stages`"
+                    .into(),
+            ),
+            LoadModel::Scenarios(_) => Err(
+                "capacity search needs one [load] (`users` or a constant `rate`), not a load per scenario"
                     .into(),
             ),
             LoadModel::Open { stages, .. } => match stages.as_slice() {
@@ -163,13 +228,13 @@ impl LoadModel {
     pub fn warm_up(&self, length: Duration) -> LoadModel {
         let level = match self {
             LoadModel::Closed { users, .. } => *users as f64,
-            LoadModel::Staged { .. } => self.peak_users() as f64,
+            LoadModel::Staged { .. } | LoadModel::Scenarios(_) => self.peak_users() as f64,
             LoadModel::Open { stages, .. } => {
                 stages.iter().map(|s| s.from.max(s.to)).fold(0.0, f64::max)
             }
         };
         let closed = match self {
-            LoadModel::Staged { .. } => &LoadModel::Closed {
+            LoadModel::Staged { .. } | LoadModel::Scenarios(_) => &LoadModel::Closed {
                 users: 0,
                 ramp_up: length / 3,
                 bound: RunBound::Duration(length),
@@ -189,7 +254,7 @@ impl LoadModel {
                 ramp_up: (*ramp_up).min(max_ramp),
                 bound: RunBound::Duration(hold),
             },
-            LoadModel::Staged { .. } => self.clone(),
+            LoadModel::Staged { .. } | LoadModel::Scenarios(_) => self.clone(),
             LoadModel::Open {
                 max_users,
                 max_wait,
@@ -233,6 +298,137 @@ impl Validator<'_> {
         };
         let (load, sweep) = self.load(raw, timeout)?;
         Ok((load, sweep, max_duration, throttle_per_s))
+    }
+
+    /// Loads per scenario (`[scenario.load]` in every scenario): the model,
+    /// and from `[load]` (which then holds only run-wide keys) the run's
+    /// `max_duration` and `throttle`.
+    #[allow(clippy::type_complexity)]
+    pub(super) fn scenario_loads(
+        &self,
+        top: Option<Spanned<RawLoad>>,
+        scenarios: &[Spanned<super::raw::RawScenario>],
+        has_phases: bool,
+        timeout: Duration,
+    ) -> Result<(LoadModel, Option<Duration>, Option<f64>), PlanError> {
+        let mut loads = Vec::with_capacity(scenarios.len());
+        for (i, s) in scenarios.iter().enumerate() {
+            let sc = s.get_ref();
+            let name = sc.name.get_ref().trim().to_string();
+            let Some(l) = &sc.load else {
+                return Err(self.error(
+                    s.span(),
+                    format!(
+                        "scenario \"{name}\": expected a [scenario.load] as the other scenarios have (a load per scenario is for every scenario or none)"
+                    ),
+                ));
+            };
+            if has_phases {
+                return Err(self.error(
+                    l.span(),
+                    "`scenario.load`: a plan with [[phase]] gives each phase its load; a load per scenario is for a plan without phases",
+                ));
+            }
+            if let Some(w) = &sc.weight {
+                return Err(self.error(
+                    w.span(),
+                    "scenario `weight`: its own load says how many users it has; remove `weight`",
+                ));
+            }
+            let raw = l.get_ref();
+            if let Some(r) = &raw.rate {
+                return Err(self.error(
+                    r.span(),
+                    "`scenario.load.rate`: an arrival rate per scenario is not supported; the open model is one plan-wide [load] `rate`",
+                ));
+            }
+            let as_load = RawLoad {
+                users: raw.users.clone(),
+                rate: None,
+                ramp_up: raw.ramp_up.clone(),
+                iterations: raw.iterations.clone(),
+                duration: raw.duration.clone(),
+                stages: None,
+                max_users: None,
+                max_wait: None,
+                cooldown: None,
+                throttle: None,
+                graceful_stop: None,
+                max_duration: None,
+            };
+            let (model, sweep) = self.load(Spanned::new(l.span(), as_load), timeout)?;
+            if sweep.is_some() {
+                return Err(self.error(
+                    l.span(),
+                    "`scenario.load.users`: a list of values (a sweep) is for one plan-wide [load]",
+                ));
+            }
+            let LoadModel::Closed {
+                users,
+                ramp_up,
+                bound,
+            } = model
+            else {
+                return Err(self.error(
+                    l.span(),
+                    "`scenario.load`: expected `users` with `iterations` or `duration`",
+                ));
+            };
+            loads.push(ScenarioLoad {
+                scenario: i,
+                name,
+                users,
+                ramp_up,
+                bound,
+                start: raw
+                    .start
+                    .as_ref()
+                    .map(|s| s.get_ref().0)
+                    .unwrap_or_default(),
+            });
+        }
+        let (mut max_duration, mut throttle) = (None, None);
+        if let Some(top) = top {
+            let t = top.get_ref();
+            let refused = [
+                ("users", t.users.as_ref().map(Spanned::span)),
+                ("rate", t.rate.as_ref().map(Spanned::span)),
+                ("ramp_up", t.ramp_up.as_ref().map(Spanned::span)),
+                ("iterations", t.iterations.as_ref().map(Spanned::span)),
+                ("duration", t.duration.as_ref().map(Spanned::span)),
+                ("max_users", t.max_users.as_ref().map(Spanned::span)),
+                ("max_wait", t.max_wait.as_ref().map(Spanned::span)),
+                ("cooldown", t.cooldown.as_ref().map(Spanned::span)),
+                ("graceful_stop", t.graceful_stop.as_ref().map(Spanned::span)),
+            ];
+            if let Some((key, Some(span))) = refused.into_iter().find(|(_, s)| s.is_some()) {
+                return Err(self.error(
+                    span,
+                    format!(
+                        "`load.{key}`: with a load per scenario, [load] holds only `max_duration` and `throttle`; put `{key}` in each [scenario.load]"
+                    ),
+                ));
+            }
+            if t.stages.is_some() {
+                return Err(self.error(
+                    top.span(),
+                    "`load.stages`: with a load per scenario, [load] holds only `max_duration` and `throttle`",
+                ));
+            }
+            if let Some(m) = &t.max_duration {
+                if m.get_ref().0.is_zero() {
+                    return Err(self.error(
+                        m.span(),
+                        "`load.max_duration`: expected a duration above zero",
+                    ));
+                }
+                max_duration = Some(m.get_ref().0);
+            }
+            if let Some(th) = &t.throttle {
+                throttle = Some(self.throttle(th, false)?);
+            }
+        }
+        Ok((LoadModel::Scenarios(loads), max_duration, throttle))
     }
 
     /// `load.throttle`: "120/min" and the like, as requests per second.
@@ -571,6 +767,19 @@ pub struct LoadSummary {
     pub max_users: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_wait_s: Option<f64>,
+    /// A load per scenario: each scenario's users, ramp-up, bound and start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scenario_loads: Option<Vec<ScenarioLoadSummary>>,
+}
+
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct ScenarioLoadSummary {
+    pub scenario: String,
+    pub users: u64,
+    pub ramp_up_s: f64,
+    pub iterations: Option<u64>,
+    pub duration_s: Option<f64>,
+    pub start_s: f64,
 }
 
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
@@ -601,8 +810,32 @@ impl LoadSummary {
             rate_stages: None,
             max_users: None,
             max_wait_s: None,
+            scenario_loads: None,
         };
         match load {
+            LoadModel::Scenarios(loads) => {
+                s.users = Some(load.peak_users());
+                s.iterations = None;
+                s.scenario_loads = Some(
+                    loads
+                        .iter()
+                        .map(|l| ScenarioLoadSummary {
+                            scenario: l.name.clone(),
+                            users: l.users,
+                            ramp_up_s: l.ramp_up.as_secs_f64(),
+                            iterations: match l.bound {
+                                RunBound::Iterations(n) => Some(n),
+                                RunBound::Duration(_) => None,
+                            },
+                            duration_s: match l.bound {
+                                RunBound::Duration(d) => Some(d.as_secs_f64()),
+                                RunBound::Iterations(_) => None,
+                            },
+                            start_s: l.start.as_secs_f64(),
+                        })
+                        .collect(),
+                );
+            }
             LoadModel::Closed {
                 users,
                 ramp_up,

@@ -232,7 +232,7 @@ impl Plan {
         p.sweep = None;
         match &mut p.load {
             LoadModel::Closed { users, .. } => *users = value as u64,
-            LoadModel::Staged { .. } => {}
+            LoadModel::Staged { .. } | LoadModel::Scenarios(_) => {}
             LoadModel::Open { stages, .. } => {
                 for s in stages {
                     (s.from, s.to) = (value, value);
@@ -318,6 +318,11 @@ impl Plan {
                 ..
             } => Some(*d),
             LoadModel::Closed { .. } => None,
+            // Known when every scenario runs for a duration.
+            LoadModel::Scenarios(loads) => loads
+                .iter()
+                .map(|l| l.end())
+                .try_fold(Duration::ZERO, |most, end| end.map(|e| most.max(e))),
             LoadModel::Staged { stages, .. } => Some(stages.iter().map(|s| s.1).sum()),
             LoadModel::Open { stages, .. } => Some(stages.iter().map(|s| s.duration).sum()),
         }
@@ -375,6 +380,17 @@ impl Plan {
     /// iteration, its loops counted; redirects followed are not requests
     /// of their own). `None` when only time bounds them.
     pub fn requests_bound(&self) -> Option<u64> {
+        if let LoadModel::Scenarios(loads) = &self.load {
+            return loads.iter().try_fold(0u64, |sum, l| {
+                let per = self.scenarios.get(l.scenario)?.max_requests?;
+                match l.bound {
+                    RunBound::Iterations(n) => {
+                        Some(sum.saturating_add(l.users.saturating_mul(n).saturating_mul(per)))
+                    }
+                    RunBound::Duration(_) => None,
+                }
+            });
+        }
         match self.load {
             LoadModel::Closed {
                 users,
@@ -419,6 +435,25 @@ impl Plan {
                     .saturating_add(iteration.saturating_mul(u32::try_from(n).unwrap_or(u32::MAX)))
                     .saturating_add(slack),
             },
+            // The latest any scenario's users can end, each with its own
+            // longest iteration.
+            LoadModel::Scenarios(ref loads) => loads
+                .iter()
+                .map(|l| {
+                    let s = self.scenarios.get(l.scenario);
+                    let iteration = s.map_or(iteration, |s| s.longest.max(s.pacing));
+                    match l.bound {
+                        RunBound::Duration(d) => l.start + d + self.target.timeout,
+                        RunBound::Iterations(n) => {
+                            l.start.saturating_add(l.ramp_up).saturating_add(
+                                iteration.saturating_mul(u32::try_from(n).unwrap_or(u32::MAX)),
+                            )
+                        }
+                    }
+                })
+                .max()
+                .unwrap_or_default()
+                .saturating_add(slack),
         }
     }
 }

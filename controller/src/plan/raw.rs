@@ -222,6 +222,22 @@ pub(super) struct RawScenario {
     pub(super) on_error: Option<Spanned<String>>,
     pub(super) think: Option<Spanned<String>>,
     pub(super) pacing: Option<Spanned<PlanDuration>>,
+    /// A load of its own (`[scenario.load]`), run at once with the others'.
+    pub(super) load: Option<Spanned<RawScenarioLoad>>,
     #[serde(default)]
     pub(super) step: Vec<Spanned<journey::RawStep>>,
+}
+
+/// `[scenario.load]`: a closed model of the scenario's own.
+#[derive(Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawScenarioLoad {
+    pub(super) users: Option<Spanned<Numbers>>,
+    pub(super) ramp_up: Option<Spanned<PlanDuration>>,
+    pub(super) iterations: Option<Spanned<u64>>,
+    pub(super) duration: Option<Spanned<PlanDuration>>,
+    /// When its first user starts, from the run's start.
+    pub(super) start: Option<Spanned<PlanDuration>>,
+    /// Refused with a clear message: an arrival rate is one plan-wide load.
+    pub(super) rate: Option<Spanned<Numbers>>,
 }

@@ -45,8 +45,19 @@ impl Validator<'_> {
             self.http(http, &mut target, &mut raw.scenario)?;
         }
         let phases_raw = std::mem::take(&mut raw.phase);
-        let main = self.main_load(raw.load.take(), phases_raw.first())?;
-        let (load, sweep, max_duration, throttle_per_s) = self.load_of(main, target.timeout)?;
+        let (load, sweep, max_duration, throttle_per_s) =
+            if raw.scenario.iter().any(|s| s.get_ref().load.is_some()) {
+                let (load, max_duration, throttle) = self.scenario_loads(
+                    raw.load.take(),
+                    &raw.scenario,
+                    !phases_raw.is_empty(),
+                    target.timeout,
+                )?;
+                (load, None, max_duration, throttle)
+            } else {
+                let main = self.main_load(raw.load.take(), phases_raw.first())?;
+                self.load_of(main, target.timeout)?
+            };
         if raw.scenario.is_empty() {
             return Err(self.error(
                 0..0,
