@@ -113,6 +113,7 @@ impl Expr {
             pos: 0,
             vars,
             end: text.len(),
+            depth: 0,
         };
         let (node, ty) = p.or()?;
         if let Some(t) = p.tokens.get(p.pos) {
@@ -405,7 +406,13 @@ struct Parser<'v> {
     pos: usize,
     vars: &'v mut VarTable,
     end: usize,
+    /// Parentheses and prefix operators open so far.
+    depth: usize,
 }
+
+/// The deepest nesting of parentheses and prefix operators an expression
+/// may have (the parser recurses once per level).
+const MAX_NESTING: usize = 64;
 
 type Parsed = Result<(Node, Type), ExprError>;
 
@@ -471,11 +478,25 @@ impl Parser<'_> {
         Ok((left, ty))
     }
 
+    /// One level deeper, refused past [`MAX_NESTING`].
+    fn deeper(&mut self) -> Result<(), ExprError> {
+        self.depth += 1;
+        if self.depth > MAX_NESTING {
+            return Err(ExprError {
+                at: self.at(),
+                message: format!("nested more than {MAX_NESTING} levels deep"),
+            });
+        }
+        Ok(())
+    }
+
     fn not(&mut self) -> Parsed {
         if self.is_word("not") {
             self.pos += 1;
+            self.deeper()?;
             let at = self.at();
             let (n, t) = self.not()?;
+            self.depth -= 1;
             self.need_bool(t, at, "not")?;
             return Ok((Node::Not(Box::new(n)), Type::Bool));
         }
@@ -595,8 +616,10 @@ impl Parser<'_> {
     fn unary(&mut self) -> Parsed {
         if let Some(Tok::Op("-")) = self.peek() {
             self.pos += 1;
+            self.deeper()?;
             let at = self.at();
             let (n, t) = self.unary()?;
+            self.depth -= 1;
             arith_type(t, at, "-")?;
             return Ok((Node::Neg(Box::new(n)), Type::Num));
         }
@@ -619,7 +642,9 @@ impl Parser<'_> {
             Tok::Str(s) => Ok((Node::Str(s), Type::Str)),
             Tok::Var(name) => Ok((Node::Var(self.vars.slot(&name)), Type::Var)),
             Tok::Op("(") => {
+                self.deeper()?;
                 let inner = self.or()?;
+                self.depth -= 1;
                 match self.peek() {
                     Some(Tok::Op(")")) => {
                         self.pos += 1;
@@ -819,6 +844,10 @@ mod tests {
         assert!(e.message.contains("expected `)`"), "{e}");
         let e = err("${a} == 1 ${b}");
         assert_eq!(e.at, 10);
+        let deep = format!("{}1 == 1{}", "(".repeat(100_000), ")".repeat(100_000));
+        assert!(err(&deep).message.contains("nested more than 64"));
+        let nots = format!("{}true", "not ".repeat(100_000));
+        assert!(err(&nots).message.contains("nested more than 64"));
         let e = err("\"x\" + 1 == 2");
         assert!(
             e.message.contains("works on integers, found a string"),

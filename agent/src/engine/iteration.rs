@@ -261,6 +261,9 @@ pub(super) async fn run_iteration(
                 include_think,
             } => {
                 user.groups[*slot] = GroupState::new(*step, *include_think, Instant::now());
+                // Begun again without its end (only a malformed program
+                // does that): one entry, so the list stays bounded.
+                user.open_groups.retain(|&g| g != *slot);
                 user.open_groups.push(*slot);
             }
             Op::GroupEnd(slot) => end_group(shared, user, *slot, lateness),

@@ -18,6 +18,9 @@ use super::{PlanError, StepSpec, TargetSpec, Validator};
 /// The most passes a loop may be given (`repeat`, `max_loops`).
 pub const MAX_LOOPS: u64 = 1_000_000;
 
+/// The deepest blocks may nest (the checks recurse once per level).
+pub const MAX_NESTING: usize = 32;
+
 /// Passes assumed for a `for_each` over an extraction's matches when the
 /// plan's time bound is estimated (the list's length is known only when
 /// the response comes).
@@ -190,6 +193,12 @@ impl Validator<'_> {
         branch: bool,
     ) -> Result<Bound, PlanError> {
         let span = st.span();
+        if depth > MAX_NESTING {
+            return Err(self.error(
+                span,
+                format!("step: blocks nested more than {MAX_NESTING} deep"),
+            ));
+        }
         let mut st = st.into_inner();
         if let Some(w) = &st.weight
             && !branch
