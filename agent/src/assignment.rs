@@ -431,6 +431,9 @@ pub struct Assignment {
     pub lists: VarTable,
     /// By variable slot: the built-in it is, if it is one.
     pub builtins: Vec<Option<Builtin>>,
+    /// By list slot: the `<name>_K` variables the plan reads, as
+    /// `(K, variable slot)`, filled from the list's K-th match.
+    pub list_items: Vec<Vec<(usize, usize)>>,
     /// By step id: whether it is a group (left out of overall figures).
     pub group_steps: Vec<bool>,
     /// What `${__agent}` and `${__region}` read.
@@ -654,12 +657,16 @@ impl TryFrom<v1::Assign> for Assignment {
             let program = if s.program.is_empty() {
                 Program::straight(steps.len())
             } else {
+                let columns: Vec<(&str, &[String])> = data
+                    .iter()
+                    .map(|d| (d.name.as_str(), d.columns.as_slice()))
+                    .collect();
                 let names = Names {
                     steps: steps.len(),
                     step_ids: step_count,
                     group_steps: &group_steps,
                     lists: &lists,
-                    data: &data,
+                    data: &columns,
                 };
                 Program::compile(s.program, &names, &mut vars)
                     .map_err(|e| AssignmentError::Invalid(format!("scenario `{}`: {e}", s.name)))?
@@ -692,6 +699,17 @@ impl TryFrom<v1::Assign> for Assignment {
         for d in &data {
             for &slot in &d.slots {
                 produced[slot] = true;
+            }
+        }
+        let mut list_items = vec![Vec::new(); lists.len()];
+        for (slot, made) in produced.iter_mut().enumerate() {
+            let name = vars.name(slot);
+            if let Some((list, k)) = name.rsplit_once('_')
+                && let (Some(l), Ok(k)) = (lists.get(list), k.parse::<usize>())
+                && k >= 1
+            {
+                list_items[l].push((k, slot));
+                *made = true;
             }
         }
         let mut builtins = Vec::with_capacity(vars.len());
@@ -773,6 +791,7 @@ impl TryFrom<v1::Assign> for Assignment {
             seed: a.seed,
             lists,
             builtins,
+            list_items,
             group_steps,
             agent_name: a.agent_name,
             region: a.region,
@@ -965,7 +984,7 @@ fn step(
             headers_not_match: regexes(&c.headers_not_match)?,
         },
     };
-    let think = think_of(st.think)?;
+    let think = Think::of_wire(st.think)?;
     Ok(Step {
         id,
         method,
@@ -981,23 +1000,6 @@ fn step(
         metrics: metrics.into(),
         set: set.into(),
         fresh,
-    })
-}
-
-/// A think time from the wire (`None`: none).
-pub fn think_of(t: Option<v1::Think>) -> Result<Option<Think>, String> {
-    Ok(match t.and_then(|t| t.kind) {
-        None => None,
-        Some(v1::think::Kind::ConstantUs(us)) => Some(Think::Constant(Duration::from_micros(us))),
-        Some(v1::think::Kind::Uniform(r)) if r.min_us <= r.max_us => Some(Think::Uniform(
-            Duration::from_micros(r.min_us),
-            Duration::from_micros(r.max_us),
-        )),
-        Some(v1::think::Kind::Uniform(_)) => return Err("think: uniform min above max".into()),
-        Some(v1::think::Kind::Gaussian(g)) => Some(Think::Gaussian(
-            Duration::from_micros(g.mean_us),
-            Duration::from_micros(g.deviation_us),
-        )),
     })
 }
 

@@ -20,6 +20,24 @@ pub enum Think {
 }
 
 impl Think {
+    /// A think time from the wire (`None`: none).
+    pub fn of_wire(t: Option<loadfleet_proto::v1::Think>) -> Result<Option<Think>, String> {
+        use loadfleet_proto::v1::think::Kind;
+        Ok(match t.and_then(|t| t.kind) {
+            None => None,
+            Some(Kind::ConstantUs(us)) => Some(Think::Constant(Duration::from_micros(us))),
+            Some(Kind::Uniform(r)) if r.min_us <= r.max_us => Some(Think::Uniform(
+                Duration::from_micros(r.min_us),
+                Duration::from_micros(r.max_us),
+            )),
+            Some(Kind::Uniform(_)) => return Err("think: uniform min above max".into()),
+            Some(Kind::Gaussian(g)) => Some(Think::Gaussian(
+                Duration::from_micros(g.mean_us),
+                Duration::from_micros(g.deviation_us),
+            )),
+        })
+    }
+
     pub fn sample(&self, rng: &mut Rng) -> Duration {
         match *self {
             Think::Constant(d) => d,

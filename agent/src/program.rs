@@ -98,7 +98,8 @@ pub struct Names<'a> {
     pub step_ids: usize,
     pub group_steps: &'a [bool],
     pub lists: &'a VarTable,
-    pub data: &'a [crate::assignment::DataSet],
+    /// Each data file's name and columns.
+    pub data: &'a [(&'a str, &'a [String])],
 }
 
 /// The per-use built-in slots among `slots`.
@@ -279,7 +280,7 @@ impl Program {
                     }
                 }
                 W::Pause(t) => Op::Pause(
-                    crate::assignment::think_of(Some(t))
+                    crate::journey::Think::of_wire(Some(t))
                         .map_err(|e| format!("op {at}: {e}"))?
                         .ok_or_else(|| format!("op {at}: a pause without a time"))?,
                 ),
@@ -300,9 +301,9 @@ impl Program {
 }
 
 /// `name.column` of a data file.
-fn column(list: &str, data: &[crate::assignment::DataSet]) -> Option<ListRef> {
+fn column(list: &str, data: &[(&str, &[String])]) -> Option<ListRef> {
     let (name, col) = list.split_once('.')?;
-    let d = data.iter().position(|d| d.name == name)?;
-    let column = data[d].columns.iter().position(|c| c == col)?;
+    let d = data.iter().position(|d| d.0 == name)?;
+    let column = data[d].1.iter().position(|c| c == col)?;
     Some(ListRef::Column { data: d, column })
 }

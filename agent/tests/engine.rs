@@ -53,6 +53,7 @@ fn assignment(
         seed: 1,
         lists: Default::default(),
         builtins: Vec::new(),
+        list_items: Vec::new(),
         group_steps: vec![false; paths.len()],
         agent_name: "test".into(),
         region: "local".into(),

@@ -74,10 +74,23 @@ pub fn closed_slots(users: u64, ramp_up: Duration, scenario_weights: &[u32]) -> 
         .collect()
 }
 
+/// One scenario's own load, as the schedule needs it.
+#[derive(Debug, Clone, Copy)]
+pub struct ScenarioUsers {
+    pub scenario: u32,
+    pub users: u64,
+    pub ramp_up: Duration,
+    /// When its first user starts, from the run's start.
+    pub start: Duration,
+    /// Iterations per user (0: bounded by `end`).
+    pub iterations: u64,
+    pub end: Option<Duration>,
+}
+
 /// The schedule of loads per scenario, one after another in the fleet's
 /// user numbers: scenario `s`'s user `k` of `n` starts at
 /// `start + k * ramp_up / n`, with its scenario's bound.
-pub fn scenario_slots(loads: &[crate::plan::load::ScenarioLoad]) -> Vec<Slot> {
+pub fn scenario_slots(loads: &[ScenarioUsers]) -> Vec<Slot> {
     let mut slots = Vec::new();
     let mut index = 0u64;
     for l in loads {
@@ -88,13 +101,10 @@ pub fn scenario_slots(loads: &[crate::plan::load::ScenarioLoad]) -> Vec<Slot> {
                 index,
                 start_offset: l.start
                     + Duration::from_micros(u64::try_from(offset_us).unwrap_or(u64::MAX)),
-                scenario: l.scenario as u32,
+                scenario: l.scenario,
                 stop_offset: None,
-                iterations: match l.bound {
-                    crate::plan::RunBound::Iterations(n) => n,
-                    crate::plan::RunBound::Duration(_) => 0,
-                },
-                end: l.end(),
+                iterations: l.iterations,
+                end: l.end,
             });
             index += 1;
         }

@@ -80,6 +80,10 @@ as = "id"
   path = "/item/${{id}}"
 
 [[scenario.step]]
+name = "second"
+path = "/second/${{ids_2}}"
+
+[[scenario.step]]
 for_each = "people.name"
 as = "who"
   [[scenario.step.step]]
@@ -148,6 +152,8 @@ fn expected_paths() -> BTreeMap<String, u64> {
         ("/item/a", 12),
         ("/item/b", 12),
         ("/item/c", 12),
+        // `ids_2`: the second match, as JMeter names it.
+        ("/second/b", 12),
         ("/d/alice", 12),
         ("/d/bob", 12),
         ("/yes", 12),
@@ -248,6 +254,19 @@ async fn every_construct_runs_as_often_as_the_plan_says_in_one_agent_and_in_a_fl
     let single = bed.stats().paths();
     let s1 = checked_json(&out.join("summary.json"), "summary.schema.json");
     check_counts(&single, &s1);
+    // The bound's hits are said in the terminal and the report too.
+    assert!(
+        exit.stdout
+            .contains("group poll: its loop stopped at its `max_loops` bound 12 times"),
+        "{}",
+        exit.stdout
+    );
+    let report = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(report.contains("its loop stopped at its max_loops bound 12 times"));
+    assert!(
+        report.contains("group: from its first request"),
+        "a group is marked in the report"
+    );
 
     // The same plan on two agent processes: the same requests, the same rows.
     let bed2 = testbed(Config::default()).await;

@@ -465,7 +465,7 @@ async fn send(
             match outcome {
                 Some(Ok(reply)) => {
                     user.status = reply.status;
-                    let failure = judge(step, &reply, client.body(), user);
+                    let failure = judge(&shared.assign, step, &reply, client.body(), user);
                     // `set`s run after every response, as JMeter's
                     // post-processors do, on what its extractions left.
                     for (slot, expression, fresh) in step.set.iter() {
@@ -567,6 +567,7 @@ pub(super) enum Fault {
 
 /// Checks a response and, when it passes, runs the step's extractions.
 pub(super) fn judge(
+    assign: &Assignment,
     step: &Step,
     reply: &Reply,
     body: &[u8],
@@ -600,6 +601,14 @@ pub(super) fn judge(
             let out = &mut user.vars[count];
             out.clear();
             let _ = std::fmt::Write::write_fmt(out, format_args!("{n}"));
+            // `<name>_K` the plan reads, as JMeter sets them (empty past
+            // the last match).
+            for &(k, slot) in assign.list_items.get(list).map_or(&[][..], Vec::as_slice) {
+                match user.lists[list].get(k - 1) {
+                    Some(v) => user.vars[slot].clone_from(v),
+                    None => user.vars[slot].clear(),
+                }
+            }
             continue;
         }
         match ex.apply(&reply.headers, body, &mut user.rng) {

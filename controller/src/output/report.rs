@@ -645,13 +645,27 @@ pub fn render(s: &Summary) -> Result<String, askama::Error> {
             .into_iter()
             .map(|(n, e)| {
                 let mut row = Row::new(n, e);
+                let mut extra = Vec::new();
+                if s.groups.contains(n) {
+                    extra.push(
+                        "group: from its first request's send to its last response; not in the totals"
+                            .to_string(),
+                    );
+                }
+                if e.counters.loop_bound_hits > 0 {
+                    extra.push(format!(
+                        "its loop stopped at its max_loops bound {} times while its condition still held",
+                        e.counters.loop_bound_hits
+                    ));
+                }
                 if e.counters.http2_responses > 0 {
-                    row.extra = format!(
+                    extra.push(format!(
                         "{} of {} responses over HTTP/2",
                         e.counters.http2_responses,
                         crate::summary::responses(e)
-                    );
+                    ));
                 }
+                row.extra = extra.join("; ");
                 row
             })
             .collect(),

@@ -143,7 +143,21 @@ impl Shares {
                 })
             }
             LoadModel::Scenarios(loads) => {
-                let slots = schedule::scenario_slots(loads);
+                let users: Vec<schedule::ScenarioUsers> = loads
+                    .iter()
+                    .map(|l| schedule::ScenarioUsers {
+                        scenario: l.scenario as u32,
+                        users: l.users,
+                        ramp_up: l.ramp_up,
+                        start: l.start,
+                        iterations: match l.bound {
+                            RunBound::Iterations(n) => n,
+                            RunBound::Duration(_) => 0,
+                        },
+                        end: l.end(),
+                    })
+                    .collect();
+                let slots = schedule::scenario_slots(&users);
                 // Every user has its own bound; the run's is the latest end
                 // (or the most iterations), which no user reads.
                 let end = loads.iter().filter_map(|l| l.end()).max();

@@ -995,6 +995,14 @@ pub(super) fn resolve(name: &str, scope: &Scope<'_>) -> Result<Option<String>, S
             "`{name}` is set only inside {block}, which may not run; expected it set before that block, or used inside it"
         ));
     }
+    if let Some((list, k)) = name.rsplit_once('_')
+        && scope.lists.contains(list)
+        && k.parse::<usize>().is_ok_and(|k| k >= 1)
+    {
+        // The K-th match of a `match = "all"` extraction (empty past the
+        // last), as JMeter names it.
+        return Ok(None);
+    }
     if scope.lists.contains(name) {
         return Err(format!(
             "`{name}` holds every match (`match = \"all\"`); expected a `for_each = \"{name}\"` block that walks them, or `${{{name}_matchNr}}` for their number"
