@@ -630,11 +630,34 @@ fn plan_name(out: &Path) -> String {
 }
 
 /// Checks an imported plan as `validate` would, and writes it only then.
+/// A plan that does not validate is written beside it as `NAME.draft.toml`,
+/// the errors at its top, and the import fails pointing at it: nothing
+/// imported is lost, and nothing that cannot run is taken for a plan.
 fn write_imported(out: &Path, plan_text: &str) -> Result<(), Exit> {
     if let Err(e) = plan::parse(&out.display().to_string(), plan_text, &plan_name(out)) {
-        return Err(usage(format!(
-            "the converted plan does not validate (nothing was written): {e}"
-        )));
+        let draft = out.with_extension("draft.toml");
+        let header = format!(
+            "# DRAFT: this import does not validate yet: line {} (of the plan below, {} lines down in this file): {}\n",
+            e.line,
+            e.line + 1,
+            e.message
+        );
+        let text = format!("{header}{plan_text}");
+        let written = crate::atomic::write(&draft, &text);
+        return Err(usage(match written {
+            Ok(()) => format!(
+                "the converted plan does not validate: {}:{}:{}: {} (the draft is in {}: fix it there, then rename it; nothing else was written)",
+                draft.display(),
+                e.line + 1,
+                e.column,
+                e.message,
+                draft.display()
+            ),
+            Err(w) => format!(
+                "the converted plan does not validate ({e}), and its draft could not be written to {}: {w}",
+                draft.display()
+            ),
+        }));
     }
     crate::atomic::write(out, plan_text)
         .map_err(|e| usage(format!("cannot write {}: {e}", out.display())))
@@ -671,6 +694,10 @@ fn import_jmeter(
     for u in &imported.unmapped {
         eprintln!("NOT MAPPED: {u}");
     }
+    for u in &imported.harmless {
+        eprintln!("LEFT OUT (the load is the same): {u}");
+    }
+    // --strict refuses what changes the load; a listener does not.
     if strict && !imported.unmapped.is_empty() {
         return usage(format!(
             "--strict: {} element(s) of {} do not map (listed above); nothing was written",

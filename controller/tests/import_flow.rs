@@ -346,3 +346,211 @@ async fn jmeter_controllers_pauses_and_plan_level_defaults_import_as_jmeter_runs
     let secs = s["duration_s"].as_f64().unwrap();
     assert!(secs >= 0.3, "the pauses held the users: {secs} s");
 }
+
+fn plan_of(sampler_and_more: &str, users: &str, loops: &str) -> String {
+    let group = el(
+        "ThreadGroup",
+        "Users",
+        &format!(
+            "{}{}<elementProp name=\"ThreadGroup.main_controller\" elementType=\"LoopController\">{}</elementProp>",
+            sp("ThreadGroup.num_threads", users),
+            sp("ThreadGroup.ramp_time", "0"),
+            sp("LoopController.loops", loops)
+        ),
+        sampler_and_more,
+    );
+    format!(
+        "<?xml version=\"1.0\"?>\n<jmeterTestPlan version=\"1.2\"><hashTree>{}</hashTree></jmeterTestPlan>",
+        el("TestPlan", "p", "", &group)
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_boundary_and_css_extractors_counters_and_header_assertions_import() {
+    let bed = testbed(Config::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let counter = el(
+        "CounterConfig",
+        "count",
+        &format!(
+            "{}{}{}<boolProp name=\"CounterConfig.per_user\">true</boolProp>",
+            sp("CounterConfig.name", "c"),
+            sp("CounterConfig.start", "10"),
+            sp("CounterConfig.incr", "5")
+        ),
+        "",
+    );
+    let json = el(
+        "JSONPostProcessor",
+        "json",
+        &format!(
+            "{}{}{}",
+            sp("JSONPostProcessor.referenceNames", "tok;second"),
+            sp("JSONPostProcessor.jsonPathExprs", "$.token;$.items[1].id"),
+            sp("JSONPostProcessor.match_numbers", "1;1")
+        ),
+        "",
+    );
+    let boundary = el(
+        "BoundaryExtractor",
+        "boundary",
+        &format!(
+            "{}{}{}",
+            sp("BoundaryExtractor.refname", "b"),
+            sp("BoundaryExtractor.lboundary", "&quot;token&quot;:&quot;"),
+            sp("BoundaryExtractor.rboundary", "&quot;")
+        ),
+        "",
+    );
+    let header_check = el(
+        "ResponseAssertion",
+        "json reply",
+        "<collectionProp name=\"Asserion.test_strings\"><stringProp name=\"1\">Content-Type: application/json</stringProp></collectionProp>\
+         <stringProp name=\"Assertion.test_field\">Assertion.response_headers</stringProp>\
+         <intProp name=\"Assertion.test_type\">2</intProp>",
+        "",
+    );
+    let css = el(
+        "HtmlExtractor",
+        "css",
+        &format!(
+            "{}{}{}",
+            sp("HtmlExtractor.refname", "h"),
+            sp("HtmlExtractor.expr", "h1"),
+            sp("HtmlExtractor.match_number", "1")
+        ),
+        "",
+    );
+    let listener = el("ResultCollector", "View Results Tree", "", "");
+    let url = bed.base_url();
+    let (host, port) = url.trim_start_matches("http://").split_once(':').unwrap();
+    let defaults = el(
+        "ConfigTestElement",
+        "defaults",
+        &format!(
+            "{}{}",
+            sp("HTTPSampler.domain", host),
+            sp("HTTPSampler.port", port)
+        ),
+        "",
+    );
+    let text = plan_of(
+        &[
+            defaults,
+            counter,
+            get("echo", "/echo", &[json, boundary, header_check].concat()),
+            get("use", "/tok/${tok}/${second}/${b}/${c}", ""),
+            get("page", "/", &css),
+            listener,
+        ]
+        .concat(),
+        "1",
+        "2",
+    );
+    let file = dir.path().join("extract.jmx");
+    std::fs::write(&file, text).unwrap();
+    let out = dir.path().join("extract.toml");
+    // Only a listener is left out: --strict accepts it.
+    let exit = run(
+        &loadfleet(),
+        &[
+            "import",
+            "jmeter",
+            file.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--strict",
+        ],
+        Duration::from_secs(20),
+    );
+    assert_eq!(exit.code, 0, "{}", exit.stderr);
+    assert!(
+        exit.stderr
+            .contains("LEFT OUT (the load is the same): ResultCollector"),
+        "{}",
+        exit.stderr
+    );
+    let plan = std::fs::read_to_string(&out).unwrap();
+    println!("{plan}");
+    for shape in [
+        "json = \"/token\"",
+        "json = \"/items/1/id\"",
+        "css = 'h1'",
+        "set = { c = \"${__iteration} * 5 + 5\" }",
+        "(?m)content-type: application/json",
+    ] {
+        assert!(plan.contains(shape), "missing {shape:?} in\n{plan}");
+    }
+    let run_dir = dir.path().join("run");
+    let exit = run_plan(&out, &run_dir).await;
+    assert_eq!(exit.code, 0, "{}\n{}", exit.stdout, exit.stderr);
+    let served = bed.stats().paths();
+    println!("served {served:?}");
+    // The counter: 10 in the first iteration, 15 in the second; every
+    // extracted value in the path, read as JMeter reads it.
+    assert_eq!(served.get("/tok/tok-12345/8/tok-12345/10"), Some(&1));
+    assert_eq!(served.get("/tok/tok-12345/8/tok-12345/15"), Some(&1));
+    let s = summary(&run_dir);
+    assert_eq!(s["total"]["errors"], 0, "{}", s["errors"]);
+}
+
+#[test]
+fn a_plan_that_does_not_validate_is_kept_as_a_draft_and_deep_nesting_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    // A variable only a script would set: the plan cannot validate.
+    let text = plan_of(
+        &[
+            el(
+                "ConfigTestElement",
+                "defaults",
+                &sp("HTTPSampler.domain", "127.0.0.1"),
+                "",
+            ),
+            get("scripted", "/x/${fromScript}", ""),
+        ]
+        .concat(),
+        "1",
+        "1",
+    );
+    let file = dir.path().join("draft.jmx");
+    std::fs::write(&file, text).unwrap();
+    let out = dir.path().join("draft.toml");
+    let exit = import(&file, &out);
+    assert_eq!(exit.code, 2, "{}", exit.stderr);
+    let draft = dir.path().join("draft.draft.toml");
+    assert!(!out.exists(), "no plan that cannot run");
+    let kept = std::fs::read_to_string(&draft).expect("the draft is written");
+    assert!(kept.starts_with("# DRAFT: this import does not validate yet"));
+    assert!(
+        exit.stderr.contains(&format!("{}:", draft.display()))
+            && exit.stderr.contains("undefined variable `fromScript`"),
+        "{}",
+        exit.stderr
+    );
+    // The line the error names is the line of the draft that holds it.
+    let line: usize = exit
+        .stderr
+        .split(&format!("{}:", draft.display()))
+        .nth(1)
+        .and_then(|r| r.split(':').next())
+        .and_then(|n| n.parse().ok())
+        .expect("a line number");
+    assert!(
+        kept.lines()
+            .nth(line - 1)
+            .unwrap()
+            .contains("${fromScript}")
+    );
+
+    // 20,000 nested controllers: a clear refusal, not a crash.
+    let mut nested = get("deep", "/deep", "");
+    for i in 0..20_000 {
+        nested = el("GenericController", &format!("c{i}"), "", &nested);
+    }
+    let file = dir.path().join("deep.jmx");
+    std::fs::write(&file, plan_of(&nested, "1", "1")).unwrap();
+    let exit = import(&file, &dir.path().join("deep.toml"));
+    assert_eq!(exit.code, 2, "{}", exit.stderr);
+    assert!(exit.stderr.starts_with("error: "), "{}", exit.stderr);
+    println!("{}", exit.stderr);
+}

@@ -37,8 +37,12 @@ pub struct Imported {
     pub plan: String,
     pub steps: usize,
     pub scenarios: usize,
-    /// Elements that do not map, or map only approximately: `name: why`.
+    /// Elements that do not map, or map only approximately, in a way that
+    /// changes the load: `name: why` (what `--strict` refuses).
     pub unmapped: Vec<String>,
+    /// Elements left out without changing what is sent (listeners,
+    /// disabled elements): `name: why`.
+    pub harmless: Vec<String>,
 }
 
 /// One JMeter element's properties, by name (`stringProp`, `boolProp`,
@@ -166,6 +170,7 @@ struct Ctx<'o> {
     /// that read the same file share one table.
     csv_files: Vec<(String, Vec<String>, String)>,
     unmapped: Vec<String>,
+    harmless: Vec<String>,
     /// `[[data]]` tables written so far.
     data: Vec<String>,
     clear_cookies: bool,
@@ -179,6 +184,13 @@ impl Ctx<'_> {
     fn note(&mut self, what: String) {
         if !self.unmapped.contains(&what) {
             self.unmapped.push(what);
+        }
+    }
+
+    /// Left out without changing what is sent.
+    fn aside(&mut self, what: String) {
+        if !self.harmless.contains(&what) {
+            self.harmless.push(what);
         }
     }
 
@@ -322,6 +334,9 @@ struct Scope {
     /// Timers in scope, each a pause before every sampler below (as
     /// JMeter runs them): the element's label and its think time.
     timers: Vec<(String, String)>,
+    /// Counters in scope: label, variable, expression (a `set` at the
+    /// start of each iteration).
+    counters: Vec<(String, String, String)>,
 }
 
 /// The most controllers nested in one another an import follows.
@@ -396,6 +411,7 @@ pub fn import(jmx: &str, opts: &Options) -> Result<Imported, String> {
         csv_vars: BTreeMap::new(),
         csv_files: Vec::new(),
         unmapped: Vec::new(),
+        harmless: Vec::new(),
         data: Vec::new(),
         clear_cookies: false,
         base: None,
@@ -433,7 +449,7 @@ pub fn import(jmx: &str, opts: &Options) -> Result<Imported, String> {
     for (e, children) in &plan_children {
         let tag = e.tag_name().name();
         if !enabled(*e) {
-            ctx.note(format!("{}: disabled in the JMX; left out", label(*e)));
+            ctx.aside(format!("{}: disabled in the JMX; left out", label(*e)));
             continue;
         }
         match tag {
@@ -513,6 +529,9 @@ pub fn import(jmx: &str, opts: &Options) -> Result<Imported, String> {
     }
     for u in &ctx.unmapped {
         let _ = writeln!(plan, "# NOT MAPPED: {u}");
+    }
+    for u in &ctx.harmless {
+        let _ = writeln!(plan, "# LEFT OUT (the load is the same): {u}");
     }
     let _ = writeln!(plan, "name = {}", string(&opts.name));
     let _ = writeln!(
@@ -625,6 +644,7 @@ pub fn import(jmx: &str, opts: &Options) -> Result<Imported, String> {
         steps,
         scenarios: groups.len(),
         unmapped: ctx.unmapped,
+        harmless: ctx.harmless,
     })
 }
 
@@ -666,9 +686,18 @@ fn throughput(ctx: &mut Ctx<'_>, e: Node<'_, '_>, threads: Option<u64>) -> Optio
 
 fn note_unmapped(ctx: &mut Ctx<'_>, e: Node<'_, '_>) {
     let tag = e.tag_name().name();
-    let why = if tag == "ResultCollector" || tag.ends_with("Listener") || tag == "Summariser" {
-        "a listener: loadfleet writes its own results (summary.json, the report)"
-    } else if tag.contains("BeanShell") || tag.starts_with("JSR223") || tag.contains("BSF") {
+    if tag == "ResultCollector"
+        || tag.ends_with("Listener")
+        || tag == "Summariser"
+        || tag.ends_with("Visualizer")
+    {
+        ctx.aside(format!(
+            "{}: a listener: loadfleet writes its own results (summary.json, the report); left out",
+            label(e)
+        ));
+        return;
+    }
+    let why = if tag.contains("BeanShell") || tag.starts_with("JSR223") || tag.contains("BSF") {
         "a script: loadfleet runs no JMeter scripts"
     } else if tag.ends_with("Sampler") || tag.ends_with("SamplerProxy") {
         "a sampler of another protocol: loadfleet sends HTTP requests only"
@@ -765,7 +794,15 @@ fn thread_group<'a, 'i>(
         // A thread group's own defaults apply to it alone.
         let mut scope = plan_scope.clone();
         let (steps, count) = walk(ctx, pairs(children), &mut scope, &g, plan_attached, 0)?;
-        g.steps = steps;
+        let mut head = String::new();
+        for (where_, name, expr) in &scope.counters {
+            let _ = writeln!(
+                head,
+                "\n# From {where_}: a counter, set as each iteration starts.\n[[scenario.step]]\nset = {{ {name} = {} }}",
+                template_string(expr)
+            );
+        }
+        g.steps = head + &steps;
         g.step_count = count;
     }
     Ok(g)
@@ -797,8 +834,12 @@ fn is_config(tag: &str) -> bool {
             | "PoissonRandomTimer"
             | "ConstantThroughputTimer"
             | "RegexExtractor"
+            | "JSONPostProcessor"
+            | "HtmlExtractor"
+            | "BoundaryExtractor"
             | "ResponseAssertion"
             | "Arguments"
+            | "CounterConfig"
     )
 }
 
@@ -872,17 +913,61 @@ fn configure<'a, 'i>(
             "ConstantThroughputTimer" => {
                 ctx.throttle = throughput(ctx, *e, threads);
             }
-            "RegexExtractor" | "ResponseAssertion" => attached.push(*e),
+            "RegexExtractor" | "ResponseAssertion" | "JSONPostProcessor" | "HtmlExtractor"
+            | "BoundaryExtractor" => attached.push(*e),
             "Arguments" => {
                 for (k, v) in arguments(&p) {
                     let v = ctx.eval(&v, true, &format!("variable `{k}`"));
                     ctx.vars.insert(k, v);
                 }
             }
+            "CounterConfig" => counter(ctx, *e, scope),
             _ => {}
         }
     }
     Ok(())
+}
+
+/// A Counter as a `set` at the start of each iteration: per user, start +
+/// (iteration − 1) × increment; shared by all users, the fleet-wide
+/// counter (unique, increasing per user, not consecutive).
+fn counter(ctx: &mut Ctx<'_>, e: Node<'_, '_>, scope: &mut Scope) {
+    let p = Props::of(e);
+    let where_ = label(e);
+    let name = p.get("CounterConfig.name");
+    if !is_name(name.trim()) {
+        ctx.note(format!(
+            "{where_}: its name \"{name}\" is not a plain name; left out"
+        ));
+        return;
+    }
+    let num = |ctx: &mut Ctx<'_>, k: &str, d: i64| {
+        ctx.eval(&p.get(k), true, &where_)
+            .trim()
+            .parse::<i64>()
+            .unwrap_or(d)
+    };
+    let start = num(ctx, "CounterConfig.start", 1);
+    let incr = num(ctx, "CounterConfig.incr", 1);
+    if !p.get("CounterConfig.end").trim().is_empty() {
+        ctx.note(format!(
+            "{where_}: its end (wrapping to the start) is not mapped; it counts on"
+        ));
+    }
+    if !p.get("CounterConfig.format").trim().is_empty() {
+        ctx.note(format!(
+            "{where_}: its number format is not mapped; plain integers here"
+        ));
+    }
+    let expr = if p.bool("CounterConfig.per_user") == Some(true) {
+        format!("${{__iteration}} * {incr} + {}", start - incr)
+    } else {
+        ctx.note(format!(
+            "{where_}: shared by all users: the fleet-wide counter here (unique and increasing per user, not consecutive)"
+        ));
+        "${__fleet_counter}".to_string()
+    };
+    scope.counters.push((where_, name.trim().to_string(), expr));
 }
 
 /// A Header Manager's headers, values as loadfleet templates.
@@ -930,7 +1015,8 @@ fn walk<'a, 'i>(
         let tag = e.tag_name().name();
         if !enabled(*e) {
             let n = samplers_in(*children) + usize::from(tag.starts_with("HTTPSampler"));
-            ctx.note(format!(
+            // JMeter does not run it either.
+            ctx.aside(format!(
                 "{}: disabled in the JMX; left out{}",
                 label(*e),
                 if n > 0 {
@@ -1017,9 +1103,12 @@ fn controller<'a, 'i>(
 ) -> Result<(String, usize), String> {
     let tag = e.tag_name().name();
     let where_ = label(e);
-    if depth >= MAX_DEPTH {
+    // Each controller is an element inside its parent's hashTree: two XML
+    // levels per controller, from the TestPlan's (whatever blocks it made).
+    let nesting = e.ancestors().count() / 2;
+    if depth >= MAX_DEPTH || nesting > MAX_DEPTH + 2 {
         return Err(format!(
-            "{}: {where_} is nested {depth} controllers deep; the import follows at most {MAX_DEPTH}",
+            "{}: {where_} is nested more than {MAX_DEPTH} controllers deep; the import follows at most {MAX_DEPTH}",
             ctx.opts.source.display()
         ));
     }
@@ -1579,6 +1668,20 @@ fn sampler<'a, 'i>(
     let follow = p.bool("HTTPSampler.follow_redirects") == Some(true)
         || p.bool("HTTPSampler.auto_redirects") == Some(true);
     let raw_body = p.bool("HTTPSampler.postBodyRaw") == Some(true);
+    if p.bool("HTTPSampler.DO_MULTIPART_POST") == Some(true) {
+        ctx.note(format!(
+            "{where_}: multipart/form-data is not supported yet; its fields are sent as application/x-www-form-urlencoded"
+        ));
+    }
+    let files = p
+        .element("HTTPsampler.Files")
+        .map(|f| f.collection("HTTPFileArgs.files").len())
+        .unwrap_or(0);
+    if files > 0 {
+        ctx.note(format!(
+            "{where_}: {files} file upload(s) (HTTPFileArgs) are not sent: file uploads are not supported yet"
+        ));
+    }
     let args: Vec<(String, String)> = p
         .element("HTTPsampler.Arguments")
         .map(|a| arguments(&a))
@@ -1689,11 +1792,12 @@ fn sampler<'a, 'i>(
     if let Some(c) = children {
         for (x, _) in pairs(c) {
             if !enabled(x) {
-                ctx.note(format!("{}: disabled in the JMX; left out", label(x)));
+                ctx.aside(format!("{}: disabled in the JMX; left out", label(x)));
                 continue;
             }
             match x.tag_name().name() {
-                "RegexExtractor" | "ResponseAssertion" => own.push(x),
+                "RegexExtractor" | "ResponseAssertion" | "JSONPostProcessor" | "HtmlExtractor"
+                | "BoundaryExtractor" => own.push(x),
                 "ConstantTimer"
                 | "UniformRandomTimer"
                 | "GaussianRandomTimer"
@@ -1719,6 +1823,9 @@ fn sampler<'a, 'i>(
     for x in own.iter().chain(inherited.iter()) {
         match x.tag_name().name() {
             "RegexExtractor" => extractor(ctx, *x, &mut att),
+            "JSONPostProcessor" | "HtmlExtractor" | "BoundaryExtractor" => {
+                other_extractor(ctx, *x, &mut att)
+            }
             "ResponseAssertion" => assertion(ctx, *x, &mut att),
             _ => {}
         }
@@ -1819,6 +1926,144 @@ fn extractor(ctx: &mut Ctx<'_>, e: Node<'_, '_>, att: &mut Attached) {
     }
 }
 
+/// A JSONPath of the plain shape (`$.a.b[0]`, `$['a']`) as a JSON pointer.
+fn json_pointer(path: &str) -> Option<String> {
+    let rest = path.trim().strip_prefix('$')?;
+    let mut out = String::new();
+    let mut chars = rest.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '.' => {
+                if chars.peek() == Some(&'.') {
+                    return None; // `..`: a search, not a path
+                }
+                let mut key = String::new();
+                while let Some(&n) = chars.peek() {
+                    if n == '.' || n == '[' {
+                        break;
+                    }
+                    key.push(n);
+                    chars.next();
+                }
+                if key.is_empty() || key == "*" {
+                    return None;
+                }
+                out.push('/');
+                out.push_str(&key.replace('~', "~0").replace('/', "~1"));
+            }
+            '[' => {
+                let mut inner = String::new();
+                for n in chars.by_ref() {
+                    if n == ']' {
+                        break;
+                    }
+                    inner.push(n);
+                }
+                let key = inner.trim().trim_matches(|q| q == '\'' || q == '"');
+                if key.is_empty() || key == "*" || inner.contains('?') || inner.contains(':') {
+                    return None;
+                }
+                out.push('/');
+                out.push_str(&key.replace('~', "~0").replace('/', "~1"));
+            }
+            _ => return None,
+        }
+    }
+    Some(out)
+}
+
+/// JSON, CSS/jQuery and Boundary Extractors as extractions.
+fn other_extractor(ctx: &mut Ctx<'_>, e: Node<'_, '_>, att: &mut Attached) {
+    let p = Props::of(e);
+    let where_ = label(e);
+    // (name, source line, match number, default)
+    let mut found: Vec<(String, String, String, String)> = Vec::new();
+    match e.tag_name().name() {
+        "JSONPostProcessor" => {
+            let split = |k: &str| -> Vec<String> {
+                p.get(k).split(';').map(|x| x.trim().to_string()).collect()
+            };
+            let (names, paths, matches, defaults) = (
+                split("JSONPostProcessor.referenceNames"),
+                split("JSONPostProcessor.jsonPathExprs"),
+                split("JSONPostProcessor.match_numbers"),
+                split("JSONPostProcessor.defaultValues"),
+            );
+            for (i, name) in names.iter().enumerate() {
+                let path = paths.get(i).cloned().unwrap_or_default();
+                match json_pointer(&path) {
+                    Some(ptr) => found.push((
+                        name.clone(),
+                        format!("json = {}", string(&ptr)),
+                        // JMeter: empty is 0, a random match.
+                        matches.get(i).filter(|m| !m.is_empty()).cloned().unwrap_or("0".into()),
+                        defaults.get(i).cloned().unwrap_or_default(),
+                    )),
+                    None => ctx.note(format!(
+                        "{where_} `{name}`: JSONPath {path:?} is not a plain path (a search, a wildcard or a filter); left out"
+                    )),
+                }
+            }
+        }
+        "HtmlExtractor" => {
+            let attr = p.get("HtmlExtractor.attribute");
+            let mut line = format!("css = {}", literal(&p.get("HtmlExtractor.expr")));
+            if !attr.trim().is_empty() {
+                let _ = write!(line, "\nattribute = {}", string(attr.trim()));
+            }
+            found.push((
+                p.get("HtmlExtractor.refname"),
+                line,
+                p.get("HtmlExtractor.match_number"),
+                p.get("HtmlExtractor.default"),
+            ));
+        }
+        _ => {
+            let use_headers = p.get("BoundaryExtractor.useHeaders");
+            if !matches!(use_headers.trim(), "" | "false" | "body") {
+                ctx.note(format!(
+                    "{where_} field \"{use_headers}\": the boundaries are matched in the body here"
+                ));
+            }
+            let re = format!(
+                "(?s){}(.*?){}",
+                regex::escape(&p.get("BoundaryExtractor.lboundary")),
+                regex::escape(&p.get("BoundaryExtractor.rboundary"))
+            );
+            found.push((
+                p.get("BoundaryExtractor.refname"),
+                format!("regex = {}\ngroup = 1", literal(&re)),
+                p.get("BoundaryExtractor.match_number"),
+                p.get("BoundaryExtractor.default"),
+            ));
+        }
+    }
+    for (name, source, match_no, default) in found {
+        if !is_name(name.trim()) {
+            ctx.note(format!(
+                "{where_}: name \"{name}\" is not a plain name; left out"
+            ));
+            continue;
+        }
+        let n: i64 = match_no.trim().parse().unwrap_or(1);
+        let _ = writeln!(
+            att.lines,
+            "\n# From {where_}.\n[[scenario.step.extract]]\nname = {}\n{source}",
+            string(name.trim())
+        );
+        let json = source.starts_with("json");
+        if n < 0 {
+            let _ = writeln!(att.lines, "match = \"all\"");
+        } else if n != 1 && !json {
+            let _ = writeln!(att.lines, "match = {n}");
+        }
+        if n >= 0 {
+            // JMeter sets the default when nothing matches; empty is a value too.
+            let _ = writeln!(att.lines, "default = {}", string(&default));
+        }
+    }
+}
+
 /// A TOML literal string for a regular expression (no escapes to double),
 /// or a basic one when it holds a `'`.
 fn literal(s: &str) -> String {
@@ -1858,6 +2103,7 @@ fn assertion(ctx: &mut Ctx<'_>, e: Node<'_, '_>, att: &mut Attached) {
         ));
         return;
     }
+    let header_name = regex::Regex::new(r"^(\^?)([A-Za-z][A-Za-z0-9-]*)(\s*:)").expect("regex");
     for s in strings {
         let s = ctx.eval(&s, false, &where_);
         if on_code {
@@ -1896,8 +2142,15 @@ fn assertion(ctx: &mut Ctx<'_>, e: Node<'_, '_>, att: &mut Attached) {
         };
         // Header lines are matched one at a time, as JMeter matches its
         // header text.
+        // Header lines carry lower-case names here; JMeter matches names
+        // without case: a pattern that starts with a name has it lowered.
         let pattern = if on_headers {
-            format!("(?m){pattern}")
+            let lowered = header_name
+                .replace(&pattern, |c: &regex::Captures<'_>| {
+                    format!("{}{}{}", &c[1], c[2].to_ascii_lowercase(), &c[3])
+                })
+                .into_owned();
+            format!("(?m){lowered}")
         } else {
             pattern
         };
