@@ -453,8 +453,8 @@ pub fn import(jmx: &str, opts: &Options) -> Result<Imported, String> {
             continue;
         }
         match tag {
-            "ThreadGroup" | "SetupThreadGroup" | "PostThreadGroup" => {
-                if tag != "ThreadGroup" {
+            t if is_thread_group(t) => {
+                if tag != "ThreadGroup" && !tag.contains('.') {
                     ctx.note(format!(
                         "{}: run as an ordinary thread group, in its place in the plan",
                         label(*e)
@@ -724,11 +724,14 @@ fn thread_group<'a, 'i>(
         let v = p.get(key);
         ctx.eval(&v, true, &where_)
     };
+    let plugin = plugin_schedule(ctx, e, e.tag_name().name());
     let users_text = num(ctx, "ThreadGroup.num_threads");
     let users = to_u64(&users_text).unwrap_or_else(|| {
-        ctx.note(format!(
-            "{where_} num_threads \"{users_text}\": not a number; 1 user"
-        ));
+        if plugin.is_none() {
+            ctx.note(format!(
+                "{where_} num_threads \"{users_text}\": not a number; 1 user"
+            ));
+        }
         1
     });
     let ramp_s = to_u64(&num(ctx, "ThreadGroup.ramp_time")).unwrap_or(0);
@@ -767,6 +770,9 @@ fn thread_group<'a, 'i>(
     } else {
         (Some(to_u64(&loops_text).unwrap_or(1).max(1)), None)
     };
+    // Plugin thread groups: their own schedule properties.
+    let (users, ramp_s, loops, duration_s, delay_s) =
+        plugin.unwrap_or((users, ramp_s, loops, duration_s, delay_s));
     let on_error = match p.get("ThreadGroup.on_sample_error").trim() {
         "startnextloop" | "startnextithread" => "next_iteration",
         "stopthread" => "stop_user",
@@ -806,6 +812,88 @@ fn thread_group<'a, 'i>(
         g.step_count = count;
     }
     Ok(g)
+}
+
+/// Whether a plan-level element is a thread group of JMeter's or of a
+/// common plugin's.
+fn is_thread_group(tag: &str) -> bool {
+    matches!(tag, "ThreadGroup" | "SetupThreadGroup" | "PostThreadGroup")
+        || tag.ends_with("ConcurrencyThreadGroup")
+        || tag.ends_with("UltimateThreadGroup")
+        || tag.ends_with("SteppingThreadGroup")
+}
+
+/// A plugin thread group's schedule as users, ramp-up, loops, duration
+/// and delay (seconds), said where it is approximate; `None` for JMeter's
+/// own thread groups.
+#[allow(clippy::type_complexity)]
+fn plugin_schedule(
+    ctx: &mut Ctx<'_>,
+    e: Node<'_, '_>,
+    tag: &str,
+) -> Option<(u64, u64, Option<u64>, Option<u64>, u64)> {
+    let p = Props::of(e);
+    let where_ = label(e);
+    let mut num = |k: &str| to_u64(&ctx.eval(&p.get(k), true, &where_));
+    if tag.ends_with("ConcurrencyThreadGroup") {
+        // bzm Concurrency: TargetLevel users, ramped over RampUp in Steps,
+        // held for Hold; the unit is seconds or minutes.
+        let unit = if p.get("Unit").trim() == "M" { 60 } else { 1 };
+        let users = num("TargetLevel").unwrap_or(1);
+        let ramp = num("RampUp").unwrap_or(0) * unit;
+        let hold = num("Hold").unwrap_or(0) * unit;
+        let steps = num("Steps").unwrap_or(0);
+        let iterations = num("Iterations").filter(|n| *n > 0);
+        if steps > 0 {
+            ctx.note(format!(
+                "{where_}: its ramp in {steps} steps is a linear ramp-up of {ramp} s here"
+            ));
+        }
+        if let Some(n) = iterations {
+            ctx.note(format!(
+                "{where_}: its limit of {n} iterations is not mapped; users iterate for {} s",
+                ramp + hold
+            ));
+        }
+        return Some((users, ramp, None, Some((ramp + hold).max(1)), 0));
+    }
+    if tag.ends_with("SteppingThreadGroup") {
+        let users = num("ThreadGroup.num_threads").unwrap_or(1);
+        let batch = num("Start users count").unwrap_or(1).max(1);
+        let period = num("Start users period").unwrap_or(0);
+        let delay = num("Threads initial delay").unwrap_or(0);
+        let flight = num("flighttime").unwrap_or(0);
+        let ramp = users.div_ceil(batch) * period;
+        ctx.note(format!(
+            "{where_}: {users} users started {batch} every {period} s is a linear ramp-up of {ramp} s here; its ramp-down is not mapped"
+        ));
+        return Some((users, ramp, None, Some((ramp + flight).max(1)), delay));
+    }
+    if tag.ends_with("UltimateThreadGroup") {
+        let rows = p.collection("ultimatethreadgroupdata");
+        let first = rows.first()?;
+        let cells: Vec<u64> = first
+            .children()
+            .filter(|c| c.is_element())
+            .map(|c| to_u64(&ctx.eval(c.text().unwrap_or(""), true, &where_)).unwrap_or(0))
+            .collect();
+        let cell = |i: usize| cells.get(i).copied().unwrap_or(0);
+        if rows.len() > 1 {
+            ctx.note(format!(
+                "{where_}: only its first row of {} is mapped",
+                rows.len()
+            ));
+        }
+        // threads, initial delay, startup time, hold load for, shutdown.
+        return Some((
+            cell(0).max(1),
+            cell(2),
+            None,
+            Some((cell(2) + cell(3)).max(1)),
+            cell(1),
+        ));
+    }
+    None
 }
 
 /// Post-processors and assertions in scope of a sampler, as step lines.
@@ -1733,7 +1821,9 @@ fn sampler<'a, 'i>(
     let mut lines = String::new();
     let _ = writeln!(lines, "\n# From {where_}.\n[[scenario.step]]");
     let _ = writeln!(lines, "name = {}", string(&name));
-    if method != "GET" {
+    // A GET with a body keeps its method (a plan reads a body as a POST
+    // unless the step names its method).
+    if method != "GET" || (raw_body && !args.is_empty()) {
         let _ = writeln!(lines, "method = {}", string(&method));
     }
     let other_origin = own_origin
@@ -2267,6 +2357,60 @@ mod tests {
         assert_eq!(loads[1].start, std::time::Duration::from_secs(5));
         assert_eq!(loads[0].start, std::time::Duration::ZERO);
         assert!(i.unmapped.iter().any(|u| u.contains("Thread Group (2)")));
+    }
+
+    #[test]
+    fn a_get_with_a_body_keeps_its_method_and_its_body() {
+        let text = jmx("").replace(
+            "<stringProp name=\"HTTPSampler.method\">GET</stringProp>",
+            "<stringProp name=\"HTTPSampler.method\">GET</stringProp>\
+             <boolProp name=\"HTTPSampler.postBodyRaw\">true</boolProp>\
+             <elementProp name=\"HTTPsampler.Arguments\" elementType=\"Arguments\">\
+             <collectionProp name=\"Arguments.arguments\"><elementProp name=\"\" elementType=\"HTTPArgument\">\
+             <stringProp name=\"Argument.value\">{\"q\": 1}</stringProp></elementProp></collectionProp></elementProp>",
+        );
+        let i = convert(&text, &[]);
+        assert!(i.plan.contains("method = \"GET\"\n"), "{}", i.plan);
+        assert!(i.plan.contains("body = '{\"q\": 1}'"), "{}", i.plan);
+        let p = crate::plan::parse("t.toml", &i.plan, "t").unwrap();
+        assert_eq!(p.scenarios[0].steps[0].wire.method, "GET");
+    }
+
+    #[test]
+    fn a_concurrency_thread_group_imports_its_schedule() {
+        let text = jmx("")
+            .replace(
+                "<ThreadGroup testclass=\"ThreadGroup\"",
+                "<com.blazemeter.jmeter.threads.concurrency.ConcurrencyThreadGroup testclass=\"x\"",
+            )
+            .replace(
+                "</ThreadGroup>",
+                &format!(
+                    "{}{}{}{}{}</com.blazemeter.jmeter.threads.concurrency.ConcurrencyThreadGroup>",
+                    sp("TargetLevel", "10"),
+                    sp("RampUp", "1"),
+                    sp("Steps", "5"),
+                    sp("Hold", "2"),
+                    sp("Unit", "M")
+                ),
+            );
+        let i = convert(&text, &[]);
+        let p = crate::plan::parse("t.toml", &i.plan, "t").unwrap();
+        assert_eq!(
+            p.load,
+            crate::plan::LoadModel::Closed {
+                users: 10,
+                ramp_up: std::time::Duration::from_secs(60),
+                bound: crate::plan::RunBound::Duration(std::time::Duration::from_secs(180)),
+            },
+            "{}",
+            i.plan
+        );
+        assert!(
+            i.unmapped
+                .iter()
+                .any(|u| u.contains("in 5 steps is a linear ramp-up of 60 s"))
+        );
     }
 
     #[test]
