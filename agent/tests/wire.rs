@@ -574,3 +574,88 @@ async fn a_refused_http2_stream_is_sent_again_and_is_no_error() {
         "a refused stream keeps the connection"
     );
 }
+
+/// A server that shuts its first connection down gracefully (GOAWAY
+/// NO_ERROR, last stream 0) once the request's HEADERS arrived: the
+/// request was not processed (RFC 9113, 6.8), so it goes again on a new
+/// connection, counted as a retry and no error. Written frame by frame, so
+/// the GOAWAY always excludes a request already sent.
+#[tokio::test]
+async fn a_graceful_http2_shutdown_before_the_request_is_resent_and_is_no_error() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let connections = Arc::new(Mutex::new(0usize));
+    let seen = connections.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let n = {
+                let mut c = seen.lock().unwrap();
+                *c += 1;
+                *c
+            };
+            tokio::spawn(async move {
+                if n > 1 {
+                    let Ok(mut conn) = h2::server::handshake(socket).await else {
+                        return;
+                    };
+                    while let Some(Ok((_req, mut respond))) = conn.accept().await {
+                        let head = http::Response::builder().status(200).body(()).unwrap();
+                        let mut body = respond.send_response(head, false).unwrap();
+                        body.send_data(bytes::Bytes::from_static(b"ok"), true)
+                            .unwrap();
+                    }
+                    return;
+                }
+                let mut preface = [0u8; 24];
+                if socket.read_exact(&mut preface).await.is_err() {
+                    return;
+                }
+                // Our SETTINGS, then frames until the request's HEADERS.
+                let _ = socket.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await;
+                loop {
+                    let mut head = [0u8; 9];
+                    if socket.read_exact(&mut head).await.is_err() {
+                        return;
+                    }
+                    let len = usize::from(head[0]) << 16
+                        | usize::from(head[1]) << 8
+                        | usize::from(head[2]);
+                    let mut payload = vec![0u8; len];
+                    if socket.read_exact(&mut payload).await.is_err() {
+                        return;
+                    }
+                    match head[3] {
+                        // SETTINGS (not an ACK): acknowledge it.
+                        4 if head[4] & 1 == 0 => {
+                            let _ = socket.write_all(&[0, 0, 0, 4, 1, 0, 0, 0, 0]).await;
+                        }
+                        // HEADERS: the request is here; GOAWAY, last stream 0.
+                        1 => {
+                            let goaway = [0, 0, 8, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+                            let _ = socket.write_all(&goaway).await;
+                            let _ = socket.flush().await;
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                            return;
+                        }
+                        _ => {}
+                    }
+                }
+            });
+        }
+    });
+    let mut target = Target::parse(&format!("http://{addr}"), Duration::from_secs(5)).unwrap();
+    target.version = loadfleet_proto::v1::HttpVersion::H2c;
+    let (first, second, counts) = two_requests(&target).await;
+    eprintln!("first {first:?}, second {second:?}, {counts:?}");
+    assert_eq!(first.unwrap(), 200, "sent again and answered");
+    assert_eq!(second.unwrap(), (200, b"ok".to_vec()));
+    assert_eq!(
+        counts.retries, 1,
+        "the refused request counted once: {counts:?}"
+    );
+    assert_eq!(
+        *connections.lock().unwrap(),
+        2,
+        "a new connection after the shutdown"
+    );
+}

@@ -37,6 +37,20 @@ fn failure(what: &str, e: h2::Error) -> Failure {
             )
         };
     }
+    // A graceful shutdown (GOAWAY with NO_ERROR) that came before the
+    // server took this stream: not processed (RFC 9113, 6.8), so it is
+    // safe to send again, on a new connection.
+    if e.is_go_away() && e.is_remote() && e.reason() == Some(h2::Reason::NO_ERROR) {
+        return Failure {
+            unprocessed: true,
+            ..Failure::new(
+                ErrorKind::Protocol,
+                format!(
+                    "HTTP/2 {what}: the server closed the connection gracefully (GOAWAY NO_ERROR) before it took this request"
+                ),
+            )
+        };
+    }
     let kind = if e.is_io() {
         ErrorKind::Reset
     } else {
