@@ -34,6 +34,9 @@ pub struct Snapshot {
     /// Running agents whose reports are late, and since when their newest
     /// one arrived: the figures wait for them (at most five intervals).
     pub stale: Vec<(String, Duration)>,
+    /// Set while every request so far failed to connect: the target's
+    /// address, for "is it running?".
+    pub no_connection: Option<String>,
 }
 
 impl Snapshot {
@@ -60,6 +63,11 @@ impl Snapshot {
             "{elapsed}{total}  users {users}  {rps} req/s  errors {}  p95 {p95} (last 1s)  agents {}/{}",
             self.errors_total, self.agents_running, self.agents_total
         );
+        if let Some(target) = &self.no_connection {
+            line.push_str(&format!(
+                "  no connection to {target} has opened yet: is the target running?"
+            ));
+        }
         if !self.stale.is_empty() {
             let names: Vec<String> = self
                 .stale
@@ -137,6 +145,11 @@ mod tests {
             ..Snapshot::default()
         };
         assert!(!snap.line().contains("STALE"), "{}", snap.line());
+        snap.no_connection = Some("http://127.0.0.1:9".into());
+        assert!(snap.line().contains(
+            "no connection to http://127.0.0.1:9 has opened yet: is the target running?"
+        ));
+        snap.no_connection = None;
         snap.stale = vec![("a2".into(), Duration::from_millis(3100))];
         snap.partial = true;
         assert!(

@@ -156,3 +156,40 @@ async fn a_connection_that_never_opens_is_a_connect_timeout() {
         );
     }
 }
+
+/// A target that refuses every connection: the progress line says so in
+/// the first second's line, before the run ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_progress_line_says_when_no_connection_ever_opened() {
+    let dir = tempfile::tempdir().unwrap();
+    // Port 9 (discard) has no listener on these machines: refused at once.
+    let plan = write_plan(
+        dir.path(),
+        "closed.toml",
+        "[target]\nbase_url = \"http://127.0.0.1:9\"\ntimeout = \"1s\"\n[load]\nusers = 1\nduration = \"3s\"\n[[scenario]]\nname = \"s\"\n[[scenario.step]]\npath = \"/\"\nthink = \"200ms\"\n",
+    );
+    let out = dir.path().join("out");
+    let p = Proc::spawn(
+        &loadfleet(),
+        &[
+            "run",
+            plan.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    let exit = exited(p, Duration::from_secs(30)).await;
+    let said = "no connection to http://127.0.0.1:9 has opened yet: is the target running?";
+    let first = exit
+        .stdout
+        .lines()
+        .chain(exit.stderr.lines())
+        .find(|l| l.contains(said))
+        .unwrap_or_else(|| panic!("{}\n{}", exit.stdout, exit.stderr));
+    eprintln!("{first}");
+    assert!(
+        first.starts_with("1s/3s") || first.starts_with("2s/3s"),
+        "{first}"
+    );
+    assert_eq!(exit.code, 1, "every request failed: exit 1");
+}

@@ -343,6 +343,16 @@ impl<'a> Run<'a> {
                 .count(),
             agents_total: self.agents.len(),
             stale,
+            no_connection: {
+                // Every request so far failed to connect (no response at all).
+                let t = &self.collector.total;
+                (t.responses() == 0
+                    && !t.errors.is_empty()
+                    && t.errors
+                        .keys()
+                        .all(|k| matches!(k.as_str(), "connect" | "connect_timeout" | "dns")))
+                .then(|| self.plan.target.base_url.clone())
+            },
         });
     }
 
