@@ -86,6 +86,21 @@ pub struct RunArgs {
     /// series directory ends in -series).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// For this run only: the closed model's users (the plan's `users`).
+    #[arg(long)]
+    pub users: Option<u64>,
+    /// For this run only: how long users start over, e.g. 30s.
+    #[arg(long, value_parser = parse_duration)]
+    pub ramp_up: Option<Duration>,
+    /// For this run only: iterations per user.
+    #[arg(long)]
+    pub iterations: Option<u64>,
+    /// For this run only: how long the load runs, e.g. 30s or 5m.
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// For this run only: the open model's arrivals per second.
+    #[arg(long)]
+    pub rate: Option<f64>,
     #[command(flatten)]
     pub fleet: FleetArgs,
 }
@@ -850,7 +865,17 @@ async fn run_command(
     interrupt: CancellationToken,
     hard: CancellationToken,
 ) -> Result<Exit, String> {
-    let plan = plan::load(&args.plan).map_err(|e| e.to_string())?;
+    let mut plan = plan::load(&args.plan).map_err(|e| e.to_string())?;
+    plan.override_load(&plan::LoadOverride {
+        users: args.users,
+        ramp_up: args.ramp_up,
+        iterations: args.iterations,
+        duration: args.duration,
+        rate: args.rate,
+    })?;
+    for o in &plan.overrides {
+        eprintln!("for this run: {o}");
+    }
     // Before anything is sent: where it will go.
     eprintln!("{}", sends_to(&plan));
     let mut settings = args.fleet.settings(interrupt, hard)?;

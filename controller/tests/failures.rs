@@ -193,3 +193,61 @@ async fn the_progress_line_says_when_no_connection_ever_opened() {
     );
     assert_eq!(exit.code, 1, "every request failed: exit 1");
 }
+
+/// `run --users N --iterations M` replaces the plan's load for one run,
+/// says so before and in the summary; a value that does not fit the
+/// plan's model is refused with why, and nothing is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_line_sets_the_load_for_one_run_and_says_so() {
+    let bed = testbed(Config::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let plan = write_plan(
+        dir.path(),
+        "p.toml",
+        &plan_toml(
+            &bed.base_url(),
+            "users = 20\nramp_up = \"1s\"\niterations = 5",
+            &[("a", "/a"), ("b", "/b")],
+        ),
+    );
+    let out = dir.path().join("out");
+    let exit = exited(
+        run_in_background(&plan, &out, &["--users", "3", "--iterations", "2"]),
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(exit.code, 0, "{}", exit.stderr);
+    assert!(
+        exit.stderr
+            .contains("for this run: --users 3 (the plan: 20)"),
+        "{}",
+        exit.stderr
+    );
+    assert_eq!(
+        bed.stats().served(),
+        3 * 2 * 2,
+        "3 users x 2 iterations x 2 steps"
+    );
+    let s = summary(&out);
+    assert_eq!(s["load"]["users"], 3);
+    assert!(
+        s["warnings"].as_array().unwrap().iter().any(|w| w
+            .as_str()
+            .unwrap()
+            .contains("--iterations 2 (the plan: 5 iterations)")),
+        "{}",
+        s["warnings"]
+    );
+    let refused = exited(
+        run_in_background(&plan, &dir.path().join("no"), &["--rate", "10"]),
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(refused.code, 2);
+    assert!(
+        refused
+            .stderr
+            .contains("--rate is for a plan whose [load] has a `rate`")
+    );
+    assert_eq!(bed.stats().served(), 12, "nothing more was sent");
+}

@@ -88,6 +88,29 @@ pub struct Plan {
     pub phases: Vec<Phase>,
     /// `[experiment]`: arms and repetitions for `loadfleet experiment`.
     pub experiment: Option<ExperimentSpec>,
+    /// The load's values the command line replaced (`run --users 10`), in
+    /// words, for the run's warnings.
+    pub overrides: Vec<String>,
+}
+
+/// The load's values `loadfleet run` may replace for one run.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOverride {
+    pub users: Option<u64>,
+    pub ramp_up: Option<Duration>,
+    pub iterations: Option<u64>,
+    pub duration: Option<Duration>,
+    pub rate: Option<f64>,
+}
+
+impl LoadOverride {
+    pub fn is_empty(&self) -> bool {
+        self.users.is_none()
+            && self.ramp_up.is_none()
+            && self.iterations.is_none()
+            && self.duration.is_none()
+            && self.rate.is_none()
+    }
 }
 
 /// One phase of a plan with `[[phase]]`.
@@ -211,6 +234,12 @@ impl Plan {
     /// What this plan turns off that everyone reading its results must know.
     pub fn warnings(&self) -> Vec<String> {
         let mut w = Vec::new();
+        if !self.overrides.is_empty() {
+            w.push(format!(
+                "the load was set on the command line, not as the plan says: {}",
+                self.overrides.join(", ")
+            ));
+        }
         if !self.target.tls_verify {
             w.push(
                 "target.tls_verify = false: servers' certificates were not checked; \
@@ -219,6 +248,90 @@ impl Plan {
             );
         }
         w
+    }
+
+    /// Replaces the load's values for one run (`loadfleet run --users 10
+    /// --duration 30s`), as k6's `--vus` and `--duration` do; each
+    /// replacement is kept in [`Plan::overrides`].
+    pub fn override_load(&mut self, o: &LoadOverride) -> Result<(), String> {
+        use crate::duration::format_duration as fd;
+        if o.is_empty() {
+            return Ok(());
+        }
+        if self.sweep.is_some() || !self.phases.is_empty() {
+            return Err(
+                "--users, --rate, --duration, --iterations and --ramp-up replace one [load]; this plan has a sweep or phases: edit the plan".into(),
+            );
+        }
+        if o.iterations.is_some() && o.duration.is_some() {
+            return Err("give --iterations or --duration, not both".into());
+        }
+        if o.users == Some(0) || o.iterations == Some(0) || o.duration.is_some_and(|d| d.is_zero())
+        {
+            return Err("--users, --iterations and --duration must be above 0".into());
+        }
+        let mut said = Vec::new();
+        match &mut self.load {
+            LoadModel::Closed {
+                users,
+                ramp_up,
+                bound,
+            } => {
+                if o.rate.is_some() {
+                    return Err("--rate is for a plan whose [load] has a `rate` (the open model); this one has `users`: give --users".into());
+                }
+                if let Some(u) = o.users {
+                    said.push(format!("--users {u} (the plan: {users})"));
+                    *users = u;
+                }
+                if let Some(r) = o.ramp_up {
+                    said.push(format!("--ramp-up {} (the plan: {})", fd(r), fd(*ramp_up)));
+                    *ramp_up = r;
+                }
+                let was = match bound {
+                    RunBound::Iterations(n) => format!("{n} iterations"),
+                    RunBound::Duration(d) => fd(*d),
+                };
+                if let Some(n) = o.iterations {
+                    said.push(format!("--iterations {n} (the plan: {was})"));
+                    *bound = RunBound::Iterations(n);
+                }
+                if let Some(d) = o.duration {
+                    said.push(format!("--duration {} (the plan: {was})", fd(d)));
+                    *bound = RunBound::Duration(d);
+                }
+            }
+            LoadModel::Open { stages, .. } => {
+                if o.users.is_some() || o.iterations.is_some() || o.ramp_up.is_some() {
+                    return Err("this plan's [load] has a `rate` (the open model): give --rate and --duration".into());
+                }
+                if stages.len() != 1 || stages[0].from != stages[0].to {
+                    return Err("this plan's rate changes in stages: edit the plan".into());
+                }
+                if let Some(r) = o.rate {
+                    if !(r.is_finite() && r > 0.0) {
+                        return Err("--rate must be above 0".into());
+                    }
+                    said.push(format!("--rate {r}/s (the plan: {}/s)", stages[0].from));
+                    (stages[0].from, stages[0].to) = (r, r);
+                }
+                if let Some(d) = o.duration {
+                    said.push(format!(
+                        "--duration {} (the plan: {})",
+                        fd(d),
+                        fd(stages[0].duration)
+                    ));
+                    stages[0].duration = d;
+                }
+            }
+            LoadModel::Staged { .. } | LoadModel::Scenarios(_) => {
+                return Err(
+                    "this plan's load has stages or a load per scenario: edit the plan".into(),
+                );
+            }
+        }
+        self.overrides.extend(said);
+        Ok(())
     }
 
     /// The fleet-wide user count (the concurrency cap in the open model).

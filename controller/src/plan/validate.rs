@@ -109,6 +109,7 @@ impl Validator<'_> {
             metrics,
             phases,
             experiment,
+            overrides: Vec::new(),
         })
     }
 
