@@ -233,3 +233,38 @@ async fn a_wrong_token_is_named_on_both_sides() {
     );
     drop(agent);
 }
+
+/// `--check` against a server that is not a loadfleet controller (the test
+/// target, an HTTP/1.1 server) exits 1 and says what answered is not a
+/// controller; 2 stays for a refused token or certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_against_something_that_is_not_a_controller_exits_1() {
+    let bed = loadfleet_testbed::Testbed::start(
+        std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        loadfleet_testbed::Config::default(),
+    )
+    .await
+    .unwrap();
+    let url = bed.base_url();
+    let check = tokio::task::spawn_blocking(move || {
+        run(
+            &agent_bin(),
+            &[
+                "--controller",
+                &url,
+                "--allow-target",
+                "127.0.0.1",
+                "--check",
+            ],
+            Duration::from_secs(20),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(check.code, 1, "{}", check.stderr);
+    assert!(
+        check.stderr.contains("is not a loadfleet controller"),
+        "{}",
+        check.stderr
+    );
+}

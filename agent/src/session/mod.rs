@@ -124,6 +124,20 @@ pub async fn check(opts: &AgentOptions) -> Result<String, AgentError> {
                 .unwrap_or_default()
         ))
     };
+    // A refusal of our token or certificate is a configuration error (exit
+    // 2); any other failure of the call means what answered is not a
+    // loadfleet controller (an HTTP server, a proxy): unreachable (exit 1).
+    let refused = |s: &tonic::Status| match s.code() {
+        tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => {
+            AgentError::NotAccepted(refusal(s))
+        }
+        _ => AgentError::Unreachable(format!(
+            "{}: what answered is not a loadfleet controller ({}: {})",
+            opts.controller,
+            s.code(),
+            s.message()
+        )),
+    };
     let asked = async {
         let mut stream = match handshake::open(&endpoint, opts, handshake::Intent::Check).await {
             Ok(s) => s,
@@ -139,7 +153,7 @@ pub async fn check(opts: &AgentOptions) -> Result<String, AgentError> {
                     "the fleet token is not valid header text".into(),
                 ));
             }
-            Err(OpenError::Status(s)) => return Err(AgentError::NotAccepted(refusal(&s))),
+            Err(OpenError::Status(s)) => return Err(refused(&s)),
         };
         match stream.inbound.message().await {
             Ok(Some(v1::ControllerMessage {
@@ -154,7 +168,7 @@ pub async fn check(opts: &AgentOptions) -> Result<String, AgentError> {
             Ok(other) => Err(AgentError::NotAccepted(format!(
                 "unexpected answer {other:?} (is the controller older than this agent?)"
             ))),
-            Err(s) => Err(AgentError::NotAccepted(refusal(&s))),
+            Err(s) => Err(refused(&s)),
         }
     };
     tokio::time::timeout(Duration::from_secs(5), asked)
