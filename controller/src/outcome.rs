@@ -46,12 +46,16 @@ pub enum FleetError {
         source: std::io::Error,
     },
     #[error(
-        "expected {expected} agent(s), {attached} attached after {waited:?}{names}{gone}{refused}"
+        "expected {expected} agent(s), {attached} attached after {waited:?}{names}{gone}{refused}; agents dial {dial}"
     )]
     NotEnoughAgents {
         expected: usize,
         attached: usize,
         waited: Duration,
+        /// The URL agents must dial.
+        dial: String,
+        /// The agents that did attach (for the audit line).
+        present: Vec<AgentFacts>,
         names: String,
         /// Agents of the previous run (of a series) that did not come back.
         gone: String,
@@ -88,6 +92,7 @@ impl FleetError {
             FleetError::AgentFailed { attached, .. } | FleetError::AgentLeft { attached, .. } => {
                 attached
             }
+            FleetError::NotEnoughAgents { present, .. } => present,
             _ => &[],
         }
     }

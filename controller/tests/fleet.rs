@@ -292,3 +292,64 @@ async fn active_users_have_a_peak_and_a_mean_per_interval() {
     let report = std::fs::read_to_string(out.join("report.html")).unwrap();
     assert!(report.contains("peak active users"));
 }
+
+/// A second agent with a name already attached is refused, and the
+/// controller says so: in its notes and in the "expected N" error, which
+/// also says what URL agents dial; the audit line lists the agent that did
+/// attach.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duplicate_agent_name_is_named_and_the_dial_url_is_said() {
+    let bed = testbed(Config::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let plan = write_plan(
+        dir.path(),
+        "p.toml",
+        &plan_toml(
+            &bed.base_url(),
+            "users = 2\niterations = 1",
+            &[("home", "/")],
+        ),
+    );
+    let out = dir.path().join("run");
+    let audit = dir.path().join("audit.jsonl");
+    let ctl = Proc::spawn(
+        &loadfleet(),
+        &[
+            "run",
+            plan.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--expect-agents",
+            "2",
+            "--wait-agents",
+            "4s",
+            "--audit-log",
+            audit.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    let url = format!("http://{}", ctl.listen_addr());
+    let first = agent(&url, "eu", "dup", &[]);
+    ctl.wait_for_line("agent dup (region eu) attached", Duration::from_secs(10));
+    let second = agent(&url, "us", "dup", &[]);
+    let exit = exited(ctl, Duration::from_secs(30)).await;
+    drop((first, second));
+    assert_eq!(exit.code, 3, "{}", exit.stderr);
+    let all = format!("{}{}", exit.stdout, exit.stderr);
+    assert!(
+        all.contains("an agent named dup is already attached (give each agent its own --name)"),
+        "{all}"
+    );
+    let error = exit
+        .stderr
+        .lines()
+        .find(|l| l.contains("expected 2 agent(s), 1 attached"))
+        .unwrap_or_else(|| panic!("{}", exit.stderr));
+    assert!(error.contains("already attached"), "{error}");
+    assert!(error.ends_with(&format!("agents dial {url}")), "{error}");
+    let line = std::fs::read_to_string(&audit).unwrap();
+    let last: serde_json::Value = serde_json::from_str(line.lines().last().unwrap()).unwrap();
+    assert_eq!(last["agents"][0]["name"], "dup", "{last}");
+    assert_eq!(bed.stats().served(), 0);
+}

@@ -16,12 +16,28 @@ pub(super) async fn gather(
     events: &mut mpsc::Receiver<Event>,
     progress: &Progress,
     expected: usize,
+    addr: std::net::SocketAddr,
 ) -> Result<Vec<Agent>, FleetError> {
     let mut agents: Vec<Agent> = Vec::new();
     let mut refusals = Refusals::default();
     let deadline = Instant::now() + opts.wait_for_agents;
+    // What a remote agent must dial, said while waiting and in the error.
+    let dial = format!(
+        "{}://{addr}",
+        if opts.tls.is_some() { "https" } else { "http" }
+    );
+    let mut reminder = tokio::time::interval_at(
+        Instant::now() + std::time::Duration::from_secs(10),
+        std::time::Duration::from_secs(10),
+    );
     while agents.len() < expected {
         tokio::select! {
+            _ = reminder.tick(), if opts.expect_agents > 0 => {
+                progress.note(&format!(
+                    "still waiting: {} of {expected} agent(s) attached; agents dial {dial} (loadfleet-agent --controller {dial})",
+                    agents.len()
+                ));
+            }
             ev = events.recv() => match ev {
                 Some(Event::Attached { conn, hello, peer, identity, outbound }) => {
                     if !hello.resume_run_id.is_empty() {
@@ -31,7 +47,17 @@ pub(super) async fn gather(
                         continue;
                     }
                     if agents.iter().any(|a| a.name == hello.name) {
-                        reject(&outbound, &format!("an agent named {} is already attached", hello.name));
+                        let why = format!("an agent named {} is already attached", hello.name);
+                        reject(&outbound, &why);
+                        // Said here too, and in the error if the run never starts.
+                        refusals.add(
+                            crate::service::Refusal {
+                                peer: peer.clone(),
+                                name: Some(hello.name.clone()),
+                                reason: format!("{why} (give each agent its own --name)"),
+                            },
+                            progress,
+                        );
                         continue;
                     }
                     let local = opts.local_agents.iter().any(|l| l.name == hello.name);
@@ -63,6 +89,8 @@ pub(super) async fn gather(
                     expected,
                     attached: agents.len(),
                     waited: opts.wait_for_agents,
+                    dial: dial.clone(),
+                    present: agents.iter().map(Agent::facts).collect(),
                     names: if names.is_empty() { String::new() } else { format!(": {}", names.join(", ")) },
                     gone: gone(&opts.previous_agents, &agents),
                     refused: refusals.describe(),

@@ -251,7 +251,7 @@ async fn drive(
         // Always printed (also with --quiet): scripts read the port from it.
         eprintln!("loadfleet: listening on {addr}; waiting for {expected} agent(s)");
     }
-    let mut agents = gather::gather(opts, events, progress, expected).await?;
+    let mut agents = gather::gather(opts, events, progress, expected, addr).await?;
     // Deal in a stable order, whatever order the agents attached in.
     agents.sort_by(|a, b| a.name.cmp(&b.name));
     let plan = opts.plan.clone();
