@@ -45,22 +45,17 @@ pub enum FleetError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error(
-        "expected {expected} agent(s), {attached} attached after {waited:?}{names}{gone}{refused}; agents dial {dial}"
-    )]
+    #[error("expected {expected} agent(s), {attached} attached after {waited:?}{detail}")]
     NotEnoughAgents {
         expected: usize,
         attached: usize,
         waited: Duration,
-        /// The URL agents must dial.
-        dial: String,
+        /// The attached agents' names, those of the previous run (of a
+        /// series) that did not come back, the attempts refused meanwhile
+        /// with their reasons, and the URL agents must dial.
+        detail: String,
         /// The agents that did attach (for the audit line).
         present: Vec<AgentFacts>,
-        names: String,
-        /// Agents of the previous run (of a series) that did not come back.
-        gone: String,
-        /// The attempts refused meanwhile, with their reasons.
-        refused: String,
     },
     #[error("agent {agent} cannot run the plan: {reason}")]
     AgentFailed {

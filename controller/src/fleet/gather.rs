@@ -89,11 +89,13 @@ pub(super) async fn gather(
                     expected,
                     attached: agents.len(),
                     waited: opts.wait_for_agents,
-                    dial: dial.clone(),
+                    detail: format!(
+                        "{}{}{}; agents dial {dial}",
+                        if names.is_empty() { String::new() } else { format!(": {}", names.join(", ")) },
+                        gone(&opts.previous_agents, &agents),
+                        refusals.describe(),
+                    ),
                     present: agents.iter().map(Agent::facts).collect(),
-                    names: if names.is_empty() { String::new() } else { format!(": {}", names.join(", ")) },
-                    gone: gone(&opts.previous_agents, &agents),
-                    refused: refusals.describe(),
                 });
             }
             _ = opts.interrupt.cancelled() => return Err(FleetError::InterruptedBeforeStart),

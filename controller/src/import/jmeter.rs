@@ -2193,7 +2193,8 @@ fn assertion(ctx: &mut Ctx<'_>, e: Node<'_, '_>, att: &mut Attached) {
         ));
         return;
     }
-    let header_name = regex::Regex::new(r"^(\^?)([A-Za-z][A-Za-z0-9-]*)(\s*:)").expect("regex");
+    let header_name =
+        regex::Regex::new(r"^(\^?)([A-Za-z](?:[A-Za-z0-9-]|\\-)*)(\s*:)").expect("regex");
     for s in strings {
         let s = ctx.eval(&s, false, &where_);
         if on_code {
@@ -2235,12 +2236,18 @@ fn assertion(ctx: &mut Ctx<'_>, e: Node<'_, '_>, att: &mut Attached) {
         // Header lines carry lower-case names here; JMeter matches names
         // without case: a pattern that starts with a name has it lowered.
         let pattern = if on_headers {
-            let lowered = header_name
-                .replace(&pattern, |c: &regex::Captures<'_>| {
-                    format!("{}{}{}", &c[1], c[2].to_ascii_lowercase(), &c[3])
-                })
-                .into_owned();
-            format!("(?m){lowered}")
+            if header_name.is_match(&pattern) {
+                let lowered = header_name
+                    .replace(&pattern, |c: &regex::Captures<'_>| {
+                        format!("{}{}{}", &c[1], c[2].to_ascii_lowercase(), &c[3])
+                    })
+                    .into_owned();
+                format!("(?m){lowered}")
+            } else {
+                // No `Name:` to lower: it may be a name alone, so the
+                // pattern matches without case.
+                format!("(?mi){pattern}")
+            }
         } else {
             pattern
         };
@@ -2473,7 +2480,7 @@ mod tests {
             .unwrap_or_else(|| panic!("{}", i.plan));
         assert_eq!(
             check,
-            r#"check = { status = [200], body_contains = ["Welcome"], body_matches = ['id="x\d"', '^a\.b$'], body_not_matches = ['Fatal error'], headers_match = ['(?m)Content-Type: text/html'], headers_not_match = ['(?m)X\-Debug'] }"#
+            r#"check = { status = [200], body_contains = ["Welcome"], body_matches = ['id="x\d"', '^a\.b$'], body_not_matches = ['Fatal error'], headers_match = ['(?m)content-type: text/html'], headers_not_match = ['(?mi)X\-Debug'] }"#
         );
         assert_eq!(
             i.unmapped,
