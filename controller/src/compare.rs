@@ -38,6 +38,8 @@ pub enum Verdict {
     Worse,
     Better,
     Same,
+    /// Too few samples to tell (a percentile of a short run).
+    Inconclusive,
 }
 
 /// One metric of one step, baseline against another run.
@@ -306,10 +308,20 @@ fn delta(
     let samples = a.map_or(0, |e| e.requests).min(b.map_or(0, |e| e.requests));
     if samples < needed {
         d.change_pct = Some(((y - x) / x.max(f64::MIN_POSITIVE) * 1000.0).round() / 10.0);
+        d.verdict = Verdict::Inconclusive;
         d.note = Some("too few samples to judge this percentile".into());
         return d;
     }
     let is_latency = metric.ends_with("_ms");
+    // The floor first, for every latency: 0.03 against 0.05 ms is no
+    // change, however large in percent (or "from near zero").
+    if is_latency && (y - x).abs() < floor_ms {
+        if x != y {
+            d.change_pct = Some(((y - x) / x.max(f64::MIN_POSITIVE) * 1000.0).round() / 10.0);
+            d.note = Some(format!("under the {floor_ms} ms floor"));
+        }
+        return d;
+    }
     let t = tiny(metric);
     if x.abs() < t && y.abs() < t {
         return d;
@@ -502,6 +514,8 @@ fn verdict_text(d: &Delta) -> String {
         (Verdict::Better, _) => "better".to_string(),
         (Verdict::Same, Some(n)) => format!("same ({n})"),
         (Verdict::Same, None) => "same".to_string(),
+        (Verdict::Inconclusive, Some(n)) => format!("inconclusive ({n})"),
+        (Verdict::Inconclusive, None) => "inconclusive".to_string(),
     }
 }
 
@@ -515,6 +529,15 @@ pub fn render(c: &Comparison, limits: Limits) -> String {
     for caveat in &c.caveats {
         let _ = writeln!(out, "note: {caveat}");
     }
+    let count = |v: Verdict| c.deltas.iter().filter(|d| d.verdict == v).count();
+    let _ = writeln!(
+        out,
+        "{} worse, {} better, {} same, {} inconclusive",
+        count(Verdict::Worse),
+        count(Verdict::Better),
+        count(Verdict::Same),
+        count(Verdict::Inconclusive)
+    );
     let mut t = crate::console::new_table();
     t.set_header([
         "scope", "metric", "baseline", "this run", "change", "verdict",
@@ -676,6 +699,21 @@ mod tests {
         assert_eq!(d.verdict, Verdict::Same);
         assert_eq!(d.change_pct, Some(-11.3));
         assert!(d.note.as_deref().unwrap().contains("floor"), "{d:?}");
+        // 0.03 -> 0.05 ms (a tour's status step on a busy machine) is
+        // +67% and "from near zero", but 0.02 ms: the floor comes first.
+        let d = p50(0.03, 0.05, None);
+        assert_eq!(d.verdict, Verdict::Same, "{d:?}");
+        assert!(d.note.as_deref().unwrap().contains("floor"), "{d:?}");
+        // A p99 of 40 samples tells nothing: inconclusive, not same.
+        let few = delta(
+            "s",
+            "p99_ms",
+            Some(&entry(10.0, 40)),
+            Some(&entry(30.0, 40)),
+            4.0,
+            (1.0, None),
+        );
+        assert_eq!(few.verdict, Verdict::Inconclusive, "{few:?}");
         // 100 -> 150 ms is a verdict.
         assert_eq!(p50(100.0, 150.0, None).verdict, Verdict::Worse);
         assert_eq!(p50(150.0, 100.0, None).verdict, Verdict::Better);
