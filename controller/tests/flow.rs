@@ -564,26 +564,7 @@ async fn bad_journeys_are_refused_with_their_place_and_nothing_is_sent() {
     for (what, steps, position, message) in cases {
         let plan = write_plan(dir.path(), "bad.toml", &format!("{head}{steps}"));
         let out = dir.path().join(format!("out-{}", what.replace(' ', "-")));
-        let args = [
-            "run".to_string(),
-            plan.to_str().unwrap().to_string(),
-            "-q".into(),
-            "--out".into(),
-            out.to_str().unwrap().to_string(),
-        ];
-        let exit = tokio::task::spawn_blocking(move || {
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            run(&loadfleet(), &args, Duration::from_secs(20))
-        })
-        .await
-        .unwrap();
-        assert_eq!(exit.code, 2, "{what}: {}", exit.stderr);
-        let line = exit
-            .stderr
-            .lines()
-            .find(|l| l.starts_with("error: "))
-            .unwrap_or_default()
-            .to_string();
+        let line = refused_plan(&plan, &out, what).await;
         assert!(
             line.contains(&format!("bad.toml:{position}")) && line.contains(message),
             "{what}: got {line:?}, wanted {position}…{message}"

@@ -312,6 +312,35 @@ pub fn run_in_background(plan: &Path, out: &Path, extra: &[&str]) -> Proc {
     Proc::spawn(&loadfleet(), &args)
 }
 
+/// Runs `loadfleet run PLAN -q --out OUT` on a plan that must be refused:
+/// checks it exits 2, writes no run directory, and returns its `error:`
+/// line (file:line:column and the message).
+pub async fn refused_plan(plan: &Path, out: &Path, what: &str) -> String {
+    let args = [
+        "run".to_string(),
+        plan.to_str().unwrap().to_string(),
+        "-q".into(),
+        "--out".into(),
+        out.to_str().unwrap().to_string(),
+    ];
+    let exit = tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run(&loadfleet(), &args, Duration::from_secs(20))
+    })
+    .await
+    .unwrap();
+    assert_eq!(exit.code, 2, "{what}: {}", exit.stderr);
+    assert!(
+        !out.exists(),
+        "{what}: no run directory for a plan that never ran"
+    );
+    exit.stderr
+        .lines()
+        .find(|l| l.starts_with("error: "))
+        .unwrap_or_default()
+        .to_string()
+}
+
 /// Runs `loadfleet run PLAN -q --out OUT` with an in-process agent, to completion.
 pub async fn run_plan(plan: &Path, out: &Path) -> Exit {
     let p = Proc::spawn(
