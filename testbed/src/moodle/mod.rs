@@ -547,7 +547,6 @@ impl Site {
             self.stats.redirects_to_login.fetch_add(1, Ordering::SeqCst);
             return Ok(Page::redirect("/login/index.php"));
         }
-        let user = logged.clone().unwrap_or_default();
         let page = match (method, path) {
             (&Method::GET, "/") => {
                 let name = self
@@ -678,15 +677,14 @@ impl Site {
                 let draft =
                     (self.counter.load(Ordering::Relaxed) % 900_000_000 + 100_000_000).to_string();
                 session.draft = Some(draft.clone());
+                // Moodle 4.5's reply form: no `userid` input.
                 Page::html(format!(
                     "<form method=\"post\" action=\"/mod/forum/post.php\">\
-                     <input name=\"userid\" type=\"hidden\" value=\"{uid}\">\
                      <input name=\"sesskey\" type=\"hidden\" value=\"{sk}\">\
                      <input value=\"{d2}\" name=\"attachments\" type=\"hidden\">\
                      <input type=\"hidden\" name=\"message[itemid]\" value=\"{draft}\">\
                      <input name=\"subject\"><textarea name=\"message[text]\"></textarea>\
                      <input type=\"submit\" name=\"submitbutton\" value=\"Post to forum\"></form>",
-                    uid = user.len() + 100,
                     sk = session.sesskey,
                     d2 = draft.len() + 1,
                 ))
