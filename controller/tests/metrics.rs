@@ -348,3 +348,62 @@ async fn a_metric_merged_across_two_agents_equals_one_histogram_of_all_samples()
         }
     }
 }
+
+/// A step none of whose responses can carry a metric (a redirect not
+/// followed: no page) is said once, not as MISSING for every metric.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_that_never_carries_the_metrics_is_said_once() {
+    let bed = testbed(Config::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[target]\nbase_url = \"{}\"\n[load]\nusers = 1\niterations = 3\n\
+         [[metric]]\nname = \"said\"\nregex = 'GET /a/(\\d+)'\n\
+         [[metric]]\nname = \"end\"\nregex = '(\\d+)</p>'\n\
+         [[scenario]]\nname = \"s\"\n\
+         [[scenario.step]]\nname = \"page\"\npath = \"/a/123\"\n\
+         [[scenario.step]]\nname = \"post\"\npath = \"/redirect/1\"\nfollow_redirects = false\n",
+        bed.base_url()
+    );
+    let plan = write_plan(dir.path(), "m.toml", &text);
+    let out = dir.path().join("out");
+    let exit = exited(
+        Proc::spawn(
+            &loadfleet(),
+            &[
+                "run",
+                plan.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+            ],
+        ),
+        Duration::from_secs(60),
+    )
+    .await;
+    println!("{}", exit.stdout);
+    assert!(
+        exit.stdout
+            .lines()
+            .any(|l| l.contains("│ post")
+                && l.contains("none of its 3 responses carried any of them")),
+        "{}",
+        exit.stdout
+    );
+    let post_rows = exit.stdout.lines().filter(|l| l.contains("│ post")).count();
+    assert_eq!(
+        post_rows, 2,
+        "one row in the step table, one in the metrics table"
+    );
+    // The page carries both; over all steps the post's 3 responses are
+    // still counted as missing.
+    assert!(
+        exit.stdout.contains("│ page      ┆ said"),
+        "{}",
+        exit.stdout
+    );
+    let all = exit
+        .stdout
+        .lines()
+        .find(|l| l.contains("│ all steps ┆ said"))
+        .unwrap();
+    assert!(all.contains("3 MISSING"), "{all}");
+}

@@ -56,6 +56,30 @@ fn metrics_table(s: &Summary) -> Option<Table> {
     let num = |v: Option<u64>| v.map_or_else(|| "-".to_string(), |v| v.to_string());
     let all = "all steps".to_string();
     for (step, e) in s.steps().into_iter().chain([(&all, &s.total)]) {
+        // A step none of whose responses carried any metric (a POST
+        // answered by a redirect, say) is one row that says so, not a
+        // MISSING per metric.
+        let never =
+            step != &all && !e.metrics.is_empty() && e.metrics.values().all(|m| m.stats.count == 0);
+        if never {
+            let missing = e
+                .metrics
+                .values()
+                .map(|m| m.stats.missing)
+                .max()
+                .unwrap_or(0);
+            t.add_row([
+                step.clone(),
+                format!("none of its {missing} responses carried any of them"),
+                "0".into(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+            ]);
+            continue;
+        }
         for (name, m) in &e.metrics {
             let label = if m.unit.is_empty() {
                 name.clone()
