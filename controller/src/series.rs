@@ -30,6 +30,10 @@ pub struct SeriesRow {
     pub p95_ms: Option<f64>,
     pub p99_ms: Option<f64>,
     pub max_ms: Option<f64>,
+    /// Each number read from responses (`[[metric]]`) over all steps:
+    /// its exact mean, with its unit.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub metric_means: std::collections::BTreeMap<String, (Option<f64>, String)>,
 }
 
 /// `series.json`.
@@ -199,7 +203,65 @@ fn row(value: f64, run: String, outcome: &RunOutcome) -> SeriesRow {
         p95_ms: lat.map(|l| l.p95),
         p99_ms: lat.map(|l| l.p99),
         max_ms: lat.map(|l| l.max),
+        metric_means: s
+            .map(|s| {
+                s.total
+                    .metrics
+                    .iter()
+                    .map(|(name, m)| (name.clone(), (m.stats.mean, m.unit.clone())))
+                    .collect()
+            })
+            .unwrap_or_default(),
     }
+}
+
+/// The names (with units) of the metrics any run of the series read.
+fn metric_names(s: &Series) -> Vec<(String, String)> {
+    let mut names: Vec<(String, String)> = Vec::new();
+    for r in &s.runs {
+        for (n, (_, unit)) in &r.metric_means {
+            if !names.iter().any(|(m, _)| m == n) {
+                names.push((n.clone(), unit.clone()));
+            }
+        }
+    }
+    names.sort();
+    names
+}
+
+/// Each metric's mean per load, beside the latency table; empty when the
+/// plan reads none.
+fn metric_rows(s: &Series) -> (Vec<String>, Vec<(f64, Vec<String>)>) {
+    let names = metric_names(s);
+    let header = names
+        .iter()
+        .map(|(n, u)| {
+            if u.is_empty() {
+                format!("{n} mean")
+            } else {
+                format!("{n} mean ({u})")
+            }
+        })
+        .collect();
+    let rows = s
+        .runs
+        .iter()
+        .map(|r| {
+            (
+                r.value,
+                names
+                    .iter()
+                    .map(|(n, _)| {
+                        r.metric_means
+                            .get(n)
+                            .and_then(|(m, _)| *m)
+                            .map_or_else(|| "-".to_string(), |v| format!("{v:.2}"))
+                    })
+                    .collect(),
+            )
+        })
+        .collect();
+    (header, rows)
 }
 
 /// The series table: one row per value.
@@ -234,6 +296,15 @@ pub fn render(s: &Series) -> String {
     }
     let mut out = String::new();
     let _ = write!(out, "series {} ({} per run)\n{t}", s.name, s.parameter);
+    let (header, rows) = metric_rows(s);
+    if !header.is_empty() {
+        let mut m = crate::console::new_table();
+        m.set_header(std::iter::once(s.parameter.to_string()).chain(header));
+        for (value, cells) in rows {
+            m.add_row(std::iter::once(value.to_string()).chain(cells));
+        }
+        let _ = write!(out, "\nnumbers read from responses, over all steps:\n{m}");
+    }
     out
 }
 
@@ -241,6 +312,9 @@ pub fn render(s: &Series) -> String {
 #[template(path = "series.html")]
 struct SeriesPage<'a> {
     s: &'a Series,
+    /// Each metric's mean per load: the header, then one row per value.
+    metric_header: Vec<String>,
+    metric_rows: Vec<(f64, Vec<String>)>,
     latency_chart: String,
     rps_chart: String,
 }
@@ -303,8 +377,11 @@ pub fn html(s: &Series) -> Result<String, askama::Error> {
             points: pts(|r| Some(r.rps)),
         }],
     );
+    let (metric_header, metric_rows) = metric_rows(s);
     SeriesPage {
         s,
+        metric_header,
+        metric_rows,
         latency_chart,
         rps_chart,
     }
@@ -329,6 +406,7 @@ mod tests {
             p95_ms: None,
             p99_ms: None,
             max_ms: None,
+            metric_means: Default::default(),
         }
     }
 

@@ -219,3 +219,38 @@ async fn an_agent_that_leaves_a_series_is_named() {
         "{line}"
     );
 }
+
+/// The numbers read from responses go beside the latency, per load, in
+/// series.txt, series.json and series.html.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_series_shows_the_numbers_read_from_responses_per_load() {
+    let bed = testbed(Config::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = plan_toml(
+        &bed.base_url(),
+        "users = [1, 2]\niterations = 2",
+        &[("page", "/a/123")],
+    );
+    text.push_str("[[metric]]\nname = \"n\"\nregex = 'GET /a/(\\d+)'\nunit = \"items\"\n");
+    let plan = write_plan(dir.path(), "sweep.toml", &text);
+    let out = dir.path().join("series");
+    let exit = run_plan(&plan, &out).await;
+    assert_eq!(exit.code, 0, "{}", exit.stderr);
+    let table = std::fs::read_to_string(out.join("series.txt")).unwrap();
+    println!("{table}");
+    assert!(
+        table.contains("numbers read from responses, over all steps"),
+        "{table}"
+    );
+    assert!(table.contains("n mean (items)"), "{table}");
+    assert_eq!(
+        table.matches("123.00").count(),
+        2,
+        "one mean per load: {table}"
+    );
+    let series: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("series.json")).unwrap()).unwrap();
+    assert_eq!(series["runs"][1]["metric_means"]["n"][0], 123.0);
+    let page = std::fs::read_to_string(out.join("series.html")).unwrap();
+    assert!(page.contains("<th>n mean (items)</th>"), "the page's table");
+}
