@@ -750,13 +750,16 @@ impl Validator<'_> {
                 let passes = if scope.lists.contains(&list) {
                     None
                 } else if scope.columns.contains(&list) {
-                    Some(
-                        scope
-                            .data_rows
-                            .get(list.split('.').next().unwrap_or(""))
-                            .copied()
-                            .unwrap_or(0),
-                    )
+                    let file = list.split('.').next().unwrap_or("");
+                    match scope.data_rows.get(file) {
+                        Some(&rows) => Some(rows),
+                        None => {
+                            return Err(self.error(
+                                s,
+                                format!("`for_each`: `{file}` is a `unique` data file: each agent holds only its own users' rows, so none can walk them all; expected `mode = \"sequential\"` or `\"random\"`"),
+                            ));
+                        }
+                    }
                 } else if scope.extracted.contains(&list) {
                     return Err(self.error(
                         s,

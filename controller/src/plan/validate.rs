@@ -313,8 +313,11 @@ impl Validator<'_> {
                     .collect(),
                 lists: HashSet::new(),
                 inside: HashMap::new(),
+                // A `unique` file's rows are dealt to their users' agents:
+                // no agent holds them all, so no `for_each` walks them.
                 data_rows: data
                     .iter()
+                    .filter(|d| d.mode != v1::DataMode::Unique)
                     .map(|d| (d.name.clone(), d.rows.len() as u64))
                     .collect(),
             };
@@ -963,6 +966,23 @@ mod tests {
             e.message.contains("the open model has no fixed users"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_for_each_walks_a_shared_data_column_but_not_a_unique_one() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("u.csv"), "name\na\nb\n").unwrap();
+        let file = dir.path().join("p.toml");
+        let walk = "[[scenario.step]]\nfor_each = \"u.name\"\nas = \"n\"\n  [[scenario.step.step]]\n  path = \"/${n}\"\n";
+        let plan = |mode: &str| {
+            format!(
+                "{TARGET}{LOAD}[[scenario]]\nname = \"s\"\n{walk}[[data]]\nname = \"u\"\nfile = \"u.csv\"\nmode = \"{mode}\"\n"
+            )
+        };
+        let p = parse(file.to_str().unwrap(), &plan("sequential"), "p").unwrap();
+        assert_eq!(p.scenarios[0].max_requests, Some(2), "one pass per row");
+        let e = parse(file.to_str().unwrap(), &plan("unique"), "p").unwrap_err();
+        assert!(e.message.contains("is a `unique` data file"), "{e}");
     }
 
     #[test]
