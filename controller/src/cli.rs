@@ -891,7 +891,8 @@ async fn run_command(
             outcome.map_or_else(|e| e.exit(), |s| s.exit())
         }
         None if !plan.phases.is_empty() => {
-            let outcome = crate::phases::run_phases(&settings, &plan, args.out, &args.plan).await;
+            let outcome =
+                crate::phases::run_phases(&settings, &plan, args.out, &args.plan, None).await;
             crate::phases::say_outcome(&outcome);
             outcome.map_or_else(|e| e.exit(), |p| p.exit())
         }

@@ -42,6 +42,9 @@ pub struct Phases {
     /// The phase directory.
     #[serde(skip)]
     pub dir: PathBuf,
+    /// The outcome of the phase asked for (a sweep's measured phase).
+    #[serde(skip)]
+    pub measured: Option<std::sync::Arc<RunOutcome>>,
 }
 
 /// Why the phases' table was not kept.
@@ -78,7 +81,7 @@ impl PhasesError {
 
 /// A directory name for a phase: its number and its name, kept to
 /// letters, digits and `-`.
-fn dir_name(i: usize, name: &str) -> String {
+pub fn dir_name(i: usize, name: &str) -> String {
     let mut slug: String = name
         .chars()
         .map(|c| {
@@ -108,6 +111,7 @@ pub async fn run_phases(
     plan: &Plan,
     out: Option<PathBuf>,
     plan_file: &Path,
+    measured: Option<usize>,
 ) -> Result<Phases, PhasesError> {
     let dir = out.unwrap_or_else(|| {
         let mut d = plan::default_out_dir(plan, time::OffsetDateTime::now_utc()).into_os_string();
@@ -124,6 +128,7 @@ pub async fn run_phases(
         name: plan.name.clone(),
         phases: Vec::new(),
         dir,
+        measured: None,
     };
     let total = plan.phases.len();
     let mut successive = crate::runner::Successive::default();
@@ -187,6 +192,9 @@ pub async fn run_phases(
             ));
         } else if matches!(outcome, RunOutcome::Ran { .. }) && settings.interrupt.is_cancelled() {
             stop = Some("not run: interrupted".into());
+        }
+        if measured == Some(i) {
+            phases.measured = Some(std::sync::Arc::new(outcome));
         }
     }
     let json = serde_json::to_string_pretty(&phases).unwrap_or_default();

@@ -157,7 +157,43 @@ pub async fn run_series(
             i + 1,
             sweep.values.len()
         );
-        let mut opts = successive.options(settings, plan.at(value));
+        let at = plan.at(value);
+        if let Some(measured) = sweep.phase {
+            // Every phase at this value (the warm-up first), each a run of
+            // its own; the row is the swept phase's.
+            let done = crate::phases::run_phases(
+                settings,
+                &at,
+                Some(series.dir.join(&name)),
+                plan_file,
+                Some(measured),
+            )
+            .await;
+            let phases = match done {
+                Ok(p) => p,
+                Err(crate::phases::PhasesError::Write { phases, .. }) => *phases,
+                Err(e) => {
+                    eprintln!("series {}: {name}: {e}", plan.name);
+                    break;
+                }
+            };
+            crate::phases::say_outcome(&Ok(phases.clone()));
+            let run = format!(
+                "{name}/{}",
+                crate::phases::dir_name(measured, &at.phases[measured].name)
+            );
+            match &phases.measured {
+                Some(outcome) => {
+                    series.runs.push(row(value, run, outcome));
+                    if outcome.summary().is_none() {
+                        break;
+                    }
+                }
+                None => break,
+            }
+            continue;
+        }
+        let mut opts = successive.options(settings, at);
         opts.label = Some(format!("run {} of {}: {name}", i + 1, sweep.values.len()));
         let outcome = run_and_report(opts, Some(series.dir.join(&name)), None).await;
         successive.after(&outcome);

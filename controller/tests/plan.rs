@@ -607,8 +607,11 @@ fn bad_phases_say_where_and_what_was_expected() {
         e.starts_with("plan.toml:7:14: ") && e.contains("no scenario is named \"wram\""),
         "{e}"
     );
-    let e = err(&PHASED.replace("users = 3,", "users = [3, 4],"));
-    assert!(e.contains("a phase runs one load"), "{e}");
+    // One phase may sweep (each value runs every phase); two may not.
+    let one = PHASED.replace("users = 5,", "users = [5, 6],");
+    assert!(parse("plan.toml", &one, "x").unwrap().sweep.is_some());
+    let e = err(&one.replace("users = 3,", "users = [3, 4],"));
+    assert!(e.contains("already sweeps its load"), "{e}");
     let e = err(&PHASED.replace("name = \"test\"", "name = \"warm-up\""));
     assert!(e.contains("unique among the phases"), "{e}");
     let without = PHASED.replace("[[phase]]", "[[phasex]]");

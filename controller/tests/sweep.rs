@@ -254,3 +254,42 @@ async fn a_series_shows_the_numbers_read_from_responses_per_load() {
     let page = std::fs::read_to_string(out.join("series.html")).unwrap();
     assert!(page.contains("<th>n mean (items)</th>"), "the page's table");
 }
+
+/// A plan with a warm-up phase and a swept test phase: every value runs
+/// the warm-up, then the test at that value; the series' rows are the test
+/// phase's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_load_of_a_swept_phase_gets_its_warm_up() {
+    let bed = testbed(Config::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[target]\nbase_url = \"{}\"\n\
+         [[phase]]\nname = \"warm\"\nscenarios = [\"warm\"]\n[phase.load]\nusers = 1\niterations = 1\n\
+         [[phase]]\nname = \"test\"\nscenarios = [\"test\"]\n[phase.load]\nusers = [1, 2]\niterations = 2\n\
+         [[scenario]]\nname = \"warm\"\n[[scenario.step]]\npath = \"/warm\"\n\
+         [[scenario]]\nname = \"test\"\n[[scenario.step]]\npath = \"/test\"\n",
+        bed.base_url()
+    );
+    let plan = write_plan(dir.path(), "swept.toml", &text);
+    let out = dir.path().join("series");
+    let exit = run_plan(&plan, &out).await;
+    assert_eq!(exit.code, 0, "{}\n{}", exit.stdout, exit.stderr);
+    assert_eq!(bed.stats().served_path("/warm"), 2, "a warm-up per value");
+    assert_eq!(bed.stats().served_path("/test"), 2 + 4, "1 x 2 then 2 x 2");
+    let series: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("series.json")).unwrap()).unwrap();
+    let rows = series["runs"].as_array().unwrap();
+    let requests: Vec<u64> = rows
+        .iter()
+        .map(|r| r["requests"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        requests,
+        [2, 4],
+        "the test phase's figures, not the warm-up's"
+    );
+    assert_eq!(rows[1]["run"], "users-2/phase-2-test");
+    assert!(out.join("users-2/phase-1-warm/summary.json").exists());
+    let s = summary(&out.join("users-2/phase-2-test"));
+    assert_eq!(s["load"]["users"], 2);
+}

@@ -192,6 +192,22 @@ impl LoadModel {
         }
     }
 
+    /// This model at one level of a sweep: the closed model's users, or
+    /// the open model's rate in every stage (stages are kept).
+    pub fn level(&self, value: f64) -> LoadModel {
+        let mut m = self.clone();
+        match &mut m {
+            LoadModel::Closed { users, .. } => *users = value as u64,
+            LoadModel::Open { stages, .. } => {
+                for s in stages {
+                    (s.from, s.to) = (value, value);
+                }
+            }
+            LoadModel::Staged { .. } | LoadModel::Scenarios(_) => {}
+        }
+        m
+    }
+
     /// What a sweep or a capacity search varies: `users` or `rate`.
     pub fn level_name(&self) -> &'static str {
         match self {
@@ -492,6 +508,7 @@ impl Validator<'_> {
             n.get_ref().list.then(|| Sweep {
                 values: n.get_ref().values.clone(),
                 cooldown,
+                phase: None,
             })
         };
         match (&raw.users, &raw.rate) {

@@ -191,6 +191,9 @@ pub struct Sweep {
     pub values: Vec<f64>,
     /// Pause between two runs.
     pub cooldown: Duration,
+    /// The phase whose load the values set, in a plan with phases: every
+    /// value runs all the phases (its warm-up first) with that one at it.
+    pub phase: Option<usize>,
 }
 
 /// How long each user of a closed model runs.
@@ -342,7 +345,16 @@ impl Plan {
     /// The plan for one value of its sweep (users or rate), without the sweep.
     pub fn at(&self, value: f64) -> Plan {
         let mut p = self.clone();
-        p.sweep = None;
+        let phase = p.sweep.take().and_then(|s| s.phase);
+        if let Some(i) = phase {
+            if let Some(ph) = p.phases.get_mut(i) {
+                ph.load = ph.load.level(value);
+            }
+            if i == 0 {
+                p.load = p.load.level(value);
+            }
+            return p;
+        }
         match &mut p.load {
             LoadModel::Closed { users, .. } => *users = value as u64,
             LoadModel::Staged { .. } | LoadModel::Scenarios(_) => {}

@@ -75,7 +75,19 @@ impl Validator<'_> {
             &plan_metrics,
             &mut metrics,
         )?;
-        let phases = self.phases(phases_raw, &scenarios, target.timeout)?;
+        let first_phase_sweeps = phases_raw.first().is_some_and(|p| {
+            let l = p.get_ref().load.get_ref();
+            l.users.as_ref().is_some_and(|u| u.get_ref().list)
+                || l.rate.as_ref().is_some_and(|r| r.get_ref().list)
+        });
+        let (phases, phase_sweep) = self.phases(phases_raw, &scenarios, target.timeout)?;
+        // A plan with phases sweeps one phase's load: every value runs
+        // all the phases. (The first phase's list also filled `sweep`.)
+        let sweep = match phase_sweep {
+            Some(s) => Some(s),
+            None if first_phase_sweeps => None,
+            None => sweep,
+        };
         self.unique_data(&data, &raw.data, &load, sweep.as_ref(), &phases)?;
         if target.request_phases {
             self.request_phase_metrics(&mut metrics)?;
@@ -354,8 +366,9 @@ impl Validator<'_> {
         raw: Vec<Spanned<RawPhase>>,
         scenarios: &[ScenarioSpec],
         timeout: Duration,
-    ) -> Result<Vec<Phase>, PlanError> {
+    ) -> Result<(Vec<Phase>, Option<super::Sweep>), PlanError> {
         let mut phases = Vec::with_capacity(raw.len());
+        let mut swept: Option<super::Sweep> = None;
         for ph in raw {
             let ph = ph.into_inner();
             let name = ph.name.get_ref().trim().to_string();
@@ -399,13 +412,23 @@ impl Validator<'_> {
             };
             let load_span = ph.load.span();
             let (load, sweep, max_duration, throttle_per_s) = self.load_of(ph.load, timeout)?;
-            if sweep.is_some() {
-                return Err(self.error(
-                    load_span,
-                    format!(
-                        "phase \"{name}\" `load`: a phase runs one load; expected single numbers, not lists (a sweep)"
-                    ),
-                ));
+            if let Some(s) = sweep {
+                if let Some(first) = &swept {
+                    let other = first
+                        .phase
+                        .and_then(|i| phases.get(i))
+                        .map_or("", |p: &Phase| p.name.as_str());
+                    return Err(self.error(
+                        load_span,
+                        format!(
+                            "phase \"{name}\" `load`: phase \"{other}\" already sweeps its load; one phase of a plan may (every value runs all the phases)"
+                        ),
+                    ));
+                }
+                swept = Some(super::Sweep {
+                    phase: Some(phases.len()),
+                    ..s
+                });
             }
             phases.push(Phase {
                 name,
@@ -415,7 +438,7 @@ impl Validator<'_> {
                 throttle_per_s,
             });
         }
-        Ok(phases)
+        Ok((phases, swept))
     }
 
     /// Data in mode "unique" binds rows to users: it needs the closed
@@ -934,8 +957,26 @@ mod tests {
             e.starts_with("5:14: phase \"p1\" `scenarios`: no scenario is named \"nope\""),
             "{e}"
         );
-        let e = error(&format!("{TARGET}{}{SCENARIO}", phase("", "[1, 2]")));
-        assert!(e.contains("a phase runs one load"), "{e}");
+        // One phase may sweep its load: every value runs all the phases.
+        let warm = "[[phase]]\nname = \"warm\"\n[phase.load]\nusers = 1\niterations = 1\n";
+        let swept = format!(
+            "{TARGET}{warm}{}{SCENARIO}",
+            phase("", "[1, 2]").replace("\"p1\"", "\"test\"")
+        );
+        let p = parse("p.toml", &swept, "p").unwrap();
+        let sweep = p.sweep.clone().unwrap();
+        assert_eq!((sweep.values, sweep.phase), (vec![1.0, 2.0], Some(1)));
+        let at = p.at(2.0);
+        assert_eq!(at.phases[1].load.peak_users(), 2);
+        assert_eq!(at.phases[0].load.peak_users(), 1, "the warm-up as written");
+        assert!(at.sweep.is_none());
+        let two = format!(
+            "{TARGET}{}{}{SCENARIO}",
+            phase("", "[1, 2]"),
+            phase("", "[3, 4]").replace("\"p1\"", "\"p2\"")
+        );
+        let e = error(&two);
+        assert!(e.contains("phase \"p1\" already sweeps its load"), "{e}");
     }
 
     #[test]
