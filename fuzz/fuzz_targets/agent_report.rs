@@ -34,6 +34,7 @@ fuzz_target!(|data: &[u8]| {
                     steps: vec![v1::StepInterval {
                         metrics: Vec::new(),
                         http2_responses: 0,
+                        loop_bound_hits: 0,
                         step: 0,
                         histogram: totals.histogram.clone(),
                         count: totals.count,
