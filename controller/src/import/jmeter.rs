@@ -337,6 +337,9 @@ struct Scope {
     /// Counters in scope: label, variable, expression (a `set` at the
     /// start of each iteration).
     counters: Vec<(String, String, String)>,
+    /// HTTP Request Defaults' own parameters: JMeter adds them to every
+    /// sampler in scope.
+    params: Vec<(String, String)>,
 }
 
 /// The most controllers nested in one another an import follows.
@@ -980,6 +983,14 @@ fn configure<'a, 'i>(
                 }
                 if !path.is_empty() {
                     scope.path = path;
+                }
+                if let Some(a) = p.element("HTTPsampler.Arguments") {
+                    for (k, v) in arguments(&a) {
+                        let v = ctx.eval(&v, false, &label(*e));
+                        if !k.is_empty() {
+                            scope.params.push((k, v));
+                        }
+                    }
                 }
             }
             "CSVDataSet" => csv(ctx, *e)?,
@@ -1770,7 +1781,7 @@ fn sampler<'a, 'i>(
             "{where_}: {files} file upload(s) (HTTPFileArgs) are not sent: file uploads are not supported yet"
         ));
     }
-    let args: Vec<(String, String)> = p
+    let mut args: Vec<(String, String)> = p
         .element("HTTPsampler.Arguments")
         .map(|a| arguments(&a))
         .unwrap_or_default()
@@ -1780,6 +1791,23 @@ fn sampler<'a, 'i>(
             (k, v)
         })
         .collect();
+    // The defaults' parameters go with every sampler's own (not to a raw
+    // body, which has no names).
+    let raw = p.bool("HTTPSampler.postBodyRaw") == Some(true);
+    if !raw {
+        args.extend(scope.params.iter().cloned());
+    }
+    // A table cannot hold one name twice: the repeats are said.
+    let mut seen: Vec<&str> = Vec::new();
+    for (k, _) in &args {
+        if seen.contains(&k.as_str()) {
+            ctx.note(format!(
+                "{where_}: parameter `{k}` is sent more than once by JMeter; once here (the last value)"
+            ));
+        } else {
+            seen.push(k);
+        }
+    }
     let origin_of = |d: &str, port: &str, proto: &str| {
         let proto = if proto.is_empty() { "http" } else { proto };
         let default_port = (proto == "http" && port == "80") || (proto == "https" && port == "443");
@@ -2417,6 +2445,52 @@ mod tests {
             i.unmapped
                 .iter()
                 .any(|u| u.contains("in 5 steps is a linear ramp-up of 60 s"))
+        );
+    }
+
+    #[test]
+    fn the_defaults_parameters_go_with_every_sampler_and_repeats_are_said() {
+        let arg = |n: &str, v: &str| {
+            format!(
+                "<elementProp name=\"{n}\" elementType=\"HTTPArgument\">{}{}</elementProp>",
+                sp("Argument.name", n),
+                sp("Argument.value", v)
+            )
+        };
+        let args = |inner: String| {
+            format!(
+                "<elementProp name=\"HTTPsampler.Arguments\" elementType=\"Arguments\"><collectionProp name=\"Arguments.arguments\">{inner}</collectionProp></elementProp>"
+            )
+        };
+        let defaults = format!(
+            "<ConfigTestElement testclass=\"ConfigTestElement\" testname=\"d\">{}</ConfigTestElement><hashTree/>",
+            args(arg("lang", "en"))
+        );
+        let text = jmx("").replace(
+            "<stringProp name=\"HTTPSampler.method\">GET</stringProp>",
+            &format!(
+                "<stringProp name=\"HTTPSampler.method\">GET</stringProp>{}",
+                args(format!("{}{}", arg("q", "x"), arg("q", "y")))
+            ),
+        );
+        // The defaults sit in the thread group, before the sampler.
+        let text = text.replacen(
+            "</ThreadGroup><hashTree>",
+            &format!("</ThreadGroup><hashTree>{defaults}"),
+            1,
+        );
+        let i = convert(&text, &[]);
+        assert!(
+            i.plan.contains("query = { lang = \"en\", q = \"y\" }"),
+            "{}",
+            i.plan
+        );
+        assert!(
+            i.unmapped
+                .iter()
+                .any(|u| u.contains("parameter `q` is sent more than once")),
+            "{:?}",
+            i.unmapped
         );
     }
 
