@@ -83,6 +83,9 @@ pub struct Outcome {
     /// The measured value in the rule's unit (ms, %, req/s); `null` when
     /// there was nothing to measure (no responses yet).
     pub observed: Option<f64>,
+    /// That unit: `ms`, `%`, `req/s`, `% of a core`, or a read metric's.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub unit: String,
     pub passed: bool,
 }
 
@@ -275,7 +278,19 @@ impl Rule {
             Metric::ErrorRate => 100.0,
             _ => 1.0,
         };
+        let unit_name = match &self.metric {
+            Metric::Quantile(_) | Metric::Mean | Metric::Max | Metric::AgentLag => "ms".to_string(),
+            Metric::ErrorRate => "%".to_string(),
+            Metric::Rps => "req/s".to_string(),
+            Metric::AgentCpu => "% of a core".to_string(),
+            Metric::Read { id, .. } => c
+                .metrics
+                .get(*id as usize)
+                .map(|m| m.unit.clone())
+                .unwrap_or_default(),
+        };
         Outcome {
+            unit: unit_name,
             rule: self.text.clone(),
             scope: self
                 .step

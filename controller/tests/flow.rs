@@ -350,6 +350,15 @@ async fn a_group_times_its_requests_without_the_think_time_between_them() {
         [("g".to_string(), true), ("with think".to_string(), false)],
         "thresholds hold groups by name"
     );
+    assert!(
+        s["thresholds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["unit"] == "ms"),
+        "each observed value says its unit: {}",
+        s["thresholds"]
+    );
     let csv = std::fs::read_to_string(out.join("requests.csv")).unwrap();
     let group_rows: u64 = csv
         .lines()

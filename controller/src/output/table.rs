@@ -282,8 +282,10 @@ pub fn render(s: &Summary) -> String {
             t.add_row([
                 o.rule.clone(),
                 o.scope.clone(),
-                o.observed
-                    .map_or_else(|| "-".to_string(), |v| v.to_string()),
+                o.observed.map_or_else(
+                    || "-".to_string(),
+                    |v| format!("{v} {}", o.unit).trim_end().to_string(),
+                ),
                 if o.passed { "pass" } else { "FAIL" }.to_string(),
             ]);
         }
