@@ -267,6 +267,7 @@ async fn every_construct_runs_as_often_as_the_plan_says_in_one_agent_and_in_a_fl
         report.contains("group: from its first request"),
         "a group is marked in the report"
     );
+    assert!(report.contains("name=\"viewport\""), "laid out for phones");
 
     // The same plan on two agent processes: the same requests, the same rows.
     let bed2 = testbed(Config::default()).await;

@@ -253,6 +253,7 @@ async fn a_series_shows_the_numbers_read_from_responses_per_load() {
     assert_eq!(series["runs"][1]["metric_means"]["n"][0], 123.0);
     let page = std::fs::read_to_string(out.join("series.html")).unwrap();
     assert!(page.contains("<th>n mean (items)</th>"), "the page's table");
+    assert!(page.contains("name=\"viewport\""), "laid out for phones");
 }
 
 /// A plan with a warm-up phase and a swept test phase: every value runs
@@ -292,4 +293,6 @@ async fn each_load_of_a_swept_phase_gets_its_warm_up() {
     assert!(out.join("users-2/phase-1-warm/summary.json").exists());
     let s = summary(&out.join("users-2/phase-2-test"));
     assert_eq!(s["load"]["users"], 2);
+    let phases = std::fs::read_to_string(out.join("users-2/phases.html")).unwrap();
+    assert!(phases.contains("name=\"viewport\""), "laid out for phones");
 }
