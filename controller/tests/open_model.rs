@@ -478,3 +478,41 @@ async fn timing_flags_are_checked() {
         );
     }
 }
+
+/// Active users by region use each interval's peak, as the overall chart
+/// does: short open-model iterations leave no user active at an
+/// interval's end, yet the region was busy all along.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_region_users_chart_shows_each_intervals_peak() {
+    let bed = testbed(Config::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let plan = write_plan(
+        dir.path(),
+        "open.toml",
+        &plan_toml(
+            &bed.base_url(),
+            "rate = 20\nduration = \"3s\"\nmax_users = 5",
+            &[("home", "/")],
+        ),
+    );
+    let out = dir.path().join("out");
+    let exit = exited(run_in_background(&plan, &out, &[]), Duration::from_secs(60)).await;
+    assert_eq!(exit.code, 0, "{}", exit.stderr);
+    let report = std::fs::read_to_string(out.join("report.html")).unwrap();
+    let at = report
+        .find("Active users by region over time")
+        .expect("the region chart");
+    let chart = &report[at..];
+    let chart = &chart[..chart.find("</svg>").unwrap_or(chart.len())];
+    let re = regex::Regex::new(r"local: (\d+) users").unwrap();
+    let values: Vec<u64> = re
+        .captures_iter(chart)
+        .map(|c| c[1].parse().unwrap())
+        .collect();
+    eprintln!("region users per interval: {values:?}");
+    assert!(!values.is_empty(), "the chart has its hover values");
+    // 20 arrivals a second of about 1 ms each: every interval held about
+    // 20 iterations, so its peak is at least 1 (the users active at its
+    // end alone read 0 in some: [1, 1, 0] before this chart read peaks).
+    assert!(values.iter().all(|v| *v >= 1), "{values:?}");
+}

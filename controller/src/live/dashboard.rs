@@ -139,9 +139,13 @@ impl Snapshot {
                     requests: t.requests(),
                     errors: t.error_count(),
                     p95_ms: t.latency().map(|l| round(l.p95)),
+                    // The newest interval's peak (users between iterations
+                    // at its end were active in it).
                     active: last
-                        .and_then(|p| p.active_by_region.get(name))
-                        .copied()
+                        .map(|p| {
+                            let end = p.active_by_region.get(name).copied().unwrap_or(0);
+                            p.peak_by_region.get(name).copied().unwrap_or(0).max(end)
+                        })
                         .unwrap_or(0),
                 })
                 .collect(),

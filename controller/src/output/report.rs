@@ -591,9 +591,13 @@ pub fn render(s: &Summary) -> Result<String, askama::Error> {
                 .timeline
                 .iter()
                 .map(|p| {
+                    // The interval's peak, as the overall users chart: a
+                    // region whose users are between iterations at the
+                    // interval's end still had them active in it.
+                    let end = p.active_by_region.get(r).copied().unwrap_or(0);
                     (
                         p.start_s + p.length_s,
-                        p.active_by_region.get(r).copied().unwrap_or(0) as f64,
+                        p.peak_by_region.get(r).copied().unwrap_or(0).max(end) as f64,
                     )
                 })
                 .collect(),
