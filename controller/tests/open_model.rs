@@ -514,5 +514,8 @@ async fn the_region_users_chart_shows_each_intervals_peak() {
     // 20 arrivals a second of about 1 ms each: every interval held about
     // 20 iterations, so its peak is at least 1 (the users active at its
     // end alone read 0 in some: [1, 1, 0] before this chart read peaks).
-    assert!(values.iter().all(|v| *v >= 1), "{values:?}");
+    // (The three full seconds: a last interval of a few milliseconds after
+    // the schedule may hold no arrival.)
+    assert!(values.len() >= 3, "{values:?}");
+    assert!(values.iter().take(3).all(|v| *v >= 1), "{values:?}");
 }
