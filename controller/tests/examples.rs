@@ -19,5 +19,5 @@ fn every_example_plan_validates() {
         }
     }
     checked.sort();
-    assert_eq!(checked, ["moodle", "ramp-20", "smoke"]);
+    assert_eq!(checked, ["journey", "moodle", "ramp-20", "smoke"]);
 }
