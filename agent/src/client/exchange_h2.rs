@@ -106,7 +106,6 @@ impl UserClient {
         let Some(link) = link else {
             return Err(Failure::new(ErrorKind::Protocol, "no HTTP/2 connection"));
         };
-        *exchanges += 1;
         let timed = target.phase_metrics.is_some();
         cookie_line.clear();
         if !cookies.is_empty() {
@@ -161,6 +160,9 @@ impl UserClient {
             .map_err(|e| Failure::new(ErrorKind::Request, format!("HTTP/2 request: {e}")))?;
         let sending = timed.then(Instant::now);
         let pending = link.start(request, body).await?;
+        // Counted once the stream is open: a request the connection would
+        // not take (it was shutting down) never reached the server.
+        *exchanges += 1;
         let sent = sending.map(|t| {
             let now = Instant::now();
             phases.send += micros(t, now);
