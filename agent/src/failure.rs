@@ -43,6 +43,9 @@ pub enum ErrorKind {
     Request,
     /// A step of a group (transaction) failed: the group failed with it.
     Group,
+    /// A step's `set` had no value (arithmetic on a variable that holds no
+    /// integer).
+    Set,
 }
 
 impl ErrorKind {
@@ -65,6 +68,7 @@ impl ErrorKind {
             ErrorKind::Redirect => Cow::Borrowed("redirect"),
             ErrorKind::Request => Cow::Borrowed("request"),
             ErrorKind::Group => Cow::Borrowed("group"),
+            ErrorKind::Set => Cow::Borrowed("set"),
         }
     }
 }

@@ -742,3 +742,36 @@ fn loads_per_scenario_are_all_or_none_and_hold_no_rate() {
         );
     }
 }
+
+/// A step's `set` without a value (arithmetic on text) fails the step with
+/// kind `set`, rather than leave the variable silently empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_set_without_a_value_fails_its_step() {
+    let bed = testbed(Config::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[target]\nbase_url = \"{}\"\n[load]\nusers = 1\niterations = 3\n[[scenario]]\nname = \"s\"\n\
+         [[scenario.step]]\nname = \"page\"\npath = \"/a\"\n\
+         extract = [{{ name = \"word\", regex = 'loadfleet (\\w+)' }}]\n\
+         set = {{ n = \"${{word}} + 1\" }}\n",
+        bed.base_url()
+    );
+    let plan = write_plan(dir.path(), "set.toml", &text);
+    let out = dir.path().join("out");
+    let exit = exited(run_in_background(&plan, &out, &[]), Duration::from_secs(60)).await;
+    assert_eq!(exit.code, 1, "errors make exit 1: {}", exit.stderr);
+    let s = summary(&out);
+    assert_eq!(
+        s["requests"]["page"]["errors_by_kind"]["set"], 3,
+        "{}",
+        s["errors"]
+    );
+    assert!(
+        s["errors"]["set"]["sample"]
+            .as_str()
+            .unwrap()
+            .contains("`n` = `${word} + 1` has no value"),
+        "{}",
+        s["errors"]
+    );
+}

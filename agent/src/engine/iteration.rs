@@ -135,11 +135,14 @@ impl UserState {
     }
 
     /// Evaluates `expression` into variable `slot`.
-    fn set(&mut self, slot: usize, expression: &Expr) {
-        expression.value(&self.vars, self.status, &mut self.scratch);
+    /// False when the expression had no value (the variable is left
+    /// empty).
+    fn set(&mut self, slot: usize, expression: &Expr) -> bool {
+        let valued = expression.value(&self.vars, self.status, &mut self.scratch);
         if let Some(v) = self.vars.get_mut(slot) {
             std::mem::swap(v, &mut self.scratch);
         }
+        valued
     }
 
     /// Think time `d` passed inside every open group.
@@ -331,7 +334,9 @@ pub(super) async fn run_iteration(
                 fresh,
             } => {
                 user.refresh(assign, fresh, key);
-                user.set(*slot, expression);
+                // A step of only `set`s has no row to count a miss in: the
+                // variable is left empty (docs/plan.md says so).
+                let _ = user.set(*slot, expression);
             }
             Op::Once(to) => {
                 if key.1 > 0 {
@@ -465,12 +470,22 @@ async fn send(
             match outcome {
                 Some(Ok(reply)) => {
                     user.status = reply.status;
-                    let failure = judge(&shared.assign, step, &reply, client.body(), user);
+                    let mut failure = judge(&shared.assign, step, &reply, client.body(), user);
                     // `set`s run after every response, as JMeter's
-                    // post-processors do, on what its extractions left.
+                    // post-processors do, on what its extractions left; one
+                    // without a value fails the step (never silently empty).
                     for (slot, expression, fresh) in step.set.iter() {
                         user.refresh(&shared.assign, fresh, key);
-                        user.set(*slot, expression);
+                        if !user.set(*slot, expression) && failure.is_none() {
+                            failure = Some(Fault::Other(
+                                ErrorKind::Set,
+                                format!(
+                                    "`{}` = `{}` has no value (a variable in it holds no integer, or a division by zero)",
+                                    shared.assign.vars.name(*slot),
+                                    expression.source()
+                                ),
+                            ));
+                        }
                     }
                     let mut rec = shared.recorder.borrow_mut();
                     match lateness {

@@ -1391,6 +1391,8 @@ pub fn came_with_response(kind: &str) -> bool {
         || kind == "decode"
         // A group's failure: its time is recorded like a response's.
         || kind == "group"
+        // A `set` after a response that had no value.
+        || kind == "set"
 }
 
 #[cfg(test)]
