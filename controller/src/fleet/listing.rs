@@ -27,6 +27,33 @@ pub struct SeenAgent {
     pub state: String,
 }
 
+/// Adds an agent that attached to the list. The same agent dials again
+/// from its host (a new port each time) and replaces its entry; the same
+/// name from another host is a second agent, which a run would refuse:
+/// both entries say so.
+fn merge_seen(seen: &mut Vec<SeenAgent>, mut agent: SeenAgent) {
+    let host = |a: &str| a.rsplit_once(':').map_or(a, |(h, _)| h).to_string();
+    if let Some(s) = seen
+        .iter_mut()
+        .find(|s| s.name == agent.name && host(&s.address) == host(&agent.address))
+    {
+        *s = agent;
+        return;
+    }
+    if let Some(other) = seen.iter_mut().find(|s| s.name == agent.name) {
+        let (here, there) = (host(&agent.address), host(&other.address));
+        other.state = format!(
+            "{}; DUPLICATE NAME: another agent named {} dials from {here}",
+            other.state, other.name
+        );
+        agent.state = format!(
+            "{}; DUPLICATE NAME: another agent named {} dials from {there} (a run takes only one)",
+            agent.state, agent.name
+        );
+    }
+    seen.push(agent);
+}
+
 /// Listens for `for_how_long` and lists the agents that attach, refusing
 /// each (no run is offered), so they go on waiting for a real controller.
 pub async fn list_agents(
@@ -69,10 +96,7 @@ pub async fn list_agents(
                         identity: identity.to_string(),
                         state,
                     };
-                    match seen.iter_mut().find(|s| s.name == agent.name) {
-                        Some(s) => *s = agent,
-                        None => seen.push(agent),
-                    }
+                    merge_seen(&mut seen, agent);
                 }
                 Some(Event::Refused(r)) => refusals.add(r, &quiet),
                 Some(_) => {}
@@ -112,4 +136,43 @@ pub async fn list_agents(
         });
     }
     Ok((addr, seen))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seen(name: &str, address: &str) -> SeenAgent {
+        SeenAgent {
+            name: name.into(),
+            region: "eu".into(),
+            version: "0".into(),
+            address: address.into(),
+            identity: "token".into(),
+            state: "waiting for a run".into(),
+        }
+    }
+
+    #[test]
+    fn a_second_agent_of_one_name_is_said_and_a_redial_is_not() {
+        let mut list = Vec::new();
+        merge_seen(&mut list, seen("a1", "10.0.0.5:40000"));
+        // The same agent dialling again from a new port: one entry.
+        merge_seen(&mut list, seen("a1", "10.0.0.5:40002"));
+        assert_eq!(list.len(), 1);
+        assert_eq!(list[0].address, "10.0.0.5:40002");
+        // Another host under the same name: both entries say so.
+        merge_seen(&mut list, seen("a1", "10.0.0.9:51000"));
+        assert_eq!(list.len(), 2);
+        assert!(
+            list[0]
+                .state
+                .contains("DUPLICATE NAME: another agent named a1 dials from 10.0.0.9")
+        );
+        assert!(
+            list[1]
+                .state
+                .contains("dials from 10.0.0.5 (a run takes only one)")
+        );
+    }
 }
