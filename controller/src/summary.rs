@@ -328,6 +328,10 @@ pub struct IterationCount {
     /// Iterations whose every step ran (a failure that sends the user on to
     /// its next iteration counts as run).
     pub completed: u64,
+    /// Iterations begun: those beyond `completed` were cut (by the run's
+    /// end, a stop or a user that stopped), their requests counted.
+    #[serde(default)]
+    pub started: u64,
 }
 
 impl Summary {
@@ -448,6 +452,7 @@ impl Summary {
             iterations: IterationCount {
                 planned: r.facts.iterations_planned,
                 completed: c.iterations_completed,
+                started: c.iterations_started,
             },
             cut_short: r.cut_short.clone(),
             seed: r.seed,

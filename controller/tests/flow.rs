@@ -492,6 +492,13 @@ async fn a_during_loop_stops_at_the_end_of_the_run() {
     );
     let s = summary(&out);
     assert_eq!(s["iterations"]["completed"], 0, "{}", s["iterations"]);
+    // Each user's one iteration was cut by the run's end, and said so.
+    assert_eq!(s["iterations"]["started"], 2, "{}", s["iterations"]);
+    assert!(
+        exit.stdout.contains("iterations: 0 ran to their end; 2 more were cut by the run's end or a stop (their requests are counted)"),
+        "{}",
+        exit.stdout
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -157,6 +157,13 @@ pub fn render(s: &Summary) -> String {
             s.iterations.completed
         )),
         Some(planned) => out.push_str(&format!("iterations: all {planned} planned ran\n")),
+        // Bounded by time: how many ran to their end, and the ones the end
+        // cut (their requests are in the figures).
+        None if s.iterations.started > s.iterations.completed => out.push_str(&format!(
+            "iterations: {} ran to their end; {} more were cut by the run's end or a stop (their requests are counted)\n",
+            s.iterations.completed,
+            s.iterations.started - s.iterations.completed
+        )),
         None => {}
     }
     if s.total.counters.bytes_received > 0 {

@@ -712,6 +712,8 @@ pub struct Collector {
     pub dropped: u64,
     /// Iterations that ran to their end, all agents together.
     pub iterations_completed: u64,
+    /// Iterations started, all agents together.
+    pub iterations_started: u64,
     pub agent_dropped: BTreeMap<String, u64>,
     /// Open model: send lateness of iterations (actual minus intended), µs.
     pub lateness: Histogram<u64>,
@@ -831,6 +833,7 @@ impl Collector {
             dropped_reports: 0,
             dropped: 0,
             iterations_completed: 0,
+            iterations_started: 0,
             agent_dropped: BTreeMap::new(),
             lateness: new_histogram(),
             worst_health: (0.0, 0.0),
@@ -997,6 +1000,7 @@ impl Collector {
         }
         self.dropped += iv.dropped;
         self.iterations_completed += iv.completed;
+        self.iterations_started += iv.started;
         if iv.dropped > 0 {
             *self.agent_dropped.entry(agent.to_string()).or_default() += iv.dropped;
         }
