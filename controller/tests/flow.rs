@@ -360,6 +360,22 @@ async fn a_group_times_its_requests_without_the_think_time_between_them() {
         "each observed value says its unit: {}",
         s["thresholds"]
     );
+    // The report's first screen names the broken rule with what it saw,
+    // and the slowest step (one of the 20 ms `b` steps).
+    let report = std::fs::read_to_string(out.join("report.html")).unwrap();
+    let headline = &report[report.find("id=\"headline\"").unwrap()..];
+    let headline = &headline[..headline.find("</div>\n<dl>").unwrap_or(headline.len())];
+    assert!(
+        headline.contains("1 of 2 thresholds not met: p50 &#60; 20ms (with think: "),
+        "{headline}"
+    );
+    assert!(headline.contains(" ms)"), "{headline}");
+    assert!(
+        regex::Regex::new(r"slowest step [a-z ]+ b: p95 2\d\.\d ms")
+            .unwrap()
+            .is_match(headline),
+        "{headline}"
+    );
     let csv = std::fs::read_to_string(out.join("requests.csv")).unwrap();
     let group_rows: u64 = csv
         .lines()

@@ -50,6 +50,9 @@ struct Report<'a> {
     step_charts: Vec<String>,
     /// The verdict at the top: its words, and `good` or `bad`.
     verdict: (String, &'static str),
+    /// Where it is slowest, for the first screen: the step (and, with more
+    /// than one, the region) with the highest p95.
+    slowest: Vec<String>,
     /// Errors as a percentage of requests.
     error_pct: f64,
     /// The most frequent error kinds, at most three.
@@ -406,16 +409,59 @@ fn verdict(s: &Summary) -> (String, &'static str) {
             ),
             "good",
         ),
-        Some(false) => (
-            format!(
-                "FAILED: {failed} of {} thresholds not met ({status})",
-                s.thresholds.len()
-            ),
-            "bad",
-        ),
+        Some(false) => {
+            // Each broken rule with what it saw, so the first screen says
+            // what failed and by how much.
+            let broken: Vec<String> = s
+                .thresholds
+                .iter()
+                .filter(|o| !o.passed)
+                .map(|o| {
+                    let seen = o.observed.map_or_else(
+                        || "nothing measured".to_string(),
+                        |v| format!("{v} {}", o.unit).trim_end().to_string(),
+                    );
+                    format!("{} ({}: {seen})", o.rule, o.scope)
+                })
+                .collect();
+            (
+                format!(
+                    "FAILED: {failed} of {} thresholds not met: {} ({status})",
+                    s.thresholds.len(),
+                    broken.join("; ")
+                ),
+                "bad",
+            )
+        }
         _ if s.status == crate::outcome::RunStatus::Completed => (status, "good"),
         _ => (status, "bad"),
     }
+}
+
+/// The slowest step, and region when there are several, by p95.
+fn slowest(s: &Summary) -> Vec<String> {
+    let worst = |rows: Vec<(&String, &crate::summary::Entry)>| {
+        rows.into_iter()
+            .filter_map(|(n, e)| e.latency_ms.map(|l| (n.clone(), l.p95)))
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+    };
+    let mut out = Vec::new();
+    let steps: Vec<_> = s
+        .steps()
+        .into_iter()
+        .filter(|(n, _)| !s.groups.contains(n))
+        .collect();
+    if steps.len() > 1
+        && let Some((n, p95)) = worst(steps)
+    {
+        out.push(format!("slowest step {n}: p95 {p95:.1} ms"));
+    }
+    if s.regions.len() > 1
+        && let Some((n, p95)) = worst(s.regions.iter().collect())
+    {
+        out.push(format!("slowest region {n}: p95 {p95:.1} ms"));
+    }
+    out
 }
 
 /// Region, users, how it ended, start skew, dropped iterations, send
@@ -698,6 +744,7 @@ pub fn render(s: &Summary) -> Result<String, askama::Error> {
         distribution_series: names,
         step_charts,
         verdict: verdict(s),
+        slowest: slowest(s),
         error_pct: s.total.errors as f64 * 100.0 / s.total.requests.max(1) as f64,
         top_errors: {
             let mut e: Vec<(&str, u64)> = s
