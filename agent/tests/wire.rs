@@ -139,6 +139,9 @@ async fn chunked_bodies_written_a_byte_at_a_time_keep_the_connection() {
         let reply = get(&mut c, &target, "/c").await.unwrap();
         assert_eq!(reply.status, 200);
         assert_eq!(c.body(), b"hello world");
+        // The trailer is a header the checks see, once per response.
+        let trailers: Vec<_> = reply.headers.get_all("x-trailer").iter().collect();
+        assert_eq!(trailers, ["t"], "{:?}", reply.headers);
     }
     let s = seen.lock().unwrap();
     assert_eq!((s.connections, s.requests.len()), (1, 3));

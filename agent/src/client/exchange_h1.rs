@@ -89,7 +89,7 @@ impl UserClient {
         };
         // A kept connection is tried first, once.
         let mut slot = slot.and_then(|mut c| (!c.is_stale()).then_some(c));
-        let (mut conn, head, kept_headers, coding, headed) = loop {
+        let (mut conn, head, mut kept_headers, coding, headed) = loop {
             let reused = slot.is_some();
             let mut conn = match slot.take() {
                 Some(c) => c,
@@ -144,6 +144,21 @@ impl UserClient {
         };
         let mut body = KeptBody::new(kept, target.body_limit, keep.body);
         conn.read_body(head.framing, |data| body.part(data)).await?;
+        // Trailers (after a chunked body) are headers the checks see too,
+        // as a gRPC-style status is.
+        if keep.headers && !conn.trailers().is_empty() {
+            for line in conn.trailers().split(|&b| b == b'\n') {
+                let line = line.strip_suffix(b"\r").unwrap_or(line);
+                if let Some(colon) = line.iter().position(|&b| b == b':')
+                    && let (Ok(name), Ok(value)) = (
+                        http::HeaderName::from_bytes(&line[..colon]),
+                        http::HeaderValue::from_bytes(line[colon + 1..].trim_ascii()),
+                    )
+                {
+                    kept_headers.append(name, value);
+                }
+            }
+        }
         if let Some(t) = headed {
             phases.receive += micros(t, Instant::now());
         }

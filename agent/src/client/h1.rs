@@ -266,6 +266,9 @@ pub struct Conn<S = Stream> {
     idle: Option<(std::time::Duration, std::time::Instant)>,
     /// Bytes of responses read since [`Conn::take_received`] (after TLS).
     received: u64,
+    /// The last chunked body's trailer lines (`Name: value\r\n` each),
+    /// its capacity kept from response to response.
+    trailers: Vec<u8>,
 }
 
 impl<S> Drop for Conn<S> {
@@ -310,7 +313,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             own: None,
             idle: None,
             received: 0,
+            trailers: Vec::new(),
         }
+    }
+
+    /// The trailer lines of the last response's chunked body (empty when
+    /// it had none), each `Name: value\r\n`.
+    pub fn trailers(&self) -> &[u8] {
+        &self.trailers
     }
 
     /// Response bytes read since the last call (heads and bodies as they
@@ -422,6 +432,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         framing: Framing,
         sink: impl FnMut(&[u8]),
     ) -> Result<(), Failure> {
+        self.trailers.clear();
         let read = self.read_framed(framing, sink).await;
         self.give_back();
         read
@@ -484,7 +495,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         }
     }
 
-    /// Skips the trailer section after the last chunk, up to its blank line.
+    /// Reads the trailer section after the last chunk, up to its blank
+    /// line, into [`Conn::trailers`].
     async fn skip_trailers(&mut self) -> Result<(), Failure> {
         let mut skipped = 0;
         loop {
@@ -497,6 +509,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                     return Ok(());
                 }
                 Some(i) => {
+                    self.trailers
+                        .extend_from_slice(&self.buf[self.start..self.start + i + 2]);
                     self.start += i + 2;
                     skipped += i + 2;
                 }
