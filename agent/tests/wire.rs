@@ -662,3 +662,43 @@ async fn a_graceful_http2_shutdown_before_the_request_is_resent_and_is_no_error(
         "a new connection after the shutdown"
     );
 }
+
+/// HTTP/2 trailers (a gRPC-style status) are headers the checks see.
+#[tokio::test]
+async fn http2_trailers_are_headers_the_checks_see() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(mut conn) = h2::server::handshake(socket).await else {
+                    return;
+                };
+                while let Some(Ok((_req, mut respond))) = conn.accept().await {
+                    let head = http::Response::builder().status(200).body(()).unwrap();
+                    let mut body = respond.send_response(head, false).unwrap();
+                    body.send_data(bytes::Bytes::from_static(b"ok"), false)
+                        .unwrap();
+                    let mut trailers = http::HeaderMap::new();
+                    trailers.insert("grpc-status", http::HeaderValue::from_static("13"));
+                    body.send_trailers(trailers).unwrap();
+                }
+            });
+        }
+    });
+    let mut target = Target::parse(&format!("http://{addr}"), Duration::from_secs(5)).unwrap();
+    target.version = loadfleet_proto::v1::HttpVersion::H2c;
+    tokio::task::LocalSet::new()
+        .run_until(async {
+            let mut c = client(&target);
+            let reply = get(&mut c, &target, "/").await.unwrap();
+            assert_eq!((reply.status, c.body()), (200, &b"ok"[..]));
+            assert_eq!(
+                reply.headers.get("grpc-status").map(|v| v.as_bytes()),
+                Some(&b"13"[..]),
+                "{:?}",
+                reply.headers
+            );
+        })
+        .await;
+}

@@ -182,9 +182,17 @@ impl UserClient {
             head_bytes += (name.as_str().len() + value.len() + 4) as u64;
             reader.header(name.as_str(), value.as_bytes());
         }
-        let (kept_headers, coding) = (reader.kept, reader.coding);
+        let (mut kept_headers, coding) = (reader.kept, reader.coding);
         let mut kept_body = KeptBody::new(kept, target.body_limit, keep.body);
         let body_bytes = super::h2link::read_body(&mut recv, |data| kept_body.part(data)).await?;
+        // Trailers are headers the checks see too (a gRPC status).
+        if keep.headers
+            && let Some(trailers) = super::h2link::trailers(&mut recv).await?
+        {
+            for (name, value) in &trailers {
+                kept_headers.append(name.clone(), value.clone());
+            }
+        }
         if let Some(t) = headed {
             phases.receive += micros(t, Instant::now());
         }

@@ -140,3 +140,10 @@ pub async fn read_body(
     }
     Ok(read)
 }
+
+/// The response's trailers, once its body was read (`None` without).
+pub async fn trailers(body: &mut h2::RecvStream) -> Result<Option<http::HeaderMap>, Failure> {
+    body.trailers()
+        .await
+        .map_err(|e| failure("response trailers", e))
+}
