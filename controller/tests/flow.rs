@@ -371,7 +371,9 @@ async fn a_group_times_its_requests_without_the_think_time_between_them() {
     );
     assert!(headline.contains(" ms)"), "{headline}");
     assert!(
-        regex::Regex::new(r"slowest step [a-z ]+ b: p95 2\d\.\d ms")
+        // (A `b` step sleeps 20 ms at the target, the `a` steps 10 ms: a
+        // `b` is slowest whatever the machine adds to both.)
+        regex::Regex::new(r"slowest step [a-z ]+ b: p95 \d+\.\d ms")
             .unwrap()
             .is_match(headline),
         "{headline}"
