@@ -24,6 +24,7 @@ pub mod failure;
 pub mod health;
 pub mod histogram_codec;
 pub mod journey;
+pub mod observe;
 pub mod policy;
 pub mod program;
 pub mod recorder;

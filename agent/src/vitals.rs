@@ -82,15 +82,9 @@ fn read(path: &str) -> Option<String> {
     std::fs::read_to_string(path).ok()
 }
 
-/// utime + stime of `/proc/self/stat` (fields 14 and 15; the command name,
-/// field 2, may hold spaces and parentheses, so count from its end).
+/// utime + stime of `/proc/self/stat`.
 fn process_ticks(stat: &str) -> Option<u64> {
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // After the name: state is field 3, so utime (14) is index 11.
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some(utime + stime)
+    crate::observe::proc_stat(stat).map(|p| p.ticks)
 }
 
 fn rss_kb(status: &str) -> Option<u64> {
@@ -105,16 +99,7 @@ fn rss_kb(status: &str) -> Option<u64> {
 
 /// (steal, all) of the aggregate `cpu` line of `/proc/stat`.
 fn host_ticks(stat: &str) -> Option<(u64, u64)> {
-    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
-    let v: Vec<u64> = line
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|x| x.parse().ok())
-        .collect();
-    // user nice system idle iowait irq softirq steal (guest time is
-    // already inside user and nice).
-    let all = v.iter().take(8).sum();
-    Some((*v.get(7)?, all))
+    crate::observe::cpu_ticks(stat).map(|c| (c.steal, c.all()))
 }
 
 #[cfg(test)]

@@ -77,6 +77,7 @@ fn main() {
         connections: 0,
         cores: 0,
         vitals_span_us: 0,
+        host: None,
     };
     // The first second allocates every agent's tally; time the steady state.
     let warm_up = 1u64;

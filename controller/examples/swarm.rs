@@ -127,6 +127,8 @@ async fn attach(url: &str, name: &str, counters: &Counters) -> Result<Link, Stri
         allowed_targets: Vec::new(),
         allow_any_target: true,
         timing: String::new(),
+        observer: false,
+        observe_processes: Vec::new(),
     }));
     counters
         .bytes
@@ -248,6 +250,7 @@ async fn agent(
                     connections: 0,
                     cores: 0,
                     vitals_span_us: 0,
+                    host: None,
                 }))).await?;
                 counters.reports.fetch_add(1, Ordering::Relaxed);
                 seq += 1;

@@ -114,6 +114,22 @@ pub struct FleetArgs {
     /// Remote agents to wait for; with 0, agents run in this process.
     #[arg(long, default_value_t = 0)]
     pub expect_agents: usize,
+    /// Observers to wait for: `loadfleet-agent --observe` on the system
+    /// under test, reporting its host's CPU, steal, load, memory, disk and
+    /// network beside the latencies. Observers that attach before the start
+    /// are taken along without it.
+    #[arg(long, default_value_t = 0)]
+    pub expect_observers: usize,
+    /// An observed host whose other processes (not named with
+    /// --observe-process, not loadfleet's) used more than this share of a
+    /// core on average during a run was disturbed: said in the summary, and
+    /// the run is left out of an experiment's statistics. Percent of one core.
+    #[arg(long, default_value_t = 50.0)]
+    pub max_other_cpu: f64,
+    /// An observed host whose hypervisor took more than this share of its
+    /// CPU time as steal during a run was disturbed (percent).
+    #[arg(long, default_value_t = 5.0)]
+    pub max_steal: f64,
     /// Agents to run in this process (default: 1 without --expect-agents, else 0).
     #[arg(long)]
     pub local_agents: Option<usize>,
@@ -316,6 +332,11 @@ impl FleetArgs {
                 .listen
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0))),
             expect_agents: self.expect_agents,
+            expect_observers: self.expect_observers,
+            host_bounds: crate::hosts::Bounds {
+                other_cpu_core_pct: self.max_other_cpu,
+                steal_pct: self.max_steal,
+            },
             local_agents: (0..local)
                 .map(|i| LocalAgent {
                     name: if local == 1 {

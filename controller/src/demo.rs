@@ -78,6 +78,8 @@ pub async fn demo(
         lease: Duration::from_secs(5),
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         expect_agents: 0,
+        expect_observers: 0,
+        host_bounds: Default::default(),
         local_agents: ["a", "b"]
             .iter()
             .map(|r| LocalAgent {

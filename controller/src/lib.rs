@@ -18,6 +18,7 @@ pub mod exit;
 pub mod experiment;
 pub mod facts;
 pub mod fleet;
+pub mod hosts;
 pub mod import;
 pub mod journal;
 pub mod live;

@@ -183,6 +183,10 @@ pub struct RunResult {
     pub cut_short: Vec<String>,
     /// The seed of every user's random numbers (the plan's, or a fresh one).
     pub seed: u64,
+    /// The observed hosts (`loadfleet-agent --observe`), with their samples.
+    pub hosts: Vec<crate::hosts::HostReport>,
+    /// When an observed host counts as disturbed.
+    pub host_bounds: crate::hosts::Bounds,
 }
 
 /// Why a run was stopped before its schedule ended, by the controller.

@@ -24,6 +24,10 @@ pub struct RunSettings {
     pub lease: Duration,
     pub listen: SocketAddr,
     pub expect_agents: usize,
+    /// Observers to wait for (`--expect-observers`).
+    pub expect_observers: usize,
+    /// When an observed host counts as disturbed.
+    pub host_bounds: crate::hosts::Bounds,
     pub local_agents: Vec<LocalAgent>,
     pub wait_for_agents: Duration,
     pub progress: ProgressMode,
@@ -43,6 +47,8 @@ impl RunSettings {
             plan,
             listen: self.listen,
             expect_agents: self.expect_agents,
+            expect_observers: self.expect_observers,
+            host_bounds: self.host_bounds,
             local_agents: self.local_agents.clone(),
             wait_for_agents: self.wait_for_agents,
             start_delay: Duration::from_millis(250),

@@ -149,6 +149,16 @@ impl Fleet for FleetService {
                 "agent timing must be at most 64 bytes of printable text",
             ));
         }
+        if hello.observe_processes.len() > 64
+            || hello
+                .observe_processes
+                .iter()
+                .any(|n| n.is_empty() || n.len() > 64 || !printable(n))
+        {
+            return Err(Status::invalid_argument(
+                "an observer names at most 64 processes, each 1 to 64 bytes of printable text",
+            ));
+        }
         let identity = match self.gate.identify(&certs, &hello.name) {
             Ok(identity) => identity,
             Err(status) => {

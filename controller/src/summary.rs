@@ -281,6 +281,10 @@ pub struct Summary {
     pub timeline: Vec<IntervalPoint>,
     pub late_reports: u64,
     pub dropped_reports: u64,
+    /// The observed hosts of the system under test (`loadfleet-agent
+    /// --observe`); empty without observers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<crate::hosts::HostSummary>,
 }
 
 /// A warning for each generator that was saturated during measured
@@ -340,6 +344,11 @@ impl Summary {
         let c = &r.collector;
         let open = r.facts.open_model;
         let d = r.duration.as_secs_f64();
+        let hosts: Vec<crate::hosts::HostSummary> = r
+            .hosts
+            .iter()
+            .map(|h| crate::hosts::HostSummary::of(h, d, r.host_bounds))
+            .collect();
         let mut agents = BTreeMap::new();
         for a in &r.agents {
             // An agent that did not finish sent load for as long as its
@@ -464,6 +473,11 @@ impl Summary {
                 .iter()
                 .cloned()
                 .chain(saturation_warnings(&agents_for_warnings))
+                .chain(hosts.iter().flat_map(|h| {
+                    h.disturbed
+                        .iter()
+                        .map(|d| format!("the system under test was disturbed: {d}"))
+                }))
                 .collect(),
             total: Entry::of(&c.total, d, &c.metrics),
             requests: c
@@ -486,6 +500,7 @@ impl Summary {
             timeline: c.timeline().cloned().collect(),
             late_reports: c.late_reports,
             dropped_reports: c.dropped_reports,
+            hosts,
         }
     }
 }

@@ -8,20 +8,6 @@ use std::time::Duration;
 
 use crate::support::*;
 
-/// The test target binary, built by `cargo test --workspace` beside `loadfleet`.
-fn testbed_bin() -> PathBuf {
-    loadfleet().with_file_name("loadfleet-testbed")
-}
-
-/// A free port on 127.0.0.1 (bound and released).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A set-up script in `dir`: `sh arm.sh LATENCY` stops the target it
 /// started before (if any) and starts a new one on `port` with `/` at
 /// LATENCY, then waits until it listens. The target's output goes to a

@@ -24,14 +24,6 @@ struct Nginx {
     cert: PathBuf,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind(("127.0.0.1", 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl Nginx {
     fn start(dir: &Path, upstream: &str) -> Nginx {
         let id = self_signed(&["127.0.0.1", "localhost"]).unwrap();

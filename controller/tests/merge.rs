@@ -39,6 +39,7 @@ fn interval(seq: u64, steps: Vec<v1::StepInterval>) -> v1::Interval {
         connections: 0,
         cores: 0,
         vitals_span_us: 0,
+        host: None,
     }
 }
 
@@ -204,6 +205,7 @@ fn a_bad_report_is_dropped_whole() {
         connections: 0,
         cores: 0,
         vitals_span_us: 0,
+        host: None,
     };
     let good_step = v1::StepInterval {
         metrics: Vec::new(),

@@ -78,6 +78,7 @@ async fn rogue(url: String) {
                     connections: 0,
                     cores: 0,
                     vitals_span_us: 0,
+                    host: None,
                 };
                 tx.send(msg(agent_message::Body::Interval(bad)))
                     .await

@@ -24,6 +24,21 @@ fuzz_target!(|data: &[u8]| {
             let _ = c.apply("fuzz", "region", &iv);
             let _ = c.apply("fuzz", "region", &iv);
             c.close_all();
+            // An observer's sample: summed, judged and described.
+            if let Some(h) = &iv.host {
+                let report = loadfleet_controller::hosts::HostReport {
+                    name: "fuzz".into(),
+                    processes: h.processes.iter().map(|p| p.name.clone()).collect(),
+                    samples: vec![(1.0, h.clone()), (2.0, h.clone())],
+                    ..Default::default()
+                };
+                let s = loadfleet_controller::hosts::HostSummary::of(
+                    &report,
+                    2.0,
+                    loadfleet_controller::hosts::Bounds::default(),
+                );
+                let _ = s.describe();
+            }
         }
         Some(agent_message::Body::Done(done)) => {
             if let Some(totals) = &done.totals {

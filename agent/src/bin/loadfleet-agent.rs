@@ -120,6 +120,25 @@ struct Args {
     /// nothing unless asked.
     #[arg(long, env = "LOADFLEET_HEALTH_LISTEN")]
     health_listen: Option<std::net::SocketAddr>,
+    /// Observe this host instead of loading: run it on the system under
+    /// test. It sends no request (it needs no --allow-target) and reports
+    /// the host's CPU (user, system, iowait, steal), load average, memory,
+    /// disk and network bytes every interval while runs go on; the
+    /// controller shows them beside the latencies and flags runs whose host
+    /// was disturbed. It is never counted as a load agent.
+    #[arg(long, env = "LOADFLEET_OBSERVE", conflicts_with_all = ["allow_targets", "allow_any_target", "max_users", "max_rps"])]
+    observe: bool,
+    /// With --observe: report the processes of this name apart (their CPU
+    /// and memory), e.g. php-fpm, postgres; repeatable or comma-separated.
+    /// A name is the process's command name as `ps -o comm` shows it (at
+    /// most 15 characters).
+    #[arg(
+        long = "observe-process",
+        env = "LOADFLEET_OBSERVE_PROCESS",
+        value_delimiter = ',',
+        requires = "observe"
+    )]
+    observe_processes: Vec<String>,
 }
 
 const DEFAULT_ENV_FILE: &str = "/etc/loadfleet/agent.env";
@@ -297,7 +316,17 @@ fn main() -> ExitCode {
             return Exit::Config.into();
         }
     }
-    if !policy.restricts() && !args.allow_any_target {
+    if let Some(long) = args
+        .observe_processes
+        .iter()
+        .find(|n| n.is_empty() || n.len() > 15)
+    {
+        eprintln!(
+            "error: --observe-process `{long}`: a process's command name has 1 to 15 characters (as `ps -o comm` shows it)"
+        );
+        return Exit::Config.into();
+    }
+    if !policy.restricts() && !args.allow_any_target && !args.observe {
         eprintln!(
             "error: this agent would load whatever its controller names. Say what it may load: \
              --allow-target (or LOADFLEET_ALLOW_TARGET) with CIDR ranges, addresses or host names, \
@@ -322,6 +351,7 @@ fn main() -> ExitCode {
         workers,
         once: args.once,
         timing: args.timing.with_window(args.timing_window),
+        observe: args.observe.then(|| args.observe_processes.clone()),
         max_backoff: Duration::from_secs(args.max_backoff_s.max(1)),
     };
     let rt = match tokio::runtime::Builder::new_current_thread()

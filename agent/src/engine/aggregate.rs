@@ -292,6 +292,7 @@ impl Aggregator {
             active_peak: p.active_peak,
             active_mean: p.active_mean,
             lateness,
+            host: None,
         };
         self.out.blocking_send(interval).is_ok()
     }

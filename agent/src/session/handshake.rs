@@ -66,6 +66,8 @@ pub(super) async fn open(
         allowed_targets: opts.policy.describe(),
         allow_any_target: !opts.policy.restricts(),
         timing: opts.timing.describe(),
+        observer: opts.observe.is_some(),
+        observe_processes: opts.observe.clone().unwrap_or_default(),
     };
     tx.send(msg(agent_message::Body::Hello(hello)))
         .await

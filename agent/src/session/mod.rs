@@ -7,6 +7,7 @@
 
 mod auth;
 mod handshake;
+mod observe;
 mod run;
 mod start;
 
@@ -53,6 +54,9 @@ pub struct AgentOptions {
     pub policy: crate::policy::Policy,
     /// Longest wait between reconnect attempts.
     pub max_backoff: Duration,
+    /// `--observe`: an observer on the system under test, not a load agent
+    /// (with the process names it reports apart); `None` for a load agent.
+    pub observe: Option<Vec<String>>,
 }
 
 /// Why an agent stopped.
@@ -405,6 +409,10 @@ async fn attach_once(
             }
             OpenError::Status(status) => AttachError::Stream(status),
         })?;
+    if let Some(names) = &opts.observe {
+        tracing::info!(controller = %opts.controller, name = %opts.name, "attached as an observer; waiting for a run");
+        return observe::attend(stream, opts, names, shutdown).await;
+    }
     tracing::info!(controller = %opts.controller, name = %opts.name, "attached; waiting for a run");
     let (run_id, assignment) = match handshake::take_assignment(&mut stream, opts).await? {
         Taken::Assigned { run_id, assignment } => (run_id, assignment),

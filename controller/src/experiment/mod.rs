@@ -250,5 +250,7 @@ fn flags(outcome: &RunOutcome) -> Vec<String> {
             ));
         }
     }
+    // The system under test's own host, as its observers saw it.
+    out.extend(s.hosts.iter().flat_map(|h| h.disturbed.iter().cloned()));
     out
 }

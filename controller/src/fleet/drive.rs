@@ -58,6 +58,10 @@ pub(super) struct Run<'a> {
     /// No agent before this index is running (agents stop running during
     /// the loop, never start again), so "is any running" costs nothing.
     first_running: usize,
+    /// Observers of the system under test: no load, their host's vitals.
+    pub(super) observers: Vec<super::observer::Observer>,
+    /// When an observed host counts as disturbed.
+    pub(super) host_bounds: crate::hosts::Bounds,
 }
 
 impl<'a> Run<'a> {
@@ -91,6 +95,8 @@ impl<'a> Run<'a> {
             journal,
             live: None,
             label: None,
+            observers: Vec::new(),
+            host_bounds: crate::hosts::Bounds::default(),
         }
     }
 
@@ -144,6 +150,14 @@ impl<'a> Run<'a> {
             .plan
             .thresholds
             .check(&self.collector, self.start.elapsed(), false);
+        s.hosts = self
+            .observers
+            .iter()
+            .filter_map(|o| {
+                let (_, v) = o.report.samples.last()?;
+                Some(crate::live::dashboard::HostRow::of(&o.report.name, v))
+            })
+            .collect();
         s
     }
 
@@ -215,10 +229,36 @@ impl<'a> Run<'a> {
                 }
             }
         }
+        self.finish_observers(events).await;
         if let Some(j) = &mut self.journal {
             j.flush();
         }
         self.collector.close_all();
+    }
+
+    /// The load has ended: each observer sends its last, partial sample
+    /// and Done (waited for up to 3 s; what arrives meanwhile from agents
+    /// counts, late).
+    async fn finish_observers(&mut self, events: &mut mpsc::Receiver<Event>) {
+        for o in &self.observers {
+            o.stop(&self.run_id);
+        }
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while self.observers.iter().any(|o| !o.ended) {
+            tokio::select! {
+                ev = events.recv() => match ev {
+                    Some(ev) => self.on_event(ev),
+                    None => break,
+                },
+                _ = tokio::time::sleep_until(deadline) => {
+                    for o in self.observers.iter_mut().filter(|o| !o.ended) {
+                        o.ended = true;
+                        o.report.note = "it did not confirm its end within 3 s: its last partial interval is missing".into();
+                    }
+                    break;
+                }
+            }
+        }
     }
 
     /// Whether any agent is still running (amortized constant time).
@@ -271,6 +311,9 @@ impl<'a> Run<'a> {
         // acknowledging the reports received so far.
         for a in self.agents.iter().filter(|a| a.is_running()) {
             a.renew(&self.run_id, self.lease);
+        }
+        for o in &self.observers {
+            o.renew(&self.run_id, self.lease);
         }
         self.close_reported();
         if let Some(j) = &mut self.journal {
@@ -476,12 +519,27 @@ impl<'a> Run<'a> {
                     }
                 }
             }
+            Event::Message { conn, body } if !self.by_conn.contains_key(&conn) => {
+                let at_s = self.start.elapsed().as_secs_f64();
+                if let Some(o) = self.observers.iter_mut().find(|o| o.conn == conn) {
+                    o.on_message(&self.run_id, body, at_s);
+                }
+            }
             Event::Message { conn, body } => {
                 if let Some(failed) = self.on_message(conn, body) {
                     self.agent_gone(failed);
                 }
             }
             Event::Refused(r) => tracing::debug!(?r, "refused an agent during the run"),
+            Event::Detached { conn, reason } if !self.by_conn.contains_key(&conn) => {
+                let at_s = self.start.elapsed().as_secs_f64();
+                if let Some(o) = self.observers.iter_mut().find(|o| o.conn == conn) {
+                    if !o.ended {
+                        self.progress.note(&format!("observer {} is gone ({reason}): its host is not observed for the rest of the run", o.report.name));
+                    }
+                    o.detached(&reason, Some(at_s));
+                }
+            }
             Event::Detached { conn, reason } => {
                 if let Some(&i) = self.by_conn.get(&conn)
                     && let Some(a) = self.agents.get_mut(i).filter(|a| a.conn == conn)

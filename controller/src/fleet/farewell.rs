@@ -85,7 +85,10 @@ impl Run<'_> {
                 load_share: a.load_share,
             })
             .collect();
+        let hosts = self.observers.into_iter().map(|o| o.report).collect();
         Ok(RunResult {
+            hosts,
+            host_bounds: self.host_bounds,
             run_id: self.run_id,
             facts: crate::facts::RunFacts::of(&self.plan),
             listen,

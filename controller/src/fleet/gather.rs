@@ -7,16 +7,19 @@ use crate::progress::Progress;
 use crate::service::Event;
 
 use super::agent::Agent;
+use super::observer::Observer;
 use super::refusals::Refusals;
 use super::{FleetError, RunOptions, reject};
 
-/// Waits until the expected number of agents is attached.
+/// Waits until the expected number of agents (and observers) is attached;
+/// observers attached meanwhile go to `observers`.
 pub(super) async fn gather(
     opts: &RunOptions,
     events: &mut mpsc::Receiver<Event>,
     progress: &Progress,
     expected: usize,
     addr: std::net::SocketAddr,
+    observers: &mut Vec<Observer>,
 ) -> Result<Vec<Agent>, FleetError> {
     let mut agents: Vec<Agent> = Vec::new();
     let mut refusals = Refusals::default();
@@ -30,12 +33,12 @@ pub(super) async fn gather(
         Instant::now() + std::time::Duration::from_secs(10),
         std::time::Duration::from_secs(10),
     );
-    while agents.len() < expected {
+    while agents.len() < expected || observers.len() < opts.expect_observers {
         tokio::select! {
-            _ = reminder.tick(), if opts.expect_agents > 0 => {
+            _ = reminder.tick(), if opts.expect_agents > 0 || opts.expect_observers > 0 => {
                 progress.note(&format!(
-                    "still waiting: {} of {expected} agent(s) attached; agents dial {dial} (loadfleet-agent --controller {dial})",
-                    agents.len()
+                    "still waiting: {} of {expected} agent(s) and {} of {} observer(s) attached; agents dial {dial} (loadfleet-agent --controller {dial})",
+                    agents.len(), observers.len(), opts.expect_observers
                 ));
             }
             ev = events.recv() => match ev {
@@ -44,6 +47,22 @@ pub(super) async fn gather(
                         // Resuming a run this controller never held (its
                         // controller died and this one took the address).
                         reject(&outbound, "this controller does not hold that run");
+                        continue;
+                    }
+                    if hello.observer {
+                        if observers.iter().any(|o| o.report.name == hello.name) {
+                            reject(&outbound, &format!("an observer named {} is already attached", hello.name));
+                            continue;
+                        }
+                        progress.note(&format!(
+                            "observer {} (region {}) attached from {peer}: it reports its host's vitals{} and sends no load [{}/{}]",
+                            hello.name,
+                            hello.region,
+                            if hello.observe_processes.is_empty() { String::new() } else { format!(" and {}'s", hello.observe_processes.join(", ")) },
+                            observers.len() + 1,
+                            opts.expect_observers.max(observers.len() + 1)
+                        ));
+                        observers.push(Observer::attached(conn, hello, peer, outbound));
                         continue;
                     }
                     if agents.iter().any(|a| a.name == hello.name) {
@@ -78,6 +97,9 @@ pub(super) async fn gather(
                     if let Some(i) = agents.iter().position(|a| a.conn == conn) {
                         let a = agents.remove(i);
                         progress.note(&format!("agent {} left before the start ({reason})", a.name));
+                    } else if let Some(i) = observers.iter().position(|o| o.conn == conn) {
+                        let o = observers.remove(i);
+                        progress.note(&format!("observer {} left before the start ({reason})", o.report.name));
                     }
                 }
                 Some(Event::Refused(r)) => refusals.add(r, progress),
@@ -85,6 +107,16 @@ pub(super) async fn gather(
             },
             _ = tokio::time::sleep_until(deadline) => {
                 let names: Vec<String> = agents.iter().map(|a| format!("{} ({})", a.name, a.region)).collect();
+                if agents.len() >= expected {
+                    let names: Vec<String> = observers.iter().map(|o| o.report.name.clone()).collect();
+                    return Err(FleetError::Unfit(format!(
+                        "{} of {} observer(s) attached in {:.0} s{}; observers dial {dial} (loadfleet-agent --observe --controller {dial})",
+                        observers.len(),
+                        opts.expect_observers,
+                        opts.wait_for_agents.as_secs_f64(),
+                        if names.is_empty() { String::new() } else { format!(": {}", names.join(", ")) },
+                    )));
+                }
                 return Err(FleetError::NotEnoughAgents {
                     expected,
                     attached: agents.len(),

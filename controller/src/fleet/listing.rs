@@ -83,7 +83,9 @@ pub async fn list_agents(
             ev = events.recv() => match ev {
                 Some(Event::Attached { hello, peer, identity, outbound, .. }) => {
                     reject(&outbound, "this controller only lists agents; no run is offered");
-                    let state = if hello.resume_run_id.is_empty() {
+                    let state = if hello.observer {
+                        "observer (no load): waiting for a run to observe".to_string()
+                    } else if hello.resume_run_id.is_empty() {
                         "waiting for a run".to_string()
                     } else {
                         format!("resuming run {}", hello.resume_run_id)

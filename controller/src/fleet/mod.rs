@@ -13,6 +13,7 @@ mod drive;
 mod farewell;
 mod gather;
 mod listing;
+mod observer;
 mod refusals;
 mod start;
 
@@ -68,6 +69,11 @@ pub struct RunOptions {
     pub listen: SocketAddr,
     /// Remote agents to wait for.
     pub expect_agents: usize,
+    /// Observers (`loadfleet-agent --observe`) to wait for; others that
+    /// attach before the start are taken along too.
+    pub expect_observers: usize,
+    /// When an observed host counts as disturbed.
+    pub host_bounds: crate::hosts::Bounds,
     /// Agents run in this process (the embedded default), dialing `listen`.
     pub local_agents: Vec<LocalAgent>,
     /// How long to wait for the expected agents.
@@ -219,6 +225,7 @@ pub async fn execute(mut opts: RunOptions) -> Result<RunResult, FleetError> {
             token: opts.token.clone(),
             tls: None,
             policy: Default::default(),
+            observe: None,
         };
         local_tasks.push(tokio::spawn(run_agent(agent_opts, local_stop.clone())));
     }
@@ -247,11 +254,19 @@ async fn drive(
     // The controller's clock for start synchronization (monotonic).
     let clock = Instant::now();
     let expected = opts.expect_agents + opts.local_agents.len();
-    if opts.expect_agents > 0 {
+    if opts.expect_agents > 0 || opts.expect_observers > 0 {
         // Always printed (also with --quiet): scripts read the port from it.
-        eprintln!("loadfleet: listening on {addr}; waiting for {expected} agent(s)");
+        eprintln!(
+            "loadfleet: listening on {addr}; waiting for {expected} agent(s){}",
+            if opts.expect_observers > 0 {
+                format!(" and {} observer(s)", opts.expect_observers)
+            } else {
+                String::new()
+            }
+        );
     }
-    let mut agents = gather::gather(opts, events, progress, expected, addr).await?;
+    let mut observers = Vec::new();
+    let mut agents = gather::gather(opts, events, progress, expected, addr, &mut observers).await?;
     // Deal in a stable order, whatever order the agents attached in.
     agents.sort_by(|a, b| a.name.cmp(&b.name));
     let plan = opts.plan.clone();
@@ -270,6 +285,18 @@ async fn drive(
         .map_err(|e| with_attached(e, &agents))?;
     let (start, started_at) =
         start::start_all(&mut agents, &run_id, clock, opts.start_delay, opts.lease);
+    for o in &mut observers {
+        if !o.observe(
+            &run_id,
+            opts.lease,
+            plan.max_run() + Duration::from_secs(15),
+        ) {
+            progress.note(&format!(
+                "observer {} left before the load started",
+                o.report.name
+            ));
+        }
+    }
     if let Some(OnStart(f)) = opts.on_start.take() {
         f(&StartNote {
             run_id: run_id.clone(),
@@ -314,6 +341,8 @@ async fn drive(
     if let Some(dir) = opts.journal.as_deref() {
         run.collector.spill_to(dir);
     }
+    run.observers = observers;
+    run.host_bounds = opts.host_bounds;
     run.live = opts.live.clone();
     run.label = opts.label.clone();
     run.drive(events, &opts.interrupt, &opts.hard_interrupt)

@@ -170,6 +170,10 @@ pub fn replay(dir: &Path) -> Result<Replayed, ReplayError> {
             aborted_by: None,
             cut_short: Vec::new(),
             seed: header.seed,
+            // Observers' samples are not journaled: a rebuilt run has no
+            // `hosts` section.
+            hosts: Vec::new(),
+            host_bounds: crate::hosts::Bounds::default(),
         },
         missing,
     })

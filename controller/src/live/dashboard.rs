@@ -44,6 +44,45 @@ pub struct Snapshot {
     pub report: Option<String>,
     /// The report's path on the controller's disk.
     pub report_file: Option<String>,
+    /// The observed hosts of the system under test, their newest sample.
+    pub hosts: Vec<HostRow>,
+}
+
+/// An observed host's newest interval.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct HostRow {
+    pub name: String,
+    /// user + system, % of all its CPUs.
+    pub busy_pct: f64,
+    pub steal_pct: f64,
+    pub load1: f64,
+    /// Named processes' CPU, in words ("php-fpm 61%").
+    pub processes: String,
+    /// Others' CPU, % of a core, and the busiest other process.
+    pub others_core_pct: f64,
+    pub top_other: String,
+}
+
+impl HostRow {
+    /// The row of `name`'s newest sample.
+    pub fn of(name: &str, v: &loadfleet_proto::v1::HostVitals) -> HostRow {
+        let all = (u64::from(v.cores).saturating_mul(v.span_us)).max(1) as f64;
+        let core = v.span_us.max(1) as f64;
+        HostRow {
+            name: name.to_string(),
+            busy_pct: round(v.user_us.saturating_add(v.system_us) as f64 * 100.0 / all),
+            steal_pct: round(v.steal_us as f64 * 100.0 / all),
+            load1: round(v.load1),
+            processes: v
+                .processes
+                .iter()
+                .map(|p| format!("{} {:.0}%", p.name, p.cpu_us as f64 * 100.0 / core))
+                .collect::<Vec<_>>()
+                .join(", "),
+            others_core_pct: round(v.others_cpu_us as f64 * 100.0 / core),
+            top_other: v.top_other.clone(),
+        }
+    }
 }
 
 /// One interval of the run.

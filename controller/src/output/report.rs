@@ -70,6 +70,86 @@ struct Report<'a> {
     /// Request phases (`[http] phases`), per step: (step, total µs per
     /// request, [(phase, µs per request, % of the widest bar, colour)]).
     phase_rows: Vec<PhaseRow>,
+    /// The observed hosts of the system under test.
+    hosts: Vec<HostView>,
+}
+
+/// One observed host: its figures in lines, why it was disturbed, its charts.
+struct HostView {
+    name: String,
+    lines: Vec<String>,
+    disturbed: Vec<String>,
+    charts: Vec<String>,
+}
+
+fn host_views(s: &Summary) -> Vec<HostView> {
+    let colors = super::svg::colors(8);
+    s.hosts
+        .iter()
+        .map(|h| {
+            let mut lines: Vec<String> = h
+                .describe()
+                .lines()
+                .filter(|l| !l.trim_start().starts_with("DISTURBED:"))
+                .map(|l| l.trim().to_string())
+                .collect();
+            if let Some(first) = lines.first_mut() {
+                *first = first.trim_start_matches("target host ").to_string();
+            }
+            let cpu = line_chart(
+                &format!("{}: CPU, % of all its CPUs", h.name),
+                "%",
+                Values::Real,
+                &[
+                    Series {
+                        name: "busy (user + system)",
+                        color: "#1f77b4",
+                        points: h.timeline.iter().map(|p| (p.t_s, p.busy_pct)).collect(),
+                    },
+                    Series {
+                        name: "steal",
+                        color: "#d62728",
+                        points: h.timeline.iter().map(|p| (p.t_s, p.steal_pct)).collect(),
+                    },
+                ],
+            );
+            let mut series: Vec<Series<'_>> = h
+                .processes
+                .iter()
+                .enumerate()
+                .map(|(i, p)| Series {
+                    name: &p.name,
+                    color: &colors[i % colors.len()],
+                    points: h
+                        .timeline
+                        .iter()
+                        .map(|t| (t.t_s, t.processes_core_pct.get(i).copied().unwrap_or(0.0)))
+                        .collect(),
+                })
+                .collect();
+            series.push(Series {
+                name: "others",
+                color: "#7f7f7f",
+                points: h
+                    .timeline
+                    .iter()
+                    .map(|p| (p.t_s, p.others_core_pct))
+                    .collect(),
+            });
+            let procs = line_chart(
+                &format!("{}: processes, % of a core", h.name),
+                "% of a core",
+                Values::Real,
+                &series,
+            );
+            HostView {
+                name: h.name.clone(),
+                lines,
+                disturbed: h.disturbed.clone(),
+                charts: vec![cpu, procs],
+            }
+        })
+        .collect()
 }
 
 struct PhaseRow {
@@ -764,6 +844,7 @@ pub fn render(s: &Summary) -> Result<String, askama::Error> {
         metric_rows: metric_rows(s),
         metric_charts: metric_charts(s),
         phase_rows: phase_rows(s),
+        hosts: host_views(s),
     }
     .render()
 }

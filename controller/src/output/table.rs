@@ -282,6 +282,9 @@ pub fn render(s: &Summary) -> String {
     let regions = s.region_labels();
     out.push_str(&table("region", regions.iter().map(|(n, e)| (n, *e))).to_string());
     out.push('\n');
+    for h in &s.hosts {
+        out.push_str(&h.describe());
+    }
     if !s.thresholds.is_empty() {
         let mut t = new_table();
         t.set_header(["threshold", "scope", "observed", "result"]);

@@ -27,6 +27,21 @@ pub fn agent_bin() -> PathBuf {
     p
 }
 
+/// The test target's binary, built by `cargo test --workspace` beside `loadfleet`.
+pub fn testbed_bin() -> PathBuf {
+    loadfleet().with_file_name("loadfleet-testbed")
+}
+
+/// A free port on 127.0.0.1 (bound and released), for a process that must
+/// be told its address before it starts.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// A test target on 127.0.0.1, port 0.
 pub async fn testbed(config: Config) -> Testbed {
     Testbed::start(SocketAddr::from(([127, 0, 0, 1], 0)), config)
@@ -497,5 +512,7 @@ pub fn hand_hello(name: &str, region: &str) -> loadfleet_proto::v1::Hello {
         allowed_targets: Vec::new(),
         allow_any_target: true,
         timing: String::new(),
+        observer: false,
+        observe_processes: Vec::new(),
     }
 }
