@@ -70,10 +70,13 @@ pub enum Command {
     /// Listen for a few seconds and list the agents that attach (name,
     /// region, version, address, identity, state); offers them no run.
     Agents(AgentsArgs),
-    /// The Moodle journey at 20, 30 and 40 users against an in-process test
-    /// target's Moodle-like site, its application cache first in files on
-    /// disk, then in a real Redis server (when redis-server is installed),
-    /// on two local agents over gRPC; prints the two side by side.
+    /// Is Moodle's application cache better in files or in Redis at 20, 30
+    /// and 40 users? An experiment: the Moodle journey against an
+    /// in-process test site whose pages do a Moodle page's cache work
+    /// through the real store (files with locking, or a Redis server the
+    /// demo starts; redis-server must be installed), each store 3 times per
+    /// load, interleaved, on two local agents over gRPC; ends with a
+    /// verdict per load and its 95% interval.
     #[cfg(feature = "demo")]
     Demo(crate::demo::DemoArgs),
 }
@@ -482,6 +485,12 @@ pub enum ImportCommand {
         /// Refuse the plan (write nothing) when any element does not map.
         #[arg(long)]
         strict: bool,
+        /// Read Moodle's performance footer as metrics (time used, DB reads
+        /// and writes, every cache's and the application store's hits and
+        /// misses), as for a plan Moodle's test-plan generator wrote, which
+        /// is recognised by itself.
+        #[arg(long)]
+        moodle: bool,
     },
 }
 
@@ -654,7 +663,8 @@ fn import_command(cmd: ImportCommand) -> Exit {
             properties,
             base_url,
             strict,
-        } => import_jmeter(jmx, out, properties, base_url, strict),
+            moodle,
+        } => import_jmeter(jmx, out, properties, base_url, strict, moodle),
     }
 }
 
@@ -705,6 +715,7 @@ fn import_jmeter(
     properties: Vec<(String, String)>,
     base_url: Option<String>,
     strict: bool,
+    moodle: bool,
 ) -> Exit {
     if out.exists() {
         return usage(format!(
@@ -722,6 +733,7 @@ fn import_jmeter(
         name: plan_name(&out),
         source: jmx.clone(),
         out: out.clone(),
+        moodle,
     };
     let imported = match crate::import::jmeter::import(&text, &opts) {
         Ok(i) => i,

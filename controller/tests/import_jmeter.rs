@@ -120,6 +120,27 @@ async fn moodles_generated_plan_imports_and_runs_unchanged() {
         "the warm-up lists only its own steps"
     );
     assert_eq!(test["requests"]["Send the reply"]["requests"], 8);
+    // A plan of Moodle's generator reads the footer: every page carries
+    // every footer metric (the fixture's reply follows its redirect to the
+    // discussion page, which has one).
+    assert!(
+        plan.contains("# Moodle's performance footer (a plan of Moodle's generator"),
+        "{plan}"
+    );
+    for (step, e) in test["requests"].as_object().unwrap() {
+        for m in [
+            "time_used",
+            "db_reads",
+            "cache_hits",
+            "cache_misses",
+            "app_hits",
+            "app_misses",
+        ] {
+            let metric = &e["metrics"][m];
+            assert_eq!(metric["count"], e["requests"], "{step} {m}: {metric}");
+            assert_eq!(metric["missing"], 0, "{step} {m}: {metric}");
+        }
+    }
     let phases: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run_dir.join("phases.json")).unwrap())
             .unwrap();

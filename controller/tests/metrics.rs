@@ -116,6 +116,8 @@ fn assert_metrics_match_the_footers(s: &serde_json::Value, bed: &loadfleet_testb
         ("cache_hits", t.cache_hits),
         ("cache_misses", t.cache_misses),
         ("cache_sets", t.cache_sets),
+        ("app_hits", t.app_hits),
+        ("app_misses", t.app_misses),
         ("time_used", t.time_used_us),
     ] {
         println!(
@@ -174,9 +176,20 @@ async fn the_footer_numbers_agree_with_the_site_and_with_redis() {
     // again in between), and it reads the site's data exactly when it does.
     let reply = &s["requests"]["Send the reply"]["metrics"];
     println!("Send the reply: {reply}");
-    let misses = u(&reply["cache_misses"]["sum"]);
+    let misses = u(&reply["app_misses"]["sum"]);
     assert!((1..=6).contains(&misses), "{misses} misses");
     assert_eq!(u(&reply["db_reads"]["sum"]), misses);
+    // Each page does a Moodle page's application-cache work through the
+    // store: 124 keys every page reads, and the page's own.
+    let per_page = |m: &str| {
+        f64::from(u32::try_from(u(&s["total"]["metrics"][m]["sum"])).unwrap())
+            / u(&s["total"]["metrics"][m]["count"]) as f64
+    };
+    let app_reads = per_page("app_hits") + per_page("app_misses");
+    let all_reads = per_page("cache_hits") + per_page("cache_misses");
+    println!("per page: {app_reads:.1} application-store reads, {all_reads:.1} over all caches");
+    assert!((124.0..=128.0).contains(&app_reads), "{app_reads}");
+    assert!((700.0..=1_900.0).contains(&all_reads), "{all_reads}");
 
     // What the site counted over every request (redirects included) is
     // what Redis says it served.
@@ -188,10 +201,10 @@ async fn the_footer_numbers_agree_with_the_site_and_with_redis() {
     );
     println!(
         "the site counted hits/misses/sets {}/{}/{}; Redis served {hits}/{misses}/{sets}",
-        all.cache_hits, all.cache_misses, all.cache_sets
+        all.store_hits, all.store_misses, all.store_sets
     );
     assert_eq!(
-        (all.cache_hits, all.cache_misses, all.cache_sets),
+        (all.store_hits, all.store_misses, all.store_sets),
         (hits, misses, sets)
     );
     assert!(
@@ -406,4 +419,76 @@ async fn a_step_that_never_carries_the_metrics_is_said_once() {
         .find(|l| l.contains("│ all steps ┆ said"))
         .unwrap();
     assert!(all.contains("3 MISSING"), "{all}");
+}
+
+/// The example plan's footer metrics, read from a page in the structure of
+/// a real Moodle 4.5 front page's footer (tests/fixtures, with the counts
+/// measured on a real site), served by a real HTTP server (Python's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_plans_metrics_read_a_moodle_45_footer() {
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let port = free_port();
+    let mut server = Command::new("python3")
+        .args([
+            "-m",
+            "http.server",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+        ])
+        .arg("--directory")
+        .arg(&fixtures)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python3 runs");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server never listened"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let example = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/moodle/plan.toml"),
+    )
+    .unwrap();
+    let metrics =
+        &example[example.find("[[metric]]").unwrap()..example.find("[[scenario]]").unwrap()];
+    let dir = tempfile::tempdir().unwrap();
+    let plan = write_plan(
+        dir.path(),
+        "footer.toml",
+        &format!(
+            "{metrics}\n{}",
+            plan_toml(
+                &format!("http://127.0.0.1:{port}"),
+                "users = 1\niterations = 2",
+                &[("front page", "/moodle45-frontpage.html")],
+            )
+        ),
+    );
+    let out = dir.path().join("out");
+    let exit = run_plan(&plan, &out).await;
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(exit.code, 0, "{}", exit.stderr);
+    let s = summary(&out);
+    let m = &s["requests"]["front page"]["metrics"];
+    for (name, per_page) in [
+        ("time_used", 152_341),
+        ("db_reads", 41),
+        ("db_writes", 1),
+        ("cache_hits", 756),
+        ("cache_misses", 110),
+        ("cache_sets", 10),
+        ("app_hits", 123),
+        ("app_misses", 1),
+    ] {
+        println!("{name}: {}", m[name]);
+        assert_eq!(u(&m[name]["count"]), 2, "{name}: {}", m[name]);
+        assert_eq!(u(&m[name]["missing"]), 0, "{name}");
+        assert_eq!(u(&m[name]["sum"]), 2 * per_page, "{name}: {}", m[name]);
+    }
 }

@@ -29,6 +29,26 @@ pub struct Options {
     pub source: PathBuf,
     /// Where the plan will be written (data file paths are made relative to it).
     pub out: PathBuf,
+    /// `--moodle`: read Moodle's performance footer as metrics (also done
+    /// for a plan Moodle's generator wrote, recognised by its variables).
+    pub moodle: bool,
+}
+
+/// The TestPlan variables of the plan Moodle's test-plan generator writes.
+const MOODLE_VARS: [&str; 4] = [
+    "courseid",
+    "pageactivityid",
+    "forumactivityid",
+    "forumdiscussionid",
+];
+
+/// The `[[metric]]`s that read Moodle 4.5's performance footer: those of
+/// examples/moodle/plan.toml, one source for both.
+fn moodle_footer_metrics() -> &'static str {
+    const EXAMPLE: &str = include_str!("../../../examples/moodle/plan.toml");
+    let from = EXAMPLE.find("[[metric]]").unwrap_or(0);
+    let to = EXAMPLE.find("[[scenario]]").unwrap_or(EXAMPLE.len());
+    EXAMPLE.get(from..to).unwrap_or("")
 }
 
 /// The plan, and what did not map.
@@ -614,6 +634,19 @@ pub fn import(jmx: &str, opts: &Options) -> Result<Imported, String> {
     }
     for d in &data {
         plan.push_str(d);
+    }
+    let generated = MOODLE_VARS.iter().all(|v| ctx.vars.contains_key(*v));
+    if opts.moodle || generated {
+        let _ = writeln!(
+            plan,
+            "\n# Moodle's performance footer ({}), read on every page as\n# metrics (Moodle's own plan reads it with a BeanShell listener). Pages\n# show it with Site administration > Development > Debugging >\n# \"Performance info\" on; a page without it counts as missing, never zero.\n{}",
+            if opts.moodle {
+                "--moodle"
+            } else {
+                "a plan of Moodle's generator: its TestPlan names courseid, pageactivityid, forumactivityid and forumdiscussionid"
+            },
+            moodle_footer_metrics().trim_end()
+        );
     }
     for g in &groups {
         let _ = writeln!(
@@ -2346,11 +2379,40 @@ mod tests {
             name: "t".into(),
             source: "t.jmx".into(),
             out: "t.toml".into(),
+            moodle: props.iter().any(|(k, _)| *k == "--moodle"),
         };
         let i = import(text, &opts).unwrap();
         // Every conversion is a valid plan.
         crate::plan::parse("t.toml", &i.plan, "t").unwrap_or_else(|e| panic!("{e}\n{}", i.plan));
         i
+    }
+
+    #[test]
+    fn moodle_reads_the_footer_as_the_example_plan_does() {
+        let plain = convert(&jmx(""), &[]);
+        assert!(!plain.plan.contains("[[metric]]"), "{}", plain.plan);
+        let i = convert(&jmx(""), &[("--moodle", "")]);
+        for name in [
+            "time_used",
+            "db_reads",
+            "db_writes",
+            "cache_hits",
+            "cache_misses",
+            "cache_sets",
+            "app_hits",
+            "app_misses",
+        ] {
+            assert!(
+                i.plan.contains(&format!("name = \"{name}\"")),
+                "{name}: {}",
+                i.plan
+            );
+        }
+        assert!(
+            i.plan.contains("# Moodle's performance footer (--moodle)"),
+            "{}",
+            i.plan
+        );
     }
 
     #[test]

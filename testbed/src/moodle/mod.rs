@@ -11,12 +11,14 @@
 //! Moodle uses its stores; and every page ends with a footer in the format
 //! of Moodle's performance information, with the counts of what the page
 //! really did (cache hits, misses and sets, reads and writes of the site's
-//! own data, session size, time used).
+//! own data, session size, time used): Moodle 4.5's list and its two cache
+//! tables ([`footer`]), after the application-cache work a Moodle page does.
 //!
 //! A [`LatencyModel`] can add a modelled cost on top (sleeps and a lock,
 //! named for what they do): tests use it for a contrast that does not
 //! depend on the machine.
 
+pub mod footer;
 pub mod store;
 
 use std::collections::HashMap;
@@ -144,9 +146,20 @@ impl Session {
 pub struct PagePerf {
     pub db_reads: u64,
     pub db_writes: u64,
+    /// Every cache the page used (the footer's `Total` row): the
+    /// application cache and the request caches.
     pub cache_hits: u64,
     pub cache_misses: u64,
     pub cache_sets: u64,
+    /// The application cache alone (its store's row).
+    pub app_hits: u64,
+    pub app_misses: u64,
+    pub app_sets: u64,
+    /// Every operation on the store (the application cache's and the
+    /// session handler's): what the store itself served.
+    pub store_hits: u64,
+    pub store_misses: u64,
+    pub store_sets: u64,
     pub session_bytes: u64,
     pub time_used_us: u64,
 }
@@ -159,9 +172,22 @@ impl PagePerf {
         self.cache_hits += p.cache_hits;
         self.cache_misses += p.cache_misses;
         self.cache_sets += p.cache_sets;
+        self.app_hits += p.app_hits;
+        self.app_misses += p.app_misses;
+        self.app_sets += p.app_sets;
+        self.store_hits += p.store_hits;
+        self.store_misses += p.store_misses;
+        self.store_sets += p.store_sets;
         self.session_bytes += p.session_bytes;
         self.time_used_us += p.time_used_us;
     }
+}
+
+/// A page's work in progress: its counts and its cache use per definition.
+#[derive(Debug, Default)]
+struct Work {
+    perf: PagePerf,
+    log: footer::CacheLog,
 }
 
 /// What the site has seen.
@@ -341,38 +367,76 @@ impl Site {
         format!("{:016x}", z ^ (z >> 31))
     }
 
+    /// A read of the store (the session handler's, or the cache's).
     async fn get(&self, perf: &mut PagePerf, key: &str) -> Result<Option<String>, StoreError> {
         let v = self.store.get(key).await?;
         if v.is_some() {
-            perf.cache_hits += 1;
+            perf.store_hits += 1;
         } else {
-            perf.cache_misses += 1;
+            perf.store_misses += 1;
         }
         Ok(v)
     }
 
     async fn set(&self, perf: &mut PagePerf, key: &str, value: &str) -> Result<(), StoreError> {
         self.store.set(key, value).await?;
-        perf.cache_sets += 1;
+        perf.store_sets += 1;
         Ok(())
     }
 
-    /// The cached value of `key`, or `build` it from the site's own data
-    /// (`reads` reads) and cache it.
+    /// The cached value of `key` in the application cache's definition
+    /// `def`, or `build` it from the site's own data (`reads` reads) and
+    /// cache it.
     async fn cached(
         &self,
-        perf: &mut PagePerf,
+        w: &mut Work,
+        def: &'static str,
         key: &str,
         reads: u64,
         build: impl FnOnce() -> String,
     ) -> Result<String, StoreError> {
-        if let Some(v) = self.get(perf, key).await? {
+        let got = self.get(&mut w.perf, key).await?;
+        let c = w.log.app.entry(def).or_default();
+        if let Some(v) = got {
+            c.hits += 1;
+            c.bytes += v.len() as u64;
             return Ok(v);
         }
-        perf.db_reads += reads;
+        c.misses += 1;
+        w.perf.db_reads += reads;
         let v = build();
-        self.set(perf, key, &v).await?;
+        self.set(&mut w.perf, key, &v).await?;
+        let c = w.log.app.entry(def).or_default();
+        c.sets += 1;
+        c.bytes += v.len() as u64;
         Ok(v)
+    }
+
+    /// What every Moodle page reads from its caches before its own work
+    /// (see [`footer`]); a logged-in user's navigation for this page too.
+    async fn common_cache_work(
+        &self,
+        w: &mut Work,
+        user: Option<&str>,
+        path: &str,
+    ) -> Result<(), StoreError> {
+        for d in footer::EVERY_PAGE {
+            for k in 0..d.keys {
+                let key = format!("cache/{}/{k}", d.name);
+                // Built from the site's configuration tables when missing.
+                self.cached(w, d.name, &key, 1, || footer::value(&key, d.bytes))
+                    .await?;
+            }
+        }
+        if let Some(u) = user {
+            let key = format!("cache/core/navigation_cache/{u}{path}");
+            self.cached(w, "core/navigation_cache", &key, 2, || {
+                footer::value(&key, 1_500)
+            })
+            .await?;
+        }
+        w.log.use_request_caches();
+        Ok(())
     }
 
     /// Serves one request: `query` and `form` already decoded.
@@ -394,11 +458,11 @@ impl Site {
             }
             LatencyModel::FlatCost { cost } => tokio::time::sleep(cost).await,
         }
-        let mut perf = PagePerf::default();
+        let mut work = Work::default();
         let mut set_cookie = None;
         let page = match self
             .page(
-                &mut perf,
+                &mut work,
                 &mut set_cookie,
                 method,
                 path,
@@ -415,12 +479,20 @@ impl Site {
                 Page::status(StatusCode::INTERNAL_SERVER_ERROR, &format!("<p>{e}</p>"))
             }
         };
+        // The footer's application-store row, and its Total row.
+        let app = work.log.app_total();
+        let req = work.log.request_total();
+        let mut perf = work.perf;
+        (perf.app_hits, perf.app_misses, perf.app_sets) = (app.hits, app.misses, app.sets);
+        perf.cache_hits = app.hits + req.hits;
+        perf.cache_misses = app.misses + req.misses;
+        perf.cache_sets = app.sets + req.sets;
         perf.time_used_us = started.elapsed().as_micros() as u64;
         let footer = page.location.is_none();
         self.stats.add(path, &perf, footer);
         let mut body = page.body;
         if footer {
-            body.push_str(&self.footer(&perf));
+            body.push_str(&self.footer(&perf, &work.log));
         }
         let mut r = status(page.code, &body);
         if let Some(to) = page.location
@@ -431,35 +503,42 @@ impl Site {
         finish(r, set_cookie)
     }
 
-    /// Moodle's performance information, in its wording and classes.
-    fn footer(&self, p: &PagePerf) -> String {
-        let store = self.store.name();
-        format!(
-            "<div class=\"performanceinfo pageinfo\"><ul class=\"list-unstyled\">\
-             <li class=\"timeused\">{}.{:06} secs</li>\
-             <li class=\"dbqueries\">DB reads/writes: {}/{}</li>\
-             <li class=\"sessionsize\">Session ({store}): {} bytes</li>\
-             <li class=\"cachesused\">Caches used (hits/misses/sets): {}/{}/{}</li>\
-             <li class=\"cachestore\">{store}: {} / {} / {}</li>\
-             </ul></div>",
-            p.time_used_us / 1_000_000,
-            p.time_used_us % 1_000_000,
-            p.db_reads,
-            p.db_writes,
-            p.session_bytes,
-            p.cache_hits,
-            p.cache_misses,
-            p.cache_sets,
-            p.cache_hits,
-            p.cache_misses,
-            p.cache_sets,
-        )
+    /// Moodle 4.5's performance information, in its wording and classes,
+    /// with what this page did.
+    fn footer(&self, p: &PagePerf, log: &footer::CacheLog) -> String {
+        let names = match &self.config.store {
+            StoreSpec::File(_) => footer::StoreNames {
+                instance: "default_application",
+                plugin: "cachestore_file",
+                session_handler: "core\\session\\file",
+            },
+            StoreSpec::Redis(_) => footer::StoreNames {
+                instance: "redis_app",
+                plugin: "cachestore_redis",
+                session_handler: "core\\session\\redis",
+            },
+            // The test site's own in-process store: not a Moodle plugin.
+            StoreSpec::Memory => footer::StoreNames {
+                instance: "memory_app",
+                plugin: "cachestore_memory",
+                session_handler: "core\\session\\memory",
+            },
+        };
+        let figures = footer::Figures {
+            time_used_us: p.time_used_us,
+            db_reads: p.db_reads,
+            db_writes: p.db_writes,
+            session_bytes: p.session_bytes,
+            memory_bytes: resident_bytes(),
+            load1: load_average(),
+        };
+        footer::render(&figures, log, &names)
     }
 
     #[allow(clippy::too_many_arguments)]
     async fn page(
         &self,
-        perf: &mut PagePerf,
+        w: &mut Work,
         set_cookie: &mut Option<String>,
         method: &Method,
         path: &str,
@@ -478,7 +557,7 @@ impl Site {
             .filter(|sid| !sid.is_empty() && sid.bytes().all(|b| b.is_ascii_alphanumeric()));
         let mut found = None;
         if let Some(sid) = presented
-            && let Some(s) = self.get(perf, &format!("session/{sid}")).await?
+            && let Some(s) = self.get(&mut w.perf, &format!("session/{sid}")).await?
         {
             found = Some((sid, Session::decode(&s)));
         }
@@ -493,9 +572,11 @@ impl Site {
         // What happens to the session at the end of the page.
         let mut ended = false;
         let mut replaced: Option<String> = None;
+        self.common_cache_work(w, session.user.as_deref(), path)
+            .await?;
         let page = self
             .route(
-                perf,
+                w,
                 &mut session,
                 &mut ended,
                 &mut replaced,
@@ -518,9 +599,10 @@ impl Site {
                 *set_cookie = Some(session_cookie(&sid));
             }
             let encoded = session.encode();
-            perf.session_bytes = encoded.len() as u64;
+            w.perf.session_bytes = encoded.len() as u64;
             if new || session != before || set_cookie.is_some() {
-                self.set(perf, &format!("session/{sid}"), &encoded).await?;
+                self.set(&mut w.perf, &format!("session/{sid}"), &encoded)
+                    .await?;
             }
         }
         Ok(page)
@@ -529,7 +611,7 @@ impl Site {
     #[allow(clippy::too_many_arguments)]
     async fn route(
         &self,
-        perf: &mut PagePerf,
+        w: &mut Work,
         session: &mut Session,
         ended: &mut bool,
         replaced: &mut Option<String>,
@@ -550,7 +632,9 @@ impl Site {
         let page = match (method, path) {
             (&Method::GET, "/") => {
                 let name = self
-                    .cached(perf, "site/frontpage", 1, || "Moodle testbed".to_string())
+                    .cached(w, "core/frontpage", "site/frontpage", 1, || {
+                        "Moodle testbed".to_string()
+                    })
                     .await?;
                 match &logged {
                     Some(u) => Page::html(format!(
@@ -577,7 +661,7 @@ impl Site {
             }
             (&Method::POST, "/login/index.php") => {
                 // The user's record.
-                perf.db_reads += 1;
+                w.perf.db_reads += 1;
                 let username = f("username");
                 let ok = !session.logintoken.is_empty()
                     && f("logintoken") == session.logintoken
@@ -591,7 +675,7 @@ impl Site {
                     Page::redirect("/login/index.php?errorcode=3")
                 } else {
                     // The user's last login.
-                    perf.db_writes += 1;
+                    w.perf.db_writes += 1;
                     *self
                         .stats
                         .logins
@@ -611,7 +695,7 @@ impl Site {
             (&Method::GET, "/login/logout.php") => {
                 if logged.is_some() && q("sesskey") == session.sesskey {
                     // The logout event in the log.
-                    perf.db_writes += 1;
+                    w.perf.db_writes += 1;
                     *ended = true;
                     self.stats.logouts.fetch_add(1, Ordering::SeqCst);
                     Page::redirect("/")
@@ -622,9 +706,13 @@ impl Site {
             (&Method::GET, "/course/view.php") if q("id") == c.course.to_string() => {
                 // The course and its two modules.
                 let modinfo = self
-                    .cached(perf, &format!("course/{}/modinfo", c.course), 3, || {
-                        format!("page={};forum={}", c.page_cmid, c.forum_cmid)
-                    })
+                    .cached(
+                        w,
+                        "core/coursemodinfo",
+                        &format!("course/{}/modinfo", c.course),
+                        3,
+                        || format!("page={};forum={}", c.page_cmid, c.forum_cmid),
+                    )
                     .await?;
                 Page::html(format!(
                     "<h1>Course {course}</h1>\
@@ -640,16 +728,21 @@ impl Site {
             }
             (&Method::GET, "/mod/page/view.php") if q("id") == c.page_cmid.to_string() => {
                 let content = self
-                    .cached(perf, &format!("page/{}", c.page_cmid), 1, || {
-                        "<p>Some reading for the course.</p>".to_string()
-                    })
+                    .cached(
+                        w,
+                        "mod_page/content",
+                        &format!("page/{}", c.page_cmid),
+                        1,
+                        || "<p>Some reading for the course.</p>".to_string(),
+                    )
                     .await?;
                 Page::html(format!("<h1>A page</h1>{content}"))
             }
             (&Method::GET, "/mod/forum/view.php") if q("id") == c.forum_cmid.to_string() => {
                 let list = self
                     .cached(
-                        perf,
+                        w,
+                        "mod_forum/discussions",
                         &format!("forum/{}/discussions", c.forum_cmid),
                         1,
                         || c.discussion.to_string(),
@@ -661,9 +754,13 @@ impl Site {
             }
             (&Method::GET, "/mod/forum/discuss.php") if q("d") == c.discussion.to_string() => {
                 let replies = self
-                    .cached(perf, &format!("discussion/{}", c.discussion), 1, || {
-                        self.stats.replies().to_string()
-                    })
+                    .cached(
+                        w,
+                        "mod_forum/discussion",
+                        &format!("discussion/{}", c.discussion),
+                        1,
+                        || self.stats.replies().to_string(),
+                    )
                     .await?;
                 Page::html(format!(
                     "<h1>Discussion</h1><p>{replies} replies</p>\
@@ -673,7 +770,7 @@ impl Site {
             }
             (&Method::GET, "/mod/forum/post.php") if q("reply") == c.post.to_string() => {
                 // The post replied to.
-                perf.db_reads += 1;
+                w.perf.db_reads += 1;
                 let draft =
                     (self.counter.load(Ordering::Relaxed) % 900_000_000 + 100_000_000).to_string();
                 session.draft = Some(draft.clone());
@@ -700,8 +797,8 @@ impl Site {
                     // The parent post read; the reply and the discussion's
                     // modification time written; the discussion's cached
                     // page invalidated.
-                    perf.db_reads += 1;
-                    perf.db_writes += 2;
+                    w.perf.db_reads += 1;
+                    w.perf.db_writes += 2;
                     session.draft = None;
                     self.stats.replies.fetch_add(1, Ordering::SeqCst);
                     self.store
@@ -719,7 +816,8 @@ impl Site {
             (&Method::GET, "/user/index.php") if q("id") == c.course.to_string() => {
                 let people = self
                     .cached(
-                        perf,
+                        w,
+                        "core/participants",
                         &format!("course/{}/participants", c.course),
                         1,
                         || "<tr><td>Someone</td></tr>".to_string(),
@@ -743,6 +841,22 @@ impl Site {
         }
         Ok(page)
     }
+}
+
+/// This process's resident memory, bytes (`/proc/self/statm`; 0 elsewhere).
+fn resident_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |pages| pages * 4096)
+}
+
+/// The host's one-minute load average (`/proc/loadavg`; 0 elsewhere).
+fn load_average() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0)
 }
 
 fn session_cookie(sid: &str) -> String {
