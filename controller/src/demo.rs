@@ -1,12 +1,13 @@
 //! `loadfleet demo`: the question loadfleet began with, on one machine and
-//! with no files: the Moodle journey at 20, 30 and 40 users against the
-//! test target's Moodle-like site with its application cache in real
-//! stores, files on disk with locking (as Moodle's file store), then a real
-//! Redis server when `redis-server` is installed. Every page's performance
-//! footer is read as metrics, so the comparison shows cache misses and DB
-//! reads per step beside latency. Without Redis it says so and runs the
-//! file store alone. Built with the default `demo` feature (it links the
-//! test target).
+//! with no files: is Moodle's application cache better in files or in
+//! Redis at 20, 30 and 40 users? The Moodle journey of examples/moodle runs
+//! against the test target's Moodle-like site, whose pages do a Moodle
+//! page's cache work through the real store (files on disk with locking,
+//! or a real Redis server of the demo's own), as an experiment: each store
+//! several times at each load, interleaved, each run after a restart of the
+//! site with its cache purged and a warm-up; the last lines give the
+//! verdict per load with its interval. Built with the default `demo`
+//! feature (it links the test target).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -18,19 +19,21 @@ use tokio_util::sync::CancellationToken;
 
 use crate::console::say;
 use crate::exit::Exit;
+use crate::experiment::{Arm, Design, Order};
 use crate::fleet::LocalAgent;
 use crate::plan;
 use crate::progress::ProgressMode;
 use crate::runner::RunSettings;
-use crate::series::{Series, SeriesError};
 
 #[derive(Args, Debug)]
 pub struct DemoArgs {
     /// Demo directory (default: runs/<UTC timestamp>-demo/).
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// The original 30 s ramp-up and 5 s cool-down (about 3 minutes in all)
-    /// instead of 3 s and 1 s (about a minute).
+    /// The seed's 30 s ramp-up, a 10 s hold and a 5 s warm-up before each
+    /// run (about 15 minutes) instead of a 2 s ramp-up, a 6 s hold and a
+    /// 2 s warm-up (about 3 minutes). Either way 20, 30 and 40 users run at
+    /// once, each store 3 times at each load.
     #[arg(long)]
     pub full: bool,
     /// No live progress line.
@@ -43,27 +46,58 @@ pub const MOODLE_PLAN: &str = include_str!("../../examples/moodle/plan.toml");
 /// Its accounts (the test target accepts `pw-` + username).
 pub const MOODLE_USERS: &str = include_str!("../../examples/moodle/users.csv");
 
-/// The demo's plan: the Moodle journey aimed at `base_url`; `quick`
-/// compresses the 30 s ramp-up to 3 s and the cool-down to 1 s.
-pub fn demo_plan(base_url: &str, quick: bool) -> String {
-    let text = MOODLE_PLAN.replace("http://127.0.0.1:8080", base_url);
-    if quick {
-        text.replace("ramp_up = \"30s\"", "ramp_up = \"3s\"")
-            .replace("cooldown = \"5s\"", "cooldown = \"1s\"")
-    } else {
-        text
-    }
+/// The demo's plan: the Moodle journey aimed at `base_url`, at the seed's
+/// concurrency: 20, 30 and 40 users ramped up over `ramp` and then held
+/// together for `hold`, each reading each page for 0.25 to 0.5 s (the seed's
+/// pages took seconds, so its users overlapped; on the fast test site a
+/// single pass would end before the next user started).
+pub fn demo_plan(base_url: &str, ramp: &str, hold: &str) -> String {
+    MOODLE_PLAN
+        .replace("http://127.0.0.1:8080", base_url)
+        .replace(
+            "ramp_up = \"30s\"\niterations = 1\ncooldown = \"5s\"",
+            &format!("ramp_up = \"{ramp}\"\nduration = \"{hold}\""),
+        )
+        .replace(
+            "on_error = \"next_iteration\"",
+            "on_error = \"next_iteration\"\nthink = \"uniform(250ms, 500ms)\"",
+        )
 }
 
-/// The original question's shape, on one machine: the Moodle journey at
-/// 20, 30 and 40 users against the test target with each of its two cache
-/// models; two agents in two regions each time.
+/// The stores the demo compares: name, in words, and the site's store.
+fn stores(
+    out: &std::path::Path,
+    redis: &str,
+) -> Vec<(
+    &'static str,
+    &'static str,
+    loadfleet_testbed::moodle::StoreSpec,
+)> {
+    use loadfleet_testbed::moodle::StoreSpec;
+    vec![
+        (
+            "file",
+            "files on disk with locking (Moodle's file store)",
+            StoreSpec::File(out.join("file-store-cache")),
+        ),
+        (
+            "redis",
+            "a Redis server",
+            StoreSpec::Redis(redis.to_string()),
+        ),
+    ]
+}
+
+/// The original question, on one machine: the Moodle journey at 20, 30 and
+/// 40 users against the test target with its application cache in files
+/// and in Redis, as an experiment (interleaved, repeated runs of each
+/// store, each after a restart of the site with its cache purged and a
+/// warm-up), ending with a verdict per load and how sure it is.
 pub async fn demo(
     args: DemoArgs,
     interrupt: CancellationToken,
     hard_interrupt: CancellationToken,
 ) -> Exit {
-    use loadfleet_testbed::moodle::{MoodleConfig, StoreSpec};
     let out = args.out.unwrap_or_else(|| {
         let stamp = time::OffsetDateTime::now_utc()
             .format(time::macros::format_description!(
@@ -101,126 +135,240 @@ pub async fn demo(
         operator: None,
         live: None,
     };
-    // The file store always; Redis when it is installed, in a server of
-    // its own on a free loopback port, stopped with the demo.
-    let mut redis = None;
-    let mut stores = vec![(
-        "file-store",
-        "files on disk with locking",
-        StoreSpec::File(out.join("file-store").join("cache")),
-    )];
-    match RedisServer::start().await {
-        Ok(Some(server)) => {
-            stores.push((
-                "redis",
-                "a Redis server",
-                StoreSpec::Redis(server.addr.clone()),
-            ));
-            redis = Some(server);
-        }
-        Ok(None) => say(
-            "demo: redis-server is not installed, so this demo runs the file store only; \
-             to compare it with Redis: sudo apt-get install redis-server (then run the demo again)",
-        ),
-        Err(e) => say(&format!(
-            "demo: cannot start redis-server ({e}), so this demo runs the file store only"
-        )),
-    }
-    let mut worst = Exit::Ok;
-    let mut series = Vec::new();
-    for (label, what, store) in stores {
-        let config = loadfleet_testbed::Config {
-            moodle: Some(MoodleConfig {
-                store,
-                ..MoodleConfig::default()
-            }),
-            ..loadfleet_testbed::Config::default()
-        };
-        let bed =
-            match loadfleet_testbed::Testbed::start(SocketAddr::from(([127, 0, 0, 1], 0)), config)
-                .await
-            {
-                Ok(b) => b,
-                Err(e) => {
-                    eprintln!("error: cannot start the demo target: {e}");
-                    return Exit::Fleet;
-                }
-            };
-        let dir = out.join(label);
-        let plan_file = dir.join("plan.toml");
-        if let Err(e) = std::fs::create_dir_all(&dir)
-            .and_then(|()| crate::atomic::write(&plan_file, demo_plan(&bed.base_url(), !args.full)))
-            .and_then(|()| crate::atomic::write(dir.join("users.csv"), MOODLE_USERS))
-        {
-            eprintln!("error: cannot write to {}: {e}", dir.display());
+    let redis = match RedisServer::start().await {
+        Ok(Some(server)) => server,
+        Ok(None) => {
+            eprintln!(
+                "error: the demo compares the file store with Redis, and redis-server is not installed: \
+                 run `sudo apt-get install redis-server` (or `bash scripts/demo.sh` as root, which installs it), then again"
+            );
             return Exit::Usage;
         }
-        let plan = match plan::load(&plan_file) {
-            Ok(p) => p,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return Exit::Usage;
-            }
-        };
-        let Some(sweep) = plan.sweep.clone() else {
-            eprintln!("error: the demo plan has no sweep");
-            return Exit::Usage;
-        };
-        say(&format!(
-            "demo: Moodle journey, application cache in {what}: test target on {}; \
-             two agents (regions region-a, region-b) dial the controller over gRPC",
-            bed.base_url()
-        ));
-        let outcome = crate::series::run_series(
-            &settings,
-            &plan,
-            &sweep,
-            Some(dir.join("series")),
-            &plan_file,
-        )
-        .await;
-        let kept = match &outcome {
-            Ok(s) => Some(s.clone()),
-            Err(SeriesError::Write { series, .. }) => Some(series.as_ref().clone()),
-            Err(SeriesError::CreateDir { .. }) => None,
-        };
-        crate::series::say_outcome(&outcome);
-        worst = worst.max(outcome.map_or_else(|e| e.exit(), |s| s.exit()));
-        bed.stop().await;
-        series.push((label, kept));
-        if settings.interrupt.is_cancelled() {
-            break;
+        Err(e) => {
+            eprintln!("error: cannot start redis-server for the demo: {e}");
+            return Exit::Fleet;
         }
-    }
-    drop(redis);
-    let mut table = demo_table(&series);
-    if let Some(steps) = step_table(&series) {
-        table.push_str("\n\n");
-        table.push_str(&steps);
-    }
-    if series.len() < 2 {
-        table.push_str(
-            "\n\nRedis was not run (redis-server is not installed): the file store alone is shown.",
-        );
-    }
-    say(&table);
-    let _ = crate::atomic::write(out.join("demo.txt"), format!("{table}\n"));
-    let compare = if series.len() >= 2 {
-        format!(
-            "\n  compare the two stores load by load: loadfleet compare {}/file-store/series {}/redis/series\n  \
-             (with loadfleet on your PATH: cargo install --locked --path controller; or cargo run --locked --bin loadfleet -- compare ...)",
-            out.display(),
-            out.display()
-        )
+    };
+    let (ramp, hold, warm_up, runs) = if args.full {
+        ("30s", "10s", Duration::from_secs(5), 3)
     } else {
-        String::new()
+        ("2s", "6s", Duration::from_secs(2), 3)
+    };
+    // The site's address stays the same across restarts: the plan names it.
+    let addr = match std::net::TcpListener::bind(("127.0.0.1", 0)).and_then(|l| l.local_addr()) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: no free port on 127.0.0.1: {e}");
+            return Exit::Fleet;
+        }
+    };
+    let plan_file = out.join("plan.toml");
+    if let Err(e) = std::fs::create_dir_all(&out)
+        .and_then(|()| {
+            crate::atomic::write(&plan_file, demo_plan(&format!("http://{addr}"), ramp, hold))
+        })
+        .and_then(|()| crate::atomic::write(out.join("users.csv"), MOODLE_USERS))
+    {
+        eprintln!("error: cannot write to {}: {e}", out.display());
+        return Exit::Usage;
+    }
+    let plan = match plan::load(&plan_file) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Exit::Usage;
+        }
+    };
+    let stores = stores(&out, &redis.addr);
+    let design = Design {
+        arms: stores
+            .iter()
+            .map(|(name, what, _)| Arm {
+                name: (*name).to_string(),
+                setup: format!(
+                    "(built in) restart the test site on {addr} with its application cache in {what}, purged"
+                ),
+            })
+            .collect(),
+        runs,
+        warm_up: Some(warm_up),
+        settle: Duration::ZERO,
+        setup_timeout: Duration::from_secs(60),
+        order: Order::Balanced,
+        margin_pct: 5.0,
+        keep_flagged: false,
     };
     say(&format!(
-        "demo directory: {}\n  one series per cache store, one run directory per user count \
-         (summary.json, latency.hlog, report.html){compare}",
+        "demo: is Moodle's application cache better in files or in Redis at 20, 30 and 40 users? \
+         The Moodle journey (examples/moodle) against the test target's Moodle-like site on {addr}, \
+         whose every page does a Moodle page's cache work through the real store; two agents \
+         (regions region-a, region-b) dial the controller over gRPC. Each store runs {runs} times \
+         at each load, interleaved, each run after a restart of the site with its cache purged \
+         and a {}-second warm-up.",
+        warm_up.as_secs()
+    ));
+    let site: std::sync::Arc<tokio::sync::Mutex<Option<loadfleet_testbed::Testbed>>> =
+        Default::default();
+    let setup = {
+        let site = site.clone();
+        let stores = stores.clone();
+        let redis_addr = redis.addr.clone();
+        move |arm: usize| -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<String, String>> + Send>,
+        > {
+            let site = site.clone();
+            let (name, what, store) = stores[arm].clone();
+            let redis_addr = redis_addr.clone();
+            Box::pin(async move { restart_site(&site, addr, name, what, store, &redis_addr).await })
+        }
+    };
+    let outcome = crate::experiment::run_experiment_with(
+        &settings,
+        &plan,
+        &design,
+        Some(out.join("experiment")),
+        &plan_file,
+        Some(&setup),
+    )
+    .await;
+    if let Some(bed) = site.lock().await.take() {
+        bed.stop().await;
+    }
+    drop(redis);
+    let ex = match outcome {
+        Ok(ex) => ex,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Exit::Fleet;
+        }
+    };
+    let text = format!("{}\n{}", crate::experiment::render(&ex), answer(&ex));
+    say(&text);
+    let _ = crate::atomic::write(out.join("demo.txt"), format!("{text}\n"));
+    say(&format!(
+        "demo directory: {}\n  experiment/experiment.html answers first; every run's report is under experiment/runs/",
         out.display(),
     ));
-    worst
+    ex.exit()
+}
+
+/// Stops the site, purges the store the arm uses, and starts the site again
+/// on `addr` with it.
+async fn restart_site(
+    site: &tokio::sync::Mutex<Option<loadfleet_testbed::Testbed>>,
+    addr: SocketAddr,
+    name: &str,
+    what: &str,
+    store: loadfleet_testbed::moodle::StoreSpec,
+    redis_addr: &str,
+) -> Result<String, String> {
+    use loadfleet_testbed::moodle::{MoodleConfig, StoreSpec};
+    let mut held = site.lock().await;
+    if let Some(bed) = held.take() {
+        bed.stop().await;
+    }
+    match &store {
+        StoreSpec::File(dir) => {
+            if dir.exists() {
+                std::fs::remove_dir_all(dir)
+                    .map_err(|e| format!("cannot purge {}: {e}", dir.display()))?;
+            }
+        }
+        StoreSpec::Redis(_) => flush_redis(redis_addr).await?,
+        StoreSpec::Memory => {}
+    }
+    let config = loadfleet_testbed::Config {
+        moodle: Some(MoodleConfig {
+            store,
+            ..MoodleConfig::default()
+        }),
+        ..loadfleet_testbed::Config::default()
+    };
+    // The old listener has just closed; the port may take a moment to free.
+    let mut last = String::new();
+    for _ in 0..50 {
+        match loadfleet_testbed::Testbed::start(addr, config.clone()).await {
+            Ok(bed) => {
+                *held = Some(bed);
+                return Ok(format!(
+                    "store {name}: restarted the test site on {addr} with its application cache in {what}, purged"
+                ));
+            }
+            Err(e) => last = e.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(format!("cannot start the test site on {addr}: {last}"))
+}
+
+/// `FLUSHALL` on the demo's own Redis server.
+async fn flush_redis(addr: &str) -> Result<(), String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("cannot reach Redis at {addr}: {e}"))?;
+    s.write_all(b"FLUSHALL\r\n")
+        .await
+        .map_err(|e| format!("Redis at {addr}: {e}"))?;
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .map_err(|_| format!("Redis at {addr} did not answer FLUSHALL in 5 s"))?
+        .map_err(|e| format!("Redis at {addr}: {e}"))?;
+    if buf[..n].starts_with(b"+OK") {
+        Ok(())
+    } else {
+        Err(format!(
+            "Redis at {addr} answered FLUSHALL with {:?}",
+            String::from_utf8_lossy(&buf[..n])
+        ))
+    }
+}
+
+/// The demo's last lines: per load, the verdict on the 95th percentile
+/// and on the server's own time per page, in words with their intervals,
+/// and what the pages' footers said each store did.
+fn answer(ex: &crate::experiment::Experiment) -> String {
+    let mut out = String::from("The answer, load by load (redis against file, the baseline):\n");
+    for l in &ex.loads {
+        out.push_str(&format!("  {}:\n", l.label));
+        for key in ["p95_ms", "metric.time_used mean"] {
+            if let Some(m) = l.measures.get(key) {
+                for c in &m.comparisons {
+                    out.push_str(&format!("    {}\n", c.difference.words));
+                }
+            }
+        }
+        let per_arm = |key: &str| {
+            l.measures.get(key).map(|m| {
+                m.arms
+                    .iter()
+                    .map(|(arm, v)| {
+                        let vals: Vec<f64> = v.iter().flatten().copied().collect();
+                        let mean = vals.iter().sum::<f64>() / vals.len().max(1) as f64;
+                        format!("{arm} {mean:.1}")
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+        };
+        if let (Some(reads), Some(misses)) = (
+            per_arm("metric.app_hits mean"),
+            per_arm("metric.app_misses mean"),
+        ) {
+            out.push_str(&format!(
+                "    per page, the application store's hits: {reads}; misses: {misses} (the pages' footers)\n"
+            ));
+        }
+    }
+    if !ex.left_out.is_empty() {
+        out.push_str(&format!(
+            "  {} run(s) were left out of the statistics: {}\n",
+            ex.left_out.len(),
+            ex.left_out.join("; ")
+        ));
+    }
+    out
 }
 
 /// A Redis server of the demo's own, on a free loopback port; stopped
@@ -277,85 +425,4 @@ impl RedisServer {
             format!("redis-server did not listen on {addr} within 5 s"),
         ))
     }
-}
-
-/// Per step, at the largest user count: p50 latency, DB reads and cache
-/// misses per page (means of what the pages' performance footers said),
-/// one column group per store.
-fn step_table(series: &[(&str, Option<Series>)]) -> Option<String> {
-    let runs: Vec<(&str, crate::summary::Summary)> = series
-        .iter()
-        .filter_map(|(label, s)| {
-            let s = s.as_ref()?;
-            let last = s.runs.last()?;
-            let summary = crate::summary::read_summary(&s.dir.join(&last.run)).ok()?;
-            Some((*label, summary))
-        })
-        .collect();
-    let (_, first) = runs.first()?;
-    let users = first.load.users.unwrap_or_default();
-    let mut t = crate::console::new_table();
-    let mut header = vec!["step".to_string()];
-    for (label, _) in &runs {
-        for col in ["p50 ms", "DB reads", "cache misses"] {
-            header.push(format!("{label} {col}"));
-        }
-    }
-    t.set_header(header);
-    let mean = |e: &crate::summary::Entry, m: &str| {
-        e.metrics
-            .get(m)
-            .and_then(|m| m.stats.mean)
-            .map_or_else(|| "-".to_string(), |v| format!("{v:.2}"))
-    };
-    for (step, _) in first.steps() {
-        let mut row = vec![step.clone()];
-        for (_, s) in &runs {
-            let e = s.requests.get(step);
-            row.push(
-                e.and_then(|e| e.latency_ms)
-                    .map_or_else(|| "-".to_string(), |l| format!("{:.2}", l.p50)),
-            );
-            row.push(e.map_or_else(|| "-".to_string(), |e| mean(e, "db_reads")));
-            row.push(e.map_or_else(|| "-".to_string(), |e| mean(e, "cache_misses")));
-        }
-        t.add_row(row);
-    }
-    Some(format!(
-        "By step at {users} users: p50 latency, and the DB reads and cache misses per page that the site's \
-         performance footer reported (means over every page of the step):\n{t}"
-    ))
-}
-
-/// Users against p50, p95 and errors, one column group per cache store.
-fn demo_table(series: &[(&str, Option<Series>)]) -> String {
-    let mut t = crate::console::new_table();
-    let mut header = vec!["users".to_string()];
-    for (label, _) in series {
-        for col in ["p50 ms", "p95 ms", "errors"] {
-            header.push(format!("{label} {col}"));
-        }
-    }
-    t.set_header(header);
-    let rows = series
-        .first()
-        .and_then(|(_, s)| s.as_ref())
-        .map_or(0, |s| s.runs.len());
-    let ms = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.1}"));
-    for i in 0..rows {
-        let mut row = Vec::new();
-        for (k, (_, s)) in series.iter().enumerate() {
-            let r = s.as_ref().and_then(|s| s.runs.get(i));
-            if k == 0 {
-                row.push(r.map_or("-".into(), |r| r.value.to_string()));
-            }
-            row.push(ms(r.and_then(|r| r.p50_ms)));
-            row.push(ms(r.and_then(|r| r.p95_ms)));
-            row.push(r.map_or("-".into(), |r| r.errors.to_string()));
-        }
-        t.add_row(row);
-    }
-    format!(
-        "Moodle journey against the test target's Moodle-like site, its application cache in each real store (latency of all steps):\n{t}"
-    )
 }

@@ -35,6 +35,14 @@ pub enum ExperimentError {
     Write(String),
 }
 
+/// A set-up done in this process instead of a command (`loadfleet demo`
+/// restarts its built-in test site): given the arm's index, it puts the
+/// system in that arm's configuration and returns what it did, in words
+/// (kept as the set-up's log), or why it could not.
+pub type SetupFn = dyn Fn(usize) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<String, String>> + Send>>
+    + Send
+    + Sync;
+
 /// Runs the experiment: every block, every load, every arm (set-up, settle,
 /// warm-up, measured run), then the statistics and the outputs.
 pub async fn run_experiment(
@@ -43,6 +51,19 @@ pub async fn run_experiment(
     design: &Design,
     out: Option<PathBuf>,
     plan_file: &Path,
+) -> Result<Experiment, ExperimentError> {
+    run_experiment_with(settings, plan, design, out, plan_file, None).await
+}
+
+/// [`run_experiment`], with the arms' set-ups done by `setup` in this
+/// process rather than by their commands.
+pub async fn run_experiment_with(
+    settings: &RunSettings,
+    plan: &Plan,
+    design: &Design,
+    out: Option<PathBuf>,
+    plan_file: &Path,
+    setup: Option<&SetupFn>,
 ) -> Result<Experiment, ExperimentError> {
     let dir = out.unwrap_or_else(|| {
         let mut d =
@@ -110,7 +131,20 @@ pub async fn run_experiment(
         let log = dir
             .join("setup")
             .join(format!("{:03}-{}.log", i + 1, arm.name));
-        let done = setup::run(&arm.setup, design.setup_timeout, &log, &settings.interrupt).await;
+        let done = match setup {
+            None => setup::run(&arm.setup, design.setup_timeout, &log, &settings.interrupt).await,
+            Some(f) => {
+                let r = f(p.arm).await;
+                let text = match &r {
+                    Ok(t) | Err(t) => t.clone(),
+                };
+                let _ = crate::atomic::write(&log, format!("{text}\n"));
+                r.map(|_| ()).map_err(|e| setup::SetupFailure {
+                    how: "the built-in set-up failed".into(),
+                    output_tail: e,
+                })
+            }
+        };
         if let Err(failure) = done {
             eprintln!(
                 "error: the set-up of arm {} failed ({}); its output ({}):\n{}",
