@@ -119,6 +119,7 @@ fn assert_metrics_match_the_footers(s: &serde_json::Value, bed: &loadfleet_testb
         ("app_hits", t.app_hits),
         ("app_misses", t.app_misses),
         ("time_used", t.time_used_us),
+        ("db_time", t.db_time_us),
     ] {
         println!(
             "{name}: loadfleet count {} missing {} sum {}; the site's footers: {pages} pages, sum {site}",
@@ -480,6 +481,7 @@ async fn the_example_plans_metrics_read_a_moodle_45_footer() {
         ("time_used", 152_341),
         ("db_reads", 41),
         ("db_writes", 1),
+        ("db_time", 24_350),
         ("cache_hits", 756),
         ("cache_misses", 110),
         ("cache_sets", 10),

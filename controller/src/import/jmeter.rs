@@ -2396,6 +2396,7 @@ mod tests {
             "time_used",
             "db_reads",
             "db_writes",
+            "db_time",
             "cache_hits",
             "cache_misses",
             "cache_sets",

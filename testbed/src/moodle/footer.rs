@@ -189,6 +189,8 @@ pub struct Figures {
     pub time_used_us: u64,
     pub db_reads: u64,
     pub db_writes: u64,
+    /// Time spent reading the site's own data.
+    pub db_time_us: u64,
     pub session_bytes: u64,
     /// The site process's resident memory, bytes.
     pub memory_bytes: u64,
@@ -225,6 +227,7 @@ pub fn render(f: &Figures, log: &CacheLog, store: &StoreNames) -> String {
          <li class=\"timeused\">{}.{:06} secs</li>\n\
          <li class=\"memoryused\">RAM: {:.1} MB</li>\n\
          <li class=\"dbqueries\">DB reads/writes: {}/{}</li>\n\
+         <li class=\"dbtime\">DB queries time: {}.{:06} secs</li>\n\
          <li class=\"serverload\">Load average: {:.2}</li>\n\
          <li class=\"serverload sessionsize\">Session ({}): {}</li>\n\
          </ul>\n",
@@ -233,6 +236,8 @@ pub fn render(f: &Figures, log: &CacheLog, store: &StoreNames) -> String {
         f.memory_bytes as f64 / 1_048_576.0,
         f.db_reads,
         f.db_writes,
+        f.db_time_us / 1_000_000,
+        f.db_time_us % 1_000_000,
         f.load1,
         store.session_handler,
         if f.session_bytes < 1024 {

@@ -162,6 +162,9 @@ pub struct PagePerf {
     pub store_sets: u64,
     pub session_bytes: u64,
     pub time_used_us: u64,
+    /// Time spent reading the site's own data (building what the caches
+    /// missed), as the footer's `DB queries time`.
+    pub db_time_us: u64,
 }
 
 impl PagePerf {
@@ -180,6 +183,7 @@ impl PagePerf {
         self.store_sets += p.store_sets;
         self.session_bytes += p.session_bytes;
         self.time_used_us += p.time_used_us;
+        self.db_time_us += p.db_time_us;
     }
 }
 
@@ -404,7 +408,9 @@ impl Site {
         }
         c.misses += 1;
         w.perf.db_reads += reads;
+        let reading = Instant::now();
         let v = build();
+        w.perf.db_time_us += reading.elapsed().as_micros() as u64;
         self.set(&mut w.perf, key, &v).await?;
         let c = w.log.app.entry(def).or_default();
         c.sets += 1;
@@ -528,6 +534,7 @@ impl Site {
             time_used_us: p.time_used_us,
             db_reads: p.db_reads,
             db_writes: p.db_writes,
+            db_time_us: p.db_time_us,
             session_bytes: p.session_bytes,
             memory_bytes: resident_bytes(),
             load1: load_average(),
