@@ -22,6 +22,10 @@ pub struct RunFacts {
     /// false`): said in the terminal, the summary and the report.
     #[serde(default)]
     pub warnings: Vec<String>,
+    /// Each scenario's name and the steps it sends (ids into the run's
+    /// step names; groups left out), for the figures per scenario.
+    #[serde(default)]
+    pub scenarios: Vec<(String, Vec<usize>)>,
 }
 
 impl RunFacts {
@@ -40,6 +44,21 @@ impl RunFacts {
             open_model: plan.load.is_open(),
             iterations_planned: plan.load.iterations_planned(),
             warnings: plan.warnings(),
+            scenarios: plan
+                .scenarios
+                .iter()
+                .map(|s| {
+                    let mut ids: Vec<usize> = s
+                        .steps
+                        .iter()
+                        .map(|st| st.id)
+                        .filter(|&id| !plan.groups.get(id).copied().unwrap_or(false))
+                        .collect();
+                    ids.sort_unstable();
+                    ids.dedup();
+                    (s.name.clone(), ids)
+                })
+                .collect(),
         }
     }
 }

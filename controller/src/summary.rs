@@ -276,6 +276,11 @@ pub struct Summary {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub groups: Vec<String>,
     pub regions: BTreeMap<String, Entry>,
+    /// Per scenario, with more than one: its steps' figures added together
+    /// (histograms merged exactly; groups left out). A step another
+    /// scenario also sends is one row, counted in each (said in `notes`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub scenarios: BTreeMap<String, Entry>,
     pub agents: BTreeMap<String, AgentEntry>,
     pub errors: BTreeMap<String, ErrorAgg>,
     pub timeline: Vec<IntervalPoint>,
@@ -285,6 +290,38 @@ pub struct Summary {
     /// --observe`); empty without observers.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hosts: Vec<crate::hosts::HostSummary>,
+}
+
+/// Each scenario's figures (when the plan has more than one), and a line
+/// for each step that several scenarios send: its one row counts in each.
+fn scenario_entries(r: &RunResult, d: f64) -> (BTreeMap<String, Entry>, Vec<String>) {
+    let c = &r.collector;
+    let list = &r.facts.scenarios;
+    if list.len() < 2 {
+        return (BTreeMap::new(), Vec::new());
+    }
+    let entries = list
+        .iter()
+        .map(|(name, ids)| {
+            let t = crate::stats::Tally::of_steps(&c.steps, ids);
+            (name.clone(), Entry::of(&t, d, &c.metrics))
+        })
+        .collect();
+    let mut shared = Vec::new();
+    for (id, step) in c.step_names.iter().enumerate() {
+        let by: Vec<&str> = list
+            .iter()
+            .filter(|(_, ids)| ids.contains(&id))
+            .map(|(n, _)| n.as_str())
+            .collect();
+        if by.len() > 1 {
+            shared.push(format!(
+                "step \"{step}\" is sent by scenarios {}: one row, whose requests count in each of their figures",
+                by.join(", ")
+            ));
+        }
+    }
+    (entries, shared)
 }
 
 /// A warning for each generator that was saturated during measured
@@ -344,6 +381,7 @@ impl Summary {
         let c = &r.collector;
         let open = r.facts.open_model;
         let d = r.duration.as_secs_f64();
+        let (scenarios, shared) = scenario_entries(r, d);
         let hosts: Vec<crate::hosts::HostSummary> = r
             .hosts
             .iter()
@@ -473,6 +511,7 @@ impl Summary {
                 .iter()
                 .cloned()
                 .chain(saturation_warnings(&agents_for_warnings))
+                .chain(shared)
                 .chain(hosts.iter().flat_map(|h| {
                     h.disturbed
                         .iter()
@@ -495,6 +534,7 @@ impl Summary {
                 .map(|(n, _)| n.clone())
                 .collect(),
             regions,
+            scenarios,
             agents,
             errors: c.total.errors.clone(),
             timeline: c.timeline().cloned().collect(),

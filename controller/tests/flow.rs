@@ -800,3 +800,93 @@ async fn a_set_without_a_value_fails_its_step() {
         s["errors"]
     );
 }
+
+/// Figures per scenario: each scenario's steps added together, exactly
+/// (the counts, the slowest and fastest request, the mean weighted by
+/// requests), and a step both scenarios send said once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_scenario_has_its_steps_figures_added_together() {
+    let bed = testbed(Config {
+        latencies: vec![
+            ("/fast".into(), Duration::from_millis(5)),
+            ("/slow".into(), Duration::from_millis(30)),
+        ],
+        ..Config::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let plan = write_plan(
+        dir.path(),
+        "scen.toml",
+        &format!(
+            r#"
+name = "two scenarios"
+[target]
+base_url = "{}"
+[load]
+users = 4
+iterations = 3
+[[scenario]]
+name = "reader"
+[[scenario.step]]
+name = "fast page"
+path = "/fast"
+[[scenario.step]]
+name = "slow page"
+path = "/slow"
+[[scenario]]
+name = "writer"
+[[scenario.step]]
+name = "slow page"
+path = "/slow"
+[[scenario.step]]
+name = "home"
+path = "/"
+"#,
+            bed.base_url()
+        ),
+    );
+    let out = dir.path().join("out");
+    let exit = run_plan(&plan, &out).await;
+    assert_eq!(exit.code, 0, "{}", exit.stderr);
+    let s = checked_json(&out.join("summary.json"), "summary.schema.json");
+    let n = |v: &serde_json::Value| v.as_f64().unwrap();
+    let (fast, slow, home) = (
+        &s["requests"]["fast page"],
+        &s["requests"]["slow page"],
+        &s["requests"]["home"],
+    );
+    let reader = &s["scenarios"]["reader"];
+    let writer = &s["scenarios"]["writer"];
+    println!("reader {reader}\nwriter {writer}");
+    // 4 users of equal weight over two scenarios: 2 each, 3 iterations.
+    assert_eq!(n(&fast["requests"]), 6.0);
+    assert_eq!(
+        n(&reader["requests"]),
+        n(&fast["requests"]) + n(&slow["requests"])
+    );
+    assert_eq!(
+        n(&writer["requests"]),
+        n(&slow["requests"]) + n(&home["requests"])
+    );
+    // The merged histogram's extremes are the steps' extremes; its mean is
+    // their requests-weighted mean (3-decimal rounding aside).
+    let l = |e: &serde_json::Value, k: &str| n(&e["latency_ms"][k]);
+    assert_eq!(l(reader, "max"), l(fast, "max").max(l(slow, "max")));
+    assert_eq!(l(reader, "min"), l(fast, "min").min(l(slow, "min")));
+    let weighted = (l(fast, "mean") * n(&fast["requests"])
+        + l(slow, "mean") * n(&slow["requests"]))
+        / (n(&fast["requests"]) + n(&slow["requests"]));
+    assert!(
+        (l(reader, "mean") - weighted).abs() < 0.01,
+        "{} against {weighted}",
+        l(reader, "mean")
+    );
+    let said = "step \"slow page\" is sent by scenarios reader, writer: one row, whose requests count in each of their figures";
+    assert!(
+        s["warnings"].as_array().unwrap().iter().any(|w| w == said),
+        "{}",
+        s["warnings"]
+    );
+    assert!(exit.stdout.contains("│ scenario"), "{}", exit.stdout);
+}

@@ -200,6 +200,7 @@ mod tests {
                 open_model: false,
                 iterations_planned: None,
                 warnings: Vec::new(),
+                scenarios: Vec::new(),
             },
             step_names: vec!["a".into()],
             groups: Vec::new(),

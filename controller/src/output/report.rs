@@ -38,6 +38,8 @@ struct Report<'a> {
     load: String,
     steps: Vec<Row<'a>>,
     regions: Vec<Row<'a>>,
+    /// Per scenario (with more than one).
+    scenarios: Vec<Row<'a>>,
     agents: Vec<Row<'a>>,
     latency_chart: String,
     throughput_chart: String,
@@ -804,6 +806,7 @@ pub fn render(s: &Summary) -> Result<String, askama::Error> {
             .into_iter()
             .map(|(n, e)| Row::new(&n, e))
             .collect(),
+        scenarios: s.scenarios.iter().map(|(n, e)| Row::new(n, e)).collect(),
         agents: s
             .agents
             .iter()

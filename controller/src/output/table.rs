@@ -279,6 +279,10 @@ pub fn render(s: &Summary) -> String {
         out.push_str(&t.to_string());
         out.push('\n');
     }
+    if !s.scenarios.is_empty() {
+        out.push_str(&table("scenario", s.scenarios.iter()).to_string());
+        out.push('\n');
+    }
     let regions = s.region_labels();
     out.push_str(&table("region", regions.iter().map(|(n, e)| (n, *e))).to_string());
     out.push('\n');

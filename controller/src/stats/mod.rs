@@ -206,6 +206,15 @@ impl Tally {
         }
     }
 
+    /// The steps `ids` of `steps` added together: exact, as the total is.
+    pub fn of_steps(steps: &[Tally], ids: &[usize]) -> Tally {
+        let mut t = Tally::default();
+        for s in ids.iter().filter_map(|&i| steps.get(i)) {
+            t.merge(s);
+        }
+        t
+    }
+
     /// Adds another tally into this one.
     fn merge(&mut self, other: &Tally) {
         self.histogram.add(&other.histogram);
