@@ -23,6 +23,8 @@ command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
 command -v nginx >/dev/null 2>&1 || missing+=(nginx-light)
 # The Moodle site's Redis cache store is tested against a real Redis server.
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+# An agent with its clock two hours off runs under libfaketime.
+command -v faketime >/dev/null 2>&1 || missing+=(faketime)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "scripts/test.sh: installing ${missing[*]} (apt-get)"

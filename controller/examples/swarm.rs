@@ -204,6 +204,7 @@ async fn agent(
                 send(msg(agent_message::Body::Pong(v1::Pong {
                     nonce: p.nonce,
                     agent_clock_us: clock.elapsed().as_micros() as u64,
+                    agent_wall_us: 0,
                 })))
                 .await?;
             }

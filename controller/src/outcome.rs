@@ -148,6 +148,9 @@ pub struct AgentReport {
     pub note: String,
     /// Shortest round trip of the clock pings.
     pub clock_rtt: Option<Duration>,
+    /// The agent's wall clock minus the controller's, microseconds
+    /// (measured with the fastest ping; `None` from an older agent).
+    pub clock_offset_us: Option<i64>,
     /// How late the agent began its schedule by its own clock (reported with Done).
     pub start_lateness: Option<Duration>,
     /// The agent's planned share of the load (0..1).

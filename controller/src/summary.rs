@@ -148,6 +148,11 @@ pub struct AgentEntry {
     pub note: String,
     /// Shortest round trip of the clock-sync pings.
     pub clock_rtt_ms: Option<f64>,
+    /// The agent's wall clock minus the controller's, measured with that
+    /// ping (off by at most half its round trip). Reported only: the
+    /// schedule is aligned on monotonic clocks, whatever this says.
+    #[serde(default)]
+    pub clock_offset_ms: Option<f64>,
     /// How late this agent began its schedule after the common start instant,
     /// as translated to its own clock. The translation itself is exact on a
     /// symmetric link and off by at most half of `clock_rtt_ms` otherwise.
@@ -420,6 +425,7 @@ impl Summary {
                     ended_at_s: a.ended_at_s.map(round3),
                     note,
                     clock_rtt_ms: a.clock_rtt.map(|d| round3(d.as_secs_f64() * 1000.0)),
+                    clock_offset_ms: a.clock_offset_us.map(|us| round3(us as f64 / 1000.0)),
                     start_skew_ms: a.start_lateness.map(|l| round3(l.as_secs_f64() * 1000.0)),
                     dropped_iterations: c.agent_dropped.get(&a.name).copied().unwrap_or(0),
                     load_share: round3(a.load_share),
@@ -598,6 +604,18 @@ impl Summary {
 }
 
 /// Which latency the numbers are, in words, for every output.
+/// An agent's wall-clock offset in words: "in step (+0.4 ms)", "7200.0 s
+/// ahead", "3.2 s behind".
+pub fn clock_offset_words(ms: f64) -> String {
+    if ms.abs() < 1000.0 {
+        format!("in step with the controller's ({ms:+.1} ms)")
+    } else if ms > 0.0 {
+        format!("{:.1} s ahead of the controller's", ms / 1000.0)
+    } else {
+        format!("{:.1} s behind the controller's", -ms / 1000.0)
+    }
+}
+
 pub fn latency_note(s: &Summary) -> &'static str {
     if s.latency.coordinated_omission_corrected {
         "latency in ms, measured from each request's intended send time (corrected for coordinated omission); the uncorrected row measures from the actual send"

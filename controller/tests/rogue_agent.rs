@@ -41,6 +41,7 @@ async fn rogue(url: String) {
                 let pong = v1::Pong {
                     nonce: p.nonce,
                     agent_clock_us: 1_000_000,
+                    agent_wall_us: 0,
                 };
                 tx.send(msg(agent_message::Body::Pong(pong))).await.unwrap();
             }

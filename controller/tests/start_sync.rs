@@ -118,3 +118,65 @@ async fn an_agent_behind_a_slow_link_starts_with_the_others() {
         "the start was corrected for half the round trip: {apart:?} apart, uncorrected would be ~{one_way:?}"
     );
 }
+
+/// An agent whose wall clock is two hours ahead (libfaketime, which moves
+/// its monotonic clock too) starts with the others, and the summary and the
+/// terminal say how far off its clock is; an agent in step reads a few
+/// milliseconds at most (half the loopback round trip, and the time
+/// between the controller's two clock readings).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_whose_clock_is_hours_off_is_named_with_its_offset() {
+    let bed = testbed(Config::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let plan = write_plan(
+        dir.path(),
+        "p.toml",
+        &plan_toml(
+            &bed.base_url(),
+            "users = 2\niterations = 3",
+            &[("home", "/")],
+        ),
+    );
+    let out = dir.path().join("run");
+    let (ctl, url) = fleet_controller(&plan, &out, 2);
+    let ahead = Proc::spawn(
+        std::path::Path::new("faketime"),
+        &[
+            "-f",
+            "+2h",
+            agent_bin().to_str().unwrap(),
+            "--controller",
+            &url,
+            "--name",
+            "ahead",
+            "--once",
+            "--allow-target",
+            "127.0.0.0/8",
+        ],
+    );
+    let in_step = agent(&url, "r", "in-step", &[]);
+    let exit = exited(ctl, Duration::from_secs(60)).await;
+    assert_eq!(exit.code, 0, "{}\n{}", exit.stdout, exit.stderr);
+    exited(ahead, Duration::from_secs(20)).await;
+    exited(in_step, Duration::from_secs(20)).await;
+    let s = summary(&out);
+    assert_eq!(s["total"]["requests"], 6);
+    assert_eq!(bed.stats().served(), 6);
+    let off = |a: &str| s["agents"][a]["clock_offset_ms"].as_f64().unwrap();
+    println!("ahead {} ms, in step {} ms", off("ahead"), off("in-step"));
+    assert!(
+        (off("ahead") - 7_200_000.0).abs() < 1_000.0,
+        "two hours ahead: {} ms",
+        off("ahead")
+    );
+    assert!(off("in-step").abs() < 50.0, "{} ms", off("in-step"));
+    assert!(
+        exit.stdout
+            .contains("NOTE: agent ahead's wall clock is 7200.0 s ahead of the controller's")
+            || exit
+                .stdout
+                .contains("NOTE: agent ahead's wall clock is 7199.9 s ahead"),
+        "{}",
+        exit.stdout
+    );
+}

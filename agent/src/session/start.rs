@@ -9,6 +9,14 @@ use loadfleet_proto::v1::{self, agent_message, controller_message};
 use super::handshake::Stream;
 use super::{AttachError, micros_since, msg};
 
+/// The wall clock, microseconds since the Unix epoch (negative before it).
+fn wall_us() -> i64 {
+    match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_micros()).unwrap_or(i64::MAX),
+        Err(e) => -i64::try_from(e.duration().as_micros()).unwrap_or(i64::MAX),
+    }
+}
+
 /// When to start and the first lease; `None` when the controller stopped
 /// the run before it began.
 pub(super) async fn await_start(
@@ -25,6 +33,7 @@ pub(super) async fn await_start(
                 let pong = v1::Pong {
                     nonce: p.nonce,
                     agent_clock_us: micros_since(clock),
+                    agent_wall_us: wall_us(),
                 };
                 stream
                     .tx

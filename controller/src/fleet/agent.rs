@@ -70,6 +70,9 @@ pub(super) struct ClockSync {
     /// Shortest round trip seen, and the offset measured with it:
     /// agent clock minus controller clock, in microseconds.
     pub(super) best: Option<(Duration, i64)>,
+    /// The agent's wall clock minus the controller's, microseconds, from
+    /// the ping of the shortest round trip (`None` from an older agent).
+    pub(super) wall_offset_us: Option<i64>,
 }
 
 /// What an agent says it will load: `any`, its list, or `not reported`.

@@ -81,6 +81,7 @@ impl Run<'_> {
                 ended_at_s: a.ended_at.map(|d| d.as_secs_f64()),
                 note: a.note,
                 clock_rtt: a.clock.best.map(|(rtt, _)| rtt),
+                clock_offset_us: a.clock.wall_offset_us,
                 start_lateness: a.start_lateness,
                 load_share: a.load_share,
             })

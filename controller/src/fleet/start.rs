@@ -42,10 +42,17 @@ pub(super) async fn sync_clocks(
                         continue;
                     }
                     let rtt = now - sent;
+                    // The controller's wall clock at the ping's midpoint.
+                    let wall_mid = time::OffsetDateTime::now_utc() - rtt / 2;
+                    let wall_offset = (p.agent_wall_us != 0).then(|| {
+                        let mid_us = i64::try_from(wall_mid.unix_timestamp_nanos() / 1000).unwrap_or(i64::MAX);
+                        p.agent_wall_us.saturating_sub(mid_us)
+                    });
                     let midpoint = i64::try_from((sent - clock + rtt / 2).as_micros()).unwrap_or(i64::MAX);
                     let offset = i64::try_from(p.agent_clock_us).unwrap_or(i64::MAX) - midpoint;
                     if a.clock.best.is_none_or(|(best, _)| rtt < best) {
                         a.clock.best = Some((rtt, offset));
+                        a.clock.wall_offset_us = wall_offset;
                     }
                     a.clock.samples += 1;
                     a.clock.in_flight = None;

@@ -143,6 +143,7 @@ pub fn replay(dir: &Path) -> Result<Replayed, ReplayError> {
                     "how its part ended is unknown: the controller stopped first".into()
                 },
                 clock_rtt: None,
+                clock_offset_us: None,
                 start_lateness: None,
                 load_share: a.load_share,
                 reported_until_s: reported

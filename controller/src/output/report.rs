@@ -561,6 +561,12 @@ fn agent_note(a: &crate::summary::AgentEntry) -> String {
     if let Some(rtt) = a.clock_rtt_ms {
         note.push_str(&format!(" · clock rtt {rtt:.3} ms"));
     }
+    if let Some(off) = a.clock_offset_ms {
+        note.push_str(&format!(
+            " · wall clock {}",
+            crate::summary::clock_offset_words(off)
+        ));
+    }
     if a.dropped_iterations > 0 {
         note.push_str(&format!(" · {} dropped iterations", a.dropped_iterations));
     }

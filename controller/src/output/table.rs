@@ -184,6 +184,14 @@ pub fn render(s: &Summary) -> String {
     for w in &s.warnings {
         out.push_str(&format!("WARNING: {w}\n"));
     }
+    for (name, a) in &s.agents {
+        if let Some(off) = a.clock_offset_ms.filter(|o| o.abs() >= 1000.0) {
+            out.push_str(&format!(
+                "NOTE: agent {name}'s wall clock is {} (times in its own logs are off by as much; the run's timing uses monotonic clocks and is unaffected)\n",
+                crate::summary::clock_offset_words(off)
+            ));
+        }
+    }
     for what in &s.missing {
         out.push_str(&format!("MISSING: {what}\n"));
     }
