@@ -325,13 +325,19 @@ fn a_busy_neighbour_on_the_target_host_flags_the_runs_it_ran_beside() {
             r["run"], r["arm"]
         );
         if r["arm"] == "busy" {
+            // The neighbour is named when it is the busiest other process
+            // (another busy process, a compiler say, may outdo it).
             assert!(
                 flagged
                     .iter()
-                    .any(|f| f.contains("host sut: other processes used")
-                        && f.contains("the busiest, yes,")),
+                    .any(|f| f.contains("host sut: other processes used")),
                 "{}: {flagged:?}",
                 r["run"]
+            );
+            let top = &s["hosts"][0]["top_other"];
+            assert!(
+                top[0] == "yes" || f(&top[1]) >= 50.0,
+                "the busiest other process: {top}"
             );
             assert_eq!(r["used"], false);
         } else {
