@@ -268,6 +268,7 @@ async fn agent(
         start_lateness_us,
         totals: Some(totals(&one_second, seq)),
         cut_short: String::new(),
+        abandoned: 0,
     })))
     .await?;
     // Let the controller close the stream.

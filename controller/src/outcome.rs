@@ -151,6 +151,8 @@ pub struct AgentReport {
     /// The agent's wall clock minus the controller's, microseconds
     /// (measured with the fastest ping; `None` from an older agent).
     pub clock_offset_us: Option<i64>,
+    /// Requests it left waiting for a response when it stopped at once.
+    pub abandoned: u64,
     /// How late the agent began its schedule by its own clock (reported with Done).
     pub start_lateness: Option<Duration>,
     /// The agent's planned share of the load (0..1).

@@ -153,6 +153,10 @@ pub struct AgentEntry {
     /// schedule is aligned on monotonic clocks, whatever this says.
     #[serde(default)]
     pub clock_offset_ms: Option<f64>,
+    /// Requests it left waiting for a response when the load stopped at
+    /// once (a second interrupt, the hard time limit): in no figure.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub abandoned: u64,
     /// How late this agent began its schedule after the common start instant,
     /// as translated to its own clock. The translation itself is exact on a
     /// symmetric link and off by at most half of `clock_rtt_ms` otherwise.
@@ -426,6 +430,7 @@ impl Summary {
                     note,
                     clock_rtt_ms: a.clock_rtt.map(|d| round3(d.as_secs_f64() * 1000.0)),
                     clock_offset_ms: a.clock_offset_us.map(|us| round3(us as f64 / 1000.0)),
+                    abandoned: a.abandoned,
                     start_skew_ms: a.start_lateness.map(|l| round3(l.as_secs_f64() * 1000.0)),
                     dropped_iterations: c.agent_dropped.get(&a.name).copied().unwrap_or(0),
                     load_share: round3(a.load_share),
@@ -518,6 +523,12 @@ impl Summary {
                 .cloned()
                 .chain(saturation_warnings(&agents_for_warnings))
                 .chain(shared)
+                .chain(r.agents.iter().filter(|a| a.abandoned > 0).map(|a| {
+                    format!(
+                        "agent {}: {} request(s) were waiting for a response when the load stopped at once: they are in no figure (the target may have served them)",
+                        a.name, a.abandoned
+                    )
+                }))
                 .chain(hosts.iter().flat_map(|h| {
                     h.disturbed
                         .iter()
@@ -604,6 +615,10 @@ impl Summary {
 }
 
 /// Which latency the numbers are, in words, for every output.
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 /// An agent's wall-clock offset in words: "in step (+0.4 ms)", "7200.0 s
 /// ahead", "3.2 s behind".
 pub fn clock_offset_words(ms: f64) -> String {

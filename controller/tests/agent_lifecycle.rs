@@ -450,3 +450,67 @@ async fn an_agent_says_why_it_cannot_attach() {
         );
     }
 }
+
+/// Ctrl-C twice: the second stops everything at once. Requests then waiting
+/// for their response are abandoned and said (counted here at the agent,
+/// and against what the target served), and the agent, stopped by its
+/// operator, ends `finished`, not `lost`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_interrupt_says_what_it_abandoned() {
+    let bed = testbed(Config {
+        latencies: vec![("/slow".into(), Duration::from_secs(5))],
+        ..Config::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let plan = write_plan(
+        dir.path(),
+        "slow.toml",
+        &plan_toml(
+            &bed.base_url(),
+            "users = 3\nduration = \"60s\"",
+            &[("quick", "/"), ("slow", "/slow")],
+        ),
+    );
+    let out = dir.path().join("run");
+    let ctl = Proc::spawn(
+        &loadfleet(),
+        &[
+            "run",
+            plan.to_str().unwrap(),
+            "-q",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    // Each user has had its quick page and waits 5 s for the slow one.
+    load_started(&bed, 3).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pid = ctl.child.id().to_string();
+    for _ in 0..2 {
+        assert!(
+            std::process::Command::new("kill")
+                .args(["-INT", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let exit = exited(ctl, Duration::from_secs(20)).await;
+    assert_eq!(exit.code, 1, "{}", exit.stderr);
+    let s = summary(&out);
+    println!("{}\n{}", s["agents"], s["warnings"]);
+    assert_eq!(s["status"], "interrupted");
+    assert_eq!(s["agents"]["local"]["end"], "finished", "{}", s["agents"]);
+    assert_eq!(s["agents"]["local"]["abandoned"], 3, "{}", s["agents"]);
+    // The quick pages were answered and counted; the slow ones never were.
+    assert_eq!(s["total"]["requests"], 3);
+    assert_eq!(bed.stats().served_path("/slow"), 0);
+    assert!(
+        s["warnings"].as_array().unwrap().iter().any(|w| w
+            == "agent local: 3 request(s) were waiting for a response when the load stopped at once: they are in no figure (the target may have served them)"),
+        "{}",
+        s["warnings"]
+    );
+}

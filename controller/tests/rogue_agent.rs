@@ -90,6 +90,7 @@ async fn rogue(url: String) {
                     start_lateness_us: 0,
                     totals: None,
                     cut_short: String::new(),
+                    abandoned: 0,
                 })))
                 .await
                 .unwrap();

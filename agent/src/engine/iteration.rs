@@ -455,12 +455,18 @@ async fn send(
             true
         }
         Ok(req) => {
+            // Counted while it waits: a stop at once drops this future, and
+            // the worker reports what was left waiting.
+            shared.in_flight.set(shared.in_flight.get() + 1);
             let outcome = deadline::within(
                 user.timer.as_mut(),
                 tokio::time::Instant::from_std(sent) + timeout,
                 client.execute(req, step.max_redirects, step.keep()),
             )
             .await;
+            shared
+                .in_flight
+                .set(shared.in_flight.get().saturating_sub(1));
             let latency = sent.elapsed();
             let counts = client.take_counts();
             shared

@@ -73,9 +73,16 @@ pub struct Engine {
     start_lateness_us: Arc<AtomicU64>,
     totals: Arc<OnceLock<v1::Totals>>,
     cut_short: Arc<OnceLock<String>>,
+    abandoned: Arc<AtomicU64>,
 }
 
 impl Engine {
+    /// Requests left waiting for a response when the load stopped at once
+    /// (complete once the intervals have ended).
+    pub fn abandoned(&self) -> Arc<AtomicU64> {
+        self.abandoned.clone()
+    }
+
     /// Waits for every thread; an error names a worker that panicked, whose
     /// load stopped early (its results so far were still reported).
     pub fn finish(mut self) -> Result<(), String> {
@@ -172,6 +179,7 @@ pub fn start(
     let mut threads = Vec::with_capacity(workers + 1);
     let start_lateness_us = Arc::new(AtomicU64::new(0));
     let cut_short = Arc::new(OnceLock::new());
+    let abandoned = Arc::new(AtomicU64::new(0));
     for w in 0..workers {
         let users: Vec<UserSlot> = assign
             .users
@@ -193,6 +201,7 @@ pub fn start(
             parts: part_tx.clone(),
             start_lateness_us: start_lateness_us.clone(),
             cut_short: cut_short.clone(),
+            abandoned: abandoned.clone(),
         };
         threads.push(
             std::thread::Builder::new()
@@ -215,5 +224,6 @@ pub fn start(
         start_lateness_us,
         totals,
         cut_short,
+        abandoned,
     })
 }

@@ -49,6 +49,8 @@ pub(super) struct Worker {
     pub(super) start_lateness_us: Arc<AtomicU64>,
     /// Set by the first worker whose hard time limit ends its users.
     pub(super) cut_short: Arc<OnceLock<String>>,
+    /// Requests in flight when the worker stopped at once, every worker's.
+    pub(super) abandoned: Arc<AtomicU64>,
 }
 
 /// State shared by the users of one worker thread (never across threads).
@@ -80,6 +82,8 @@ pub(super) struct Shared {
     /// `[load] throttle`: this worker's spacing between requests, and the
     /// next free slot.
     pub(super) throttle: Option<(Duration, Cell<tokio::time::Instant>)>,
+    /// Requests sent and waiting for their response now.
+    pub(super) in_flight: Cell<u64>,
 }
 
 impl Shared {
@@ -158,6 +162,7 @@ impl Worker {
                 self.assign.open.is_some(),
             )),
             dropped: Cell::new(0),
+            in_flight: Cell::new(0),
             started: Cell::new(0),
             completed: Cell::new(0),
             active_peak: Cell::new(0),
@@ -237,6 +242,12 @@ impl Worker {
                 start_at + elapsed,
                 (start_at + elapsed).saturating_duration_since(interval_start),
             );
+            if finished {
+                // Users still waiting for a response are dropped with the
+                // worker (a stop at once, the time limit): say how many.
+                self.abandoned
+                    .fetch_add(shared.in_flight.get(), Ordering::Relaxed);
+            }
             let (steps, lateness) = {
                 let mut rec = shared.recorder.borrow_mut();
                 (rec.take(), rec.take_lateness())

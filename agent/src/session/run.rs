@@ -321,6 +321,7 @@ impl RunState {
         let start_lateness = engine.start_lateness();
         let totals = engine.totals();
         let cut_short = engine.cut_short().or(self.cut_short).unwrap_or_default();
+        let abandoned = engine.abandoned();
         if !cut_short.is_empty() {
             tracing::warn!(%cut_short, "the run was cut short; the controller is told");
         }
@@ -338,6 +339,7 @@ impl RunState {
                 start_lateness_us: u64::try_from(start_lateness.as_micros()).unwrap_or(u64::MAX),
                 totals,
                 cut_short,
+                abandoned: abandoned.load(std::sync::atomic::Ordering::Relaxed),
             })))
             .await
             .map_err(|_| AttachError::RunLost("the stream closed before Done".into()))?;

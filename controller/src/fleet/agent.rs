@@ -46,6 +46,8 @@ pub(super) struct Agent {
     pub(super) load_share: f64,
     /// Why the agent's time limit ended its users early (from its Done).
     pub(super) cut_short: Option<String>,
+    /// Requests it left waiting for a response when it stopped at once.
+    pub(super) abandoned: u64,
     /// When the agent last sent anything.
     pub(super) last_heard: Instant,
     /// When its newest interval report arrived (the run's start before
@@ -128,6 +130,7 @@ impl Agent {
             start_lateness: None,
             load_share: 0.0,
             cut_short: None,
+            abandoned: 0,
         }
     }
 

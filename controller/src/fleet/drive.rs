@@ -19,6 +19,10 @@ use super::agent::{Agent, RESUME_GRACE, State};
 use super::{INTERVAL, reject};
 use crate::outcome::Abort;
 
+/// How long agents told to stop at once (a second interrupt) have to say
+/// Done: they stop within milliseconds; one that does not is lost.
+const HARD_STOP_GRACE: Duration = Duration::from_secs(3);
+
 /// A running agent whose newest report is older than this is named as
 /// stale on the progress line (reports come every interval).
 const STALE_AFTER: Duration = Duration::from_millis(2500);
@@ -184,6 +188,7 @@ impl<'a> Run<'a> {
         hard_interrupt: &CancellationToken,
     ) {
         let hard_deadline = self.start + self.plan.max_run() + Duration::from_secs(10);
+        let mut hard_stop: Option<Instant> = None;
         let mut tick =
             tokio::time::interval_at(self.start + INTERVAL + Duration::from_millis(150), INTERVAL);
         // The run's series exist (at zero) from its start.
@@ -216,9 +221,16 @@ impl<'a> Run<'a> {
                     self.progress.note("stopping: users finish their current step (Ctrl-C again to stop at once)");
                     self.stop_all(true);
                 }
-                _ = hard_interrupt.cancelled() => {
+                _ = hard_interrupt.cancelled(), if hard_stop.is_none() => {
+                    // Everything stops at once; the agents' last reports
+                    // and their Done (with what they abandoned) still count.
                     self.stopping = true;
                     self.stop_all(false);
+                    hard_stop = Some(Instant::now() + HARD_STOP_GRACE);
+                    self.progress.note("stopping at once: requests in flight are abandoned (and counted as such)");
+                }
+                _ = tokio::time::sleep_until(hard_stop.unwrap_or(hard_deadline)), if hard_stop.is_some() => {
+                    self.progress.note("agents did not confirm the stop in time; ending without them");
                     break;
                 }
                 _ = tokio::time::sleep_until(hard_deadline) => {
@@ -598,6 +610,7 @@ impl<'a> Run<'a> {
                     a.state = State::Finished;
                 }
                 a.start_lateness = Some(Duration::from_micros(d.start_lateness_us));
+                a.abandoned = d.abandoned;
                 // (A lost agent's own account of its early end adds nothing
                 // to its being lost.)
                 if !d.cut_short.is_empty() && a.state != State::Lost {
