@@ -26,6 +26,34 @@ pub struct RunFacts {
     /// step names; groups left out), for the figures per scenario.
     #[serde(default)]
     pub scenarios: Vec<(String, Vec<usize>)>,
+    /// The response-time ranges' bounds, ms: the plan's latency threshold
+    /// limits (the lowest, and the highest or 1.5 times the lowest), else
+    /// 800 and 1,200 as Gatling's.
+    #[serde(default = "default_ranges")]
+    pub ranges_ms: (f64, f64),
+}
+
+fn default_ranges() -> (f64, f64) {
+    (800.0, 1200.0)
+}
+
+/// The ranges' bounds from the latency rules' limits.
+fn ranges_of(t: &crate::thresholds::Thresholds) -> (f64, f64) {
+    use crate::thresholds::Metric;
+    let limits: Vec<f64> = t
+        .rules
+        .iter()
+        .filter(|r| matches!(r.metric, Metric::Quantile(_) | Metric::Mean | Metric::Max))
+        .map(|r| r.limit)
+        .filter(|l| *l > 0.0)
+        .collect();
+    let lo = limits.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = limits.iter().copied().fold(0.0, f64::max);
+    match (lo.is_finite(), hi > lo) {
+        (false, _) => default_ranges(),
+        (true, true) => (lo, hi),
+        (true, false) => (lo, lo * 1.5),
+    }
 }
 
 impl RunFacts {
@@ -59,6 +87,7 @@ impl RunFacts {
                     (s.name.clone(), ids)
                 })
                 .collect(),
+            ranges_ms: ranges_of(&plan.thresholds),
         }
     }
 }

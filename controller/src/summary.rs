@@ -54,6 +54,34 @@ pub struct Entry {
     /// mean, sum, min, percentiles and max, in the metric's unit.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub metrics: BTreeMap<String, MetricEntry>,
+    /// Requests by response time (the run's and each step's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ranges: Option<Ranges>,
+}
+
+/// Requests by time to their response, as Gatling's bar: under `bounds_ms[0]`,
+/// between the bounds, at or over `bounds_ms[1]` (responses of any status),
+/// and no response at all; the four add up to the requests.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct Ranges {
+    pub bounds_ms: (f64, f64),
+    pub under: u64,
+    pub between: u64,
+    pub over: u64,
+    pub no_response: u64,
+}
+
+impl Ranges {
+    fn of(t: &Tally, (lo, hi): (f64, f64)) -> Ranges {
+        let [under, between, over, no_response] = t.ranges(lo, hi);
+        Ranges {
+            bounds_ms: (lo, hi),
+            under,
+            between,
+            over,
+            no_response,
+        }
+    }
 }
 
 /// A metric's figures in one slice of the run.
@@ -99,6 +127,7 @@ impl Entry {
             latency_failures_ms: t.latency_failures().map(round_latency),
             latency_uncorrected_ms: t.latency_uncorrected().map(round_latency),
             distribution: distribution(&t.all()),
+            ranges: None,
         }
     }
 
@@ -131,6 +160,7 @@ impl Entry {
                 .map(|l| l.distribution.clone())
                 .unwrap_or_default(),
             metrics: BTreeMap::new(),
+            ranges: None,
         }
     }
 }
@@ -535,12 +565,21 @@ impl Summary {
                         .map(|d| format!("the system under test was disturbed: {d}"))
                 }))
                 .collect(),
-            total: Entry::of(&c.total, d, &c.metrics),
+            total: Entry {
+                ranges: Some(Ranges::of(&c.total, r.facts.ranges_ms)),
+                ..Entry::of(&c.total, d, &c.metrics)
+            },
             requests: c
                 .step_names
                 .iter()
                 .zip(&c.steps)
-                .map(|(n, t)| (n.clone(), Entry::of(t, d, &c.metrics)))
+                .map(|(n, t)| {
+                    let e = Entry {
+                        ranges: Some(Ranges::of(t, r.facts.ranges_ms)),
+                        ..Entry::of(t, d, &c.metrics)
+                    };
+                    (n.clone(), e)
+                })
                 .collect(),
             step_order: c.step_names.clone(),
             groups: c

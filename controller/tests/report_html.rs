@@ -118,3 +118,76 @@ async fn report_renders_offline_with_the_summary_numbers() {
         "escaped in the live DOM too"
     );
 }
+
+/// Requests by response time, Gatling's bar: bounds from the plan's latency
+/// threshold (50 ms, and 1.5 times it), counted per step and for the run,
+/// shown first in the report with a bar per step, and a navigation bar.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_are_counted_by_response_time_ranges() {
+    let bed = testbed(loadfleet_testbed::Config {
+        latencies: vec![
+            ("/quick".into(), std::time::Duration::from_millis(5)),
+            ("/middling".into(), std::time::Duration::from_millis(60)),
+            ("/slow".into(), std::time::Duration::from_millis(120)),
+        ],
+        ..Default::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let plan = write_plan(
+        dir.path(),
+        "ranges.toml",
+        &format!(
+            "{}[thresholds]\noverall = [\"p95 < 50ms\"]\n",
+            plan_toml(
+                &bed.base_url(),
+                "users = 2\niterations = 3",
+                &[
+                    ("quick", "/quick"),
+                    ("middling", "/middling"),
+                    ("slow", "/slow")
+                ],
+            )
+        ),
+    );
+    let out = dir.path().join("out");
+    let exit = run_plan(&plan, &out).await;
+    // The threshold fails (p95 is a slow page's): exit 1, as it should.
+    assert_eq!(exit.code, 1, "{}", exit.stderr);
+    let s = summary(&out);
+    let r = &s["total"]["ranges"];
+    println!("{r}");
+    // Each page's latency is the target's (5, 60, 120 ms) plus under 10 ms
+    // of the request's own time: 6 of each, one range each.
+    assert_eq!(r["bounds_ms"], serde_json::json!([50.0, 75.0]));
+    assert_eq!(
+        (&r["under"], &r["between"], &r["over"], &r["no_response"]),
+        (
+            &serde_json::json!(6),
+            &serde_json::json!(6),
+            &serde_json::json!(6),
+            &serde_json::json!(0)
+        )
+    );
+    assert_eq!(s["requests"]["middling"]["ranges"]["between"], 6);
+    assert_eq!(s["requests"]["slow"]["ranges"]["over"], 6);
+    assert!(
+        exit.stdout.contains("under 50 ms 33.3% (6), 50 to 75 ms 33.3% (6), 75 ms or more 33.3% (6), no response 0.0% (0)"),
+        "{}",
+        exit.stdout
+    );
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    let headline = &html[html.find("id=\"headline\"").unwrap()..html.find("<dl>").unwrap()];
+    assert!(
+        headline.contains("under 50 ms <b>33.3%</b> (6)"),
+        "{headline}"
+    );
+    assert!(html.contains("<h3>Response-time ranges by step</h3>"));
+    for anchor in ["#overall", "#steps", "#regions", "#agents", "#thresholds"] {
+        let id = format!("id=\"{}\"", &anchor[1..]);
+        assert!(
+            html.contains(&format!("href=\"{anchor}\"")) && html.contains(&id),
+            "{anchor}"
+        );
+    }
+}

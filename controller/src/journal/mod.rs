@@ -201,6 +201,7 @@ mod tests {
                 iterations_planned: None,
                 warnings: Vec::new(),
                 scenarios: Vec::new(),
+                ranges_ms: (800.0, 1200.0),
             },
             step_names: vec!["a".into()],
             groups: Vec::new(),

@@ -74,6 +74,53 @@ struct Report<'a> {
     phase_rows: Vec<PhaseRow>,
     /// The observed hosts of the system under test.
     hosts: Vec<HostView>,
+    /// The run's requests by response time, as a bar with its legend.
+    total_ranges: String,
+    /// Each step's, by name.
+    step_ranges: Vec<(String, String)>,
+}
+
+/// A response-time ranges bar (HTML: numbers only, no text from the plan)
+/// and its legend; empty without requests.
+fn ranges_bar(r: &crate::summary::Ranges) -> String {
+    let total = r.under + r.between + r.over + r.no_response;
+    if total == 0 {
+        return String::new();
+    }
+    let ms = |v: f64| {
+        if v >= 1000.0 && v.fract() == 0.0 {
+            format!("{},{:03}", v as u64 / 1000, v as u64 % 1000)
+        } else {
+            format!("{v}")
+        }
+    };
+    let (lo, hi) = (ms(r.bounds_ms.0), ms(r.bounds_ms.1));
+    let parts = [
+        (r.under, "#2a7d2a", format!("under {lo} ms")),
+        (r.between, "#e0a100", format!("{lo} to {hi} ms")),
+        (r.over, "#d9480f", format!("{hi} ms or more")),
+        (r.no_response, "#b3261e", "no response".to_string()),
+    ];
+    let pct = |n: u64| n as f64 * 100.0 / total as f64;
+    let mut bar = String::from("<div class=\"rbar\">");
+    let mut legend = String::from("<div class=\"rlegend\">");
+    for (i, (n, color, label)) in parts.iter().enumerate() {
+        if *n > 0 {
+            bar.push_str(&format!(
+                "<span style=\"width:{:.3}%;background:{color}\" title=\"{label}: {n} ({:.1}%)\"></span>",
+                pct(*n),
+                pct(*n)
+            ));
+        }
+        legend.push_str(&format!(
+            "{}<span style=\"color:{color}\">■</span> {label} <b>{:.1}%</b> ({n})",
+            if i > 0 { " · " } else { "" },
+            pct(*n)
+        ));
+    }
+    bar.push_str("</div>");
+    legend.push_str("</div>");
+    format!("{bar}{legend}")
 }
 
 /// One observed host: its figures in lines, why it was disturbed, its charts.
@@ -854,6 +901,16 @@ pub fn render(s: &Summary) -> Result<String, askama::Error> {
         metric_charts: metric_charts(s),
         phase_rows: phase_rows(s),
         hosts: host_views(s),
+        total_ranges: s.total.ranges.as_ref().map(ranges_bar).unwrap_or_default(),
+        step_ranges: s
+            .steps()
+            .into_iter()
+            .filter(|(n, _)| !s.groups.contains(n))
+            .filter_map(|(n, e)| {
+                let bar = e.ranges.as_ref().map(ranges_bar)?;
+                (!bar.is_empty()).then(|| (n.clone(), bar))
+            })
+            .collect(),
     }
     .render()
 }

@@ -225,6 +225,23 @@ pub fn render(s: &Summary) -> String {
     }
     out.push_str(&table("all steps", overall_rows.iter().map(|(n, e)| (n, e))).to_string());
     out.push('\n');
+    if let Some(r) = &s.total.ranges {
+        let total = (r.under + r.between + r.over + r.no_response).max(1) as f64;
+        let pct = |n: u64| n as f64 * 100.0 / total;
+        out.push_str(&format!(
+            "requests by time to their response: under {lo} ms {:.1}% ({}), {lo} to {hi} ms {:.1}% ({}), {hi} ms or more {:.1}% ({}), no response {:.1}% ({})\n",
+            pct(r.under),
+            r.under,
+            pct(r.between),
+            r.between,
+            pct(r.over),
+            r.over,
+            pct(r.no_response),
+            r.no_response,
+            lo = r.bounds_ms.0,
+            hi = r.bounds_ms.1,
+        ));
+    }
     if let Some(f) = s.total.latency_failures_ms {
         let part = |l: Option<crate::stats::LatencyMs>| {
             l.map_or_else(

@@ -257,6 +257,30 @@ impl Tally {
         LatencyMs::of(&self.all())
     }
 
+    /// Requests by time to their response: under `lo_ms`, from `lo_ms` to
+    /// under `hi_ms`, and `hi_ms` or more (responses of any status); and
+    /// those that got no response. Exact up to the histogram's resolution
+    /// at the bounds (3 significant digits).
+    pub fn ranges(&self, lo_ms: f64, hi_ms: f64) -> [u64; 4] {
+        let h = self.histogram.histogram();
+        let lo = (lo_ms * 1000.0) as u64;
+        let hi = (hi_ms * 1000.0) as u64;
+        let mut out = [0u64; 4];
+        for v in h.iter_recorded() {
+            let at = v.value_iterated_to();
+            let i = if at < lo {
+                0
+            } else if at < hi {
+                1
+            } else {
+                2
+            };
+            out[i] += v.count_at_value();
+        }
+        out[3] = self.transport_errors;
+        out
+    }
+
     /// The responses' latencies, as one histogram.
     pub fn responses_histogram(&self) -> std::borrow::Cow<'_, Histogram<u64>> {
         self.histogram.histogram()
