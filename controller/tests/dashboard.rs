@@ -125,6 +125,20 @@ async fn the_dashboard_follows_the_run_and_ends_with_its_numbers() {
     eprintln!("the metric's row: {row}");
     assert!(size["count"].as_u64().unwrap() > 0);
     assert!(last.contains(&row), "{row} in {last}");
+    // The step table, as the script drew it last: each step's requests and
+    // errors as the summary has them (every 404 is an error).
+    for step in ["home", "gone"] {
+        let e = &s["requests"][step];
+        let row = format!(
+            "<tr><td>{step}</td><td>{}</td><td>{}</td>",
+            e["requests"], e["errors"]
+        );
+        assert!(last.contains(&row), "{row} in {last}");
+    }
+    assert_eq!(
+        s["requests"]["gone"]["errors"],
+        s["requests"]["gone"]["requests"]
+    );
     assert!(last.contains("href=\"/report\""), "links the report");
     let report = page(&format!("{url}report"));
     assert!(

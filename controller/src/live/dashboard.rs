@@ -46,6 +46,26 @@ pub struct Snapshot {
     pub report_file: Option<String>,
     /// The observed hosts of the system under test, their newest sample.
     pub hosts: Vec<HostRow>,
+    /// Per step (the first [`STEP_ROWS`] in plan order), the run so far.
+    pub steps: Vec<StepRow>,
+    /// Steps past [`STEP_ROWS`], not shown.
+    pub steps_hidden: usize,
+}
+
+/// Most steps the page lists (each row's percentiles are computed every
+/// second from its histogram).
+pub const STEP_ROWS: usize = 100;
+
+/// One step's figures over the run so far.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct StepRow {
+    pub name: String,
+    pub requests: u64,
+    pub errors: u64,
+    pub rps: f64,
+    pub p50_ms: Option<f64>,
+    pub p95_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
 }
 
 /// An observed host's newest interval.
@@ -159,7 +179,28 @@ impl Snapshot {
             .map(|(k, e)| (k.clone(), e.count))
             .collect();
         errors_by_kind.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        let secs = c.elapsed.as_secs_f64().max(0.001);
+        let steps: Vec<StepRow> = c
+            .step_names
+            .iter()
+            .zip(&c.steps)
+            .take(STEP_ROWS)
+            .map(|(name, t)| {
+                let l = t.latency();
+                StepRow {
+                    name: name.clone(),
+                    requests: t.requests(),
+                    errors: t.error_count(),
+                    rps: round(t.requests() as f64 / secs),
+                    p50_ms: l.map(|l| round(l.p50)),
+                    p95_ms: l.map(|l| round(l.p95)),
+                    p99_ms: l.map(|l| round(l.p99)),
+                }
+            })
+            .collect();
         Snapshot {
+            steps_hidden: c.step_names.len().saturating_sub(STEP_ROWS),
+            steps,
             elapsed_s: round(c.elapsed.as_secs_f64()),
             requests: c.total.requests(),
             errors: c.total.error_count(),
