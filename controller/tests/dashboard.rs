@@ -139,6 +139,19 @@ async fn the_dashboard_follows_the_run_and_ends_with_its_numbers() {
         s["requests"]["gone"]["errors"],
         s["requests"]["gone"]["requests"]
     );
+    // Once ended, the tiles show the whole run, not its last fraction of
+    // a second; no favicon request (the page names an empty one).
+    assert!(
+        last.contains("<span id=\"tiles\">the whole run</span>"),
+        "{last}"
+    );
+    assert_eq!(
+        figure(&last, "p50"),
+        // (the page shows two decimals)
+        (s["total"]["latency_ms"]["p50"].as_f64().unwrap() * 100.0).round() / 100.0,
+        "the run's p50"
+    );
+    assert!(last.contains("<link rel=\"icon\" href=\"data:,\">"));
     assert!(last.contains("href=\"/report\""), "links the report");
     let report = page(&format!("{url}report"));
     assert!(

@@ -350,6 +350,7 @@ async fn drive(
     if let Some(live) = &opts.live {
         live.publish_final(&run.families()).await;
         let mut s = run.snapshot(&[]);
+        s.whole_run(&run.collector);
         s.state = "stopping".into();
         live.show(s);
     }

@@ -50,6 +50,9 @@ pub struct Snapshot {
     pub steps: Vec<StepRow>,
     /// Steps past [`STEP_ROWS`], not shown.
     pub steps_hidden: usize,
+    /// What the tiles' req/s and percentiles cover: "the newest second",
+    /// or "the whole run" once it has ended.
+    pub tiles: String,
 }
 
 /// Most steps the page lists (each row's percentiles are computed every
@@ -154,6 +157,18 @@ pub struct AgentRow {
 }
 
 impl Snapshot {
+    /// The run has ended: the tiles show the whole run (the newest
+    /// interval is the last, often a fraction of a second).
+    pub fn whole_run(&mut self, c: &Collector) {
+        let l = c.total.latency();
+        self.rps = round(c.total.requests() as f64 / c.elapsed.as_secs_f64().max(0.001));
+        self.p50_ms = l.map(|l| round(l.p50));
+        self.p95_ms = l.map(|l| round(l.p95));
+        self.p99_ms = l.map(|l| round(l.p99));
+        self.active_users = 0;
+        self.tiles = "the whole run".into();
+    }
+
     /// The figures of `c` (closed intervals) for the page.
     pub fn of(c: &Collector) -> Snapshot {
         let last = c.newest.as_ref();
@@ -199,6 +214,7 @@ impl Snapshot {
             })
             .collect();
         Snapshot {
+            tiles: "the newest second".into(),
             steps_hidden: c.step_names.len().saturating_sub(STEP_ROWS),
             steps,
             elapsed_s: round(c.elapsed.as_secs_f64()),
