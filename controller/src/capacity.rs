@@ -250,9 +250,14 @@ impl Search {
             }
         }
         let json = serde_json::to_string_pretty(&report).unwrap_or_default();
-        match crate::atomic::write(report.dir.join("capacity.json"), json + "\n").and_then(|()| {
-            crate::atomic::write(report.dir.join("capacity.txt"), render(&report) + "\n")
-        }) {
+        match crate::atomic::write(report.dir.join("capacity.json"), json + "\n")
+            .and_then(|()| {
+                crate::atomic::write(report.dir.join("capacity.txt"), render(&report) + "\n")
+            })
+            .and_then(|()| {
+                let page = html(&report).map_err(std::io::Error::other)?;
+                crate::atomic::write(report.dir.join("capacity.html"), page)
+            }) {
             Ok(()) => Ok(report),
             Err(e) => Err(CapacityError::Write {
                 report: Box::new(report),
@@ -260,6 +265,161 @@ impl Search {
             }),
         }
     }
+}
+
+/// The search's answer in words.
+fn answer(r: &Report) -> String {
+    match (r.capacity, r.first_failure) {
+        (Some(c), Some(f)) => format!(
+            "highest {} that met every SLO: {c} (first failure at {f})",
+            r.parameter
+        ),
+        (Some(c), None) => format!(
+            "highest {} that met every SLO: {c} (no step broke an SLO; raise --max-load or --max-steps to look further)",
+            r.parameter
+        ),
+        (None, _) => format!(
+            "no {} met every SLO, down to the lowest step tried",
+            r.parameter
+        ),
+    }
+}
+
+#[derive(askama::Template)]
+#[template(path = "capacity.html")]
+struct CapacityPage<'a> {
+    r: &'a Report,
+    answer: String,
+    latency_chart: String,
+    errors_chart: String,
+    rps_chart: String,
+}
+
+fn ms(v: &Option<f64>) -> String {
+    v.map_or_else(|| "-".to_string(), |v| format!("{v:.2}"))
+}
+
+/// `capacity.html`: the answer first, then latency, errors and req/s
+/// against the load with the capacity and the first failure marked, then
+/// every step with its report.
+pub fn html(r: &Report) -> Result<String, askama::Error> {
+    use crate::output::svg::{Series as Line, Values, xy_chart};
+    use askama::Template;
+    let mut steps: Vec<&StepRow> = r.steps.iter().collect();
+    steps.sort_by(|a, b| a.load.total_cmp(&b.load));
+    let pts = |f: &dyn Fn(&StepRow) -> Option<f64>| -> Vec<(f64, f64)> {
+        steps
+            .iter()
+            .filter_map(|s| f(s).map(|v| (s.load, v)))
+            .collect()
+    };
+    let unit = if r.parameter == "users" {
+        " users"
+    } else {
+        "/s"
+    };
+    // A vertical line at a load, as high as the chart's highest value.
+    let marker =
+        |at: Option<f64>, top: f64| at.map(|x| vec![(x, 0.0), (x, top)]).unwrap_or_default();
+    let top_ms = steps
+        .iter()
+        .filter_map(|s| s.p99_ms.or(s.p95_ms))
+        .fold(0.0, f64::max);
+    let cap = format!(
+        "capacity ({})",
+        r.capacity.map_or("none".into(), |c| c.to_string())
+    );
+    let fail = format!(
+        "first failure ({})",
+        r.first_failure.map_or("none".into(), |c| c.to_string())
+    );
+    let latency_chart = xy_chart(
+        &format!("Latency against {}", r.parameter),
+        unit,
+        "milliseconds",
+        Values::Real,
+        &[
+            Line {
+                name: "p50",
+                color: "#1f77b4",
+                points: pts(&|s| s.p50_ms),
+            },
+            Line {
+                name: "p95",
+                color: "#2ca02c",
+                points: pts(&|s| s.p95_ms),
+            },
+            Line {
+                name: "p99",
+                color: "#ff7f0e",
+                points: pts(&|s| s.p99_ms),
+            },
+            Line {
+                name: &cap,
+                color: "#2a7d2a",
+                points: marker(r.capacity, top_ms),
+            },
+            Line {
+                name: &fail,
+                color: "#b3261e",
+                points: marker(r.first_failure, top_ms),
+            },
+        ],
+    );
+    let err_pct = |s: &StepRow| {
+        Some(if s.requests == 0 {
+            0.0
+        } else {
+            s.errors as f64 * 100.0 / s.requests as f64
+        })
+    };
+    let top_err = steps
+        .iter()
+        .filter_map(|s| err_pct(s))
+        .fold(0.0, f64::max)
+        .max(1.0);
+    let errors_chart = xy_chart(
+        &format!("Errors against {}", r.parameter),
+        unit,
+        "% of requests",
+        Values::Real,
+        &[
+            Line {
+                name: "errors %",
+                color: "#d62728",
+                points: pts(&err_pct),
+            },
+            Line {
+                name: &cap,
+                color: "#2a7d2a",
+                points: marker(r.capacity, top_err),
+            },
+            Line {
+                name: &fail,
+                color: "#b3261e",
+                points: marker(r.first_failure, top_err),
+            },
+        ],
+    );
+    let rps_chart = xy_chart(
+        &format!("Requests per second against {}", r.parameter),
+        unit,
+        "req/s",
+        Values::Real,
+        &[Line {
+            name: "req/s",
+            color: "#1f77b4",
+            points: pts(&|s| Some(s.rps)),
+        }],
+    );
+    CapacityPage {
+        r,
+        answer: answer(r),
+        latency_chart,
+        errors_chart,
+        rps_chart,
+    }
+    .render()
 }
 
 /// The evidence table and the answer.
@@ -290,20 +450,7 @@ pub fn render(r: &Report) -> String {
             s.failed.clone().unwrap_or_default(),
         ]);
     }
-    let answer = match (r.capacity, r.first_failure) {
-        (Some(c), Some(f)) => format!(
-            "highest {} that met every SLO: {c} (first failure at {f})",
-            r.parameter
-        ),
-        (Some(c), None) => format!(
-            "highest {} that met every SLO: {c} (no step broke an SLO; raise --max-load or --max-steps to look further)",
-            r.parameter
-        ),
-        (None, _) => format!(
-            "no {} met every SLO, down to the lowest step tried",
-            r.parameter
-        ),
-    };
+    let answer = answer(r);
     format!(
         "capacity search for {} with SLOs {}\n{t}\n{answer}",
         r.name,

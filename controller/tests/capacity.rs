@@ -83,6 +83,29 @@ async fn finds_the_knee_within_one_step() {
         .unwrap_or_else(|| panic!("{}", exit.stdout));
     assert!(broken.contains('.'), "{broken}");
     assert!(!exit.stderr.contains("Some(") && !exit.stdout.contains("Some("));
+    // capacity.html: the answer first, the knee marked on the charts, and
+    // every step linked to its report (which exists).
+    let page = std::fs::read_to_string(out.join("capacity.html")).unwrap();
+    let answer =
+        format!("highest users that met every SLO: {capacity} (first failure at {failure})");
+    assert!(
+        page.find(&answer).unwrap() < page.find("<svg").unwrap(),
+        "the answer comes first"
+    );
+    assert!(
+        page.contains(&format!("capacity ({capacity})")),
+        "the knee is marked"
+    );
+    assert!(page.contains("name=\"viewport\""));
+    for s in steps {
+        let link = format!("href=\"{}/report.html\"", s["run"].as_str().unwrap());
+        assert!(page.contains(&link), "{link}");
+        assert!(
+            out.join(s["run"].as_str().unwrap())
+                .join("report.html")
+                .exists()
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
