@@ -153,6 +153,8 @@ pub struct AgentReport {
     pub clock_offset_us: Option<i64>,
     /// Requests it left waiting for a response when it stopped at once.
     pub abandoned: u64,
+    /// Declared lost, it came back and handed over every report it made.
+    pub returned: bool,
     /// How late the agent began its schedule by its own clock (reported with Done).
     pub start_lateness: Option<Duration>,
     /// The agent's planned share of the load (0..1).

@@ -187,6 +187,10 @@ pub struct AgentEntry {
     /// once (a second interrupt, the hard time limit): in no figure.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub abandoned: u64,
+    /// Declared lost (silent past its lease), it came back and handed over
+    /// every report it made: late, but nothing it measured is missing.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub returned: bool,
     /// How late this agent began its schedule after the common start instant,
     /// as translated to its own clock. The translation itself is exact on a
     /// symmetric link and off by at most half of `clock_rtt_ms` otherwise.
@@ -218,6 +222,26 @@ pub struct AgentEntry {
 }
 
 impl AgentEntry {
+    /// For an agent declared lost that came back with every report: what
+    /// happened (nothing it measured is missing, but its part stopped).
+    pub fn returned_line(&self, name: &str) -> Option<String> {
+        if !self.returned {
+            return None;
+        }
+        let at = self
+            .ended_at_s
+            .map_or_else(String::new, |t| format!(" at {t:.1} s"));
+        let why = if self.note.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", self.note.split("; ").next().unwrap_or_default())
+        };
+        Some(format!(
+            "agent {name} (region {}) went silent{at}{why} and came back: every report it made arrived (late) and is counted; its load stopped when its lease ran out (a lost agent gets no renewal), so it sent less than its share",
+            self.region
+        ))
+    }
+
     /// For an agent lost or failed during the run: when, why, and the part
     /// of its load that is not counted. `None` for one that finished (or
     /// whose end is unknown: a rebuilt run says so in `missing`).
@@ -236,6 +260,10 @@ impl AgentEntry {
             // The first clause of the note: the cause.
             format!(" ({})", self.note.split("; ").next().unwrap_or_default())
         };
+        if self.returned {
+            // Nothing it measured is missing: said among the warnings.
+            return None;
+        }
         let counted = match self.reported_until_s {
             Some(t) => format!(
                 "its reports cover the run up to {t:.1} s: requests it sent after that are not counted"
@@ -461,6 +489,7 @@ impl Summary {
                     clock_rtt_ms: a.clock_rtt.map(|d| round3(d.as_secs_f64() * 1000.0)),
                     clock_offset_ms: a.clock_offset_us.map(|us| round3(us as f64 / 1000.0)),
                     abandoned: a.abandoned,
+                    returned: a.returned,
                     start_skew_ms: a.start_lateness.map(|l| round3(l.as_secs_f64() * 1000.0)),
                     dropped_iterations: c.agent_dropped.get(&a.name).copied().unwrap_or(0),
                     load_share: round3(a.load_share),
@@ -553,6 +582,7 @@ impl Summary {
                 .cloned()
                 .chain(saturation_warnings(&agents_for_warnings))
                 .chain(shared)
+                .chain(agents.iter().filter_map(|(n, a)| a.returned_line(n)))
                 .chain(r.agents.iter().filter(|a| a.abandoned > 0).map(|a| {
                     format!(
                         "agent {}: {} request(s) were waiting for a response when the load stopped at once: they are in no figure (the target may have served them)",
@@ -620,6 +650,7 @@ impl Summary {
                     .agents
                     .iter()
                     .filter(|(_, a)| &a.region == region)
+                    .filter(|(_, a)| !a.returned)
                     .filter_map(|(name, a)| match a.end {
                         AgentEnd::Lost => Some(format!("{name} lost")),
                         AgentEnd::Failed => Some(format!("{name} failed")),

@@ -195,4 +195,29 @@ async fn a_lost_agent_that_comes_back_hands_over_what_it_measured() {
         "every request the target served is counted"
     );
     assert_eq!(agent_exit.code, 0, "{}", agent_exit.stderr);
+    // What happened, said as it was: it went silent, came back, and every
+    // report it made is counted; not "not counted".
+    assert_eq!(
+        s["agents"]["frozen"]["returned"], true,
+        "{}",
+        s["agents"]["frozen"]
+    );
+    let gap = s["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|g| g.as_str())
+        .find(|g| g.starts_with("agent frozen (region"))
+        .unwrap_or_else(|| panic!("{}", s["warnings"]));
+    assert!(
+        !s["gaps"].to_string().contains("agent frozen (region"),
+        "nothing of it is uncounted: {}",
+        s["gaps"]
+    );
+    println!("{gap}");
+    assert!(
+        gap.contains("came back: every report it made arrived (late) and is counted"),
+        "{gap}"
+    );
+    assert!(!gap.contains("not counted"), "{gap}");
 }

@@ -48,6 +48,8 @@ pub(super) struct Agent {
     pub(super) cut_short: Option<String>,
     /// Requests it left waiting for a response when it stopped at once.
     pub(super) abandoned: u64,
+    /// Declared lost, it came back and handed over every report it made.
+    pub(super) returned: bool,
     /// When the agent last sent anything.
     pub(super) last_heard: Instant,
     /// When its newest interval report arrived (the run's start before
@@ -131,6 +133,7 @@ impl Agent {
             load_share: 0.0,
             cut_short: None,
             abandoned: 0,
+            returned: false,
         }
     }
 

@@ -605,9 +605,17 @@ impl<'a> Run<'a> {
                 if let Some(j) = &mut self.journal {
                     j.done(&a.name, &a.region, &d);
                 }
-                // A lost agent that handed over its reports stays lost.
+                // A lost agent that handed over its reports stays lost (its
+                // part stopped when it was), but nothing it measured is
+                // missing when every report up to its last arrived.
                 if a.state != State::Lost {
                     a.state = State::Finished;
+                } else if a.next_seq > d.last_seq {
+                    a.returned = true;
+                    self.progress.note(&format!(
+                        "agent {} came back and handed over every report it made (late): all of its requests are counted",
+                        a.name
+                    ));
                 }
                 a.start_lateness = Some(Duration::from_micros(d.start_lateness_us));
                 a.abandoned = d.abandoned;

@@ -83,6 +83,7 @@ impl Run<'_> {
                 clock_rtt: a.clock.best.map(|(rtt, _)| rtt),
                 clock_offset_us: a.clock.wall_offset_us,
                 abandoned: a.abandoned,
+                returned: a.returned,
                 start_lateness: a.start_lateness,
                 load_share: a.load_share,
             })

@@ -145,6 +145,7 @@ pub fn replay(dir: &Path) -> Result<Replayed, ReplayError> {
                 clock_rtt: None,
                 clock_offset_us: None,
                 abandoned: 0,
+                returned: false,
                 start_lateness: None,
                 load_share: a.load_share,
                 reported_until_s: reported
