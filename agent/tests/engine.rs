@@ -468,3 +468,37 @@ async fn hard_stop_abandons_in_flight_requests() {
     );
     assert_eq!(bed.stats().served(), 0);
 }
+
+/// Users check the controller's lease before each request: once it has
+/// run out, nothing more is sent, even before the session notices (a
+/// process frozen past its lease may wake its workers first). Without the
+/// check these users would go on for 1,000 iterations each.
+#[tokio::test]
+async fn no_request_goes_out_once_the_lease_has_run_out() {
+    let bed = bed(Config {
+        default_latency: Duration::from_millis(5),
+        ..Config::default()
+    })
+    .await;
+    let a = assignment(
+        &bed.base_url(),
+        &["/"],
+        2,
+        Bound::Iterations(1000),
+        Duration::from_secs(5),
+    );
+    let began = Instant::now();
+    let mut e = engine::start(Arc::new(a), began + Duration::from_millis(20), config(1)).unwrap();
+    // The lease runs out 300 ms in; nobody renews it.
+    e.stop.lease_until(began + Duration::from_millis(300));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while let Ok(Some(_)) = tokio::time::timeout_at(deadline, e.intervals.recv()).await {}
+    let served = bed.stats().served();
+    let took = began.elapsed();
+    println!("{served} requests served; the engine ended after {took:?}");
+    // Two users, 5 ms a request, for 280 ms: at most about 112 requests
+    // (the one in flight as the lease ran out finishes).
+    assert!(served > 0 && served <= 130, "{served} requests served");
+    assert!(took < Duration::from_secs(3), "ended after {took:?}");
+    assert_eq!(bed.stats().served(), served, "nothing more after the end");
+}

@@ -148,7 +148,8 @@ async fn a_lost_agent_that_comes_back_hands_over_what_it_measured() {
     let text = plan_toml(
         &bed.base_url(),
         "users = 4\nduration = \"16s\"",
-        &[("home", "/")],
+        // Each agent its own path, so the target says who sent what.
+        &[("home", "/a/${__agent}")],
     );
     let plan = write_plan(dir.path(), "p.toml", &text);
     let out = dir.path().join("run");
@@ -170,6 +171,8 @@ async fn a_lost_agent_that_comes_back_hands_over_what_it_measured() {
     // Past its 5 s lease and the controller's 6 s of patience.
     signal("-STOP");
     tokio::time::sleep(Duration::from_secs(8)).await;
+    // Whatever it had sent before the freeze has been answered by now.
+    let before = bed.stats().served_path("/a/frozen");
     signal("-CONT");
     let exit = exited(ctl, Duration::from_secs(60)).await;
     let agent_exit = exited(frozen, Duration::from_secs(30)).await;
@@ -195,6 +198,15 @@ async fn a_lost_agent_that_comes_back_hands_over_what_it_measured() {
         "every request the target served is counted"
     );
     assert_eq!(agent_exit.code, 0, "{}", agent_exit.stderr);
+    // Woken past its lease, it sent nothing more, whichever of its threads
+    // woke first.
+    let after = bed.stats().served_path("/a/frozen");
+    println!("the frozen agent: {before} requests served before it woke, {after} at the end");
+    assert!(before > 0);
+    assert_eq!(
+        after, before,
+        "a request went out after its lease had run out"
+    );
     // What happened, said as it was: it went silent, came back, and every
     // report it made is counted; not "not counted".
     assert_eq!(

@@ -235,6 +235,12 @@ pub(super) async fn run_iteration(
                 if !step.fresh.is_empty() {
                     user.refresh(assign, &step.fresh, key);
                 }
+                // A process frozen past its lease wakes here first, maybe
+                // before its session has seen the lease run out: nothing
+                // is sent without one.
+                if !shared.lease.holds(std::time::Instant::now()) {
+                    return false;
+                }
                 let failed = send(shared, client, user, step, key, lateness).await;
                 if failed {
                     match scenario.on_error {

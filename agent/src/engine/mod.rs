@@ -50,9 +50,50 @@ pub enum EngineError {
 pub struct StopHandle {
     graceful: CancellationToken,
     hard: CancellationToken,
+    lease: Arc<LeaseClock>,
+}
+
+/// Until when the controller's lease lets the users send: checked by every
+/// user before each request (one atomic load), so that a process frozen
+/// past its lease sends nothing when it wakes, whichever thread wakes first.
+#[derive(Debug)]
+pub struct LeaseClock {
+    origin: std::time::Instant,
+    /// Microseconds after `origin`; `u64::MAX`: no lease (an engine run
+    /// without a controller).
+    until_us: AtomicU64,
+}
+
+impl Default for LeaseClock {
+    fn default() -> LeaseClock {
+        LeaseClock {
+            origin: std::time::Instant::now(),
+            until_us: AtomicU64::new(u64::MAX),
+        }
+    }
+}
+
+impl LeaseClock {
+    /// Whether the lease still holds at `now`.
+    pub fn holds(&self, now: std::time::Instant) -> bool {
+        let at = u64::try_from(now.saturating_duration_since(self.origin).as_micros())
+            .unwrap_or(u64::MAX);
+        at <= self.until_us.load(Ordering::Relaxed)
+    }
 }
 
 impl StopHandle {
+    /// The lease now runs until `until` (each renewal moves it).
+    pub fn lease_until(&self, until: std::time::Instant) {
+        let us = u64::try_from(
+            until
+                .saturating_duration_since(self.lease.origin)
+                .as_micros(),
+        )
+        .unwrap_or(u64::MAX);
+        self.lease.until_us.store(us, Ordering::Relaxed);
+    }
+
     /// Users finish the step they are in, then stop.
     pub fn graceful(&self) {
         self.graceful.cancel();

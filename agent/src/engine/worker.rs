@@ -65,6 +65,8 @@ pub(super) struct Shared {
     pub(super) remaining: Cell<usize>,
     pub(super) all_done: Notify,
     pub(super) graceful: CancellationToken,
+    /// The controller's lease: no request goes out once it has run out.
+    pub(super) lease: Arc<super::LeaseClock>,
     /// Open model: arrivals dropped in the current interval.
     pub(super) dropped: Cell<u64>,
     /// Iterations started in the current interval.
@@ -186,6 +188,7 @@ impl Worker {
             remaining: Cell::new(self.users.len()),
             all_done: Notify::new(),
             graceful: self.stop.graceful.clone(),
+            lease: self.stop.lease.clone(),
             assign: self.assign.clone(),
         });
         match &self.assign.open {

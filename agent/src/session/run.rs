@@ -114,6 +114,11 @@ impl RunState {
         shutdown: &CancellationToken,
     ) -> Result<Attach, AttachError> {
         while !(self.engine_done && self.link.is_some()) {
+            // The users check the lease before each request themselves (a
+            // frozen process may wake its workers before this loop).
+            if let Some(t) = self.lease_until {
+                engine.stop.lease_until(t.into_std());
+            }
             if self.link.is_none() && self.redial.is_none() {
                 self.redial = Some(Box::pin(resume(
                     endpoint.clone(),
