@@ -235,13 +235,10 @@ pub(super) async fn run_iteration(
                 if !step.fresh.is_empty() {
                     user.refresh(assign, &step.fresh, key);
                 }
-                // A process frozen past its lease wakes here first, maybe
-                // before its session has seen the lease run out: nothing
-                // is sent without one.
-                if !shared.lease.holds(std::time::Instant::now()) {
+                // `None`: the lease has run out (see `send`): this user stops.
+                let Some(failed) = send(shared, client, user, step, key, lateness).await else {
                     return false;
-                }
-                let failed = send(shared, client, user, step, key, lateness).await;
+                };
                 if failed {
                     match scenario.on_error {
                         OnError::Continue => {}
@@ -439,7 +436,10 @@ fn fail_open_groups(shared: &Shared, user: &mut UserState, lateness: Option<Dura
     }
 }
 
-/// Sends one request of `step` and records it; true when it failed.
+/// Sends one request of `step` and records it; `Some(true)` when it
+/// failed, `None` when the controller's lease has run out: a process frozen
+/// past its lease may wake its users before its session has seen that, so
+/// each checks before it sends (against the send instant it takes anyway).
 async fn send(
     shared: &Shared,
     client: &mut UserClient,
@@ -447,12 +447,15 @@ async fn send(
     step: &Step,
     key: (u64, u64),
     lateness: Option<Duration>,
-) -> bool {
+) -> Option<bool> {
     let timeout = shared.target.timeout;
     // Matched by reference: the request is kept once in this future's
     // state, not also in a moved-out copy.
     let mut prepared = prepare(step, &user.vars, &shared.target);
     let sent = Instant::now();
+    if !shared.lease.holds(sent) {
+        return None;
+    }
     let failed = match &mut prepared {
         Err(msg) => {
             let mut rec = shared.recorder.borrow_mut();
@@ -583,7 +586,7 @@ async fn send(
     if !user.open_groups.is_empty() {
         user.in_groups(step.id, sent, Instant::now(), failed);
     }
-    failed
+    Some(failed)
 }
 
 /// Why a response failed its step.
