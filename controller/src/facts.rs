@@ -75,17 +75,7 @@ impl RunFacts {
             scenarios: plan
                 .scenarios
                 .iter()
-                .map(|s| {
-                    let mut ids: Vec<usize> = s
-                        .steps
-                        .iter()
-                        .map(|st| st.id)
-                        .filter(|&id| !plan.groups.get(id).copied().unwrap_or(false))
-                        .collect();
-                    ids.sort_unstable();
-                    ids.dedup();
-                    (s.name.clone(), ids)
-                })
+                .map(|s| (s.name.clone(), s.request_steps(&plan.groups)))
                 .collect(),
             ranges_ms: ranges_of(&plan.thresholds),
         }

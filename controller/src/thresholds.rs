@@ -59,10 +59,21 @@ pub struct Rule {
     pub text: String,
     /// `None` for all steps together, else a step id.
     pub step: Option<usize>,
+    /// Set for a rule about one scenario (`[thresholds.scenarios]`): its
+    /// name and its steps' ids (groups left out), whose figures are added
+    /// together as the summary's `scenarios` entry adds them.
+    pub scenario: Option<ScenarioScope>,
     pub metric: Metric,
     pub op: Op,
     /// Milliseconds for latency metrics, a fraction for errors, req/s for rps.
     pub limit: f64,
+}
+
+/// The scenario a rule is about.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScenarioScope {
+    pub name: String,
+    pub steps: Vec<usize>,
 }
 
 /// The plan's `[thresholds]`.
@@ -212,6 +223,7 @@ pub fn parse_rule(text: &str, step: Option<usize>) -> Result<Rule, String> {
     Ok(Rule {
         text: t.to_string(),
         step,
+        scenario: None,
         metric,
         op,
         limit,
@@ -265,9 +277,14 @@ impl Rule {
     /// Checks the rule on merged data. A latency rule with no response yet
     /// passes while the run goes on, and fails at the end (nothing met it).
     pub fn check(&self, c: &Collector, elapsed: Duration, final_check: bool) -> Outcome {
-        let tally = match self.step {
-            None => &c.total,
-            Some(i) => &c.steps[i],
+        let added;
+        let tally = match (&self.scenario, self.step) {
+            (Some(sc), _) => {
+                added = Tally::of_steps(&c.steps, &sc.steps);
+                &added
+            }
+            (None, None) => &c.total,
+            (None, Some(i)) => &c.steps[i],
         };
         let observed = match self.metric {
             Metric::AgentCpu => Some(c.worst_health.0),
@@ -292,9 +309,11 @@ impl Rule {
         Outcome {
             unit: unit_name,
             rule: self.text.clone(),
-            scope: self
-                .step
-                .map_or_else(|| "overall".to_string(), |i| c.step_names[i].clone()),
+            scope: match (&self.scenario, self.step) {
+                (Some(sc), _) => format!("scenario {}", sc.name),
+                (None, None) => "overall".to_string(),
+                (None, Some(i)) => c.step_names[i].clone(),
+            },
             observed: observed.map(|v| (v * unit * 1000.0).round() / 1000.0),
             passed: observed.map_or(!final_check, |v| self.holds(v)),
         }

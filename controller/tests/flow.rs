@@ -826,6 +826,9 @@ base_url = "{}"
 [load]
 users = 4
 iterations = 3
+[thresholds.scenarios]
+reader = ["max < 10s", "rps > 0"]
+writer = ["p90 < 1ms"]
 [[scenario]]
 name = "reader"
 [[scenario.step]]
@@ -848,9 +851,35 @@ path = "/"
     );
     let out = dir.path().join("out");
     let exit = run_plan(&plan, &out).await;
-    assert_eq!(exit.code, 0, "{}", exit.stderr);
+    // The writer's p90 cannot be under 1 ms: half its requests wait 30 ms.
+    assert_eq!(exit.code, 1, "{}", exit.stderr);
     let s = checked_json(&out.join("summary.json"), "summary.schema.json");
     let n = |v: &serde_json::Value| v.as_f64().unwrap();
+    // Rules about a scenario read its figures added together, as its
+    // `scenarios` entry does.
+    let rule = |scope: &str, text: &str| {
+        s["thresholds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["scope"] == scope && o["rule"] == text)
+            .unwrap_or_else(|| panic!("{scope} {text}: {}", s["thresholds"]))
+            .clone()
+    };
+    let max = rule("scenario reader", "max < 10s");
+    assert_eq!(max["passed"], true);
+    assert_eq!(
+        n(&max["observed"]),
+        n(&s["scenarios"]["reader"]["latency_ms"]["max"]),
+        "{max}"
+    );
+    assert_eq!(rule("scenario reader", "rps > 0")["passed"], true);
+    let p90 = rule("scenario writer", "p90 < 1ms");
+    println!("writer's p90 rule: {p90}");
+    assert_eq!(p90["passed"], false);
+    assert!(n(&p90["observed"]) >= 25.0, "{p90}");
+    assert_eq!(s["status"], "thresholds_failed");
+    assert!(exit.stdout.contains("scenario writer"), "{}", exit.stdout);
     let (fast, slow, home) = (
         &s["requests"]["fast page"],
         &s["requests"]["slow page"],

@@ -124,6 +124,28 @@ fn threshold_errors_have_positions() {
         e.starts_with("plan.toml:13:20: `thresholds.steps`: no step is named \"nope\""),
         "{e}"
     );
+    let e = parse(
+        "plan.toml",
+        &(base.clone() + "[thresholds]\nscenarios = { \"nope\" = [\"p95 < 1s\"] }\n"),
+        "p",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.starts_with("plan.toml:13:24: `thresholds.scenarios`: no scenario is named \"nope\""),
+        "{e}"
+    );
+    let e = parse(
+        "plan.toml",
+        &(base.clone() + "[thresholds]\nscenarios = { s = [\"agent_cpu < 80%\"] }\n"),
+        "p",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("`thresholds.scenarios`: in \"agent_cpu < 80%\": the generators' health"),
+        "{e}"
+    );
     let e = parse("plan.toml", &(base + "[thresholds]\noveral = []\n"), "p")
         .unwrap_err()
         .to_string();

@@ -223,6 +223,22 @@ pub struct ScenarioSpec {
     pub pacing: Duration,
 }
 
+impl ScenarioSpec {
+    /// The ids of the rows its requests count in (groups left out), sorted
+    /// and each once: what its figures add together.
+    pub fn request_steps(&self, groups: &[bool]) -> Vec<usize> {
+        let mut ids: Vec<usize> = self
+            .steps
+            .iter()
+            .map(|st| st.id)
+            .filter(|&id| !groups.get(id).copied().unwrap_or(false))
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct StepSpec {
     /// Index into [`Plan::step_names`].
@@ -423,6 +439,18 @@ impl Plan {
             .iter()
             .filter_map(|r| {
                 let mut r = r.clone();
+                if let Some(sc) = &mut r.scenario {
+                    // About a scenario this phase does not run: left out.
+                    if !p.scenarios.iter().any(|s| s.name == sc.name) {
+                        return None;
+                    }
+                    sc.steps = sc
+                        .steps
+                        .iter()
+                        .filter_map(|&old| renumber.get(old).copied().flatten())
+                        .collect();
+                    sc.steps.sort_unstable();
+                }
                 match r.step {
                     None => Some(r),
                     Some(old) => {

@@ -95,6 +95,9 @@ pub(super) struct RawThresholds {
     pub(super) overall: Vec<Spanned<String>>,
     #[serde(default)]
     pub(super) steps: BTreeMap<String, Spanned<Vec<Spanned<String>>>>,
+    /// Rules about one scenario's requests, by scenario name.
+    #[serde(default)]
+    pub(super) scenarios: BTreeMap<String, Spanned<Vec<Spanned<String>>>>,
     #[serde(default)]
     pub(super) abort_on_fail: bool,
     pub(super) grace: Option<Spanned<PlanDuration>>,

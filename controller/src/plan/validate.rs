@@ -93,7 +93,7 @@ impl Validator<'_> {
             self.request_phase_metrics(&mut metrics)?;
         }
         let thresholds = match raw.thresholds {
-            Some(t) => self.thresholds(t, &step_names, &metrics)?,
+            Some(t) => self.thresholds(t, &step_names, &metrics, &scenarios, &groups)?,
             None => Thresholds::default(),
         };
         let experiment = match raw.experiment {
@@ -665,9 +665,11 @@ impl Validator<'_> {
         raw: RawThresholds,
         step_names: &[String],
         metrics: &[MetricSpec],
+        scenarios: &[ScenarioSpec],
+        groups: &[bool],
     ) -> Result<Thresholds, PlanError> {
         let mut rules = Vec::new();
-        let mut rule = |text: &Spanned<String>, step: Option<usize>| -> Result<(), PlanError> {
+        let rule = |text: &Spanned<String>, step: Option<usize>| -> Result<crate::thresholds::Rule, PlanError> {
             let mut r = crate::thresholds::parse_rule(text.get_ref(), step)
                 .map_err(|e| self.error(text.span(), format!("`thresholds`: {e}")))?;
             if let crate::thresholds::Metric::Read { name, id, .. } = &mut r.metric {
@@ -681,11 +683,10 @@ impl Validator<'_> {
                     )
                 })? as u32;
             }
-            rules.push(r);
-            Ok(())
+            Ok(r)
         };
         for t in &raw.overall {
-            rule(t, None)?;
+            rules.push(rule(t, None)?);
         }
         for (name, list) in &raw.steps {
             let Some(id) = step_names.iter().position(|n| n == name) else {
@@ -695,7 +696,38 @@ impl Validator<'_> {
                 ));
             };
             for t in list.get_ref() {
-                rule(t, Some(id))?;
+                rules.push(rule(t, Some(id))?);
+            }
+        }
+        for (name, list) in &raw.scenarios {
+            let Some(sc) = scenarios.iter().find(|s| s.name == *name) else {
+                let names: Vec<&str> = scenarios.iter().map(|s| s.name.as_str()).collect();
+                return Err(self.error(
+                    list.span(),
+                    format!(
+                        "`thresholds.scenarios`: no scenario is named \"{name}\"; expected one of {names:?}"
+                    ),
+                ));
+            };
+            for t in list.get_ref() {
+                let mut r = rule(t, None)?;
+                if matches!(
+                    r.metric,
+                    crate::thresholds::Metric::AgentCpu | crate::thresholds::Metric::AgentLag
+                ) {
+                    return Err(self.error(
+                        t.span(),
+                        format!(
+                            "`thresholds.scenarios`: in \"{}\": the generators' health is not a scenario's; put it in `overall`",
+                            t.get_ref()
+                        ),
+                    ));
+                }
+                r.scenario = Some(crate::thresholds::ScenarioScope {
+                    name: name.clone(),
+                    steps: sc.request_steps(groups),
+                });
+                rules.push(r);
             }
         }
         Ok(Thresholds {
