@@ -90,6 +90,47 @@ impl RateSchedule {
     }
 }
 
+impl RateSchedule {
+    /// The rate at `t` s from the start, and just before it (the two differ
+    /// at a stage's boundary when a stage jumps); zero outside the schedule.
+    fn rates_at(&self, t: f64) -> (f64, f64) {
+        let (mut before, mut at) = (0.0f64, 0.0f64);
+        for (stage, &(start, _)) in self.stages.iter().zip(&self.starts) {
+            let d = stage.duration.as_secs_f64();
+            let end = start + d;
+            let rate = |x: f64| stage.from + (stage.to - stage.from) * ((x - start) / d);
+            if t > start && t <= end {
+                before = rate(t);
+            }
+            if t >= start && t < end {
+                at = rate(t);
+            }
+        }
+        (before, at)
+    }
+}
+
+/// The highest rate of several schedules run at once, each scaled by a
+/// share (an agent's part of the fleet's arrivals): rates are linear between
+/// stage boundaries, so the sum peaks at one of them.
+pub fn peak_of_sum(schedules: &[(&RateSchedule, f64)]) -> f64 {
+    let mut instants: Vec<f64> = Vec::new();
+    for (s, _) in schedules {
+        instants.extend(s.starts.iter().map(|&(start, _)| start));
+        instants.push(s.duration.as_secs_f64());
+    }
+    instants
+        .into_iter()
+        .map(|t| {
+            let (before, at) = schedules.iter().fold((0.0, 0.0), |(b, a), (s, share)| {
+                let (sb, sa) = s.rates_at(t);
+                (b + sb * share, a + sa * share)
+            });
+            f64::max(before, at)
+        })
+        .fold(0.0, f64::max)
+}
+
 /// The arrivals dealt to one agent: fleet-wide arrival `i` is this agent's
 /// when `i mod period` is one of `positions` (sorted).
 #[derive(Debug, Clone)]
@@ -205,5 +246,21 @@ mod tests {
             "together they are the single-machine schedule"
         );
         assert_eq!(OwnArrivals::new(&s, 3, &[]).count(), 0);
+    }
+
+    #[test]
+    fn the_peak_of_schedules_run_at_once_is_at_the_busiest_instant() {
+        // 10/s for 10 s, and 0/s for 10 s then 20/s: never both at once.
+        let a = RateSchedule::new(vec![stage(10.0, 10.0, 10)]);
+        let b = RateSchedule::new(vec![stage(0.0, 0.0, 10), stage(20.0, 20.0, 5)]);
+        assert_eq!(peak_of_sum(&[(&a, 1.0), (&b, 1.0)]), 20.0);
+        // Overlapping ramps: 0→10 over 10 s and 10→0 over 10 s sum to 10
+        // everywhere; with a 5 s hold of 10 first, 10 + 10 at 5 s.
+        let up = RateSchedule::new(vec![stage(0.0, 10.0, 10)]);
+        let down = RateSchedule::new(vec![stage(10.0, 0.0, 10)]);
+        assert!((peak_of_sum(&[(&up, 1.0), (&down, 1.0)]) - 10.0).abs() < 1e-9);
+        let late = RateSchedule::new(vec![stage(0.0, 0.0, 5), stage(10.0, 10.0, 5)]);
+        assert_eq!(peak_of_sum(&[(&up, 1.0), (&late, 0.5)]), 15.0);
+        assert_eq!(peak_of_sum(&[]), 0.0);
     }
 }

@@ -398,11 +398,48 @@ impl OpenLoad {
     }
 }
 
+impl Assignment {
+    /// Whether any arrival-rate schedule runs (latencies are then also
+    /// measured from intended send times).
+    pub fn has_open(&self) -> bool {
+        !self.open.is_empty()
+    }
+
+    /// The most users this agent runs at once: its closed users and its
+    /// shares of the rate schedules' concurrency caps.
+    pub fn most_users(&self) -> usize {
+        self.users.len()
+            + self
+                .open
+                .iter()
+                .map(|o| o.max_users as usize)
+                .sum::<usize>()
+    }
+
+    /// This agent's share of the fleet's peak arrival rate, all schedules
+    /// together (at the busiest instant, not the sum of each one's peak).
+    pub fn arrival_peak(&self) -> f64 {
+        let schedules: Vec<(&RateSchedule, f64)> = self
+            .open
+            .iter()
+            .map(|o| {
+                (
+                    &o.schedule,
+                    o.positions.len() as f64 / f64::from(o.period.max(1)),
+                )
+            })
+            .collect();
+        crate::arrivals::peak_of_sum(&schedules)
+    }
+}
+
 /// Everything an agent needs to run its share of a run.
 #[derive(Debug, Clone)]
 pub struct Assignment {
-    /// Set for the open model; `users` is then empty.
-    pub open: Option<OpenLoad>,
+    /// The arrival-rate schedules: the plan-wide open model (`users` is
+    /// then empty), or one per scenario with a rate of its own, beside the
+    /// closed users of the others.
+    pub open: Vec<OpenLoad>,
     pub run_id: String,
     pub target: Target,
     pub scenarios: Vec<Scenario>,
@@ -769,7 +806,11 @@ impl TryFrom<v1::Assign> for Assignment {
         if a.max_run_us == 0 {
             return Err(AssignmentError::Invalid("max run time is zero".into()));
         }
-        let open = a.open.map(|o| open_load(o, scenarios.len())).transpose()?;
+        let open = a
+            .open
+            .into_iter()
+            .map(|o| open_load(o, scenarios.len()))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Assignment {
             open,
             run_id: a.run_id,

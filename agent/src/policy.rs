@@ -86,10 +86,7 @@ impl Policy {
                 ));
             }
         }
-        let users = match &a.open {
-            Some(o) => o.max_users as usize,
-            None => a.users.len(),
-        };
+        let users = a.most_users();
         if let Some(max) = self.max_users
             && users > max as usize
         {
@@ -97,12 +94,9 @@ impl Policy {
                 "the assignment asks for {users} users; this agent runs at most {max} (--max-users)"
             ));
         }
-        if let (Some(max), Some(open)) = (self.max_rps, &a.open) {
+        if let Some(max) = self.max_rps.filter(|_| a.has_open()) {
             // This agent's share of the peak fleet-wide rate.
-            let peak = open
-                .schedule_peak()
-                .map(|r| r * open.positions.len() as f64 / f64::from(open.period.max(1)))
-                .unwrap_or(0.0);
+            let peak = a.arrival_peak();
             if peak > max {
                 return Err(format!(
                     "the assignment asks for up to {peak:.1} arrivals/s; this agent allows at most {max} (--max-rps)"

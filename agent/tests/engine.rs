@@ -44,7 +44,7 @@ fn assignment(
         max_run: Duration::from_secs(30),
         graceful_stop: Duration::from_secs(30),
         target,
-        open: None,
+        open: Vec::new(),
         vars: Default::default(),
         data: vec![],
         fleet_users: users,
@@ -77,7 +77,7 @@ fn open_assignment(
         Duration::from_secs(10),
     );
     a.users.clear();
-    a.open = Some(OpenLoad {
+    a.open = vec![OpenLoad {
         schedule: RateSchedule::new(vec![RateStage {
             from: rate,
             to: rate,
@@ -88,7 +88,7 @@ fn open_assignment(
         max_users,
         max_wait,
         scenario_cycle: vec![0],
-    });
+    }];
     a
 }
 
@@ -130,6 +130,102 @@ async fn open_model_starts_every_arrival_on_schedule() {
     let uncorrected = uncorrected_total(&intervals);
     assert_eq!(uncorrected.len(), 400);
     assert!(corrected.value_at_quantile(0.5) >= uncorrected.value_at_quantile(0.5));
+}
+
+/// Two rate schedules (a scenario each) beside closed users: every
+/// schedule's arrivals run, one with a single user on a two-worker engine
+/// (the second worker has none of its users and must not take its arrivals).
+#[tokio::test]
+async fn rate_schedules_run_beside_closed_users() {
+    let bed = bed(Config::default()).await;
+    let base = bed.base_url();
+    let target = Target::parse(&base, Duration::from_secs(5)).unwrap();
+    let mut a = assignment(
+        &base,
+        &["/closed", "/fast", "/slow"],
+        2,
+        Bound::Iterations(5),
+        Duration::from_secs(5),
+    );
+    let step = |id: usize, path: &str| {
+        Step::fixed(id, http::Method::GET, target.request_uri(path).unwrap())
+    };
+    a.scenarios = vec![
+        Scenario::new("closed", vec![step(0, "/closed")]),
+        Scenario::new("fast", vec![step(1, "/fast")]),
+        Scenario::new("slow", vec![step(2, "/slow")]),
+    ];
+    let schedule = |rate: f64, lead: u64| {
+        let mut stages = Vec::new();
+        if lead > 0 {
+            // A scenario's start: a stage without arrivals.
+            stages.push(RateStage {
+                from: 0.0,
+                to: 0.0,
+                duration: Duration::from_millis(lead),
+            });
+        }
+        stages.push(RateStage {
+            from: rate,
+            to: rate,
+            duration: Duration::from_secs(1),
+        });
+        RateSchedule::new(stages)
+    };
+    a.open = vec![
+        OpenLoad {
+            schedule: schedule(100.0, 0),
+            period: 1,
+            positions: vec![0],
+            max_users: 4,
+            max_wait: Duration::from_secs(5),
+            scenario_cycle: vec![1],
+        },
+        OpenLoad {
+            schedule: schedule(30.0, 500),
+            period: 1,
+            positions: vec![0],
+            max_users: 1,
+            max_wait: Duration::from_secs(5),
+            scenario_cycle: vec![2],
+        },
+    ];
+    let started = Instant::now();
+    let intervals = run(a, 2).await;
+    let stats = bed.stats();
+    let (closed, fast, slow) = (
+        stats.served_path("/closed"),
+        stats.served_path("/fast"),
+        stats.served_path("/slow"),
+    );
+    println!(
+        "closed {closed}, fast {fast}, slow {slow} in {:?}",
+        started.elapsed()
+    );
+    assert_eq!(closed, 10, "2 users x 5 iterations");
+    assert_eq!(fast, 100, "100/s for 1 s");
+    assert_eq!(slow, 30, "30/s for 1 s, from 0.5 s");
+    assert_eq!(dropped(&intervals), 0);
+    // Every step's uncorrected histogram holds each of its responses, the
+    // closed users' too (their time from the send is their only time).
+    let uncorrected: u64 = intervals
+        .iter()
+        .flat_map(|i| &i.steps)
+        .map(|s| {
+            let h: Histogram<u64> = Deserializer::new()
+                .deserialize(&mut &s.uncorrected[..])
+                .unwrap();
+            assert_eq!(h.len(), s.count, "step {}", s.step);
+            h.len()
+        })
+        .sum();
+    assert_eq!(uncorrected, 140);
+    // The later schedule ends 1.5 s in: its last arrival is due by then.
+    assert!(
+        started.elapsed() >= Duration::from_millis(1400),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]

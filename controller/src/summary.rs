@@ -547,7 +547,14 @@ impl Summary {
             duration_s: round3(d),
             target: r.facts.target.clone(),
             load: r.facts.load.clone(),
-            latency: if open {
+            latency: if r.facts.load.model == "mixed" {
+                // Each scenario's as its model measures it.
+                LatencyInfo {
+                    unit: "ms".into(),
+                    measured_from: "mixed".into(),
+                    coordinated_omission_corrected: false,
+                }
+            } else if open {
                 LatencyInfo {
                     unit: "ms".into(),
                     measured_from: "intended_send".into(),

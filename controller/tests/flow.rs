@@ -679,6 +679,24 @@ fn first_interval(run: &Path, step: &str) -> f64 {
         .fold(f64::INFINITY, f64::min)
 }
 
+/// Runs `plan` on the embedded agent (`agents` = 0) or on a fleet of two,
+/// expecting exit 0; the controller's terminal output.
+async fn run_alone_or_on_two(plan: &Path, out: &Path, agents: usize) -> String {
+    if agents == 0 {
+        let exit = exited(run_in_background(plan, out, &[]), Duration::from_secs(60)).await;
+        assert_eq!(exit.code, 0, "{}", exit.stderr);
+        return exit.stdout;
+    }
+    let (ctl, url) = fleet_controller(plan, out, agents);
+    let a1 = agent(&url, "eu", "a1", &[]);
+    let a2 = agent(&url, "us", "a2", &[]);
+    let exit = exited(ctl, Duration::from_secs(60)).await;
+    assert_eq!(exit.code, 0, "{}", exit.stderr);
+    exited(a1, Duration::from_secs(20)).await;
+    exited(a2, Duration::from_secs(20)).await;
+    exit.stdout
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_scenario_runs_its_own_load_on_one_agent_and_on_a_fleet() {
     let dir = tempfile::tempdir().unwrap();
@@ -690,18 +708,7 @@ async fn each_scenario_runs_its_own_load_on_one_agent_and_on_a_fleet() {
             &per_scenario(&bed.base_url()),
         );
         let out = dir.path().join(format!("run{agents}"));
-        if agents == 0 {
-            let exit = exited(run_in_background(&plan, &out, &[]), Duration::from_secs(60)).await;
-            assert_eq!(exit.code, 0, "{}", exit.stderr);
-        } else {
-            let (ctl, url) = fleet_controller(&plan, &out, agents);
-            let a1 = agent(&url, "eu", "a1", &[]);
-            let a2 = agent(&url, "us", "a2", &[]);
-            let exit = exited(ctl, Duration::from_secs(60)).await;
-            assert_eq!(exit.code, 0, "{}", exit.stderr);
-            exited(a1, Duration::from_secs(20)).await;
-            exited(a2, Duration::from_secs(20)).await;
-        }
+        run_alone_or_on_two(&plan, &out, agents).await;
         let (browse, poll) = (
             bed.stats().served_path("/browse"),
             bed.stats().served_path("/poll"),
@@ -724,8 +731,57 @@ async fn each_scenario_runs_its_own_load_on_one_agent_and_on_a_fleet() {
     }
 }
 
+/// A scenario with an arrival rate of its own, 1 s into the run, beside
+/// one whose users run iterations.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scenario_runs_its_own_arrival_rate_beside_users() {
+    let dir = tempfile::tempdir().unwrap();
+    for agents in [0usize, 2] {
+        let bed = testbed(Config::default()).await;
+        let text = per_scenario(&bed.base_url()).replace(
+            "users = 2\nduration = \"2s\"\nstart = \"1s\"",
+            "rate = 20\nduration = \"2s\"\nstart = \"1s\"\nmax_users = 10",
+        );
+        let plan = write_plan(dir.path(), &format!("rate{agents}.toml"), &text);
+        let out = dir.path().join(format!("rate{agents}"));
+        let stdout = run_alone_or_on_two(&plan, &out, agents).await;
+        assert!(
+            stdout.contains("\"poll\" 20 arrivals/s for 2s (at most 10 users at once), from 1s"),
+            "{stdout}"
+        );
+        let (browse, poll) = (
+            bed.stats().served_path("/browse"),
+            bed.stats().served_path("/poll"),
+        );
+        eprintln!("{agents} agents: browse {browse}, poll {poll}");
+        assert_eq!(browse, 12, "3 users x 4 iterations");
+        // The schedule holds 20/s x 2 s = 40 arrivals, each one request,
+        // however many agents share it; none may be dropped (a free user
+        // is waited for up to the target's timeout).
+        assert_eq!(poll, 40, "arrivals served");
+        let s = checked_json(&out.join("summary.json"), "summary.schema.json");
+        assert_eq!(s["dropped_iterations"], 0);
+        assert_eq!(s["requests"]["GET /poll"]["requests"], 40);
+        assert_eq!(s["load"]["model"], "mixed");
+        assert_eq!(s["latency"]["measured_from"], "mixed");
+        let loads = s["load"]["scenario_loads"].as_array().unwrap();
+        assert_eq!(loads[1]["users"], 10, "the rate's cap");
+        assert_eq!(loads[1]["rate_stages"][0]["to"], 20.0);
+        assert!(loads[0].get("rate_stages").is_none());
+        // The arrivals' lateness is measured (the open model's figure).
+        assert!(
+            s["send_lateness_ms"]["p99"].as_f64().is_some(),
+            "{}",
+            s["send_lateness_ms"]
+        );
+        let first = first_interval(&out, "GET /poll");
+        assert!(first >= 1.0, "arrivals began in the interval at {first} s");
+        assert_eq!(first_interval(&out, "GET /browse"), 0.0);
+    }
+}
+
 #[test]
-fn loads_per_scenario_are_all_or_none_and_hold_no_rate() {
+fn loads_per_scenario_are_all_or_none_and_say_what_is_wrong() {
     let dir = tempfile::tempdir().unwrap();
     let base = per_scenario("http://127.0.0.1:9");
     for (what, text, expected) in [
@@ -743,9 +799,20 @@ fn loads_per_scenario_are_all_or_none_and_hold_no_rate() {
             "`load.users`: with a load per scenario, [load] holds only `max_duration` and `throttle`",
         ),
         (
-            "a rate",
-            base.replace("users = 2\nduration", "rate = 5\nduration"),
-            "an arrival rate per scenario is not supported",
+            "a rate's cap beside users",
+            base.replace("users = 2\nduration", "users = 2\nmax_users = 5\nduration"),
+            "`scenario.load.max_users`: is for a scenario with a `rate`",
+        ),
+        (
+            "a throttle with a rate",
+            base.replace("users = 2\nduration", "rate = 5\nduration")
+                .replace("max_duration = \"60s\"", "throttle = \"60/min\""),
+            "the open model's `rate` already sets the pace",
+        ),
+        (
+            "a rate without a duration",
+            base.replace("users = 2\nduration = \"2s\"", "rate = 5"),
+            "the open model needs `duration",
         ),
         (
             "a weight",

@@ -55,8 +55,8 @@ impl Aggregator {
         totals: Arc<OnceLock<v1::Totals>>,
     ) -> Aggregator {
         Aggregator {
-            sent: StepRecord::new(assign.open.is_some()),
-            sent_lateness: assign.open.is_some().then(crate::recorder::new_histogram),
+            sent: StepRecord::new(assign.has_open()),
+            sent_lateness: assign.has_open().then(crate::recorder::new_histogram),
             totals,
             assign,
             out,

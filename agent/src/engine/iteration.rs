@@ -419,7 +419,9 @@ fn end_group(shared: &Shared, user: &mut UserState, slot: usize, lateness: Optio
     let mut rec = shared.recorder.borrow_mut();
     match lateness {
         Some(late) => rec.record_latency(g.step, spent + late, Some(spent)),
-        None => rec.record_latency(g.step, spent, None),
+        // A closed user beside rate schedules: its uncorrected time is its
+        // time (kept only when the recorder keeps uncorrected times).
+        None => rec.record_latency(g.step, spent, Some(spent)),
     }
     if let Some(id) = g.failed {
         rec.record_failure(g.step, ErrorKind::Group, || {
@@ -505,7 +507,7 @@ async fn send(
                     let mut rec = shared.recorder.borrow_mut();
                     match lateness {
                         Some(late) => rec.record_latency(step.id, latency + late, Some(latency)),
-                        None => rec.record_latency(step.id, latency, None),
+                        None => rec.record_latency(step.id, latency, Some(latency)),
                     }
                     if reply.http2 {
                         rec.record_http2(step.id);

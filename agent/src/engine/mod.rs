@@ -209,10 +209,7 @@ pub fn start(
         timing,
         policy,
     } = config;
-    let units = match &assign.open {
-        Some(open) => open.max_users as usize,
-        None => assign.users.len(),
-    };
+    let units = assign.most_users();
     let workers = workers.clamp(1, units.max(1));
     let tls = if assign.target.scheme == http::uri::Scheme::HTTPS {
         Some(Tls::new(assign.target.tls_settings())?)

@@ -28,44 +28,75 @@ pub(super) struct OpenQueue {
     pub(super) generating: Cell<bool>,
 }
 
-/// Starts this worker's share of the open model: its users (its part of
-/// `max_users`) and the arrival generator feeding them.
-pub(super) fn start_open(
-    shared: &Rc<Shared>,
-    open: &OpenLoad,
-    worker: usize,
-    workers: usize,
-    timing: Timing,
-) {
-    let w = worker as u32;
-    let n = workers as u32;
-    let users = open.max_users / n + u32::from(w < open.max_users % n);
+/// One worker's part of one rate schedule: which schedule, which of the
+/// agent's arrivals (the m-th when `m mod workers == worker`) and how many
+/// of its users.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct OpenShare {
+    pub(super) schedule: usize,
+    pub(super) worker: u64,
+    pub(super) workers: u64,
+    pub(super) users: u32,
+}
+
+impl OpenShare {
+    /// Worker `worker` of `workers`' share of schedule `k`: a schedule with
+    /// fewer users than the agent has workers is run by its first workers
+    /// only (each with at least one user), so no arrival waits on a worker
+    /// without users. `None` for a worker outside it.
+    pub(super) fn of(
+        open: &OpenLoad,
+        k: usize,
+        worker: usize,
+        workers: usize,
+    ) -> Option<OpenShare> {
+        let n = (workers as u32).min(open.max_users).max(1);
+        let w = worker as u32;
+        if w >= n {
+            return None;
+        }
+        Some(OpenShare {
+            schedule: k,
+            worker: u64::from(w),
+            workers: u64::from(n),
+            users: open.max_users / n + u32::from(w < open.max_users % n),
+        })
+    }
+}
+
+/// Starts this worker's share of a rate schedule: its users (its part of
+/// `max_users`) and the arrival generator feeding them. The caller counts
+/// them in `remaining`.
+pub(super) fn start_open(shared: &Rc<Shared>, share: OpenShare, timing: Timing) {
     let queue = Rc::new(OpenQueue {
-        jobs: RefCell::new(VecDeque::with_capacity(users as usize * 4 + 16)),
+        jobs: RefCell::new(VecDeque::with_capacity(share.users as usize * 4 + 16)),
         idle: Cell::new(0),
         more: Notify::new(),
         generating: Cell::new(true),
     });
-    shared.remaining.set(users as usize + 1);
-    for u in 0..users {
-        let seed = (worker as u64) << 32 | u64::from(u);
-        tokio::task::spawn_local(open_user(shared.clone(), queue.clone(), seed));
+    for u in 0..share.users {
+        // Distinct among the worker's users of every schedule.
+        let seed = share.worker << 32 | (share.schedule as u64) << 24 | u64::from(u);
+        tokio::task::spawn_local(open_user(
+            shared.clone(),
+            queue.clone(),
+            share.schedule,
+            seed,
+        ));
     }
-    tokio::task::spawn_local(generate(shared.clone(), queue, worker, workers, timing));
+    tokio::task::spawn_local(generate(shared.clone(), queue, share, timing));
 }
 
 pub(super) async fn generate(
     shared: Rc<Shared>,
     queue: Rc<OpenQueue>,
-    worker: usize,
-    workers: usize,
+    share: OpenShare,
     timing: Timing,
 ) {
-    let open = shared.assign.open.as_ref().expect("open model");
-    let workers = workers as u64;
+    let open = &shared.assign.open[share.schedule];
     let mut own = OwnArrivals::new(&open.schedule, open.period, &open.positions)
         .enumerate()
-        .filter(|(m, _)| *m as u64 % workers == worker as u64)
+        .filter(|(m, _)| *m as u64 % share.workers == share.worker)
         .map(|(m, (arrival, due))| (m as u64, arrival, shared.start_at + due))
         .peekable();
     // Made on first use, on this worker's reactor.
@@ -141,8 +172,13 @@ pub(super) async fn generate(
     shared.finished_one();
 }
 
-pub(super) async fn open_user(shared: Rc<Shared>, queue: Rc<OpenQueue>, seed: u64) {
-    let open = shared.assign.open.as_ref().expect("open model");
+pub(super) async fn open_user(
+    shared: Rc<Shared>,
+    queue: Rc<OpenQueue>,
+    schedule: usize,
+    seed: u64,
+) {
+    let open = &shared.assign.open[schedule];
     let mut client = UserClient::new(
         shared.target.clone(),
         shared.tls.clone(),

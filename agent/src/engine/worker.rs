@@ -12,7 +12,7 @@ use tokio::task::LocalSet;
 use tokio_util::sync::CancellationToken;
 
 use super::closed::run_user;
-use super::open::start_open;
+use super::open::{OpenShare, start_open};
 use super::timing::Timing;
 use super::{StopHandle, WorkerPart};
 use crate::assignment::{Assignment, UserSlot};
@@ -161,7 +161,7 @@ impl Worker {
             start_at,
             recorder: RefCell::new(Recorder::with_model(
                 self.assign.step_names.len(),
-                self.assign.open.is_some(),
+                self.assign.has_open(),
             )),
             dropped: Cell::new(0),
             in_flight: Cell::new(0),
@@ -175,7 +175,7 @@ impl Worker {
             throttle: self
                 .assign
                 .throttle_per_s
-                .filter(|_| !self.users.is_empty() && self.assign.open.is_none())
+                .filter(|_| !self.users.is_empty() && !self.assign.has_open())
                 .map(|rate| {
                     let share =
                         rate * self.users.len() as f64 / self.assign.users.len().max(1) as f64;
@@ -191,16 +191,25 @@ impl Worker {
             lease: self.stop.lease.clone(),
             assign: self.assign.clone(),
         });
-        match &self.assign.open {
-            Some(open) => start_open(&shared, open, self.id, self.workers, self.timing),
-            None => {
-                if self.users.is_empty() {
-                    shared.all_done.notify_one();
-                }
-                for slot in &self.users {
-                    tokio::task::spawn_local(run_user(shared.clone(), *slot));
-                }
-            }
+        // Closed users, and each rate schedule's users and generator.
+        let shares: Vec<Option<OpenShare>> = (0..self.assign.open.len())
+            .map(|k| OpenShare::of(&self.assign.open[k], k, self.id, self.workers))
+            .collect();
+        let tasks = self.users.len()
+            + shares
+                .iter()
+                .flatten()
+                .map(|s| s.users as usize + 1)
+                .sum::<usize>();
+        shared.remaining.set(tasks);
+        if tasks == 0 {
+            shared.all_done.notify_one();
+        }
+        for slot in &self.users {
+            tokio::task::spawn_local(run_user(shared.clone(), *slot));
+        }
+        for share in shares.into_iter().flatten() {
+            start_open(&shared, share, self.timing);
         }
         // Users are spawned and asleep; wake at the schedule's zero with them
         // and note how late that was.

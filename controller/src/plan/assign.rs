@@ -9,7 +9,7 @@ use loadfleet_proto::v1;
 use crate::duration::micros;
 use crate::schedule;
 
-use super::{LoadModel, Plan, RunBound};
+use super::{LoadModel, Plan, RateStage, RunBound};
 
 /// One agent's part of a run.
 #[derive(Debug, Clone)]
@@ -65,13 +65,20 @@ pub fn assignments(
     let mut out = Vec::with_capacity(agent_weights.len());
     for i in 0..agent_weights.len() {
         let (users, open) = shares.for_agent(i);
-        let load_share = match &open {
-            Some(o) => o.positions.len() as f64 / f64::from(o.period.max(1)),
-            None => users.len() as f64 / total_slots.max(1) as f64,
+        let of_arrivals = open
+            .first()
+            .map(|o| o.positions.len() as f64 / f64::from(o.period.max(1)));
+        let of_slots = (total_slots > 0).then(|| users.len() as f64 / total_slots as f64);
+        // Every schedule and the user slots are dealt by the same weights:
+        // with both (rates for some scenarios, users for others), the two
+        // shares agree to within a slot.
+        let load_share = match (of_arrivals, of_slots) {
+            (Some(a), Some(s)) => (a + s) / 2.0,
+            (Some(a), None) => a,
+            (None, Some(s)) => s,
+            (None, None) => 0.0,
         };
-        let max_users = users
-            .len()
-            .max(open.as_ref().map_or(0, |o| o.max_users as usize));
+        let max_users = users.len() + open.iter().map(|o| o.max_users as usize).sum::<usize>();
         let data = data_for(plan, &users);
         out.push(AgentShare {
             users: max_users,
@@ -111,11 +118,17 @@ pub fn assignments(
     Ok(out)
 }
 
+/// A rate schedule, each agent's arrival positions and each agent's share
+/// of its concurrency cap.
+type OpenShares = (v1::OpenModel, Vec<Vec<u32>>, Vec<u32>);
+
 /// The schedule dealt to agents: closed-model user slots, or the open
 /// model's arrival positions and concurrency shares.
 struct Shares {
     closed: Vec<Vec<schedule::Slot>>,
-    open: Option<(v1::OpenModel, Vec<Vec<u32>>, Vec<u32>)>,
+    /// Each rate schedule, with each agent's arrival positions and share of
+    /// its concurrency cap.
+    open: Vec<OpenShares>,
     iterations: u64,
     duration_us: u64,
     graceful_stop_us: u64,
@@ -136,15 +149,40 @@ impl Shares {
                 };
                 Ok(Shares {
                     closed: schedule::deal(&slots, agent_weights),
-                    open: None,
+                    open: Vec::new(),
                     iterations,
                     duration_us,
                     graceful_stop_us: 0,
                 })
             }
             LoadModel::Scenarios(loads) => {
+                let mut open = Vec::new();
+                for l in loads {
+                    let Some(rate) = &l.rate else { continue };
+                    // The start is a leading stage without arrivals.
+                    let lead = (!l.start.is_zero()).then_some(RateStage {
+                        from: 0.0,
+                        to: 0.0,
+                        duration: l.start,
+                    });
+                    let stages: Vec<RateStage> = lead
+                        .into_iter()
+                        .chain(rate.stages.iter().copied())
+                        .collect();
+                    open.push(
+                        open_model(
+                            &stages,
+                            l.users,
+                            rate.max_wait,
+                            vec![l.scenario as u32],
+                            agent_weights,
+                        )
+                        .map_err(|e| format!("scenario \"{}\": {e}", l.name))?,
+                    );
+                }
                 let users: Vec<schedule::ScenarioUsers> = loads
                     .iter()
+                    .filter(|l| l.rate.is_none())
                     .map(|l| schedule::ScenarioUsers {
                         scenario: l.scenario as u32,
                         users: l.users,
@@ -174,7 +212,7 @@ impl Shares {
                 };
                 Ok(Shares {
                     closed: schedule::deal(&slots, agent_weights),
-                    open: None,
+                    open,
                     iterations,
                     duration_us,
                     graceful_stop_us: 0,
@@ -187,7 +225,7 @@ impl Shares {
                 let slots = schedule::staged_slots(stages, scenario_weights);
                 Ok(Shares {
                     closed: schedule::deal(&slots, agent_weights),
-                    open: None,
+                    open: Vec::new(),
                     iterations: 0,
                     // Every slot has its own graceful stop; the hard end comes after it.
                     duration_us: micros(
@@ -201,33 +239,16 @@ impl Shares {
                 max_users,
                 max_wait,
             } => {
-                if (*max_users as usize) < agent_weights.len() {
-                    return Err(format!(
-                        "max_users = {max_users} cannot be shared by {} agents; raise it to at least {}",
-                        agent_weights.len(),
-                        agent_weights.len()
-                    ));
-                }
-                let positions = schedule::arrival_positions(agent_weights);
-                let caps = schedule::split_count(*max_users, agent_weights);
-                let model = v1::OpenModel {
-                    stages: stages
-                        .iter()
-                        .map(|s| v1::RateStage {
-                            from: s.from,
-                            to: s.to,
-                            duration_us: micros(s.duration),
-                        })
-                        .collect(),
-                    period: agent_weights.iter().sum(),
-                    positions: Vec::new(),
-                    max_users: 0,
-                    max_wait_us: micros(*max_wait),
-                    scenario_cycle: schedule::cycle(scenario_weights),
-                };
+                let model = open_model(
+                    stages,
+                    *max_users,
+                    *max_wait,
+                    schedule::cycle(scenario_weights),
+                    agent_weights,
+                )?;
                 Ok(Shares {
                     closed: vec![Vec::new(); agent_weights.len()],
-                    open: Some((model, positions, caps)),
+                    open: vec![model],
                     iterations: 0,
                     duration_us: micros(plan.scheduled_duration().unwrap_or_default()),
                     graceful_stop_us: 0,
@@ -236,7 +257,7 @@ impl Shares {
         }
     }
 
-    fn for_agent(&self, i: usize) -> (Vec<v1::UserSlot>, Option<v1::OpenModel>) {
+    fn for_agent(&self, i: usize) -> (Vec<v1::UserSlot>, Vec<v1::OpenModel>) {
         let users = self.closed[i]
             .iter()
             .map(|s| v1::UserSlot {
@@ -250,14 +271,51 @@ impl Shares {
             .collect();
         let open = self
             .open
-            .as_ref()
+            .iter()
             .map(|(model, positions, caps)| v1::OpenModel {
                 positions: positions[i].clone(),
                 max_users: caps[i],
                 ..model.clone()
-            });
+            })
+            .collect();
         (users, open)
     }
+}
+
+/// A rate schedule as agents receive it (positions and caps left for each
+/// agent), with each agent's arrival positions and share of `max_users`.
+fn open_model(
+    stages: &[RateStage],
+    max_users: u64,
+    max_wait: Duration,
+    scenario_cycle: Vec<u32>,
+    agent_weights: &[u32],
+) -> Result<OpenShares, String> {
+    if (max_users as usize) < agent_weights.len() {
+        return Err(format!(
+            "max_users = {max_users} cannot be shared by {} agents; raise it to at least {}",
+            agent_weights.len(),
+            agent_weights.len()
+        ));
+    }
+    let positions = schedule::arrival_positions(agent_weights);
+    let caps = schedule::split_count(max_users, agent_weights);
+    let model = v1::OpenModel {
+        stages: stages
+            .iter()
+            .map(|s| v1::RateStage {
+                from: s.from,
+                to: s.to,
+                duration_us: micros(s.duration),
+            })
+            .collect(),
+        period: agent_weights.iter().sum(),
+        positions: Vec::new(),
+        max_users: 0,
+        max_wait_us: micros(max_wait),
+        scenario_cycle,
+    };
+    Ok((model, positions, caps))
 }
 
 /// The data an agent receives: every row of `sequential` and `random` files;

@@ -59,6 +59,18 @@ pub struct ScenarioLoad {
     pub bound: RunBound,
     /// When its first user starts, from the run's start.
     pub start: Duration,
+    /// Set for a scenario with an arrival rate of its own (the open model
+    /// for this scenario): `users` is then its concurrency cap, `ramp_up`
+    /// zero and `bound` the stages' length.
+    pub rate: Option<ScenarioRate>,
+}
+
+/// A scenario's own arrival rate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScenarioRate {
+    pub stages: Vec<RateStage>,
+    /// How long an arrival may wait for a free user before it is dropped.
+    pub max_wait: Duration,
 }
 
 impl ScenarioLoad {
@@ -69,6 +81,19 @@ impl ScenarioLoad {
             RunBound::Duration(d) => Some(self.start + d),
             RunBound::Iterations(_) => None,
         }
+    }
+}
+
+/// "5 arrivals/s for 30s", or each stage's ramp.
+fn describe_rates(stages: &[RateStage]) -> String {
+    use crate::duration::format_duration as fd;
+    match stages {
+        [s] if s.from == s.to => format!("{} arrivals/s for {}", s.from, fd(s.duration)),
+        _ => stages
+            .iter()
+            .map(|s| format!("{}→{}/s over {}", s.from, s.to, fd(s.duration)))
+            .collect::<Vec<_>>()
+            .join(", "),
     }
 }
 
@@ -106,6 +131,14 @@ impl LoadModel {
                         } else {
                             format!(", from {}", fd(l.start))
                         };
+                        if let Some(rate) = &l.rate {
+                            return format!(
+                                "\"{}\" {} (at most {} users at once){from}",
+                                l.name,
+                                describe_rates(&rate.stages),
+                                l.users
+                            );
+                        }
                         format!(
                             "\"{}\" {} users over a {} ramp-up, {bound}{from}",
                             l.name,
@@ -114,7 +147,12 @@ impl LoadModel {
                         )
                     })
                     .collect();
-                format!("closed model, a load per scenario: {}", each.join("; "))
+                let model = match loads.iter().filter(|l| l.rate.is_some()).count() {
+                    0 => "closed model",
+                    n if n == loads.len() => "open model",
+                    _ => "closed and open models",
+                };
+                format!("{model}, a load per scenario: {}", each.join("; "))
             }
             LoadModel::Staged {
                 stages,
@@ -140,16 +178,7 @@ impl LoadModel {
                 max_users,
                 max_wait,
             } => {
-                let rates = match stages.as_slice() {
-                    [s] if s.from == s.to => {
-                        format!("{} arrivals/s for {}", s.from, fd(s.duration))
-                    }
-                    _ => stages
-                        .iter()
-                        .map(|s| format!("{}→{}/s over {}", s.from, s.to, fd(s.duration)))
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                };
+                let rates = describe_rates(stages);
                 format!(
                     "open model: {rates}; at most {max_users} users; arrivals wait up to {} for one",
                     fd(*max_wait)
@@ -161,7 +190,22 @@ impl LoadModel {
     /// The open model (arrivals at instants, latency corrected for
     /// coordinated omission).
     pub fn is_open(&self) -> bool {
-        matches!(self, LoadModel::Open { .. })
+        match self {
+            LoadModel::Open { .. } => true,
+            LoadModel::Scenarios(loads) => loads.iter().any(|l| l.rate.is_some()),
+            _ => false,
+        }
+    }
+
+    /// Some scenarios with an arrival rate of their own and some with
+    /// users: latencies of the first are measured from intended sends.
+    pub fn is_mixed(&self) -> bool {
+        match self {
+            LoadModel::Scenarios(loads) => {
+                loads.iter().any(|l| l.rate.is_some()) && loads.iter().any(|l| l.rate.is_none())
+            }
+            _ => false,
+        }
     }
 
     /// The most users at once: the closed model's users, the highest
@@ -352,21 +396,35 @@ impl Validator<'_> {
                 ));
             }
             let raw = l.get_ref();
-            if let Some(r) = &raw.rate {
+            if raw.rate.is_none() && raw.stages.is_none() {
+                let only_open = [
+                    ("max_users", raw.max_users.as_ref().map(Spanned::span)),
+                    ("max_wait", raw.max_wait.as_ref().map(Spanned::span)),
+                ];
+                if let Some((key, Some(span))) = only_open.into_iter().find(|(_, s)| s.is_some()) {
+                    return Err(self.error(
+                        span,
+                        format!("`scenario.load.{key}`: is for a scenario with a `rate`; with `users`, the users are the cap"),
+                    ));
+                }
+            }
+            if let Some(st) = raw.stages.as_ref().and_then(|s| s.first())
+                && st.get_ref().users.is_some()
+            {
                 return Err(self.error(
-                    r.span(),
-                    "`scenario.load.rate`: an arrival rate per scenario is not supported; the open model is one plan-wide [load] `rate`",
+                    st.span(),
+                    "`scenario.load.stages`: a scenario's stages are rate stages (`{ rate = 5, duration = \"1m\" }`); stages of users are for one plan-wide [load]",
                 ));
             }
             let as_load = RawLoad {
                 users: raw.users.clone(),
-                rate: None,
+                rate: raw.rate.clone(),
                 ramp_up: raw.ramp_up.clone(),
                 iterations: raw.iterations.clone(),
                 duration: raw.duration.clone(),
-                stages: None,
-                max_users: None,
-                max_wait: None,
+                stages: raw.stages.clone(),
+                max_users: raw.max_users.clone(),
+                max_wait: raw.max_wait.clone(),
                 cooldown: None,
                 throttle: None,
                 graceful_stop: None,
@@ -376,32 +434,49 @@ impl Validator<'_> {
             if sweep.is_some() {
                 return Err(self.error(
                     l.span(),
-                    "`scenario.load.users`: a list of values (a sweep) is for one plan-wide [load]",
+                    "`scenario.load`: a list of values (a sweep) is for one plan-wide [load]",
                 ));
             }
-            let LoadModel::Closed {
-                users,
-                ramp_up,
-                bound,
-            } = model
-            else {
-                return Err(self.error(
-                    l.span(),
-                    "`scenario.load`: expected `users` with `iterations` or `duration`",
-                ));
+            let start = raw
+                .start
+                .as_ref()
+                .map(|s| s.get_ref().0)
+                .unwrap_or_default();
+            let load = match model {
+                LoadModel::Closed {
+                    users,
+                    ramp_up,
+                    bound,
+                } => ScenarioLoad {
+                    scenario: i,
+                    name,
+                    users,
+                    ramp_up,
+                    bound,
+                    start,
+                    rate: None,
+                },
+                LoadModel::Open {
+                    stages,
+                    max_users,
+                    max_wait,
+                } => ScenarioLoad {
+                    scenario: i,
+                    name,
+                    users: max_users,
+                    ramp_up: Duration::ZERO,
+                    bound: RunBound::Duration(stages.iter().map(|s| s.duration).sum()),
+                    start,
+                    rate: Some(ScenarioRate { stages, max_wait }),
+                },
+                LoadModel::Staged { .. } | LoadModel::Scenarios(_) => {
+                    return Err(self.error(
+                        l.span(),
+                        "`scenario.load`: expected `users` with `iterations` or `duration`, or `rate` with `duration` (or rate `stages`)",
+                    ));
+                }
             };
-            loads.push(ScenarioLoad {
-                scenario: i,
-                name,
-                users,
-                ramp_up,
-                bound,
-                start: raw
-                    .start
-                    .as_ref()
-                    .map(|s| s.get_ref().0)
-                    .unwrap_or_default(),
-            });
+            loads.push(load);
         }
         let (mut max_duration, mut throttle) = (None, None);
         if let Some(top) = top {
@@ -441,7 +516,7 @@ impl Validator<'_> {
                 max_duration = Some(m.get_ref().0);
             }
             if let Some(th) = &t.throttle {
-                throttle = Some(self.throttle(th, false)?);
+                throttle = Some(self.throttle(th, loads.iter().any(|l| l.rate.is_some()))?);
             }
         }
         Ok((LoadModel::Scenarios(loads), max_duration, throttle))
@@ -792,11 +867,18 @@ pub struct LoadSummary {
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct ScenarioLoadSummary {
     pub scenario: String,
+    /// Its users, or with a rate its concurrency cap.
     pub users: u64,
     pub ramp_up_s: f64,
     pub iterations: Option<u64>,
     pub duration_s: Option<f64>,
     pub start_s: f64,
+    /// With an arrival rate of its own: its stages (from its start) and
+    /// how long an arrival may wait for a free user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_stages: Option<Vec<RateStageSummary>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_wait_s: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
@@ -831,6 +913,11 @@ impl LoadSummary {
         };
         match load {
             LoadModel::Scenarios(loads) => {
+                s.model = match (load.is_open(), load.is_mixed()) {
+                    (_, true) => "mixed".into(),
+                    (true, false) => "open".into(),
+                    (false, false) => "closed".into(),
+                };
                 s.users = Some(load.peak_users());
                 s.iterations = None;
                 s.scenario_loads = Some(
@@ -849,6 +936,17 @@ impl LoadSummary {
                                 RunBound::Iterations(_) => None,
                             },
                             start_s: l.start.as_secs_f64(),
+                            rate_stages: l.rate.as_ref().map(|r| {
+                                r.stages
+                                    .iter()
+                                    .map(|x| RateStageSummary {
+                                        from: x.from,
+                                        to: x.to,
+                                        duration_s: x.duration.as_secs_f64(),
+                                    })
+                                    .collect()
+                            }),
+                            max_wait_s: l.rate.as_ref().map(|r| r.max_wait.as_secs_f64()),
                         })
                         .collect(),
                 );

@@ -596,6 +596,11 @@ impl Plan {
                     let s = self.scenarios.get(l.scenario);
                     let iteration = s.map_or(iteration, |s| s.longest.max(s.pacing));
                     match l.bound {
+                        // An arrival may wait, then runs a whole iteration.
+                        RunBound::Duration(d) if l.rate.is_some() => {
+                            let wait = l.rate.as_ref().map_or(Duration::ZERO, |r| r.max_wait);
+                            l.start + d + wait + iteration
+                        }
                         RunBound::Duration(d) => l.start + d + self.target.timeout,
                         RunBound::Iterations(n) => {
                             l.start.saturating_add(l.ramp_up).saturating_add(

@@ -231,7 +231,8 @@ pub(super) struct RawScenario {
     pub(super) step: Vec<Spanned<journey::RawStep>>,
 }
 
-/// `[scenario.load]`: a closed model of the scenario's own.
+/// `[scenario.load]`: a load of the scenario's own: users (closed) or an
+/// arrival rate (open).
 #[derive(Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawScenarioLoad {
@@ -241,6 +242,12 @@ pub(super) struct RawScenarioLoad {
     pub(super) duration: Option<Spanned<PlanDuration>>,
     /// When its first user starts, from the run's start.
     pub(super) start: Option<Spanned<PlanDuration>>,
-    /// Refused with a clear message: an arrival rate is one plan-wide load.
+    /// Arrivals per second, with `duration` (or `stages`).
     pub(super) rate: Option<Spanned<Numbers>>,
+    /// Rate stages (`{ rate, duration }` each).
+    pub(super) stages: Option<Vec<Spanned<RawStage>>>,
+    /// The rate's concurrency cap, fleet-wide.
+    pub(super) max_users: Option<Spanned<u64>>,
+    /// How long an arrival may wait for a free user.
+    pub(super) max_wait: Option<Spanned<PlanDuration>>,
 }

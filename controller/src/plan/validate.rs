@@ -465,7 +465,7 @@ impl Validator<'_> {
             if d.mode != v1::DataMode::Unique {
                 continue;
             }
-            if matches!(load, LoadModel::Open { .. })
+            if load.is_open()
                 || phases
                     .iter()
                     .any(|p| matches!(p.load, LoadModel::Open { .. }))
@@ -669,7 +669,9 @@ impl Validator<'_> {
         groups: &[bool],
     ) -> Result<Thresholds, PlanError> {
         let mut rules = Vec::new();
-        let rule = |text: &Spanned<String>, step: Option<usize>| -> Result<crate::thresholds::Rule, PlanError> {
+        let rule = |text: &Spanned<String>,
+                    step: Option<usize>|
+         -> Result<crate::thresholds::Rule, PlanError> {
             let mut r = crate::thresholds::parse_rule(text.get_ref(), step)
                 .map_err(|e| self.error(text.span(), format!("`thresholds`: {e}")))?;
             if let crate::thresholds::Metric::Read { name, id, .. } = &mut r.metric {
