@@ -616,6 +616,48 @@ fn bad_phases_say_where_and_what_was_expected() {
     assert!(e.contains("unique among the phases"), "{e}");
     let without = PHASED.replace("[[phase]]", "[[phasex]]");
     assert!(err(&without).contains("unknown field"), "{}", err(&without));
+    // A load per scenario in a phase: the scenarios it names, each known.
+    let per = PHASED.replace(
+        "scenarios = [\"main\"]\nload = { users = 5, duration = \"10s\", throttle = \"60/min\" }",
+        "loads = { main = { users = 5, duration = \"10s\" }, warm = { rate = 2, duration = \"10s\" } }",
+    );
+    let p = parse("plan.toml", &per, "x").unwrap();
+    assert_eq!(p.phases[1].scenarios, [0, 1]);
+    let test = p.phase(1).unwrap();
+    let LoadModel::Scenarios(loads) = &test.load else {
+        panic!("{:?}", test.load)
+    };
+    let names: Vec<(&str, &str)> = loads
+        .iter()
+        .map(|l| (l.name.as_str(), test.scenarios[l.scenario].name.as_str()))
+        .collect();
+    assert_eq!(names, [("warm", "warm"), ("main", "main")]);
+    assert!(loads[0].rate.is_some() && loads[1].rate.is_none());
+    let e = err(&per.replace("main = { users", "mian = { users"));
+    assert!(
+        e.starts_with("plan.toml:12:")
+            && e.contains("phase \"test\" `loads`: no scenario is named \"mian\""),
+        "{e}"
+    );
+    let e = err(&per.replace(
+        "name = \"test\"\n",
+        "name = \"test\"\nscenarios = [\"main\"]\n",
+    ));
+    assert!(
+        e.contains("a phase with `loads` runs the scenarios named there"),
+        "{e}"
+    );
+    let e = err(&PHASED.replace(
+        "load = { users = 5, duration = \"10s\", throttle = \"60/min\" }\n",
+        "",
+    ));
+    assert!(
+        e.starts_with("plan.toml:10:1: ")
+            && e.contains(
+                "phase \"test\": expected a `load` ([phase.load]) or a load per scenario"
+            ),
+        "{e}"
+    );
 }
 
 #[test]

@@ -296,3 +296,64 @@ async fn each_load_of_a_swept_phase_gets_its_warm_up() {
     let phases = std::fs::read_to_string(out.join("users-2/phases.html")).unwrap();
     assert!(phases.contains("name=\"viewport\""), "laid out for phones");
 }
+
+/// A warm-up phase, then a phase whose scenarios each run a load of their
+/// own (users for one, an arrival rate for the other), with a rule about
+/// one scenario: each phase's run holds only its own scenarios.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_phase_runs_a_load_per_scenario() {
+    let bed = testbed(Config::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[target]\nbase_url = \"{}\"\n\
+         [thresholds]\nscenarios = {{ api = [\"errors < 1%\"], warm = [\"errors < 1%\"] }}\n\
+         [[phase]]\nname = \"warm\"\nscenarios = [\"warm\"]\n[phase.load]\nusers = 1\niterations = 1\n\
+         [[phase]]\nname = \"test\"\n\
+         [phase.loads.browse]\nusers = 2\niterations = 3\n\
+         [phase.loads.api]\nrate = 10\nduration = \"1s\"\nstart = \"500ms\"\nmax_users = 4\n\
+         [[scenario]]\nname = \"warm\"\n[[scenario.step]]\npath = \"/warm\"\n\
+         [[scenario]]\nname = \"browse\"\n[[scenario.step]]\npath = \"/browse\"\n\
+         [[scenario]]\nname = \"api\"\n[[scenario.step]]\npath = \"/api\"\n",
+        bed.base_url()
+    );
+    let plan = write_plan(dir.path(), "phased.toml", &text);
+    let out = dir.path().join("phases");
+    let exit = run_plan(&plan, &out).await;
+    assert_eq!(exit.code, 0, "{}\n{}", exit.stdout, exit.stderr);
+    let stats = bed.stats();
+    let served = |p: &str| stats.served_path(p);
+    println!(
+        "warm {}, browse {}, api {}",
+        served("/warm"),
+        served("/browse"),
+        served("/api")
+    );
+    assert_eq!(served("/warm"), 1);
+    assert_eq!(served("/browse"), 6, "2 users x 3 iterations");
+    assert_eq!(served("/api"), 10, "10/s for 1 s");
+    let test = summary(&out.join("phase-2-test"));
+    assert_eq!(test["load"]["model"], "mixed");
+    let loads = test["load"]["scenario_loads"].as_array().unwrap();
+    let names: Vec<&str> = loads
+        .iter()
+        .map(|l| l["scenario"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["browse", "api"], "in the plan's order");
+    assert_eq!(test["requests"]["GET /api"]["requests"], 10);
+    assert!(
+        test["requests"].get("GET /warm").is_none(),
+        "{}",
+        test["requests"]
+    );
+    // The rule about the warm-up's scenario is the warm-up phase's only.
+    let scopes: Vec<&str> = test["thresholds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["scope"].as_str().unwrap())
+        .collect();
+    assert_eq!(scopes, ["scenario api"]);
+    let warm = summary(&out.join("phase-1-warm"));
+    assert_eq!(warm["thresholds"][0]["scope"], "scenario warm");
+    assert_eq!(warm["thresholds"][0]["observed"], 0.0);
+}

@@ -386,7 +386,7 @@ impl Validator<'_> {
             if has_phases {
                 return Err(self.error(
                     l.span(),
-                    "`scenario.load`: a plan with [[phase]] gives each phase its load; a load per scenario is for a plan without phases",
+                    "`scenario.load`: a plan with [[phase]] gives each phase its load (a load per scenario in a phase is [phase.loads.NAME])",
                 ));
             }
             if let Some(w) = &sc.weight {
@@ -395,89 +395,111 @@ impl Validator<'_> {
                     "scenario `weight`: its own load says how many users it has; remove `weight`",
                 ));
             }
-            let raw = l.get_ref();
-            if raw.rate.is_none() && raw.stages.is_none() {
-                let only_open = [
-                    ("max_users", raw.max_users.as_ref().map(Spanned::span)),
-                    ("max_wait", raw.max_wait.as_ref().map(Spanned::span)),
-                ];
-                if let Some((key, Some(span))) = only_open.into_iter().find(|(_, s)| s.is_some()) {
-                    return Err(self.error(
-                        span,
-                        format!("`scenario.load.{key}`: is for a scenario with a `rate`; with `users`, the users are the cap"),
-                    ));
-                }
-            }
-            if let Some(st) = raw.stages.as_ref().and_then(|s| s.first())
-                && st.get_ref().users.is_some()
-            {
+            loads.push(self.scenario_load(i, name, l, timeout)?);
+        }
+        let (max_duration, throttle) = self.run_wide(top, &loads)?;
+        Ok((LoadModel::Scenarios(loads), max_duration, throttle))
+    }
+
+    /// One scenario's own load (`[scenario.load]`, or `[phase.loads.NAME]`);
+    /// `i` is the scenario's index in the run it is part of.
+    pub(super) fn scenario_load(
+        &self,
+        i: usize,
+        name: String,
+        l: &Spanned<super::raw::RawScenarioLoad>,
+        timeout: Duration,
+    ) -> Result<ScenarioLoad, PlanError> {
+        let raw = l.get_ref();
+        if raw.rate.is_none() && raw.stages.is_none() {
+            let only_open = [
+                ("max_users", raw.max_users.as_ref().map(Spanned::span)),
+                ("max_wait", raw.max_wait.as_ref().map(Spanned::span)),
+            ];
+            if let Some((key, Some(span))) = only_open.into_iter().find(|(_, s)| s.is_some()) {
                 return Err(self.error(
-                    st.span(),
-                    "`scenario.load.stages`: a scenario's stages are rate stages (`{ rate = 5, duration = \"1m\" }`); stages of users are for one plan-wide [load]",
+                    span,
+                    format!("`scenario.load.{key}`: is for a scenario with a `rate`; with `users`, the users are the cap"),
                 ));
             }
-            let as_load = RawLoad {
-                users: raw.users.clone(),
-                rate: raw.rate.clone(),
-                ramp_up: raw.ramp_up.clone(),
-                iterations: raw.iterations.clone(),
-                duration: raw.duration.clone(),
-                stages: raw.stages.clone(),
-                max_users: raw.max_users.clone(),
-                max_wait: raw.max_wait.clone(),
-                cooldown: None,
-                throttle: None,
-                graceful_stop: None,
-                max_duration: None,
-            };
-            let (model, sweep) = self.load(Spanned::new(l.span(), as_load), timeout)?;
-            if sweep.is_some() {
+        }
+        if let Some(st) = raw.stages.as_ref().and_then(|s| s.first())
+            && st.get_ref().users.is_some()
+        {
+            return Err(self.error(
+                st.span(),
+                "`scenario.load.stages`: a scenario's stages are rate stages (`{ rate = 5, duration = \"1m\" }`); stages of users are for one plan-wide [load]",
+            ));
+        }
+        let as_load = RawLoad {
+            users: raw.users.clone(),
+            rate: raw.rate.clone(),
+            ramp_up: raw.ramp_up.clone(),
+            iterations: raw.iterations.clone(),
+            duration: raw.duration.clone(),
+            stages: raw.stages.clone(),
+            max_users: raw.max_users.clone(),
+            max_wait: raw.max_wait.clone(),
+            cooldown: None,
+            throttle: None,
+            graceful_stop: None,
+            max_duration: None,
+        };
+        let (model, sweep) = self.load(Spanned::new(l.span(), as_load), timeout)?;
+        if sweep.is_some() {
+            return Err(self.error(
+                l.span(),
+                "`scenario.load`: a list of values (a sweep) is for one plan-wide [load]",
+            ));
+        }
+        let start = raw
+            .start
+            .as_ref()
+            .map(|s| s.get_ref().0)
+            .unwrap_or_default();
+        Ok(match model {
+            LoadModel::Closed {
+                users,
+                ramp_up,
+                bound,
+            } => ScenarioLoad {
+                scenario: i,
+                name,
+                users,
+                ramp_up,
+                bound,
+                start,
+                rate: None,
+            },
+            LoadModel::Open {
+                stages,
+                max_users,
+                max_wait,
+            } => ScenarioLoad {
+                scenario: i,
+                name,
+                users: max_users,
+                ramp_up: Duration::ZERO,
+                bound: RunBound::Duration(stages.iter().map(|s| s.duration).sum()),
+                start,
+                rate: Some(ScenarioRate { stages, max_wait }),
+            },
+            LoadModel::Staged { .. } | LoadModel::Scenarios(_) => {
                 return Err(self.error(
                     l.span(),
-                    "`scenario.load`: a list of values (a sweep) is for one plan-wide [load]",
+                    "`scenario.load`: expected `users` with `iterations` or `duration`, or `rate` with `duration` (or rate `stages`)",
                 ));
             }
-            let start = raw
-                .start
-                .as_ref()
-                .map(|s| s.get_ref().0)
-                .unwrap_or_default();
-            let load = match model {
-                LoadModel::Closed {
-                    users,
-                    ramp_up,
-                    bound,
-                } => ScenarioLoad {
-                    scenario: i,
-                    name,
-                    users,
-                    ramp_up,
-                    bound,
-                    start,
-                    rate: None,
-                },
-                LoadModel::Open {
-                    stages,
-                    max_users,
-                    max_wait,
-                } => ScenarioLoad {
-                    scenario: i,
-                    name,
-                    users: max_users,
-                    ramp_up: Duration::ZERO,
-                    bound: RunBound::Duration(stages.iter().map(|s| s.duration).sum()),
-                    start,
-                    rate: Some(ScenarioRate { stages, max_wait }),
-                },
-                LoadModel::Staged { .. } | LoadModel::Scenarios(_) => {
-                    return Err(self.error(
-                        l.span(),
-                        "`scenario.load`: expected `users` with `iterations` or `duration`, or `rate` with `duration` (or rate `stages`)",
-                    ));
-                }
-            };
-            loads.push(load);
-        }
+        })
+    }
+
+    /// With a load per scenario, `[load]` (or a phase's `load`) holds only
+    /// the run-wide `max_duration` and `throttle`.
+    pub(super) fn run_wide(
+        &self,
+        top: Option<Spanned<RawLoad>>,
+        loads: &[ScenarioLoad],
+    ) -> Result<(Option<Duration>, Option<f64>), PlanError> {
         let (mut max_duration, mut throttle) = (None, None);
         if let Some(top) = top {
             let t = top.get_ref();
@@ -519,7 +541,7 @@ impl Validator<'_> {
                 throttle = Some(self.throttle(th, loads.iter().any(|l| l.rate.is_some()))?);
             }
         }
-        Ok((LoadModel::Scenarios(loads), max_duration, throttle))
+        Ok((max_duration, throttle))
     }
 
     /// `load.throttle`: "120/min" and the like, as requests per second.

@@ -22,7 +22,7 @@ mod raw;
 mod validate;
 
 pub use journey::{DataSpec, MAX_DATA_BYTES, MetricSpec, parse_think};
-pub use load::{LoadModel, RateStage};
+pub use load::{LoadModel, RateStage, ScenarioLoad, ScenarioRate};
 
 use raw::RawPlan;
 use validate::{Validator, key_at};

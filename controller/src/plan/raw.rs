@@ -138,7 +138,12 @@ pub(super) struct RawPhase {
     pub(super) name: Spanned<String>,
     /// The scenarios this phase runs (by name); all of them when absent.
     pub(super) scenarios: Option<Spanned<Vec<Spanned<String>>>>,
-    pub(super) load: Spanned<RawLoad>,
+    /// Its load, shared by its scenarios by weight; with `loads`, only the
+    /// phase's `max_duration` and `throttle`.
+    pub(super) load: Option<Spanned<RawLoad>>,
+    /// A load per scenario (`[phase.loads.NAME]`): the scenarios it names
+    /// run at once, each with its own.
+    pub(super) loads: Option<Spanned<BTreeMap<String, Spanned<RawScenarioLoad>>>>,
 }
 
 #[derive(Deserialize, Clone)]

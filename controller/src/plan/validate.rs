@@ -45,19 +45,21 @@ impl Validator<'_> {
             self.http(http, &mut target, &mut raw.scenario)?;
         }
         let phases_raw = std::mem::take(&mut raw.phase);
-        let (load, sweep, max_duration, throttle_per_s) =
-            if raw.scenario.iter().any(|s| s.get_ref().load.is_some()) {
-                let (load, max_duration, throttle) = self.scenario_loads(
-                    raw.load.take(),
-                    &raw.scenario,
-                    !phases_raw.is_empty(),
-                    target.timeout,
-                )?;
-                (load, None, max_duration, throttle)
-            } else {
-                let main = self.main_load(raw.load.take(), phases_raw.first())?;
-                self.load_of(main, target.timeout)?
-            };
+        // The run's load; with phases, the first phase's (below).
+        let main = if raw.scenario.iter().any(|s| s.get_ref().load.is_some()) {
+            let (load, max_duration, throttle) = self.scenario_loads(
+                raw.load.take(),
+                &raw.scenario,
+                !phases_raw.is_empty(),
+                target.timeout,
+            )?;
+            Some((load, None, max_duration, throttle))
+        } else {
+            match self.main_load(raw.load.take(), !phases_raw.is_empty())? {
+                Some(main) => Some(self.load_of(main, target.timeout)?),
+                None => None,
+            }
+        };
         if raw.scenario.is_empty() {
             return Err(self.error(
                 0..0,
@@ -75,19 +77,20 @@ impl Validator<'_> {
             &plan_metrics,
             &mut metrics,
         )?;
-        let first_phase_sweeps = phases_raw.first().is_some_and(|p| {
-            let l = p.get_ref().load.get_ref();
-            l.users.as_ref().is_some_and(|u| u.get_ref().list)
-                || l.rate.as_ref().is_some_and(|r| r.get_ref().list)
-        });
         let (phases, phase_sweep) = self.phases(phases_raw, &scenarios, target.timeout)?;
-        // A plan with phases sweeps one phase's load: every value runs
-        // all the phases. (The first phase's list also filled `sweep`.)
-        let sweep = match phase_sweep {
-            Some(s) => Some(s),
-            None if first_phase_sweeps => None,
-            None => sweep,
+        let (load, sweep, max_duration, throttle_per_s) = match (main, phases.first()) {
+            (Some(main), _) => main,
+            (None, Some(first)) => (
+                first.load.clone(),
+                None,
+                first.max_duration,
+                first.throttle_per_s,
+            ),
+            (None, None) => unreachable!("main_load refuses a plan with neither"),
         };
+        // A plan with phases sweeps one phase's load: every value runs
+        // all the phases.
+        let sweep = phase_sweep.or(sweep);
         self.unique_data(&data, &raw.data, &load, sweep.as_ref(), &phases)?;
         if target.request_phases {
             self.request_phase_metrics(&mut metrics)?;
@@ -200,22 +203,23 @@ impl Validator<'_> {
         Ok(())
     }
 
-    /// The load of the plan's `[load]`, or of its first phase.
+    /// The plan's `[load]`; `None` for a plan with phases, which carry
+    /// their own.
     fn main_load(
         &self,
         load: Option<Spanned<RawLoad>>,
-        first_phase: Option<&Spanned<RawPhase>>,
-    ) -> Result<Spanned<RawLoad>, PlanError> {
-        match (load, first_phase) {
-            (Some(l), None) => Ok(l),
-            (None, Some(first)) => Ok(first.get_ref().load.clone()),
-            (Some(l), Some(_)) => {
+        has_phases: bool,
+    ) -> Result<Option<Spanned<RawLoad>>, PlanError> {
+        match (load, has_phases) {
+            (Some(l), false) => Ok(Some(l)),
+            (None, true) => Ok(None),
+            (Some(l), true) => {
                 Err(self.error(
                     l.span(),
                     "`load`: a plan with [[phase]] gives each phase its own `load`; remove [load]",
                 ))
             }
-            (None, None) => {
+            (None, false) => {
                 Err(self.error(
                     0..0,
                     "expected a [load] table (users, ramp_up, iterations, …) or [[phase]] entries with a `load` each",
@@ -370,6 +374,7 @@ impl Validator<'_> {
         let mut phases = Vec::with_capacity(raw.len());
         let mut swept: Option<super::Sweep> = None;
         for ph in raw {
+            let ph_span = ph.span();
             let ph = ph.into_inner();
             let name = ph.name.get_ref().trim().to_string();
             if name.is_empty() || phases.iter().any(|p: &Phase| p.name == name) {
@@ -410,8 +415,40 @@ impl Validator<'_> {
                     v
                 }
             };
-            let load_span = ph.load.span();
-            let (load, sweep, max_duration, throttle_per_s) = self.load_of(ph.load, timeout)?;
+            let load_span = ph.load.as_ref().map_or(ph_span.clone(), Spanned::span);
+            let (indices, load, sweep, max_duration, throttle_per_s) = match (ph.loads, ph.load) {
+                (Some(loads), top) => {
+                    if let Some(list) = &ph.scenarios {
+                        return Err(self.error(
+                            list.span(),
+                            format!(
+                                "phase \"{name}\" `scenarios`: a phase with `loads` runs the scenarios named there; remove `scenarios`"
+                            ),
+                        ));
+                    }
+                    let (indices, loads) = self.phase_loads(&name, loads, scenarios, timeout)?;
+                    let (max_duration, throttle) = self.run_wide(top, &loads)?;
+                    (
+                        indices,
+                        LoadModel::Scenarios(loads),
+                        None,
+                        max_duration,
+                        throttle,
+                    )
+                }
+                (None, Some(l)) => {
+                    let (load, sweep, max_duration, throttle) = self.load_of(l, timeout)?;
+                    (indices, load, sweep, max_duration, throttle)
+                }
+                (None, None) => {
+                    return Err(self.error(
+                        ph_span,
+                        format!(
+                            "phase \"{name}\": expected a `load` ([phase.load]) or a load per scenario ([phase.loads.NAME])"
+                        ),
+                    ));
+                }
+            };
             if let Some(s) = sweep {
                 if let Some(first) = &swept {
                     let other = first
@@ -441,6 +478,47 @@ impl Validator<'_> {
         Ok((phases, swept))
     }
 
+    /// A phase's load per scenario (`[phase.loads.NAME]`): the plan's
+    /// indices of the scenarios it runs (in the plan's order) and their
+    /// loads, each numbered by its place among them (the phase's own run
+    /// holds only those scenarios).
+    fn phase_loads(
+        &self,
+        phase: &str,
+        loads: Spanned<std::collections::BTreeMap<String, Spanned<RawScenarioLoad>>>,
+        scenarios: &[ScenarioSpec],
+        timeout: Duration,
+    ) -> Result<(Vec<usize>, Vec<super::ScenarioLoad>), PlanError> {
+        let span = loads.span();
+        let loads = loads.into_inner();
+        let mut named = Vec::with_capacity(loads.len());
+        for (name, l) in &loads {
+            let Some(i) = scenarios.iter().position(|s| s.name == name.trim()) else {
+                let names: Vec<&str> = scenarios.iter().map(|s| s.name.as_str()).collect();
+                return Err(self.error(
+                    l.span(),
+                    format!(
+                        "phase \"{phase}\" `loads`: no scenario is named \"{name}\"; expected one of {names:?}"
+                    ),
+                ));
+            };
+            named.push((i, name, l));
+        }
+        if named.is_empty() {
+            return Err(self.error(
+                span,
+                format!("phase \"{phase}\" `loads`: expected at least one scenario's load"),
+            ));
+        }
+        named.sort_by_key(|(i, _, _)| *i);
+        let indices: Vec<usize> = named.iter().map(|(i, _, _)| *i).collect();
+        let mut out = Vec::with_capacity(named.len());
+        for (k, (_, name, l)) in named.into_iter().enumerate() {
+            out.push(self.scenario_load(k, name.trim().to_string(), l, timeout)?);
+        }
+        Ok((indices, out))
+    }
+
     /// Data in mode "unique" binds rows to users: it needs the closed
     /// model, and one row for every user of the largest run.
     fn unique_data(
@@ -465,11 +543,7 @@ impl Validator<'_> {
             if d.mode != v1::DataMode::Unique {
                 continue;
             }
-            if load.is_open()
-                || phases
-                    .iter()
-                    .any(|p| matches!(p.load, LoadModel::Open { .. }))
-            {
+            if load.is_open() || phases.iter().any(|p| p.load.is_open()) {
                 return Err(self.error(
                     raw_d.span(),
                     format!(
