@@ -554,3 +554,76 @@ fn a_plan_that_does_not_validate_is_kept_as_a_draft_and_deep_nesting_is_refused(
     assert!(exit.stderr.starts_with("error: "), "{}", exit.stderr);
     println!("{}", exit.stderr);
 }
+
+/// A thread group beside a bzm Arrivals thread group: imported as two
+/// scenarios run at once, the users' and the arrival rate's, and run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_arrivals_thread_group_imports_as_a_scenario_with_its_rate() {
+    let bed = testbed(Config::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = bed.base_url();
+    let (host, port) = url.trim_start_matches("http://").split_once(':').unwrap();
+    let defaults = el(
+        "ConfigTestElement",
+        "defaults",
+        &format!(
+            "{}{}",
+            sp("HTTPSampler.domain", host),
+            sp("HTTPSampler.port", port)
+        ),
+        "",
+    );
+    let users = el(
+        "ThreadGroup",
+        "Users",
+        &format!(
+            "{}{}<elementProp name=\"ThreadGroup.main_controller\" elementType=\"LoopController\">{}</elementProp>",
+            sp("ThreadGroup.num_threads", "2"),
+            sp("ThreadGroup.ramp_time", "0"),
+            sp("LoopController.loops", "3")
+        ),
+        &get("users", "/users", ""),
+    );
+    // 20 arrivals a second, held 2 s, at most 4 at once.
+    let arrivals = el(
+        "com.blazemeter.jmeter.threads.arrivals.ArrivalsThreadGroup",
+        "API",
+        &format!(
+            "{}{}{}{}",
+            sp("TargetLevel", "20"),
+            sp("RampUp", "0"),
+            sp("Hold", "2"),
+            sp("ConcurrencyLimit", "4")
+        ),
+        &get("api", "/api", ""),
+    );
+    let text = format!(
+        "<?xml version=\"1.0\"?>\n<jmeterTestPlan version=\"1.2\"><hashTree>{}</hashTree></jmeterTestPlan>",
+        el("TestPlan", "p", "", &[defaults, users, arrivals].concat())
+    );
+    let file = dir.path().join("arrivals.jmx");
+    std::fs::write(&file, text).unwrap();
+    let out = dir.path().join("arrivals.toml");
+    let exit = import(&file, &out);
+    assert_eq!(exit.code, 0, "{}", exit.stderr);
+    let plan = std::fs::read_to_string(&out).unwrap();
+    println!("{plan}");
+    assert!(
+        plan.contains("stages = [{ from = 20, rate = 20, duration = \"2000ms\" }]\nmax_users = 4"),
+        "{plan}"
+    );
+    let run_dir = dir.path().join("run");
+    let exit = run_plan(&out, &run_dir).await;
+    assert_eq!(exit.code, 0, "{}\n{}", exit.stdout, exit.stderr);
+    let stats = bed.stats();
+    println!(
+        "users {}, api {}",
+        stats.served_path("/users"),
+        stats.served_path("/api")
+    );
+    assert_eq!(stats.served_path("/users"), 6, "2 users x 3 loops");
+    assert_eq!(stats.served_path("/api"), 40, "20 arrivals/s for 2 s");
+    let s = summary(&run_dir);
+    assert_eq!(s["load"]["model"], "mixed");
+    assert_eq!(s["dropped_iterations"], 0);
+}

@@ -386,11 +386,38 @@ fn closed_stages_grammar() {
             "stages = [{ users = 0, duration = \"1s\" }]",
             "at least one stage with users",
         ),
+        (
+            "stages = [{ users = 3, from = 1, duration = \"1s\" }]",
+            "`from` is for rate stages",
+        ),
+        (
+            "stages = [{ rate = 3, from = -1, duration = \"1s\" }]",
+            "`from` -1 is not a rate",
+        ),
     ];
     for (load, message) in cases {
         let e = err(&with_load(load));
         assert!(e.contains(message), "{load:?}: {e}");
     }
+}
+
+#[test]
+fn a_rate_stage_may_start_where_it_says() {
+    let p = parse(
+        "plan.toml",
+        &with_load(
+            "stages = [{ rate = 10, duration = \"2s\" }, { from = 20, rate = 20, duration = \"1s\" }, { rate = 0, duration = \"1s\" }]",
+        ),
+        "x",
+    )
+    .unwrap();
+    let LoadModel::Open { stages, .. } = &p.load else {
+        panic!("{:?}", p.load)
+    };
+    let levels: Vec<(f64, f64)> = stages.iter().map(|s| (s.from, s.to)).collect();
+    // Without `from` a stage ramps from where the one before ended.
+    assert_eq!(levels, [(0.0, 10.0), (20.0, 20.0), (20.0, 0.0)]);
+    assert!(p.load.describe().contains("20→20/s over 1s"), "{}", p.load.describe());
 }
 
 #[test]

@@ -340,6 +340,17 @@ struct Group {
     on_error: &'static str,
     steps: String,
     step_count: usize,
+    /// An arrivals thread group's schedule (an arrival rate instead of
+    /// users).
+    arrivals: Option<Arrivals>,
+}
+
+/// The bzm Arrivals and Free-Form Arrivals thread groups' schedule: rate
+/// stages (arrivals per second at the start and at the end, and the length
+/// in milliseconds), and the concurrency limit.
+struct Arrivals {
+    stages: Vec<(f64, f64, u64)>,
+    max_users: Option<u64>,
 }
 
 /// What is in scope of a sampler: defaults, headers, extractors and
@@ -514,8 +525,16 @@ pub fn import(jmx: &str, opts: &Options) -> Result<Imported, String> {
             "{source}: no thread group with an HTTP request to turn into a scenario"
         ));
     }
-    let (base, throttle, clear_cookies) =
+    let (base, mut throttle, clear_cookies) =
         (ctx.base.clone(), ctx.throttle.clone(), ctx.clear_cookies);
+    // A throttle caps users; beside an arrival rate (which sets its own
+    // pace) the plan refuses one.
+    if throttle.is_some() && groups.iter().any(|g| g.arrivals.is_some()) {
+        ctx.note(
+            "the Constant Throughput Timer: not applied beside an arrivals thread group, whose rate sets the pace (a throttle caps users, and a plan refuses one beside a rate)".into(),
+        );
+        throttle = None;
+    }
     let data = std::mem::take(&mut ctx.data);
     let base_url = match (&opts.base_url, &base) {
         (Some(b), _) => b.trim_end_matches('/').to_string(),
@@ -562,21 +581,34 @@ pub fn import(jmx: &str, opts: &Options) -> Result<Imported, String> {
         "\n# From HTTP Request Defaults (or the first sampler's server).\n[target]\nbase_url = {}",
         string(&base_url)
     );
-    let load = |g: &Group, throttle: &Option<String>| -> String {
-        let mut l = format!("users = {}, ramp_up = \"{}s\"", g.users.max(1), g.ramp_s);
+    // A thread group's load as `key = value` entries: users (or an
+    // arrivals thread group's rate stages), its bound, and the throttle.
+    let load = |g: &Group, throttle: &Option<String>| -> Vec<String> {
+        let mut l = Vec::new();
+        if let Some(a) = &g.arrivals {
+            let stages: Vec<String> = a
+                .stages
+                .iter()
+                .map(|&(from, to, ms)| {
+                    format!("{{ from = {from}, rate = {to}, duration = \"{ms}ms\" }}")
+                })
+                .collect();
+            l.push(format!("stages = [{}]", stages.join(", ")));
+            if let Some(m) = a.max_users {
+                l.push(format!("max_users = {m}"));
+            }
+            // A throttle caps users; an arrival rate sets its own pace.
+            return l;
+        }
+        l.push(format!("users = {}", g.users.max(1)));
+        l.push(format!("ramp_up = \"{}s\"", g.ramp_s));
         match (g.loops, g.duration_s) {
-            (Some(n), _) => {
-                let _ = write!(l, ", iterations = {}", n.max(1));
-            }
-            (None, Some(d)) => {
-                let _ = write!(l, ", duration = \"{}s\"", d.max(1));
-            }
-            (None, None) => {
-                let _ = write!(l, ", iterations = 1");
-            }
+            (Some(n), _) => l.push(format!("iterations = {}", n.max(1))),
+            (None, Some(d)) => l.push(format!("duration = \"{}s\"", d.max(1))),
+            (None, None) => l.push("iterations = 1".into()),
         }
         if let Some(t) = throttle {
-            let _ = write!(l, ", throttle = {}", string(t));
+            l.push(format!("throttle = {}", string(t)));
         }
         l
     };
@@ -592,7 +624,7 @@ pub fn import(jmx: &str, opts: &Options) -> Result<Imported, String> {
                 string(&g.name),
                 string(&g.name),
                 string(&g.name),
-                load(g, &throttle)
+                load(g, &throttle).join(", ")
             );
         }
     } else {
@@ -611,7 +643,7 @@ pub fn import(jmx: &str, opts: &Options) -> Result<Imported, String> {
                 plan,
                 "\n# From ThreadGroup {}.\n[load]\n{}",
                 string(&g.name),
-                load(g, &throttle).replace(", ", "\n")
+                load(g, &throttle).join("\n")
             );
         }
     }
@@ -657,7 +689,7 @@ pub fn import(jmx: &str, opts: &Options) -> Result<Imported, String> {
             g.on_error
         );
         if groups.len() > 1 && !serialize {
-            let mut l = load(g, &None).replace(", ", "\n");
+            let mut l = load(g, &None).join("\n");
             if g.delay_s > 0 {
                 let _ = write!(l, "\nstart = \"{}s\"", g.delay_s);
             }
@@ -761,9 +793,10 @@ fn thread_group<'a, 'i>(
         ctx.eval(&v, true, &where_)
     };
     let plugin = plugin_schedule(ctx, e, e.tag_name().name());
+    let arrivals = arrivals_schedule(ctx, e, e.tag_name().name());
     let users_text = num(ctx, "ThreadGroup.num_threads");
     let users = to_u64(&users_text).unwrap_or_else(|| {
-        if plugin.is_none() {
+        if plugin.is_none() && arrivals.is_none() {
             ctx.note(format!(
                 "{where_} num_threads \"{users_text}\": not a number; 1 user"
             ));
@@ -791,7 +824,11 @@ fn thread_group<'a, 'i>(
     } else {
         0
     };
-    let (loops, duration_s) = if scheduler && duration_s.is_some() {
+    let own_schedule = plugin.is_some() || arrivals.is_some();
+    let (loops, duration_s) = if own_schedule {
+        // Read from the plugin's own properties below.
+        (None, None)
+    } else if scheduler && duration_s.is_some() {
         if !forever {
             ctx.note(format!(
                 "{where_}: loops and a scheduler duration; the duration bounds the run here (each user iterates until it ends)"
@@ -831,6 +868,7 @@ fn thread_group<'a, 'i>(
         on_error,
         steps: String::new(),
         step_count: 0,
+        arrivals,
     };
     if let Some(children) = children {
         // A thread group's own defaults apply to it alone.
@@ -854,6 +892,7 @@ fn thread_group<'a, 'i>(
 /// common plugin's.
 fn is_thread_group(tag: &str) -> bool {
     matches!(tag, "ThreadGroup" | "SetupThreadGroup" | "PostThreadGroup")
+        || tag.ends_with("ArrivalsThreadGroup")
         || tag.ends_with("ConcurrencyThreadGroup")
         || tag.ends_with("UltimateThreadGroup")
         || tag.ends_with("SteppingThreadGroup")
@@ -930,6 +969,102 @@ fn plugin_schedule(
         ));
     }
     None
+}
+
+/// The bzm Arrivals thread groups' schedule as rate stages: the Arrivals
+/// one ramps linearly (or in `Steps` steps) to `TargetLevel` arrivals per
+/// unit over `RampUp` and holds it for `Hold`; the Free-Form one has rows
+/// of (start rate, end rate, length). The unit is the second or, with
+/// `Unit` "M", the minute (rates per minute, lengths in minutes).
+fn arrivals_schedule(ctx: &mut Ctx<'_>, e: Node<'_, '_>, tag: &str) -> Option<Arrivals> {
+    if !tag.ends_with("ArrivalsThreadGroup") {
+        return None;
+    }
+    let p = Props::of(e);
+    let where_ = label(e);
+    let num = |ctx: &mut Ctx<'_>, k: &str| {
+        ctx.eval(&p.get(k), true, &where_)
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|v| v.is_finite() && *v >= 0.0)
+    };
+    let factor = if p.get("Unit").trim() == "M" {
+        60.0
+    } else {
+        1.0
+    };
+    let ms = |units: f64| (units * factor * 1000.0).round() as u64;
+    let mut stages = Vec::new();
+    if tag.ends_with("FreeFormArrivalsThreadGroup") {
+        for row in p.collection("Schedule") {
+            let cells: Vec<f64> = row
+                .children()
+                .filter(|c| c.is_element())
+                .map(|c| {
+                    ctx.eval(c.text().unwrap_or(""), true, &where_)
+                        .trim()
+                        .parse::<f64>()
+                        .unwrap_or(0.0)
+                        .max(0.0)
+                })
+                .collect();
+            let cell = |i: usize| cells.get(i).copied().unwrap_or(0.0);
+            if ms(cell(2)) > 0 {
+                stages.push((cell(0) / factor, cell(1) / factor, ms(cell(2))));
+            }
+        }
+    } else {
+        let rate = num(ctx, "TargetLevel").unwrap_or(1.0) / factor;
+        // JMeter rounds the ramp-up and hold to whole seconds.
+        let ramp_ms = (num(ctx, "RampUp").unwrap_or(0.0) * factor).round() as u64 * 1000;
+        let hold_ms = (num(ctx, "Hold").unwrap_or(0.0) * factor).round() as u64 * 1000;
+        let steps = num(ctx, "Steps").unwrap_or(0.0) as u64;
+        if ramp_ms > 0 && steps > 0 {
+            // Each step holds its level: step k of n at rate (k+1)/n.
+            let len = ramp_ms / steps;
+            for k in 0..steps {
+                let level = rate * (k + 1) as f64 / steps as f64;
+                let len = if k + 1 == steps {
+                    ramp_ms - len * k
+                } else {
+                    len
+                };
+                stages.push((level, level, len));
+            }
+        } else if ramp_ms > 0 {
+            stages.push((0.0, rate, ramp_ms));
+        }
+        if hold_ms > 0 {
+            stages.push((rate, rate, hold_ms));
+        }
+        if let Some(n) = num(ctx, "ArrivalsLimit").filter(|n| *n > 0.0) {
+            ctx.note(format!(
+                "{where_}: its limit of {n} arrivals in all is not mapped; arrivals follow the schedule to its end"
+            ));
+        }
+    }
+    if let Some(n) = num(ctx, "Iterations").filter(|n| *n > 0.0) {
+        ctx.note(format!(
+            "{where_}: its limit of {n} iterations per thread is not mapped; each arrival is one iteration"
+        ));
+    }
+    if stages.iter().all(|s| s.0 == 0.0 && s.1 == 0.0) {
+        ctx.note(format!(
+            "{where_}: its schedule has no arrivals (JMeter starts none); 1 arrival per second for 1 s here"
+        ));
+        stages = vec![(1.0, 1.0, 1000)];
+    }
+    let max_users = num(ctx, "ConcurrencyLimit")
+        .map(|n| n as u64)
+        .filter(|n| *n > 0);
+    if max_users.is_none() {
+        ctx.note(format!(
+            "{where_}: no concurrency limit; at most {} users at once here (the open model's default)",
+            crate::plan::DEFAULT_MAX_USERS
+        ));
+    }
+    Some(Arrivals { stages, max_users })
 }
 
 /// Post-processors and assertions in scope of a sampler, as step lines.
@@ -2509,6 +2644,153 @@ mod tests {
                 .iter()
                 .any(|u| u.contains("in 5 steps is a linear ramp-up of 60 s"))
         );
+    }
+
+    /// A plan whose thread group is a bzm Arrivals (or Free-Form Arrivals)
+    /// one with these properties inside it.
+    fn arrivals_jmx(tag: &str, props: &str) -> String {
+        jmx("")
+            .replace(
+                "<ThreadGroup testclass=\"ThreadGroup\"",
+                &format!("<com.blazemeter.jmeter.threads.arrivals.{tag} testclass=\"x\""),
+            )
+            .replace(
+                "</ThreadGroup>",
+                &format!("{props}</com.blazemeter.jmeter.threads.arrivals.{tag}>"),
+            )
+    }
+
+    fn rate_stages(p: &crate::plan::Plan) -> Vec<(f64, f64, u64)> {
+        let crate::plan::LoadModel::Open { stages, .. } = &p.load else {
+            panic!("{:?}", p.load)
+        };
+        stages
+            .iter()
+            .map(|s| (s.from, s.to, s.duration.as_millis() as u64))
+            .collect()
+    }
+
+    #[test]
+    fn an_arrivals_thread_group_imports_as_its_arrival_rate() {
+        // 120 arrivals a minute, ramped in 3 steps over 1 minute, held 2.
+        let text = arrivals_jmx(
+            "ArrivalsThreadGroup",
+            &format!(
+                "{}{}{}{}{}{}",
+                sp("TargetLevel", "120"),
+                sp("RampUp", "1"),
+                sp("Steps", "3"),
+                sp("Hold", "2"),
+                sp("Unit", "M"),
+                sp("ConcurrencyLimit", "25")
+            ),
+        );
+        let i = convert(&text, &[]);
+        let p = crate::plan::parse("t.toml", &i.plan, "t").unwrap();
+        assert_eq!(
+            rate_stages(&p),
+            [
+                (2.0 / 3.0, 2.0 / 3.0, 20_000),
+                (4.0 / 3.0, 4.0 / 3.0, 20_000),
+                (2.0, 2.0, 20_000),
+                (2.0, 2.0, 120_000)
+            ],
+            "{}",
+            i.plan
+        );
+        let crate::plan::LoadModel::Open { max_users, .. } = p.load else {
+            unreachable!()
+        };
+        assert_eq!(max_users, 25);
+        // A linear ramp from 0, in seconds, without a limit (said).
+        let text = arrivals_jmx(
+            "ArrivalsThreadGroup",
+            &format!(
+                "{}{}{}",
+                sp("TargetLevel", "10"),
+                sp("RampUp", "4"),
+                sp("Hold", "6")
+            ),
+        );
+        let i = convert(&text, &[]);
+        let p = crate::plan::parse("t.toml", &i.plan, "t").unwrap();
+        assert_eq!(rate_stages(&p), [(0.0, 10.0, 4_000), (10.0, 10.0, 6_000)]);
+        assert!(
+            i.unmapped
+                .iter()
+                .any(|u| u.contains("no concurrency limit; at most 1000 users")),
+            "{:?}",
+            i.unmapped
+        );
+        assert!(
+            !i.unmapped.iter().any(|u| u.contains("loops forever")),
+            "{:?}",
+            i.unmapped
+        );
+    }
+
+    #[test]
+    fn a_free_form_arrivals_thread_group_imports_each_row_as_a_stage() {
+        let row = |a: &str, b: &str, d: &str| {
+            format!(
+                "<collectionProp name=\"r\">{}{}{}</collectionProp>",
+                sp("1", a),
+                sp("2", b),
+                sp("3", d)
+            )
+        };
+        let text = arrivals_jmx(
+            "FreeFormArrivalsThreadGroup",
+            &format!(
+                "<collectionProp name=\"Schedule\">{}{}{}</collectionProp>{}",
+                row("0", "10", "5"),
+                row("10", "10", "10"),
+                row("30", "0", "5"),
+                sp("ConcurrencyLimit", "40")
+            ),
+        );
+        let i = convert(&text, &[]);
+        let p = crate::plan::parse("t.toml", &i.plan, "t").unwrap();
+        // The third row jumps from 10 to 30 at 15 s: its own start rate.
+        assert_eq!(
+            rate_stages(&p),
+            [(0.0, 10.0, 5_000), (10.0, 10.0, 10_000), (30.0, 0.0, 5_000)],
+            "{}",
+            i.plan
+        );
+    }
+
+    #[test]
+    fn an_arrivals_thread_group_beside_a_thread_group_is_a_scenario_with_its_rate() {
+        let text = jmx("").replace(
+            "</hashTree></hashTree></jmeterTestPlan>",
+            &format!(
+                "<com.blazemeter.jmeter.threads.arrivals.ArrivalsThreadGroup testclass=\"x\" testname=\"api\">{}{}</com.blazemeter.jmeter.threads.arrivals.ArrivalsThreadGroup>\
+                 <hashTree><HTTPSamplerProxy testclass=\"HTTPSamplerProxy\" testname=\"a\">{}{}</HTTPSamplerProxy><hashTree/></hashTree>\
+                 </hashTree></hashTree></jmeterTestPlan>",
+                sp("TargetLevel", "5"),
+                sp("Hold", "30"),
+                sp("HTTPSampler.domain", "${host}"),
+                sp("HTTPSampler.path", "/api"),
+            ),
+        );
+        let i = convert(&text, &[]);
+        let p = crate::plan::parse("t.toml", &i.plan, "t").unwrap();
+        let crate::plan::LoadModel::Scenarios(loads) = &p.load else {
+            panic!("{:?}\n{}", p.load, i.plan)
+        };
+        assert!(loads[0].rate.is_none(), "{}", i.plan);
+        assert_eq!(loads[0].users, 3);
+        let rate = loads[1].rate.as_ref().expect("the arrivals group's rate");
+        assert_eq!(
+            (
+                rate.stages[0].from,
+                rate.stages[0].to,
+                rate.stages[0].duration.as_secs()
+            ),
+            (5.0, 5.0, 30)
+        );
+        assert!(p.load.is_mixed());
     }
 
     #[test]

@@ -732,6 +732,9 @@ impl Validator<'_> {
             if let Some(r) = &st.rate {
                 return Err(self.error(r.span(), "`load.stages`: expected `users` in every stage (or `rate` in every stage), not both kinds"));
             }
+            if let Some(f) = &st.from {
+                return Err(self.error(f.span(), "`load.stages`: `from` is for rate stages; a stage of users ramps from the level before it"));
+            }
             let Some(users) = &st.users else {
                 return Err(
                     self.error(at, "`load.stages`: each stage needs `users` and `duration`")
@@ -814,8 +817,21 @@ impl Validator<'_> {
                     "`load.stages`: expected a duration above zero",
                 ));
             }
+            let from = match &st.from {
+                Some(f) if !(0.0..=10_000_000.0).contains(f.get_ref()) => {
+                    return Err(self.error(
+                        f.span(),
+                        format!(
+                            "`load.stages`: `from` {} is not a rate from 0 to 10000000 per second",
+                            f.get_ref()
+                        ),
+                    ));
+                }
+                Some(f) => *f.get_ref(),
+                None => level,
+            };
             stages.push(RateStage {
-                from: level,
+                from,
                 to: r,
                 duration: st.duration.get_ref().0,
             });

@@ -150,6 +150,9 @@ pub(super) struct RawPhase {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawStage {
     pub(super) rate: Option<Spanned<Numbers>>,
+    /// A rate stage's rate at its start, when it is not where the stage
+    /// before ended (a step); absent, it ramps from there.
+    pub(super) from: Option<Spanned<f64>>,
     pub(super) users: Option<Spanned<Numbers>>,
     pub(super) duration: Spanned<PlanDuration>,
 }
