@@ -417,7 +417,11 @@ fn a_rate_stage_may_start_where_it_says() {
     let levels: Vec<(f64, f64)> = stages.iter().map(|s| (s.from, s.to)).collect();
     // Without `from` a stage ramps from where the one before ended.
     assert_eq!(levels, [(0.0, 10.0), (20.0, 20.0), (20.0, 0.0)]);
-    assert!(p.load.describe().contains("20→20/s over 1s"), "{}", p.load.describe());
+    assert!(
+        p.load.describe().contains("20→20/s over 1s"),
+        "{}",
+        p.load.describe()
+    );
 }
 
 #[test]
