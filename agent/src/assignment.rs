@@ -131,6 +131,34 @@ pub enum BodySpec {
     /// JSON text (application/json).
     Json(Template),
     Raw(Template),
+    /// multipart/form-data.
+    Multipart(Multipart),
+}
+
+/// A multipart/form-data body, prepared once: its content type (with the
+/// boundary) and its parts.
+#[derive(Debug, Clone)]
+pub struct Multipart {
+    pub content_type: HeaderValue,
+    pub boundary: String,
+    pub parts: Vec<Part>,
+}
+
+/// One part of a multipart body.
+#[derive(Debug, Clone)]
+pub enum Part {
+    Field {
+        name: Template,
+        value: Template,
+    },
+    /// A file: its bytes are shared, never copied, from one request to the
+    /// next (only into the request's body).
+    File {
+        name: Template,
+        filename: String,
+        content_type: String,
+        content: bytes::Bytes,
+    },
 }
 
 /// A variable a step sets after its response: its slot, its expression,
@@ -886,6 +914,56 @@ fn template(text: &str, what: &str, vars: &mut VarTable) -> Result<Template, Str
     Template::compile(text, vars).map_err(|e| format!("{what}: {e}"))
 }
 
+/// Checks a multipart body: a boundary a header can carry, and file names
+/// and media types without line breaks or quotes that would end their
+/// header.
+fn multipart(m: v1::Multipart, vars: &mut VarTable) -> Result<Multipart, String> {
+    let fits = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 70
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"'()+_,-./:=?".contains(&b))
+    };
+    if !fits(&m.boundary) {
+        return Err(format!(
+            "multipart boundary {:?} is not 1 to 70 plain characters",
+            m.boundary
+        ));
+    }
+    let content_type =
+        HeaderValue::from_str(&format!("multipart/form-data; boundary={}", m.boundary))
+            .map_err(|_| "multipart boundary is not a header value".to_string())?;
+    let plain = |s: &str| !s.bytes().any(|b| b == b'"' || b == b'\r' || b == b'\n');
+    let mut parts = Vec::with_capacity(m.parts.len());
+    for p in m.parts {
+        let name = template(&p.name, "multipart", vars)?;
+        if p.file {
+            if !plain(&p.filename) || !plain(&p.content_type) || p.content_type.is_empty() {
+                return Err(format!(
+                    "multipart file {:?} ({:?}): a file name or media type with a quote or a line break",
+                    p.filename, p.content_type
+                ));
+            }
+            parts.push(Part::File {
+                name,
+                filename: p.filename,
+                content_type: p.content_type,
+                content: bytes::Bytes::from(p.content),
+            });
+        } else {
+            parts.push(Part::Field {
+                name,
+                value: template(&p.value, "multipart", vars)?,
+            });
+        }
+    }
+    Ok(Multipart {
+        content_type,
+        boundary: m.boundary,
+        parts,
+    })
+}
+
 fn pairs(
     list: Vec<v1::Header>,
     what: &str,
@@ -958,6 +1036,7 @@ fn step(
         Some(v1::step::Body::Form(f)) => BodySpec::Form(pairs(f.fields, "form", vars)?),
         Some(v1::step::Body::Json(j)) => BodySpec::Json(template(&j, "json", vars)?),
         Some(v1::step::Body::Raw(r)) => BodySpec::Raw(template(&r, "body", vars)?),
+        Some(v1::step::Body::Multipart(m)) => BodySpec::Multipart(multipart(m, vars)?),
     };
     if st.max_redirects > MAX_REDIRECTS {
         return Err(format!(

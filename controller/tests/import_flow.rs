@@ -627,3 +627,89 @@ async fn an_arrivals_thread_group_imports_as_a_scenario_with_its_rate() {
     assert_eq!(s["load"]["model"], "mixed");
     assert_eq!(s["dropped_iterations"], 0);
 }
+
+/// A multipart POST with a file (HTTPFileArgs) and a repeated parameter:
+/// imported as a `multipart` body and sent as JMeter sends it, checked
+/// with Python's MIME parser.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multipart_post_with_a_file_imports_and_uploads_it() {
+    let bed = testbed(Config::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = bed.base_url();
+    let (host, port) = url.trim_start_matches("http://").split_once(':').unwrap();
+    let file: Vec<u8> = (0..2000u32).map(|i| (i * 13 % 256) as u8).collect();
+    std::fs::write(dir.path().join("scan.bin"), &file).unwrap();
+    let arg = |n: &str, v: &str| {
+        format!(
+            "<elementProp name=\"{n}\" elementType=\"HTTPArgument\">{}{}<boolProp name=\"HTTPArgument.always_encode\">false</boolProp></elementProp>",
+            sp("Argument.name", n),
+            sp("Argument.value", v)
+        )
+    };
+    let sampler = el(
+        "HTTPSamplerProxy",
+        "upload",
+        &format!(
+            "{}{}{}{}<boolProp name=\"HTTPSampler.DO_MULTIPART_POST\">true</boolProp>\
+             <elementProp name=\"HTTPsampler.Files\" elementType=\"HTTPFileArgs\"><collectionProp name=\"HTTPFileArgs.files\">\
+             <elementProp name=\"scan.bin\" elementType=\"HTTPFileArg\">{}{}{}</elementProp></collectionProp></elementProp>\
+             <elementProp name=\"HTTPsampler.Arguments\" elementType=\"Arguments\"><collectionProp name=\"Arguments.arguments\">{}{}{}</collectionProp></elementProp>",
+            sp("HTTPSampler.domain", host),
+            sp("HTTPSampler.port", port),
+            sp("HTTPSampler.path", "/upload"),
+            sp("HTTPSampler.method", "POST"),
+            sp("File.path", "scan.bin"),
+            sp("File.paramname", "attachment"),
+            sp("File.mimetype", "application/octet-stream"),
+            arg("course", "7"),
+            arg("tag", "a"),
+            arg("tag", "b"),
+        ),
+        "",
+    );
+    let text = plan_of(&sampler, "1", "1");
+    let jmx = dir.path().join("upload.jmx");
+    std::fs::write(&jmx, text).unwrap();
+    let out = dir.path().join("upload.toml");
+    let exit = import(&jmx, &out);
+    assert_eq!(exit.code, 0, "{}", exit.stderr);
+    let plan = std::fs::read_to_string(&out).unwrap();
+    println!("{plan}");
+    assert!(
+        plan.contains("{ name = \"attachment\", file = \"scan.bin\", content_type = \"application/octet-stream\" }"),
+        "{plan}"
+    );
+    assert!(
+        !plan.contains("sent more than once"),
+        "a multipart body keeps repeats: {plan}"
+    );
+    let run_dir = dir.path().join("run");
+    let exit = run_plan(&out, &run_dir).await;
+    assert_eq!(exit.code, 0, "{}\n{}", exit.stdout, exit.stderr);
+    let uploads = bed.stats().uploads();
+    assert_eq!(uploads.len(), 1);
+    let parts = crate::upload::parse_multipart(&uploads[0].0, &uploads[0].1);
+    println!("{parts}");
+    let got: Vec<(String, String)> = parts
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap().to_string(),
+                p["text"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("course".to_string(), "7".to_string()),
+            ("tag".into(), "a".into()),
+            ("tag".into(), "b".into()),
+            ("attachment".into(), String::new())
+        ]
+    );
+    assert_eq!(parts[3]["filename"], "scan.bin");
+    assert_eq!(parts[3]["sha"], crate::upload::sha256(&file));
+}

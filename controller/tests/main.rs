@@ -50,3 +50,4 @@ mod stages;
 mod start_sync;
 mod sweep;
 mod thresholds;
+mod upload;

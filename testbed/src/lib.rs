@@ -8,7 +8,8 @@
 //! Special paths: `/status/<code>` answers with that status; `/close` answers
 //! and closes the connection; `/echo` answers with a JSON account of the
 //! request (method, path, query, cookies, content type, body); `/redirect/N`
-//! redirects N times before landing on `/echo`; `/gzip/...` answers like any
+//! redirects N times before landing on `/echo`; `/upload` keeps the first
+//! 16 request bodies it gets, with their content type, for a test to read; `/gzip/...` answers like any
 //! page but always gzip-compressed (`Content-Encoding: gzip`), as a CDN
 //! would. With [`Config::moodle`], the
 //! Moodle paths (`/`, `/login/`, `/course/`, `/mod/`, `/user/`) are a
@@ -157,6 +158,7 @@ pub struct Stats {
     by_path: Mutex<HashMap<String, u64>>,
     first_requests: Mutex<Vec<Duration>>,
     started: Mutex<Option<Instant>>,
+    uploads: Mutex<Vec<(String, Vec<u8>)>>,
 }
 
 impl Stats {
@@ -195,6 +197,14 @@ impl Stats {
     pub fn paths(&self) -> std::collections::BTreeMap<String, u64> {
         let map = self.by_path.lock().unwrap_or_else(|e| e.into_inner());
         map.iter().map(|(k, v)| (k.clone(), *v)).collect()
+    }
+
+    /// The first 16 bodies sent to `/upload`, each with its content type.
+    pub fn uploads(&self) -> Vec<(String, Vec<u8>)> {
+        self.uploads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Arrival times of the first request on each connection, from the server's
@@ -453,6 +463,21 @@ async fn handle(
         .await
     } else if path == "/echo" {
         echo(req).await
+    } else if path == "/upload" {
+        let (parts, body) = req.into_parts();
+        let body = read_body(body).await;
+        let answer = format!("{} bytes", body.len());
+        let kind = parts
+            .headers
+            .get(hyper::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let mut kept = stats.uploads.lock().unwrap_or_else(|e| e.into_inner());
+        if kept.len() < 16 {
+            kept.push((kind, body.to_vec()));
+        }
+        Response::new(Full::new(Bytes::from(answer)))
     } else if let Some(n) = path.strip_prefix("/redirect/") {
         let n: u32 = n.parse().unwrap_or(0);
         let to = if n <= 1 {

@@ -81,6 +81,7 @@ pub fn prepare<'a>(
             Some(HeaderValue::from_static("application/json")),
         ),
         BodySpec::Raw(t) => (Bytes::from(t.render(vars)), None),
+        BodySpec::Multipart(m) => (multipart_body(m, vars), Some(m.content_type.clone())),
     };
     Ok(Prepared {
         method: step.method.clone(),
@@ -91,6 +92,64 @@ pub fn prepare<'a>(
         body,
         content_type,
     })
+}
+
+/// A multipart/form-data body (RFC 7578): each part opened by the
+/// boundary, named in its Content-Disposition (a quote or a line break in
+/// a rendered name is percent-encoded, as browsers do), a file's with its
+/// file name and media type, and the closing boundary.
+fn multipart_body(m: &crate::assignment::Multipart, vars: &[String]) -> Bytes {
+    use crate::assignment::Part;
+    let files: usize = m
+        .parts
+        .iter()
+        .map(|p| match p {
+            Part::File { content, .. } => content.len(),
+            Part::Field { .. } => 0,
+        })
+        .sum();
+    let mut out = Vec::with_capacity(files + 128 * (m.parts.len() + 1));
+    let quoted = |out: &mut Vec<u8>, s: &str| {
+        for b in s.bytes() {
+            match b {
+                b'"' => out.extend_from_slice(b"%22"),
+                b'\r' => out.extend_from_slice(b"%0D"),
+                b'\n' => out.extend_from_slice(b"%0A"),
+                _ => out.push(b),
+            }
+        }
+    };
+    for p in &m.parts {
+        out.extend_from_slice(b"--");
+        out.extend_from_slice(m.boundary.as_bytes());
+        out.extend_from_slice(b"\r\nContent-Disposition: form-data; name=\"");
+        match p {
+            Part::Field { name, value } => {
+                quoted(&mut out, &name.render(vars));
+                out.extend_from_slice(b"\"\r\n\r\n");
+                out.extend_from_slice(value.render(vars).as_bytes());
+            }
+            Part::File {
+                name,
+                filename,
+                content_type,
+                content,
+            } => {
+                quoted(&mut out, &name.render(vars));
+                out.extend_from_slice(b"\"; filename=\"");
+                out.extend_from_slice(filename.as_bytes());
+                out.extend_from_slice(b"\"\r\nContent-Type: ");
+                out.extend_from_slice(content_type.as_bytes());
+                out.extend_from_slice(b"\r\n\r\n");
+                out.extend_from_slice(content);
+            }
+        }
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"--");
+    out.extend_from_slice(m.boundary.as_bytes());
+    out.extend_from_slice(b"--\r\n");
+    Bytes::from(out)
 }
 
 fn append_query(out: &mut String, query: &[(Template, Template)], vars: &[String]) {

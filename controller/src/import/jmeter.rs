@@ -1844,34 +1844,7 @@ fn csv(ctx: &mut Ctx<'_>, e: Node<'_, '_>) -> Result<(), String> {
     };
     ctx.csv_files
         .push((file.clone(), columns.clone(), name.clone()));
-    // The file, found beside the JMX when its path is relative.
-    let jmx_dir = ctx.opts.source.parent().unwrap_or(Path::new("."));
-    let path = if Path::new(&file).is_absolute() {
-        PathBuf::from(&file)
-    } else {
-        jmx_dir.join(&file)
-    };
-    // A bare `--out plan.toml` has the empty path as its parent: the
-    // current directory.
-    let out_dir = ctx
-        .opts
-        .out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let written = match (path.canonicalize(), out_dir.canonicalize()) {
-        (Ok(abs), Ok(out)) => abs
-            .strip_prefix(&out)
-            .map(|r| r.display().to_string())
-            .unwrap_or_else(|_| abs.display().to_string()),
-        _ => {
-            ctx.note(format!(
-                "{where_}: {} does not exist here; the plan names it, put it there",
-                path.display()
-            ));
-            path.display().to_string()
-        }
-    };
+    let written = path_for_plan(ctx, &file, &where_);
     let ignore_first = p.bool("ignoreFirstLine") == Some(true);
     let recycle = p.bool("recycle") != Some(false);
     let share = p.get("shareMode");
@@ -1900,6 +1873,39 @@ fn csv(ctx: &mut Ctx<'_>, e: Node<'_, '_>) -> Result<(), String> {
     }
     ctx.data.push(t);
     Ok(())
+}
+
+/// A file a JMX names (relative paths are the JMX's directory's, as JMeter
+/// reads them) as the written plan names it: relative to the plan's
+/// directory when it is under it. A file that does not exist is said.
+fn path_for_plan(ctx: &mut Ctx<'_>, file: &str, where_: &str) -> String {
+    let jmx_dir = ctx.opts.source.parent().unwrap_or(Path::new("."));
+    let path = if Path::new(file).is_absolute() {
+        PathBuf::from(file)
+    } else {
+        jmx_dir.join(file)
+    };
+    // A bare `--out plan.toml` has the empty path as its parent: the
+    // current directory.
+    let out_dir = ctx
+        .opts
+        .out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    match (path.canonicalize(), out_dir.canonicalize()) {
+        (Ok(abs), Ok(out)) => abs
+            .strip_prefix(&out)
+            .map(|r| r.display().to_string())
+            .unwrap_or_else(|_| abs.display().to_string()),
+        _ => {
+            ctx.note(format!(
+                "{where_}: {} does not exist here; the plan names it, put it there",
+                path.display()
+            ));
+            path.display().to_string()
+        }
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -1935,18 +1941,32 @@ fn sampler<'a, 'i>(
     let follow = p.bool("HTTPSampler.follow_redirects") == Some(true)
         || p.bool("HTTPSampler.auto_redirects") == Some(true);
     let raw_body = p.bool("HTTPSampler.postBodyRaw") == Some(true);
-    if p.bool("HTTPSampler.DO_MULTIPART_POST") == Some(true) {
-        ctx.note(format!(
-            "{where_}: multipart/form-data is not supported yet; its fields are sent as application/x-www-form-urlencoded"
-        ));
-    }
-    let files = p
+    // File uploads: (parameter name, path as the plan names it, media type).
+    let mut files: Vec<(String, String, String)> = Vec::new();
+    for f in p
         .element("HTTPsampler.Files")
-        .map(|f| f.collection("HTTPFileArgs.files").len())
-        .unwrap_or(0);
-    if files > 0 {
+        .map(|f| f.collection("HTTPFileArgs.files"))
+        .unwrap_or_default()
+    {
+        let f = Props::of(f);
+        let file = ctx.eval(&f.get("File.path"), true, &where_);
+        if file.trim().is_empty() {
+            continue;
+        }
+        let param = ctx.eval(&f.get("File.paramname"), false, &where_);
+        let mime = ctx.eval(&f.get("File.mimetype"), true, &where_);
+        let written = path_for_plan(ctx, file.trim(), &where_);
+        files.push((param, written, mime));
+    }
+    // JMeter sends a form with files as multipart/form-data, and one when
+    // told to; a lone file without a parameter name is the body itself.
+    let multipart = !matches!(method.as_str(), "GET" | "HEAD" | "DELETE" | "OPTIONS")
+        && (p.bool("HTTPSampler.DO_MULTIPART_POST") == Some(true)
+            || files.iter().any(|(param, _, _)| !param.is_empty()));
+    if !multipart && !files.is_empty() {
         ctx.note(format!(
-            "{where_}: {files} file upload(s) (HTTPFileArgs) are not sent: file uploads are not supported yet"
+            "{where_}: its file sent as the request body ({}) is not sent: a step's raw body is text; a file goes as a `multipart` part",
+            files[0].1
         ));
     }
     let mut args: Vec<(String, String)> = p
@@ -1965,9 +1985,10 @@ fn sampler<'a, 'i>(
     if !raw {
         args.extend(scope.params.iter().cloned());
     }
-    // A table cannot hold one name twice: the repeats are said.
+    // A table cannot hold one name twice: the repeats are said (a
+    // multipart body keeps them, in order).
     let mut seen: Vec<&str> = Vec::new();
-    for (k, _) in &args {
+    for (k, _) in args.iter().filter(|_| !multipart) {
         if seen.contains(&k.as_str()) {
             ctx.note(format!(
                 "{where_}: parameter `{k}` is sent more than once by JMeter; once here (the last value)"
@@ -2037,7 +2058,31 @@ fn sampler<'a, 'i>(
         let _ = writeln!(lines, "follow_redirects = false");
     }
     let with_body = !matches!(method.as_str(), "GET" | "HEAD" | "DELETE" | "OPTIONS");
-    if !args.is_empty() {
+    if multipart {
+        let _ = writeln!(lines, "multipart = [");
+        for (k, v) in &args {
+            let _ = writeln!(
+                lines,
+                "  {{ name = {}, value = {} }},",
+                template_string(k),
+                template_string(v)
+            );
+        }
+        for (param, file, mime) in files.iter().filter(|(p, _, _)| !p.is_empty()) {
+            let kind = if mime.trim().is_empty() {
+                String::new()
+            } else {
+                format!(", content_type = {}", string(mime.trim()))
+            };
+            let _ = writeln!(
+                lines,
+                "  {{ name = {}, file = {}{kind} }},",
+                template_string(param),
+                string(file)
+            );
+        }
+        let _ = writeln!(lines, "]");
+    } else if !args.is_empty() {
         if raw_body {
             let body: String = args.iter().map(|(_, v)| v.as_str()).collect();
             let _ = writeln!(lines, "body = {}", template_string(&body));

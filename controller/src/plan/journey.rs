@@ -17,6 +17,24 @@ use super::{PlanError, TargetSpec, Validator};
 /// Most bytes of data files one plan may ship to its agents.
 pub const MAX_DATA_BYTES: usize = 16 << 20;
 
+/// The most bytes of files a plan's multipart steps may upload, all steps
+/// together: each step's files go to every agent with its assignment.
+pub const MAX_UPLOAD_BYTES: usize = 16 << 20;
+
+/// One part of a step's `multipart` body: a field (`value`) or a file.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPart {
+    name: Spanned<String>,
+    value: Option<Spanned<toml::Value>>,
+    /// A file, relative to the plan's directory.
+    file: Option<Spanned<String>>,
+    /// The file's name as sent (default: the file's own name).
+    filename: Option<Spanned<String>>,
+    /// Its media type (default: from its extension).
+    content_type: Option<Spanned<String>>,
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawStep {
@@ -31,6 +49,8 @@ pub(super) struct RawStep {
     form: Option<Spanned<BTreeMap<String, Spanned<toml::Value>>>>,
     json: Option<Spanned<toml::Value>>,
     body: Option<Spanned<String>>,
+    /// A multipart/form-data body: fields and files, in order.
+    multipart: Option<Spanned<Vec<Spanned<RawPart>>>>,
     follow_redirects: Option<Spanned<bool>>,
     max_redirects: Option<Spanned<u32>>,
     pub(super) think: Option<Spanned<String>>,
@@ -349,6 +369,122 @@ impl Validator<'_> {
         }
     }
 
+    /// A step's `multipart` parts: fields as templates, files read now
+    /// (relative to the plan's directory), and a boundary none of them
+    /// holds.
+    fn multipart(
+        &self,
+        raw: &Spanned<Vec<Spanned<RawPart>>>,
+        scope: &Scope<'_>,
+    ) -> Result<v1::Multipart, PlanError> {
+        let base = Path::new(self.file).parent().unwrap_or(Path::new("."));
+        let mut parts = Vec::with_capacity(raw.get_ref().len());
+        if raw.get_ref().is_empty() {
+            return Err(self.error(raw.span(), "step `multipart`: expected at least one part"));
+        }
+        for p in raw.get_ref() {
+            let at = p.span();
+            let p = p.get_ref();
+            let what = format!("step `multipart` part \"{}\"", p.name.get_ref());
+            let name = self.template(p.name.get_ref(), &p.name.span(), &what, scope)?;
+            let plain = |s: &Spanned<String>, key: &str| -> Result<String, PlanError> {
+                if s.get_ref().is_empty()
+                    || s.get_ref()
+                        .bytes()
+                        .any(|b| b == b'"' || b == b'\r' || b == b'\n')
+                {
+                    return Err(self.error(
+                        s.span(),
+                        format!("{what} `{key}`: expected a non-empty value without quotes or line breaks"),
+                    ));
+                }
+                Ok(s.get_ref().clone())
+            };
+            match (&p.value, &p.file) {
+                (Some(v), None) => {
+                    if let Some(k) = p.filename.as_ref().or(p.content_type.as_ref()) {
+                        return Err(self.error(
+                            k.span(),
+                            format!("{what}: `filename` and `content_type` are for a `file`"),
+                        ));
+                    }
+                    let text = self.scalar(v, &what)?;
+                    parts.push(v1::Part {
+                        name,
+                        value: self.template(&text, &v.span(), &what, scope)?,
+                        ..Default::default()
+                    });
+                }
+                (None, Some(f)) => {
+                    let path = base.join(f.get_ref());
+                    let content = std::fs::read(&path).map_err(|e| {
+                        self.error(
+                            f.span(),
+                            format!("{what} `file`: cannot read {}: {e}", path.display()),
+                        )
+                    })?;
+                    if content.len() > MAX_UPLOAD_BYTES {
+                        return Err(self.error(
+                            f.span(),
+                            format!(
+                                "{what} `file`: {} is {} bytes, above the {} MiB a plan may upload",
+                                path.display(),
+                                content.len(),
+                                MAX_UPLOAD_BYTES >> 20
+                            ),
+                        ));
+                    }
+                    let filename = match &p.filename {
+                        Some(n) => plain(n, "filename")?,
+                        None => Path::new(f.get_ref())
+                            .file_name()
+                            .map(|n| n.to_string_lossy().into_owned())
+                            .filter(|n| !n.contains(['"', '\r', '\n']))
+                            .ok_or_else(|| {
+                                self.error(f.span(), format!("{what} `file`: give it a `filename` (its own has a quote or a line break)"))
+                            })?,
+                    };
+                    let content_type = match &p.content_type {
+                        Some(t) => plain(t, "content_type")?,
+                        None => media_type(&filename).to_string(),
+                    };
+                    parts.push(v1::Part {
+                        name,
+                        file: true,
+                        filename,
+                        content_type,
+                        content,
+                        ..Default::default()
+                    });
+                }
+                _ => {
+                    return Err(self.error(
+                        at,
+                        format!("{what}: expected either `value` (a field) or `file`"),
+                    ));
+                }
+            }
+        }
+        // A boundary no file holds (a value rendered at run time holding
+        // it is as unlikely as guessing 64 random bits).
+        let mut seed = parts.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, p| {
+            p.content
+                .iter()
+                .fold(h, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+        });
+        let boundary = loop {
+            let b = format!("loadfleet-{seed:016x}");
+            let held = parts.iter().any(|p| {
+                p.content.windows(b.len()).any(|w| w == b.as_bytes()) || p.value.contains(&b)
+            });
+            if !held {
+                break b;
+            }
+            seed = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15).wrapping_add(1);
+        };
+        Ok(v1::Multipart { boundary, parts })
+    }
+
     fn pairs(
         &self,
         map: &BTreeMap<String, Spanned<toml::Value>>,
@@ -637,14 +773,21 @@ impl Validator<'_> {
             });
         }
         let query = self.pairs(&st.query, "step `query`", scope)?;
-        let bodies = [st.form.is_some(), st.json.is_some(), st.body.is_some()];
+        let bodies = [
+            st.form.is_some(),
+            st.json.is_some(),
+            st.body.is_some(),
+            st.multipart.is_some(),
+        ];
         if bodies.iter().filter(|b| **b).count() > 1 {
             return Err(self.error(
                 span,
-                "step: expected at most one of `form`, `json` and `body`",
+                "step: expected at most one of `form`, `json`, `body` and `multipart`",
             ));
         }
-        let body = if let Some(f) = &st.form {
+        let body = if let Some(m) = &st.multipart {
+            Some(v1::step::Body::Multipart(self.multipart(m, scope)?))
+        } else if let Some(f) = &st.form {
             Some(v1::step::Body::Form(v1::FormBody {
                 fields: self.pairs(f.get_ref(), "step `form`", scope)?,
             }))
@@ -1087,5 +1230,35 @@ pub fn parse_on_error(s: &str) -> Result<v1::OnError, String> {
         other => Err(format!(
             "expected \"continue\", \"next_iteration\" or \"stop_user\", found \"{other}\""
         )),
+    }
+}
+
+/// A file's media type from its extension, as browsers send the common
+/// ones; anything else is `application/octet-stream`.
+fn media_type(filename: &str) -> &'static str {
+    let ext = filename
+        .rsplit_once('.')
+        .map(|(_, e)| e.to_ascii_lowercase())
+        .unwrap_or_default();
+    match ext.as_str() {
+        "txt" | "log" => "text/plain",
+        "csv" => "text/csv",
+        "htm" | "html" => "text/html",
+        "xml" => "application/xml",
+        "json" => "application/json",
+        "pdf" => "application/pdf",
+        "zip" => "application/zip",
+        "gz" => "application/gzip",
+        "png" => "image/png",
+        "jpg" | "jpeg" => "image/jpeg",
+        "gif" => "image/gif",
+        "svg" => "image/svg+xml",
+        "webp" => "image/webp",
+        "doc" => "application/msword",
+        "docx" => "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+        "xlsx" => "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        "odt" => "application/vnd.oasis.opendocument.text",
+        "mp4" => "video/mp4",
+        _ => "application/octet-stream",
     }
 }

@@ -77,6 +77,7 @@ impl Validator<'_> {
             &plan_metrics,
             &mut metrics,
         )?;
+        self.upload_bound(&scenarios)?;
         let (phases, phase_sweep) = self.phases(phases_raw, &scenarios, target.timeout)?;
         let (load, sweep, max_duration, throttle_per_s) = match (main, phases.first()) {
             (Some(main), _) => main,
@@ -476,6 +477,30 @@ impl Validator<'_> {
             });
         }
         Ok((phases, swept))
+    }
+
+    /// Files uploaded by multipart steps go to every agent with each step
+    /// that sends them: all together they are bounded.
+    fn upload_bound(&self, scenarios: &[ScenarioSpec]) -> Result<(), PlanError> {
+        let total: usize = scenarios
+            .iter()
+            .flat_map(|s| &s.steps)
+            .map(|st| match &st.wire.body {
+                Some(v1::step::Body::Multipart(m)) => m.parts.iter().map(|p| p.content.len()).sum(),
+                _ => 0,
+            })
+            .sum();
+        let max = super::journey::MAX_UPLOAD_BYTES;
+        if total > max {
+            return Err(self.error(
+                0..0,
+                format!(
+                    "the plan's multipart steps upload {total} bytes of files in all (each step's files counted once per step), above the {} MiB a plan may upload",
+                    max >> 20
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// A phase's load per scenario (`[phase.loads.NAME]`): the plan's
