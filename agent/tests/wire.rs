@@ -702,3 +702,116 @@ async fn http2_trailers_are_headers_the_checks_see() {
         })
         .await;
 }
+
+/// An h2c server answering every request with `respond` (head and body
+/// written by the test).
+async fn h2_answering(respond: fn(&mut h2::server::SendResponse<bytes::Bytes>)) -> Target {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(mut conn) = h2::server::handshake(socket).await else {
+                    return;
+                };
+                while let Some(Ok((_req, mut r))) = conn.accept().await {
+                    respond(&mut r);
+                }
+            });
+        }
+    });
+    let mut target = Target::parse(&format!("http://{addr}"), Duration::from_secs(5)).unwrap();
+    target.version = loadfleet_proto::v1::HttpVersion::H2c;
+    target
+}
+
+/// One request's outcome (its status) and the bytes counted for it.
+async fn one_h2_request(target: &Target) -> (Result<u16, Failure>, u64) {
+    tokio::task::LocalSet::new()
+        .run_until(async {
+            let mut c = client(target);
+            let r = get(&mut c, target, "/").await.map(|r| r.status);
+            (r, c.take_counts().received)
+        })
+        .await
+}
+
+/// A body shorter or longer than its content-length is named as such, with
+/// the bytes declared and those that arrived (which are counted), rather
+/// than "unspecific protocol error".
+#[tokio::test]
+async fn an_http2_body_that_does_not_match_its_content_length_says_so() {
+    // 100 bytes declared, 10 sent, then the stream ended (an empty DATA
+    // frame with END_STREAM: the 10 bytes arrive before the fault).
+    let short = h2_answering(|r| {
+        let head = http::Response::builder()
+            .status(200)
+            .header("content-length", "100")
+            .body(())
+            .unwrap();
+        let mut body = r.send_response(head, false).unwrap();
+        let _ = body.send_data(bytes::Bytes::from_static(b"0123456789"), false);
+        let _ = body.send_data(bytes::Bytes::new(), true);
+    })
+    .await;
+    let (reply, bytes) = one_h2_request(&short).await;
+    let f = reply.unwrap_err();
+    eprintln!("short: {f:?}, {bytes} bytes counted");
+    assert_eq!(f.kind, ErrorKind::Protocol);
+    assert!(
+        f.message.contains(
+            "its length does not match its content-length (100 bytes declared, 10 arrived"
+        ),
+        "{}",
+        f.message
+    );
+    // The head (counted as HTTP/1.1 would spell it) and the 10 bytes.
+    assert!(
+        bytes >= 10 + 15,
+        "the 10 bytes that came are counted: {bytes}"
+    );
+    // 4 declared, 10 sent.
+    let long = h2_answering(|r| {
+        let head = http::Response::builder()
+            .status(200)
+            .header("content-length", "4")
+            .body(())
+            .unwrap();
+        let mut body = r.send_response(head, false).unwrap();
+        let _ = body.send_data(bytes::Bytes::from_static(b"0123456789"), true);
+    })
+    .await;
+    let f = one_h2_request(&long).await.0.unwrap_err();
+    eprintln!("long: {f:?}");
+    assert!(
+        f.message.contains("(4 bytes declared, 0 arrived"),
+        "{}",
+        f.message
+    );
+}
+
+/// A response head larger than the client's 64 KiB limit is refused and
+/// named (with the limit), as HTTP/1.1's is.
+#[tokio::test]
+async fn an_oversized_http2_head_is_named() {
+    let target = h2_answering(|r| {
+        let big = "x".repeat(80 << 10);
+        let head = http::Response::builder()
+            .status(200)
+            .header("x-big", big.as_str())
+            .body(())
+            .unwrap();
+        let mut body = r.send_response(head, false).unwrap();
+        let _ = body.send_data(bytes::Bytes::from_static(b"ok"), true);
+    })
+    .await;
+    let f = one_h2_request(&target).await.0.unwrap_err();
+    eprintln!("{f:?}");
+    assert_eq!(f.kind, ErrorKind::Protocol);
+    assert!(
+        f.message
+            .contains("its head was refused: a header block larger than 64 KiB"),
+        "{}",
+        f.message
+    );
+}

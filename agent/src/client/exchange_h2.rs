@@ -184,7 +184,19 @@ impl UserClient {
         }
         let (mut kept_headers, coding) = (reader.kept, reader.coding);
         let mut kept_body = KeptBody::new(kept, target.body_limit, keep.body);
-        let body_bytes = super::h2link::read_body(&mut recv, |data| kept_body.part(data)).await?;
+        let declared = head
+            .headers
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        let mut body_bytes = 0u64;
+        let read = super::h2link::read_body(&mut recv, &mut body_bytes, declared, |data| {
+            kept_body.part(data)
+        })
+        .await;
+        // What arrived counts, even from a body cut part-way.
+        *received += head_bytes + body_bytes;
+        read?;
         // Trailers are headers the checks see too (a gRPC status).
         if keep.headers
             && let Some(trailers) = super::h2link::trailers(&mut recv).await?
@@ -196,7 +208,6 @@ impl UserClient {
         if let Some(t) = headed {
             phases.receive += micros(t, Instant::now());
         }
-        *received += head_bytes + body_bytes;
         let (undecodable, truncated) = kept_body.finish(decoder, coding, decoded, decoded_bytes);
         Ok(Reply {
             status: head.status.as_u16(),

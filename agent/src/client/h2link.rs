@@ -67,6 +67,9 @@ impl Link {
             // No server push, as browsers and h2load: pushed streams would
             // be bytes nobody asked for, outside every step's figures.
             .enable_push(false)
+            // The head's limit is HTTP/1.1's (64 KiB): a larger one is
+            // refused, and said so (`response`).
+            .max_header_list_size(super::h1::MAX_HEAD as u32)
             .initial_window_size(1 << 20)
             .initial_connection_window_size(4 << 20)
             .handshake::<_, Bytes>(stream)
@@ -121,24 +124,64 @@ impl Link {
 pub async fn response(
     response: h2::client::ResponseFuture,
 ) -> Result<(http::response::Parts, h2::RecvStream), Failure> {
-    let response = response.await.map_err(|e| failure("response", e))?;
+    let response = response.await.map_err(|e| {
+        if refused_here(&e) {
+            // h2 resets the stream itself, with one code for several
+            // faults of the head: name them rather than "unspecific".
+            return Failure {
+                // A reset of this stream alone: the connection goes on.
+                stream_only: true,
+                ..Failure::new(
+                ErrorKind::Protocol,
+                format!(
+                    "HTTP/2 response: its head was refused: a header block larger than {} KiB (the client's SETTINGS_MAX_HEADER_LIST_SIZE, HTTP/1.1's limit too), malformed header fields, or an end of the response where its content-length promised a body",
+                    super::h1::MAX_HEAD >> 10
+                ),
+            )
+            };
+        }
+        failure("response", e)
+    })?;
     Ok(response.into_parts())
 }
 
+/// A stream the client's HTTP/2 library reset itself (PROTOCOL_ERROR): it
+/// found the response malformed.
+fn refused_here(e: &h2::Error) -> bool {
+    e.is_reset() && !e.is_remote() && e.reason() == Some(h2::Reason::PROTOCOL_ERROR)
+}
+
 /// Reads a response body to its end, handing each chunk to `on_data` and
-/// giving its flow-control window back as it goes; returns the bytes read.
+/// giving its flow-control window back as it goes; `read` counts the bytes
+/// as they arrive (so a body cut part-way still counts what came).
+/// `declared` is the head's content-length, to name a body that does not
+/// match it.
 pub async fn read_body(
     body: &mut h2::RecvStream,
+    read: &mut u64,
+    declared: Option<u64>,
     mut on_data: impl FnMut(&[u8]),
-) -> Result<u64, Failure> {
-    let mut read = 0u64;
+) -> Result<(), Failure> {
     while let Some(chunk) = body.data().await {
-        let chunk = chunk.map_err(|e| failure("response body", e))?;
-        read += chunk.len() as u64;
+        let chunk = chunk.map_err(|e| match declared.filter(|_| refused_here(&e)) {
+            // h2 checks DATA against content-length (RFC 9113, 8.1.1).
+            Some(n) => Failure {
+                stream_only: true,
+                ..Failure::new(
+                    ErrorKind::Protocol,
+                    format!(
+                        "HTTP/2 response body: its length does not match its content-length ({n} bytes declared, {} arrived before the stream was reset)",
+                        *read
+                    ),
+                )
+            },
+            None => failure("response body", e),
+        })?;
+        *read += chunk.len() as u64;
         let _ = body.flow_control().release_capacity(chunk.len());
         on_data(&chunk);
     }
-    Ok(read)
+    Ok(())
 }
 
 /// The response's trailers, once its body was read (`None` without).
