@@ -815,3 +815,63 @@ async fn an_oversized_http2_head_is_named() {
         f.message
     );
 }
+
+/// A server that pushes although the client turned push off breaks the
+/// protocol: the client ends the connection, and the failure says why
+/// (written frame by frame, since an HTTP/2 library will not push to a
+/// client that refused pushes).
+#[tokio::test]
+async fn an_http2_push_against_the_settings_is_named() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut preface = [0u8; 24];
+                if socket.read_exact(&mut preface).await.is_err() {
+                    return;
+                }
+                let _ = socket.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await;
+                loop {
+                    let mut head = [0u8; 9];
+                    if socket.read_exact(&mut head).await.is_err() {
+                        return;
+                    }
+                    let len = usize::from(head[0]) << 16
+                        | usize::from(head[1]) << 8
+                        | usize::from(head[2]);
+                    let mut payload = vec![0u8; len];
+                    if socket.read_exact(&mut payload).await.is_err() {
+                        return;
+                    }
+                    match head[3] {
+                        4 if head[4] & 1 == 0 => {
+                            let _ = socket.write_all(&[0, 0, 0, 4, 1, 0, 0, 0, 0]).await;
+                        }
+                        // The request's HEADERS (stream 1): PUSH_PROMISE of
+                        // stream 2 (GET http /, HPACK indexed fields).
+                        1 => {
+                            let push = [0, 0, 7, 5, 4, 0, 0, 0, 1, 0, 0, 0, 2, 0x82, 0x86, 0x84];
+                            let _ = socket.write_all(&push).await;
+                            let _ = socket.flush().await;
+                            tokio::time::sleep(Duration::from_millis(500)).await;
+                            return;
+                        }
+                        _ => {}
+                    }
+                }
+            });
+        }
+    });
+    let mut target = Target::parse(&format!("http://{addr}"), Duration::from_secs(5)).unwrap();
+    target.version = loadfleet_proto::v1::HttpVersion::H2c;
+    let f = one_h2_request(&target).await.0.unwrap_err();
+    eprintln!("{f:?}");
+    assert_eq!(f.kind, ErrorKind::Protocol);
+    assert!(
+        f.message
+            .contains("with a push although the client turned push off"),
+        "{}",
+        f.message
+    );
+}

@@ -51,6 +51,16 @@ fn failure(what: &str, e: h2::Error) -> Failure {
             )
         };
     }
+    // The client's library ended the connection itself: the server broke
+    // the protocol. A push, with push turned off, is the common case.
+    if e.is_go_away() && !e.is_remote() && e.reason() == Some(h2::Reason::PROTOCOL_ERROR) {
+        return Failure::new(
+            ErrorKind::Protocol,
+            format!(
+                "HTTP/2 {what}: the client closed the connection (GOAWAY PROTOCOL_ERROR): the server broke the protocol, with a push although the client turned push off (SETTINGS_ENABLE_PUSH = 0) or another frame out of place"
+            ),
+        );
+    }
     let kind = if e.is_io() {
         ErrorKind::Reset
     } else {
