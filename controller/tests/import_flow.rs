@@ -713,3 +713,63 @@ async fn a_multipart_post_with_a_file_imports_and_uploads_it() {
     assert_eq!(parts[3]["filename"], "scan.bin");
     assert_eq!(parts[3]["sha"], crate::upload::sha256(&file));
 }
+
+/// A Throughput Shaping Timer over a thread group of one sampler: imported
+/// as an arrival rate of its requests per second, at most the group's
+/// threads at once, and run: the target serves the schedule's requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throughput_shaping_timer_imports_as_its_rate() {
+    let bed = testbed(Config::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = bed.base_url();
+    let (host, port) = url.trim_start_matches("http://").split_once(':').unwrap();
+    let defaults = el(
+        "ConfigTestElement",
+        "defaults",
+        &format!(
+            "{}{}",
+            sp("HTTPSampler.domain", host),
+            sp("HTTPSampler.port", port)
+        ),
+        "",
+    );
+    let row = |a: &str, b: &str, d: &str| {
+        format!(
+            "<collectionProp name=\"r\">{}{}{}</collectionProp>",
+            sp("1", a),
+            sp("2", b),
+            sp("3", d)
+        )
+    };
+    // 15 requests a second for 2 s.
+    let timer = el(
+        "kg.apc.jmeter.timers.VariableThroughputTimer",
+        "shape",
+        &format!(
+            "<collectionProp name=\"load_profile\">{}</collectionProp>",
+            row("15", "15", "2")
+        ),
+        "",
+    );
+    let text = plan_of(
+        &[defaults, timer, get("page", "/shaped", "")].concat(),
+        "4",
+        "-1",
+    );
+    let file = dir.path().join("shaped.jmx");
+    std::fs::write(&file, text).unwrap();
+    let out = dir.path().join("shaped.toml");
+    let exit = import(&file, &out);
+    assert_eq!(exit.code, 0, "{}", exit.stderr);
+    let plan = std::fs::read_to_string(&out).unwrap();
+    println!("{plan}");
+    let run_dir = dir.path().join("run");
+    let exit = run_plan(&out, &run_dir).await;
+    assert_eq!(exit.code, 0, "{}\n{}", exit.stdout, exit.stderr);
+    let served = bed.stats().served_path("/shaped");
+    println!("served {served}");
+    assert_eq!(served, 30, "15/s for 2 s");
+    let s = summary(&run_dir);
+    assert_eq!(s["load"]["model"], "open");
+    assert_eq!(s["load"]["max_users"], 4, "the thread group's threads");
+}

@@ -371,6 +371,9 @@ struct Scope {
     /// HTTP Request Defaults' own parameters: JMeter adds them to every
     /// sampler in scope.
     params: Vec<(String, String)>,
+    /// A Throughput Shaping Timer in scope: its label and its rows
+    /// (requests per second at the start and the end, milliseconds).
+    shaping: Option<(String, Vec<(f64, f64, u64)>)>,
 }
 
 /// The most controllers nested in one another an import follows.
@@ -523,6 +526,14 @@ pub fn import(jmx: &str, opts: &Options) -> Result<Imported, String> {
     if groups.is_empty() {
         return Err(format!(
             "{source}: no thread group with an HTTP request to turn into a scenario"
+        ));
+    }
+    if let Some((timer, _)) = &plan_scope.shaping
+        && groups.len() > 1
+    {
+        ctx.note(format!(
+            "{timer}: at TestPlan level JMeter shapes all {} thread groups' requests together; here each thread group has the whole rate",
+            groups.len()
         ));
     }
     let (base, mut throttle, clear_cookies) =
@@ -884,8 +895,46 @@ fn thread_group<'a, 'i>(
         }
         g.steps = head + &steps;
         g.step_count = count;
+        if let Some((timer, rows)) = scope.shaping.take() {
+            shape(ctx, &mut g, &timer, rows);
+        }
     }
     Ok(g)
+}
+
+/// A Throughput Shaping Timer over a thread group: JMeter holds its
+/// threads back so that their requests follow the timer's schedule. Here
+/// the group becomes an arrival rate of iterations (the requests' rate
+/// over the samplers an iteration sends), at most its threads at once.
+fn shape(ctx: &mut Ctx<'_>, g: &mut Group, timer: &str, rows: Vec<(f64, f64, u64)>) {
+    if g.arrivals.is_some() {
+        ctx.note(format!(
+            "{timer}: beside an arrivals thread group's own rate; not applied"
+        ));
+        return;
+    }
+    if rows.iter().all(|r| r.0 == 0.0 && r.1 == 0.0) || g.step_count == 0 {
+        ctx.note(format!("{timer}: no rows with a rate; not applied"));
+        return;
+    }
+    let per = g.step_count as f64;
+    if g.step_count > 1 {
+        ctx.note(format!(
+            "{timer}: requests per second become {} times fewer iterations per second here (an iteration of \"{}\" sends {} requests when none is skipped or repeated)",
+            g.step_count, g.name, g.step_count
+        ));
+    }
+    ctx.note(format!(
+        "{timer}: thread group \"{}\" runs as an arrival rate (the open model) of at most {} users at once, its threads; JMeter holds its threads back instead",
+        g.name, g.users
+    ));
+    g.arrivals = Some(Arrivals {
+        stages: rows
+            .into_iter()
+            .map(|(a, b, ms)| (a / per, b / per, ms))
+            .collect(),
+        max_users: Some(g.users.max(1)),
+    });
 }
 
 /// Whether a plan-level element is a thread group of JMeter's or of a
@@ -1092,6 +1141,7 @@ fn is_config(tag: &str) -> bool {
             | "GaussianRandomTimer"
             | "PoissonRandomTimer"
             | "ConstantThroughputTimer"
+            | "kg.apc.jmeter.timers.VariableThroughputTimer"
             | "RegexExtractor"
             | "JSONPostProcessor"
             | "HtmlExtractor"
@@ -1179,6 +1229,30 @@ fn configure<'a, 'i>(
             }
             "ConstantThroughputTimer" => {
                 ctx.throttle = throughput(ctx, *e, threads);
+            }
+            t if t.ends_with("VariableThroughputTimer") => {
+                // Rows of (start RPS, end RPS, seconds).
+                let rows = p
+                    .collection("load_profile")
+                    .into_iter()
+                    .map(|row| {
+                        let cells: Vec<f64> = row
+                            .children()
+                            .filter(|c| c.is_element())
+                            .map(|c| {
+                                ctx.eval(c.text().unwrap_or(""), true, &label(*e))
+                                    .trim()
+                                    .parse::<f64>()
+                                    .unwrap_or(0.0)
+                                    .max(0.0)
+                            })
+                            .collect();
+                        let cell = |i: usize| cells.get(i).copied().unwrap_or(0.0);
+                        (cell(0), cell(1), (cell(2) * 1000.0).round() as u64)
+                    })
+                    .filter(|r| r.2 > 0)
+                    .collect();
+                scope.shaping = Some((label(*e), rows));
             }
             "RegexExtractor" | "ResponseAssertion" | "JSONPostProcessor" | "HtmlExtractor"
             | "BoundaryExtractor" => attached.push(*e),
@@ -2836,6 +2910,55 @@ mod tests {
             (5.0, 5.0, 30)
         );
         assert!(p.load.is_mixed());
+    }
+
+    #[test]
+    fn a_throughput_shaping_timer_makes_its_thread_group_an_arrival_rate() {
+        let row = |a: &str, b: &str, d: &str| {
+            format!(
+                "<collectionProp name=\"r\">{}{}{}</collectionProp>",
+                sp("1", a),
+                sp("2", b),
+                sp("3", d)
+            )
+        };
+        let timer = format!(
+            "<kg.apc.jmeter.timers.VariableThroughputTimer testclass=\"kg.apc.jmeter.timers.VariableThroughputTimer\" testname=\"shape\">\
+             <collectionProp name=\"load_profile\">{}{}</collectionProp></kg.apc.jmeter.timers.VariableThroughputTimer><hashTree/>",
+            row("0", "10", "5"),
+            row("10", "10", "20")
+        );
+        let text = jmx("").replace(
+            "</ThreadGroup><hashTree>",
+            &format!("</ThreadGroup><hashTree>{timer}"),
+        );
+        let i = convert(&text, &[]);
+        let p = crate::plan::parse("t.toml", &i.plan, "t").unwrap();
+        // One sampler an iteration: iterations per second = requests per second.
+        assert_eq!(
+            rate_stages(&p),
+            [(0.0, 10.0, 5_000), (10.0, 10.0, 20_000)],
+            "{}",
+            i.plan
+        );
+        let crate::plan::LoadModel::Open { max_users, .. } = p.load else {
+            unreachable!()
+        };
+        assert_eq!(max_users, 3, "the thread group's threads");
+        assert!(
+            i.unmapped
+                .iter()
+                .any(|u| u.contains("runs as an arrival rate (the open model) of at most 3 users")),
+            "{:?}",
+            i.unmapped
+        );
+        assert!(
+            !i.unmapped
+                .iter()
+                .any(|u| u.contains("VariableThroughputTimer") && u.contains("not an element")),
+            "{:?}",
+            i.unmapped
+        );
     }
 
     #[test]
