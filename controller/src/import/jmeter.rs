@@ -345,11 +345,15 @@ struct Group {
     arrivals: Option<Arrivals>,
 }
 
+/// A rate stage: arrivals (or requests) per second at its start and its
+/// end, and its length in milliseconds.
+type RateRow = (f64, f64, u64);
+
 /// The bzm Arrivals and Free-Form Arrivals thread groups' schedule: rate
 /// stages (arrivals per second at the start and at the end, and the length
 /// in milliseconds), and the concurrency limit.
 struct Arrivals {
-    stages: Vec<(f64, f64, u64)>,
+    stages: Vec<RateRow>,
     max_users: Option<u64>,
 }
 
@@ -373,7 +377,7 @@ struct Scope {
     params: Vec<(String, String)>,
     /// A Throughput Shaping Timer in scope: its label and its rows
     /// (requests per second at the start and the end, milliseconds).
-    shaping: Option<(String, Vec<(f64, f64, u64)>)>,
+    shaping: Option<(String, Vec<RateRow>)>,
 }
 
 /// The most controllers nested in one another an import follows.
@@ -906,7 +910,7 @@ fn thread_group<'a, 'i>(
 /// threads back so that their requests follow the timer's schedule. Here
 /// the group becomes an arrival rate of iterations (the requests' rate
 /// over the samplers an iteration sends), at most its threads at once.
-fn shape(ctx: &mut Ctx<'_>, g: &mut Group, timer: &str, rows: Vec<(f64, f64, u64)>) {
+fn shape(ctx: &mut Ctx<'_>, g: &mut Group, timer: &str, rows: Vec<RateRow>) {
     if g.arrivals.is_some() {
         ctx.note(format!(
             "{timer}: beside an arrivals thread group's own rate; not applied"
