@@ -257,6 +257,13 @@ impl Search {
             .and_then(|()| {
                 let page = html(&report).map_err(std::io::Error::other)?;
                 crate::atomic::write(report.dir.join("capacity.html"), page)
+            })
+            .and_then(|()| {
+                crate::output::index::write(
+                    &report.dir,
+                    &format!("loadfleet capacity: {}", report.name),
+                    "capacity.html",
+                )
             }) {
             Ok(()) => Ok(report),
             Err(e) => Err(CapacityError::Write {

@@ -245,8 +245,15 @@ pub async fn demo(
     let text = format!("{}\n{}", crate::experiment::render(&ex), answer(&ex));
     say(&text);
     let _ = crate::atomic::write(out.join("demo.txt"), format!("{text}\n"));
+    if let Err(e) = crate::output::index::write(
+        &out,
+        "loadfleet demo: Redis or files as Moodle's application cache",
+        "experiment/experiment.html",
+    ) {
+        eprintln!("warning: index.html was not written: {e}");
+    }
     say(&format!(
-        "demo directory: {}\n  experiment/experiment.html answers first; every run's report is under experiment/runs/",
+        "demo directory: {}\n  index.html links experiment/experiment.html, which answers first, and every run's report (under experiment/runs/)",
         out.display(),
     ));
     ex.exit()

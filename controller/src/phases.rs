@@ -201,6 +201,13 @@ pub async fn run_phases(
     let written = crate::atomic::write(phases.dir.join("phases.json"), json + "\n")
         .and_then(|()| crate::atomic::write(phases.dir.join("phases.txt"), render(&phases) + "\n"))
         .and_then(|()| crate::atomic::write(phases.dir.join("phases.html"), html(&phases)))
+        .and_then(|()| {
+            crate::output::index::write(
+                &phases.dir,
+                &format!("loadfleet phases: {}", phases.name),
+                "phases.html",
+            )
+        })
         .map_err(|e| e.to_string());
     match written {
         Ok(()) => Ok(phases),

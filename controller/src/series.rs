@@ -212,6 +212,13 @@ pub async fn run_series(
                     crate::atomic::write(series.dir.join("series.txt"), render(&series) + "\n")
                 })
                 .and_then(|()| crate::atomic::write(series.dir.join("series.html"), page))
+                .and_then(|()| {
+                    crate::output::index::write(
+                        &series.dir,
+                        &format!("loadfleet series: {}", series.name),
+                        "series.html",
+                    )
+                })
                 .map_err(|e| e.to_string())
         });
     match written {

@@ -97,9 +97,12 @@ async fn finds_the_knee_within_one_step() {
         "the knee is marked"
     );
     assert!(page.contains("name=\"viewport\""));
+    let index = std::fs::read_to_string(out.join("index.html")).unwrap();
+    assert!(index.contains("<a href=\"capacity.html\">"), "{index}");
     for s in steps {
         let link = format!("href=\"{}/report.html\"", s["run"].as_str().unwrap());
         assert!(page.contains(&link), "{link}");
+        assert!(index.contains(&link), "{link} in the index");
         assert!(
             out.join(s["run"].as_str().unwrap())
                 .join("report.html")

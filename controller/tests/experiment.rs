@@ -177,6 +177,15 @@ fn a_slower_arm_is_found_slower_by_what_its_target_adds() {
         html.find("worse: slow slower").unwrap() < html.find("<svg").unwrap(),
         "the answer comes first"
     );
+    // The directory opens on an index of the answer and every run's report.
+    let index = std::fs::read_to_string(out.join("index.html")).unwrap();
+    let runs = ex["runs"].as_array().unwrap();
+    assert!(index.contains("<a href=\"experiment.html\">"), "{index}");
+    for r in runs {
+        let link = format!("href=\"runs/{}/report.html\"", r["run"].as_str().unwrap());
+        assert!(index.contains(&link), "{link} in {index}");
+    }
+    assert!(index.contains(&format!("Every run's report ({})", runs.len())));
 }
 
 #[test]

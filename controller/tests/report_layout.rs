@@ -1,8 +1,9 @@
 //! The report as people see it: headless Chromium renders it 1280 and 390
 //! px wide (screenshots kept beside the run), and a probe measures the
 //! page: no chart wider than the window, no page wider than the window, no
-//! legend entry on two lines, no two series of a chart in one colour, and
-//! the time axis ending where the run ended. Headless Chromium's window is
+//! legend entry on two lines, no two series of a chart in one colour, no
+//! chart text under 11 CSS px as drawn, and the time axis ending where the
+//! run ended. Headless Chromium's window is
 //! at least 500 px wide, so the report is measured in a frame of the width
 //! under test.
 
@@ -20,10 +21,19 @@ const PROBE: &str = r#"<!doctype html><html><body style="margin:0">
 function probe() {
   var document = window.frames[0].document;
   var vw = document.documentElement.clientWidth;
-  var out = { vw: vw, page: document.documentElement.scrollWidth, overflow: [], wrapped: [], same_colour: [], charts: 0, legends: 0, time_fill: [] };
+  var out = { vw: vw, page: document.documentElement.scrollWidth, overflow: [], wrapped: [], same_colour: [], charts: 0, legends: 0, time_fill: [], smallest_text: 100, smallest_in: '', texts: 0 };
   document.querySelectorAll('svg').forEach(function (svg, i) {
     out.charts++;
     var r = svg.getBoundingClientRect();
+    // Text as drawn: its font size in the chart's units, scaled as the
+    // chart is (its drawn width over its viewBox's).
+    var scale = r.width / svg.viewBox.baseVal.width;
+    svg.querySelectorAll('text').forEach(function (t) {
+      if (t.getClientRects().length === 0 || window.frames[0].getComputedStyle(t).display === 'none') return;
+      out.texts++;
+      var px = parseFloat(window.frames[0].getComputedStyle(t).fontSize) * scale;
+      if (px < out.smallest_text) { out.smallest_text = px; out.smallest_in = (svg.getAttribute('aria-label') || '') + ': ' + t.textContent; }
+    });
     if (r.left < -0.5 || r.right > vw + 0.5) out.overflow.push(svg.getAttribute('aria-label') + ': ' + r.left + '..' + r.right);
     var label = svg.getAttribute('aria-label') || '';
     if (label.indexOf('over time') >= 0) {
@@ -110,6 +120,14 @@ async fn the_report_fits_a_laptop_and_a_phone() {
         assert!(
             m["charts"].as_u64().unwrap() >= 17,
             "4 over time, 1 distribution, 12 small: {m}"
+        );
+        // Chart text stays legible: 11 CSS px at least, as drawn.
+        let smallest = m["smallest_text"].as_f64().unwrap();
+        assert!(m["texts"].as_u64().unwrap() > 100, "{m}");
+        assert!(
+            smallest >= 10.95,
+            "chart text of {smallest:.1} px at {width} px ({}): {m}",
+            m["smallest_in"]
         );
         for what in ["overflow", "wrapped", "same_colour"] {
             assert_eq!(m[what], serde_json::json!([]), "{what} at {width} px: {m}");

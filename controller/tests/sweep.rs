@@ -295,6 +295,22 @@ async fn each_load_of_a_swept_phase_gets_its_warm_up() {
     assert_eq!(s["load"]["users"], 2);
     let phases = std::fs::read_to_string(out.join("users-2/phases.html")).unwrap();
     assert!(phases.contains("name=\"viewport\""), "laid out for phones");
+    // Opening the series directory shows every run's report, one click away.
+    let index = std::fs::read_to_string(out.join("index.html")).unwrap();
+    assert!(index.contains("<a href=\"series.html\">"), "{index}");
+    for run in [
+        "users-1/phase-1-warm",
+        "users-1/phase-2-test",
+        "users-2/phase-1-warm",
+        "users-2/phase-2-test",
+    ] {
+        assert!(out.join(run).join("report.html").exists(), "{run}");
+        assert!(
+            index.contains(&format!("<a href=\"{run}/report.html\">")),
+            "{run} in {index}"
+        );
+    }
+    assert!(index.contains("Every run's report (4)"), "{index}");
 }
 
 /// A warm-up phase, then a phase whose scenarios each run a load of their

@@ -455,6 +455,13 @@ pub fn write(ex: &Experiment) -> Result<(), String> {
     crate::atomic::write(ex.dir.join("experiment.json"), json + "\n")
         .and_then(|()| crate::atomic::write(ex.dir.join("experiment.txt"), render(ex)))
         .and_then(|()| crate::atomic::write(ex.dir.join("experiment.html"), page))
+        .and_then(|()| {
+            crate::output::index::write(
+                &ex.dir,
+                &format!("loadfleet experiment: {}", ex.name),
+                "experiment.html",
+            )
+        })
         .map_err(|e| e.to_string())
 }
 

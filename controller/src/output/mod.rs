@@ -3,6 +3,7 @@
 
 pub mod exports;
 pub mod hlog;
+pub mod index;
 pub mod report;
 pub mod svg;
 pub mod table;

@@ -139,19 +139,51 @@ fn exact(v: f64) -> String {
     }
 }
 
-/// Starts an SVG of `w` x `h` (it scales to its container's width) with
-/// its title.
-fn open_svg(title: &str, w: f64, h: f64, left: f64) -> String {
+/// The widths, as shares of a chart's own, below which its text is set
+/// larger: a chart drawn narrower than its units (a phone, a small
+/// multiple) shrinks its text with it.
+const TIERS: [f64; 6] = [1.0, 0.8, 0.62, 0.48, 0.37, 0.28];
+
+/// How a chart `w` units wide reads when drawn narrower (its container is
+/// queried, so a small multiple on a laptop and a full chart on a phone
+/// are both served): in each tier of drawn width its text is set in its
+/// own units so that it stays at least 11 CSS px (14 for the title) at
+/// the tier's narrow end; under 62% of its width, y values sit inside the
+/// plot instead of in its narrow margin and the rotated y axis title gives
+/// way to the unit after the chart's title. Inside every chart, so each
+/// stands alone wherever it is embedded.
+fn narrow_style(w: f64) -> String {
+    let mut s = String::from("<style>");
+    for pair in TIERS.windows(2) {
+        let (upper, lower) = (pair[0] * w, pair[1] * w);
+        let _ = write!(
+            s,
+            "@container (max-width:{:.0}px){{svg.w{w} text{{font-size:{:.1}px}}}}",
+            upper - 1.0,
+            11.0 * w / lower,
+        );
+    }
+    let _ = write!(
+        s,
+        "span.unit{{display:none}}@container (max-width:{:.0}px){{svg.w{w} text.ylabel{{display:none}}span.u{w}{{display:inline}}svg.w{w} text.ytick{{text-anchor:start;transform:translateX(10px)}}}}</style>",
+        TIERS[2] * w
+    );
+    s
+}
+
+/// Starts an SVG of `w` x `h` (it scales to its container's width) under
+/// its title (HTML, so that it wraps rather than runs off a narrow chart),
+/// with `unit` (the y axis's) after the title when drawn narrow; in a box
+/// whose width the chart's text is sized by (closed with the SVG, before
+/// the legend).
+fn open_svg(title: &str, unit: &str, w: f64, h: f64) -> String {
     let mut o = String::new();
     let _ = write!(
         o,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {w} {h}" width="100%" style="height:auto;display:block" role="img" aria-label="{t}">"#,
+        r#"<div style="container-type:inline-size">{}<div class="ctitle" style="font-weight:bold;font-size:14px;margin:.3rem 0 0 0">{t}<span class="unit u{w}"> ({})</span></div><svg xmlns="http://www.w3.org/2000/svg" class="chart w{w}" viewBox="0 0 {w} {h}" width="100%" style="height:auto;display:block" role="img" aria-label="{t}">"#,
+        narrow_style(w),
+        esc(unit),
         t = esc(title)
-    );
-    let _ = write!(
-        o,
-        r#"<text x="{left}" y="18" font-size="14" font-weight="bold">{}</text>"#,
-        esc(title)
     );
     o
 }
@@ -178,7 +210,7 @@ fn y_grid(o: &mut String, left: f64, pw: f64, axis: &Axis, y: impl Fn(f64) -> f6
     for v in axis.ticks() {
         let _ = write!(
             o,
-            r##"<line x1="{left}" x2="{}" y1="{yy:.1}" y2="{yy:.1}" stroke="#ddd"/><text x="{}" y="{:.1}" font-size="11" text-anchor="end">{}</text>"##,
+            r##"<line x1="{left}" x2="{}" y1="{yy:.1}" y2="{yy:.1}" stroke="#ddd"/><text class="ytick" x="{}" y="{:.1}" font-size="11" text-anchor="end">{}</text>"##,
             left + pw,
             left - 6.0,
             y(v) + 4.0,
@@ -232,8 +264,8 @@ fn chart(
     series: &[Series<'_>],
     bands: &[Band],
 ) -> String {
-    let (w, h) = (760.0, 250.0);
-    let (left, right, top, bottom) = (60.0, 24.0, 30.0, 28.0);
+    let (w, h) = (760.0, 232.0);
+    let (left, right, top, bottom) = (60.0, 24.0, 12.0, 28.0);
     let pw = w - left - right;
     let ph = h - top - bottom;
     let all = || series.iter().flat_map(|s| s.points.iter());
@@ -241,7 +273,7 @@ fn chart(
     let ya = Axis::values(all().map(|p| p.1).fold(0.0, f64::max), 4.0, kind);
     let x = |v: f64| left + v / xa.max * pw;
     let y = |v: f64| top + ph - v / ya.max * ph;
-    let mut o = open_svg(title, w, h, left);
+    let mut o = open_svg(title, y_label, w, h);
     for b in bands {
         let _ = write!(
             o,
@@ -265,7 +297,7 @@ fn chart(
     }
     let _ = write!(
         o,
-        r#"<text x="14" y="{:.1}" font-size="11" transform="rotate(-90 14 {:.1})" text-anchor="middle">{}</text>"#,
+        r#"<text class="ylabel" x="14" y="{:.1}" font-size="11" transform="rotate(-90 14 {:.1})" text-anchor="middle">{}</text>"#,
         top + ph / 2.0,
         top + ph / 2.0,
         esc(y_label)
@@ -288,7 +320,7 @@ fn chart(
         );
     }
     hover_columns(&mut o, series, (top, ph), x, &unit, y_label);
-    o.push_str("</svg>");
+    o.push_str("</svg></div>");
     o + &legend(series)
 }
 
@@ -358,10 +390,10 @@ pub enum Size {
 /// their exact value as a tooltip.
 pub fn percentile_chart(title: &str, size: Size, series: &[Series<'_>]) -> String {
     let (w, h) = match size {
-        Size::Full => (760.0, 290.0),
-        Size::Small => (370.0, 220.0),
+        Size::Full => (760.0, 272.0),
+        Size::Small => (370.0, 202.0),
     };
-    let (left, right, top, bottom) = (52.0, 30.0, 30.0, 28.0);
+    let (left, right, top, bottom) = (52.0, 30.0, 12.0, 28.0);
     let pw = w - left - right;
     let ph = h - top - bottom;
     let finite = |p: f64| p < 100.0;
@@ -386,7 +418,7 @@ pub fn percentile_chart(title: &str, size: Size, series: &[Series<'_>]) -> Strin
     );
     let x = |p: f64| left + percentile_x(p).min(xmax) / xmax * pw;
     let y = |v: f64| top + ph - v / ya.max * ph;
-    let mut o = open_svg(title, w, h, left);
+    let mut o = open_svg(title, "milliseconds", w, h);
     y_grid(&mut o, left, pw, &ya, y);
     let labels = ["0%", "90%", "99%", "99.9%", "99.99%", "99.999%", "99.9999%"];
     for (decade, label) in labels.iter().enumerate().take(xmax as usize + 1) {
@@ -400,7 +432,7 @@ pub fn percentile_chart(title: &str, size: Size, series: &[Series<'_>]) -> Strin
     }
     let _ = write!(
         o,
-        r#"<text x="14" y="{:.1}" font-size="11" transform="rotate(-90 14 {:.1})" text-anchor="middle">milliseconds</text>"#,
+        r#"<text class="ylabel" x="14" y="{:.1}" font-size="11" transform="rotate(-90 14 {:.1})" text-anchor="middle">milliseconds</text>"#,
         top + ph / 2.0,
         top + ph / 2.0
     );
@@ -435,7 +467,7 @@ pub fn percentile_chart(title: &str, size: Size, series: &[Series<'_>]) -> Strin
         }
         o.push_str("</g>");
     }
-    o.push_str("</svg>");
+    o.push_str("</svg></div>");
     o + &legend(series)
 }
 
