@@ -53,6 +53,18 @@ async fn report_renders_offline_with_the_summary_numbers() {
         );
     }
 
+    // p95 is drawn over time beside p50 and p99; the one region's curve,
+    // identical to the whole run's, is said rather than hidden under it.
+    for line in ["p50", "p90", "p95", "p99", "max"] {
+        assert!(
+            html.contains(&format!("</span>{line}</li>")),
+            "{line} in the latency-over-time legend"
+        );
+    }
+    assert!(
+        html.contains("region local: same as overall</li>"),
+        "a single region's distribution is the run's"
+    );
     let dom = dump_dom(&out.join("report.html"));
     let total = s["total"]["requests"].as_u64().unwrap();
     let errors = s["total"]["errors"].as_u64().unwrap();

@@ -666,6 +666,7 @@ pub fn render(s: &Summary) -> Result<String, askama::Error> {
         &[
             ("p50", "#1f77b4", |l| l.p50),
             ("p90", "#2ca02c", |l| l.p90),
+            ("p95", "#9467bd", |l| l.p95),
             ("p99", "#ff7f0e", |l| l.p99),
             ("max", "#d62728", |l| l.max),
         ],
@@ -713,16 +714,37 @@ pub fn render(s: &Summary) -> Result<String, askama::Error> {
         regions.iter().collect()
     };
     let palette = colors(main.len() + 1);
+    // A curve identical to the whole run's (one region, one step) would
+    // hide under it: its legend says so and it is not drawn.
+    let labels: Vec<String> = main
+        .iter()
+        .map(|(name, e)| {
+            if e.distribution == s.total.distribution {
+                format!("{name}: same as overall")
+            } else {
+                name.clone()
+            }
+        })
+        .collect();
     let mut dist = vec![Series {
         name: "overall",
         color: &palette[0],
         points: s.total.distribution.clone(),
     }];
-    for ((name, e), color) in main.iter().map(|x| (&x.0, x.1)).zip(&palette[1..]) {
+    for (((_, e), color), label) in main
+        .iter()
+        .map(|x| (&x.0, x.1))
+        .zip(&palette[1..])
+        .zip(&labels)
+    {
         dist.push(Series {
-            name,
+            name: label,
             color,
-            points: e.distribution.clone(),
+            points: if e.distribution == s.total.distribution {
+                Vec::new()
+            } else {
+                e.distribution.clone()
+            },
         });
     }
     let names = dist

@@ -302,7 +302,7 @@ fn chart(
         top + ph / 2.0,
         esc(y_label)
     );
-    for s in series {
+    for (i, s) in series.iter().enumerate() {
         if s.points.is_empty() {
             continue;
         }
@@ -311,9 +311,16 @@ fn chart(
             .iter()
             .map(|&(a, b)| format!("{:.1},{:.1}", x(a), y(b)))
             .collect();
+        // A line identical to one drawn before it (p99 and max of small
+        // samples) is dashed, so that neither hides the other.
+        let dash = if series[..i].iter().any(|e| e.points == s.points) {
+            r#" stroke-dasharray="6 5""#
+        } else {
+            ""
+        };
         let _ = write!(
             o,
-            r#"<polyline fill="none" stroke="{}" stroke-width="1.6" points="{}"><title>{}</title></polyline>"#,
+            r#"<polyline fill="none" stroke="{}" stroke-width="1.6"{dash} points="{}"><title>{}</title></polyline>"#,
             esc(s.color),
             pts.join(" "),
             esc(s.name)
@@ -438,6 +445,10 @@ pub fn percentile_chart(title: &str, size: Size, series: &[Series<'_>]) -> Strin
     );
     for s in series {
         let shown: Vec<(f64, f64)> = s.points.iter().copied().filter(|q| finite(q.0)).collect();
+        // Nothing to draw (a curve said to be the same as another's).
+        if shown.is_empty() {
+            continue;
+        }
         let pts: Vec<String> = shown
             .iter()
             .map(|&(p, v)| format!("{:.1},{:.1}", x(p), y(v)))
@@ -554,5 +565,34 @@ mod tests {
         );
         assert!(svg.contains("99%") && svg.contains(r#"data-series="&lt;r&gt;""#));
         assert!(svg.contains("&lt;r&gt;: p99 = 5 ms"));
+    }
+
+    #[test]
+    fn a_line_identical_to_one_before_it_is_dashed() {
+        let pts = vec![(1.0, 5.0), (2.0, 7.0)];
+        let chart = line_chart(
+            "t",
+            "ms",
+            Values::Real,
+            &[
+                Series {
+                    name: "p99",
+                    color: "#111",
+                    points: pts.clone(),
+                },
+                Series {
+                    name: "max",
+                    color: "#222",
+                    points: pts,
+                },
+                Series {
+                    name: "p50",
+                    color: "#333",
+                    points: vec![(1.0, 1.0), (2.0, 2.0)],
+                },
+            ],
+        );
+        assert_eq!(chart.matches("stroke-dasharray").count(), 1, "{chart}");
+        assert!(chart.contains(r##"stroke="#222" stroke-width="1.6" stroke-dasharray"##));
     }
 }
