@@ -85,6 +85,41 @@ async fn slower_runs_are_flagged_and_identical_ones_are_not() {
         back.stdout
     );
 
+    // Side by side, the two runs' latency charts share one y scale, so a
+    // taller line means a slower run.
+    let sides = dir.path().join("sides.html");
+    let exit = run(
+        &loadfleet(),
+        &[
+            "compare",
+            &arg(&fast),
+            &arg(&slow),
+            "--html",
+            sides.to_str().unwrap(),
+        ],
+        Duration::from_secs(20),
+    );
+    assert!(sides.exists(), "{}", exit.stderr);
+    let page = std::fs::read_to_string(&sides).unwrap();
+    let ticks: Vec<Vec<&str>> = page
+        .split("<svg")
+        .skip(1)
+        .filter(|svg| svg.contains("aria-label=\"Latency over time:"))
+        .map(|svg| {
+            svg.split("</svg>")
+                .next()
+                .unwrap()
+                .split("class=\"ytick\"")
+                .skip(1)
+                .filter_map(|t| t.split('>').nth(1)?.split('<').next())
+                .collect()
+        })
+        .collect();
+    println!("y ticks side by side: {ticks:?}");
+    assert_eq!(ticks.len(), 2);
+    assert!(ticks[0].len() >= 3, "{ticks:?}");
+    assert_eq!(ticks[0], ticks[1], "one y scale for both runs");
+
     let html = dir.path().join("cmp.html");
     let identical = run(
         &loadfleet(),

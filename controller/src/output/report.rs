@@ -397,6 +397,13 @@ pub fn render_comparison(
     comparisons: &[crate::compare::Comparison],
     limits: crate::compare::Limits,
 ) -> Result<String, askama::Error> {
+    // One y scale for the charts side by side: the highest p99 of any
+    // run's interval, so that equal heights mean equal latencies.
+    let shared = runs
+        .iter()
+        .flat_map(|(_, s)| s.timeline.iter())
+        .filter_map(|p| p.latency_ms.as_ref().map(|l| l.p99))
+        .fold(0.0, f64::max);
     let runs = runs
         .iter()
         .map(|(name, s)| {
@@ -408,6 +415,7 @@ pub fn render_comparison(
                     ("p95", "#2ca02c", |l| l.p95),
                     ("p99", "#ff7f0e", |l| l.p99),
                 ],
+                Some(shared),
             );
             (*name, *s, chart)
         })
@@ -447,6 +455,7 @@ fn latency_over_time(
     title: &str,
     timeline: &[crate::stats::IntervalPoint],
     lines: &[LatencyLine],
+    y_max: Option<f64>,
 ) -> String {
     let series: Vec<Series<'_>> = lines
         .iter()
@@ -472,7 +481,7 @@ fn latency_over_time(
             why: format!("suspect: generator saturated ({})", p.suspect.join(", ")),
         })
         .collect();
-    line_chart_marked(title, "ms", Values::Real, &series, &bands)
+    line_chart_marked(title, "ms", Values::Real, &series, &bands, y_max)
 }
 
 /// A count per interval as a rate over each interval's real length. The
@@ -670,6 +679,7 @@ pub fn render(s: &Summary) -> Result<String, askama::Error> {
             ("p99", "#ff7f0e", |l| l.p99),
             ("max", "#d62728", |l| l.max),
         ],
+        None,
     );
     let per_s = |f: fn(&crate::stats::IntervalPoint) -> f64| -> Vec<(f64, f64)> {
         s.timeline

@@ -233,15 +233,17 @@ pub struct Band {
 }
 
 /// A line chart over time with shaded spans (intervals whose figures are
-/// suspect).
+/// suspect); its y axis reaches at least `y_max` when given (charts set
+/// side by side share their scale).
 pub fn line_chart_marked(
     title: &str,
     y_label: &str,
     kind: Values,
     series: &[Series<'_>],
     bands: &[Band],
+    y_max: Option<f64>,
 ) -> String {
-    chart(title, " s", y_label, kind, series, bands)
+    chart(title, " s", y_label, kind, series, bands, y_max)
 }
 
 /// A line chart; `x_unit` follows every x tick (" s" for time, " users" in
@@ -253,7 +255,7 @@ pub fn xy_chart(
     kind: Values,
     series: &[Series<'_>],
 ) -> String {
-    chart(title, x_unit, y_label, kind, series, &[])
+    chart(title, x_unit, y_label, kind, series, &[], None)
 }
 
 fn chart(
@@ -263,6 +265,7 @@ fn chart(
     kind: Values,
     series: &[Series<'_>],
     bands: &[Band],
+    y_max: Option<f64>,
 ) -> String {
     let (w, h) = (760.0, 232.0);
     let (left, right, top, bottom) = (60.0, 24.0, 12.0, 28.0);
@@ -270,7 +273,11 @@ fn chart(
     let ph = h - top - bottom;
     let all = || series.iter().flat_map(|s| s.points.iter());
     let xa = Axis::time(all().map(|p| p.0).fold(0.0, f64::max));
-    let ya = Axis::values(all().map(|p| p.1).fold(0.0, f64::max), 4.0, kind);
+    let ya = Axis::values(
+        all().map(|p| p.1).fold(y_max.unwrap_or(0.0), f64::max),
+        4.0,
+        kind,
+    );
     let x = |v: f64| left + v / xa.max * pw;
     let y = |v: f64| top + ph - v / ya.max * ph;
     let mut o = open_svg(title, y_label, w, h);
