@@ -147,6 +147,78 @@ fn arguments(args: &Props<'_, '_>) -> Vec<(String, String)> {
         .collect()
 }
 
+/// A sampler's arguments as JMeter sends them in a form or a query that
+/// loadfleet encodes: an argument whose "URL Encode?" is off
+/// (`always_encode` false) holds text the user encoded already, which
+/// JMeter decodes before its client encodes it again, so it is decoded
+/// here too (outside `${…}`, whose run-time value is encoded as any).
+/// A raw body or a multipart part sends its value as it is (`decode`
+/// false).
+fn sampler_arguments(args: &Props<'_, '_>, decode: bool) -> Vec<(String, String)> {
+    args.collection("Arguments.arguments")
+        .into_iter()
+        .map(|a| {
+            let p = Props::of(a);
+            let (name, value) = (p.get("Argument.name"), p.get("Argument.value"));
+            if decode && p.bool("HTTPArgument.always_encode") == Some(false) {
+                (
+                    url_decode_outside_vars(&name),
+                    url_decode_outside_vars(&value),
+                )
+            } else {
+                (name, value)
+            }
+        })
+        .collect()
+}
+
+/// `application/x-www-form-urlencoded` decoding as Java's `URLDecoder`
+/// (`+` is a space, `%XX` a byte, a malformed escape kept as it is), of the
+/// text outside `${…}`.
+fn url_decode_outside_vars(s: &str) -> String {
+    fn decode(part: &str) -> String {
+        let b = part.as_bytes();
+        let mut out = Vec::with_capacity(b.len());
+        let mut i = 0;
+        while i < b.len() {
+            match b[i] {
+                b'+' => out.push(b' '),
+                b'%' => match part
+                    .get(i + 1..i + 3)
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                {
+                    Some(v) => {
+                        out.push(v);
+                        i += 3;
+                        continue;
+                    }
+                    None => out.push(b'%'),
+                },
+                c => out.push(c),
+            }
+            i += 1;
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&decode(&rest[..start]));
+        match rest[start..].find('}') {
+            Some(end) => {
+                out.push_str(&rest[start..start + end + 1]);
+                rest = &rest[start + end + 1..];
+            }
+            None => {
+                out.push_str(&rest[start..]);
+                rest = "";
+            }
+        }
+    }
+    out.push_str(&decode(rest));
+    out
+}
+
 /// The element and the `hashTree` of its children, pair by pair.
 fn pairs<'a, 'i>(tree: Node<'a, 'i>) -> Vec<(Node<'a, 'i>, Option<Node<'a, 'i>>)> {
     let elems: Vec<Node<'a, 'i>> = tree.children().filter(Node::is_element).collect();
@@ -2049,7 +2121,7 @@ fn sampler<'a, 'i>(
     }
     let mut args: Vec<(String, String)> = p
         .element("HTTPsampler.Arguments")
-        .map(|a| arguments(&a))
+        .map(|a| sampler_arguments(&a, !raw_body && !multipart))
         .unwrap_or_default()
         .into_iter()
         .map(|(k, v)| {
@@ -2962,6 +3034,37 @@ mod tests {
                 .any(|u| u.contains("VariableThroughputTimer") && u.contains("not an element")),
             "{:?}",
             i.unmapped
+        );
+    }
+
+    #[test]
+    fn arguments_without_url_encode_are_decoded_as_jmeter_decodes_them() {
+        let arg = |n: &str, v: &str, encode: bool| {
+            format!(
+                "<elementProp name=\"{n}\" elementType=\"HTTPArgument\">{}{}<boolProp name=\"HTTPArgument.always_encode\">{encode}</boolProp></elementProp>",
+                sp("Argument.name", n),
+                sp("Argument.value", v)
+            )
+        };
+        let text = jmx("").replace(
+            "<stringProp name=\"HTTPSampler.method\">GET</stringProp>",
+            &format!(
+                "<stringProp name=\"HTTPSampler.method\">POST</stringProp><elementProp name=\"HTTPsampler.Arguments\" elementType=\"Arguments\"><collectionProp name=\"Arguments.arguments\">{}{}{}{}</collectionProp></elementProp>",
+                arg("q", "a%20b+c", false),
+                arg("r", "x/y%2F", true),
+                arg("t", "50%", false),
+                arg("u", "%3D${host}%3D", false),
+            ),
+        );
+        let i = convert(&text, &[]);
+        // JMeter decodes what the user encoded, then its client encodes all:
+        // the form here holds the decoded text, which loadfleet encodes.
+        assert!(
+            i.plan.contains(
+                "form = { q = \"a b c\", r = \"x/y%2F\", t = \"50%\", u = \"=${host}=\" }"
+            ),
+            "{}",
+            i.plan
         );
     }
 
