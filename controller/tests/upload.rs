@@ -186,3 +186,49 @@ fn a_bad_multipart_part_says_where() {
         assert!(exit.stderr.contains(expected), "{part}: {}", exit.stderr);
     }
 }
+
+/// A form as a list of pairs keeps its order and its repeated names, as a
+/// browser sends a form with two fields of one name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_form_of_pairs_keeps_order_and_repeats() {
+    let bed = testbed(Config::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let plan = write_plan(
+        dir.path(),
+        "pairs.toml",
+        &format!(
+            "[target]\nbase_url = \"{}\"\n[load]\nusers = 1\niterations = 1\n[[scenario]]\nname = \"s\"\n\
+             [[scenario.step]]\npath = \"/upload\"\nform = [[\"z\", \"1\"], [\"tag\", \"a b\"], [\"tag\", \"c&d\"]]\n",
+            bed.base_url()
+        ),
+    );
+    let out = dir.path().join("out");
+    let exit = run_plan(&plan, &out).await;
+    assert_eq!(exit.code, 0, "{}", exit.stderr);
+    let uploads = bed.stats().uploads();
+    assert_eq!(uploads.len(), 1);
+    assert_eq!(uploads[0].0, "application/x-www-form-urlencoded");
+    assert_eq!(
+        String::from_utf8_lossy(&uploads[0].1),
+        "z=1&tag=a+b&tag=c%26d",
+        "in order, both tags, each encoded"
+    );
+    // A pair that is not [name, value] is an error with its place.
+    let bad = write_plan(
+        dir.path(),
+        "bad.toml",
+        "[target]\nbase_url = \"http://127.0.0.1:9\"\n[load]\nusers = 1\niterations = 1\n[[scenario]]\nname = \"s\"\n[[scenario.step]]\npath = \"/\"\nform = [[\"a\"]]\n",
+    );
+    let exit = run(
+        &loadfleet(),
+        &["validate", bad.to_str().unwrap()],
+        Duration::from_secs(20),
+    );
+    assert_eq!(exit.code, 2, "{}", exit.stderr);
+    assert!(
+        exit.stderr
+            .contains("bad.toml:10:9: `scenario.step.form`: expected a [name, value] pair"),
+        "{}",
+        exit.stderr
+    );
+}

@@ -2135,18 +2135,11 @@ fn sampler<'a, 'i>(
     if !raw {
         args.extend(scope.params.iter().cloned());
     }
-    // A table cannot hold one name twice: the repeats are said (a
-    // multipart body keeps them, in order).
-    let mut seen: Vec<&str> = Vec::new();
-    for (k, _) in args.iter().filter(|_| !multipart) {
-        if seen.contains(&k.as_str()) {
-            ctx.note(format!(
-                "{where_}: parameter `{k}` is sent more than once by JMeter; once here (the last value)"
-            ));
-        } else {
-            seen.push(k);
-        }
-    }
+    // A name sent more than once is written as a list of pairs, in order.
+    let repeats = args
+        .iter()
+        .enumerate()
+        .any(|(i, (k, _))| args[..i].iter().any(|(e, _)| e == k));
     let origin_of = |d: &str, port: &str, proto: &str| {
         let proto = if proto.is_empty() { "http" } else { proto };
         let default_port = (proto == "http" && port == "80") || (proto == "https" && port == "443");
@@ -2236,10 +2229,14 @@ fn sampler<'a, 'i>(
         if raw_body {
             let body: String = args.iter().map(|(_, v)| v.as_str()).collect();
             let _ = writeln!(lines, "body = {}", template_string(&body));
-        } else if with_body {
-            let _ = writeln!(lines, "form = {}", template_table(&args));
         } else {
-            let _ = writeln!(lines, "query = {}", template_table(&args));
+            let key = if with_body { "form" } else { "query" };
+            let value = if repeats {
+                template_pairs(&args)
+            } else {
+                template_table(&args)
+            };
+            let _ = writeln!(lines, "{key} = {value}");
         }
     }
     // The sampler's own Header Managers win over its scope's, per name.
@@ -2338,6 +2335,15 @@ fn sampler<'a, 'i>(
 /// A string whose `${…}` are loadfleet variables (not escaped).
 fn template_string(s: &str) -> String {
     string(s).replace("$${", "${")
+}
+
+/// `[["name", "value"], …]`: pairs in order, a name as often as it comes.
+fn template_pairs(pairs: &[(String, String)]) -> String {
+    let items: Vec<String> = pairs
+        .iter()
+        .map(|(k, v)| format!("[{}, {}]", template_string(k), template_string(v)))
+        .collect();
+    format!("[{}]", items.join(", "))
 }
 
 fn template_table(pairs: &[(String, String)]) -> String {
@@ -3069,7 +3075,7 @@ mod tests {
     }
 
     #[test]
-    fn the_defaults_parameters_go_with_every_sampler_and_repeats_are_said() {
+    fn the_defaults_parameters_go_with_every_sampler_and_repeats_are_kept() {
         let arg = |n: &str, v: &str| {
             format!(
                 "<elementProp name=\"{n}\" elementType=\"HTTPArgument\">{}{}</elementProp>",
@@ -3100,15 +3106,24 @@ mod tests {
             1,
         );
         let i = convert(&text, &[]);
+        // A repeated name keeps both values, in JMeter's order (the
+        // sampler's own, then the defaults').
         assert!(
-            i.plan.contains("query = { lang = \"en\", q = \"y\" }"),
+            i.plan
+                .contains("query = [[\"q\", \"x\"], [\"q\", \"y\"], [\"lang\", \"en\"]]"),
             "{}",
             i.plan
         );
+        let p = crate::plan::parse("t.toml", &i.plan, "t").unwrap();
+        let q: Vec<(&str, &str)> = p.scenarios[0].steps[0]
+            .wire
+            .query
+            .iter()
+            .map(|h| (h.name.as_str(), h.value.as_str()))
+            .collect();
+        assert_eq!(q, [("q", "x"), ("q", "y"), ("lang", "en")]);
         assert!(
-            i.unmapped
-                .iter()
-                .any(|u| u.contains("parameter `q` is sent more than once")),
+            !i.unmapped.iter().any(|u| u.contains("more than once")),
             "{:?}",
             i.unmapped
         );

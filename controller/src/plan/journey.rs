@@ -21,6 +21,74 @@ pub const MAX_DATA_BYTES: usize = 16 << 20;
 /// together: each step's files go to every agent with its assignment.
 pub const MAX_UPLOAD_BYTES: usize = 16 << 20;
 
+/// Names and values sent in order: a table (`{ q = "x", page = 2 }`), or a
+/// list of `[name, value]` pairs where a name repeats
+/// (`[["tag", "a"], ["tag", "b"]]`), as forms and JMeter plans send them.
+#[derive(Default)]
+pub(super) struct RawPairs(Vec<(String, Spanned<toml::Value>)>);
+
+impl<'de> Deserialize<'de> for RawPairs {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = RawPairs;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a table of names and values, or a list of [name, value] pairs")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> Result<RawPairs, A::Error> {
+                let mut out = Vec::new();
+                while let Some(k) = m.next_key::<String>()? {
+                    out.push((k, m.next_value::<Spanned<toml::Value>>()?));
+                }
+                Ok(RawPairs(out))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut s: A,
+            ) -> Result<RawPairs, A::Error> {
+                let mut out = Vec::new();
+                while let Some(Pair(name, value)) = s.next_element::<Pair>()? {
+                    out.push((name, value));
+                }
+                Ok(RawPairs(out))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// One `[name, value]` of a list of pairs.
+struct Pair(String, Spanned<toml::Value>);
+
+impl<'de> Deserialize<'de> for Pair {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Pair;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a [name, value] pair, such as [\"tag\", \"a\"]")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut s: A) -> Result<Pair, A::Error> {
+                use serde::de::Error;
+                let expected =
+                    || A::Error::custom("expected a [name, value] pair, such as [\"tag\", \"a\"]");
+                let name = s.next_element::<String>()?.ok_or_else(expected)?;
+                let value = s
+                    .next_element::<Spanned<toml::Value>>()?
+                    .ok_or_else(expected)?;
+                if s.next_element::<serde::de::IgnoredAny>()?.is_some() {
+                    return Err(expected());
+                }
+                Ok(Pair(name, value))
+            }
+        }
+        d.deserialize_seq(V)
+    }
+}
+
 /// One part of a step's `multipart` body: a field (`value`) or a file.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -45,8 +113,8 @@ pub(super) struct RawStep {
     #[serde(default)]
     headers: BTreeMap<String, Spanned<String>>,
     #[serde(default)]
-    query: BTreeMap<String, Spanned<toml::Value>>,
-    form: Option<Spanned<BTreeMap<String, Spanned<toml::Value>>>>,
+    query: RawPairs,
+    form: Option<Spanned<RawPairs>>,
     json: Option<Spanned<toml::Value>>,
     body: Option<Spanned<String>>,
     /// A multipart/form-data body: fields and files, in order.
@@ -150,7 +218,7 @@ impl RawStep {
                     "follow_redirects",
                 )
             })
-            .or_else(|| span(self.query.values().next().map(Spanned::span), "query"))
+            .or_else(|| span(self.query.0.first().map(|(_, v)| v.span()), "query"))
     }
 }
 
@@ -487,11 +555,12 @@ impl Validator<'_> {
 
     fn pairs(
         &self,
-        map: &BTreeMap<String, Spanned<toml::Value>>,
+        map: &RawPairs,
         what: &str,
         scope: &Scope<'_>,
     ) -> Result<Vec<v1::Header>, PlanError> {
-        map.iter()
+        map.0
+            .iter()
             .map(|(k, v)| {
                 let what = format!("{what} `{k}`");
                 let text = self.scalar(v, &what)?;
