@@ -105,6 +105,31 @@ async fn the_dashboard_follows_the_run_and_ends_with_its_numbers() {
     let last = page(&url);
     let s = summary(&out);
     assert!(last.contains("class=\"state-ended\""), "ended");
+    // Charts with axes: y ticks and x ticks in seconds, rates and users on
+    // charts of their own, and hover columns holding the values.
+    let svg_of = |id: &str| -> String {
+        last.split(&format!("id=\"{id}\""))
+            .nth(1)
+            .and_then(|s| s.split("</svg>").next())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let latency = svg_of("latency");
+    assert!(latency.matches("class=\"ytick\"").count() >= 3, "{latency}");
+    assert!(
+        latency.matches(" s</text>").count() >= 2,
+        "x ticks: {latency}"
+    );
+    assert!(
+        latency.contains("<rect class=\"hover\"") && latency.contains("p95 ms "),
+        "hover values: {latency}"
+    );
+    assert!(svg_of("throughput").contains("requests/s"));
+    assert!(
+        !svg_of("throughput").contains("active users"),
+        "users apart"
+    );
+    assert!(svg_of("users").contains("<polyline"), "a users chart");
     assert!(last.contains("completed with errors"), "the status");
     assert_eq!(
         figure(&last, "requests"),

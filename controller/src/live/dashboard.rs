@@ -174,9 +174,20 @@ impl Snapshot {
         let last = c.newest.as_ref();
         let newest_first: Vec<&crate::stats::IntervalPoint> =
             c.timeline().rev().take(HISTORY).collect();
-        let timeline = newest_first
+        let mut points: Vec<&crate::stats::IntervalPoint> =
+            newest_first.into_iter().rev().collect();
+        // The run's last interval is often a sliver (the milliseconds after
+        // the last full second): as a point of its own its rate would drop
+        // or spike at the end of every chart, so it joins the one before it
+        // (its requests over their joint length; the percentiles and users
+        // of the whole run hold its samples).
+        let full = points.iter().map(|p| p.length_s).fold(0.0, f64::max);
+        let sliver = match points.as_slice() {
+            [.., _, last] if last.length_s < full / 2.0 => points.pop(),
+            _ => None,
+        };
+        let mut timeline: Vec<Point> = points
             .into_iter()
-            .rev()
             .map(|p| Point {
                 t: round(p.start_s + p.length_s),
                 rps: round(p.requests as f64 / p.length_s.max(0.001)),
@@ -184,9 +195,18 @@ impl Snapshot {
                 p50: p.latency_ms.map(|l| round(l.p50)),
                 p95: p.latency_ms.map(|l| round(l.p95)),
                 p99: p.latency_ms.map(|l| round(l.p99)),
-                active: p.active_users,
+                active: u64::from(p.active_peak),
             })
             .collect();
+        if let (Some(s), Some(prev)) = (sliver, c.timeline().rev().nth(1))
+            && let Some(last) = timeline.last_mut()
+        {
+            let length = (prev.length_s + s.length_s).max(0.001);
+            last.t = round(s.start_s + s.length_s);
+            last.rps = round((prev.requests + s.requests) as f64 / length);
+            last.errors_per_s = round((prev.errors + s.errors) as f64 / length);
+            last.active = last.active.max(u64::from(s.active_peak));
+        }
         let mut errors_by_kind: Vec<(String, u64)> = c
             .total
             .errors
