@@ -195,7 +195,7 @@ impl Snapshot {
                 p50: p.latency_ms.map(|l| round(l.p50)),
                 p95: p.latency_ms.map(|l| round(l.p95)),
                 p99: p.latency_ms.map(|l| round(l.p99)),
-                active: u64::from(p.active_peak),
+                active: p.active_peak,
             })
             .collect();
         if let (Some(s), Some(prev)) = (sliver, c.timeline().rev().nth(1))
@@ -205,7 +205,7 @@ impl Snapshot {
             last.t = round(s.start_s + s.length_s);
             last.rps = round((prev.requests + s.requests) as f64 / length);
             last.errors_per_s = round((prev.errors + s.errors) as f64 / length);
-            last.active = last.active.max(u64::from(s.active_peak));
+            last.active = last.active.max(s.active_peak);
         }
         let mut errors_by_kind: Vec<(String, u64)> = c
             .total
