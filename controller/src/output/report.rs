@@ -658,8 +658,45 @@ fn agent_note(a: &crate::summary::AgentEntry) -> String {
     note
 }
 
+/// The timeline as the report's charts draw it: the run's last interval,
+/// when it is a sliver (shorter than half the others: the milliseconds
+/// after the last full interval, holding the responses still in flight),
+/// joins the one before it, so that no chart drops or spikes at its end.
+/// Counts add up over the joint length, the peak is the higher and the
+/// mean users are weighted by length; the percentiles are the earlier
+/// interval's (the sliver's few samples are in the whole run's figures).
+fn folded(timeline: &[crate::stats::IntervalPoint]) -> Vec<crate::stats::IntervalPoint> {
+    let mut out = timeline.to_vec();
+    let full = timeline.iter().map(|p| p.length_s).fold(0.0, f64::max);
+    if out.len() >= 2 && out[out.len() - 1].length_s < full / 2.0 {
+        let last = out.pop().expect("two points");
+        let prev = out.last_mut().expect("one point");
+        let length = prev.length_s + last.length_s;
+        prev.active_mean = (prev.active_mean * prev.length_s + last.active_mean * last.length_s)
+            / length.max(1e-9);
+        prev.length_s = length;
+        prev.requests += last.requests;
+        prev.errors += last.errors;
+        prev.dropped += last.dropped;
+        prev.iterations_started += last.iterations_started;
+        prev.active_peak = prev.active_peak.max(last.active_peak);
+        prev.active_users = last.active_users;
+        for (r, n) in last.peak_by_region {
+            let e = prev.peak_by_region.entry(r).or_default();
+            *e = (*e).max(n);
+        }
+        for why in last.suspect {
+            if !prev.suspect.contains(&why) {
+                prev.suspect.push(why);
+            }
+        }
+    }
+    out
+}
+
 /// Renders the report of a run.
 pub fn render(s: &Summary) -> Result<String, askama::Error> {
+    let timeline = folded(&s.timeline);
     // A run longer than the timeline's cap has points of several seconds.
     let point_s = s
         .timeline
@@ -671,7 +708,7 @@ pub fn render(s: &Summary) -> Result<String, askama::Error> {
     let latency_title = format!("Latency over time (per {point_s:.0} s interval)");
     let latency_chart = latency_over_time(
         &latency_title,
-        &s.timeline,
+        &timeline,
         &[
             ("p50", "#1f77b4", |l| l.p50),
             ("p90", "#2ca02c", |l| l.p90),
@@ -682,7 +719,7 @@ pub fn render(s: &Summary) -> Result<String, askama::Error> {
         None,
     );
     let per_s = |f: fn(&crate::stats::IntervalPoint) -> f64| -> Vec<(f64, f64)> {
-        s.timeline
+        timeline
             .iter()
             .map(|p| (p.start_s + p.length_s, f(p)))
             .collect()
@@ -839,12 +876,12 @@ pub fn render(s: &Summary) -> Result<String, askama::Error> {
             Series {
                 name: "req/s",
                 color: "#1f77b4",
-                points: rates(&s.timeline, |p| p.requests),
+                points: rates(&timeline, |p| p.requests),
             },
             Series {
                 name: "errors/s",
                 color: "#d62728",
-                points: rates(&s.timeline, |p| p.errors),
+                points: rates(&timeline, |p| p.errors),
             },
         ],
     );
@@ -969,6 +1006,33 @@ mod rate_tests {
             latency_ms: None,
             metric_means: Default::default(),
         }
+    }
+
+    #[test]
+    fn a_sliver_at_the_end_joins_the_interval_before_it() {
+        let mut a = point(0, 1.0, 155);
+        a.active_mean = 4.0;
+        a.active_peak = 4;
+        let mut b = point(1, 1.0, 150);
+        b.active_mean = 4.0;
+        b.active_peak = 4;
+        // The last 20 ms: users stopping, a few responses still in flight.
+        let mut c = point(2, 0.02, 8);
+        c.active_mean = 1.0;
+        c.active_peak = 4;
+        let f = super::folded(&[a, b, c]);
+        assert_eq!(f.len(), 2);
+        assert_eq!((f[1].requests, f[1].active_peak), (158, 4));
+        assert!((f[1].length_s - 1.02).abs() < 1e-9);
+        // Mean users weighted by length: (4 x 1.0 + 1 x 0.02) / 1.02.
+        assert!(
+            (f[1].active_mean - 4.02 / 1.02).abs() < 1e-9,
+            "{}",
+            f[1].active_mean
+        );
+        // A last interval of half the others or more stays.
+        let f = super::folded(&[point(0, 1.0, 10), point(1, 0.6, 6)]);
+        assert_eq!(f.len(), 2);
     }
 
     #[test]
