@@ -70,6 +70,8 @@ fn nice_step(raw: f64) -> f64 {
 /// An axis: where it ends, its tick step, and the decimals its labels need.
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Axis {
+    /// Where the axis starts: 0, or the first load of a sweep.
+    min: f64,
     max: f64,
     step: f64,
     decimals: usize,
@@ -84,6 +86,7 @@ impl Axis {
         }
         let max = ((max / step).ceil() * step).max(step);
         Axis {
+            min: 0.0,
             max,
             step,
             decimals: decimals(step),
@@ -99,6 +102,22 @@ impl Axis {
         };
         let step = nice_step(end / 6.0);
         Axis {
+            min: 0.0,
+            max: end,
+            step,
+            decimals: decimals(step),
+        }
+    }
+
+    /// An axis from the first value to the last (the loads of a sweep:
+    /// 20 to 40 users, not 0 to 40); from 0 when there is one value.
+    fn span(start: f64, end: f64) -> Axis {
+        if !(end - start > 0.0 && start.is_finite() && end.is_finite()) {
+            return Axis::time(end);
+        }
+        let step = nice_step((end - start) / 6.0);
+        Axis {
+            min: start,
             max: end,
             step,
             decimals: decimals(step),
@@ -106,8 +125,9 @@ impl Axis {
     }
 
     fn ticks(&self) -> impl Iterator<Item = f64> + '_ {
-        let n = (self.max / self.step + 1e-9).floor() as usize;
-        (0..=n).map(|i| i as f64 * self.step)
+        let first = (self.min / self.step - 1e-9).ceil() as i64;
+        let last = (self.max / self.step + 1e-9).floor() as i64;
+        (first..=last).map(|i| i as f64 * self.step)
     }
 
     fn label(&self, v: f64) -> String {
@@ -243,7 +263,7 @@ pub fn line_chart_marked(
     bands: &[Band],
     y_max: Option<f64>,
 ) -> String {
-    chart(title, " s", y_label, kind, series, bands, y_max)
+    chart(title, " s", y_label, kind, series, bands, y_max, false)
 }
 
 /// A line chart; `x_unit` follows every x tick (" s" for time, " users" in
@@ -255,9 +275,19 @@ pub fn xy_chart(
     kind: Values,
     series: &[Series<'_>],
 ) -> String {
-    chart(title, x_unit, y_label, kind, series, &[], None)
+    chart(
+        title,
+        x_unit,
+        y_label,
+        kind,
+        series,
+        &[],
+        None,
+        x_unit != " s",
+    )
 }
 
+#[allow(clippy::too_many_arguments)]
 fn chart(
     title: &str,
     x_unit: &str,
@@ -266,19 +296,25 @@ fn chart(
     series: &[Series<'_>],
     bands: &[Band],
     y_max: Option<f64>,
+    from_first: bool,
 ) -> String {
     let (w, h) = (760.0, 232.0);
     let (left, right, top, bottom) = (60.0, 24.0, 12.0, 28.0);
     let pw = w - left - right;
     let ph = h - top - bottom;
     let all = || series.iter().flat_map(|s| s.points.iter());
-    let xa = Axis::time(all().map(|p| p.0).fold(0.0, f64::max));
+    let end = all().map(|p| p.0).fold(0.0, f64::max);
+    let xa = if from_first {
+        Axis::span(all().map(|p| p.0).fold(f64::INFINITY, f64::min), end)
+    } else {
+        Axis::time(end)
+    };
     let ya = Axis::values(
         all().map(|p| p.1).fold(y_max.unwrap_or(0.0), f64::max),
         4.0,
         kind,
     );
-    let x = |v: f64| left + v / xa.max * pw;
+    let x = |v: f64| left + (v - xa.min) / (xa.max - xa.min) * pw;
     let y = |v: f64| top + ph - v / ya.max * ph;
     let mut o = open_svg(title, y_label, w, h);
     for b in bands {
@@ -601,5 +637,40 @@ mod tests {
         );
         assert_eq!(chart.matches("stroke-dasharray").count(), 1, "{chart}");
         assert!(chart.contains(r##"stroke="#222" stroke-width="1.6" stroke-dasharray"##));
+    }
+
+    #[test]
+    fn a_sweep_axis_starts_at_its_first_load() {
+        let chart = xy_chart(
+            "p95 by load",
+            " users",
+            "ms",
+            Values::Real,
+            &[Series {
+                name: "p95",
+                color: "#111",
+                points: vec![(20.0, 5.0), (30.0, 6.0), (40.0, 9.0)],
+            }],
+        );
+        assert!(chart.contains(">20 users</text>"), "{chart}");
+        assert!(chart.contains(">40 users</text>"), "{chart}");
+        assert!(!chart.contains(">0 users</text>"), "{chart}");
+        // The first load sits on the axis's start, the last on its end.
+        assert!(chart.contains("points=\"60.0,"), "{chart}");
+        // A time axis still starts at 0.
+        let time = line_chart(
+            "t",
+            "ms",
+            Values::Real,
+            &[Series {
+                name: "a",
+                color: "#111",
+                points: vec![(1.0, 1.0), (2.0, 2.0)],
+            }],
+        );
+        assert!(
+            time.contains(">0.0 s</text>") || time.contains(">0 s</text>"),
+            "{time}"
+        );
     }
 }
