@@ -93,6 +93,35 @@ async fn a_new_connection_per_request_shows_its_dns_and_connect_and_the_server_i
         "no phases section"
     );
     assert!(dom.contains("title=\"wait: "), "no wait segment");
+    // A legend names each phase's colour; each bar spans its own step's
+    // time (the fast step's proportions as readable as the slow one's);
+    // the phases are drawn over time.
+    let legend = dom
+        .split("id=\"phase-legend\"")
+        .nth(1)
+        .and_then(|l| l.split("</p>").next())
+        .unwrap();
+    for phase in ["DNS", "connect", "TLS", "send", "wait", "receive"] {
+        assert!(
+            legend.contains(&format!("</span>{phase}</span>")),
+            "{phase} in {legend}"
+        );
+    }
+    for row in dom.split("<tr>").filter(|r| r.contains("title=\"wait: ")) {
+        let widths: f64 = row
+            .split("style=\"width:")
+            .skip(1)
+            .filter_map(|w| w.split('%').next()?.parse::<f64>().ok())
+            .sum();
+        assert!(
+            (widths - 100.0).abs() < 0.1,
+            "a bar spans its step: {widths}% in {row}"
+        );
+    }
+    assert!(
+        dom.contains("aria-label=\"Request phases over time"),
+        "phases over time"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

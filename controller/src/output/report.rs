@@ -72,6 +72,10 @@ struct Report<'a> {
     /// Request phases (`[http] phases`), per step: (step, total µs per
     /// request, [(phase, µs per request, % of the widest bar, colour)]).
     phase_rows: Vec<PhaseRow>,
+    /// The request phases' colours, for the legend under their table.
+    phase_legend: Vec<(&'static str, &'static str)>,
+    /// Each request phase's mean per interval.
+    phase_chart: String,
     /// The observed hosts of the system under test.
     hosts: Vec<HostView>,
     /// The run's requests by response time, as a bar with its legend.
@@ -207,19 +211,54 @@ struct PhaseRow {
     parts: Vec<(&'static str, f64, f64, &'static str)>,
 }
 
+/// The request phases: metric, label, colour.
+const PHASES: [(&str, &str, &str); 6] = [
+    ("http_dns", "DNS", "#9467bd"),
+    ("http_connect", "connect", "#8c564b"),
+    ("http_tls", "TLS", "#e377c2"),
+    ("http_send", "send", "#2ca02c"),
+    ("http_wait", "wait", "#ff7f0e"),
+    ("http_receive", "receive", "#1f77b4"),
+];
+
+/// Each request phase's mean per interval (of the requests that had it),
+/// one line each; empty without `[http] phases`.
+fn phase_chart(s: &Summary) -> String {
+    if !s.total.metrics.contains_key("http_wait") {
+        return String::new();
+    }
+    let series: Vec<Series<'_>> = PHASES
+        .iter()
+        .filter(|(key, _, _)| s.total.metrics.contains_key(*key))
+        .map(|(key, label, color)| Series {
+            name: label,
+            color,
+            points: s
+                .timeline
+                .iter()
+                .filter_map(|p| {
+                    p.metric_means
+                        .get(*key)
+                        .map(|v| (p.start_s + p.length_s, *v))
+                })
+                .collect(),
+        })
+        .collect();
+    line_chart(
+        "Request phases over time (mean of the requests that had each)",
+        "µs",
+        Values::Real,
+        &series,
+    )
+}
+
 /// The request phases, stacked per step: each phase's time per request of
 /// the step (its sum over the step's requests, so connect time counts only
 /// where a connection was opened and the bar adds up to the time a request
-/// took on the wire).
+/// took on the wire). Each bar spans its step's own time, so a fast step's
+/// proportions read as well as a slow one's; the total column compares
+/// steps.
 fn phase_rows(s: &Summary) -> Vec<PhaseRow> {
-    const PHASES: [(&str, &str, &str); 6] = [
-        ("http_dns", "DNS", "#9467bd"),
-        ("http_connect", "connect", "#8c564b"),
-        ("http_tls", "TLS", "#e377c2"),
-        ("http_send", "send", "#2ca02c"),
-        ("http_wait", "wait", "#ff7f0e"),
-        ("http_receive", "receive", "#1f77b4"),
-    ];
     if !s.total.metrics.contains_key("http_wait") {
         return Vec::new();
     }
@@ -245,10 +284,10 @@ fn phase_rows(s: &Summary) -> Vec<PhaseRow> {
             }
         })
         .collect();
-    let widest = rows.iter().map(|r| r.total_us).fold(0.0, f64::max).max(1.0);
     for r in &mut rows {
+        let total = r.total_us.max(1e-9);
         for p in &mut r.parts {
-            p.2 = p.1 * 100.0 / widest;
+            p.2 = p.1 * 100.0 / total;
         }
     }
     rows
@@ -969,6 +1008,8 @@ pub fn render(s: &Summary) -> Result<String, askama::Error> {
         metric_rows: metric_rows(s),
         metric_charts: metric_charts(s),
         phase_rows: phase_rows(s),
+        phase_legend: PHASES.iter().map(|(_, label, color)| (*label, *color)).collect(),
+        phase_chart: phase_chart(s),
         hosts: host_views(s),
         total_ranges: s.total.ranges.as_ref().map(ranges_bar).unwrap_or_default(),
         step_ranges: s
