@@ -325,3 +325,24 @@ pub fn page(s: &Snapshot, token: Option<&str>) -> String {
         .render()
         .unwrap_or_else(|e| format!("cannot render the dashboard: {e}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A page opened before the run (no number read yet) holds the
+    /// metrics table, hidden, for its script to fill and show.
+    #[test]
+    fn a_page_opened_before_the_run_can_show_its_metrics() {
+        let html = page(&Snapshot::default(), None);
+        assert!(
+            html.contains("<div id=\"metrics-section\" hidden>"),
+            "{html}"
+        );
+        assert!(html.contains("id=\"metrics-body\""));
+        assert!(html.contains("$('metrics-section').hidden = s.metrics.length === 0;"));
+        for chart in ["latency", "throughput", "users"] {
+            assert!(html.contains(&format!("<svg id=\"{chart}\"")), "{chart}");
+        }
+    }
+}
