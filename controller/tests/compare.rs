@@ -119,6 +119,19 @@ async fn slower_runs_are_flagged_and_identical_ones_are_not() {
     assert_eq!(ticks.len(), 2);
     assert!(ticks[0].len() >= 3, "{ticks:?}");
     assert_eq!(ticks[0], ticks[1], "one y scale for both runs");
+    // Legible on a laptop and a phone: charts within the window, their
+    // text at least 11 CSS px as drawn.
+    for width in [1280, 390] {
+        let m = crate::report_layout::measure(&sides, width);
+        eprintln!("compare at {width} px: {m}");
+        assert_eq!(m["overflow"], serde_json::json!([]), "{m}");
+        assert!(m["page"].as_u64() <= m["vw"].as_u64(), "{m}");
+        let smallest = m["smallest_text"].as_f64().unwrap();
+        assert!(
+            smallest >= 10.95,
+            "chart text of {smallest:.1} px at {width} px: {m}"
+        );
+    }
 
     let html = dir.path().join("cmp.html");
     let identical = run(

@@ -60,6 +60,34 @@ function probe() {
 }
 </script></body></html>"#;
 
+/// Lays `page` out in a frame `width` px wide in headless Chromium and
+/// measures it with the probe: chart overflow, page width, wrapped legend
+/// entries, shared colours, the smallest chart text as drawn.
+pub(crate) fn measure(page: &std::path::Path, width: u32) -> serde_json::Value {
+    let dir = page.parent().unwrap();
+    let name = page.file_name().unwrap().to_str().unwrap();
+    let probe = dir.join(format!("probe-{width}.html"));
+    std::fs::write(
+        &probe,
+        PROBE
+            .replace("WIDTH", &width.to_string())
+            .replace("report.html", name),
+    )
+    .unwrap();
+    let size = format!("--window-size={},6000", width.max(500));
+    let (dom, _, requests) = chromium_run(
+        &probe,
+        &[&size, "--allow-file-access-from-files", "--dump-dom"],
+    );
+    assert!(requests.is_empty(), "the page made requests: {requests:?}");
+    let json = dom
+        .split("<pre id=\"layout\">")
+        .nth(1)
+        .and_then(|s| s.split("</pre>").next())
+        .expect("the probe ran");
+    serde_json::from_str(&json.replace("&quot;", "\"")).unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_report_fits_a_laptop_and_a_phone() {
     let bed = testbed(Config {
@@ -96,23 +124,12 @@ async fn the_report_fits_a_laptop_and_a_phone() {
     assert_eq!(exit.code, 0, "{}", exit.stderr);
     for width in [1280, 390] {
         let probe = out.join(format!("probe-{width}.html"));
-        std::fs::write(&probe, PROBE.replace("WIDTH", &width.to_string())).unwrap();
         let size = format!("--window-size={},6000", width.max(500));
-        let (dom, _, requests) = chromium_run(
-            &probe,
-            &[&size, "--allow-file-access-from-files", "--dump-dom"],
-        );
-        assert!(requests.is_empty(), "the page made requests: {requests:?}");
-        let json = dom
-            .split("<pre id=\"layout\">")
-            .nth(1)
-            .and_then(|s| s.split("</pre>").next())
-            .expect("the probe ran");
-        let m: serde_json::Value = serde_json::from_str(&json.replace("&quot;", "\"")).unwrap();
+        let m = measure(&out.join("report.html"), width);
         eprintln!("{width} px: {m}");
         // The window's width, less a scroll bar.
         let vw = m["vw"].as_u64().unwrap();
-        assert!((width - 20..=width).contains(&vw), "{m}");
+        assert!((u64::from(width) - 20..=u64::from(width)).contains(&vw), "{m}");
         assert!(
             m["page"].as_u64().unwrap() <= vw,
             "the page is wider than the window: {m}"
