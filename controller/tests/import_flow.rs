@@ -773,3 +773,89 @@ async fn a_throughput_shaping_timer_imports_as_its_rate() {
     assert_eq!(s["load"]["model"], "open");
     assert_eq!(s["load"]["max_users"], 4, "the thread group's threads");
 }
+
+/// XPath extractors of the common shapes import as CSS extractions and
+/// read what JMeter reads; an XPath of another shape is named and left out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn xpath_extractors_import_as_css_and_read_the_page() {
+    let bed = testbed(Config::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = bed.base_url();
+    let (host, port) = url.trim_start_matches("http://").split_once(':').unwrap();
+    let defaults = el(
+        "ConfigTestElement",
+        "defaults",
+        &format!(
+            "{}{}",
+            sp("HTTPSampler.domain", host),
+            sp("HTTPSampler.port", port)
+        ),
+        "",
+    );
+    let xpath = |name: &str, query: &str| {
+        el(
+            "XPathExtractor",
+            name,
+            &format!(
+                "{}{}{}",
+                sp("XPathExtractor.refname", name),
+                sp("XPathExtractor.xpathQuery", query),
+                sp("XPathExtractor.default", "none")
+            ),
+            "",
+        )
+    };
+    let text = plan_of(
+        &[
+            defaults,
+            get(
+                "page",
+                "/",
+                &[
+                    xpath("title", "/html/body/h1/text()"),
+                    xpath("second", "//li[2]"),
+                ]
+                .concat(),
+            ),
+            // The value goes back in a form, as JMeter would send it.
+            el(
+                "HTTPSamplerProxy",
+                "use",
+                &format!(
+                    "{}{}<elementProp name=\"HTTPsampler.Arguments\" elementType=\"Arguments\"><collectionProp name=\"Arguments.arguments\">\
+                     <elementProp name=\"t\" elementType=\"HTTPArgument\">{}{}</elementProp></collectionProp></elementProp>",
+                    sp("HTTPSampler.path", "/upload"),
+                    sp("HTTPSampler.method", "POST"),
+                    sp("Argument.name", "t"),
+                    sp("Argument.value", "${title}"),
+                ),
+                "",
+            ),
+        ]
+        .concat(),
+        "1",
+        "1",
+    );
+    let file = dir.path().join("xpath.jmx");
+    std::fs::write(&file, text).unwrap();
+    let out = dir.path().join("xpath.toml");
+    let exit = import(&file, &out);
+    assert_eq!(exit.code, 0, "{}", exit.stderr);
+    let plan = std::fs::read_to_string(&out).unwrap();
+    println!("{plan}");
+    assert!(plan.contains("css = ':root > body > h1'"), "{plan}");
+    assert!(
+        plan.contains("XPath \"//li[2]\" is not a path of elements"),
+        "{plan}"
+    );
+    let run_dir = dir.path().join("run");
+    let exit = run_plan(&out, &run_dir).await;
+    assert_eq!(exit.code, 0, "{}\n{}", exit.stdout, exit.stderr);
+    let uploads = bed.stats().uploads();
+    assert_eq!(uploads.len(), 1);
+    assert_eq!(
+        String::from_utf8_lossy(&uploads[0].1),
+        "t=loadfleet+testbed",
+        "the h1's text, read by the imported XPath"
+    );
+}

@@ -129,7 +129,10 @@ async fn the_report_fits_a_laptop_and_a_phone() {
         eprintln!("{width} px: {m}");
         // The window's width, less a scroll bar.
         let vw = m["vw"].as_u64().unwrap();
-        assert!((u64::from(width) - 20..=u64::from(width)).contains(&vw), "{m}");
+        assert!(
+            (u64::from(width) - 20..=u64::from(width)).contains(&vw),
+            "{m}"
+        );
         assert!(
             m["page"].as_u64().unwrap() <= vw,
             "the page is wider than the window: {m}"

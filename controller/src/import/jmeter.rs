@@ -1222,6 +1222,8 @@ fn is_config(tag: &str) -> bool {
             | "JSONPostProcessor"
             | "HtmlExtractor"
             | "BoundaryExtractor"
+            | "XPathExtractor"
+            | "XPath2Extractor"
             | "ResponseAssertion"
             | "Arguments"
             | "CounterConfig"
@@ -1331,7 +1333,7 @@ fn configure<'a, 'i>(
                 scope.shaping = Some((label(*e), rows));
             }
             "RegexExtractor" | "ResponseAssertion" | "JSONPostProcessor" | "HtmlExtractor"
-            | "BoundaryExtractor" => attached.push(*e),
+            | "BoundaryExtractor" | "XPathExtractor" | "XPath2Extractor" => attached.push(*e),
             "Arguments" => {
                 for (k, v) in arguments(&p) {
                     let v = ctx.eval(&v, true, &format!("variable `{k}`"));
@@ -2275,7 +2277,7 @@ fn sampler<'a, 'i>(
             }
             match x.tag_name().name() {
                 "RegexExtractor" | "ResponseAssertion" | "JSONPostProcessor" | "HtmlExtractor"
-                | "BoundaryExtractor" => own.push(x),
+                | "BoundaryExtractor" | "XPathExtractor" | "XPath2Extractor" => own.push(x),
                 "ConstantTimer"
                 | "UniformRandomTimer"
                 | "GaussianRandomTimer"
@@ -2301,9 +2303,8 @@ fn sampler<'a, 'i>(
     for x in own.iter().chain(inherited.iter()) {
         match x.tag_name().name() {
             "RegexExtractor" => extractor(ctx, *x, &mut att),
-            "JSONPostProcessor" | "HtmlExtractor" | "BoundaryExtractor" => {
-                other_extractor(ctx, *x, &mut att)
-            }
+            "JSONPostProcessor" | "HtmlExtractor" | "BoundaryExtractor" | "XPathExtractor"
+            | "XPath2Extractor" => other_extractor(ctx, *x, &mut att),
             "ResponseAssertion" => assertion(ctx, *x, &mut att),
             _ => {}
         }
@@ -2459,6 +2460,144 @@ fn json_pointer(path: &str) -> Option<String> {
     Some(out)
 }
 
+/// An XPath of the shapes plans use to read an HTML or XML page, as a CSS
+/// selector and the attribute to read (`None`: the element's text):
+/// `//form[@id='login']//input[@name="token"]/@value` is
+/// `form[id="login"] input[name="token"]` and `value`. Steps are `//`
+/// (any depth) or `/` (a child), each an element name or `*` with any
+/// number of `[@attr='v']`, `[@attr]`, `[contains(@attr,'v')]` or
+/// `[starts-with(@attr,'v')]` tests; the last may be `@attr` or `text()`.
+/// Anything else (positions, axes, functions of text) is `None`.
+fn xpath_to_css(xpath: &str) -> Option<(String, Option<String>)> {
+    let x = xpath.trim();
+    if !x.starts_with('/') {
+        return None;
+    }
+    let mut css = String::new();
+    let mut attribute = None;
+    let mut rest = x;
+    let mut first = true;
+    while !rest.is_empty() {
+        let (descendant, after) = if let Some(r) = rest.strip_prefix("//") {
+            (true, r)
+        } else if let Some(r) = rest.strip_prefix('/') {
+            (false, r)
+        } else {
+            return None;
+        };
+        // The step: up to the next `/` outside brackets and quotes.
+        let (mut depth, mut quote) = (0i32, None::<char>);
+        let mut end = after.len();
+        for (i, c) in after.char_indices() {
+            match (quote, c) {
+                (Some(q), c) if c == q => quote = None,
+                (Some(_), _) => {}
+                (None, '\'' | '"') => quote = Some(c),
+                (None, '[') => depth += 1,
+                (None, ']') => depth -= 1,
+                (None, '/') if depth == 0 => {
+                    end = i;
+                    break;
+                }
+                _ => {}
+            }
+        }
+        let step = &after[..end];
+        rest = &after[end..];
+        if step.is_empty() {
+            return None;
+        }
+        if let Some(a) = step.strip_prefix('@') {
+            // The attribute to read: the last step only.
+            if !rest.is_empty() || !is_xml_name(a) || css.is_empty() {
+                return None;
+            }
+            attribute = Some(a.to_string());
+            break;
+        }
+        if step == "text()" {
+            if !rest.is_empty() || css.is_empty() {
+                return None;
+            }
+            break;
+        }
+        let (name, mut tests) = match step.find('[') {
+            Some(i) => (&step[..i], &step[i..]),
+            None => (step, ""),
+        };
+        if name != "*" && !is_xml_name(name) {
+            return None;
+        }
+        if !first {
+            css.push_str(if descendant { " " } else { " > " });
+        } else if !descendant {
+            // `/html/...`: from the document's root element.
+            css.push_str(":root");
+            if name != "html" && name != "*" {
+                return None;
+            }
+            first = false;
+            while let Some(t) = tests.strip_prefix('[') {
+                let close = t.find(']')?;
+                css.push_str(&xpath_test(&t[..close])?);
+                tests = &t[close + 1..];
+            }
+            if !tests.is_empty() {
+                return None;
+            }
+            continue;
+        }
+        first = false;
+        css.push_str(name);
+        while let Some(t) = tests.strip_prefix('[') {
+            let close = t.find(']')?;
+            css.push_str(&xpath_test(&t[..close])?);
+            tests = &t[close + 1..];
+        }
+        if !tests.is_empty() {
+            return None;
+        }
+    }
+    (!css.is_empty()).then_some((css, attribute))
+}
+
+/// One XPath predicate as a CSS attribute selector.
+fn xpath_test(t: &str) -> Option<String> {
+    let t = t.trim();
+    let quoted = |v: &str| -> Option<String> {
+        let v = v.trim();
+        let inner = v
+            .strip_prefix('\'')
+            .and_then(|v| v.strip_suffix('\''))
+            .or_else(|| v.strip_prefix('"').and_then(|v| v.strip_suffix('"')))?;
+        (!inner.contains('"') && !inner.contains('\\')).then(|| inner.to_string())
+    };
+    for (func, op) in [("contains(", "*="), ("starts-with(", "^=")] {
+        if let Some(args) = t.strip_prefix(func).and_then(|a| a.strip_suffix(')')) {
+            let (attr, value) = args.split_once(',')?;
+            let attr = attr.trim().strip_prefix('@')?;
+            if !is_xml_name(attr) {
+                return None;
+            }
+            return Some(format!("[{attr}{op}\"{}\"]", quoted(value)?));
+        }
+    }
+    let attr = t.strip_prefix('@')?;
+    match attr.split_once('=') {
+        Some((a, v)) if is_xml_name(a.trim()) => Some(format!("[{}=\"{}\"]", a.trim(), quoted(v)?)),
+        Some(_) => None,
+        None if is_xml_name(attr) => Some(format!("[{attr}]")),
+        None => None,
+    }
+}
+
+fn is_xml_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        && !s.starts_with(|c: char| c.is_ascii_digit() || c == '-')
+}
+
 /// JSON, CSS/jQuery and Boundary Extractors as extractions.
 fn other_extractor(ctx: &mut Ctx<'_>, e: Node<'_, '_>, att: &mut Attached) {
     let p = Props::of(e);
@@ -2490,6 +2629,33 @@ fn other_extractor(ctx: &mut Ctx<'_>, e: Node<'_, '_>, att: &mut Attached) {
                         "{where_} `{name}`: JSONPath {path:?} is not a plain path (a search, a wildcard or a filter); left out"
                     )),
                 }
+            }
+        }
+        tag @ ("XPathExtractor" | "XPath2Extractor") => {
+            let key = if tag == "XPathExtractor" {
+                "XPathExtractor"
+            } else {
+                "XPathExtractor2"
+            };
+            let query = p.get(&format!("{key}.xpathQuery"));
+            match xpath_to_css(&query) {
+                Some((css, attr)) => {
+                    let mut line = format!("css = {}", literal(&css));
+                    if let Some(a) = attr {
+                        let _ = write!(line, "\nattribute = {}", string(&a));
+                    }
+                    // An empty match number reads the first match.
+                    let n = p.get(&format!("{key}.matchNumber"));
+                    found.push((
+                        p.get(&format!("{key}.refname")),
+                        line,
+                        if n.trim().is_empty() { "1".into() } else { n },
+                        p.get(&format!("{key}.default")),
+                    ));
+                }
+                None => ctx.note(format!(
+                    "{where_}: XPath {query:?} is not a path of elements, attribute tests and a final @attribute or text() (the shapes read here as a CSS selector); left out"
+                )),
             }
         }
         "HtmlExtractor" => {
@@ -3072,6 +3238,43 @@ mod tests {
             "{}",
             i.plan
         );
+    }
+
+    #[test]
+    fn xpaths_of_the_common_shapes_read_as_css_selectors() {
+        type Css<'a> = Option<(&'a str, Option<&'a str>)>;
+        let cases: [(&str, Css<'_>); 10] = [
+            (
+                "//input[@name='logintoken']/@value",
+                Some(("input[name=\"logintoken\"]", Some("value"))),
+            ),
+            (
+                "//form[@id=\"login\"]//input[@type='hidden']/@value",
+                Some(("form[id=\"login\"] input[type=\"hidden\"]", Some("value"))),
+            ),
+            ("//h1/text()", Some(("h1", None))),
+            (
+                "//div[@class='x']/a/@href",
+                Some(("div[class=\"x\"] > a", Some("href"))),
+            ),
+            ("/html/body/h1", Some((":root > body > h1", None))),
+            (
+                "//a[contains(@href,'course/view')]/@href",
+                Some(("a[href*=\"course/view\"]", Some("href"))),
+            ),
+            (
+                "//*[starts-with(@id, 'item-')][@data-x]",
+                Some(("*[id^=\"item-\"][data-x]", None)),
+            ),
+            ("//li[2]", None),
+            ("//a[text()='Next']/@href", None),
+            ("count(//a)", None),
+        ];
+        for (x, want) in cases {
+            let got = xpath_to_css(x);
+            let want = want.map(|(c, a)| (c.to_string(), a.map(str::to_string)));
+            assert_eq!(got, want, "{x}");
+        }
     }
 
     #[test]
