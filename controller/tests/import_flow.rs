@@ -239,6 +239,21 @@ fn jmx(host: &str, port: &str) -> String {
     )
 }
 
+/// HTTP Request Defaults naming the test target's host and port.
+fn defaults_of(url: &str) -> String {
+    let (host, port) = url.trim_start_matches("http://").split_once(':').unwrap();
+    el(
+        "ConfigTestElement",
+        "defaults",
+        &format!(
+            "{}{}",
+            sp("HTTPSampler.domain", host),
+            sp("HTTPSampler.port", port)
+        ),
+        "",
+    )
+}
+
 fn import(jmx: &Path, out: &Path) -> Exit {
     run(
         &loadfleet(),
@@ -422,18 +437,7 @@ async fn json_boundary_and_css_extractors_counters_and_header_assertions_import(
         "",
     );
     let listener = el("ResultCollector", "View Results Tree", "", "");
-    let url = bed.base_url();
-    let (host, port) = url.trim_start_matches("http://").split_once(':').unwrap();
-    let defaults = el(
-        "ConfigTestElement",
-        "defaults",
-        &format!(
-            "{}{}",
-            sp("HTTPSampler.domain", host),
-            sp("HTTPSampler.port", port)
-        ),
-        "",
-    );
+    let defaults = defaults_of(&bed.base_url());
     let text = plan_of(
         &[
             defaults,
@@ -561,18 +565,7 @@ fn a_plan_that_does_not_validate_is_kept_as_a_draft_and_deep_nesting_is_refused(
 async fn an_arrivals_thread_group_imports_as_a_scenario_with_its_rate() {
     let bed = testbed(Config::default()).await;
     let dir = tempfile::tempdir().unwrap();
-    let url = bed.base_url();
-    let (host, port) = url.trim_start_matches("http://").split_once(':').unwrap();
-    let defaults = el(
-        "ConfigTestElement",
-        "defaults",
-        &format!(
-            "{}{}",
-            sp("HTTPSampler.domain", host),
-            sp("HTTPSampler.port", port)
-        ),
-        "",
-    );
+    let defaults = defaults_of(&bed.base_url());
     let users = el(
         "ThreadGroup",
         "Users",
@@ -721,18 +714,7 @@ async fn a_multipart_post_with_a_file_imports_and_uploads_it() {
 async fn a_throughput_shaping_timer_imports_as_its_rate() {
     let bed = testbed(Config::default()).await;
     let dir = tempfile::tempdir().unwrap();
-    let url = bed.base_url();
-    let (host, port) = url.trim_start_matches("http://").split_once(':').unwrap();
-    let defaults = el(
-        "ConfigTestElement",
-        "defaults",
-        &format!(
-            "{}{}",
-            sp("HTTPSampler.domain", host),
-            sp("HTTPSampler.port", port)
-        ),
-        "",
-    );
+    let defaults = defaults_of(&bed.base_url());
     let row = |a: &str, b: &str, d: &str| {
         format!(
             "<collectionProp name=\"r\">{}{}{}</collectionProp>",
@@ -780,18 +762,7 @@ async fn a_throughput_shaping_timer_imports_as_its_rate() {
 async fn xpath_extractors_import_as_css_and_read_the_page() {
     let bed = testbed(Config::default()).await;
     let dir = tempfile::tempdir().unwrap();
-    let url = bed.base_url();
-    let (host, port) = url.trim_start_matches("http://").split_once(':').unwrap();
-    let defaults = el(
-        "ConfigTestElement",
-        "defaults",
-        &format!(
-            "{}{}",
-            sp("HTTPSampler.domain", host),
-            sp("HTTPSampler.port", port)
-        ),
-        "",
-    );
+    let defaults = defaults_of(&bed.base_url());
     let xpath = |name: &str, query: &str| {
         el(
             "XPathExtractor",
