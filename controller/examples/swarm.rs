@@ -129,6 +129,7 @@ async fn attach(url: &str, name: &str, counters: &Counters) -> Result<Link, Stri
         timing: String::new(),
         observer: false,
         observe_processes: Vec::new(),
+        protocol: loadfleet_proto::PROTOCOL,
     }));
     counters
         .bytes

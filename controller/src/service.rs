@@ -166,6 +166,19 @@ impl Fleet for FleetService {
                 return Err(status);
             }
         };
+        if hello.protocol != loadfleet_proto::PROTOCOL {
+            // An agent of another release would misread what it does not
+            // know (a second rate schedule, a multipart body) and do less
+            // than asked, silently: refused before it is dealt anything.
+            let status = Status::permission_denied(format!(
+                "agent {} speaks fleet protocol revision {}, this controller revision {}: run the same loadfleet release on the controller and every agent",
+                hello.name,
+                hello.protocol,
+                loadfleet_proto::PROTOCOL
+            ));
+            self.refused(&peer, Some(hello.name.clone()), status.message());
+            return Err(status);
+        }
         if hello.check_only {
             // `loadfleet-agent --check`: it would get in; nothing more.
             let (tx, rx) = mpsc::channel(1);

@@ -193,3 +193,76 @@ async fn a_hello_with_unprintable_or_long_words_is_refused() {
     assert_eq!(exit.code, 0, "{}", exit.stderr);
     assert_eq!(summary(&out)["total"]["requests"], 2);
 }
+
+/// An agent of another loadfleet release (another protocol revision, or
+/// none: before revisions) is refused before it is dealt anything, since
+/// it would misread what it does not know and do less than asked; the
+/// refusal says both revisions, and the run waits for a real agent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_of_another_protocol_revision_is_refused() {
+    let bed = testbed(Config::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let text = plan_toml(
+        &bed.base_url(),
+        "users = 1\niterations = 2",
+        &[("home", "/")],
+    );
+    let plan = write_plan(dir.path(), "p.toml", &text);
+    let out = dir.path().join("run");
+    // Not quiet: the operator's terminal must say who was refused and why.
+    let ctl = Proc::spawn(
+        &loadfleet(),
+        &[
+            "run",
+            plan.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--expect-agents",
+            "1",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    let url = format!("http://{}", ctl.listen_addr());
+    for revision in [0, loadfleet_proto::PROTOCOL + 1] {
+        let mut client = FleetClient::connect(url.clone()).await.expect("connect");
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        let hello = v1::Hello {
+            protocol: revision,
+            ..hand_hello("old", "eu")
+        };
+        tx.send(msg(agent_message::Body::Hello(hello)))
+            .await
+            .unwrap();
+        let refused = match client.attach(ReceiverStream::new(rx)).await {
+            Err(status) => status,
+            Ok(resp) => resp
+                .into_inner()
+                .message()
+                .await
+                .expect_err("a refusal, not a message"),
+        };
+        eprintln!("revision {revision}: {refused}");
+        assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+        assert!(
+            refused.message().contains(&format!(
+                "agent old speaks fleet protocol revision {revision}, this controller revision {}",
+                loadfleet_proto::PROTOCOL
+            )),
+            "{refused}"
+        );
+    }
+    let _agent = agent(&url, "eu", "real", &[]);
+    let exit = exited(ctl, Duration::from_secs(60)).await;
+    assert_eq!(exit.code, 0, "{}", exit.stderr);
+    let told = format!("{}{}", exit.stdout, exit.stderr);
+    assert!(
+        told.contains("speaks fleet protocol revision 0"),
+        "the operator is told: {told}"
+    );
+    assert_eq!(
+        summary(&out)["total"]["requests"],
+        2,
+        "only the real agent ran"
+    );
+}

@@ -68,6 +68,7 @@ pub(super) async fn open(
         timing: opts.timing.describe(),
         observer: opts.observe.is_some(),
         observe_processes: opts.observe.clone().unwrap_or_default(),
+        protocol: loadfleet_proto::PROTOCOL,
     };
     tx.send(msg(agent_message::Body::Hello(hello)))
         .await

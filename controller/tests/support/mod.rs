@@ -514,5 +514,6 @@ pub fn hand_hello(name: &str, region: &str) -> loadfleet_proto::v1::Hello {
         timing: String::new(),
         observer: false,
         observe_processes: Vec::new(),
+        protocol: loadfleet_proto::PROTOCOL,
     }
 }
